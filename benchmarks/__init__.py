@@ -1,0 +1,1 @@
+"""Ratio benchmarks against the torch reference; run with ``python -m benchmarks``."""

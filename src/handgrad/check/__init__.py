@@ -1,0 +1,26 @@
+"""Verification of hand-written gradients and optimizers against PyTorch.
+
+- :func:`check_module` — a (user's) module's backward against autograd on its forward;
+- :func:`run_checks` — every handgrad module, loss and deep network, as a table;
+- :func:`check_optimizer` — a (user's) optimizer class beside a torch.optim reference.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_MODULE_OF = {
+    "check_module": "module",
+    "run_checks": "suite",
+    "check_optimizer": "optimizer",
+}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MODULE_OF:
+        module = importlib.import_module(f"{__name__}.{_MODULE_OF[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,1 @@
+"""Matplotlib figures, drawn headless (Agg) unless a backend is already chosen."""
