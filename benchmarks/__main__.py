@@ -1,0 +1,94 @@
+"""Run every benchmark and write benchmarks/RESULTS.md.
+
+Usage: ``python -m benchmarks [--quick] [--only optim,roots] [--no-write]``.
+
+Each benchmark module ``benchmarks/bench_<name>.py`` exposes ``main(argv) -> int`` and prints
+markdown (ratios against the torch/numpy reference measured in the same process). This runner
+collects their output under a description of the machine it ran on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import io
+import os
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+BENCHMARKS = ("train", "optim", "roots", "distributed")
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+def machine_description() -> str:
+    """CPU model, cores, memory, library versions and GPU (if any), as markdown bullets."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory = ""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        kib = int(Path("/proc/meminfo").read_text().split()[1])
+        memory = f", {kib / 2**20:.0f} GiB RAM"
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    import numpy
+
+    return "\n".join(
+        [
+            f"- CPU: {cpu}, {os.cpu_count()} logical cores{memory}; "
+            f"torch threads: {torch.get_num_threads()}",
+            f"- GPU: {gpu}",
+            f"- Python {platform.python_version()}, torch {torch.__version__}, "
+            f"numpy {numpy.__version__}, {platform.system()} {platform.release()}",
+        ]
+    )
+
+
+def run_benchmark(name: str, quick: bool) -> str:
+    """One benchmark's markdown output (its stdout), or a line saying why it did not run."""
+    try:
+        module = importlib.import_module(f"benchmarks.bench_{name}")
+    except ModuleNotFoundError as error:
+        return f"_not run: {error}_\n"
+    buffer = io.StringIO()
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(buffer):
+        status = module.main(["--quick"] if quick else [])
+    seconds = time.perf_counter() - started
+    footer = f"\n_{name}: {seconds:.0f} s, exit status {status}_\n"
+    return buffer.getvalue() + footer
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="few repeats: a smoke run")
+    parser.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated names")
+    parser.add_argument("--no-write", action="store_true", help="print only; keep RESULTS.md")
+    args = parser.parse_args(argv)
+    names = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(BENCHMARKS))
+    if unknown:
+        parser.error(f"unknown benchmark(s) {unknown}; expected names from {list(BENCHMARKS)}")
+    sections = [f"# Benchmark results\n\n{machine_description()}\n"]
+    for name in names:
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        sections.append(f"## {name}\n\n{run_benchmark(name, args.quick)}")
+    report = "\n".join(sections)
+    print(report)
+    if not args.no_write:
+        temporary = RESULTS.with_suffix(".md.tmp")
+        temporary.write_text(report, encoding="utf-8")
+        temporary.replace(RESULTS)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
