@@ -1,0 +1,39 @@
+"""Layers, activations, losses and containers with hand-written backward passes.
+
+Every class is a :class:`torch.nn.Module` whose parameters do not require grad; ``module(x)``
+runs the forward, ``module.backward(grad_output)`` returns dL/d(input) and accumulates
+dL/dθ into ``param.grad``. The arithmetic lives in :mod:`handgrad.nn.functional`.
+"""
+
+from handgrad.nn import functional
+from handgrad.nn.activations import ELU, GELU, Identity, LeakyReLU, ReLU, Sigmoid, Softplus, Tanh
+from handgrad.nn.container import Sequential
+from handgrad.nn.convert import from_torch, to_torch
+from handgrad.nn.layers import Dropout, Flatten, Linear
+from handgrad.nn.loss import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss
+from handgrad.nn.module import Module, accumulate_grad
+
+__all__ = [
+    "ELU",
+    "GELU",
+    "BCEWithLogitsLoss",
+    "CrossEntropyLoss",
+    "Dropout",
+    "Flatten",
+    "HuberLoss",
+    "Identity",
+    "L1Loss",
+    "LeakyReLU",
+    "Linear",
+    "MSELoss",
+    "Module",
+    "ReLU",
+    "Sequential",
+    "Sigmoid",
+    "Softplus",
+    "Tanh",
+    "accumulate_grad",
+    "from_torch",
+    "functional",
+    "to_torch",
+]

@@ -1,0 +1,140 @@
+"""Element-wise activations: y = f(x), dx = g · f'(x). No parameters."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from handgrad.nn import functional as F
+from handgrad.nn.functional import Ctx
+from handgrad.nn.module import Module
+
+
+class _Activation(Module):
+    """y = f(x) element-wise; subclasses name the kernel pair."""
+
+    def _kernel(self, x: Tensor) -> tuple[Tensor, Ctx]:
+        raise NotImplementedError
+
+    def _kernel_backward(self, grad_output: Tensor, ctx: Ctx) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        out, ctx = self._kernel(self._check_tensor(x))
+        return self._remember(ctx, out)
+
+    def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
+        ctx = self._recall(grad_output)
+        return self._kernel_backward(grad_output, ctx) if input_grad else None
+
+
+class Identity(_Activation):
+    """y = x; dx = g."""
+
+    def _kernel(self, x: Tensor) -> tuple[Tensor, Ctx]:
+        return x, ()
+
+    def _kernel_backward(self, grad_output: Tensor, ctx: Ctx) -> Tensor:
+        return grad_output
+
+
+class ReLU(_Activation):
+    """y = max(x, 0); dx = g · [x > 0]."""
+
+    def _kernel(self, x: Tensor) -> tuple[Tensor, Ctx]:
+        return F.relu_forward(x)
+
+    def _kernel_backward(self, grad_output: Tensor, ctx: Ctx) -> Tensor:
+        return F.relu_backward(grad_output, ctx)
+
+
+class Sigmoid(_Activation):
+    """y = σ(x) = 1/(1 + e^-x), overflow-free; dx = g · y(1 − y)."""
+
+    def _kernel(self, x: Tensor) -> tuple[Tensor, Ctx]:
+        return F.sigmoid_forward(x)
+
+    def _kernel_backward(self, grad_output: Tensor, ctx: Ctx) -> Tensor:
+        return F.sigmoid_backward(grad_output, ctx)
+
+
+class Tanh(_Activation):
+    """y = tanh(x); dx = g · (1 − y²)."""
+
+    def _kernel(self, x: Tensor) -> tuple[Tensor, Ctx]:
+        return F.tanh_forward(x)
+
+    def _kernel_backward(self, grad_output: Tensor, ctx: Ctx) -> Tensor:
+        return F.tanh_backward(grad_output, ctx)
+
+
+class LeakyReLU(_Activation):
+    """y = x for x > 0, else a·x (a = negative_slope); dx = g or a·g."""
+
+    def __init__(self, negative_slope: float = 0.01) -> None:
+        super().__init__()
+        self.negative_slope = float(negative_slope)
+
+    def extra_repr(self) -> str:
+        return f"negative_slope={self.negative_slope}"
+
+    def _kernel(self, x: Tensor) -> tuple[Tensor, Ctx]:
+        return F.leaky_relu_forward(x, self.negative_slope)
+
+    def _kernel_backward(self, grad_output: Tensor, ctx: Ctx) -> Tensor:
+        return F.leaky_relu_backward(grad_output, ctx)
+
+
+class ELU(_Activation):
+    """y = x for x > 0, else α(eˣ − 1); dx = g or g·α eˣ."""
+
+    def __init__(self, alpha: float = 1.0) -> None:
+        super().__init__()
+        self.alpha = float(alpha)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}"
+
+    def _kernel(self, x: Tensor) -> tuple[Tensor, Ctx]:
+        return F.elu_forward(x, self.alpha)
+
+    def _kernel_backward(self, grad_output: Tensor, ctx: Ctx) -> Tensor:
+        return F.elu_backward(grad_output, ctx)
+
+
+class GELU(_Activation):
+    """y = x Φ(x) (``approximate="none"``) or its tanh approximation (``"tanh"``)."""
+
+    def __init__(self, approximate: str = "none") -> None:
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def extra_repr(self) -> str:
+        return f"approximate={self.approximate!r}"
+
+    def _kernel(self, x: Tensor) -> tuple[Tensor, Ctx]:
+        return F.gelu_forward(x, self.approximate)
+
+    def _kernel_backward(self, grad_output: Tensor, ctx: Ctx) -> Tensor:
+        return F.gelu_backward(grad_output, ctx)
+
+
+class Softplus(_Activation):
+    """y = log(1 + e^(βx))/β (y = x where βx > threshold); dx = g · σ(βx)."""
+
+    def __init__(self, beta: float = 1.0, threshold: float = 20.0) -> None:
+        super().__init__()
+        if beta == 0:
+            raise ValueError("Softplus: beta must be non-zero, got 0")
+        self.beta = float(beta)
+        self.threshold = float(threshold)
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta}, threshold={self.threshold}"
+
+    def _kernel(self, x: Tensor) -> tuple[Tensor, Ctx]:
+        return F.softplus_forward(x, self.beta, self.threshold)
+
+    def _kernel_backward(self, grad_output: Tensor, ctx: Ctx) -> Tensor:
+        return F.softplus_backward(grad_output, ctx)

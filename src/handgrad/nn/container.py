@@ -1,0 +1,66 @@
+"""Sequential: modules in a chain; backward runs the chain in reverse."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from torch import Tensor
+
+from handgrad.nn.module import Module
+
+
+class Sequential(Module):
+    """y = f_n(… f_2(f_1(x))); backward hands each module's input gradient to the one before.
+
+    Indexable (an int gives a module, a slice a new Sequential sharing the modules), sized
+    and iterable, like torch.nn.Sequential.
+    """
+
+    def __init__(self, *modules: Module) -> None:
+        super().__init__()
+        for index, module in enumerate(modules):
+            if not isinstance(module, Module):
+                raise TypeError(
+                    f"Sequential: module {index} is {type(module).__module__}."
+                    f"{type(module).__name__}, not a handgrad Module "
+                    "(convert torch layers with handgrad.nn.from_torch)"
+                )
+            self.add_module(str(index), module)
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._layers())
+
+    def __getitem__(self, index: int | slice) -> Module:
+        layers = self._layers()
+        if isinstance(index, slice):
+            return Sequential(*layers[index])
+        return layers[index]
+
+    def _layers(self) -> list[Module]:
+        return [module for module in self._modules.values() if isinstance(module, Module)]
+
+    def forward(self, x: Tensor) -> Tensor:
+        for module in self._layers():
+            x = module(x)
+        # The container's own ctx is just "forward ran"; each layer keeps its own.
+        return self._remember((), x)
+
+    def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
+        self._recall(grad_output)
+        layers = self._layers()
+        grad = grad_output
+        for position in range(len(layers) - 1, 0, -1):
+            upstream = layers[position].backward(grad, input_grad=True)
+            if upstream is None:
+                raise ValueError(
+                    f"Sequential: layer {position} ({layers[position]._get_name()}) returned "
+                    "None from backward(input_grad=True); the layer before it needs a gradient"
+                )
+            grad = upstream
+        if not layers:
+            return grad if input_grad else None
+        # Only the first layer may skip its input gradient: nothing upstream needs it.
+        return layers[0].backward(grad, input_grad=input_grad)

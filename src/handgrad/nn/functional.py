@@ -1,0 +1,382 @@
+"""Pure forward/backward kernels: the arithmetic of every handgrad layer and loss.
+
+Each operation is a pair of functions, CS231n style::
+
+    out, ctx = relu_forward(x)
+    dx = relu_backward(grad_out, ctx)
+
+``ctx`` is a tuple holding exactly what the backward needs; nothing is hidden anywhere else.
+The kernels trust their arguments (the modules in :mod:`handgrad.nn` check shapes, dtypes and
+devices and raise the errors); they never use autograd, so they run under
+``torch.inference_mode()``.
+
+Notation: ``g`` is the gradient arriving from above, dL/d(out); every backward returns
+dL/d(input) by the chain rule, written out in its docstring.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+Ctx = tuple[Any, ...]
+"""What a forward hands to its backward."""
+
+REDUCTIONS = ("mean", "sum", "none")
+
+# GELU constants: sqrt(2/pi) for the tanh form, 1/sqrt(2) and 1/sqrt(2*pi) for the exact one.
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_GELU_CUBIC = 0.044715
+
+
+# --------------------------------------------------------------------------- linear
+
+
+def linear_forward(x: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Ctx]:
+    """y = x Wᵀ + b, for x of shape (..., in) and W of shape (out, in) (torch's layout)."""
+    if x.dim() == 2 and bias is not None:
+        out = torch.addmm(bias, x, weight.t())  # one fused call, as torch.nn.Linear does
+    else:
+        out = x.matmul(weight.t())
+        if bias is not None:
+            out = out + bias
+    return out, (x, weight, bias is not None)
+
+
+def linear_backward(
+    grad_out: Tensor, ctx: Ctx, input_grad: bool = True
+) -> tuple[Tensor | None, Tensor, Tensor | None]:
+    """(dx, dW, db) for y = x Wᵀ + b.
+
+    dx = g W,   dW = Σ_rows gᵀ x,   db = Σ_rows g  (rows = every leading index of x).
+    dx is None when ``input_grad`` is False (its matmul is skipped); db is None without bias.
+    """
+    x, weight, has_bias = ctx
+    grad_2d = grad_out.reshape(-1, weight.shape[0])
+    x_2d = x.reshape(-1, weight.shape[1])
+    grad_weight = grad_2d.t().mm(x_2d)
+    grad_bias = grad_2d.sum(0) if has_bias else None
+    grad_x = grad_out.matmul(weight) if input_grad else None
+    return grad_x, grad_weight, grad_bias
+
+
+# --------------------------------------------------------------------------- activations
+
+
+def stable_sigmoid(x: Tensor) -> Tensor:
+    """σ(x) = 1 / (1 + e^-x), evaluated without overflow.
+
+    With z = e^-|x| ∈ (0, 1]: σ(x) = 1/(1+z) for x ≥ 0 and z/(1+z) for x < 0, so no
+    exponential ever exceeds 1 (the textbook form overflows e^-x for x ≪ 0).
+    """
+    z = torch.exp(-x.abs())
+    return torch.where(x >= 0, 1.0 / (1.0 + z), z / (1.0 + z))
+
+
+def relu_forward(x: Tensor) -> tuple[Tensor, Ctx]:
+    """y = max(x, 0)."""
+    out = x.clamp_min(0)
+    return out, (out,)
+
+
+def relu_backward(grad_out: Tensor, ctx: Ctx) -> Tensor:
+    """dx = g · [x > 0]  (the subgradient 0 at x = 0, as autograd)."""
+    (out,) = ctx
+    return torch.where(out > 0, grad_out, 0.0)
+
+
+def sigmoid_forward(x: Tensor) -> tuple[Tensor, Ctx]:
+    """y = σ(x), overflow-free (see :func:`stable_sigmoid`)."""
+    out = stable_sigmoid(x)
+    return out, (out,)
+
+
+def sigmoid_backward(grad_out: Tensor, ctx: Ctx) -> Tensor:
+    """dx = g · σ(x)(1 − σ(x)), from the saved output."""
+    (out,) = ctx
+    return grad_out * (1.0 - out) * out
+
+
+def tanh_forward(x: Tensor) -> tuple[Tensor, Ctx]:
+    """y = tanh(x)."""
+    out = torch.tanh(x)
+    return out, (out,)
+
+
+def tanh_backward(grad_out: Tensor, ctx: Ctx) -> Tensor:
+    """dx = g · (1 − tanh²(x)), from the saved output."""
+    (out,) = ctx
+    return grad_out * (1.0 - out * out)
+
+
+def leaky_relu_forward(x: Tensor, negative_slope: float = 0.01) -> tuple[Tensor, Ctx]:
+    """y = x for x > 0, else negative_slope · x."""
+    return torch.where(x > 0, x, x * negative_slope), (x, negative_slope)
+
+
+def leaky_relu_backward(grad_out: Tensor, ctx: Ctx) -> Tensor:
+    """dx = g for x > 0, else negative_slope · g."""
+    x, negative_slope = ctx
+    return torch.where(x > 0, grad_out, grad_out * negative_slope)
+
+
+def elu_forward(x: Tensor, alpha: float = 1.0) -> tuple[Tensor, Ctx]:
+    """y = x for x > 0, else α(eˣ − 1) (expm1 keeps small |x| accurate)."""
+    return torch.where(x > 0, x, alpha * torch.expm1(x.clamp_max(0))), (x, alpha)
+
+
+def elu_backward(grad_out: Tensor, ctx: Ctx) -> Tensor:
+    """dx = g for x > 0, else g · α eˣ."""
+    x, alpha = ctx
+    return torch.where(x > 0, grad_out, grad_out * (alpha * torch.exp(x.clamp_max(0))))
+
+
+def gelu_forward(x: Tensor, approximate: str = "none") -> tuple[Tensor, Ctx]:
+    """GELU.
+
+    - ``"none"``: y = x Φ(x), Φ(x) = ½(1 + erf(x/√2)) the standard normal CDF;
+    - ``"tanh"``: y = ½x(1 + tanh u), u = √(2/π)(x + 0.044715x³).
+    """
+    if approximate == "tanh":
+        inner = _SQRT_2_OVER_PI * (x + _GELU_CUBIC * x * x * x)
+        t = torch.tanh(inner)
+        return 0.5 * x * (1.0 + t), (x, approximate, t)
+    cdf = 0.5 * (1.0 + torch.erf(x * _INV_SQRT_2))
+    return x * cdf, (x, approximate, cdf)
+
+
+def gelu_backward(grad_out: Tensor, ctx: Ctx) -> Tensor:
+    """GELU's derivative.
+
+    - ``"none"``: dx = g (Φ(x) + x φ(x)), φ(x) = e^(−x²/2)/√(2π);
+    - ``"tanh"``: dx = g (½(1 + t) + ½x(1 − t²) √(2/π)(1 + 3·0.044715x²)), t = tanh u.
+    """
+    x, approximate, saved = ctx
+    if approximate == "tanh":
+        t = saved
+        du_dx = _SQRT_2_OVER_PI * (1.0 + 3.0 * _GELU_CUBIC * x * x)
+        return grad_out * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du_dx)
+    pdf = _INV_SQRT_2PI * torch.exp(-0.5 * x * x)
+    return grad_out * (saved + x * pdf)
+
+
+def softplus_forward(x: Tensor, beta: float = 1.0, threshold: float = 20.0) -> tuple[Tensor, Ctx]:
+    """y = log(1 + e^(βx)) / β, and y = x where βx > threshold (linear regime, as torch)."""
+    bx = x * beta
+    soft = torch.log1p(torch.exp(bx.clamp_max(threshold))) / beta
+    return torch.where(bx > threshold, x, soft), (bx, threshold)
+
+
+def softplus_backward(grad_out: Tensor, ctx: Ctx) -> Tensor:
+    """dx = g · σ(βx), and g where βx > threshold."""
+    bx, threshold = ctx
+    return torch.where(bx > threshold, grad_out, grad_out * stable_sigmoid(bx))
+
+
+# --------------------------------------------------------------------------- shape and noise
+
+
+def dropout_forward(
+    x: Tensor, p: float, training: bool = True, generator: torch.Generator | None = None
+) -> tuple[Tensor, Ctx]:
+    """Inverted dropout: y = x · m / (1 − p), m_i ~ Bernoulli(1 − p), in training only.
+
+    The mask is drawn like torch's own dropout (``bernoulli_(1 − p)`` on a tensor like x), so
+    with the same RNG state both draw the same mask. p = 1 zeroes everything; p = 0 or
+    ``training=False`` is the identity and draws nothing.
+    """
+    if not training or p == 0.0:
+        return x, (None,)
+    if p == 1.0:
+        scale = torch.zeros_like(x)
+    else:
+        scale = torch.empty_like(x).bernoulli_(1.0 - p, generator=generator) / (1.0 - p)
+    return x * scale, (scale,)
+
+
+def dropout_backward(grad_out: Tensor, ctx: Ctx) -> Tensor:
+    """dx = g · m / (1 − p): the same scaled mask as the forward."""
+    (scale,) = ctx
+    return grad_out if scale is None else grad_out * scale
+
+
+def flatten_forward(x: Tensor, start_dim: int = 1, end_dim: int = -1) -> tuple[Tensor, Ctx]:
+    """Merge dims start_dim..end_dim into one."""
+    return x.flatten(start_dim, end_dim), (x.shape,)
+
+
+def flatten_backward(grad_out: Tensor, ctx: Ctx) -> Tensor:
+    """dx = g reshaped back to the input's shape."""
+    (shape,) = ctx
+    return grad_out.reshape(shape)
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def check_reduction(reduction: str) -> None:
+    """Raise ``ValueError`` (as torch does) unless reduction is 'mean', 'sum' or 'none'."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(
+            f"{reduction!r} is not a valid value for reduction: expected one of {REDUCTIONS}"
+        )
+
+
+def _reduce(loss: Tensor, reduction: str, denominator: Tensor | float) -> Tensor:
+    if reduction == "none":
+        return loss
+    total = loss.sum()
+    return total / denominator if reduction == "mean" else total
+
+
+def _per_element(grad: Tensor | float, reduction: str, denominator: Tensor | float) -> Any:
+    """Upstream gradient of each unreduced loss term: g/denominator, g, or g itself."""
+    if reduction == "mean":
+        return grad / denominator
+    return grad
+
+
+def mse_forward(prediction: Tensor, target: Tensor, reduction: str = "mean") -> tuple[Tensor, Ctx]:
+    """ℓ_i = (p_i − t_i)², reduced by mean (÷ n), sum or none."""
+    check_reduction(reduction)
+    diff = prediction - target
+    n = prediction.numel()
+    return _reduce(diff * diff, reduction, n), (diff, reduction, n)
+
+
+def mse_backward(grad: Tensor | float, ctx: Ctx) -> Tensor:
+    """dℓ/dp_i = 2(p_i − t_i) · g_i, g_i = g/n for mean."""
+    diff, reduction, n = ctx
+    return 2.0 * diff * _per_element(grad, reduction, n)
+
+
+def l1_forward(prediction: Tensor, target: Tensor, reduction: str = "mean") -> tuple[Tensor, Ctx]:
+    """ℓ_i = |p_i − t_i|."""
+    check_reduction(reduction)
+    diff = prediction - target
+    n = prediction.numel()
+    return _reduce(diff.abs(), reduction, n), (diff, reduction, n)
+
+
+def l1_backward(grad: Tensor | float, ctx: Ctx) -> Tensor:
+    """dℓ/dp_i = sign(p_i − t_i) · g_i (0 where p_i = t_i, as autograd)."""
+    diff, reduction, n = ctx
+    return torch.sign(diff) * _per_element(grad, reduction, n)
+
+
+def huber_forward(
+    prediction: Tensor, target: Tensor, delta: float = 1.0, reduction: str = "mean"
+) -> tuple[Tensor, Ctx]:
+    """ℓ_i = ½d² for |d| < δ, else δ(|d| − ½δ), with d = p_i − t_i."""
+    check_reduction(reduction)
+    diff = prediction - target
+    size = diff.abs()
+    loss = torch.where(size < delta, 0.5 * diff * diff, delta * (size - 0.5 * delta))
+    n = prediction.numel()
+    return _reduce(loss, reduction, n), (diff, delta, reduction, n)
+
+
+def huber_backward(grad: Tensor | float, ctx: Ctx) -> Tensor:
+    """dℓ/dp_i = clamp(d, −δ, δ) · g_i."""
+    diff, delta, reduction, n = ctx
+    return diff.clamp(-delta, delta) * _per_element(grad, reduction, n)
+
+
+def log_softmax(x: Tensor, dim: int) -> Tensor:
+    """log softmax(x) = x − m − log Σ e^(x − m), m = max x: no exponential exceeds 1."""
+    shifted = x - x.amax(dim, keepdim=True)
+    return shifted - torch.log(torch.exp(shifted).sum(dim, keepdim=True))
+
+
+def cross_entropy_forward(
+    logits: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    reduction: str = "mean",
+) -> tuple[Tensor, Ctx]:
+    """Cross-entropy from logits of shape (C,), (N, C) or (N, C, d1, ...), as torch.
+
+    Every case is ℓ_i = −Σ_c a_ic log softmax(x_i)_c with a coefficient a_ic:
+
+    - class indices y_i: a_ic = w_yi (1 − ε)[c = y_i] + w_c ε/C, and a_i· = 0 where
+      y_i = ignore_index; mean divides by Σ_i w_yi over the kept samples (w ≡ 1 without
+      weights);
+    - probabilities q_i: a_ic = w_c ((1 − ε) q_ic + ε/C); mean divides by the sample count.
+    """
+    check_reduction(reduction)
+    class_dim = 0 if logits.dim() == 1 else 1
+    n_classes = logits.shape[class_dim]
+    log_prob = log_softmax(logits, class_dim)
+    # The class weights broadcast along the class dim: shape (C, 1, ..., 1).
+    class_shape = (n_classes, *[1] * (logits.dim() - class_dim - 1))
+    denominator: Tensor | float
+    if target.is_floating_point():
+        coef = target * (1.0 - label_smoothing) + label_smoothing / n_classes
+        if weight is not None:
+            coef = coef * weight.reshape(class_shape)
+        denominator = logits.numel() / n_classes
+    else:
+        kept = target != ignore_index
+        safe_target = torch.where(kept, target, 0).long()  # any valid class; its terms are zeroed
+        one_hot = torch.zeros_like(logits)
+        one_hot.scatter_(class_dim, safe_target.unsqueeze(class_dim), 1.0)
+        if weight is None:
+            coef = (1.0 - label_smoothing) * one_hot + label_smoothing / n_classes
+            denominator = kept.sum().to(logits.dtype)
+        else:
+            target_weight = torch.where(kept, weight[safe_target], 0.0)
+            coef = (1.0 - label_smoothing) * one_hot * target_weight.unsqueeze(class_dim)
+            coef = coef + (label_smoothing / n_classes) * weight.reshape(class_shape)
+            denominator = target_weight.sum()
+        coef = coef * kept.unsqueeze(class_dim)
+    per_sample = -(coef * log_prob).sum(class_dim)
+    ctx = (torch.exp(log_prob), coef, class_dim, reduction, denominator)
+    return _reduce(per_sample, reduction, denominator), ctx
+
+
+def cross_entropy_backward(grad: Tensor | float, ctx: Ctx) -> Tensor:
+    """dℓ_i/dx_ic = (Σ_c' a_ic') softmax(x_i)_c − a_ic, times g_i (g/denominator for mean)."""
+    prob, coef, class_dim, reduction, denominator = ctx
+    per_sample = _per_element(grad, reduction, denominator)
+    if isinstance(per_sample, Tensor) and reduction == "none":
+        per_sample = per_sample.unsqueeze(class_dim)
+    return (coef.sum(class_dim, keepdim=True) * prob - coef) * per_sample
+
+
+def bce_with_logits_forward(
+    logits: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    pos_weight: Tensor | None = None,
+    reduction: str = "mean",
+) -> tuple[Tensor, Ctx]:
+    """Binary cross-entropy on logits, with positive-class weight p_w and element weight w.
+
+    ℓ_i = −w [p_w t log σ(x) + (1 − t) log(1 − σ(x))]
+        = w [(1 − t) x + (1 + (p_w − 1) t) softplus(−x)],
+    with softplus(−x) = max(−x, 0) + log(1 + e^−|x|), which never overflows.
+    """
+    check_reduction(reduction)
+    log_weight = 1.0 if pos_weight is None else 1.0 + (pos_weight - 1.0) * target
+    softplus_neg = (-logits).clamp_min(0) + torch.log1p(torch.exp(-logits.abs()))
+    loss = (1.0 - target) * logits + log_weight * softplus_neg
+    if weight is not None:
+        loss = loss * weight
+    n = logits.numel()
+    return _reduce(loss, reduction, n), (logits, target, weight, log_weight, reduction, n)
+
+
+def bce_with_logits_backward(grad: Tensor | float, ctx: Ctx) -> Tensor:
+    """dℓ_i/dx_i = w [(1 − t) − (1 + (p_w − 1) t) σ(−x)] · g_i  (= w(σ(x) − t) g_i if p_w = 1)."""
+    logits, target, weight, log_weight, reduction, n = ctx
+    local = (1.0 - target) - log_weight * stable_sigmoid(-logits)
+    if weight is not None:
+        local = local * weight
+    return local * _per_element(grad, reduction, n)

@@ -1,0 +1,98 @@
+"""Module: a torch.nn.Module whose backward is written by hand.
+
+A handgrad module is an ordinary ``torch.nn.Module`` (so ``parameters()``, ``state_dict()``,
+``.to(device)``, ``train()``/``eval()`` all work) with three differences:
+
+- its parameters are ``torch.nn.Parameter(..., requires_grad=False)``: autograd records nothing;
+- calling it runs ``forward`` and keeps what the backward needs (the kernel's ``ctx``);
+- ``backward(grad_output, input_grad=True)`` returns dL/d(input) — or ``None`` when
+  ``input_grad`` is False, skipping that work — and *accumulates* dL/dθ into each parameter's
+  ``.grad`` exactly as autograd does, so ``optimizer.zero_grad()`` and every torch.optim
+  optimizer work unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from handgrad.nn.functional import Ctx
+
+
+def accumulate_grad(param: Tensor, grad: Tensor) -> None:
+    """param.grad += grad, as autograd's AccumulateGrad: the first gradient is stored as is.
+
+    A gradient computed under ``torch.inference_mode()`` is an inference tensor, which
+    cannot be updated in place outside that mode (where optimizers and the next backward
+    run), so it is stored as a normal tensor.
+    """
+    if param.grad is None:
+        if grad.is_inference():
+            with torch.inference_mode(False):
+                grad = grad.clone()
+        param.grad = grad
+    else:
+        param.grad.add_(grad)
+
+
+class Module(torch.nn.Module):
+    """Base class of every handgrad layer, loss and container.
+
+    Subclasses implement ``forward(x)`` (ending with ``return self._remember(ctx, out)``)
+    and ``backward(grad_output, input_grad=True)`` (starting with
+    ``ctx = self._recall(grad_output)``); the two helpers give every module the same
+    errors for backward-before-forward and for a gradient of the wrong shape.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ctx: Ctx | None = None
+        self._output_meta: tuple[torch.Size, torch.dtype, torch.device] | None = None
+
+    def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
+        """dL/d(input) from dL/d(output); accumulates dL/dθ into each parameter's ``.grad``."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement backward()")
+
+    # ------------------------------------------------------------------ helpers for subclasses
+
+    def _remember(self, ctx: Ctx, out: Tensor) -> Tensor:
+        """Keep the forward's ctx (and its output's shape) for backward; return ``out``."""
+        self._ctx = ctx
+        self._output_meta = (out.shape, out.dtype, out.device)
+        return out
+
+    def _recall(self, grad_output: Tensor | float) -> Ctx:
+        """The ctx of the last forward, after checking that ``grad_output`` fits its output."""
+        if self._ctx is None or self._output_meta is None:
+            raise ValueError(
+                f"{self._get_name()}.backward() called before forward(): "
+                "run the module on an input first"
+            )
+        if isinstance(grad_output, Tensor):
+            shape, dtype, device = self._output_meta
+            if grad_output.shape != shape:
+                raise ValueError(
+                    f"{self._get_name()}.backward(): expected grad_output of shape "
+                    f"{tuple(shape)} (the output's), got {tuple(grad_output.shape)}"
+                )
+            if grad_output.dtype != dtype or grad_output.device != device:
+                raise ValueError(
+                    f"{self._get_name()}.backward(): expected grad_output of dtype {dtype} on "
+                    f"{device} (the output's), got {grad_output.dtype} on {grad_output.device}"
+                )
+        return self._ctx
+
+    def _check_tensor(self, x: object, what: str = "input") -> Tensor:
+        """``x`` itself if it is a tensor, else a TypeError naming this layer."""
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{self._get_name()}: {what} must be a torch.Tensor, got {type(x)}")
+        return x
+
+    def _check_like(self, x: Tensor, reference: Tensor, what: str, reference_name: str) -> None:
+        """ValueError unless ``x`` has the dtype and device of ``reference``."""
+        if x.dtype != reference.dtype or x.device != reference.device:
+            raise ValueError(
+                f"{self._get_name()}: {what} has dtype {x.dtype} on {x.device} but "
+                f"{reference_name} has dtype {reference.dtype} on {reference.device}; "
+                "move one with .to()"
+            )
