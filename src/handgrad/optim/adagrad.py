@@ -1,0 +1,243 @@
+"""Adagrad: per-coordinate step sizes from the running sum of squared gradients."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim.optimizer import Optimizer, ParamsT
+from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+from handgrad.optim._bookkeeping import (
+    check_lr,
+    real_views,
+    reject_differentiable,
+    scalar_dtype,
+    setstate_steps,
+    squeeze_lr,
+    tensors_by_device_and_dtype,
+)
+from handgrad.optim._common import resolve_foreach
+
+
+class Adagrad(Optimizer):
+    r"""Adagrad (Duchi, Hazan & Singer, 2011), as torch.optim.Adagrad.
+
+    With learning rate γ, lr decay η, weight decay λ and accumulator s₀ = τ, step t does::
+
+        g  ← ∇f(θ)            (−∇f(θ) if maximize)
+        g  ← g + λ θ
+        γ̃  = γ / (1 + (t − 1) η)
+        s  ← s + g²
+        θ  ← θ − γ̃ g / (√s + ε)
+
+    Complex parameters are treated as pairs of real coordinates. Sparse gradients update only
+    the rows they touch (no weight decay then, as in torch). State: ``step`` (0-d tensor) and
+    ``sum``, both created when the optimizer is built. ``fused=True`` is accepted with torch's
+    checks and runs the multi-tensor body.
+    """
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float | Tensor = 1e-2,
+        lr_decay: float = 0,
+        weight_decay: float = 0,
+        initial_accumulator_value: float = 0,
+        eps: float = 1e-10,
+        foreach: bool | None = None,
+        *,
+        maximize: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+    ) -> None:
+        check_lr(lr)
+        if not lr_decay >= 0.0:
+            raise ValueError(f"Invalid lr_decay value: {lr_decay}")
+        if not weight_decay >= 0.0:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        if not initial_accumulator_value >= 0.0:
+            raise ValueError(
+                f"Invalid initial_accumulator_value value: {initial_accumulator_value}"
+            )
+        if not eps >= 0.0:
+            raise ValueError(f"Invalid epsilon value: {eps}")
+        defaults = {
+            "lr": lr,
+            "lr_decay": lr_decay,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "initial_accumulator_value": initial_accumulator_value,
+            "foreach": foreach,
+            "maximize": maximize,
+            "differentiable": differentiable,
+            "fused": fused,
+        }
+        super().__init__(params, defaults)
+        if fused:
+            if differentiable:
+                raise RuntimeError("`fused` does not support `differentiable`")
+            if foreach:
+                raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+        reject_differentiable(differentiable)
+        # torch creates Adagrad's state eagerly, so a state_dict exists before the first step.
+        for group in self.param_groups:
+            for p in group["params"]:
+                self._init_state(p, group)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        setstate_steps(
+            self, {"foreach": None, "maximize": False, "differentiable": False, "fused": None}
+        )
+
+    def share_memory(self) -> None:
+        """Move every ``sum`` accumulator to shared memory (for multi-process training)."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                self.state[p]["sum"].share_memory_()
+
+    def _init_state(self, p: Tensor, group: dict[str, Any]) -> None:
+        state = self.state[p]
+        if group["fused"]:
+            state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+        else:
+            state["step"] = torch.tensor(0.0, dtype=scalar_dtype())
+        # torch reads the accumulator start from the optimizer defaults, not the group.
+        tau = self.defaults["initial_accumulator_value"]
+        state["sum"] = torch.full_like(
+            p, complex(tau, tau) if p.is_complex() else tau, memory_format=torch.preserve_format
+        )
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """One Adagrad step on every parameter that has a gradient; returns the closure's loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params, grads, sums, steps = [], [], [], []
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if group["fused"]:
+                    _check_fusable(p)
+                if len(self.state[p]) == 0:
+                    self._init_state(p, group)
+                params.append(p)
+                grads.append(p.grad)
+                sums.append(self.state[p]["sum"])
+                steps.append(self.state[p]["step"])
+            if not params:
+                continue
+            has_sparse = any(g.is_sparse for g in grads)
+            if group["fused"] and (has_sparse or any(p.is_complex() for p in params)):
+                raise RuntimeError("`fused` does not support sparse grad or complex param")
+            multi = group["fused"] or resolve_foreach(group["foreach"])
+            update = adagrad_multi_tensor if multi and not has_sparse else adagrad_single_tensor
+            update(
+                params,
+                grads,
+                sums,
+                steps,
+                lr=squeeze_lr(group["lr"]),
+                lr_decay=group["lr_decay"],
+                weight_decay=group["weight_decay"],
+                eps=group["eps"],
+                maximize=group["maximize"],
+            )
+        return loss
+
+
+def _check_fusable(p: Tensor) -> None:
+    devices = _get_fused_kernels_supported_devices()
+    if not (p.device.type in devices and torch.is_floating_point(p)):
+        raise RuntimeError(
+            "`fused=True` requires all the params to be floating point Tensors of "
+            f"supported devices: {devices} but {p.dtype} and {p.device.type}"
+        )
+
+
+def adagrad_single_tensor(
+    params: list[Tensor],
+    grads: list[Tensor],
+    sums: list[Tensor],
+    steps: list[Tensor],
+    *,
+    lr: float | Tensor,
+    lr_decay: float,
+    weight_decay: float,
+    eps: float,
+    maximize: bool,
+) -> None:
+    """Adagrad one tensor at a time (dense and sparse gradients)."""
+    for param, grad, state_sum, step_t in zip(params, grads, sums, steps, strict=True):
+        step_t += 1
+        step = step_t.item()
+        if maximize:
+            grad = -grad
+        if weight_decay != 0:
+            if grad.is_sparse:
+                raise RuntimeError("weight_decay option is not compatible with sparse gradients")
+            grad = grad.add(param, alpha=weight_decay)
+        clr = lr / (1 + (step - 1) * lr_decay)
+        if grad.is_sparse:
+            _sparse_update(param, grad, state_sum, clr, eps)
+            continue
+        grad, state_sum, param = real_views([grad, state_sum, param])
+        state_sum.addcmul_(grad, grad, value=1)
+        std = state_sum.sqrt().add_(eps)
+        param.addcdiv_(grad, std, value=-clr)  # type: ignore[arg-type]
+
+
+def _sparse_update(
+    param: Tensor, grad: Tensor, state_sum: Tensor, clr: float | Tensor, eps: float
+) -> None:
+    # The update is not linear in g, so repeated indices must be summed first.
+    grad = grad.coalesce()
+    indices, values = grad._indices(), grad._values()
+    def sparse(row_values: Tensor) -> Tensor:
+        return torch.sparse_coo_tensor(indices, row_values, grad.size(), check_invariants=False)
+
+    state_sum.add_(sparse(values.pow(2)))
+    std_values = state_sum.sparse_mask(grad)._values().sqrt_().add_(eps)
+    param.add_(sparse(values / std_values), alpha=-clr)  # type: ignore[arg-type]
+
+
+def adagrad_multi_tensor(
+    params: list[Tensor],
+    grads: list[Tensor],
+    sums: list[Tensor],
+    steps: list[Tensor],
+    *,
+    lr: float | Tensor,
+    lr_decay: float,
+    weight_decay: float,
+    eps: float,
+    maximize: bool,
+) -> None:
+    """Adagrad on lists of dense tensors with ``torch._foreach_*`` (one kernel per operation)."""
+    for p_, g_, s_, t_ in tensors_by_device_and_dtype([params, grads, sums, steps]):
+        p, g, s = real_views(p_), real_views(g_), real_views(s_)
+        torch._foreach_add_(t_, 1)
+        if maximize:
+            g = list(torch._foreach_neg(g))
+        if weight_decay != 0:
+            # g is our own copy when maximize negated it; otherwise p.grad must stay untouched.
+            if maximize:
+                torch._foreach_add_(g, p, alpha=weight_decay)
+            else:
+                g = list(torch._foreach_add(g, p, alpha=weight_decay))
+        minus_clr = [-lr / (1 + (step.item() - 1) * lr_decay) for step in t_]
+        torch._foreach_addcmul_(s, g, g, value=1)
+        std = torch._foreach_sqrt(s)
+        torch._foreach_add_(std, eps)
+        if weight_decay != 0 or maximize:
+            torch._foreach_mul_(g, minus_clr)  # type: ignore[arg-type]
+            numerator = g
+        else:
+            numerator = list(torch._foreach_mul(g, minus_clr))  # type: ignore[arg-type]
+        torch._foreach_addcdiv_(p, numerator, std)

@@ -1,0 +1,161 @@
+"""handgrad.optim.Adagrad against torch.optim.Adagrad."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from handgrad.optim import Adagrad
+from tests.optim.harness import (
+    assert_matches_torch,
+    assert_same_error,
+    assert_state_dict_handover,
+    common_error_cases,
+    torch_inputs_params,
+)
+
+EXTRA = [
+    ("lr_decay alone", {"lr": 0.05, "lr_decay": 0.01}),
+    ("maximize, lr_decay, accumulator", {"maximize": True, "lr_decay": 0.1,
+                                          "initial_accumulator_value": 0.5}),
+    ("eps", {"eps": 1e-3, "weight_decay": 0.2}),
+]
+FOREACH = [pytest.param(False, id="single"), pytest.param(True, id="multi"),
+           pytest.param(None, id="default")]
+
+
+@pytest.mark.parametrize("hyperparams", torch_inputs_params("Adagrad", EXTRA))
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("foreach", FOREACH)
+def test_matches_torch(hyperparams: dict[str, Any], dtype: torch.dtype, foreach: Any) -> None:
+    # Our default (multi-tensor) is compared with torch's default (single-tensor on CPU).
+    assert_matches_torch(
+        Adagrad, torch.optim.Adagrad, hyperparams, dtype=dtype,
+        ours_kwargs={"foreach": foreach}, torch_kwargs={"foreach": foreach},
+        grad_none_every=5,
+    )
+
+
+@pytest.mark.parametrize("foreach", FOREACH)
+def test_complex_params_match_torch(foreach: Any) -> None:
+    assert_matches_torch(
+        Adagrad, torch.optim.Adagrad, {"weight_decay": 0.1, "lr_decay": 0.01},
+        complex_params=True, ours_kwargs={"foreach": foreach}, torch_kwargs={"foreach": foreach},
+    )
+
+
+def test_fused_matches_torch_fused() -> None:
+    assert_matches_torch(
+        Adagrad, torch.optim.Adagrad, {"lr": 0.05, "weight_decay": 0.1, "fused": True},
+        dtype=torch.float32,
+    )
+
+
+def test_state_is_created_eagerly_like_torch() -> None:
+    p, q = torch.ones(3), torch.ones(3)
+    ours = Adagrad([p], initial_accumulator_value=0.25)
+    theirs = torch.optim.Adagrad([q], initial_accumulator_value=0.25)
+    assert set(ours.state[p]) == {"step", "sum"}
+    assert ours.state[p]["step"].dtype == theirs.state[q]["step"].dtype
+    torch.testing.assert_close(ours.state[p]["sum"], torch.full((3,), 0.25), rtol=0, atol=0)
+    mine, reference = ours.state_dict(), theirs.state_dict()
+    assert mine["param_groups"] == reference["param_groups"]
+    assert set(mine["state"][0]) == set(reference["state"][0])
+
+
+@pytest.mark.filterwarnings("ignore:Sparse invariant checks:UserWarning")
+def test_sparse_gradients_match_torch() -> None:
+    p = torch.randn(6, 3, dtype=torch.float64)
+    q = p.clone()
+    ours, theirs = Adagrad([p], lr=0.1), torch.optim.Adagrad([q], lr=0.1)
+    for step in range(20):
+        rows = torch.tensor([[step % 6, (step * 5) % 6, step % 6]])  # repeated index on purpose
+        values = torch.sin(torch.arange(9, dtype=torch.float64).reshape(3, 3) + step)
+        grad = torch.sparse_coo_tensor(rows, values, (6, 3), check_invariants=True)
+        p.grad, q.grad = grad.clone(), grad.clone()
+        ours.step()
+        theirs.step()
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=0)
+    torch.testing.assert_close(ours.state[p]["sum"], theirs.state[q]["sum"], rtol=1e-12, atol=0)
+
+
+def test_sparse_gradients_refuse_weight_decay_like_torch() -> None:
+    def params() -> list[torch.Tensor]:
+        p = torch.zeros(3)
+        p.grad = torch.sparse_coo_tensor(torch.tensor([[1]]), torch.tensor([1.0]), (3,))
+        return [p]
+
+    kind, error, _ = assert_same_error(
+        Adagrad, torch.optim.Adagrad, {"weight_decay": 0.1}, params=params, at_step=True
+    )
+    assert (kind, error) == ("raise", RuntimeError)
+
+
+@pytest.mark.parametrize("direction", ["torch_to_ours", "ours_to_torch"])
+def test_state_dict_handover(direction: str) -> None:
+    assert_state_dict_handover(
+        Adagrad, torch.optim.Adagrad, {"lr": 0.1, "lr_decay": 0.1, "weight_decay": 0.1},
+        direction=direction,
+    )
+
+
+@pytest.mark.parametrize(
+    ("description", "params", "kwargs"),
+    [pytest.param(*case, id=case[0].replace(" ", "_")) for case in common_error_cases()],
+)
+def test_common_bad_inputs(description: str, params: Any, kwargs: dict[str, Any]) -> None:
+    kind, _, _ = assert_same_error(Adagrad, torch.optim.Adagrad, kwargs, params=params)
+    assert kind != "ok", description
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"lr": -0.1},
+        {"lr_decay": -0.5},
+        {"weight_decay": -1.0},
+        {"initial_accumulator_value": -0.1},
+        {"eps": -1e-3},
+        {"fused": True, "foreach": True},
+    ],
+    ids=str,
+)
+def test_bad_hyperparameters(kwargs: dict[str, Any]) -> None:
+    kind, error, message = assert_same_error(Adagrad, torch.optim.Adagrad, kwargs)
+    assert kind == "raise"
+    assert error in (ValueError, RuntimeError)
+    assert message
+
+
+def test_fused_refuses_complex_like_torch() -> None:
+    def params() -> list[torch.Tensor]:
+        p = torch.zeros(2, dtype=torch.complex64)
+        p.grad = torch.ones_like(p)
+        return [p]
+
+    kind, error, _ = assert_same_error(
+        Adagrad, torch.optim.Adagrad, {"fused": True}, params=params, at_step=True
+    )
+    assert (kind, error) == ("raise", RuntimeError)
+
+
+def test_differentiable_is_refused_with_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="differentiable"):
+        Adagrad([torch.zeros(2)], differentiable=True)
+
+
+def test_converges_on_least_squares() -> None:
+    # Linear regression: loss ½‖Xw − y‖²/n, gradient Xᵀ(Xw − y)/n; the answer is lstsq's.
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(64, 3, generator=generator, dtype=torch.float64)
+    y = x @ torch.tensor([1.5, -2.0, 0.5], dtype=torch.float64)
+    y = y + 0.1 * torch.randn(64, generator=generator, dtype=torch.float64)
+    w = torch.zeros(3, dtype=torch.float64)
+    opt = Adagrad([w], lr=0.5)
+    for _ in range(1000):
+        w.grad = x.T @ (x @ w - y) / len(y)
+        opt.step()
+    best = torch.linalg.lstsq(x, y.unsqueeze(1)).solution.squeeze(1)
+    torch.testing.assert_close(w, best, atol=1e-6, rtol=0)
