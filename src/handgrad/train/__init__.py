@@ -1,0 +1,47 @@
+"""Training: tasks, the loop, optimizer comparisons, checkpoints and exact resume.
+
+- :func:`load_task` — ``"cubic"``, ``"digits"`` or ``"csv:PATH"`` as a :class:`Task`;
+- :func:`compare_optimizers` — one model per optimizer, same weights and batches; what
+  ``handgrad train`` runs; returns a :class:`ComparisonResult`;
+- :func:`write_outputs` — metrics.json and the PNGs of a comparison;
+- :class:`EpochSampler` — seeded shuffled global batches (shardable with :func:`shard`);
+- :func:`run_epoch`, :func:`train_epoch`, :func:`evaluate` — the loop's pieces;
+- :func:`save_checkpoint` / :func:`load_checkpoint` — atomic, ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_MODULE_OF = {
+    "CheckpointError": "checkpoint",
+    "ComparisonResult": "compare",
+    "EpochRecord": "trainer",
+    "EpochSampler": "sampler",
+    "RunResult": "compare",
+    "Task": "tasks",
+    "TaskDefaults": "tasks",
+    "TrainConfig": "compare",
+    "TrainingDiverged": "trainer",
+    "compare_optimizers": "compare",
+    "evaluate": "trainer",
+    "load_checkpoint": "checkpoint",
+    "load_task": "tasks",
+    "run_epoch": "trainer",
+    "save_checkpoint": "checkpoint",
+    "shard": "sampler",
+    "train_epoch": "trainer",
+    "train_step": "trainer",
+    "write_metrics": "metrics",
+    "write_outputs": "outputs",
+}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MODULE_OF:
+        module = importlib.import_module(f"{__name__}.{_MODULE_OF[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,282 @@
+"""Optimizer comparison: one model per optimizer, same initial weights, same batch order.
+
+:func:`compare_optimizers` is everything ``handgrad train`` (and ``handgrad demo``) does
+short of printing: it trains, measures every epoch, checkpoints after every epoch when asked,
+and resumes bit for bit from such a checkpoint. Epochs are interleaved (epoch 1 of every
+optimizer, then epoch 2, ...) so that a checkpoint always holds every run at the same epoch.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from handgrad.train import checkpoint as ckpt
+from handgrad.train import seeds
+from handgrad.train.metrics import metrics_document
+from handgrad.train.sampler import EpochSampler
+from handgrad.train.tasks import Backend, Task, load_task
+from handgrad.train.trainer import EpochRecord, run_epoch
+
+EpochCallback = Callable[[str, EpochRecord], None]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train. ``None`` means the task's tuned default (``lr``: per optimizer).
+
+    ``backend="torch"`` trains the same network as plain torch.nn with torch.optim and
+    autograd: the reference handgrad is compared with.
+    """
+
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    seed: int = 0
+    device: str = "cpu"
+    backend: Backend = "handgrad"
+
+
+@dataclass
+class RunResult:
+    """One optimizer's run: its trained model, per-epoch history and training seconds."""
+
+    optimizer: str
+    lr: float
+    model: torch.nn.Module
+    history: list[EpochRecord] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def final(self) -> EpochRecord:
+        return self.history[-1]
+
+
+@dataclass
+class ComparisonResult:
+    """Every optimizer's run on one task; ``metrics()`` is the metrics.json document."""
+
+    task: Task
+    epochs: int
+    batch_size: int
+    runs: list[RunResult]
+
+    def metrics(self) -> dict[str, Any]:
+        return metrics_document(self.task.name, self.runs)
+
+    def predictions(self) -> dict[str, Tensor]:
+        """Each run's model output on the test inputs (CPU, eval mode)."""
+        outputs = {}
+        for run in self.runs:
+            device = next(run.model.parameters()).device
+            run.model.eval()
+            with torch.no_grad():
+                outputs[run.optimizer] = run.model(self.task.x_test.to(device)).cpu()
+        return outputs
+
+
+def parse_optimizers(names: str | Sequence[str]) -> list[str]:
+    """``"sgd, Adam"`` or ``["sgd", "adam"]`` -> ``["sgd", "adam"]``; empty or repeated
+    names are a ``ValueError``."""
+    items = names.split(",") if isinstance(names, str) else list(names)
+    parsed = [item.strip().lower() for item in items]
+    if not parsed or any(not item for item in parsed):
+        raise ValueError(f"optimizers must be a comma-separated list of names, got {names!r}")
+    repeated = sorted({item for item in parsed if parsed.count(item) > 1})
+    if repeated:
+        raise ValueError(f"optimizer(s) named more than once: {', '.join(repeated)}")
+    return parsed
+
+
+def optimizer_class(name: str, backend: Backend) -> Callable[..., torch.optim.Optimizer]:
+    """The class for a lowercase torch.optim name: handgrad's, or torch's own."""
+    if backend == "handgrad":
+        from handgrad.optim import optimizer_class as handgrad_class
+
+        cls: Callable[..., torch.optim.Optimizer] = handgrad_class(name)
+        return cls
+    by_lower = {
+        public.lower(): obj
+        for public, obj in vars(torch.optim).items()
+        if isinstance(obj, type)
+        and issubclass(obj, torch.optim.Optimizer)
+        and obj is not torch.optim.Optimizer
+    }
+    if name not in by_lower:
+        known = ", ".join(sorted(by_lower))
+        raise ValueError(f"unknown optimizer {name!r}; expected one of: {known}")
+    return by_lower[name]
+
+
+def _check_config(config: TrainConfig, epochs: int, batch_size: int, lr: float | None) -> None:
+    for label, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{label} must be a positive integer, got {value!r}")
+    if lr is not None and not (isinstance(lr, int | float) and 0 < lr < float("inf")):
+        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+    seeds.check_seed(config.seed)
+    if config.backend not in ("handgrad", "torch"):
+        raise ValueError(f"backend must be 'handgrad' or 'torch', got {config.backend!r}")
+    device = torch.device(config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {config.device!r} asked for, but CUDA is not available here")
+
+
+def compare_optimizers(
+    task: Task | str,
+    optimizers: str | Sequence[str],
+    config: TrainConfig | None = None,
+    *,
+    checkpoint: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    on_epoch: EpochCallback | None = None,
+) -> ComparisonResult:
+    """Train one model per optimizer on ``task`` and measure every epoch.
+
+    All runs start from the same initial weights (drawn from ``config.seed``) and see the
+    same batches in the same order (:class:`EpochSampler`). With ``checkpoint``, the state
+    of every run (model, optimizer, history, seconds), the RNG states and the epoch are
+    written there atomically after every epoch; with ``resume`` the runs continue from that
+    file and end bit for bit where an uninterrupted run ends. A checkpoint made with other
+    settings is a :class:`CheckpointError`. ``on_epoch(optimizer, record)`` is called after
+    each epoch of each run (progress bars).
+
+    The caller's global RNG state is left untouched: training runs on a forked RNG seeded
+    from ``config.seed`` (dropout draws from it).
+    """
+    config = config or TrainConfig()
+    task = load_task(task, seed=config.seed) if isinstance(task, str) else task
+    names = parse_optimizers(optimizers)
+    epochs = config.epochs if config.epochs is not None else task.defaults.epochs
+    batch_size = config.batch_size if config.batch_size is not None else task.defaults.batch_size
+    _check_config(config, epochs, batch_size, config.lr)
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs the checkpoint path to resume from")
+    classes = [optimizer_class(name, config.backend) for name in names]
+    device = torch.device(config.device)
+
+    runs: list[RunResult] = []
+    losses: list[torch.nn.Module] = []
+    steppers: list[torch.optim.Optimizer] = []
+    for name, cls in zip(names, classes, strict=True):
+        lr = config.lr if config.lr is not None else task.default_lr(name)
+        # Parameters take the data's dtype: a float64 task trains a float64 network.
+        model = task.make_model(config.seed, config.backend).to(device, task.x_train.dtype)
+        stepper = cls(model.parameters(), **({} if lr is None else {"lr": lr}))
+        runs.append(RunResult(name, float(stepper.param_groups[0]["lr"]), model))
+        losses.append(task.make_loss(config.backend))
+        steppers.append(stepper)
+
+    settings = {
+        "task": task.name,
+        "task_digest": task.digest(),
+        "optimizers": names,
+        "lr": [run.lr for run in runs],
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "seed": config.seed,
+        "device": str(device),
+        "backend": config.backend,
+    }
+    data = tuple(t.to(device) for t in (task.x_train, task.y_train, task.x_test, task.y_test))
+    sampler = EpochSampler(len(task.x_train), batch_size, config.seed)
+    fork_devices = [device.index or 0] if device.type == "cuda" else []
+
+    with torch.random.fork_rng(devices=fork_devices):
+        torch.manual_seed(seeds.derived_seed(config.seed, seeds.DROPOUT))
+        if device.type == "cuda":
+            torch.cuda.manual_seed(seeds.derived_seed(config.seed, seeds.DROPOUT))
+        done = 0
+        if resume:
+            assert checkpoint is not None
+            done = _restore(ckpt.load_checkpoint(checkpoint), checkpoint, settings, runs, steppers)
+        for epoch in range(done + 1, epochs + 1):
+            batches = sampler.batches(epoch)
+            for run, loss_fn, stepper in zip(runs, losses, steppers, strict=True):
+                start = time.perf_counter()
+                record = run_epoch(
+                    run.model, loss_fn, stepper, data, batches,  # type: ignore[arg-type]
+                    epoch=epoch, kind=task.kind, label=run.optimizer,
+                )
+                run.seconds += time.perf_counter() - start
+                run.history.append(record)
+                if on_epoch is not None:
+                    on_epoch(run.optimizer, record)
+            if checkpoint is not None:
+                ckpt.save_checkpoint(checkpoint, _snapshot(settings, epoch, runs, steppers))
+    return ComparisonResult(task, epochs, batch_size, runs)
+
+
+def _snapshot(
+    settings: dict[str, Any],
+    epoch: int,
+    runs: Sequence[RunResult],
+    steppers: Sequence[torch.optim.Optimizer],
+) -> dict[str, Any]:
+    return {
+        "settings": settings,
+        "epoch": epoch,
+        "rng": ckpt.rng_states(),
+        "runs": [
+            {
+                "optimizer": run.optimizer,
+                "model": run.model.state_dict(),
+                "optimizer_state": stepper.state_dict(),
+                "history": [record.as_dict() for record in run.history],
+                "seconds": run.seconds,
+            }
+            for run, stepper in zip(runs, steppers, strict=True)
+        ],
+    }
+
+
+def _restore(
+    payload: dict[str, Any],
+    path: str | os.PathLike[str],
+    settings: dict[str, Any],
+    runs: Sequence[RunResult],
+    steppers: Sequence[torch.optim.Optimizer],
+) -> int:
+    """Load the checkpoint's state into the runs; returns the number of epochs it holds."""
+    saved = payload.get("settings", {})
+    differences = [
+        f"{key}={saved.get(key)!r} there, {value!r} here"
+        for key, value in settings.items()
+        if key != "task_digest" and saved.get(key) != value
+    ]
+    if not differences and saved.get("task_digest") != settings["task_digest"]:
+        differences.append("the task's data differ")
+    if differences:
+        raise ckpt.CheckpointError(
+            f"checkpoint {path} belongs to a run with other settings ("
+            + "; ".join(differences)
+            + "); resume with the same arguments, or start afresh without resuming"
+        )
+    try:
+        for run, stepper, state in zip(runs, steppers, payload["runs"], strict=True):
+            run.model.load_state_dict(state["model"])
+            stepper.load_state_dict(state["optimizer_state"])
+            run.history = [EpochRecord.from_dict(figures) for figures in state["history"]]
+            run.seconds = float(state["seconds"])
+        ckpt.restore_rng_states(payload["rng"])
+        return int(payload["epoch"])
+    except (KeyError, ValueError, RuntimeError, TypeError) as error:
+        raise ckpt.CheckpointError(
+            f"checkpoint {path} is incomplete or damaged: {error}"
+        ) from error
+
+
+__all__ = [
+    "ComparisonResult",
+    "RunResult",
+    "TrainConfig",
+    "compare_optimizers",
+    "optimizer_class",
+    "parse_optimizers",
+]

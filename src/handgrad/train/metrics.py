@@ -1,0 +1,52 @@
+"""``metrics.json``: the figures of a comparison, in the schema the issue fixes.
+
+    {"task": "cubic",
+     "runs": [{"optimizer": "adam", "train_loss": ..., "test_loss": ...,
+               "test_accuracy": ...,            # classification only, a fraction in [0, 1]
+               "seconds": ..., "history": [{"epoch": 1, "train_loss": ..., ...}, ...]}]}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from handgrad.train.atomic import write_atomically
+from handgrad.train.trainer import EpochRecord
+
+
+class RunFigures(Protocol):
+    """What the document needs from one run (``compare.RunResult`` provides it)."""
+
+    optimizer: str
+    seconds: float
+    history: list[EpochRecord]
+
+
+def metrics_document(task: str, runs: Sequence[RunFigures]) -> dict[str, Any]:
+    """The metrics dictionary; each run's headline figures are those of its last epoch."""
+    documents = []
+    for run in runs:
+        last = run.history[-1]
+        document: dict[str, Any] = {
+            "optimizer": run.optimizer,
+            "train_loss": last.train_loss,
+            "test_loss": last.test_loss,
+        }
+        if last.test_accuracy is not None:
+            document["test_accuracy"] = last.test_accuracy
+        document["seconds"] = run.seconds
+        document["history"] = [record.as_dict() for record in run.history]
+        documents.append(document)
+    return {"task": task, "runs": documents}
+
+
+def write_metrics(path: str | os.PathLike[str], task: str, runs: Sequence[RunFigures]) -> None:
+    """Write :func:`metrics_document` to ``path`` as JSON, atomically.
+
+    ``allow_nan=False``: a NaN must never reach the file (the trainer stops before).
+    """
+    text = json.dumps(metrics_document(task, runs), indent=2, allow_nan=False)
+    write_atomically(path, (text + "\n").encode("utf-8"))

@@ -1,0 +1,353 @@
+"""The learning tasks: data, network shape, loss and the defaults that train them well.
+
+- ``cubic``: y = x³ on [-2, 2] with a 1-100-1 ReLU network (the classic fit). Training
+  targets carry Gaussian noise σ = 0.1; test targets are noise-free on an even grid. The MSE
+  is in raw units: targets are never rescaled.
+- ``digits``: scikit-learn's bundled 8×8 digits (no download), 64-128-10 ReLU network,
+  cross-entropy, a stratified 20 % test split, inputs standardized with the training
+  split's mean and standard deviation.
+- ``csv:PATH``: the user's own table, predicting the column named by ``target`` from all
+  the others (which must be numeric). The target is treated as *classification* when it
+  holds any non-numeric value, or only integers with at most
+  :data:`MAX_CLASSES_FOR_INTEGER_TARGET` distinct values; otherwise as *regression*.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import importlib
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from handgrad.train import seeds
+
+Kind = Literal["regression", "classification"]
+Backend = Literal["handgrad", "torch"]
+
+TASK_NAMES = ("cubic", "digits", "csv:PATH")
+TEST_FRACTION = 0.2
+MAX_CLASSES_FOR_INTEGER_TARGET = 20
+
+
+@dataclass(frozen=True)
+class TaskDefaults:
+    """Training settings that reach the task's goal quickly.
+
+    ``lr`` maps lowercase optimizer names to a tuned learning rate; an optimizer missing
+    from it uses its own default learning rate.
+    """
+
+    epochs: int
+    batch_size: int
+    lr: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False)
+class Task:
+    """A data set split into train and test, with the network and loss that learn it.
+
+    Inputs are float32 of shape ``(n, features)``; regression targets float32 ``(n, 1)``,
+    classification targets int64 class indices ``(n,)``.
+    """
+
+    name: str
+    kind: Kind
+    x_train: Tensor
+    y_train: Tensor
+    x_test: Tensor
+    y_test: Tensor
+    hidden: tuple[int, ...]
+    defaults: TaskDefaults
+    class_names: tuple[str, ...] = ()
+    dropout: float = 0.0
+
+    @property
+    def num_inputs(self) -> int:
+        return int(self.x_train.shape[1])
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.class_names) if self.kind == "classification" else 1
+
+    def reference_model(self, seed: int) -> torch.nn.Sequential:
+        """The network as plain ``torch.nn`` layers, initialized from ``seed`` alone.
+
+        Built inside ``fork_rng`` so that the caller's global RNG stream is left as it was.
+        """
+        widths = [self.num_inputs, *self.hidden, self.num_outputs]
+        layers: list[torch.nn.Module] = []
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seeds.derived_seed(seed, seeds.INIT))
+            for depth, (fan_in, fan_out) in enumerate(itertools.pairwise(widths)):
+                layers.append(torch.nn.Linear(fan_in, fan_out))
+                if depth < len(widths) - 2:  # no activation or dropout after the output layer
+                    layers.append(torch.nn.ReLU())
+                    if self.dropout > 0:
+                        layers.append(torch.nn.Dropout(self.dropout))
+        return torch.nn.Sequential(*layers)
+
+    def make_model(self, seed: int, backend: Backend = "handgrad") -> torch.nn.Module:
+        """The network for ``backend``: handgrad layers, or torch.nn (trained by autograd).
+
+        Both start from the same weights for the same ``seed``.
+        """
+        model = self.reference_model(seed)
+        if backend == "torch":
+            return model
+        converted: torch.nn.Module = _handgrad_nn().from_torch(model)
+        return converted
+
+    def make_loss(self, backend: Backend = "handgrad") -> torch.nn.Module:
+        """Mean squared error for regression, cross-entropy for classification."""
+        if backend == "torch":
+            return torch.nn.MSELoss() if self.kind == "regression" else torch.nn.CrossEntropyLoss()
+        hnn = _handgrad_nn()
+        loss: torch.nn.Module = (
+            hnn.MSELoss() if self.kind == "regression" else hnn.CrossEntropyLoss()
+        )
+        return loss
+
+    def default_lr(self, optimizer: str) -> float | None:
+        """The tuned learning rate for ``optimizer`` on this task, or None for its own default."""
+        return self.defaults.lr.get(optimizer.lower())
+
+    def digest(self) -> str:
+        """A SHA-256 of the task's tensors: tells whether a checkpoint was made on this data."""
+        sha = hashlib.sha256(f"{self.name}|{self.kind}|{self.hidden}|{self.dropout}".encode())
+        for tensor in (self.x_train, self.y_train, self.x_test, self.y_test):
+            sha.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return sha.hexdigest()
+
+
+def _handgrad_nn() -> Any:
+    return importlib.import_module("handgrad.nn")
+
+
+def load_task(spec: str, *, seed: int = 0, target: str | None = None) -> Task:
+    """The task named by ``spec``: ``"cubic"``, ``"digits"`` or ``"csv:PATH"``.
+
+    ``seed`` fixes the data's noise and the test split; ``target`` names the csv column to
+    predict (required for csv, refused otherwise).
+    """
+    seeds.check_seed(seed)
+    if spec.startswith("csv:"):
+        if not target:
+            raise ValueError("the csv task needs the column to predict: --target COLUMN")
+        return csv_task(Path(spec[len("csv:") :]), target, seed=seed)
+    if target is not None:
+        raise ValueError(f"--target is only for csv tasks, not for task {spec!r}")
+    if spec == "cubic":
+        return cubic_task(seed=seed)
+    if spec == "digits":
+        return digits_task(seed=seed)
+    raise ValueError(f"unknown task {spec!r}; expected one of: {', '.join(TASK_NAMES)}")
+
+
+def cubic_task(
+    *, seed: int = 0, num_train: int = 1000, num_test: int = 201, noise: float = 0.1,
+    dropout: float = 0.0,
+) -> Task:
+    """y = x³: ``num_train`` points uniform on [-2, 2] with N(0, noise²) added to the
+    targets, and ``num_test`` noise-free points on an even grid over [-2, 2]."""
+    gen = seeds.generator(seed, seeds.DATA)
+    x_train = torch.rand(num_train, 1, generator=gen) * 4 - 2
+    y_train = x_train**3 + noise * torch.randn(num_train, 1, generator=gen)
+    x_test = torch.linspace(-2, 2, num_test).unsqueeze(1)
+    return Task(
+        name="cubic",
+        kind="regression",
+        x_train=x_train,
+        y_train=y_train,
+        x_test=x_test,
+        y_test=x_test**3,
+        hidden=(100,),
+        dropout=dropout,
+        defaults=TaskDefaults(
+            epochs=60, batch_size=32, lr={"adam": 0.01, "rmsprop": 0.001, "sgd": 0.01}
+        ),
+    )
+
+
+def digits_task(*, seed: int = 0) -> Task:
+    """scikit-learn's 1797 handwritten 8×8 digits, 10 classes, stratified 80/20 split."""
+    from sklearn.datasets import load_digits
+
+    x_np, y_np = load_digits(return_X_y=True)
+    x = torch.as_tensor(x_np, dtype=torch.float32)
+    y = torch.as_tensor(y_np, dtype=torch.int64)
+    train, test = stratified_split(y, TEST_FRACTION, seed)
+    x_train, x_test = standardize(x[train], x[test])
+    return Task(
+        name="digits",
+        kind="classification",
+        x_train=x_train,
+        y_train=y[train],
+        x_test=x_test,
+        y_test=y[test],
+        hidden=(128,),
+        class_names=tuple(str(digit) for digit in range(10)),
+        defaults=TaskDefaults(
+            epochs=20, batch_size=32, lr={"adam": 0.001, "rmsprop": 0.001, "sgd": 0.05}
+        ),
+    )
+
+
+def stratified_split(labels: Tensor, test_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
+    """Train and test indices with each class split in the proportion ``test_fraction``.
+
+    Every class with at least two samples puts at least one in each split; a class with a
+    single sample goes to training.
+    """
+    gen = seeds.generator(seed, seeds.SPLIT)
+    train: list[Tensor] = []
+    test: list[Tensor] = []
+    for label in torch.unique(labels):
+        members = torch.nonzero(labels == label).flatten()
+        members = members[torch.randperm(len(members), generator=gen)]
+        n_test = min(max(round(test_fraction * len(members)), 1), len(members) - 1)
+        test.append(members[:n_test])
+        train.append(members[n_test:])
+    return torch.cat(train).sort().values, torch.cat(test).sort().values
+
+
+def random_split(num_samples: int, test_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
+    """Train and test indices: a seeded random ``test_fraction`` (at least one) for testing."""
+    order = torch.randperm(num_samples, generator=seeds.generator(seed, seeds.SPLIT))
+    n_test = min(max(round(test_fraction * num_samples), 1), num_samples - 1)
+    return order[n_test:].sort().values, order[:n_test].sort().values
+
+
+def standardize(x_train: Tensor, x_test: Tensor) -> tuple[Tensor, Tensor]:
+    """Both splits shifted and scaled by the *training* mean and standard deviation.
+
+    Constant columns (std 0, e.g. the digits' always-blank corner pixels) are only shifted.
+    """
+    mean = x_train.mean(dim=0)
+    std = x_train.std(dim=0, correction=0)
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    return (x_train - mean) / std, (x_test - mean) / std
+
+
+def csv_task(path: Path, target: str, *, seed: int = 0) -> Task:
+    """The user's table at ``path`` predicting ``target`` from every other column."""
+    header, rows, target_line_numbers = _read_csv(path)
+    if target not in header:
+        raise ValueError(
+            f"column {target!r} not found in {path}; columns are: {', '.join(header)}"
+        )
+    if len(header) < 2:
+        raise ValueError(f"{path} has only the target column {target!r}; no inputs to learn from")
+    if len(rows) < 2:
+        raise ValueError(f"{path} has {len(rows)} data row; need at least 2 (train and test)")
+    t = header.index(target)
+    features = [
+        [_number(path, line, header[i], cell) for i, cell in enumerate(row) if i != t]
+        for line, row in zip(target_line_numbers, rows, strict=True)
+    ]
+    x = torch.tensor(features, dtype=torch.float32)
+    kind, y, class_names = _target(path, [row[t] for row in rows], target_line_numbers, target)
+    if kind == "classification":
+        train, test = stratified_split(y, TEST_FRACTION, seed)
+    else:
+        train, test = random_split(len(rows), TEST_FRACTION, seed)
+    x_train, x_test = standardize(x[train], x[test])
+    return Task(
+        name=f"csv:{path}",
+        kind=kind,
+        x_train=x_train,
+        y_train=y[train],
+        x_test=x_test,
+        y_test=y[test],
+        hidden=(64,),
+        class_names=class_names,
+        defaults=TaskDefaults(epochs=100, batch_size=32, lr={"adam": 0.003}),
+    )
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
+    """Header, data rows and each row's line number; blank lines are skipped."""
+    if not path.exists():
+        raise FileNotFoundError(f"csv file not found: {path}")
+    if not path.is_file():
+        raise ValueError(f"{path} is not a file")
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        header: list[str] | None = None
+        rows: list[list[str]] = []
+        lines: list[int] = []
+        for row in reader:
+            if not row or all(not cell.strip() for cell in row):
+                continue
+            cells = [cell.strip() for cell in row]
+            if header is None:
+                header = cells
+                duplicates = sorted({name for name in header if header.count(name) > 1})
+                if duplicates:
+                    raise ValueError(f"{path} header repeats column(s): {', '.join(duplicates)}")
+                continue
+            if len(cells) != len(header):
+                raise ValueError(
+                    f"{path} line {reader.line_num}: {len(cells)} fields, expected "
+                    f"{len(header)} as in the header"
+                )
+            rows.append(cells)
+            lines.append(reader.line_num)
+    if header is None:
+        raise ValueError(f"{path} is empty; expected a header row and data rows")
+    if not rows:
+        raise ValueError(f"{path} has a header but no data rows")
+    return header, rows, lines
+
+
+def _number(path: Path, line: int, column: str, cell: str) -> float:
+    try:
+        value = float(cell)
+    except ValueError:
+        raise ValueError(
+            f"{path} line {line}, column {column!r}: {cell!r} is not a number"
+        ) from None
+    if not math.isfinite(value):
+        raise ValueError(f"{path} line {line}, column {column!r}: {cell!r} is not a finite number")
+    return value
+
+
+def _target(
+    path: Path, cells: Sequence[str], lines: Sequence[int], column: str
+) -> tuple[Kind, Tensor, tuple[str, ...]]:
+    """The target's kind, its tensor, and the class names (classification)."""
+    for cell, line in zip(cells, lines, strict=True):
+        if not cell:
+            raise ValueError(f"{path} line {line}, column {column!r}: the target is empty")
+    try:
+        values = [float(cell) for cell in cells]
+    except ValueError:
+        values = []
+    if values:
+        for value, cell, line in zip(values, cells, lines, strict=True):
+            if not math.isfinite(value):
+                raise ValueError(
+                    f"{path} line {line}, column {column!r}: {cell!r} is not a finite number"
+                )
+        distinct = sorted(set(values))
+        if len(distinct) > MAX_CLASSES_FOR_INTEGER_TARGET or any(v != int(v) for v in distinct):
+            return "regression", torch.tensor(values, dtype=torch.float32).unsqueeze(1), ()
+        names = tuple(str(int(v)) for v in distinct)
+        index = {v: i for i, v in enumerate(distinct)}
+        labels = [index[v] for v in values]
+    else:
+        names = tuple(sorted(set(cells)))
+        index_of = {name: i for i, name in enumerate(names)}
+        labels = [index_of[cell] for cell in cells]
+    if len(names) < 2:
+        raise ValueError(
+            f"{path} column {column!r} has a single class {names[0]!r}; nothing to classify"
+        )
+    return "classification", torch.tensor(labels, dtype=torch.int64), names

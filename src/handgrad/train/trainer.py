@@ -1,0 +1,186 @@
+"""The training loop: mini-batch steps, per-epoch metrics, and a guard against divergence.
+
+One step on a batch ``(x, y)``::
+
+    pred = model(x);  loss = loss_fn(pred, y)            # forward
+    g = loss_fn.backward();  model.backward(g)           # ∂loss/∂pred, then ∂loss/∂θ into θ.grad
+    optimizer.step()                                     # θ ← update(θ, θ.grad, state)
+
+for handgrad networks (hand-written backward, no autograd). Any ``torch.nn.Module`` whose
+parameters require grad is trained the ordinary way, ``loss.backward()``, so that handgrad
+can be compared with torch on the same loop. ``batch_size=1`` is the classroom's per-sample
+loop.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import torch
+from torch import Tensor
+
+from handgrad.train.tasks import Kind
+
+
+class TrainingDiverged(ArithmeticError):
+    """The loss became NaN or infinite; the message names the run, the epoch and the step."""
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """Figures after one epoch (numbered from 1).
+
+    ``train_loss`` is the mean of the epoch's mini-batch losses weighted by batch size (the
+    loss the optimizer saw, in train mode); ``test_loss`` and ``test_accuracy`` (a fraction,
+    classification only) are measured on the test split in eval mode after the epoch.
+    """
+
+    epoch: int
+    train_loss: float
+    test_loss: float
+    test_accuracy: float | None = None
+
+    def as_dict(self) -> dict[str, float | int]:
+        figures: dict[str, float | int] = {
+            "epoch": self.epoch, "train_loss": self.train_loss, "test_loss": self.test_loss
+        }
+        if self.test_accuracy is not None:
+            figures["test_accuracy"] = self.test_accuracy
+        return figures
+
+    @classmethod
+    def from_dict(cls, figures: dict[str, Any]) -> EpochRecord:
+        return cls(
+            epoch=int(figures["epoch"]),
+            train_loss=float(figures["train_loss"]),
+            test_loss=float(figures["test_loss"]),
+            test_accuracy=(
+                float(figures["test_accuracy"]) if "test_accuracy" in figures else None
+            ),
+        )
+
+
+def uses_autograd(model: torch.nn.Module) -> bool:
+    """Whether ``model`` is trained by autograd (a plain torch.nn module) rather than by hand."""
+    return any(p.requires_grad for p in model.parameters())
+
+
+def _needs_closure(optimizer: torch.optim.Optimizer) -> bool:
+    # L-BFGS re-evaluates the loss several times per step, through the closure.
+    return type(optimizer).__name__ == "LBFGS"
+
+
+def train_step(
+    model: torch.nn.Module,
+    loss_fn: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: Tensor,
+    y: Tensor,
+) -> float:
+    """One optimizer step on the batch ``(x, y)``; returns the batch loss before the step.
+
+    Raises :class:`TrainingDiverged` (without stepping) when that loss is not finite.
+    """
+    by_autograd = uses_autograd(model)
+    hand_model, hand_loss = cast(Any, model), cast(Any, loss_fn)  # the .backward methods
+    losses: list[float] = []
+
+    def closure() -> float:
+        optimizer.zero_grad()
+        loss: Tensor = loss_fn(model(x), y)
+        if by_autograd:
+            loss.backward()
+        else:
+            hand_model.backward(hand_loss.backward(), input_grad=False)
+        losses.append(float(loss.detach()))
+        return losses[-1]
+
+    if _needs_closure(optimizer):
+        optimizer.step(closure)  # evaluates the closure one or more times
+    else:
+        closure()
+    if not math.isfinite(losses[0]):
+        raise TrainingDiverged(f"the training loss is {losses[0]}")
+    if not _needs_closure(optimizer):
+        optimizer.step()
+    return losses[0]
+
+
+def train_epoch(
+    model: torch.nn.Module,
+    loss_fn: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: Tensor,
+    y: Tensor,
+    batches: Sequence[Tensor],
+    *,
+    epoch: int,
+    label: str = "training",
+) -> float:
+    """One pass over ``batches`` (index tensors into ``x``/``y``); the mean training loss.
+
+    A NaN or infinite loss stops training with :class:`TrainingDiverged` naming ``label``,
+    ``epoch`` and the 1-based step within the epoch.
+    """
+    model.train()
+    total = 0.0
+    count = 0
+    for step, batch in enumerate(batches, start=1):
+        index = batch.to(x.device)
+        try:
+            loss = train_step(model, loss_fn, optimizer, x[index], y[index])
+        except TrainingDiverged as error:
+            raise TrainingDiverged(
+                f"{label} diverged at epoch {epoch}, step {step}: {error}; "
+                "try a smaller learning rate"
+            ) from None
+        total += loss * len(batch)
+        count += len(batch)
+    return total / count
+
+
+def evaluate(
+    model: torch.nn.Module, loss_fn: torch.nn.Module, x: Tensor, y: Tensor, kind: Kind
+) -> tuple[float, float | None]:
+    """The loss on ``(x, y)`` in eval mode, and the accuracy (fraction) for classification."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            pred = model(x)
+            loss = float(loss_fn(pred, y))
+    finally:
+        model.train(was_training)
+    accuracy = None
+    if kind == "classification":
+        accuracy = float((pred.argmax(dim=1) == y).double().mean())
+    return loss, accuracy
+
+
+def run_epoch(
+    model: torch.nn.Module,
+    loss_fn: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: tuple[Tensor, Tensor, Tensor, Tensor],
+    batches: Sequence[Tensor],
+    *,
+    epoch: int,
+    kind: Kind,
+    label: str = "training",
+) -> EpochRecord:
+    """Train one epoch on ``data = (x_train, y_train, x_test, y_test)`` and measure it."""
+    x_train, y_train, x_test, y_test = data
+    train_loss = train_epoch(
+        model, loss_fn, optimizer, x_train, y_train, batches, epoch=epoch, label=label
+    )
+    test_loss, accuracy = evaluate(model, loss_fn, x_test, y_test, kind)
+    if not math.isfinite(test_loss):
+        raise TrainingDiverged(
+            f"{label} diverged at epoch {epoch}, after its last step: the test loss is "
+            f"{test_loss}; try a smaller learning rate"
+        )
+    return EpochRecord(epoch, train_loss, test_loss, accuracy)
+
