@@ -1,0 +1,223 @@
+"""ASGD: stochastic gradient descent with a decaying step and Polyak–Ruppert averaging."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim.optimizer import Optimizer, ParamsT
+
+from handgrad.optim._bookkeeping import (
+    check_capturable,
+    check_lr,
+    real_views,
+    reject_differentiable,
+    scalar_dtype,
+    setstate_steps,
+    squeeze_lr,
+    tensors_by_device_and_dtype,
+)
+from handgrad.optim._common import resolve_foreach
+
+
+class ASGD(Optimizer):
+    r"""Averaged SGD (Polyak & Juditsky, 1992), as torch.optim.ASGD.
+
+    With learning rate γ, decay λ (``lambd``), power α, averaging start t₀ and weight decay
+    w, starting from η = γ, μ = 1 and ā = 0, step t does::
+
+        g  ← ∇f(θ) + w θ      (−∇f(θ) + w θ if maximize)
+        θ  ← θ (1 − λ η) − η g
+        ā  ← ā + μ (θ − ā)           (the running average of the iterates)
+        η  ← γ / (1 + λ γ t)^α
+        μ  ← 1 / max(1, t − t₀)
+
+    State: ``step``, ``eta`` (η) and ``mu`` (μ) as 0-d tensors, and ``ax`` (ā). The averaged
+    parameters ā are what ASGD offers as its answer; θ itself keeps moving.
+    """
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float | Tensor = 1e-2,
+        lambd: float = 1e-4,
+        alpha: float = 0.75,
+        t0: float = 1e6,
+        weight_decay: float = 0,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        differentiable: bool = False,
+        capturable: bool = False,
+    ) -> None:
+        check_lr(lr)
+        if not weight_decay >= 0.0:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        reject_differentiable(differentiable)
+        defaults = {
+            "lr": lr,
+            "lambd": lambd,
+            "alpha": alpha,
+            "t0": t0,
+            "weight_decay": weight_decay,
+            "foreach": foreach,
+            "maximize": maximize,
+            "differentiable": differentiable,
+            "capturable": capturable,
+        }
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        setstate_steps(
+            self,
+            {"foreach": None, "maximize": False, "differentiable": False, "capturable": False},
+        )
+        for group in self.param_groups:
+            for p in group["params"]:
+                p_state = self.state.get(p, {})
+                for key in ("eta", "mu"):
+                    if key in p_state and not torch.is_tensor(p_state[key]):
+                        p_state[key] = torch.tensor(
+                            p_state[key], dtype=scalar_dtype(), device=p.device
+                        )
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """One ASGD step on every parameter that has a gradient; returns the closure's loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params, grads, axs, mus, etas, steps = [], [], [], [], [], []
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError("ASGD does not support sparse gradients")
+                state = self.state[p]
+                if len(state) == 0:
+                    lr0 = squeeze_lr(group["lr"])
+                    state["step"] = torch.zeros((), device=p.device, dtype=scalar_dtype())
+                    state["eta"] = torch.as_tensor(
+                        lr0, device=p.device, dtype=scalar_dtype()
+                    ).clone()
+                    state["mu"] = torch.ones((), device=p.device, dtype=scalar_dtype())
+                    state["ax"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                params.append(p)
+                grads.append(p.grad)
+                axs.append(state["ax"])
+                mus.append(state["mu"])
+                etas.append(state["eta"])
+                steps.append(state["step"])
+            if not params:
+                continue
+            check_capturable(group["capturable"], params)
+            update = asgd_multi_tensor if resolve_foreach(group["foreach"]) else asgd_single_tensor
+            update(
+                params,
+                grads,
+                axs,
+                mus,
+                etas,
+                steps,
+                lr=squeeze_lr(group["lr"]),
+                lambd=group["lambd"],
+                alpha=group["alpha"],
+                t0=group["t0"],
+                weight_decay=group["weight_decay"],
+                maximize=group["maximize"],
+            )
+        return loss
+
+
+def asgd_single_tensor(
+    params: list[Tensor],
+    grads: list[Tensor],
+    axs: list[Tensor],
+    mus: list[Tensor],
+    etas: list[Tensor],
+    steps: list[Tensor],
+    *,
+    lr: float | Tensor,
+    lambd: float,
+    alpha: float,
+    t0: float,
+    weight_decay: float,
+    maximize: bool,
+) -> None:
+    """ASGD one tensor at a time."""
+    for param, grad, ax, mu, eta, step_t in zip(
+        params, grads, axs, mus, etas, steps, strict=True
+    ):
+        if maximize:
+            grad = -grad
+        param, grad, ax = real_views([param, grad, ax])
+        step_t += 1
+        if weight_decay != 0:
+            grad = grad.add(param, alpha=weight_decay)
+        eta_value = eta.item()
+        param.mul_(1 - lambd * eta_value)
+        param.add_(grad, alpha=-eta_value)
+        if mu.item() != 1:
+            ax.add_(param.sub(ax).mul_(mu))
+        else:
+            ax.copy_(param)
+        step = step_t.item()
+        eta.copy_(torch.as_tensor(lr / ((1 + lambd * lr * step) ** alpha)))
+        mu.copy_(torch.as_tensor(1 / max(1, step - t0)))
+
+
+def asgd_multi_tensor(
+    params: list[Tensor],
+    grads: list[Tensor],
+    axs: list[Tensor],
+    mus: list[Tensor],
+    etas: list[Tensor],
+    steps: list[Tensor],
+    *,
+    lr: float | Tensor,
+    lambd: float,
+    alpha: float,
+    t0: float,
+    weight_decay: float,
+    maximize: bool,
+) -> None:
+    """ASGD on lists of tensors with ``torch._foreach_*``.
+
+    Here the decay and the gradient step are one multiply-add, θ ← θ − η (g + λ θ), as in
+    torch's multi-tensor body (the same value up to rounding).
+    """
+    for p_, g_, ax_, mu_, eta_, t_ in tensors_by_device_and_dtype(
+        [params, grads, axs, mus, etas, steps]
+    ):
+        p, g, ax = real_views(p_), real_views(g_), real_views(ax_)
+        device = p[0].device
+        if maximize:
+            g = list(torch._foreach_neg(g))
+        torch._foreach_add_(t_, 1)
+        if weight_decay != 0:
+            # g is our own copy when maximize negated it; otherwise p.grad must stay untouched.
+            if maximize:
+                torch._foreach_add_(g, p, alpha=weight_decay)
+                direction = g
+            else:
+                direction = list(torch._foreach_add(g, p, alpha=weight_decay))
+            torch._foreach_add_(direction, p, alpha=lambd)
+        else:
+            direction = list(torch._foreach_add(g, p, alpha=lambd))
+        torch._foreach_addcmul_(p, direction, eta_, value=-1)
+        torch._foreach_addcmul_(ax, torch._foreach_sub(p, ax), mu_)
+        # η from the step read as a Python float (double precision), as torch's single-tensor
+        # body does; torch's multi-tensor body does this arithmetic in the float32 step dtype,
+        # ~1e-8 relative away. We keep one answer for both of our bodies: the accurate one.
+        counts = [step.item() for step in t_]
+        new_etas = [
+            torch.as_tensor(lr / ((1 + lambd * lr * count) ** alpha), device=device)
+            for count in counts
+        ]
+        new_mus = [torch.as_tensor(1 / max(1, count - t0), device=device) for count in counts]
+        torch._foreach_copy_(eta_, new_etas)
+        torch._foreach_copy_(mu_, new_mus)

@@ -1,0 +1,192 @@
+"""Rprop: resilient backpropagation — step sizes that grow and shrink with gradient signs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim.optimizer import Optimizer, ParamsT
+
+from handgrad.optim._bookkeeping import (
+    check_capturable,
+    check_lr,
+    new_step,
+    real_views,
+    reject_differentiable,
+    setstate_steps,
+    squeeze_lr,
+    tensors_by_device_and_dtype,
+)
+from handgrad.optim._common import resolve_foreach
+
+
+class Rprop(Optimizer):
+    r"""Rprop (Riedmiller & Braun, 1993), as torch.optim.Rprop.
+
+    Each coordinate keeps its own step size Δ (starting at the learning rate) and the previous
+    gradient g' it acted on. With etas (η−, η+) and step_sizes (Δmin, Δmax), each step does::
+
+        g  ← ∇f(θ)            (−∇f(θ) if maximize)
+        Δ  ← clamp(Δ · η+, Δmin, Δmax)   where g g' > 0
+        Δ  ← clamp(Δ · η−, Δmin, Δmax)   where g g' < 0, and there g ← 0
+        Δ  ← clamp(Δ, Δmin, Δmax)        where g g' = 0
+        θ  ← θ − sign(g) Δ
+        g' ← g
+
+    State: ``step``, ``prev`` (g') and ``step_size`` (Δ). Complex parameters are treated as
+    pairs of real coordinates.
+    """
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float | Tensor = 1e-2,
+        etas: tuple[float, float] = (0.5, 1.2),
+        step_sizes: tuple[float, float] = (1e-6, 50),
+        *,
+        capturable: bool = False,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        differentiable: bool = False,
+    ) -> None:
+        check_lr(lr)
+        if not 0.0 < etas[0] < 1.0 < etas[1]:
+            raise ValueError(f"Invalid eta values: {etas[0]}, {etas[1]}")
+        reject_differentiable(differentiable)
+        defaults = {
+            "lr": lr,
+            "etas": etas,
+            "step_sizes": step_sizes,
+            "foreach": foreach,
+            "maximize": maximize,
+            "differentiable": differentiable,
+            "capturable": capturable,
+        }
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        setstate_steps(
+            self,
+            {"foreach": None, "maximize": False, "differentiable": False, "capturable": False},
+        )
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """One Rprop step on every parameter that has a gradient; returns the closure's loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params, grads, prevs, step_sizes, steps = [], [], [], [], []
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError("Rprop does not support sparse gradients")
+                state = self.state[p]
+                if len(state) == 0:
+                    state["step"] = new_step(p.device if group["capturable"] else None)
+                    state["prev"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    lr = squeeze_lr(group["lr"])
+                    start = complex(lr, lr) if p.is_complex() else lr
+                    state["step_size"] = torch.full_like(p.grad, start)  # type: ignore[arg-type]
+                params.append(p)
+                grads.append(p.grad)
+                prevs.append(state["prev"])
+                step_sizes.append(state["step_size"])
+                steps.append(state["step"])
+            if not params:
+                continue
+            check_capturable(group["capturable"], params)
+            multi = resolve_foreach(group["foreach"])
+            update = rprop_multi_tensor if multi else rprop_single_tensor
+            etaminus, etaplus = group["etas"]
+            step_size_min, step_size_max = group["step_sizes"]
+            update(
+                params,
+                grads,
+                prevs,
+                step_sizes,
+                steps,
+                etaminus=etaminus,
+                etaplus=etaplus,
+                step_size_min=step_size_min,
+                step_size_max=step_size_max,
+                maximize=group["maximize"],
+            )
+        return loss
+
+
+def _factors(sign: Tensor, etaminus: float, etaplus: float) -> Tensor:
+    """sign(g g') turned in place into the step-size factor: η+ if > 0, η− if < 0, 1 if 0."""
+    grew, shrank, kept = sign.gt(0), sign.lt(0), sign.eq(0)
+    return sign.masked_fill_(grew, etaplus).masked_fill_(shrank, etaminus).masked_fill_(kept, 1)
+
+
+def rprop_single_tensor(
+    params: list[Tensor],
+    grads: list[Tensor],
+    prevs: list[Tensor],
+    step_sizes: list[Tensor],
+    steps: list[Tensor],
+    *,
+    etaminus: float,
+    etaplus: float,
+    step_size_min: float,
+    step_size_max: float,
+    maximize: bool,
+) -> None:
+    """Rprop one tensor at a time."""
+    for param, grad, prev, step_size, step in zip(
+        params, grads, prevs, step_sizes, steps, strict=True
+    ):
+        step += 1
+        if maximize:
+            grad = -grad
+        param, grad, prev, step_size = real_views([param, grad, prev, step_size])
+        factor = _factors(grad.mul(prev).sign(), etaminus, etaplus)
+        step_size.mul_(factor).clamp_(step_size_min, step_size_max)
+        # After a sign change the coordinate rests one step (and forgets the gradient).
+        grad = grad.masked_fill(factor.eq(etaminus), 0)
+        param.addcmul_(grad.sign(), step_size, value=-1)
+        prev.copy_(grad)
+
+
+def rprop_multi_tensor(
+    params: list[Tensor],
+    grads: list[Tensor],
+    prevs: list[Tensor],
+    step_sizes: list[Tensor],
+    steps: list[Tensor],
+    *,
+    etaminus: float,
+    etaplus: float,
+    step_size_min: float,
+    step_size_max: float,
+    maximize: bool,
+) -> None:
+    """Rprop on lists of tensors with ``torch._foreach_*``."""
+    for p_, g_, prev_, size_, t_ in tensors_by_device_and_dtype(
+        [params, grads, prevs, step_sizes, steps]
+    ):
+        p, g, prev, size = real_views(p_), real_views(g_), real_views(prev_), real_views(size_)
+        torch._foreach_add_(t_, 1)
+        signs = torch._foreach_mul(g, prev)
+        if maximize:
+            torch._foreach_neg_(signs)
+        # prev now becomes this step's (signed) gradient; it is zeroed below after sign flips.
+        torch._foreach_copy_(prev, g)
+        if maximize:
+            torch._foreach_neg_(prev)
+        torch._foreach_sign_(signs)
+        factors = [_factors(sign, etaminus, etaplus) for sign in signs]
+        torch._foreach_mul_(size, factors)
+        torch._foreach_clamp_min_(size, step_size_min)
+        torch._foreach_clamp_max_(size, step_size_max)
+        for grad, factor in zip(prev, factors, strict=True):
+            grad.masked_fill_(factor.eq(etaminus), 0)
+        torch._foreach_addcmul_(p, torch._foreach_sign(prev), size, value=-1)

@@ -1,0 +1,115 @@
+"""handgrad.optim.Adadelta against torch.optim.Adadelta."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from handgrad.optim import Adadelta
+from tests.optim.harness import (
+    assert_matches_torch,
+    assert_same_error,
+    assert_state_dict_handover,
+    common_error_cases,
+    torch_inputs_params,
+)
+
+EXTRA = [
+    ("tensor lr", {"lr": torch.tensor(0.5)}),
+    ("eps, rho", {"eps": 1e-3, "rho": 0.5, "maximize": True}),
+]
+FOREACH = [
+    pytest.param(False, id="single"),
+    pytest.param(True, id="multi"),
+    pytest.param(None, id="default"),
+]
+
+
+@pytest.mark.parametrize("hyperparams", torch_inputs_params("Adadelta", EXTRA))
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("foreach", FOREACH)
+def test_matches_torch(hyperparams: dict[str, Any], dtype: torch.dtype, foreach: Any) -> None:
+    # Each body against torch's body of the same kind; our default (multi-tensor) against
+    # torch's default (single-tensor on CPU).
+    assert_matches_torch(
+        Adadelta,
+        torch.optim.Adadelta,
+        hyperparams,
+        dtype=dtype,
+        ours_kwargs={"foreach": foreach},
+        torch_kwargs={"foreach": foreach},
+        grad_none_every=5,
+    )
+
+
+@pytest.mark.parametrize("foreach", FOREACH)
+def test_complex_params_match_torch(foreach: Any) -> None:
+    assert_matches_torch(
+        Adadelta,
+        torch.optim.Adadelta,
+        {"weight_decay": 0.1},
+        complex_params=True,
+        ours_kwargs={"foreach": foreach},
+        torch_kwargs={"foreach": foreach},
+    )
+
+
+@pytest.mark.parametrize("direction", ["torch_to_ours", "ours_to_torch"])
+def test_state_dict_handover(direction: str) -> None:
+    assert_state_dict_handover(
+        Adadelta, torch.optim.Adadelta, {"lr": 0.5, "weight_decay": 0.1}, direction=direction
+    )
+
+
+@pytest.mark.parametrize(
+    ("description", "params", "kwargs"),
+    [pytest.param(*case, id=case[0].replace(" ", "_")) for case in common_error_cases()],
+)
+def test_common_bad_inputs(description: str, params: Any, kwargs: dict[str, Any]) -> None:
+    kind, _, _ = assert_same_error(Adadelta, torch.optim.Adadelta, kwargs, params=params)
+    assert kind != "ok", description
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"lr": -0.1}, {"rho": 1.1}, {"rho": -0.1}, {"eps": -1e-3}, {"weight_decay": -1.0}],
+    ids=str,
+)
+def test_bad_hyperparameters(kwargs: dict[str, Any]) -> None:
+    kind, error, message = assert_same_error(Adadelta, torch.optim.Adadelta, kwargs)
+    assert (kind, error) == ("raise", ValueError)
+    assert message
+
+
+def test_sparse_gradients_are_refused_like_torch() -> None:
+    def params() -> list[torch.Tensor]:
+        p = torch.zeros(3)
+        p.grad = torch.zeros(3).to_sparse()
+        return [p]
+
+    kind, error, _ = assert_same_error(
+        Adadelta, torch.optim.Adadelta, {}, params=params, at_step=True
+    )
+    assert (kind, error) == ("raise", RuntimeError)
+
+
+def test_differentiable_is_refused_with_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="differentiable"):
+        Adadelta([torch.zeros(2)], differentiable=True)
+
+
+def test_converges_on_least_squares() -> None:
+    # Linear regression: loss ½‖Xw − y‖²/n, gradient Xᵀ(Xw − y)/n; the answer is lstsq's.
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(64, 3, generator=generator, dtype=torch.float64)
+    y = x @ torch.tensor([1.5, -2.0, 0.5], dtype=torch.float64)
+    y = y + 0.1 * torch.randn(64, generator=generator, dtype=torch.float64)
+    w = torch.zeros(3, dtype=torch.float64)
+    opt = Adadelta([w], lr=1.0)
+    for _ in range(3000):
+        w.grad = x.T @ (x @ w - y) / len(y)
+        opt.step()
+    best = torch.linalg.lstsq(x, y.unsqueeze(1)).solution.squeeze(1)
+    torch.testing.assert_close(w, best, atol=1e-4, rtol=0)
