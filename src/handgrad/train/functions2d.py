@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 Gradient = tuple[Tensor, Tensor]
@@ -40,6 +41,7 @@ class Function2D:
     minimum_value: float | None
     steps: int
     learning_rates: Mapping[str, float]
+    saddle_points: tuple[Point, ...] = ()
 
     def distance_to_minimum(self, point: Point) -> float | None:
         """Euclidean distance from ``point`` to the nearest minimum; None if there is none."""
@@ -89,7 +91,9 @@ def saddle_value(x: Tensor, y: Tensor) -> Tensor:
 
 def saddle_gradient(x: Tensor, y: Tensor) -> Gradient:
     """∂f/∂x = 2x,  ∂f/∂y = -2y."""
-    return 2 * x, -2 * y
+    # Each part depends on one coordinate only; broadcast so both have the grid's shape.
+    d_dx, d_dy = torch.broadcast_tensors(2 * x, -2 * y)
+    return d_dx, d_dy
 
 
 def himmelblau_value(x: Tensor, y: Tensor) -> Tensor:
@@ -124,7 +128,8 @@ BEALE = Function2D(
     value=beale_value,
     gradient=beale_gradient,
     start=(1.0, 1.5),
-    window=((-4.5, 4.5), (-4.5, 4.5)),
+    # The usual [-4.5, 4.5]² hides the paths in a corner; this frames where they go.
+    window=((-1.0, 4.5), (-1.5, 2.5)),
     minima=((3.0, 0.5),),
     minimum_value=0.0,
     steps=2000,
@@ -143,6 +148,7 @@ SADDLE = Function2D(
     minimum_value=None,
     steps=300,
     learning_rates={"sgd": 1e-2, "momentum": 1e-3, "adaptive": 1e-2},
+    saddle_points=((0.0, 0.0),),
 )
 
 HIMMELBLAU = Function2D(
