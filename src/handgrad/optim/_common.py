@@ -1,9 +1,19 @@
-"""Small pieces every handgrad optimizer shares: path selection and scalar handling."""
+"""Small pieces every handgrad optimizer shares: path selection, scalars, state and checks."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from typing import Any
+
 import torch
 from torch import Tensor
+
+# Multi-tensor kernels are a private torch API; without them every optimizer falls back to
+# its single-tensor body.
+FOREACH_AVAILABLE = all(
+    hasattr(torch, name)
+    for name in ("_foreach_add_", "_foreach_mul_", "_foreach_addcdiv_", "_foreach_lerp_")
+)
 
 
 def resolve_foreach(foreach: bool | None) -> bool:
@@ -11,7 +21,10 @@ def resolve_foreach(foreach: bool | None) -> bool:
 
     torch.optim defaults to the single-tensor body on CPU; our multi-tensor body is at least
     as fast on every device we measured (see benchmarks/RESULTS.md), so it is our default.
+    Without torch's ``_foreach_*`` kernels every choice falls back to the single-tensor body.
     """
+    if not FOREACH_AVAILABLE:
+        return False
     return True if foreach is None else bool(foreach)
 
 
@@ -25,3 +38,167 @@ def as_float(value: float | Tensor) -> float:
 def is_tensor_hyperparameter(value: object) -> bool:
     """Whether a hyperparameter was given as a tensor (torch then keeps it on its device)."""
     return isinstance(value, torch.Tensor)
+
+
+def squeeze_scalar(value: Any) -> Any:
+    """A 1-element tensor as a 0-d tensor (torch's ``_to_scalar``); anything else unchanged."""
+    if isinstance(value, Tensor) and value.dim() != 0:
+        return value.squeeze()
+    return value
+
+
+def check_lr(lr: float | Tensor) -> None:
+    """torch's learning-rate checks: a tensor lr has one element, and lr >= 0."""
+    if isinstance(lr, Tensor) and lr.numel() != 1:
+        raise ValueError("Tensor lr must be 1-element")
+    if not lr >= 0.0:
+        raise ValueError(f"Invalid learning rate: {lr}")
+
+
+def check_at_least(name: str, value: Any, bound: float = 0.0) -> None:
+    """``ValueError("Invalid <name> value: <value>")`` unless ``bound <= value``."""
+    if not bound <= value:
+        raise ValueError(f"Invalid {name} value: {value}")
+
+
+def check_betas(betas: Sequence[Any]) -> None:
+    """Each beta in [0, 1), torch's message naming the index and the value."""
+    for index in (0, 1):
+        if not 0.0 <= betas[index] < 1.0:
+            raise ValueError(f"Invalid beta parameter at index {index}: {betas[index]}")
+
+
+def check_fused_flags(fused: bool | None, foreach: bool | None, differentiable: bool) -> None:
+    """torch's constructor checks for ``fused=True`` (we accept it and run our fast path)."""
+    if fused:
+        if differentiable:
+            raise RuntimeError("`fused` does not support `differentiable`")
+        if foreach:
+            raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+
+
+_FUSED_DEVICES = ("mps", "cuda", "xpu", "hpu", "cpu", "mtia", "privateuseone")
+
+
+def check_fused_param(p: Tensor) -> None:
+    """torch refuses ``fused=True`` for non-floating parameters (complex included)."""
+    if not (p.device.type in _FUSED_DEVICES and torch.is_floating_point(p)):
+        raise RuntimeError(
+            "`fused=True` requires all the params to be floating point Tensors of "
+            f"supported devices: {list(_FUSED_DEVICES)} but {p.dtype} and {p.device.type}"
+        )
+
+
+def scalar_dtype(fused: bool | None = None) -> torch.dtype:
+    """The dtype torch gives ``state['step']``: float32, float64 under a float64 default."""
+    if fused:
+        return torch.float32
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+
+
+def new_step(p: Tensor, *, on_param_device: bool = False, fused: bool | None = None) -> Tensor:
+    """A zero ``state['step']`` laid out as torch lays it out.
+
+    On the CPU by default (reading it costs no device sync); on the parameter's device for
+    ``capturable``/``fused`` groups.
+    """
+    if on_param_device or fused:
+        return torch.zeros((), dtype=scalar_dtype(fused), device=p.device)
+    return torch.tensor(0.0, dtype=scalar_dtype())
+
+
+def restore_tensor_steps(optimizer: torch.optim.Optimizer, keys: Iterable[str] = ("step",)) -> None:
+    """``__setstate__`` helper: old pickles stored ``step`` as a number; make it a tensor."""
+    for group in optimizer.param_groups:
+        on_device = bool(group.get("capturable")) or bool(group.get("fused"))
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            for key in keys:
+                if key in state and not torch.is_tensor(state[key]):
+                    value = float(state[key])
+                    state[key] = (
+                        torch.tensor(value, dtype=scalar_dtype(group.get("fused")), device=p.device)
+                        if on_device
+                        else torch.tensor(value, dtype=scalar_dtype())
+                    )
+
+
+def group_by_device_and_dtype(
+    tensor_lists: Sequence[Sequence[Tensor]],
+) -> list[list[list[Tensor]]]:
+    """Split parallel lists into runs sharing the first list's (device, dtype).
+
+    Multi-tensor kernels need one device and dtype per call. Lists shorter than the first
+    (an absent optional state) come back empty.
+    """
+    first = tensor_lists[0]
+    keys = [(t.device, t.dtype) for t in first]
+    if len(set(keys)) <= 1:
+        return [[list(each) for each in tensor_lists]] if first else []
+    buckets: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+    for index, key in enumerate(keys):
+        buckets.setdefault(key, []).append(index)
+    grouped = []
+    for indices in buckets.values():
+        grouped.append(
+            [[each[i] for i in indices] if len(each) == len(first) else [] for each in tensor_lists]
+        )
+    return grouped
+
+
+def real_view(t: Tensor) -> Tensor:
+    """A complex tensor as its real view (``(..., 2)``); a real one unchanged."""
+    return torch.view_as_real(t) if torch.is_complex(t) else t
+
+
+def real_views(tensors: Sequence[Tensor]) -> list[Tensor]:
+    """:func:`real_view` of each tensor: updates on complex numbers act on (Re, Im) pairs."""
+    return [torch.view_as_real(t) if torch.is_complex(t) else t for t in tensors]
+
+
+def increment_steps(steps: list[Tensor], foreach: bool) -> None:
+    """``step += 1`` for every state step tensor."""
+    if foreach and steps:
+        torch._foreach_add_(steps, 1.0)
+    else:
+        for step in steps:
+            step += 1
+
+
+def params_with_grads(
+    group: dict[str, Any], sparse_error: str | None
+) -> tuple[list[Tensor], list[Tensor]]:
+    """The group's parameters that have a gradient, and those gradients (others skipped).
+
+    ``sparse_error`` is torch's RuntimeError message for a sparse gradient (None: allowed).
+    """
+    params: list[Tensor] = []
+    grads: list[Tensor] = []
+    for p in group["params"]:
+        if p.grad is None:
+            continue
+        if sparse_error is not None and p.grad.is_sparse:
+            raise RuntimeError(sparse_error)
+        params.append(p)
+        grads.append(p.grad)
+    return params, grads
+
+
+def one_minus(beta: float | Tensor, dtype: torch.dtype) -> float:
+    """``1 - β`` as torch computes an interpolation weight: a tensor β in the tensor's dtype."""
+    if isinstance(beta, Tensor):
+        return as_float(1 - beta.to(dtype))
+    return 1 - beta
+
+
+def step_values(steps: Sequence[Tensor]) -> list[float]:
+    """Every ``state['step']`` as a Python float, read in one go (one sync, not one per tensor)."""
+    if len(steps) == 1:
+        return [float(steps[0].item())]
+    return [float(v) for v in torch.stack([s.to(steps[0].device) for s in steps]).tolist()]
+
+
+def same_or_list(values: list[float]) -> float | list[float]:
+    """One scalar when all are equal (the common case: a cheaper kernel call), else the list."""
+    first = values[0]
+    return first if all(v == first for v in values) else values

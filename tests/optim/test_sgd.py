@@ -1,0 +1,111 @@
+"""SGD against torch.optim.SGD: every combination torch's suite runs, and more."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+import handgrad.optim as hg
+from tests.optim.harness import (
+    assert_matches_torch,
+    assert_same_error,
+    common_error_cases,
+    torch_error_inputs,
+    torch_inputs_params,
+)
+
+EXTRA = [
+    ("nesterov maximize", {"lr": 0.02, "momentum": 0.5, "nesterov": True, "maximize": True}),
+    ("nesterov no decay", {"lr": 0.02, "momentum": 0.8, "nesterov": True}),
+    ("all options", {"lr": 0.05, "momentum": 0.7, "dampening": 0.3, "weight_decay": 0.2,
+                     "maximize": True}),
+    ("tensor lr with momentum", {"lr": torch.tensor(0.01), "momentum": 0.9}),
+    ("tensor weight_decay", {"lr": 0.01, "weight_decay": torch.tensor(0.1)}),
+    ("fused momentum", {"lr": 0.01, "momentum": 0.9, "fused": True}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("foreach", [None, False], ids=["default", "single"])
+@pytest.mark.parametrize("hyperparams", torch_inputs_params("SGD", EXTRA))
+def test_matches_torch(
+    hyperparams: dict[str, Any], foreach: bool | None, dtype: torch.dtype
+) -> None:
+    # torch's fused SGD fails when a parameter misses its gradient on the first step
+    # (it allocates momentum buffers for gradients only): no gradient-less steps there.
+    assert_matches_torch(
+        hg.SGD, torch.optim.SGD, hyperparams, dtype=dtype, ours_kwargs={"foreach": foreach},
+        grad_none_every=None if hyperparams.get("fused") else 6,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("foreach", [None, False], ids=["default", "single"])
+def test_complex_parameters(foreach: bool | None) -> None:
+    hyperparams = {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.1}
+    assert_matches_torch(hg.SGD, torch.optim.SGD, hyperparams, complex_params=True,
+                         ours_kwargs={"foreach": foreach})  # fmt: skip
+
+
+def test_sparse_gradients_match_torch() -> None:
+    params = [torch.linspace(-1, 1, 6), torch.linspace(0, 2, 6)]
+    theirs_params = [p.clone() for p in params]
+    ours = hg.SGD(params, lr=0.1, momentum=0.9)
+    theirs = torch.optim.SGD(theirs_params, lr=0.1, momentum=0.9)
+    for step in range(5):
+        for p, q in zip(params, theirs_params, strict=True):
+            grad = torch.zeros(6)
+            grad[step % 6] = p[step % 6] + 1.0
+            p.grad = grad.to_sparse()
+            q.grad = grad.clone().to_sparse()
+        ours.step()
+        theirs.step()
+        for p, q in zip(params, theirs_params, strict=True):
+            torch.testing.assert_close(p, q, rtol=0, atol=0)
+    assert not torch.equal(params[0], torch.linspace(-1, 1, 6))
+
+
+def test_momentum_buffer_starts_as_the_gradient_and_keeps_lr_out() -> None:
+    p = torch.tensor([1.0, -2.0])
+    opt = hg.SGD([p], lr=0.5, momentum=0.9, dampening=0.5)
+    p.grad = torch.tensor([0.2, 0.4])
+    opt.step()
+    assert torch.equal(opt.state[p]["momentum_buffer"], torch.tensor([0.2, 0.4]))
+    torch.testing.assert_close(p, torch.tensor([0.9, -2.2]))
+    opt.step()  # b = 0.9 b + 0.5 g, independent of lr
+    torch.testing.assert_close(opt.state[p]["momentum_buffer"], torch.tensor([0.28, 0.56]))
+
+
+def test_no_momentum_means_no_state() -> None:
+    p = torch.ones(2)
+    p.grad = torch.ones(2)
+    opt = hg.SGD([p], lr=0.1)
+    opt.step()
+    assert len(opt.state[p]) == 0
+    torch.testing.assert_close(p, torch.full((2,), 0.9))
+
+
+ERRORS = [
+    ("negative lr", {"lr": -0.1}),
+    ("negative weight_decay", {"weight_decay": -0.1}),
+    ("nesterov without momentum", {"nesterov": True}),
+    ("nesterov with dampening", {"nesterov": True, "momentum": 0.9, "dampening": 0.1}),
+    ("fused and foreach", {"fused": True, "foreach": True}),
+    ("fused and differentiable", {"fused": True, "differentiable": True}),
+]
+
+
+def test_rejects_what_torch_rejects() -> None:
+    for _desc, params, kwargs in common_error_cases():
+        assert_same_error(hg.SGD, torch.optim.SGD, kwargs, params=params)
+    for _desc, kwargs, error_type, fragment in torch_error_inputs("SGD"):
+        kind, raised, message = assert_same_error(hg.SGD, torch.optim.SGD, kwargs)
+        assert (kind, raised) == ("raise", error_type)
+        assert fragment in message
+    for _desc, kwargs in ERRORS:
+        kind, _raised, _message = assert_same_error(hg.SGD, torch.optim.SGD, kwargs)
+        assert kind == "raise"
+
+
+def test_defaults_match_torch() -> None:
+    assert hg.SGD([torch.zeros(1)]).defaults == torch.optim.SGD([torch.zeros(1)]).defaults
