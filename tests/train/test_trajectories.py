@@ -1,0 +1,310 @@
+"""Optimizer trajectories: the runner's paths against the update rules, its guard, its picture."""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any
+
+import matplotlib.image
+import pytest
+import torch
+
+import handgrad.optim
+from handgrad.plots.trajectories import display_name, plot_trajectories, save_png
+from handgrad.train.functions2d import FUNCTIONS, Function2D
+from handgrad.train.trajectories import (
+    Trajectory,
+    default_lr,
+    resolve_optimizer,
+    run_trajectories,
+    run_trajectory,
+)
+
+ROSENBROCK = FUNCTIONS["rosenbrock"]
+SADDLE = FUNCTIONS["saddle"]
+# Everything a plain (2,) point can be optimized with.
+RUNNABLE = [
+    "sgd", "momentum", "nesterov", "asgd", "rmsprop", "adam", "adamw", "nadam", "radam",
+    "adamax", "adagrad", "adadelta", "rprop", "adafactor",
+]  # fmt: skip
+
+
+def _torch_class(name: str) -> type[Any]:
+    classes = {n.lower(): getattr(torch.optim, n) for n in dir(torch.optim)}
+    cls: type[Any] = classes[name]
+    return cls
+
+
+def _handgrad_or_torch(name: str) -> type[Any]:
+    """The handgrad class; its torch.optim namesake while that handgrad class is not written."""
+    try:
+        return handgrad.optim.optimizer_class(name)
+    except ImportError:
+        return _torch_class(name)
+
+
+def _handgrad_available(name: str) -> bool:
+    try:
+        handgrad.optim.optimizer_class(name)
+    except ImportError:
+        return False
+    return True
+
+
+def _gradient(function: Function2D, p: torch.Tensor) -> torch.Tensor:
+    return torch.stack(function.gradient(p[0], p[1]))
+
+
+def _run(function: Function2D, name: str, **kwargs: Any) -> Trajectory:
+    return run_trajectory(function, name, lookup=_handgrad_or_torch, **kwargs)
+
+
+# --- the paths follow the update rules -------------------------------------------------------
+
+
+def test_sgd_path_is_plain_gradient_descent() -> None:
+    lr = 1e-3
+    trajectory = _run(ROSENBROCK, "sgd", steps=40, lr=lr)
+    p = torch.tensor(ROSENBROCK.start, dtype=torch.float64)
+    expected = [p.clone()]
+    for _ in range(40):
+        p = p - lr * _gradient(ROSENBROCK, p)
+        expected.append(p)
+    torch.testing.assert_close(trajectory.points, torch.stack(expected), rtol=1e-14, atol=1e-14)
+    assert trajectory.values[-1] == pytest.approx(float(ROSENBROCK.value(p[0], p[1])), rel=1e-14)
+
+
+def test_momentum_is_the_heavy_ball_with_momentum_0_9() -> None:
+    lr = 1e-3
+    trajectory = _run(ROSENBROCK, "momentum", steps=40, lr=lr)
+    p = torch.tensor(ROSENBROCK.start, dtype=torch.float64)
+    velocity = torch.zeros(2, dtype=torch.float64)
+    for _ in range(40):
+        # v ← 0.9 v + g (torch's buffer starts at the first gradient: same as from zero here)
+        velocity = 0.9 * velocity + _gradient(ROSENBROCK, p)
+        p = p - lr * velocity
+    torch.testing.assert_close(trajectory.points[-1], p, rtol=1e-13, atol=1e-13)
+
+
+def test_adam_path_follows_the_bias_corrected_adam_rule() -> None:
+    lr, beta1, beta2, eps = 0.03, 0.9, 0.999, 1e-8
+    trajectory = _run(ROSENBROCK, "adam", steps=60)
+    assert trajectory.lr == lr
+    p = torch.tensor(ROSENBROCK.start, dtype=torch.float64)
+    m = torch.zeros(2, dtype=torch.float64)
+    v = torch.zeros(2, dtype=torch.float64)
+    for t in range(1, 61):
+        g = _gradient(ROSENBROCK, p)
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g * g
+        m_hat, v_hat = m / (1 - beta1**t), v / (1 - beta2**t)
+        p = p - lr * m_hat / (v_hat.sqrt() + eps)
+    torch.testing.assert_close(trajectory.points[-1], p, rtol=1e-11, atol=1e-11)
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "rmsprop", "adam", "adagrad"])
+def test_handgrad_optimizers_draw_torch_optims_path(name: str) -> None:
+    base = {"momentum": "sgd", "nesterov": "sgd"}.get(name, name)
+    if not _handgrad_available(base):
+        pytest.skip(f"handgrad.optim has no {base!r} yet")
+    ours = run_trajectory(FUNCTIONS["beale"], name, steps=200)
+    reference = run_trajectory(FUNCTIONS["beale"], name, steps=200, lookup=_torch_class)
+    torch.testing.assert_close(ours.points, reference.points, rtol=1e-12, atol=1e-12)
+
+
+def test_the_feature_uses_handgrad_optimizers_by_default() -> None:
+    if not _handgrad_available("adam"):
+        pytest.skip("handgrad.optim has no Adam yet")
+    cls, extra = resolve_optimizer("adam")
+    assert cls.__module__.startswith("handgrad.optim")
+    assert extra == {}
+    cls, extra = resolve_optimizer("Nesterov")
+    assert extra == {"momentum": 0.9, "nesterov": True}
+
+
+def test_runner_uses_no_autograd(monkeypatch: pytest.MonkeyPatch) -> None:
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("autograd was called")
+
+    monkeypatch.setattr(torch.Tensor, "backward", forbidden)
+    monkeypatch.setattr(torch.autograd, "grad", forbidden)
+    trajectory = _run(ROSENBROCK, "adam", steps=20)
+    assert not trajectory.points.requires_grad
+    assert trajectory.steps_taken == 20
+
+
+# --- defaults: every optimizer starts at the same point and goes downhill ---------------------
+
+
+@pytest.mark.parametrize("function_name", ["rosenbrock", "beale", "himmelblau"])
+def test_every_optimizer_goes_downhill_from_the_shared_start(function_name: str) -> None:
+    function = FUNCTIONS[function_name]
+    trajectories = run_trajectories(function, RUNNABLE, steps=150, lookup=_handgrad_or_torch)
+    assert [t.optimizer for t in trajectories] == RUNNABLE
+    for trajectory in trajectories:
+        assert trajectory.points[0].tolist() == list(function.start), trajectory.optimizer
+        assert trajectory.diverged_at is None, trajectory.optimizer
+        assert trajectory.final_value < float(trajectory.values[0]), trajectory.optimizer
+        assert torch.isfinite(trajectory.points).all()
+
+
+def test_adam_reaches_rosenbrocks_minimum_with_its_defaults() -> None:
+    trajectory = _run(ROSENBROCK, "adam")
+    assert trajectory.steps_taken == ROSENBROCK.steps
+    distance = ROSENBROCK.distance_to_minimum(trajectory.final_point)
+    assert distance is not None
+    assert distance < 1e-2
+    assert trajectory.final_value < 1e-5
+
+
+def test_plain_sgd_is_still_in_rosenbrocks_valley_when_adam_has_arrived() -> None:
+    sgd = _run(ROSENBROCK, "sgd")
+    distance = ROSENBROCK.distance_to_minimum(sgd.final_point)
+    assert distance is not None
+    assert 0.3 < distance < 1.5  # the textbook picture: slow along the valley floor
+
+
+def test_himmelblau_optimizers_find_different_minima_from_near_the_maximum() -> None:
+    function = FUNCTIONS["himmelblau"]
+    sgd, adam = run_trajectories(function, ["sgd", "adam"], lookup=_handgrad_or_torch)
+    assert sgd.final_point == pytest.approx(function.minima[2], abs=1e-6)
+    assert adam.final_point == pytest.approx(function.minima[1], abs=1e-6)
+
+
+def test_saddle_sgd_stays_on_the_stable_axis_and_escapes_off_it() -> None:
+    on_axis = _run(SADDLE, "sgd", start=(1.0, 0.0))
+    assert on_axis.points[:, 1].abs().max() == 0.0
+    assert on_axis.final_point[0] == pytest.approx(0.0, abs=0.01)  # it settles on the saddle
+    off_axis = _run(SADDLE, "sgd")  # from (1, 1e-3): y grows like (1 + 2 lr)^t
+    assert off_axis.final_point[1] == pytest.approx(1e-3 * 1.02**300, rel=1e-9)
+    adam = _run(SADDLE, "adam")  # normalised steps leave at once
+    assert adam.final_point[1] > 10 * off_axis.final_point[1]
+
+
+def test_default_lr_by_family() -> None:
+    rates = ROSENBROCK.learning_rates
+    assert default_lr(ROSENBROCK, "sgd") == rates["sgd"]
+    assert default_lr(ROSENBROCK, "ASGD") == rates["sgd"]
+    assert default_lr(ROSENBROCK, "momentum") == rates["momentum"]
+    assert default_lr(ROSENBROCK, "nesterov") == rates["momentum"]
+    assert default_lr(ROSENBROCK, "adam") == rates["adaptive"]
+    assert default_lr(ROSENBROCK, "rmsprop") == rates["adaptive"]
+    assert default_lr(ROSENBROCK, "adagrad") == 10 * rates["adaptive"]
+    assert default_lr(ROSENBROCK, "radam") == pytest.approx(rates["adaptive"] / 3)
+    assert default_lr(ROSENBROCK, "adadelta") == 1.0
+
+
+# --- the guard against divergence -------------------------------------------------------------
+
+
+def test_divergence_stops_the_run_and_keeps_the_finite_path() -> None:
+    trajectory = _run(ROSENBROCK, "sgd", lr=0.1, steps=500)
+    assert trajectory.diverged_at is not None
+    assert 1 < trajectory.diverged_at < 20
+    assert len(trajectory.points) == trajectory.diverged_at  # start + the finite steps
+    assert trajectory.steps_taken == trajectory.diverged_at - 1
+    assert torch.isfinite(trajectory.points).all()
+    assert torch.isfinite(trajectory.values).all()
+    assert math.isfinite(trajectory.final_value)
+
+
+def test_an_overflowing_value_counts_as_divergence() -> None:
+    # The saddle's value -y² overflows to -inf before y does.
+    trajectory = _run(SADDLE, "sgd", lr=0.9, steps=2000, start=(0.0, 1.0))
+    assert trajectory.diverged_at is not None
+    assert torch.isfinite(trajectory.points).all()
+    assert torch.isfinite(trajectory.values).all()
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"steps": 0}, r"steps must be a positive integer, got 0"),
+        ({"steps": 2.5}, r"steps must be a positive integer, got 2.5"),
+        ({"steps": True}, r"steps must be a positive integer, got True"),
+        ({"lr": -0.1}, r"lr must be a positive finite number, got -0.1"),
+        ({"lr": float("nan")}, r"lr must be a positive finite number, got nan"),
+        ({"start": (0.0, float("inf"))}, r"start must be two finite numbers"),
+        ({"start": (1.0,)}, r"start must be two finite numbers"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        _run(ROSENBROCK, "adam", **kwargs)
+
+
+def test_unknown_optimizer_names_the_input_and_the_choices() -> None:
+    with pytest.raises(ValueError, match=r"'adma'.*adam.*trajectory names: momentum, nesterov"):
+        run_trajectories(ROSENBROCK, ["adam", "adma"])
+
+
+@pytest.mark.parametrize("name", ["lbfgs", "SparseAdam", "muon"])
+def test_optimizers_that_cannot_step_a_plain_point_are_refused(name: str) -> None:
+    with pytest.raises(ValueError, match=rf"optimizer '{name}' cannot draw a trajectory: it "):
+        resolve_optimizer(name)
+
+
+def test_no_optimizers_is_an_error() -> None:
+    with pytest.raises(ValueError, match="at least one optimizer"):
+        run_trajectories(ROSENBROCK, [])
+
+
+# --- the picture -------------------------------------------------------------------------------
+
+
+def _legend_texts(fig: Any) -> list[str]:
+    return [text.get_text() for legend in fig.legends for text in legend.get_texts()]
+
+
+def test_plot_shows_every_path_the_start_and_the_minimum() -> None:
+    trajectories = [_run(ROSENBROCK, name, steps=100) for name in ("sgd", "rmsprop", "adam")]
+    fig = plot_trajectories(ROSENBROCK, trajectories)
+    texts = _legend_texts(fig)
+    assert texts[:3] == [
+        f"{display_name(t.optimizer)} (lr {t.lr:g}): f = {t.final_value:.3g}" for t in trajectories
+    ]
+    assert texts[3:] == ["start", "minimum"]
+    ax = fig.axes[0]
+    drawn = {line.get_label(): line.get_xydata() for line in ax.get_lines()}
+    path = drawn[texts[2]]
+    assert path.tolist() == trajectories[2].points.tolist()
+    assert ax.get_xlim() == ROSENBROCK.window[0]
+    assert ax.get_ylim() == ROSENBROCK.window[1]
+    # Log-spaced contour levels: constant ratio between neighbours.
+    levels = ax.collections[0].levels
+    ratios = levels[1:] / levels[:-1]
+    assert ratios == pytest.approx([ratios[0]] * len(ratios))
+    assert ratios[0] > 1.5
+
+
+def test_plot_of_the_saddle_has_even_levels_and_marks_the_saddle_point() -> None:
+    fig = plot_trajectories(SADDLE, [_run(SADDLE, "adam", steps=50)])
+    texts = _legend_texts(fig)
+    assert texts[1:] == ["start", "saddle point"]
+    levels = fig.axes[0].collections[0].levels
+    assert levels.min() < 0 < levels.max()
+    assert (levels[1:] - levels[:-1]) == pytest.approx([levels[1] - levels[0]] * (len(levels) - 1))
+
+
+def test_plot_labels_a_diverged_run() -> None:
+    diverged = _run(ROSENBROCK, "sgd", lr=0.1, steps=100)
+    fig = plot_trajectories(ROSENBROCK, [diverged])
+    assert _legend_texts(fig)[0] == f"SGD (lr 0.1): diverged at step {diverged.diverged_at}"
+
+
+def test_save_png_writes_a_readable_image(tmp_path: Any) -> None:
+    fig = plot_trajectories(FUNCTIONS["himmelblau"], [_run(FUNCTIONS["himmelblau"], "adam")])
+    out = tmp_path / "sub" / "himmelblau.png"
+    save_png(fig, out)
+    data = out.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    image = matplotlib.image.imread(io.BytesIO(data), format="png")
+    assert image.ndim == 3
+    assert image.shape[0] > 500
+    assert image.shape[1] > 500
+    assert image[..., :3].std() > 0.1  # a picture, not a blank canvas
+    assert [p.name for p in out.parent.iterdir()] == ["himmelblau.png"]  # no temporary left
