@@ -1,0 +1,202 @@
+"""Adamax (Kingma & Ba, 2015, section 7): Adam with an infinity-norm second moment."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ._common import (
+    as_float,
+    check_betas,
+    check_lr,
+    group_by_device_and_dtype,
+    increment_steps,
+    new_step,
+    params_with_grads,
+    real_view,
+    real_views,
+    resolve_foreach,
+    restore_tensor_steps,
+    same_or_list,
+    step_values,
+)
+
+
+class Adamax(torch.optim.Optimizer):
+    r"""Adamax, interchangeable with ``torch.optim.Adamax`` (arguments, state, errors).
+
+    For each parameter θ with gradient g at step t (γ = lr, λ = weight_decay)::
+
+        g  ← −g                          if maximize
+        g  ← g + λθ
+        m  ← β₁ m + (1 − β₁) g           (exp_avg)
+        u  ← max(β₂ u, |g| + ε)          (exp_inf: ε sits inside the max)
+        θ  ← θ − γ/(1 − β₁ᵗ) · m / u
+
+    Complex parameters are updated as (Re, Im) pairs; ``lr`` may be a 1-element tensor;
+    ``foreach=None`` runs the multi-tensor body.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float | Tensor = 2e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        foreach: bool | None = None,
+        *,
+        maximize: bool = False,
+        differentiable: bool = False,
+        capturable: bool = False,
+    ) -> None:
+        check_lr(lr)
+        if not eps >= 0.0:
+            raise ValueError(f"Invalid epsilon value: {eps}")
+        check_betas(betas)
+        if not weight_decay >= 0.0:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        defaults = {
+            "lr": lr,
+            "betas": betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "foreach": foreach,
+            "maximize": maximize,
+            "differentiable": differentiable,
+            "capturable": capturable,
+        }
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("foreach", None)
+            group.setdefault("maximize", False)
+            group.setdefault("differentiable", False)
+            group.setdefault("capturable", False)
+        restore_tensor_steps(self)
+
+    def _group_tensors(self, group: dict[str, Any]) -> dict[str, list[Tensor]]:
+        """Parameters with gradients and their state, created lazily on the first step."""
+        params, grads = params_with_grads(group, "Adamax does not support sparse gradients")
+        lists: dict[str, list[Tensor]] = {
+            "params": params, "grads": grads, "exp_avg": [], "exp_inf": [], "step": [],
+        }  # fmt: skip
+        for p in params:
+            state = self.state[p]
+            if len(state) == 0:
+                state["step"] = new_step(p, on_param_device=group["capturable"])
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_inf"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            for key in ("exp_avg", "exp_inf", "step"):
+                lists[key].append(state[key])
+        return lists
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """One Adamax step for every parameter that has a gradient; returns ``closure()``."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lists = self._group_tensors(group)
+            if not lists["params"]:
+                continue
+            use_foreach = resolve_foreach(group["foreach"]) and not group["differentiable"]
+            update = _multi_tensor_adamax if use_foreach else _single_tensor_adamax
+            beta1, beta2 = group["betas"]
+            update(
+                lists["params"],
+                lists["grads"],
+                lists["exp_avg"],
+                lists["exp_inf"],
+                lists["step"],
+                beta1=beta1,
+                beta2=beta2,
+                lr=group["lr"],
+                eps=group["eps"],
+                weight_decay=group["weight_decay"],
+                maximize=group["maximize"],
+            )
+        return loss
+
+
+def _single_tensor_adamax(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_infs: list[Tensor],
+    steps: list[Tensor],
+    *,
+    beta1: float,
+    beta2: float,
+    lr: float | Tensor,
+    eps: float,
+    weight_decay: float,
+    maximize: bool,
+) -> None:
+    """The update rule one tensor at a time: the readable reference body."""
+    for i, param in enumerate(params):
+        grad = -grads[i] if maximize else grads[i]
+        step_t = steps[i]
+        step_t += 1
+        if weight_decay != 0:
+            grad = grad.add(param, alpha=weight_decay)
+        param, grad = real_view(param), real_view(grad)
+        exp_avg, exp_inf = real_view(exp_avgs[i]), real_view(exp_infs[i])
+
+        exp_avg.lerp_(grad, 1 - beta1)
+        torch.maximum(exp_inf.mul_(beta2), grad.abs().add_(eps), out=exp_inf)
+        step_size = lr / (1 - beta1 ** float(step_t.item()))
+        param.addcdiv_(exp_avg, exp_inf, value=-as_float(step_size))
+
+
+def _multi_tensor_adamax(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_infs: list[Tensor],
+    steps: list[Tensor],
+    *,
+    beta1: float,
+    beta2: float,
+    lr: float | Tensor,
+    eps: float,
+    weight_decay: float,
+    maximize: bool,
+) -> None:
+    """The same rule on whole lists of tensors (``torch._foreach_*``), per device and dtype."""
+    for g_params, g_grads, g_exp_avgs, g_exp_infs, g_steps in group_by_device_and_dtype(
+        [params, grads, exp_avgs, exp_infs, steps]
+    ):
+        increment_steps(g_steps, foreach=True)
+        g_params, g_exp_avgs, g_exp_infs = (
+            real_views(g_params), real_views(g_exp_avgs), real_views(g_exp_infs)
+        )  # fmt: skip
+        g_grads = real_views(g_grads)
+        if maximize:
+            g_grads = list(torch._foreach_neg(g_grads))
+            if weight_decay != 0:
+                torch._foreach_add_(g_grads, g_params, alpha=weight_decay)
+        elif weight_decay != 0:
+            g_grads = list(torch._foreach_add(g_grads, g_params, alpha=weight_decay))
+
+        torch._foreach_lerp_(g_exp_avgs, g_grads, 1 - beta1)
+        torch._foreach_mul_(g_exp_infs, beta2)
+        # |g| + ε: into the temporaries we own, a fresh list when g is still p.grad.
+        if maximize or weight_decay != 0:
+            torch._foreach_abs_(g_grads)
+            bound = g_grads
+        else:
+            bound = list(torch._foreach_abs(g_grads))
+        torch._foreach_add_(bound, eps)
+        torch._foreach_maximum_(g_exp_infs, bound)
+        del bound, g_grads
+
+        step_sizes = [-as_float(lr / (1 - beta1**step)) for step in step_values(g_steps)]
+        torch._foreach_addcdiv_(g_params, g_exp_avgs, g_exp_infs, same_or_list(step_sizes))

@@ -1,0 +1,261 @@
+"""NAdam (Dozat, 2016): Adam with Nesterov momentum and a momentum-decay schedule."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ._common import (
+    as_float,
+    check_betas,
+    check_lr,
+    group_by_device_and_dtype,
+    increment_steps,
+    params_with_grads,
+    real_view,
+    real_views,
+    resolve_foreach,
+    restore_tensor_steps,
+    same_or_list,
+    scalar_dtype,
+    step_values,
+)
+
+
+class NAdam(torch.optim.Optimizer):
+    r"""NAdam, interchangeable with ``torch.optim.NAdam`` (arguments, state, errors).
+
+    For each parameter θ with gradient g at step t (γ = lr, λ = weight_decay,
+    ψ = momentum_decay)::
+
+        g   ← −g                                  if maximize
+        g   ← g + λθ                              (or θ ← θ(1 − γλ) if decoupled_weight_decay)
+        μₜ  = β₁ (1 − ½·0.96^(tψ)),   μₜ₊₁ = β₁ (1 − ½·0.96^((t+1)ψ))
+        Π   ← Π · μₜ                              (mu_product)
+        m   ← β₁ m + (1 − β₁) g,   v ← β₂ v + (1 − β₂) g²
+        d   = √(v / (1 − β₂ᵗ)) + ε                (sqrt after the bias correction)
+        θ   ← θ − γ (1 − μₜ)/(1 − Π) · g/d − γ μₜ₊₁/(1 − Π μₜ₊₁) · m/d
+
+    ``mu_product`` is a 0-d tensor in the scalar dtype (float32 by default), rounded there
+    as torch rounds it. Complex parameters are updated as (Re, Im) pairs; ``lr`` may be a
+    1-element tensor; ``foreach=None`` runs the multi-tensor body.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float | Tensor = 2e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        momentum_decay: float = 4e-3,
+        decoupled_weight_decay: bool = False,
+        *,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+    ) -> None:
+        check_lr(lr)
+        if not eps >= 0.0:
+            raise ValueError(f"Invalid epsilon value: {eps}")
+        check_betas(betas)
+        if not weight_decay >= 0.0:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        if not momentum_decay >= 0.0:
+            raise ValueError(f"Invalid momentum_decay value: {momentum_decay}")
+        defaults = {
+            "lr": lr,
+            "betas": betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "momentum_decay": momentum_decay,
+            "decoupled_weight_decay": decoupled_weight_decay,
+            "maximize": maximize,
+            "foreach": foreach,
+            "capturable": capturable,
+            "differentiable": differentiable,
+        }
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("maximize", False)
+            group.setdefault("foreach", None)
+            group.setdefault("capturable", False)
+            group.setdefault("differentiable", False)
+            group.setdefault("decoupled_weight_decay", False)
+        restore_tensor_steps(self, keys=("step", "mu_product"))
+
+    def _group_tensors(self, group: dict[str, Any]) -> dict[str, list[Tensor]]:
+        """Parameters with gradients and their state, created lazily on the first step."""
+        params, grads = params_with_grads(group, "NAdam does not support sparse gradients")
+        lists: dict[str, list[Tensor]] = {
+            "params": params, "grads": grads, "exp_avg": [], "exp_avg_sq": [],
+            "mu_product": [], "step": [],
+        }  # fmt: skip
+        for p in params:
+            state = self.state[p]
+            if len(state) == 0:
+                device = p.device if group["capturable"] else torch.device("cpu")
+                state["step"] = torch.zeros((), dtype=scalar_dtype(), device=device)
+                state["mu_product"] = torch.ones((), dtype=scalar_dtype(), device=device)
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            for key in ("exp_avg", "exp_avg_sq", "mu_product", "step"):
+                lists[key].append(state[key])
+        return lists
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """One NAdam step for every parameter that has a gradient; returns ``closure()``."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lists = self._group_tensors(group)
+            if not lists["params"]:
+                continue
+            use_foreach = resolve_foreach(group["foreach"]) and not group["differentiable"]
+            update = _multi_tensor_nadam if use_foreach else _single_tensor_nadam
+            beta1, beta2 = group["betas"]
+            update(
+                lists["params"],
+                lists["grads"],
+                lists["exp_avg"],
+                lists["exp_avg_sq"],
+                lists["mu_product"],
+                lists["step"],
+                beta1=beta1,
+                beta2=beta2,
+                lr=group["lr"],
+                eps=group["eps"],
+                weight_decay=group["weight_decay"],
+                momentum_decay=group["momentum_decay"],
+                decoupled_weight_decay=group["decoupled_weight_decay"],
+                maximize=group["maximize"],
+            )
+        return loss
+
+
+def _momentum_coefficient(beta1: float, step: float, momentum_decay: float) -> float:
+    """μₜ = β₁ (1 − ½·0.96^(tψ)): the warming-up momentum of NAdam."""
+    return beta1 * (1.0 - 0.5 * 0.96 ** (step * momentum_decay))
+
+
+def _single_tensor_nadam(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    mu_products: list[Tensor],
+    steps: list[Tensor],
+    *,
+    beta1: float,
+    beta2: float,
+    lr: float | Tensor,
+    eps: float,
+    weight_decay: float,
+    momentum_decay: float,
+    decoupled_weight_decay: bool,
+    maximize: bool,
+) -> None:
+    """The update rule one tensor at a time: the readable reference body."""
+    for i, param in enumerate(params):
+        grad = real_view(-grads[i] if maximize else grads[i])
+        param, exp_avg, exp_avg_sq = (
+            real_view(param),
+            real_view(exp_avgs[i]),
+            real_view(exp_avg_sqs[i]),
+        )
+        step_t = steps[i]
+        step_t += 1
+        step = float(step_t.item())
+        bias_correction2 = 1 - beta2**step
+        if weight_decay != 0:
+            if decoupled_weight_decay:
+                param.mul_(as_float(1 - lr * weight_decay))
+            else:
+                grad = grad.add(param, alpha=weight_decay)
+        mu = _momentum_coefficient(beta1, step, momentum_decay)
+        mu_next = _momentum_coefficient(beta1, step + 1, momentum_decay)
+        mu_products[i] *= mu  # rounded in the scalar dtype, like torch
+        mu_product = float(mu_products[i].item())
+
+        exp_avg.lerp_(grad, 1 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        denom = exp_avg_sq.div(bias_correction2).sqrt().add_(eps)
+        param.addcdiv_(grad, denom, value=as_float(-lr * (1.0 - mu) / (1.0 - mu_product)))
+        param.addcdiv_(exp_avg, denom, value=as_float(-lr * mu_next / (1.0 - mu_product * mu_next)))
+
+
+def _multi_tensor_nadam(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    mu_products: list[Tensor],
+    steps: list[Tensor],
+    *,
+    beta1: float,
+    beta2: float,
+    lr: float | Tensor,
+    eps: float,
+    weight_decay: float,
+    momentum_decay: float,
+    decoupled_weight_decay: bool,
+    maximize: bool,
+) -> None:
+    """The same rule on whole lists of tensors (``torch._foreach_*``), per device and dtype."""
+    for (
+        g_params,
+        g_grads,
+        g_exp_avgs,
+        g_exp_avg_sqs,
+        g_mu_products,
+        g_steps,
+    ) in group_by_device_and_dtype([params, grads, exp_avgs, exp_avg_sqs, mu_products, steps]):
+        increment_steps(g_steps, foreach=True)
+        g_params, g_exp_avgs, g_exp_avg_sqs = (
+            real_views(g_params), real_views(g_exp_avgs), real_views(g_exp_avg_sqs)
+        )  # fmt: skip
+        g_grads = real_views(g_grads)
+        if maximize:
+            g_grads = list(torch._foreach_neg(g_grads))
+        if weight_decay != 0:
+            if decoupled_weight_decay:
+                torch._foreach_mul_(g_params, as_float(1 - lr * weight_decay))
+            elif maximize:
+                torch._foreach_add_(g_grads, g_params, alpha=weight_decay)
+            else:
+                g_grads = list(torch._foreach_add(g_grads, g_params, alpha=weight_decay))
+
+        values = step_values(g_steps)
+        mus = [_momentum_coefficient(beta1, step, momentum_decay) for step in values]
+        mu_nexts = [_momentum_coefficient(beta1, step + 1, momentum_decay) for step in values]
+        torch._foreach_mul_(g_mu_products, mus)
+        products = step_values(g_mu_products)
+
+        torch._foreach_lerp_(g_exp_avgs, g_grads, 1 - beta1)
+        torch._foreach_mul_(g_exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(g_exp_avg_sqs, g_grads, g_grads, 1 - beta2)
+        denom = list(
+            torch._foreach_div(g_exp_avg_sqs, same_or_list([1 - beta2**s for s in values]))
+        )
+        torch._foreach_sqrt_(denom)
+        torch._foreach_add_(denom, eps)
+
+        grad_sizes = [
+            as_float(-lr * (1.0 - mu) / (1.0 - p)) for mu, p in zip(mus, products, strict=True)
+        ]
+        avg_sizes = [
+            as_float(-lr * mu_next / (1.0 - p * mu_next))
+            for mu_next, p in zip(mu_nexts, products, strict=True)
+        ]
+        torch._foreach_addcdiv_(g_params, g_grads, denom, same_or_list(grad_sizes))
+        torch._foreach_addcdiv_(g_params, g_exp_avgs, denom, same_or_list(avg_sizes))

@@ -1,0 +1,75 @@
+"""NAdam against torch.optim.NAdam: every combination torch's suite runs, and more."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+import handgrad.optim as hg
+from tests.optim.harness import (
+    assert_matches_torch,
+    assert_same_error,
+    common_error_cases,
+    torch_error_inputs,
+    torch_inputs_params,
+)
+
+EXTRA = [
+    ("tensor lr decoupled", {"lr": torch.tensor(0.01), "weight_decay": 0.1,
+                             "decoupled_weight_decay": True}),
+    ("maximize decoupled", {"lr": 0.02, "weight_decay": 0.2, "decoupled_weight_decay": True,
+                            "maximize": True, "betas": (0.8, 0.9)}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("foreach", [None, False], ids=["default", "single"])
+@pytest.mark.parametrize("hyperparams", torch_inputs_params("NAdam", EXTRA))
+def test_matches_torch(
+    hyperparams: dict[str, Any], foreach: bool | None, dtype: torch.dtype
+) -> None:
+    assert_matches_torch(
+        hg.NAdam, torch.optim.NAdam, hyperparams, dtype=dtype,
+        ours_kwargs={"foreach": foreach}, grad_none_every=6,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("foreach", [None, False], ids=["default", "single"])
+def test_complex_parameters(foreach: bool | None) -> None:
+    assert_matches_torch(hg.NAdam, torch.optim.NAdam, {"lr": 0.05, "weight_decay": 0.1},
+                         complex_params=True, ours_kwargs={"foreach": foreach})  # fmt: skip
+
+
+def test_mu_product_is_a_scalar_dtype_tensor() -> None:
+    p = torch.ones(2, dtype=torch.float64)
+    p.grad = torch.ones(2, dtype=torch.float64)
+    opt = hg.NAdam([p])
+    opt.step()
+    opt.step()
+    mu_product = opt.state[p]["mu_product"]
+    assert mu_product.dtype == torch.float32
+    assert mu_product.shape == ()
+    mu1 = 0.9 * (1 - 0.5 * 0.96**0.004)
+    mu2 = 0.9 * (1 - 0.5 * 0.96**0.008)
+    assert mu_product.item() == pytest.approx(mu1 * mu2, rel=1e-6)
+
+
+def test_rejects_what_torch_rejects() -> None:
+    ours, theirs = hg.NAdam, torch.optim.NAdam
+    for _desc, params, kwargs in common_error_cases():
+        assert_same_error(ours, theirs, kwargs, params=params)
+    for _desc, kwargs, error_type, fragment in torch_error_inputs("NAdam"):
+        kind, raised, message = assert_same_error(ours, theirs, kwargs)
+        assert (kind, raised) == ("raise", error_type)
+        assert fragment in message
+    for kwargs in ({"lr": -1.0}, {"eps": -1.0}, {"weight_decay": -1.0}, {"betas": (0.9, 1.5)}):
+        assert assert_same_error(ours, theirs, kwargs)[0] == "raise"
+    sparse = torch.zeros(3)
+    sparse.grad = torch.ones(3).to_sparse()
+    kind, raised, _ = assert_same_error(ours, theirs, {}, params=lambda: [sparse], at_step=True)
+    assert (kind, raised) == ("raise", RuntimeError)
+
+
+def test_defaults_match_torch() -> None:
+    assert hg.NAdam([torch.zeros(1)]).defaults == torch.optim.NAdam([torch.zeros(1)]).defaults
