@@ -103,7 +103,7 @@ def test_adam_path_follows_the_bias_corrected_adam_rule() -> None:
     torch.testing.assert_close(trajectory.points[-1], p, rtol=1e-11, atol=1e-11)
 
 
-@pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "rmsprop", "adam", "adagrad"])
+@pytest.mark.parametrize("name", RUNNABLE)
 def test_handgrad_optimizers_draw_torch_optims_path(name: str) -> None:
     base = {"momentum": "sgd", "nesterov": "sgd"}.get(name, name)
     if not _handgrad_available(base):
