@@ -46,7 +46,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     except Exception as error:  # the unpickler raises many types for damaged files
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(
-            f"checkpoint {source} is unreadable (corrupt or truncated): {reason}"
+            f"checkpoint {source} is unreadable (corrupt, truncated, or holding objects that "
+            f"weights_only=True refuses): {reason}"
         ) from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{source} is not a handgrad training checkpoint")

@@ -1,0 +1,140 @@
+"""``handgrad train``: compare optimizers on a task; metrics, plots, checkpoints, resume.
+
+    handgrad train --task cubic --optimizers sgd,rmsprop,adam [--epochs N] [--batch-size B]
+        [--lr LR] [--seed S] [--device cpu|cuda] [--out DIR] [--resume]
+
+A thin layer over :func:`handgrad.train.compare_optimizers` and
+:func:`handgrad.train.write_outputs`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from handgrad.cli import CLIError
+
+DEFAULT_OPTIMIZERS = "sgd,rmsprop,adam"
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``train`` subcommand to the ``handgrad`` parser."""
+    parser = subparsers.add_parser(
+        "train",
+        help="train one network per optimizer on a task and compare them",
+        description=(
+            "Train one model per optimizer from the same initial weights on the same batch "
+            "order; print a table and write metrics.json, loss_curves.png, predictions.png "
+            "(regression) and checkpoint.pt (after every epoch) into --out."
+        ),
+    )
+    parser.add_argument(
+        "--task", default="cubic",
+        help="cubic (y = x^3), digits (scikit-learn's 8x8 digits) or csv:PATH (default: cubic)",
+    )
+    parser.add_argument(
+        "--target", metavar="COLUMN", default=None,
+        help="csv tasks: the column to predict (strings, or integers with at most 20 values, "
+        "are classes; other numbers are regression)",
+    )
+    parser.add_argument(
+        "--optimizers", default=DEFAULT_OPTIMIZERS,
+        help=f"comma-separated lowercase torch.optim names (default: {DEFAULT_OPTIMIZERS})",
+    )
+    parser.add_argument("--epochs", type=int, default=None, help="default: per task")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="1 is per-sample training (default: per task)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="one learning rate for every optimizer (default: tuned per "
+                        "task and optimizer, else the optimizer's own)")
+    parser.add_argument("--seed", type=int, default=0, help="data noise, split, initial "
+                        "weights, batch order and dropout all follow it (default: 0)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument(
+        "--backend", choices=("handgrad", "torch"), default="handgrad",
+        help="torch: the same networks in torch.nn with torch.optim and autograd, the "
+        "reference (default: handgrad)",
+    )
+    parser.add_argument("--out", metavar="DIR", default=None,
+                        help="output directory (default: runs/TASK)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in DIR from DIR/checkpoint.pt (same arguments)")
+    parser.set_defaults(func=run)
+
+
+def default_out_dir(task: str) -> Path:
+    """``runs/cubic``, ``runs/digits``, ``runs/csv-<file stem>``."""
+    name = f"csv-{Path(task[4:]).stem}" if task.startswith("csv:") else task
+    return Path("runs") / re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def format_table(rows: list[dict[str, Any]], classification: bool) -> str:
+    """The results as an aligned text table, one row per optimizer."""
+    header = ["optimizer", "lr", "train loss", "test loss"]
+    header += ["test accuracy"] if classification else []
+    header += ["seconds"]
+    lines = [header]
+    for row in rows:
+        cells = [row["optimizer"], f"{row['lr']:g}", f"{row['train_loss']:.4g}",
+                 f"{row['test_loss']:.4g}"]
+        cells += [f"{row['test_accuracy']:.4f}"] if classification else []
+        cells += [f"{row['seconds']:.2f}"]
+        lines.append(cells)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
+                  for i, (cell, w) in enumerate(zip(line, widths, strict=True)))
+        for line in lines
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train, write the outputs, print the table; 0 on success."""
+    from tqdm import tqdm
+
+    from handgrad.train.compare import TrainConfig, compare_optimizers, parse_optimizers
+    from handgrad.train.outputs import CHECKPOINT, write_outputs
+    from handgrad.train.tasks import load_task
+    from handgrad.train.trainer import EpochRecord, TrainingDiverged
+
+    out_dir = Path(args.out) if args.out else default_out_dir(args.task)
+    checkpoint = out_dir / CHECKPOINT
+    if args.resume and not checkpoint.is_file():
+        raise CLIError(f"--resume: no checkpoint at {checkpoint}; start the run without --resume")
+    names = parse_optimizers(args.optimizers)
+    task = load_task(args.task, seed=args.seed, target=args.target)
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                         seed=args.seed, device=args.device, backend=args.backend)
+    epochs = args.epochs if args.epochs is not None else task.defaults.epochs
+
+    bar = tqdm(total=max(epochs, 1) * len(names), unit="epoch", file=sys.stderr, disable=None,
+               desc=f"train {task.name}")
+
+    def on_epoch(optimizer: str, record: EpochRecord) -> None:
+        # Position from the epoch itself, so that a resumed run starts the bar part-way.
+        bar.n = (record.epoch - 1) * len(names) + names.index(optimizer) + 1
+        bar.set_postfix_str(f"{optimizer} test loss {record.test_loss:.4g}", refresh=False)
+        bar.refresh()
+
+    try:
+        result = compare_optimizers(task, names, config, checkpoint=checkpoint,
+                                    resume=args.resume, on_epoch=on_epoch)
+    except TrainingDiverged as error:
+        raise CLIError(str(error)) from None
+    except KeyboardInterrupt:
+        if checkpoint.is_file():
+            print(f"the last finished epoch is in {checkpoint}; add --resume to continue",
+                  file=sys.stderr)
+        raise
+    finally:
+        bar.close()
+
+    written = write_outputs(result, out_dir)
+    rows = [{**document, "lr": run.lr}
+            for document, run in zip(result.metrics()["runs"], result.runs, strict=True)]
+    print(format_table(rows, task.kind == "classification"))
+    print("wrote " + ", ".join(str(path) for path in [*written, checkpoint]))
+    return 0

@@ -1,0 +1,112 @@
+"""Checkpoints: atomic writes, safe loads, one clear error for every bad file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from handgrad.train import checkpoint as ckpt
+from handgrad.train.atomic import write_atomically
+
+
+def test_round_trip_keeps_tensors_and_plain_values(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "ck.pt"
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.Adam(model.parameters())
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    payload = {
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "history": [{"epoch": 1, "loss": 0.5}], "rng": ckpt.rng_states(),
+    }
+    ckpt.save_checkpoint(path, payload)
+    loaded = ckpt.load_checkpoint(path)
+    assert loaded["format"] == ckpt.FORMAT
+    assert loaded["history"] == [{"epoch": 1, "loss": 0.5}]
+    assert torch.equal(loaded["model"]["weight"], model.weight)
+    step = loaded["optimizer"]["state"][0]["step"]
+    assert step.dtype == torch.float32
+    assert float(step) == 1.0
+    assert torch.equal(loaded["rng"]["cpu"], torch.get_rng_state())
+    assert os.listdir(path.parent) == ["ck.pt"]  # no temporary file left
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_debris(tmp_path: Path) -> None:
+    path = tmp_path / "ck.pt"
+    ckpt.save_checkpoint(path, {"epoch": 1})
+    before = path.read_bytes()
+
+    class Unpicklable:
+        def __reduce__(self) -> str:
+            raise RuntimeError("cannot pickle this")
+
+    with pytest.raises(RuntimeError, match="cannot pickle this"):
+        ckpt.save_checkpoint(path, {"epoch": 2, "bad": Unpicklable()})
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["ck.pt"]
+
+
+def test_write_atomically_cleans_up_when_the_rename_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "out.json"
+    path.write_text("old")
+
+    def broken_replace(src: str, dst: str) -> None:
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk on fire"):
+        write_atomically(path, b"new")
+    assert path.read_text() == "old"
+    assert os.listdir(tmp_path) == ["out.json"]
+
+
+def test_missing_checkpoint(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint to resume from at .*none\.pt"):
+        ckpt.load_checkpoint(tmp_path / "none.pt")
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda good: b"", id="empty"),
+        pytest.param(lambda good: b"not a checkpoint at all", id="garbage"),
+        pytest.param(lambda good: good[: len(good) // 2], id="truncated"),
+    ],
+)
+def test_corrupt_checkpoint_is_one_clear_line_and_untouched(tmp_path: Path, damage) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "ck.pt"
+    ckpt.save_checkpoint(path, {"epoch": 1, "w": torch.arange(1000.0)})
+    path.write_bytes(damage(path.read_bytes()))
+    before = path.read_bytes()
+    with pytest.raises(ckpt.CheckpointError) as caught:
+        ckpt.load_checkpoint(path)
+    message = str(caught.value)
+    assert message.startswith(f"checkpoint {path} is unreadable (corrupt, truncated, ")
+    assert "\n" not in message
+    assert path.read_bytes() == before
+
+
+def test_foreign_files_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "weights.pt"
+    torch.save({"weight": torch.zeros(2)}, path)
+    with pytest.raises(ckpt.CheckpointError, match="is not a handgrad training checkpoint"):
+        ckpt.load_checkpoint(path)
+    torch.save({"format": ckpt.FORMAT, "version": 99}, path)
+    with pytest.raises(ckpt.CheckpointError, match="format version 99; this handgrad reads "):
+        ckpt.load_checkpoint(path)
+
+
+class Payload:
+    """An arbitrary object: the safe loader must not unpickle it."""
+
+
+def test_weights_only_refuses_arbitrary_objects(tmp_path: Path) -> None:
+    path = tmp_path / "evil.pt"
+    torch.save({"format": ckpt.FORMAT, "version": ckpt.VERSION, "x": Payload()}, path)
+    with pytest.raises(ckpt.CheckpointError, match="unreadable"):
+        ckpt.load_checkpoint(path)

@@ -1,0 +1,182 @@
+"""compare_optimizers: same start, same batches, checkpoints every epoch, exact resume."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from handgrad.train import checkpoint as ckpt
+from handgrad.train.compare import TrainConfig, compare_optimizers, parse_optimizers
+from handgrad.train.sampler import EpochSampler
+from handgrad.train.tasks import Task, cubic_task
+
+SMALL = TrainConfig(epochs=3, batch_size=16, seed=4, backend="torch")
+
+
+def small_task(dropout: float = 0.0) -> Task:
+    return cubic_task(seed=4, num_train=96, num_test=21, dropout=dropout)
+
+
+def states_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return all(
+        torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(),
+                                          strict=True)
+    )
+
+
+def test_every_run_starts_from_the_same_weights_and_batches() -> None:
+    task = small_task()
+    result = compare_optimizers(task, "sgd,adam", SMALL)
+    # Rebuild each run by hand: the task's initial network, the sampler's batches.
+    for run, cls in zip(result.runs, (torch.optim.SGD, torch.optim.Adam), strict=True):
+        model = task.reference_model(seed=4)
+        optimizer = cls(model.parameters(), lr=run.lr)
+        sampler = EpochSampler(96, 16, seed=4)
+        for epoch in (1, 2, 3):
+            for batch in sampler.batches(epoch):
+                optimizer.zero_grad()
+                torch.nn.functional.mse_loss(model(task.x_train[batch]), task.y_train[batch]
+                                             ).backward()
+                optimizer.step()
+        assert states_equal(model, run.model)
+    assert [run.lr for run in result.runs] == [0.01, 0.01]  # the cubic task's tuned rates
+    assert [record.epoch for record in result.runs[0].history] == [1, 2, 3]
+
+
+def test_result_figures_and_metrics_document() -> None:
+    result = compare_optimizers(small_task(), ["adam"], SMALL)
+    run = result.runs[0]
+    metrics = result.metrics()
+    assert metrics["task"] == "cubic"
+    (document,) = metrics["runs"]
+    assert list(document) == ["optimizer", "train_loss", "test_loss", "seconds", "history"]
+    assert document["test_loss"] == run.history[-1].test_loss
+    assert document["seconds"] == run.seconds > 0
+    assert len(document["history"]) == 3
+    prediction = result.predictions()["adam"]
+    expected = run.model(result.task.x_test).detach()
+    assert torch.equal(prediction, expected)
+
+
+def test_the_callers_global_rng_is_left_alone() -> None:
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    compare_optimizers(small_task(dropout=0.2), "adam", SMALL)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_lr_given_applies_to_every_optimizer_and_unknown_names_fail_first() -> None:
+    result = compare_optimizers(small_task(), "sgd,rmsprop", dataclasses.replace(SMALL, lr=0.002,
+                                                                                epochs=1))
+    assert [run.lr for run in result.runs] == [0.002, 0.002]
+    with pytest.raises(ValueError, match=r"unknown optimizer 'adamm'; expected one of: .*adam"):
+        compare_optimizers(small_task(), "adam,adamm", SMALL)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (TrainConfig(epochs=0), "epochs must be a positive integer, got 0"),
+        (TrainConfig(batch_size=-2), "batch_size must be a positive integer, got -2"),
+        (TrainConfig(lr=0.0), "lr must be a positive finite number, got 0.0"),
+        (TrainConfig(lr=float("nan")), "lr must be a positive finite number, got nan"),
+        (TrainConfig(seed=-1), "seed must be a non-negative integer, got -1"),
+    ],
+)
+def test_bad_settings_are_named(config: TrainConfig, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        compare_optimizers(small_task(), "adam", dataclasses.replace(config, backend="torch"))
+
+
+def test_parse_optimizers() -> None:
+    assert parse_optimizers(" SGD, adam ") == ["sgd", "adam"]
+    with pytest.raises(ValueError, match="comma-separated list"):
+        parse_optimizers("sgd,,adam")
+    with pytest.raises(ValueError, match="named more than once: adam"):
+        parse_optimizers("adam,sgd,Adam")
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.25])
+def test_resume_after_an_interruption_ends_bit_for_bit_where_a_whole_run_ends(
+    tmp_path: Path, dropout: float
+) -> None:
+    task = small_task(dropout)
+    config = dataclasses.replace(SMALL, epochs=4)
+    whole = compare_optimizers(task, "sgd,adam", config, checkpoint=tmp_path / "whole.pt")
+
+    path = tmp_path / "cut.pt"
+
+    def stop_in_epoch_3(optimizer: str, record: object) -> None:
+        if optimizer == "sgd" and getattr(record, "epoch", 0) == 3:
+            raise Interrupt  # sgd finished epoch 3, adam has not: mid-epoch for the checkpoint
+
+    with pytest.raises(Interrupt):
+        compare_optimizers(task, "sgd,adam", config, checkpoint=path, on_epoch=stop_in_epoch_3)
+    assert ckpt.load_checkpoint(path)["epoch"] == 2
+    seen: list[tuple[str, int]] = []
+    resumed = compare_optimizers(
+        task, "sgd,adam", config, checkpoint=path, resume=True,
+        on_epoch=lambda name, record: seen.append((name, record.epoch)),
+    )
+    assert seen == [("sgd", 3), ("adam", 3), ("sgd", 4), ("adam", 4)]
+    for a, b in zip(whole.runs, resumed.runs, strict=True):
+        assert states_equal(a.model, b.model)
+        assert [r.as_dict() for r in a.history] == [r.as_dict() for r in b.history]
+    saved_whole = ckpt.load_checkpoint(tmp_path / "whole.pt")
+    saved_resumed = ckpt.load_checkpoint(path)
+    for a, b in zip(saved_whole["runs"], saved_resumed["runs"], strict=True):
+        for key, value in a["optimizer_state"]["state"].items():
+            for name, tensor in value.items():
+                assert torch.equal(tensor, b["optimizer_state"]["state"][key][name])
+    assert torch.equal(saved_whole["rng"]["cpu"], saved_resumed["rng"]["cpu"])
+
+
+def test_resume_of_a_finished_run_trains_nothing_more(tmp_path: Path) -> None:
+    path = tmp_path / "ck.pt"
+    first = compare_optimizers(small_task(), "adam", SMALL, checkpoint=path)
+    calls: list[str] = []
+    again = compare_optimizers(small_task(), "adam", SMALL, checkpoint=path, resume=True,
+                               on_epoch=lambda name, record: calls.append(name))
+    assert calls == []
+    assert states_equal(first.runs[0].model, again.runs[0].model)
+    assert again.runs[0].history == first.runs[0].history
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"epochs": 5}, r"epochs=3 there, 5 here"),
+        ({"lr": 0.5}, r"lr=\[0.01\] there, \[0.5\] here"),
+        ({"batch_size": 8}, r"batch_size=16 there, 8 here"),
+    ],
+)
+def test_resume_with_other_settings_is_refused(
+    tmp_path: Path, change: dict[str, object], message: str
+) -> None:
+    path = tmp_path / "ck.pt"
+    compare_optimizers(small_task(), "adam", dataclasses.replace(SMALL, epochs=3), checkpoint=path)
+    before = path.read_bytes()
+    with pytest.raises(ckpt.CheckpointError, match=message):
+        compare_optimizers(small_task(), "adam", dataclasses.replace(SMALL, **change),
+                           checkpoint=path, resume=True)
+    with pytest.raises(ckpt.CheckpointError, match=r"optimizers=\['adam'\] there, \['sgd'\] here"):
+        compare_optimizers(small_task(), "sgd", SMALL, checkpoint=path, resume=True)
+    other_data = cubic_task(seed=5, num_train=96, num_test=21)
+    with pytest.raises(ckpt.CheckpointError, match=r"the task's data differ"):
+        compare_optimizers(other_data, "adam", SMALL, checkpoint=path, resume=True)
+    assert path.read_bytes() == before
+
+
+def test_resume_needs_a_checkpoint(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no checkpoint to resume from at"):
+        compare_optimizers(small_task(), "adam", SMALL, checkpoint=tmp_path / "x.pt", resume=True)
+    with pytest.raises(ValueError, match="resume=True needs the checkpoint path"):
+        compare_optimizers(small_task(), "adam", SMALL, resume=True)
