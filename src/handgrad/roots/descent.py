@@ -1,0 +1,362 @@
+"""The "gd" method: gradient descent on the loss L(x) = f(x)², with the gradient derived by hand.
+
+For f(x) = a x² + b x + c the loss and its derivative are
+
+    L(x) = f(x)²,        L'(x) = 2 f(x) f'(x),        f'(x) = 2 a x + b,
+
+and every step is x_{k+1} = x_k - η_k L'(x_k) with η_k > 0. No fixed η works for all equations:
+near a root L''(x) = 2 f'(x)² = 2D, so a fixed step converges only for η < 1/D, and D spans
+hundreds of orders of magnitude. The default normalises the step per equation and per step,
+η_k = 1 / (2 f'(x_k)²) (Gauss–Newton for the least-squares loss f²), which makes the step
+exactly Newton's f/f': quadratic convergence, linear with ratio 1/2 at a double root.
+
+Design of the default method, on the scaled equation A y² + B y + C = 0 (x = 2^k y, see
+:mod:`handgrad.roots.scaling`):
+
+- Real roots: two descents, from v - R and v + R, v = -B/2A the vertex and R = |v| + sqrt|C/A|
+  (a bound on the distance from the vertex to either root, widened by 2^-20). L is convex
+  outside the roots, so in exact arithmetic each start slides monotonically to the root on its
+  side; in floating point the last steps may overshoot by rounding noise, and a barrier at the
+  vertex keeps each descent on its own side. f is evaluated by the compensated Horner scheme,
+  so the iterates settle within an ulp of the root even next to a double root.
+- Complex pair v ± i m: the descent runs in the complex plane along the vertical line through
+  the vertex, z = v + i w, from w_0 = sqrt|C/A| >= m. On that line f(v + i w) = -(D + (2Aw)²)/4A
+  is real, and L(w) = f(v + i w)² is minimised (to zero) at w = m; the same normalised step
+  η = 1 / (2 (df/dw)²) slides w down to m (this is Heron's square root). D comes from the exact
+  discriminant as a double-double, so m is accurate to the last bit.
+- Linear equation (a = 0): one descent from y = 0; Gauss–Newton lands on -C/B in one step.
+
+A start stops when its step is at most ``tol`` · |y| (default: one unit roundoff, 2^-53) or
+when f vanishes (converged), or when its iterate stops being finite (not converged).
+
+Fixed-step modes (the classroom version): with ``lr`` the update is x_{k+1} = x_k - lr · L'(x_k)
+exactly, in the user's (unscaled) variable; with ``optimizer`` a torch.optim-style optimizer
+class takes the steps from the same hand-written gradient. Both run in the complex plane, where
+the gradient of L = |f|² with respect to (Re z, Im z), written as a complex number, is
+2 f(z) conj(f'(z)) (on the real line: 2 f f').
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from handgrad.roots.exact import compensated_horner, two_prod, two_sum
+from handgrad.roots.problem import MethodResult, RootKind, ScaledQuadratic
+from handgrad.roots.scaling import ldexp
+
+StepFunction = Callable[[Tensor, tuple[Tensor, ...]], Tensor]
+
+UNIT_ROUNDOFF = 2.0**-53
+_START_WIDENING = 1.0 + 2.0**-20
+
+
+@dataclass(frozen=True)
+class Slots:
+    """The result of one batch of one-dimensional descents (shape (m,))."""
+
+    y: Tensor
+    iterations: Tensor
+    converged: Tensor
+    path: list[Tensor] | None
+
+
+def monotone_descent(
+    step: StepFunction,
+    y0: Tensor,
+    params: tuple[Tensor, ...],
+    barrier: Tensor,
+    direction: Tensor,
+    *,
+    tol: float,
+    max_iter: int,
+    record_path: bool,
+) -> Slots:
+    """Run y <- y - step(y) for each slot until it stops (see the module docstring).
+
+    ``direction`` is +1 where the slot must move down (steps >= 0), -1 where it must move up;
+    ``barrier`` is the point it may reach but never cross (the vertex). Slots whose start is
+    not finite do not run. Each iteration works on the slots still running only.
+    """
+    y = y0.clone()
+    iterations = torch.zeros(y0.shape, dtype=torch.int64, device=y0.device)
+    converged = torch.zeros(y0.shape, dtype=torch.bool, device=y0.device)
+    active = torch.nonzero(torch.isfinite(y0)).squeeze(1)
+    path = [y0.clone()] if record_path else None
+    y_run, p_run = y0[active], tuple(p[active] for p in params)
+    b_run, d_run = barrier[active], direction[active]
+    for iteration in range(1, max_iter + 1):
+        if active.numel() == 0:
+            break
+        s = step(y_run, p_run)
+        y_next = y_run - s
+        y_next = torch.where(d_run > 0, torch.maximum(y_next, b_run), torch.minimum(y_next, b_run))
+        failed = ~torch.isfinite(y_next)
+        y_next = torch.where(failed, y_run, y_next)
+        small = s.abs() <= tol * y_next.abs()
+        done = failed | small | (s == 0)
+        y[active] = y_next
+        if path is not None:
+            snapshot = torch.full_like(y0, math.nan)
+            snapshot[active] = y_next
+            path.append(snapshot)
+        finished = active[done]
+        iterations[finished] = iteration
+        converged[finished] = ~failed[done]
+        keep = ~done
+        active, y_run = active[keep], y_next[keep]
+        p_run = tuple(p[keep] for p in p_run)
+        b_run, d_run = b_run[keep], d_run[keep]
+    iterations[active] = max_iter
+    return Slots(y, iterations, converged, path)
+
+
+def gauss_newton_real_step(y: Tensor, params: tuple[Tensor, ...]) -> Tensor:
+    """η L'(y) with L' = 2 f f' and η = 1/(2 f'²); f by compensated Horner."""
+    a, b, c = params
+    f = compensated_horner(a, b, c, y)
+    slope = 2.0 * a * y + b
+    gradient = 2.0 * f * slope
+    eta = 0.5 / (slope * slope)
+    return torch.where((f == 0) | (slope == 0), 0.0, eta * gradient)
+
+
+def value_on_vertical_line(
+    a: Tensor, disc_hi: Tensor, disc_lo: Tensor, w: Tensor
+) -> tuple[Tensor, Tensor]:
+    """f(v + i w) = -(D + (2 a w)²) / 4a (real) and its derivative in w, -2 a w.
+
+    (2 a w)² + D is evaluated as a double-double (two_prod, two_sum), then rounded.
+    """
+    t, t_err = two_prod(2.0 * a, w)
+    square, square_err = two_prod(t, t)
+    head, head_err = two_sum(square, disc_hi)
+    total = head + (head_err + (square_err + 2.0 * t * t_err + disc_lo))
+    return -total / (4.0 * a), -2.0 * a * w
+
+
+def gauss_newton_imag_step(w: Tensor, params: tuple[Tensor, ...]) -> Tensor:
+    """η L'(w) for L(w) = f(v + i w)², η = 1/(2 (df/dw)²)."""
+    a, disc_hi, disc_lo = params
+    value, slope = value_on_vertical_line(a, disc_hi, disc_lo, w)
+    gradient = 2.0 * value * slope
+    eta = 0.5 / (slope * slope)
+    return torch.where(value == 0, 0.0, eta * gradient)
+
+
+def outer_starts(vertex: Tensor, spread: Tensor) -> tuple[Tensor, Tensor]:
+    """v - R and v + R with R = |v| + sqrt|C/A| (widened): outside both roots.
+
+    Written as (v ∓ |v|) ∓ sqrt|C/A|, where v ∓ |v| is exactly 0 or 2v: when the roots are
+    far apart the start next to the small root is then about sqrt|C/A|, not the rounding error
+    of 2|v| - |v|.
+    """
+    widened = spread * _START_WIDENING
+    return (vertex - vertex.abs()) - widened, (vertex + vertex.abs()) + widened
+
+
+def descend_roots(
+    problem: ScaledQuadratic,
+    real_step: StepFunction,
+    imag_step: StepFunction,
+    *,
+    tol: float,
+    max_iter: int,
+    record_path: bool,
+    starts: Tensor | None = None,
+) -> MethodResult:
+    """Roots of every equation by monotone descents (real, complex and linear; see above).
+
+    ``starts``: optional (n, 2) real starts in the scaled variable for the real-root equations;
+    by default v ± R.
+    """
+    kind, a, b, c = problem.kind, problem.a, problem.b, problem.c
+    n = kind.shape[0]
+    nan = torch.full((n,), math.nan, dtype=a.dtype, device=a.device)
+    real = ((kind == RootKind.TWO_REAL) | (kind == RootKind.DOUBLE)) & ~problem.separated
+    complex_pair = kind == RootKind.COMPLEX_PAIR
+    linear = (kind == RootKind.LINEAR) | problem.separated
+    quadratic = real | complex_pair
+    safe_a = torch.where(quadratic, a, 1.0)
+    vertex = torch.where(quadratic, -b / (2.0 * safe_a), 0.0)
+    spread = torch.sqrt((c / safe_a).abs())
+
+    # Real slots: column 0 from the left, column 1 from the right; linear equations use
+    # column 0 only, starting at 0 and heading towards -C/B.
+    if starts is None:
+        left, right = outer_starts(vertex, spread)
+    else:
+        left, right = starts[:, 0], starts[:, 1]
+    left = torch.where(real, left, torch.where(linear, 0.0, nan))
+    right = torch.where(real, right, nan)
+    linear_direction = torch.where(c * b > 0, 1.0, -1.0)
+    direction = torch.stack(
+        [torch.where(linear, linear_direction, -1.0), torch.ones_like(a)], dim=1
+    ).reshape(-1)
+    barrier = torch.stack(
+        [torch.where(linear, -linear_direction * math.inf, vertex), vertex], dim=1
+    ).reshape(-1)
+    pair = torch.stack([left, right], dim=1).reshape(-1)
+    params = tuple(t.repeat_interleave(2) for t in (a, b, c))
+    real_slots = monotone_descent(
+        real_step,
+        pair,
+        params,
+        barrier,
+        direction,
+        tol=tol,
+        max_iter=max_iter,
+        record_path=record_path,
+    )
+
+    # Complex slots: w from sqrt|C/A| down to the imaginary part m.
+    w0 = torch.where(complex_pair, spread * _START_WIDENING, nan)
+    imag_slots = monotone_descent(
+        imag_step,
+        w0,
+        (safe_a, problem.disc_hi, problem.disc_lo),
+        torch.zeros_like(a),
+        torch.ones_like(a),
+        tol=tol,
+        max_iter=max_iter,
+        record_path=record_path,
+    )
+
+    def combine(real_y: Tensor, w: Tensor) -> Tensor:
+        from_real = torch.complex(real_y.reshape(n, 2), torch.zeros_like(real_y).reshape(n, 2))
+        from_imag = torch.complex(torch.stack([vertex, vertex], dim=1), torch.stack([-w, w], dim=1))
+        return torch.where(complex_pair[:, None], from_imag, from_real)
+
+    real_iterations = real_slots.iterations.reshape(n, 2).amax(dim=1)
+    iterations = torch.where(complex_pair, imag_slots.iterations, real_iterations)
+    real_converged = real_slots.converged.reshape(n, 2)
+    real_converged = real_converged[:, 0] & (real_converged[:, 1] | linear)
+    converged = torch.where(complex_pair, imag_slots.converged, real_converged)
+    converged = converged | (kind == RootKind.NO_SOLUTION) | (kind == RootKind.ANY_X)
+    path = None
+    if real_slots.path is not None and imag_slots.path is not None:
+        steps = max(len(real_slots.path), len(imag_slots.path))
+        blank_real = torch.full_like(real_slots.path[-1], math.nan)
+        blank_imag = torch.full_like(nan, math.nan)
+        path = []
+        for i in range(steps):
+            r = real_slots.path[i] if i < len(real_slots.path) else blank_real
+            w = imag_slots.path[i] if i < len(imag_slots.path) else blank_imag
+            path.append(combine(r, w))
+    roots = combine(real_slots.y, imag_slots.y)
+    return MethodResult(roots, iterations, converged, scaled=True, path=path)
+
+
+def gauss_newton(
+    problem: ScaledQuadratic,
+    *,
+    tol: float | None,
+    max_iter: int | None,
+    record_path: bool,
+    starts: Tensor | None = None,
+) -> MethodResult:
+    """The default "gd" method: normalised gradient descent on f² (see the module docstring)."""
+    return descend_roots(
+        problem,
+        gauss_newton_real_step,
+        gauss_newton_imag_step,
+        tol=UNIT_ROUNDOFF if tol is None else tol,
+        max_iter=100 if max_iter is None else max_iter,
+        record_path=record_path,
+        starts=starts,
+    )
+
+
+def default_starts(problem: ScaledQuadratic) -> Tensor:
+    """Complex (n, 2) starts in x for the fixed-step modes: v ± R for real roots, v ∓ i sqrt|c/a|
+    for a complex pair, 0 for a linear equation; NaN where there is nothing to find."""
+    kind, a, b, c = problem.kind, problem.a, problem.b, problem.c
+    quadratic = (kind == RootKind.TWO_REAL) | (kind == RootKind.DOUBLE)
+    complex_pair = kind == RootKind.COMPLEX_PAIR
+    safe_a = torch.where(quadratic | complex_pair, a, 1.0)
+    vertex = -b / (2.0 * safe_a)
+    spread = torch.sqrt((c / safe_a).abs())
+    nan = torch.full_like(a, math.nan)
+    re = torch.stack(outer_starts(vertex, spread), dim=1)
+    re = torch.where(complex_pair[:, None], vertex[:, None].expand(-1, 2), re)
+    im = torch.where(complex_pair[:, None], torch.stack([-spread, spread], dim=1), 0.0)
+    linear = kind == RootKind.LINEAR
+    re = torch.where(linear[:, None], torch.stack([torch.zeros_like(a), nan], dim=1), re)
+    keep = (quadratic | complex_pair | linear)[:, None]
+    re, im = torch.where(keep, re, math.nan), torch.where(keep, im, math.nan)
+    scale = problem.k[:, None].expand(-1, 2)
+    return torch.complex(ldexp(re, scale), ldexp(im, scale))
+
+
+def loss_gradient(a: Tensor, b: Tensor, c: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+    """f(z) and the gradient of L = |f|² in (Re z, Im z) as a complex number, 2 f conj(f')."""
+    f = (a * z + b) * z + c
+    slope = 2.0 * a * z + b
+    return f, 2.0 * f * slope.conj()
+
+
+def fixed_step(
+    a: Tensor,
+    b: Tensor,
+    c: Tensor,
+    starts: Tensor,
+    *,
+    lr: float | None,
+    optimizer: Callable[..., torch.optim.Optimizer] | None,
+    tol: float | None,
+    max_iter: int | None,
+    record_path: bool,
+) -> MethodResult:
+    """The classroom descent in x: x <- x - lr L'(x), or ``optimizer`` steps on the same L'.
+
+    ``a, b, c``: flat float64 (n,); ``starts``: complex (n, 2), NaN slots do not run. A start
+    has converged when |f(x)| <= tol · (|a| |x|² + |b| |x| + |c|) (default tol 1e-12, a backward
+    error); it stops, not converged, when x stops being finite or after max_iter steps.
+    """
+    tol = 1e-12 if tol is None else tol
+    max_iter = 10_000 if max_iter is None else max_iter
+    z = starts.clone()
+    ca, cb, cc = (t[:, None].to(z.dtype) for t in (a, b, c))
+    scale_a, scale_b, scale_c = (t.abs()[:, None] for t in (a, b, c))
+    running = torch.isfinite(z.real) & torch.isfinite(z.imag)
+    planned = running.clone()
+    converged = torch.zeros_like(running)
+    iterations = torch.zeros(z.shape, dtype=torch.int64, device=z.device)
+    path = [torch.where(running, z, complex(math.nan, math.nan))] if record_path else None
+    parameter = torch.where(running, z, 0.0).clone()
+    opt = None
+    if optimizer is not None:
+        opt = optimizer([parameter]) if lr is None else optimizer([parameter], lr=lr)
+    for iteration in range(1, max_iter + 1):
+        if not bool(running.any()):
+            break
+        _, gradient = loss_gradient(ca, cb, cc, parameter)
+        gradient = torch.where(running, gradient, 0.0)
+        previous = parameter.clone()
+        if opt is None:
+            assert lr is not None
+            updated = parameter - lr * gradient
+        else:
+            parameter.grad = gradient
+            opt.step()
+            updated = parameter.clone()
+        # Stopped starts stay where they stopped, whatever momentum the optimizer carries.
+        updated = torch.where(running, updated, previous)
+        parameter.copy_(updated)
+        f, _ = loss_gradient(ca, cb, cc, updated)
+        size = updated.abs()
+        scale = scale_a * size * size + scale_b * size + scale_c
+        failed = ~(torch.isfinite(f.abs()) & torch.isfinite(scale))
+        met = ~failed & (f.abs() <= tol * scale)
+        iterations = torch.where(running, iteration, iterations)
+        converged = converged | (running & met)
+        if path is not None:
+            path.append(torch.where(running, updated, complex(math.nan, math.nan)))
+        running = running & ~met & ~failed
+    roots = torch.where(converged, parameter, complex(math.nan, math.nan))
+    all_converged = (converged | ~planned).all(dim=1) & planned.any(dim=1)
+    return MethodResult(roots, iterations.amax(dim=1), all_converged, scaled=False, path=path)
