@@ -120,7 +120,7 @@ def check_module(
     rng_states = _RngReplay(reference, seed)
 
     def run(net: torch.nn.Module, inp: Tensor) -> Tensor:
-        with rng_states.replayed():
+        with rng_states.replayed(net):
             out = net(inp) if y is None else net(inp, y)
         if not isinstance(out, Tensor):
             raise TypeError(f"check_module: forward must return a Tensor, got {type(out)}")
@@ -216,18 +216,23 @@ class _RngReplay:
 
     def __init__(self, module: torch.nn.Module, seed: int) -> None:
         self.seed = seed
-        self.generators = [
-            (gen, gen.get_state())
+        self.states = [gen.get_state() for gen in self._generators(module)]
+
+    @staticmethod
+    def _generators(module: torch.nn.Module) -> list[torch.Generator]:
+        return [
+            gen
             for sub in module.modules()
             if isinstance(gen := getattr(sub, "generator", None), torch.Generator)
         ]
 
     @contextmanager
-    def replayed(self) -> Iterator[None]:
+    def replayed(self, module: torch.nn.Module) -> Iterator[None]:
+        """Within: the global RNG seeded, ``module``'s generators (copies) at their start."""
         devices = [torch.cuda.current_device()] if torch.cuda.is_initialized() else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.seed)
-            for gen, state in self.generators:
+            for gen, state in zip(self._generators(module), self.states, strict=True):
                 gen.set_state(state)
             yield
 
