@@ -212,10 +212,16 @@ def _as_gradient(grad: object, like: Tensor, what: str) -> Tensor | str:
 
 
 class _RngReplay:
-    """Restores torch's RNG, and each submodule's own ``generator``, before every forward."""
+    """Puts torch's RNG, and each submodule's own ``generator``, in the same state before
+    every forward (states are set directly: re-seeding costs far more than a forward)."""
 
     def __init__(self, module: torch.nn.Module, seed: int) -> None:
-        self.seed = seed
+        self.cpu_state = torch.Generator().manual_seed(seed).get_state()
+        self.cuda_state: Tensor | None = None
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            with torch.random.fork_rng(devices=[torch.cuda.current_device()]):
+                torch.cuda.manual_seed(seed)
+                self.cuda_state = torch.cuda.get_rng_state()
         self.states = [gen.get_state() for gen in self._generators(module)]
 
     @staticmethod
@@ -228,13 +234,20 @@ class _RngReplay:
 
     @contextmanager
     def replayed(self, module: torch.nn.Module) -> Iterator[None]:
-        """Within: the global RNG seeded, ``module``'s generators (copies) at their start."""
-        devices = [torch.cuda.current_device()] if torch.cuda.is_initialized() else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(self.seed)
-            for gen, state in zip(self._generators(module), self.states, strict=True):
-                gen.set_state(state)
+        """Within: the RNG at the seeded state, ``module``'s generators at their start."""
+        cpu_before = torch.get_rng_state()
+        cuda_before = None if self.cuda_state is None else torch.cuda.get_rng_state()
+        torch.set_rng_state(self.cpu_state)
+        if self.cuda_state is not None:
+            torch.cuda.set_rng_state(self.cuda_state)
+        for gen, state in zip(self._generators(module), self.states, strict=True):
+            gen.set_state(state)
+        try:
             yield
+        finally:
+            torch.set_rng_state(cpu_before)
+            if cuda_before is not None:
+                torch.cuda.set_rng_state(cuda_before)
 
 
 def _finite_differences(

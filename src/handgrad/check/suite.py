@@ -263,9 +263,12 @@ def _mlp(widths: list[int], activations: list[torch.nn.Module]) -> torch.nn.Sequ
 
 @contextmanager
 def _seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Within: torch's RNG (CPU, and the device's) seeded; outside: as it was."""
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+        torch.random.default_generator.manual_seed(seed)  # cheaper than torch.manual_seed
+        if device.type == "cuda":
+            torch.cuda.manual_seed(seed)
         yield
 
 

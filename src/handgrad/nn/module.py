@@ -46,8 +46,8 @@ class Module(torch.nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self._ctx: Ctx | None = None
-        self._output_meta: tuple[torch.Size, torch.dtype, torch.device] | None = None
+        # (ctx, output shape, dtype, device) of the last forward; None before the first.
+        self._saved: tuple[Ctx, torch.Size, torch.dtype, torch.device] | None = None
 
     def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
         """dL/d(input) from dL/d(output); accumulates dL/dθ into each parameter's ``.grad``."""
@@ -57,19 +57,20 @@ class Module(torch.nn.Module):
 
     def _remember(self, ctx: Ctx, out: Tensor) -> Tensor:
         """Keep the forward's ctx (and its output's shape) for backward; return ``out``."""
-        self._ctx = ctx
-        self._output_meta = (out.shape, out.dtype, out.device)
+        # object.__setattr__ skips torch.nn.Module's parameter/buffer bookkeeping, a
+        # noticeable cost per call for small layers; _saved is never a parameter or buffer.
+        object.__setattr__(self, "_saved", (ctx, out.shape, out.dtype, out.device))
         return out
 
     def _recall(self, grad_output: Tensor | float) -> Ctx:
         """The ctx of the last forward, after checking that ``grad_output`` fits its output."""
-        if self._ctx is None or self._output_meta is None:
+        if self._saved is None:
             raise ValueError(
                 f"{self._get_name()}.backward() called before forward(): "
                 "run the module on an input first"
             )
+        ctx, shape, dtype, device = self._saved
         if isinstance(grad_output, Tensor):
-            shape, dtype, device = self._output_meta
             if grad_output.shape != shape:
                 raise ValueError(
                     f"{self._get_name()}.backward(): expected grad_output of shape "
@@ -80,7 +81,7 @@ class Module(torch.nn.Module):
                     f"{self._get_name()}.backward(): expected grad_output of dtype {dtype} on "
                     f"{device} (the output's), got {grad_output.dtype} on {grad_output.device}"
                 )
-        return self._ctx
+        return ctx
 
     def _check_tensor(self, x: object, what: str = "input") -> Tensor:
         """``x`` itself if it is a tensor, else a TypeError naming this layer."""
