@@ -151,3 +151,24 @@ def test_torch_optim_trains_a_handgrad_net_exactly_like_its_twin(
     for got, expected in zip(hand.parameters(), reference.parameters(), strict=True):
         assert torch.equal(got, expected.detach()), "parameters after 5 steps"
     assert losses[-1] < losses[0], "training did not lower the loss"
+
+
+def test_a_shared_activation_becomes_one_twin_per_position() -> None:
+    act = torch.nn.Tanh()
+    reference = torch.nn.Sequential(torch.nn.Linear(2, 3), act, torch.nn.Linear(3, 2), act)
+    reference = reference.double()
+    hand = hn.from_torch(reference)
+    assert len(hand) == 4
+    assert isinstance(hand[3], hn.Tanh)
+    assert hand[1] is not hand[3]
+    x = torch.randn(5, 2, dtype=torch.float64, requires_grad=True)
+    reference(x).sum().backward()
+    out = hand(x.detach())
+    assert_matches(out, reference(x).detach())
+    assert_matches(hand.backward(torch.ones_like(out)), x.grad)
+
+
+def test_tied_weights_are_refused() -> None:
+    shared = torch.nn.Linear(3, 3)
+    with pytest.raises(ValueError, match=r"Linear appears more than once .*weight tying"):
+        hn.from_torch(torch.nn.Sequential(shared, torch.nn.ReLU(), shared))

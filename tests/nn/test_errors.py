@@ -220,3 +220,9 @@ def test_bce_weight_must_broadcast_to_the_prediction() -> None:
 def test_huber_delta_must_be_positive() -> None:
     with pytest.raises(ValueError, match="delta must be positive, got 0"):
         hn.HuberLoss(delta=0)
+
+
+def test_sequential_refuses_one_instance_in_two_places() -> None:
+    act = hn.ReLU()
+    with pytest.raises(ValueError, match=r"module 3 is the same object as module 1 \(ReLU\)"):
+        hn.Sequential(hn.Linear(2, 2), act, hn.Linear(2, 2), act)

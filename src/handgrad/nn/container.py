@@ -25,6 +25,14 @@ class Sequential(Module):
                     f"{type(module).__name__}, not a handgrad Module "
                     "(convert torch layers with handgrad.nn.from_torch)"
                 )
+            # A module keeps the context of its last forward only, so one instance in two
+            # places would hand the first place the second place's context in backward.
+            first = next((i for i, m in enumerate(modules[:index]) if m is module), None)
+            if first is not None:
+                raise ValueError(
+                    f"Sequential: module {index} is the same object as module {first} "
+                    f"({module._get_name()}); use a separate instance for each position"
+                )
             self.add_module(str(index), module)
 
     def __len__(self) -> int:

@@ -82,6 +82,23 @@ def _unsupported(module: object, known: list[str], direction: str) -> TypeError:
     )
 
 
+def _positions(sequential: torch.nn.Module) -> list[Any]:
+    """A Sequential's modules, one per position (``children()`` would drop repeats).
+
+    A parameter-free module repeated (``act = ReLU(); Sequential(l1, act, l2, act)``)
+    becomes one twin per position; a repeated module with parameters (weight tying) has no
+    faithful twin and is refused.
+    """
+    layers = [m for m in sequential._modules.values() if m is not None]
+    for index, module in enumerate(layers):
+        if any(m is module for m in layers[:index]) and any(True for _ in module.parameters()):
+            raise ValueError(
+                f"{type(module).__name__} appears more than once in a Sequential with shared "
+                "parameters (weight tying); handgrad cannot convert shared parameters"
+            )
+    return layers
+
+
 def from_torch(module: torch.nn.Module) -> Module:
     """The handgrad twin of a torch.nn network of supported layers (weights copied).
 
@@ -93,7 +110,7 @@ def from_torch(module: torch.nn.Module) -> Module:
     if kind is torch.nn.Linear:
         twin = _linear(module, layers.Linear, requires_grad=False)
     elif kind is torch.nn.Sequential:
-        twin = container.Sequential(*(from_torch(child) for child in module.children()))
+        twin = container.Sequential(*(from_torch(child) for child in _positions(module)))
     elif kind in _HANDGRAD_OF:
         hg_type, args = _HANDGRAD_OF[kind]
         twin = hg_type(**args(module))
@@ -113,7 +130,7 @@ def to_torch(module: Module) -> torch.nn.Module:
     if kind is layers.Linear:
         twin = _linear(module, torch.nn.Linear, requires_grad=True)
     elif kind is container.Sequential:
-        twin = torch.nn.Sequential(*(to_torch(child) for child in module.children()))  # type: ignore[arg-type]
+        twin = torch.nn.Sequential(*(to_torch(child) for child in _positions(module)))
     elif kind in _TORCH_OF:
         torch_type, args = _TORCH_OF[kind]
         twin = torch_type(**args(module))
