@@ -42,7 +42,7 @@ def test_every_run_starts_from_the_same_weights_and_batches() -> None:
                                              ).backward()
                 optimizer.step()
         assert states_equal(model, run.model)
-    assert [run.lr for run in result.runs] == [0.01, 0.01]  # the cubic task's tuned rates
+    assert [run.lr for run in result.runs] == [0.05, 0.005]  # the cubic task's tuned rates
     assert [record.epoch for record in result.runs[0].history] == [1, 2, 3]
 
 
@@ -154,7 +154,7 @@ def test_resume_of_a_finished_run_trains_nothing_more(tmp_path: Path) -> None:
     ("change", "message"),
     [
         ({"epochs": 5}, r"epochs=3 there, 5 here"),
-        ({"lr": 0.5}, r"lr=\[0.01\] there, \[0.5\] here"),
+        ({"lr": 0.5}, r"lr=\[0.005\] there, \[0.5\] here"),
         ({"batch_size": 8}, r"batch_size=16 there, 8 here"),
     ],
 )

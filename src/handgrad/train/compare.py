@@ -8,9 +8,10 @@ optimizer, then epoch 2, ...) so that a checkpoint always holds every run at the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,11 @@ class TrainConfig:
 
     ``backend="torch"`` trains the same network as plain torch.nn with torch.optim and
     autograd: the reference handgrad is compared with.
+
+    ``threads`` is torch's intra-op thread count while training (restored afterwards;
+    ``None`` keeps the caller's). One by default: these networks are too small to gain from
+    more, a busy machine makes threads wait on each other (measured 10-40x slower with two
+    threads on two shared cores), and a fixed count keeps results independent of the machine.
     """
 
     epochs: int | None = None
@@ -41,6 +47,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     backend: Backend = "handgrad"
+    threads: int | None = 1
 
 
 @dataclass
@@ -121,6 +128,11 @@ def _check_config(config: TrainConfig, epochs: int, batch_size: int, lr: float |
     if lr is not None and not (isinstance(lr, int | float) and 0 < lr < float("inf")):
         raise ValueError(f"lr must be a positive finite number, got {lr!r}")
     seeds.check_seed(config.seed)
+    if config.threads is not None and (
+        isinstance(config.threads, bool) or not isinstance(config.threads, int)
+        or config.threads < 1
+    ):
+        raise ValueError(f"threads must be a positive integer or None, got {config.threads!r}")
     if config.backend not in ("handgrad", "torch"):
         raise ValueError(f"backend must be 'handgrad' or 'torch', got {config.backend!r}")
     device = torch.device(config.device)
@@ -183,12 +195,14 @@ def compare_optimizers(
         "seed": config.seed,
         "device": str(device),
         "backend": config.backend,
+        "threads": config.threads,
     }
-    data = tuple(t.to(device) for t in (task.x_train, task.y_train, task.x_test, task.y_test))
+    data = (task.x_train.to(device), task.y_train.to(device), task.x_test.to(device),
+            task.y_test.to(device))
     sampler = EpochSampler(len(task.x_train), batch_size, config.seed)
     fork_devices = [device.index or 0] if device.type == "cuda" else []
 
-    with torch.random.fork_rng(devices=fork_devices):
+    with _intra_op_threads(config.threads), torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(seeds.derived_seed(config.seed, seeds.DROPOUT))
         if device.type == "cuda":
             torch.cuda.manual_seed(seeds.derived_seed(config.seed, seeds.DROPOUT))
@@ -201,7 +215,7 @@ def compare_optimizers(
             for run, loss_fn, stepper in zip(runs, losses, steppers, strict=True):
                 start = time.perf_counter()
                 record = run_epoch(
-                    run.model, loss_fn, stepper, data, batches,  # type: ignore[arg-type]
+                    run.model, loss_fn, stepper, data, batches,
                     epoch=epoch, kind=task.kind, label=run.optimizer,
                 )
                 run.seconds += time.perf_counter() - start
@@ -211,6 +225,18 @@ def compare_optimizers(
             if checkpoint is not None:
                 ckpt.save_checkpoint(checkpoint, _snapshot(settings, epoch, runs, steppers))
     return ComparisonResult(task, epochs, batch_size, runs)
+
+
+@contextlib.contextmanager
+def _intra_op_threads(count: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set to ``count`` (None: unchanged) for the block."""
+    before = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _snapshot(
