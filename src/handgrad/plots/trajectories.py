@@ -42,7 +42,8 @@ _DISPLAY = {
     "asgd": "ASGD",
     "adafactor": "Adafactor",
 }
-# Bright, mutually distinct colours that stand out on viridis and on red-blue alike.
+# Distinct colours, one per optimizer torch.optim has for a 2-D point; the black outline of
+# each path keeps even the pale ones visible on viridis and on red-blue.
 _COLORS = (
     "#e6194b",
     "#ff9f1c",
@@ -54,6 +55,10 @@ _COLORS = (
     "#911eb4",
     "#fabed4",
     "#000075",
+    "#469990",
+    "#dcbeff",
+    "#aaffc3",
+    "#808000",
 )
 _GRID = 400
 

@@ -38,16 +38,17 @@ ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 # Which of the function's learning rates (Function2D.learning_rates) an optimizer takes.
+# RAdam's first steps, before its variance estimate is trusted, are un-normalised gradient
+# steps: they need the plain-gradient lr, or they throw the point far off the map.
 _FAMILY = {
     "sgd": "sgd",
     "asgd": "sgd",
+    "radam": "sgd",
     "momentum": "momentum",
     "nesterov": "momentum",
 }
 # Adagrad's steps shrink like lr/√t, so it needs a larger lr to cover the same ground.
-# RAdam's first steps, before its variance estimate is trusted, are un-normalised momentum
-# steps: the full adaptive lr throws them far off the map on Rosenbrock and Beale.
-_ADAPTIVE_LR_FACTOR = {"adagrad": 10.0, "radam": 1 / 3}
+_ADAPTIVE_LR_FACTOR = {"adagrad": 10.0}
 # Adadelta learns its own step scale; its lr is a multiplier, torch's default being 1.
 _FIXED_LR = {"adadelta": 1.0}
 
