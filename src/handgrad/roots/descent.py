@@ -148,14 +148,14 @@ def gauss_newton_imag_step(w: Tensor, params: tuple[Tensor, ...]) -> Tensor:
     return torch.where(value == 0, 0.0, eta * gradient)
 
 
-def outer_starts(vertex: Tensor, spread: Tensor) -> tuple[Tensor, Tensor]:
-    """v - R and v + R with R = |v| + sqrt|C/A| (widened): outside both roots.
+def outer_starts(vertex: Tensor, spread: Tensor, widen: bool = True) -> tuple[Tensor, Tensor]:
+    """v - R and v + R with R = |v| + sqrt|C/A| (widened by 2^-20 unless told not to).
 
     Written as (v ∓ |v|) ∓ sqrt|C/A|, where v ∓ |v| is exactly 0 or 2v: when the roots are
     far apart the start next to the small root is then about sqrt|C/A|, not the rounding error
     of 2|v| - |v|.
     """
-    widened = spread * _START_WIDENING
+    widened = spread * _START_WIDENING if widen else spread
     return (vertex - vertex.abs()) - widened, (vertex + vertex.abs()) + widened
 
 
@@ -281,7 +281,7 @@ def default_starts(problem: ScaledQuadratic) -> Tensor:
     vertex = -b / (2.0 * safe_a)
     spread = torch.sqrt((c / safe_a).abs())
     nan = torch.full_like(a, math.nan)
-    re = torch.stack(outer_starts(vertex, spread), dim=1)
+    re = torch.stack(outer_starts(vertex, spread, widen=False), dim=1)
     re = torch.where(complex_pair[:, None], vertex[:, None].expand(-1, 2), re)
     im = torch.where(complex_pair[:, None], torch.stack([-spread, spread], dim=1), 0.0)
     linear = kind == RootKind.LINEAR
@@ -305,7 +305,7 @@ def fixed_step(
     c: Tensor,
     starts: Tensor,
     *,
-    lr: float | None,
+    lr: float | Tensor | None,
     optimizer: Callable[..., torch.optim.Optimizer] | None,
     tol: float | None,
     max_iter: int | None,
@@ -313,7 +313,8 @@ def fixed_step(
 ) -> MethodResult:
     """The classroom descent in x: x <- x - lr L'(x), or ``optimizer`` steps on the same L'.
 
-    ``a, b, c``: flat float64 (n,); ``starts``: complex (n, 2), NaN slots do not run. A start
+    ``a, b, c``: flat float64 (n,); ``starts``: complex (n, 2), NaN slots do not run; ``lr`` a
+    float, or (without ``optimizer``) an (n, 1) tensor, one learning rate per equation. A start
     has converged when |f(x)| <= tol · (|a| |x|² + |b| |x| + |c|) (default tol 1e-12, a backward
     error); it stops, not converged, when x stops being finite or after max_iter steps.
     """
