@@ -1,0 +1,46 @@
+"""handgrad demo: the report folder and what it says."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from handgrad.cli import main
+from handgrad.demo import run_demo
+
+
+def test_run_demo_writes_a_report_with_every_part(tmp_path: Path) -> None:
+    report = run_demo(tmp_path / "report", epochs=2)
+    assert report.checks_passed
+    names = {path.name for path in report.files}
+    assert {"report.md", "report.html", "loss_curves.png", "predictions.png",
+            "trajectories.png", "quadratic_descent.png"} <= names
+    for path in report.files:
+        assert path.stat().st_size > 0
+    assert (report.out_dir / "metrics.json").is_file()
+    text = report.report.read_text(encoding="utf-8")
+    assert "all passed" in text
+    for optimizer in ("| sgd |", "| rmsprop |", "| adam |"):
+        assert optimizer in text
+    # Both roots of x^2 - 6x + 4 by gradient descent, to the last digit.
+    assert "| gd | 0.7639320225002103, 5.23606797749979 | TWO_REAL |" in text
+    html = (report.out_dir / "report.html").read_text(encoding="utf-8")
+    assert html.count("<img ") == 4
+
+
+def test_demo_cli_prints_where_the_report_is(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["demo", "--out", str(tmp_path / "r"), "--epochs", "1"]) == 0
+    assert f"report written to {tmp_path / 'r' / 'report.md'}" in capsys.readouterr().out
+
+
+def test_demo_refuses_a_file_as_output_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "taken"
+    target.write_text("keep me")
+    assert main(["demo", "--out", str(target)]) == 2
+    assert "exists and is not a directory" in capsys.readouterr().err
+    assert target.read_text() == "keep me"
