@@ -9,6 +9,8 @@ from typing import Any
 import matplotlib.image
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 import handgrad.optim
 from handgrad.plots.trajectories import display_name, plot_trajectories, save_png
@@ -207,6 +209,29 @@ def test_divergence_stops_the_run_and_keeps_the_finite_path() -> None:
     assert torch.isfinite(trajectory.points).all()
     assert torch.isfinite(trajectory.values).all()
     assert math.isfinite(trajectory.final_value)
+
+
+@given(
+    name=st.sampled_from(sorted(FUNCTIONS)),
+    optimizer=st.sampled_from(["sgd", "momentum", "adam", "rmsprop"]),
+    log_lr=st.floats(-4, 1),
+    unit_start=st.tuples(st.floats(0, 1), st.floats(0, 1)),
+)
+def test_any_lr_from_any_start_gives_a_finite_path_or_reports_divergence(
+    name: str, optimizer: str, log_lr: float, unit_start: tuple[float, float]
+) -> None:
+    function = FUNCTIONS[name]
+    (x_lo, x_hi), (y_lo, y_hi) = function.window
+    start = (x_lo + unit_start[0] * (x_hi - x_lo), y_lo + unit_start[1] * (y_hi - y_lo))
+    trajectory = _run(function, optimizer, lr=10**log_lr, steps=30, start=start)
+    assert torch.isfinite(trajectory.points).all()
+    assert torch.isfinite(trajectory.values).all()
+    assert trajectory.points[0].tolist() == list(start)
+    expected_points = 31 if trajectory.diverged_at is None else trajectory.diverged_at
+    assert len(trajectory.points) == len(trajectory.values) == expected_points
+    # The recorded values are f at the recorded points.
+    x, y = trajectory.points[:, 0], trajectory.points[:, 1]
+    torch.testing.assert_close(trajectory.values, function.value(x, y), rtol=1e-14, atol=0)
 
 
 def test_an_overflowing_value_counts_as_divergence() -> None:
