@@ -61,6 +61,15 @@ def test_result_figures_and_metrics_document() -> None:
     assert torch.equal(prediction, expected)
 
 
+def test_training_uses_one_thread_and_restores_the_callers_count() -> None:
+    before = torch.get_num_threads()
+    seen: list[int] = []
+    compare_optimizers(small_task(), "adam", dataclasses.replace(SMALL, epochs=1),
+                       on_epoch=lambda name, record: seen.append(torch.get_num_threads()))
+    assert seen == [1]
+    assert torch.get_num_threads() == before
+
+
 def test_the_callers_global_rng_is_left_alone() -> None:
     torch.manual_seed(123)
     expected = torch.rand(3)
@@ -85,6 +94,7 @@ def test_lr_given_applies_to_every_optimizer_and_unknown_names_fail_first() -> N
         (TrainConfig(lr=0.0), "lr must be a positive finite number, got 0.0"),
         (TrainConfig(lr=float("nan")), "lr must be a positive finite number, got nan"),
         (TrainConfig(seed=-1), "seed must be a non-negative integer, got -1"),
+        (TrainConfig(threads=0), "threads must be a positive integer or None, got 0"),
     ],
 )
 def test_bad_settings_are_named(config: TrainConfig, message: str) -> None:

@@ -5,6 +5,7 @@
   ``handgrad train`` runs; returns a :class:`ComparisonResult`;
 - :func:`write_outputs` — metrics.json and the PNGs of a comparison;
 - :class:`EpochSampler` — seeded shuffled global batches (shardable with :func:`shard`);
+- :func:`fit` — any one model (handgrad or torch.nn) on a task;
 - :func:`run_epoch`, :func:`train_epoch`, :func:`evaluate` — the loop's pieces;
 - :func:`save_checkpoint` / :func:`load_checkpoint` — atomic, ``weights_only=True``.
 """
@@ -26,6 +27,7 @@ _MODULE_OF = {
     "TrainingDiverged": "trainer",
     "compare_optimizers": "compare",
     "evaluate": "trainer",
+    "fit": "trainer",
     "load_checkpoint": "checkpoint",
     "load_task": "tasks",
     "run_epoch": "trainer",

@@ -8,10 +8,9 @@ optimizer, then epoch 2, ...) so that a checkpoint always holds every run at the
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +22,7 @@ from handgrad.train import seeds
 from handgrad.train.metrics import metrics_document
 from handgrad.train.sampler import EpochSampler
 from handgrad.train.tasks import Backend, Task, load_task
-from handgrad.train.trainer import EpochRecord, run_epoch
+from handgrad.train.trainer import EpochRecord, intra_op_threads, run_epoch
 
 EpochCallback = Callable[[str, EpochRecord], None]
 
@@ -128,11 +127,6 @@ def _check_config(config: TrainConfig, epochs: int, batch_size: int, lr: float |
     if lr is not None and not (isinstance(lr, int | float) and 0 < lr < float("inf")):
         raise ValueError(f"lr must be a positive finite number, got {lr!r}")
     seeds.check_seed(config.seed)
-    if config.threads is not None and (
-        isinstance(config.threads, bool) or not isinstance(config.threads, int)
-        or config.threads < 1
-    ):
-        raise ValueError(f"threads must be a positive integer or None, got {config.threads!r}")
     if config.backend not in ("handgrad", "torch"):
         raise ValueError(f"backend must be 'handgrad' or 'torch', got {config.backend!r}")
     device = torch.device(config.device)
@@ -202,7 +196,7 @@ def compare_optimizers(
     sampler = EpochSampler(len(task.x_train), batch_size, config.seed)
     fork_devices = [device.index or 0] if device.type == "cuda" else []
 
-    with _intra_op_threads(config.threads), torch.random.fork_rng(devices=fork_devices):
+    with intra_op_threads(config.threads), torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(seeds.derived_seed(config.seed, seeds.DROPOUT))
         if device.type == "cuda":
             torch.cuda.manual_seed(seeds.derived_seed(config.seed, seeds.DROPOUT))
@@ -225,18 +219,6 @@ def compare_optimizers(
             if checkpoint is not None:
                 ckpt.save_checkpoint(checkpoint, _snapshot(settings, epoch, runs, steppers))
     return ComparisonResult(task, epochs, batch_size, runs)
-
-
-@contextlib.contextmanager
-def _intra_op_threads(count: int | None) -> Iterator[None]:
-    """torch's intra-op thread count set to ``count`` (None: unchanged) for the block."""
-    before = torch.get_num_threads()
-    if count is not None:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _snapshot(
