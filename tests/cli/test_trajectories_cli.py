@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,19 @@ def test_a_failed_write_leaves_the_old_png_untouched(
         main(["trajectories", "--optimizers", "adam", "--steps", "3", "--out", str(out)])
     assert out.read_bytes() == b"old picture"
     assert [p.name for p in tmp_path.iterdir()] == ["keep.png"]
+
+
+def test_missing_matplotlib_is_a_one_line_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delitem(sys.modules, "handgrad.plots.trajectories", raising=False)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import fails
+    out = tmp_path / "never.png"
+    assert main(["trajectories", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err
+    assert "install it with: pip install 'handgrad[all]'" in err
+    assert not out.exists()
 
 
 def test_help_lists_the_functions(capsys: pytest.CaptureFixture[str]) -> None:

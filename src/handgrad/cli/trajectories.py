@@ -103,11 +103,15 @@ def run(args: argparse.Namespace) -> int:
     if out.suffix.lower() != ".png":
         raise CLIError(f"--out must name a .png file, got {str(out)!r}")
 
-    trajectories = run_trajectories(function, optimizers, steps=args.steps, lr=args.lr)
-
     # Imported here: matplotlib is optional, and `handgrad --help` imports every subcommand.
-    from handgrad.plots.trajectories import plot_trajectories, save_png
+    try:
+        from handgrad.plots.trajectories import plot_trajectories, save_png
+    except ImportError as error:
+        raise CLIError(
+            f"drawing needs matplotlib ({error}); install it with: pip install 'handgrad[all]'"
+        ) from None
 
+    trajectories = run_trajectories(function, optimizers, steps=args.steps, lr=args.lr)
     save_png(plot_trajectories(function, trajectories), out)
     distances = [function.distance_to_minimum(t.final_point) for t in trajectories]
     print(f"{function.name}: f(x, y) = {function.formula}, start {function.start}")
