@@ -196,7 +196,7 @@ def run_sweep(args: argparse.Namespace, a: float, b: float, c: float) -> int:
         sweep_starts,
     )
 
-    max_iter = args.max_iter or 10_000
+    max_iter = args.max_iter or 2_000
     tol = args.tol or 1e-12
     d = abs(discriminant_value(a, b, c))
     by_lr = sweep_learning_rates(a, b, c, x0=args.x0, max_iter=max_iter, tol=tol)

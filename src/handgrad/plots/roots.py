@@ -156,7 +156,7 @@ def plot_sweep(
         for outcome, marker, color in (
             ("converged", "o", "#2ca02c"),
             ("diverged", "x", "#d62728"),
-            ("too slow", "s", "#ff7f0e"),
+            ("stalled", "s", "#ff7f0e"),
         ):
             chosen = outcomes == outcome
             if chosen.any():

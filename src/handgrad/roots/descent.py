@@ -332,10 +332,10 @@ def fixed_step(
     opt = None
     if optimizer is not None:
         opt = optimizer([parameter]) if lr is None else optimizer([parameter], lr=lr)
+    _, gradient = loss_gradient(ca, cb, cc, parameter)
     for iteration in range(1, max_iter + 1):
         if not bool(running.any()):
             break
-        _, gradient = loss_gradient(ca, cb, cc, parameter)
         gradient = torch.where(running, gradient, 0.0)
         previous = parameter.clone()
         if opt is None:
@@ -348,7 +348,7 @@ def fixed_step(
         # Stopped starts stay where they stopped, whatever momentum the optimizer carries.
         updated = torch.where(running, updated, previous)
         parameter.copy_(updated)
-        f, _ = loss_gradient(ca, cb, cc, updated)
+        f, gradient = loss_gradient(ca, cb, cc, updated)  # f for the test, L' for the next step
         size = updated.abs()
         scale = scale_a * size * size + scale_b * size + scale_c
         failed = ~(torch.isfinite(f.abs()) & torch.isfinite(scale))

@@ -19,7 +19,7 @@ from handgrad.roots.descent import default_starts, fixed_step
 from handgrad.roots.problem import RootKind, prepare
 
 # Learning rates as multiples of 1/D: both sides of the 1/2D optimum and of the 1/D limit.
-LR_MULTIPLES = (0.001, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 1.01, 1.1, 1.5, 2.0)
+LR_MULTIPLES = (0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 1.01, 1.1, 1.5, 2.0)
 
 
 @dataclass(frozen=True)
@@ -35,10 +35,11 @@ class SweepPoint:
 
     @property
     def outcome(self) -> str:
-        """'converged', 'diverged' (left the finite numbers) or 'too slow' (max_iter steps)."""
+        """'converged', 'diverged' (left the finite numbers) or 'stalled' (max_iter steps
+        without converging: too slow, or trapped in a cycle)."""
         if self.converged:
             return "converged"
-        return "too slow" if self.steps >= self.max_iter else "diverged"
+        return "stalled" if self.steps >= self.max_iter else "diverged"
 
 
 def discriminant_value(a: float, b: float, c: float) -> float:
@@ -114,7 +115,7 @@ def sweep_learning_rates(
     lrs: Sequence[float] | None = None,
     *,
     x0: tuple[float, float] | None = None,
-    max_iter: int = 10_000,
+    max_iter: int = 2_000,
     tol: float = 1e-12,
 ) -> list[SweepPoint]:
     """For each learning rate, the fixed-step descent from both starts (x0, or the defaults)."""
@@ -138,7 +139,7 @@ def sweep_starts(
     lr: float,
     starts: Sequence[float] | None = None,
     *,
-    max_iter: int = 10_000,
+    max_iter: int = 2_000,
     tol: float = 1e-12,
 ) -> list[SweepPoint]:
     """For each start, the fixed-step descent with one learning rate."""
