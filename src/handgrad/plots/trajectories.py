@@ -132,7 +132,8 @@ def plot_trajectories(
 ) -> Figure:
     """The contour map of ``function`` with every trajectory, its start and its minima.
 
-    Each path is a line outlined in black (visible on any colour) with a dot where it ended;
+    Each path is a line outlined in black (visible on any colour), dotted every 5% of its
+    steps, with a large dot where it ended;
     the legend, below the map so it hides no path, names the optimizer, its lr and where it
     finished: f there, or the step at which it diverged.
     """
@@ -149,11 +150,17 @@ def plot_trajectories(
         else:
             finish = f"diverged at step {trajectory.diverged_at}"
         label = f"{display_name(trajectory.optimizer)} (lr {trajectory.lr:g}): {finish}"
+        # A dot every 5% of the steps: where they bunch up, the optimizer is slow.
         ax.plot(
             xy[:, 0],
             xy[:, 1],
             color=color,
             linewidth=2.0,
+            marker="o",
+            markersize=3.5,
+            markeredgecolor="black",
+            markeredgewidth=0.5,
+            markevery=max(1, trajectory.steps_taken // 20),
             label=label,
             path_effects=outline,
             zorder=3,
