@@ -30,7 +30,12 @@ class _Loss(Module):
         raise NotImplementedError
 
     def backward(self, grad: Tensor | float = 1.0, input_grad: bool = True) -> Tensor:
-        """d(loss)/d(prediction), scaled by ``grad`` = d(objective)/d(loss)."""
+        """d(loss)/d(prediction), scaled by ``grad`` = d(objective)/d(loss).
+
+        ``grad`` is a float, or a tensor of the loss's shape (useful with reduction="none").
+        ``input_grad`` exists only to match :meth:`Module.backward`: the gradient with
+        respect to the prediction is what a loss's backward is for, so it is always returned.
+        """
         ctx = self._recall(grad)
         return self._kernel_backward(grad, ctx)
 
