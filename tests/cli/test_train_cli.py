@@ -83,6 +83,7 @@ def test_csv_task_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFi
     ("args", "message"),
     [
         (["--optimizers", "adam,nope"], "unknown optimizer 'nope'"),
+        (["--optimizers", "sparseadam"], "sparseadam needs sparse gradients"),
         (["--epochs", "0"], "epochs must be a positive integer, got 0"),
         (["--task", "csv:/no/such.csv", "--target", "y"], "csv file not found: /no/such.csv"),
         (["--task", "csv:/no/such.csv"], "needs the column to predict: --target COLUMN"),

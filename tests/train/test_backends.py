@@ -49,6 +49,18 @@ def test_handgrad_matches_torch_in_float64(task: Task, batch_size: int) -> None:
             assert ra.test_accuracy == rb.test_accuracy
 
 
+def test_closure_optimizers_and_the_rest_of_the_family_match_torch() -> None:
+    task = as_float64(cubic_task(seed=1, num_train=64))
+    names = "lbfgs,adagrad,adamw,nadam,radam,adamax,adadelta,rprop,asgd"
+    config = TrainConfig(epochs=1, batch_size=32, seed=1)
+    hand = compare_optimizers(task, names, config)
+    reference = compare_optimizers(task, names, dataclasses.replace(config, backend="torch"))
+    for a, b in zip(hand.runs, reference.runs, strict=True):
+        assert a.final.train_loss == pytest.approx(b.final.train_loss, rel=1e-10), a.optimizer
+        for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True):
+            torch.testing.assert_close(p, q.detach(), rtol=1e-9, atol=1e-12, msg=a.optimizer)
+
+
 def test_fit_trains_a_users_handgrad_network() -> None:
     task = cubic_task(seed=0, num_train=200)
     model = hnn.Sequential(hnn.Linear(1, 32), hnn.Tanh(), hnn.Linear(32, 1))

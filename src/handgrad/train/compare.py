@@ -100,8 +100,16 @@ def parse_optimizers(names: str | Sequence[str]) -> list[str]:
     return parsed
 
 
+# Optimizers that cannot train the tasks' networks, and why (said before any training).
+UNSUITABLE = {
+    "sparseadam": "sparseadam needs sparse gradients (embeddings); these networks' are dense",
+}
+
+
 def optimizer_class(name: str, backend: Backend) -> Callable[..., torch.optim.Optimizer]:
     """The class for a lowercase torch.optim name: handgrad's, or torch's own."""
+    if name in UNSUITABLE:
+        raise ValueError(UNSUITABLE[name])
     if backend == "handgrad":
         from handgrad.optim import optimizer_class as handgrad_class
 
