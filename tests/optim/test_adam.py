@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import handgrad.optim as hg
+import handgrad.optim._common as common
 from tests.optim.harness import (
     assert_matches_torch,
     assert_same_error,
@@ -124,3 +125,18 @@ def test_step_errors_match_torch(ours: Any, theirs: Any) -> None:
 def test_defaults_and_group_keys_match_torch() -> None:
     for ours, theirs in ((hg.Adam, torch.optim.Adam), (hg.AdamW, torch.optim.AdamW)):
         assert ours([torch.zeros(1)]).defaults == theirs([torch.zeros(1)]).defaults
+
+
+@pytest.mark.parametrize("hyperparams", torch_inputs_params("Adam", EXTRA))
+@pytest.mark.parametrize(("ours", "theirs"), CLASSES)
+def test_large_tensor_path_matches_torch(
+    ours: Any, theirs: Any, hyperparams: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tensors above the size threshold go tensor-at-a-time with scratch buffers (here the
+    two larger shapes), the rest through the multi-tensor body: both must match torch."""
+    monkeypatch.setattr(common, "LARGE_TENSOR_ELEMENTS", 10)
+    if ours is hg.AdamW:
+        hyperparams = {k: v for k, v in hyperparams.items() if k != "decoupled_weight_decay"}
+    assert_matches_torch(ours, theirs, hyperparams, grad_none_every=6)
+    if not hyperparams.get("fused"):  # fused refuses complex parameters, like torch's
+        assert_matches_torch(ours, theirs, hyperparams, complex_params=True, steps=10)

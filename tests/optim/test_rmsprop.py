@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import handgrad.optim as hg
+import handgrad.optim._common as common
 from tests.optim.harness import (
     assert_matches_torch,
     assert_same_error,
@@ -85,3 +86,13 @@ def test_rejects_what_torch_rejects() -> None:
 def test_defaults_match_torch() -> None:
     ours, theirs = hg.RMSprop([torch.zeros(1)]), torch.optim.RMSprop([torch.zeros(1)])
     assert ours.defaults == theirs.defaults
+
+
+@pytest.mark.parametrize("hyperparams", torch_inputs_params("RMSprop", EXTRA))
+def test_large_tensor_path_matches_torch(
+    hyperparams: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tensors above the size threshold go tensor-at-a-time with scratch buffers (here the
+    two larger shapes), the rest through the multi-tensor body: both must match torch."""
+    monkeypatch.setattr(common, "LARGE_TENSOR_ELEMENTS", 10)
+    assert_matches_torch(hg.RMSprop, torch.optim.RMSprop, hyperparams, grad_none_every=6)

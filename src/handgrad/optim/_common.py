@@ -202,3 +202,79 @@ def same_or_list(values: list[float]) -> float | list[float]:
     """One scalar when all are equal (the common case: a cheaper kernel call), else the list."""
     first = values[0]
     return first if all(v == first for v in values) else values
+
+
+# Above this many elements a tensor is updated on its own, all of its operations in a row
+# while its data is still in cache, with temporaries in reused scratch buffers: faster than
+# one multi-tensor kernel per operation, which streams every tensor through memory once per
+# operation and allocates fresh temporaries (benchmarks/bench_optim.py, "4 params of 1M").
+LARGE_TENSOR_ELEMENTS = 1 << 16
+
+
+class Scratch:
+    """Reusable temporaries for tensor-at-a-time updates: flat buffers per (device, dtype).
+
+    ``like(t, slot)`` is a buffer shaped as ``t`` whose contents are garbage; distinct slots
+    never alias. Kept on the optimizer, outside ``state``, so state_dicts are unaffected.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple[torch.device, torch.dtype, int], Tensor] = {}
+
+    def like(self, t: Tensor, slot: int = 0) -> Tensor:
+        key = (t.device, t.dtype, slot)
+        buffer = self._buffers.get(key)
+        if buffer is None or buffer.numel() < t.numel():
+            buffer = torch.empty(t.numel(), dtype=t.dtype, device=t.device)
+            self._buffers[key] = buffer
+        return buffer[: t.numel()].view(t.shape)
+
+
+def scratch_of(optimizer: torch.optim.Optimizer) -> Scratch:
+    """The optimizer's :class:`Scratch`, created on first use (and after unpickling)."""
+    scratch = optimizer.__dict__.get("_handgrad_scratch")
+    if scratch is None:
+        scratch = Scratch()
+        optimizer.__dict__["_handgrad_scratch"] = scratch
+    return scratch
+
+
+def fast_path(group: dict[str, Any]) -> bool:
+    """Whether a group takes our fast path: ``foreach`` not False, not ``differentiable``."""
+    return resolve_foreach(group.get("foreach")) and not group.get("differentiable", False)
+
+
+def route(
+    lists: dict[str, list[Any]], fast: bool
+) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
+    """Split parallel per-parameter lists into (multi-tensor part, tensor-at-a-time part).
+
+    Off the fast path everything goes tensor-at-a-time (the reference body). On it, small
+    tensors go to the multi-tensor body and large ones (``LARGE_TENSOR_ELEMENTS``)
+    tensor-at-a-time with scratch buffers. Lists shorter than ``lists["params"]`` (absent
+    optional state) stay empty on both sides.
+    """
+    empty: dict[str, list[Any]] = {key: [] for key in lists}
+    if not fast:
+        return empty, lists
+    params = lists["params"]
+    large = [p.numel() >= LARGE_TENSOR_ELEMENTS for p in params]
+    if not any(large):
+        return lists, empty
+    if all(large):
+        return empty, lists
+    count = len(params)
+    small_part: dict[str, list[Any]] = {}
+    large_part: dict[str, list[Any]] = {}
+    for key, values in lists.items():
+        if len(values) != count:
+            small_part[key], large_part[key] = [], []
+            continue
+        small_part[key] = [v for v, big in zip(values, large, strict=True) if not big]
+        large_part[key] = [v for v, big in zip(values, large, strict=True) if big]
+    return small_part, large_part
+
+
+def out_like(scratch: Scratch | None, t: Tensor, slot: int = 0) -> Tensor | None:
+    """An ``out=`` buffer shaped as ``t`` from ``scratch``, or None (allocate) without one."""
+    return None if scratch is None else scratch.like(t, slot)

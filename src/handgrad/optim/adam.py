@@ -9,24 +9,30 @@ import torch
 from torch import Tensor
 
 from ._common import (
+    Scratch,
     as_float,
     check_betas,
     check_fused_flags,
     check_fused_param,
     check_lr,
+    fast_path,
     group_by_device_and_dtype,
     increment_steps,
     new_step,
     one_minus,
+    out_like,
     params_with_grads,
     real_view,
     real_views,
-    resolve_foreach,
     restore_tensor_steps,
+    route,
     same_or_list,
+    scratch_of,
     squeeze_scalar,
     step_values,
 )
+
+_LISTS = ("params", "grads", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "step")
 
 
 class Adam(torch.optim.Optimizer):
@@ -157,25 +163,24 @@ class Adam(torch.optim.Optimizer):
             lists = self._group_tensors(group)
             if not lists["params"]:
                 continue
-            use_foreach = resolve_foreach(group["foreach"]) and not group["differentiable"]
-            update = _multi_tensor_adam if use_foreach else _single_tensor_adam
             beta1, beta2 = group["betas"]
-            update(
-                lists["params"],
-                lists["grads"],
-                lists["exp_avg"],
-                lists["exp_avg_sq"],
-                lists["max_exp_avg_sq"],
-                lists["step"],
-                beta1=beta1,
-                beta2=beta2,
-                lr=group["lr"],
-                weight_decay=group["weight_decay"],
-                eps=group["eps"],
-                amsgrad=group["amsgrad"],
-                maximize=group["maximize"],
-                decoupled_weight_decay=group["decoupled_weight_decay"],
-            )
+            settings = {
+                "beta1": beta1,
+                "beta2": beta2,
+                "lr": group["lr"],
+                "weight_decay": group["weight_decay"],
+                "eps": group["eps"],
+                "amsgrad": group["amsgrad"],
+                "maximize": group["maximize"],
+                "decoupled_weight_decay": group["decoupled_weight_decay"],
+            }
+            fast = fast_path(group)
+            multi, single = route(lists, fast)
+            if multi["params"]:
+                _multi_tensor_adam(*(multi[key] for key in _LISTS), **settings)
+            if single["params"]:
+                scratch = scratch_of(self) if fast else None
+                _single_tensor_adam(*(single[key] for key in _LISTS), scratch=scratch, **settings)
         return loss
 
 
@@ -195,17 +200,21 @@ def _single_tensor_adam(
     amsgrad: bool,
     maximize: bool,
     decoupled_weight_decay: bool,
+    scratch: Scratch | None = None,
 ) -> None:
-    """The update rule one tensor at a time: the readable reference body."""
+    """The update rule one tensor at a time: the readable reference body.
+
+    With ``scratch`` the temporaries (−g, g + λθ, the denominator) live in reused buffers.
+    """
     for i, param in enumerate(params):
-        grad = -grads[i] if maximize else grads[i]
+        grad = torch.neg(grads[i], out=out_like(scratch, grads[i], 1)) if maximize else grads[i]
         step_t = steps[i]
         step_t += 1
         if weight_decay != 0:
             if decoupled_weight_decay:
                 param.mul_(as_float(1 - lr * weight_decay))
             else:
-                grad = grad.add(param, alpha=weight_decay)
+                grad = torch.add(grad, param, alpha=weight_decay, out=out_like(scratch, grad, 1))
         param, grad = real_view(param), real_view(grad)
         exp_avg, exp_avg_sq = real_view(exp_avgs[i]), real_view(exp_avg_sqs[i])
 
@@ -224,7 +233,8 @@ def _single_tensor_adam(
             max_exp_avg_sq = real_view(max_exp_avg_sqs[i])
             torch.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
             second_moment = max_exp_avg_sq
-        denom = (second_moment.sqrt() / as_float(bias_correction2_sqrt)).add_(eps)
+        denom = torch.sqrt(second_moment, out=out_like(scratch, second_moment))
+        denom.div_(as_float(bias_correction2_sqrt)).add_(eps)
         param.addcdiv_(exp_avg, denom, value=-as_float(step_size))
 
 

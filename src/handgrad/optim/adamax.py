@@ -9,20 +9,26 @@ import torch
 from torch import Tensor
 
 from ._common import (
+    Scratch,
     as_float,
     check_betas,
     check_lr,
+    fast_path,
     group_by_device_and_dtype,
     increment_steps,
     new_step,
+    out_like,
     params_with_grads,
     real_view,
     real_views,
-    resolve_foreach,
     restore_tensor_steps,
+    route,
     same_or_list,
+    scratch_of,
     step_values,
 )
+
+_LISTS = ("params", "grads", "exp_avg", "exp_inf", "step")
 
 
 class Adamax(torch.optim.Optimizer):
@@ -107,22 +113,22 @@ class Adamax(torch.optim.Optimizer):
             lists = self._group_tensors(group)
             if not lists["params"]:
                 continue
-            use_foreach = resolve_foreach(group["foreach"]) and not group["differentiable"]
-            update = _multi_tensor_adamax if use_foreach else _single_tensor_adamax
             beta1, beta2 = group["betas"]
-            update(
-                lists["params"],
-                lists["grads"],
-                lists["exp_avg"],
-                lists["exp_inf"],
-                lists["step"],
-                beta1=beta1,
-                beta2=beta2,
-                lr=group["lr"],
-                eps=group["eps"],
-                weight_decay=group["weight_decay"],
-                maximize=group["maximize"],
-            )
+            settings = {
+                "beta1": beta1,
+                "beta2": beta2,
+                "lr": group["lr"],
+                "eps": group["eps"],
+                "weight_decay": group["weight_decay"],
+                "maximize": group["maximize"],
+            }
+            fast = fast_path(group)
+            multi, single = route(lists, fast)
+            if multi["params"]:
+                _multi_tensor_adamax(*(multi[key] for key in _LISTS), **settings)
+            if single["params"]:
+                scratch = scratch_of(self) if fast else None
+                _single_tensor_adamax(*(single[key] for key in _LISTS), scratch=scratch, **settings)
         return loss
 
 
@@ -139,19 +145,24 @@ def _single_tensor_adamax(
     eps: float,
     weight_decay: float,
     maximize: bool,
+    scratch: Scratch | None = None,
 ) -> None:
-    """The update rule one tensor at a time: the readable reference body."""
+    """The update rule one tensor at a time: the readable reference body.
+
+    With ``scratch`` the temporaries (−g, g + λθ, |g| + ε) live in reused buffers.
+    """
     for i, param in enumerate(params):
-        grad = -grads[i] if maximize else grads[i]
+        grad = torch.neg(grads[i], out=out_like(scratch, grads[i], 1)) if maximize else grads[i]
         step_t = steps[i]
         step_t += 1
         if weight_decay != 0:
-            grad = grad.add(param, alpha=weight_decay)
+            grad = torch.add(grad, param, alpha=weight_decay, out=out_like(scratch, grad, 1))
         param, grad = real_view(param), real_view(grad)
         exp_avg, exp_inf = real_view(exp_avgs[i]), real_view(exp_infs[i])
 
         exp_avg.lerp_(grad, 1 - beta1)
-        torch.maximum(exp_inf.mul_(beta2), grad.abs().add_(eps), out=exp_inf)
+        bound = torch.abs(grad, out=out_like(scratch, grad)).add_(eps)
+        torch.maximum(exp_inf.mul_(beta2), bound, out=exp_inf)
         step_size = lr / (1 - beta1 ** float(step_t.item()))
         param.addcdiv_(exp_avg, exp_inf, value=-as_float(step_size))
 

@@ -9,20 +9,26 @@ import torch
 from torch import Tensor
 
 from ._common import (
+    Scratch,
     as_float,
     check_betas,
     check_lr,
+    fast_path,
     group_by_device_and_dtype,
     increment_steps,
+    out_like,
     params_with_grads,
     real_view,
     real_views,
-    resolve_foreach,
     restore_tensor_steps,
+    route,
     same_or_list,
     scalar_dtype,
+    scratch_of,
     step_values,
 )
+
+_LISTS = ("params", "grads", "exp_avg", "exp_avg_sq", "mu_product", "step")
 
 
 class NAdam(torch.optim.Optimizer):
@@ -121,25 +127,24 @@ class NAdam(torch.optim.Optimizer):
             lists = self._group_tensors(group)
             if not lists["params"]:
                 continue
-            use_foreach = resolve_foreach(group["foreach"]) and not group["differentiable"]
-            update = _multi_tensor_nadam if use_foreach else _single_tensor_nadam
             beta1, beta2 = group["betas"]
-            update(
-                lists["params"],
-                lists["grads"],
-                lists["exp_avg"],
-                lists["exp_avg_sq"],
-                lists["mu_product"],
-                lists["step"],
-                beta1=beta1,
-                beta2=beta2,
-                lr=group["lr"],
-                eps=group["eps"],
-                weight_decay=group["weight_decay"],
-                momentum_decay=group["momentum_decay"],
-                decoupled_weight_decay=group["decoupled_weight_decay"],
-                maximize=group["maximize"],
-            )
+            settings = {
+                "beta1": beta1,
+                "beta2": beta2,
+                "lr": group["lr"],
+                "eps": group["eps"],
+                "weight_decay": group["weight_decay"],
+                "momentum_decay": group["momentum_decay"],
+                "decoupled_weight_decay": group["decoupled_weight_decay"],
+                "maximize": group["maximize"],
+            }
+            fast = fast_path(group)
+            multi, single = route(lists, fast)
+            if multi["params"]:
+                _multi_tensor_nadam(*(multi[key] for key in _LISTS), **settings)
+            if single["params"]:
+                scratch = scratch_of(self) if fast else None
+                _single_tensor_nadam(*(single[key] for key in _LISTS), scratch=scratch, **settings)
         return loss
 
 
@@ -164,10 +169,15 @@ def _single_tensor_nadam(
     momentum_decay: float,
     decoupled_weight_decay: bool,
     maximize: bool,
+    scratch: Scratch | None = None,
 ) -> None:
-    """The update rule one tensor at a time: the readable reference body."""
+    """The update rule one tensor at a time: the readable reference body.
+
+    With ``scratch`` the temporaries (−g, g + λθ, the denominator) live in reused buffers.
+    """
     for i, param in enumerate(params):
-        grad = real_view(-grads[i] if maximize else grads[i])
+        grad = grads[i]
+        grad = real_view(torch.neg(grad, out=out_like(scratch, grad, 1)) if maximize else grad)
         param, exp_avg, exp_avg_sq = (
             real_view(param),
             real_view(exp_avgs[i]),
@@ -181,7 +191,7 @@ def _single_tensor_nadam(
             if decoupled_weight_decay:
                 param.mul_(as_float(1 - lr * weight_decay))
             else:
-                grad = grad.add(param, alpha=weight_decay)
+                grad = torch.add(grad, param, alpha=weight_decay, out=out_like(scratch, grad, 2))
         mu = _momentum_coefficient(beta1, step, momentum_decay)
         mu_next = _momentum_coefficient(beta1, step + 1, momentum_decay)
         mu_products[i] *= mu  # rounded in the scalar dtype, like torch
@@ -189,7 +199,8 @@ def _single_tensor_nadam(
 
         exp_avg.lerp_(grad, 1 - beta1)
         exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        denom = exp_avg_sq.div(bias_correction2).sqrt().add_(eps)
+        denom = torch.div(exp_avg_sq, bias_correction2, out=out_like(scratch, exp_avg_sq))
+        denom.sqrt_().add_(eps)
         param.addcdiv_(grad, denom, value=as_float(-lr * (1.0 - mu) / (1.0 - mu_product)))
         param.addcdiv_(exp_avg, denom, value=as_float(-lr * mu_next / (1.0 - mu_product * mu_next)))
 

@@ -9,19 +9,25 @@ import torch
 from torch import Tensor
 
 from ._common import (
+    Scratch,
     as_float,
     check_betas,
     check_lr,
+    fast_path,
     group_by_device_and_dtype,
     increment_steps,
     new_step,
+    out_like,
     params_with_grads,
     real_view,
     real_views,
-    resolve_foreach,
     restore_tensor_steps,
+    route,
+    scratch_of,
     step_values,
 )
+
+_LISTS = ("params", "grads", "exp_avg", "exp_avg_sq", "step")
 
 
 class RAdam(torch.optim.Optimizer):
@@ -112,23 +118,23 @@ class RAdam(torch.optim.Optimizer):
             lists = self._group_tensors(group)
             if not lists["params"]:
                 continue
-            use_foreach = resolve_foreach(group["foreach"]) and not group["differentiable"]
-            update = _multi_tensor_radam if use_foreach else _single_tensor_radam
             beta1, beta2 = group["betas"]
-            update(
-                lists["params"],
-                lists["grads"],
-                lists["exp_avg"],
-                lists["exp_avg_sq"],
-                lists["step"],
-                beta1=beta1,
-                beta2=beta2,
-                lr=group["lr"],
-                eps=group["eps"],
-                weight_decay=group["weight_decay"],
-                decoupled_weight_decay=group["decoupled_weight_decay"],
-                maximize=group["maximize"],
-            )
+            settings = {
+                "beta1": beta1,
+                "beta2": beta2,
+                "lr": group["lr"],
+                "eps": group["eps"],
+                "weight_decay": group["weight_decay"],
+                "decoupled_weight_decay": group["decoupled_weight_decay"],
+                "maximize": group["maximize"],
+            }
+            fast = fast_path(group)
+            multi, single = route(lists, fast)
+            if multi["params"]:
+                _multi_tensor_radam(*(multi[key] for key in _LISTS), **settings)
+            if single["params"]:
+                scratch = scratch_of(self) if fast else None
+                _single_tensor_radam(*(single[key] for key in _LISTS), scratch=scratch, **settings)
         return loss
 
 
@@ -155,10 +161,16 @@ def _single_tensor_radam(
     weight_decay: float,
     decoupled_weight_decay: bool,
     maximize: bool,
+    scratch: Scratch | None = None,
 ) -> None:
-    """The update rule one tensor at a time: the readable reference body."""
+    """The update rule one tensor at a time: the readable reference body.
+
+    With ``scratch`` the temporaries (−g, g + λθ, m̂ and the adaptive factor) live in
+    reused buffers.
+    """
     for i, param in enumerate(params):
-        grad = real_view(-grads[i] if maximize else grads[i])
+        grad = grads[i]
+        grad = real_view(torch.neg(grad, out=out_like(scratch, grad, 1)) if maximize else grad)
         param, exp_avg, exp_avg_sq = (
             real_view(param),
             real_view(exp_avgs[i]),
@@ -171,17 +183,21 @@ def _single_tensor_radam(
             if decoupled_weight_decay:
                 param.mul_(as_float(1 - lr * weight_decay))
             else:
-                grad = grad.add(param, alpha=weight_decay)
+                grad = torch.add(grad, param, alpha=weight_decay, out=out_like(scratch, grad, 2))
         exp_avg.lerp_(grad, 1 - beta1)
         exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
 
-        bias_corrected_exp_avg = exp_avg / (1 - beta1**step)
+        # γ m̂ (· adaptive factor · r), in torch's order of rounding
+        update = torch.div(exp_avg, 1 - beta1**step, out=out_like(scratch, exp_avg)).mul_(
+            as_float(lr)
+        )
         rect = _rectification(beta2, step)
-        if rect is None:
-            param.add_(bias_corrected_exp_avg * as_float(lr), alpha=-1.0)
-        else:
-            adaptive_lr = (1 - beta2**step) ** 0.5 / exp_avg_sq.sqrt().add_(eps)
-            param.add_(bias_corrected_exp_avg * as_float(lr) * adaptive_lr * rect, alpha=-1.0)
+        if rect is not None:
+            adaptive_lr = torch.sqrt(exp_avg_sq, out=out_like(scratch, exp_avg_sq, 3)).add_(eps)
+            numerator = torch.tensor((1 - beta2**step) ** 0.5, dtype=exp_avg_sq.dtype)
+            torch.div(numerator.to(exp_avg_sq.device), adaptive_lr, out=adaptive_lr)
+            update.mul_(adaptive_lr).mul_(rect)
+        param.sub_(update)
 
 
 def _multi_tensor_radam(

@@ -9,18 +9,24 @@ import torch
 from torch import Tensor
 
 from ._common import (
+    Scratch,
     as_float,
     check_at_least,
     check_lr,
+    fast_path,
     group_by_device_and_dtype,
     increment_steps,
     new_step,
+    out_like,
     params_with_grads,
     real_view,
     real_views,
-    resolve_foreach,
     restore_tensor_steps,
+    route,
+    scratch_of,
 )
+
+_LISTS = ("params", "grads", "square_avg", "grad_avg", "momentum_buffer", "step")
 
 
 class RMSprop(torch.optim.Optimizer):
@@ -123,23 +129,24 @@ class RMSprop(torch.optim.Optimizer):
             lists = self._group_tensors(group)
             if not lists["params"]:
                 continue
-            use_foreach = resolve_foreach(group["foreach"]) and not group["differentiable"]
-            update = _multi_tensor_rmsprop if use_foreach else _single_tensor_rmsprop
-            update(
-                lists["params"],
-                lists["grads"],
-                lists["square_avg"],
-                lists["grad_avg"],
-                lists["momentum_buffer"],
-                lists["step"],
-                lr=group["lr"],
-                alpha=group["alpha"],
-                eps=group["eps"],
-                weight_decay=group["weight_decay"],
-                momentum=group["momentum"],
-                centered=group["centered"],
-                maximize=group["maximize"],
-            )
+            settings = {
+                "lr": group["lr"],
+                "alpha": group["alpha"],
+                "eps": group["eps"],
+                "weight_decay": group["weight_decay"],
+                "momentum": group["momentum"],
+                "centered": group["centered"],
+                "maximize": group["maximize"],
+            }
+            fast = fast_path(group)
+            multi, single = route(lists, fast)
+            if multi["params"]:
+                _multi_tensor_rmsprop(*(multi[key] for key in _LISTS), **settings)
+            if single["params"]:
+                scratch = scratch_of(self) if fast else None
+                _single_tensor_rmsprop(
+                    *(single[key] for key in _LISTS), scratch=scratch, **settings
+                )
         return loss
 
 
@@ -158,22 +165,28 @@ def _single_tensor_rmsprop(
     momentum: float,
     centered: bool,
     maximize: bool,
+    scratch: Scratch | None = None,
 ) -> None:
-    """The update rule one tensor at a time: the readable reference body."""
+    """The update rule one tensor at a time: the readable reference body.
+
+    With ``scratch`` the temporaries (−g, g + λθ, the denominator) live in reused buffers.
+    """
     for i, param in enumerate(params):
-        grad = -grads[i] if maximize else grads[i]
+        grad = torch.neg(grads[i], out=out_like(scratch, grads[i], 1)) if maximize else grads[i]
         steps[i] += 1
         if weight_decay != 0:
-            grad = grad.add(param, alpha=weight_decay)
+            grad = torch.add(grad, param, alpha=weight_decay, out=out_like(scratch, grad, 1))
         param, grad, square_avg = real_view(param), real_view(grad), real_view(square_avgs[i])
 
         square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)
         if centered:
             grad_avg = real_view(grad_avgs[i])
             grad_avg.lerp_(grad, 1 - alpha)
-            avg = square_avg.addcmul(grad_avg, grad_avg, value=-1).sqrt_()
+            avg = torch.addcmul(
+                square_avg, grad_avg, grad_avg, value=-1, out=out_like(scratch, square_avg)
+            ).sqrt_()
         else:
-            avg = square_avg.sqrt()
+            avg = torch.sqrt(square_avg, out=out_like(scratch, square_avg))
         avg = avg.add_(eps)
         if momentum > 0:
             buffer = real_view(momentum_buffers[i])

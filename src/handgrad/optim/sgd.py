@@ -9,13 +9,17 @@ import torch
 from torch import Tensor
 
 from ._common import (
+    Scratch,
     as_float,
     check_fused_flags,
     check_fused_param,
     check_lr,
+    fast_path,
     group_by_device_and_dtype,
+    out_like,
     params_with_grads,
-    resolve_foreach,
+    route,
+    scratch_of,
 )
 
 
@@ -101,25 +105,29 @@ class SGD(torch.optim.Optimizer):
             buffers: list[Tensor | None] = (
                 [self.state[p].get("momentum_buffer") for p in params] if momentum != 0 else []
             )
-            sparse = any(g.is_sparse for g in grads)
-            use_foreach = (
-                resolve_foreach(group["foreach"]) and not group["differentiable"] and not sparse
-            )
-            update = _multi_tensor_sgd if use_foreach else _single_tensor_sgd
-            update(
-                params,
-                grads,
-                buffers,
-                lr=group["lr"],
-                momentum=momentum,
-                dampening=group["dampening"],
-                weight_decay=group["weight_decay"],
-                nesterov=group["nesterov"],
-                maximize=group["maximize"],
-            )
+            # Sparse gradients take the reference body, which handles them tensor by tensor.
+            fast = fast_path(group) and not any(g.is_sparse for g in grads)
+            multi, single = route({"params": params, "grads": grads, "buffers": buffers}, fast)
+            settings = {
+                "lr": group["lr"],
+                "momentum": momentum,
+                "dampening": group["dampening"],
+                "weight_decay": group["weight_decay"],
+                "nesterov": group["nesterov"],
+                "maximize": group["maximize"],
+            }
+            if multi["params"]:
+                _multi_tensor_sgd(multi["params"], multi["grads"], multi["buffers"], **settings)
+            if single["params"]:
+                scratch = scratch_of(self) if fast else None
+                _single_tensor_sgd(
+                    single["params"], single["grads"], single["buffers"], scratch=scratch,
+                    **settings,
+                )  # fmt: skip
             if momentum != 0:
-                for p, buffer in zip(params, buffers, strict=True):
-                    self.state[p]["momentum_buffer"] = buffer
+                for part in (multi, single):
+                    for p, buffer in zip(part["params"], part["buffers"], strict=True):
+                        self.state[p]["momentum_buffer"] = buffer
         return loss
 
 
@@ -134,12 +142,16 @@ def _single_tensor_sgd(
     weight_decay: float | Tensor,
     nesterov: bool,
     maximize: bool,
+    scratch: Scratch | None = None,
 ) -> None:
-    """The update rule one tensor at a time: the readable reference body."""
+    """The update rule one tensor at a time: the readable reference body.
+
+    With ``scratch`` the temporaries (−g, g + λθ, g + μb) live in a reused buffer.
+    """
     for i, param in enumerate(params):
-        grad = -grads[i] if maximize else grads[i]
+        grad = torch.neg(grads[i], out=out_like(scratch, grads[i])) if maximize else grads[i]
         if weight_decay != 0:
-            grad = grad.add(param, alpha=as_float(weight_decay))
+            grad = torch.add(grad, param, alpha=as_float(weight_decay), out=out_like(scratch, grad))
         if momentum != 0:
             buffer = buffers[i]
             if buffer is None:
@@ -147,7 +159,10 @@ def _single_tensor_sgd(
                 buffers[i] = buffer
             else:
                 buffer.mul_(momentum).add_(grad, alpha=1 - dampening)
-            grad = grad.add(buffer, alpha=momentum) if nesterov else buffer
+            if nesterov:
+                grad = torch.add(grad, buffer, alpha=momentum, out=out_like(scratch, grad))
+            else:
+                grad = buffer
         param.add_(grad, alpha=-as_float(lr))
 
 

@@ -1,0 +1,210 @@
+"""``step()`` of every handgrad optimizer against its torch.optim namesake, same process.
+
+Usage: ``python -m benchmarks.bench_optim [--quick] [--only Adam,SGD] [--layouts wide,many]``.
+
+For each optimizer and parameter layout both sides get identical float32 parameters and
+gradients; their ``step()`` calls are timed alternately (ours, torch, ours, ...) in rounds,
+and the medians are compared. The reference is torch with ``foreach=True`` where torch has a
+multi-tensor path (its fastest non-fused path; torch's own CPU default is the slower
+single-tensor loop), and ``fused=True`` as a further column where torch has it. Ratios are
+ours/torch: below 1.0 we are faster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+LAYOUTS: dict[str, tuple[str, list[tuple[int, ...]]]] = {
+    "matrices": ("10 params of 100x100", [(100, 100)] * 10),
+    "many": ("200 params of 1,000", [(1000,)] * 200),
+    "large": ("4 params of 1M", [(1_000_000,)] * 4),
+}
+# Muon only takes matrices: the same element counts, as 2-d shapes.
+MATRIX_LAYOUTS: dict[str, list[tuple[int, ...]]] = {
+    "matrices": [(100, 100)] * 10,
+    "many": [(25, 40)] * 200,
+    "large": [(1000, 1000)] * 4,
+}
+# Settings that exercise each optimizer's usual state (momentum on for SGD).
+HYPERPARAMETERS: dict[str, dict[str, Any]] = {
+    "SGD": {"lr": 0.01, "momentum": 0.9},
+    "RMSprop": {"lr": 0.01},
+    "Adam": {"lr": 0.001},
+    "AdamW": {"lr": 0.001},
+    "Adamax": {"lr": 0.002},
+    "NAdam": {"lr": 0.002},
+    "RAdam": {"lr": 0.001},
+    "Adagrad": {"lr": 0.01},
+    "Adadelta": {"lr": 1.0},
+    "Rprop": {"lr": 0.01},
+    "ASGD": {"lr": 0.01},
+    "Adafactor": {"lr": 0.01},
+    "SparseAdam": {"lr": 0.001},
+    "LBFGS": {"lr": 0.1, "max_iter": 5},
+    "Muon": {"lr": 0.02},
+}
+# torch.optim classes with a multi-tensor path / a fused CPU kernel (torch 2.13).
+TORCH_FOREACH = {
+    "SGD", "RMSprop", "Adam", "AdamW", "Adamax", "NAdam", "RAdam", "Adagrad", "Adadelta",
+    "Rprop", "ASGD", "Adafactor",
+}  # fmt: skip
+TORCH_FUSED = {"SGD", "Adam", "AdamW", "Adagrad"}
+
+
+@dataclass
+class Timing:
+    """Median seconds per ``step()`` for ours and each torch variant."""
+
+    name: str
+    layout: str
+    ours: float
+    torch_foreach: float
+    torch_fused: float | None
+
+
+def _handgrad_names() -> list[str]:
+    from handgrad import optim
+
+    return [name for name in optim.__all__ if name != "optimizer_class"]
+
+
+def _load(name: str) -> type[torch.optim.Optimizer] | None:
+    """Our class, or None while it is not written yet."""
+    try:
+        module = importlib.import_module("handgrad.optim")
+        cls: type[torch.optim.Optimizer] = getattr(module, name)
+    except (ImportError, AttributeError):
+        return None
+    return cls
+
+
+def _make(
+    cls: Callable[..., torch.optim.Optimizer],
+    name: str,
+    shapes: Sequence[tuple[int, ...]],
+    kwargs: dict[str, Any],
+) -> tuple[torch.optim.Optimizer, Callable[[], Any]]:
+    """An optimizer on fresh parameters with fixed gradients, and its step call."""
+    generator = torch.Generator().manual_seed(0)
+    params = [torch.randn(shape, generator=generator) for shape in shapes]
+    grads = [torch.randn(shape, generator=generator) * 0.1 for shape in shapes]
+    for p, g in zip(params, grads, strict=True):
+        p.grad = g.to_sparse() if name == "SparseAdam" else g
+    opt = cls(params, **kwargs)
+    if name == "LBFGS":
+
+        def closure() -> Any:
+            # a quadratic whose gradient is p − target: enough to drive the line search
+            loss = torch.zeros(())
+            for p, g in zip(params, grads, strict=True):
+                p.grad = p - g
+                loss = loss + 0.5 * ((p - g) ** 2).sum()
+            return loss
+
+        return opt, lambda: opt.step(closure)
+    return opt, opt.step
+
+
+def _median_step_times(
+    steppers: list[Callable[[], Any]], rounds: int, calls: int
+) -> list[float]:
+    """Median seconds per call of each stepper, timed in alternation round by round."""
+    for step in steppers:  # warm-up: state allocation, first-touch page faults
+        for _ in range(2):
+            step()
+    samples: list[list[float]] = [[] for _ in steppers]
+    for _ in range(rounds):
+        for index, step in enumerate(steppers):
+            started = time.perf_counter()
+            for _ in range(calls):
+                step()
+            samples[index].append((time.perf_counter() - started) / calls)
+    return [statistics.median(each) for each in samples]
+
+
+def time_optimizer(name: str, layout: str, rounds: int, calls: int) -> Timing | None:
+    """One row: ours vs torch foreach (and fused) on one layout; None if ours is missing."""
+    ours_cls = _load(name)
+    torch_cls = getattr(torch.optim, name, None)
+    if ours_cls is None or torch_cls is None:
+        return None
+    shapes = MATRIX_LAYOUTS[layout] if name == "Muon" else LAYOUTS[layout][1]
+    kwargs = HYPERPARAMETERS.get(name, {})
+    variants: list[tuple[Callable[..., torch.optim.Optimizer], dict[str, Any]]] = [
+        (ours_cls, kwargs),
+        (torch_cls, {**kwargs, "foreach": True} if name in TORCH_FOREACH else kwargs),
+    ]
+    if name in TORCH_FUSED:
+        variants.append((torch_cls, {**kwargs, "fused": True}))
+    steppers = []
+    for cls, options in variants:
+        _opt, step = _make(cls, name, shapes, options)
+        steppers.append(step)
+    gc.collect()
+    times = _median_step_times(steppers, rounds, calls)
+    return Timing(name, layout, times[0], times[1], times[2] if len(times) > 2 else None)
+
+
+def _format(timings: list[Timing]) -> str:
+    lines = [
+        "| optimizer | layout | ours (ms) | torch foreach (ms) | ours/foreach | "
+        "torch fused (ms) | ours/fused |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for t in timings:
+        fused = (
+            f"{t.torch_fused * 1e3:.3f} | {t.ours / t.torch_fused:.2f}"
+            if t.torch_fused is not None
+            else "– | –"
+        )
+        lines.append(
+            f"| {t.name} | {LAYOUTS[t.layout][0]} | {t.ours * 1e3:.3f} | "
+            f"{t.torch_foreach * 1e3:.3f} | {t.ours / t.torch_foreach:.2f} | {fused} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_optim", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="few rounds: a smoke run")
+    parser.add_argument("--only", default="", help="comma-separated optimizer names")
+    parser.add_argument("--layouts", default=",".join(LAYOUTS), help="comma-separated layouts")
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.only.split(",") if n.strip()] or _handgrad_names()
+    layouts = [n.strip() for n in args.layouts.split(",") if n.strip()]
+    unknown = sorted(set(layouts) - set(LAYOUTS))
+    if unknown:
+        parser.error(f"unknown layout(s) {unknown}; expected names from {list(LAYOUTS)}")
+    rounds, calls = (3, 2) if args.quick else (15, 5)
+    timings: list[Timing] = []
+    missing: list[str] = []
+    for name in names:
+        for layout in layouts:
+            print(f"  {name} / {layout} ...", file=sys.stderr, flush=True)
+            row = time_optimizer(name, layout, rounds, calls)
+            if row is None:
+                missing.append(name)
+                break
+            timings.append(row)
+    print(
+        f"Median `step()` time, float32, CPU, {torch.get_num_threads()} threads; "
+        f"{rounds} alternating rounds of {calls} calls. Ratio = ours / torch (< 1: faster).\n"
+    )
+    print(_format(timings))
+    if missing:
+        print(f"\n_not benchmarked (no handgrad class yet): {', '.join(missing)}_")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
