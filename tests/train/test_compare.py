@@ -95,6 +95,7 @@ def test_lr_given_applies_to_every_optimizer_and_unknown_names_fail_first() -> N
         (TrainConfig(lr=float("nan")), "lr must be a positive finite number, got nan"),
         (TrainConfig(seed=-1), "seed must be a non-negative integer, got -1"),
         (TrainConfig(threads=0), "threads must be a positive integer or None, got 0"),
+        (TrainConfig(device="gpu"), "device must be 'cpu' or 'cuda\\[:N\\]', got 'gpu'"),
     ],
 )
 def test_bad_settings_are_named(config: TrainConfig, message: str) -> None:

@@ -34,10 +34,8 @@ class TrainConfig:
     ``backend="torch"`` trains the same network as plain torch.nn with torch.optim and
     autograd: the reference handgrad is compared with.
 
-    ``threads`` is torch's intra-op thread count while training (restored afterwards;
-    ``None`` keeps the caller's). One by default: these networks are too small to gain from
-    more, a busy machine makes threads wait on each other (measured 10-40x slower with two
-    threads on two shared cores), and a fixed count keeps results independent of the machine.
+    ``threads`` is torch's intra-op thread count while training, one by default (see
+    :func:`~handgrad.train.trainer.intra_op_threads`); ``None`` keeps the caller's.
     """
 
     epochs: int | None = None
@@ -81,9 +79,11 @@ class ComparisonResult:
         outputs = {}
         for run in self.runs:
             device = next(run.model.parameters()).device
+            was_training = run.model.training
             run.model.eval()
             with torch.no_grad():
                 outputs[run.optimizer] = run.model(self.task.x_test.to(device)).cpu()
+            run.model.train(was_training)
         return outputs
 
 
@@ -137,7 +137,10 @@ def _check_config(config: TrainConfig, epochs: int, batch_size: int, lr: float |
     seeds.check_seed(config.seed)
     if config.backend not in ("handgrad", "torch"):
         raise ValueError(f"backend must be 'handgrad' or 'torch', got {config.backend!r}")
-    device = torch.device(config.device)
+    try:
+        device = torch.device(config.device)
+    except RuntimeError:
+        raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {config.device!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {config.device!r} asked for, but CUDA is not available here")
 

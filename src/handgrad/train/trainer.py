@@ -103,7 +103,8 @@ def train_step(
 ) -> float:
     """One optimizer step on the batch ``(x, y)``; returns the batch loss before the step.
 
-    Raises :class:`TrainingDiverged` (without stepping) when that loss is not finite.
+    Raises :class:`TrainingDiverged` when that loss is not finite, before stepping (L-BFGS,
+    which evaluates the loss inside its step, has stepped by then).
     """
     by_autograd = uses_autograd(model)
     hand_model, hand_loss = cast(Any, model), cast(Any, loss_fn)  # the .backward methods
