@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from torch import Tensor
 
 import handgrad.nn as hn
@@ -207,3 +209,19 @@ def test_result_lookup_and_argument_errors() -> None:
         check_module(hn.ReLU(), [1.0])  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="fd_samples >= 0 and fd_step > 0"):
         check_module(hn.ReLU(), torch.randn(2), fd_step=0)
+
+
+@given(
+    factor=st.one_of(st.floats(0.0, 1.0 - 1e-7), st.floats(1.0 + 1e-7, 10.0)),
+    batch=st.integers(1, 5),
+)
+def test_any_scaled_gradient_is_caught(factor: float, batch: int) -> None:
+    # A gradient off by any factor — even one part in ten million — fails the check.
+    class Scaled(StudentLinear):
+        def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor:
+            return factor * super().backward(grad_output)
+
+    result = check_module(Scaled(3, 2), torch.randn(batch, 3), fd_samples=0)
+    assert not result.tensor("input").passed
+    assert result.tensor("weight").passed
+    assert result.tensor("input").autograd_rel == pytest.approx(abs(factor - 1), rel=1e-3)
