@@ -207,6 +207,8 @@ def test_result_lookup_and_argument_errors() -> None:
         result.tensor("beta")
     with pytest.raises(TypeError, match="example_input must be a Tensor"):
         check_module(hn.ReLU(), [1.0])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"Linear has no backward\(\) to check"):
+        check_module(torch.nn.Linear(2, 2), torch.randn(3, 2))
     with pytest.raises(ValueError, match="fd_samples >= 0 and fd_step > 0"):
         check_module(hn.ReLU(), torch.randn(2), fd_step=0)
 

@@ -109,6 +109,11 @@ def check_module(
     """
     if not isinstance(example_input, Tensor):
         raise TypeError(f"check_module: example_input must be a Tensor, got {type(example_input)}")
+    if not callable(getattr(module, "backward", None)):
+        raise TypeError(
+            f"check_module: {type(module).__name__} has no backward() to check "
+            "(subclass handgrad.nn.Module and write forward and backward)"
+        )
     if fd_samples < 0 or fd_step <= 0:
         raise ValueError(
             f"check_module: need fd_samples >= 0 and fd_step > 0, got {fd_samples} and {fd_step}"
