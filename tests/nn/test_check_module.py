@@ -178,7 +178,9 @@ def test_leaves_the_module_and_input_untouched() -> None:
     weight = module.weight.clone()
     x = torch.randn(4, 3)
     x_before = x.clone()
-    check_module(module, x)
+    rng_before = torch.get_rng_state()
+    check_module(hn.Sequential(module, hn.Dropout(0.5)), x)
+    assert torch.equal(torch.get_rng_state(), rng_before)
     assert torch.equal(module.weight, weight)
     assert module.weight.grad is None
     assert torch.equal(x, x_before)

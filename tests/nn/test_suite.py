@@ -101,3 +101,12 @@ def test_argument_errors() -> None:
 def test_every_check_passes_on_cuda() -> None:
     report = run_checks(device="cuda")
     assert report.passed, report.to_text()
+
+
+def test_reproducible_from_the_seed_and_leaves_the_global_rng_alone() -> None:
+    before = torch.get_rng_state()
+    first = run_checks(dtype=torch.float32, seed=5)
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.manual_seed(1234)  # a different global state must not change the result
+    second = run_checks(dtype=torch.float32, seed=5)
+    assert first.rows == second.rows

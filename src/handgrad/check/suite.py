@@ -297,7 +297,8 @@ def _run_case(case: _Case, device: torch.device, dtype: torch.dtype, seed: int) 
     # torch.nn + autograd
     x_leaf = x.clone().requires_grad_(True)
     expected_out = forward(reference, x_leaf)
-    upstream = torch.randn(expected_out.shape, dtype=dtype, device=device)
+    generator = torch.Generator(device).manual_seed(seed + 2)
+    upstream = torch.randn(expected_out.shape, generator=generator, dtype=dtype, device=device)
     params = list(reference.parameters())
     expected_grads = torch.autograd.grad(expected_out, [x_leaf, *params], upstream)
 
