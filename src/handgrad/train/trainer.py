@@ -100,13 +100,18 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     x: Tensor,
     y: Tensor,
+    *,
+    by_autograd: bool | None = None,
 ) -> float:
     """One optimizer step on the batch ``(x, y)``; returns the batch loss before the step.
+
+    ``by_autograd`` (default: :func:`uses_autograd`) lets a loop decide it once per epoch.
 
     Raises :class:`TrainingDiverged` when that loss is not finite, before stepping (L-BFGS,
     which evaluates the loss inside its step, has stepped by then).
     """
-    by_autograd = uses_autograd(model)
+    if by_autograd is None:
+        by_autograd = uses_autograd(model)
     hand_model, hand_loss = cast(Any, model), cast(Any, loss_fn)  # the .backward methods
     losses: list[float] = []
 
@@ -148,12 +153,15 @@ def train_epoch(
     ``epoch`` and the 1-based step within the epoch.
     """
     model.train()
+    by_autograd = uses_autograd(model)
     total = 0.0
     count = 0
     for step, batch in enumerate(batches, start=1):
         index = batch.to(x.device)
         try:
-            loss = train_step(model, loss_fn, optimizer, x[index], y[index])
+            loss = train_step(
+                model, loss_fn, optimizer, x[index], y[index], by_autograd=by_autograd
+            )
         except TrainingDiverged as error:
             raise TrainingDiverged(
                 f"{label} diverged at epoch {epoch}, step {step}: {error}; "
