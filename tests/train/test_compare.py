@@ -11,7 +11,7 @@ import torch
 from handgrad.train import checkpoint as ckpt
 from handgrad.train.compare import TrainConfig, compare_optimizers, parse_optimizers
 from handgrad.train.sampler import EpochSampler
-from handgrad.train.tasks import Task, cubic_task
+from handgrad.train.tasks import Backend, Task, cubic_task
 
 SMALL = TrainConfig(epochs=3, batch_size=16, seed=4, backend="torch")
 
@@ -115,12 +115,14 @@ class Interrupt(Exception):
     pass
 
 
-@pytest.mark.parametrize("dropout", [0.0, 0.25])
+@pytest.mark.parametrize(
+    ("dropout", "backend"), [(0.0, "torch"), (0.25, "torch"), (0.25, "handgrad")]
+)
 def test_resume_after_an_interruption_ends_bit_for_bit_where_a_whole_run_ends(
-    tmp_path: Path, dropout: float
+    tmp_path: Path, dropout: float, backend: Backend
 ) -> None:
     task = small_task(dropout)
-    config = dataclasses.replace(SMALL, epochs=4)
+    config = dataclasses.replace(SMALL, epochs=4, backend=backend)
     whole = compare_optimizers(task, "sgd,adam", config, checkpoint=tmp_path / "whole.pt")
 
     path = tmp_path / "cut.pt"
