@@ -57,8 +57,9 @@ def test_text_table_is_aligned_and_summarised(float64_report: CheckReport) -> No
     assert all(len(line.rstrip()) <= len(rule) for line in body)
     result_column = header.index("result")
     assert all(line[result_column:].strip() == "pass" for line in body)
-    assert lines[-1].startswith(f"{len(float64_report.rows)} checks on cpu, float64, seed 0")
-    assert "all passed" in lines[-1]
+    assert lines[-2].startswith(f"{len(float64_report.rows)} checks on cpu, float64, seed 0")
+    assert "all passed" in lines[-2]
+    assert lines[-1].startswith("Errors: relative (absolute) vs torch.nn + autograd")
 
 
 def test_markdown_table(float64_report: CheckReport) -> None:

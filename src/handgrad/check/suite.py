@@ -85,8 +85,8 @@ class CheckReport:
         dtype = str(self.dtype).removeprefix("torch.")
         verdict = "all passed" if not failed else f"{failed} FAILED"
         return (
-            f"{len(self.rows)} checks on {self.device}, {dtype}, seed {self.seed}: {verdict}. "
-            "Errors: relative (absolute) vs torch.nn + autograd; finite diff: relative, float64."
+            f"{len(self.rows)} checks on {self.device}, {dtype}, seed {self.seed}: {verdict}.\n"
+            "Errors: relative (absolute) vs torch.nn + autograd; finite diff: relative, in float64."
         )
 
     def to_text(self) -> str:
@@ -95,7 +95,8 @@ class CheckReport:
         widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
 
         def line(cells: list[str]) -> str:
-            return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
+            padded = (cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
+            return "  ".join(padded).rstrip()
 
         rule = "  ".join("-" * width for width in widths)
         return "\n".join([line(header), rule, *(line(cells) for cells in body), "", self.summary()])
@@ -184,14 +185,14 @@ def _cases() -> list[_Case]:
                 scale=3.0,
             ),
             _Case(
-                f"CrossEntropyLoss({r}), probabilities, smoothing",
+                f"CrossEntropyLoss({r}), soft targets, smoothing",
                 partial(nn.CrossEntropyLoss, reduction=r, label_smoothing=0.1),
                 (6, 4),
                 _probabilities,
                 scale=3.0,
             ),
             _Case(
-                f"CrossEntropyLoss({r}), weight, ignore, smoothing, (N, C, d)",
+                f"CrossEntropyLoss({r}) on (N, C, d), all options",
                 partial(
                     nn.CrossEntropyLoss,
                     weight=ce_weight,
