@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from handgrad.train.tasks import (
     MAX_CLASSES_FOR_INTEGER_TARGET,
@@ -175,3 +177,41 @@ def test_unknown_task_and_stray_target() -> None:
 def test_digest_tells_data_apart() -> None:
     assert cubic_task(seed=0).digest() == cubic_task(seed=0).digest()
     assert cubic_task(seed=0).digest() != cubic_task(seed=1).digest()
+
+
+@given(
+    labels=st.lists(st.integers(0, 5), min_size=2, max_size=200),
+    seed=st.integers(0, 1000),
+)
+def test_stratified_split_partitions_every_class(labels: list[int], seed: int) -> None:
+    tensor = torch.tensor(labels)
+    train, test = stratified_split(tensor, 0.2, seed)
+    assert sorted(torch.cat([train, test]).tolist()) == list(range(len(labels)))
+    for label in set(labels):
+        n = labels.count(label)
+        in_test = int((tensor[test] == label).sum())
+        expected = 0 if n == 1 else min(max(round(0.2 * n), 1), n - 1)
+        assert in_test == expected
+
+
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.floats(-1e6, 1e6, allow_nan=False, width=32),
+            st.integers(-(10**6), 10**6).map(lambda k: k + 0.5),  # exact in float32
+        ),
+        min_size=2,
+        max_size=40,
+    )
+)
+def test_csv_numbers_round_trip(
+    tmp_path_factory: pytest.TempPathFactory, rows: list[tuple[float, float]]
+) -> None:
+    path = tmp_path_factory.mktemp("csv") / "t.csv"
+    path.write_text("a,target\n" + "".join(f"{a!r},{t!r}\n" for a, t in rows))
+    task = load_task(f"csv:{path}", target="target")
+    assert task.kind == "regression"  # fractional targets
+    got = sorted(torch.cat([task.y_train, task.y_test]).flatten().tolist())
+    assert got == sorted(t for _, t in rows)
+    assert len(task.x_train) + len(task.x_test) == len(rows)
+    assert torch.isfinite(task.x_train).all()
