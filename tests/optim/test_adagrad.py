@@ -18,12 +18,17 @@ from tests.optim.harness import (
 
 EXTRA = [
     ("lr_decay alone", {"lr": 0.05, "lr_decay": 0.01}),
-    ("maximize, lr_decay, accumulator", {"maximize": True, "lr_decay": 0.1,
-                                          "initial_accumulator_value": 0.5}),
+    (
+        "maximize, lr_decay, accumulator",
+        {"maximize": True, "lr_decay": 0.1, "initial_accumulator_value": 0.5},
+    ),
     ("eps", {"eps": 1e-3, "weight_decay": 0.2}),
 ]
-FOREACH = [pytest.param(False, id="single"), pytest.param(True, id="multi"),
-           pytest.param(None, id="default")]
+FOREACH = [
+    pytest.param(False, id="single"),
+    pytest.param(True, id="multi"),
+    pytest.param(None, id="default"),
+]
 
 
 @pytest.mark.parametrize("hyperparams", torch_inputs_params("Adagrad", EXTRA))
@@ -32,8 +37,12 @@ FOREACH = [pytest.param(False, id="single"), pytest.param(True, id="multi"),
 def test_matches_torch(hyperparams: dict[str, Any], dtype: torch.dtype, foreach: Any) -> None:
     # Our default (multi-tensor) is compared with torch's default (single-tensor on CPU).
     assert_matches_torch(
-        Adagrad, torch.optim.Adagrad, hyperparams, dtype=dtype,
-        ours_kwargs={"foreach": foreach}, torch_kwargs={"foreach": foreach},
+        Adagrad,
+        torch.optim.Adagrad,
+        hyperparams,
+        dtype=dtype,
+        ours_kwargs={"foreach": foreach},
+        torch_kwargs={"foreach": foreach},
         grad_none_every=5,
     )
 
@@ -41,14 +50,20 @@ def test_matches_torch(hyperparams: dict[str, Any], dtype: torch.dtype, foreach:
 @pytest.mark.parametrize("foreach", FOREACH)
 def test_complex_params_match_torch(foreach: Any) -> None:
     assert_matches_torch(
-        Adagrad, torch.optim.Adagrad, {"weight_decay": 0.1, "lr_decay": 0.01},
-        complex_params=True, ours_kwargs={"foreach": foreach}, torch_kwargs={"foreach": foreach},
+        Adagrad,
+        torch.optim.Adagrad,
+        {"weight_decay": 0.1, "lr_decay": 0.01},
+        complex_params=True,
+        ours_kwargs={"foreach": foreach},
+        torch_kwargs={"foreach": foreach},
     )
 
 
 def test_fused_matches_torch_fused() -> None:
     assert_matches_torch(
-        Adagrad, torch.optim.Adagrad, {"lr": 0.05, "weight_decay": 0.1, "fused": True},
+        Adagrad,
+        torch.optim.Adagrad,
+        {"lr": 0.05, "weight_decay": 0.1, "fused": True},
         dtype=torch.float32,
     )
 
@@ -96,7 +111,9 @@ def test_sparse_gradients_refuse_weight_decay_like_torch() -> None:
 @pytest.mark.parametrize("direction", ["torch_to_ours", "ours_to_torch"])
 def test_state_dict_handover(direction: str) -> None:
     assert_state_dict_handover(
-        Adagrad, torch.optim.Adagrad, {"lr": 0.1, "lr_decay": 0.1, "weight_decay": 0.1},
+        Adagrad,
+        torch.optim.Adagrad,
+        {"lr": 0.1, "lr_decay": 0.1, "weight_decay": 0.1},
         direction=direction,
     )
 
@@ -119,6 +136,7 @@ def test_common_bad_inputs(description: str, params: Any, kwargs: dict[str, Any]
         {"initial_accumulator_value": -0.1},
         {"eps": -1e-3},
         {"fused": True, "foreach": True},
+        {"fused": True, "differentiable": True},
     ],
     ids=str,
 )
@@ -141,9 +159,12 @@ def test_fused_refuses_complex_like_torch() -> None:
     assert (kind, error) == ("raise", RuntimeError)
 
 
-def test_differentiable_is_refused_with_a_clear_error() -> None:
-    with pytest.raises(ValueError, match="differentiable"):
-        Adagrad([torch.zeros(2)], differentiable=True)
+def test_differentiable_flag_runs_the_single_tensor_body() -> None:
+    # Accepted for compatibility: torch's differentiable body on tensors that do not require
+    # grad is its single-tensor body, and so is ours (no autograd is recorded either way).
+    assert_matches_torch(
+        Adagrad, torch.optim.Adagrad, {"differentiable": True}, steps=10, scheduler=False
+    )
 
 
 def test_converges_on_least_squares() -> None:

@@ -104,9 +104,19 @@ def test_sparse_gradients_are_refused_like_torch() -> None:
     assert (kind, error) == ("raise", RuntimeError)
 
 
-def test_differentiable_is_refused_with_a_clear_error() -> None:
-    with pytest.raises(ValueError, match="differentiable"):
-        ASGD([torch.zeros(2)], differentiable=True)
+def test_differentiable_flag_runs_the_single_tensor_body() -> None:
+    # Accepted for compatibility: torch's differentiable body on tensors that do not require
+    # grad is its single-tensor body, and so is ours (no autograd is recorded either way).
+    assert_matches_torch(
+        ASGD, torch.optim.ASGD, {"differentiable": True}, steps=10, scheduler=False
+    )
+
+
+def test_capturable_on_cpu_is_refused_at_step_like_torch() -> None:
+    kind, error, _ = assert_same_error(
+        ASGD, torch.optim.ASGD, {"capturable": True}, at_step=True, same_message=False
+    )
+    assert (kind, error) == ("raise", AssertionError)
 
 
 def test_converges_on_least_squares() -> None:

@@ -9,17 +9,15 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import Optimizer, ParamsT
 
-from handgrad.optim._bookkeeping import (
-    check_capturable,
+from handgrad.optim._bookkeeping import check_capturable, restore_group_flags
+from handgrad.optim._common import (
     check_lr,
+    fast_path,
+    group_by_device_and_dtype,
     new_step,
     real_views,
-    reject_differentiable,
-    setstate_steps,
-    squeeze_lr,
-    tensors_by_device_and_dtype,
+    squeeze_scalar,
 )
-from handgrad.optim._common import resolve_foreach
 
 
 class Adadelta(Optimizer):
@@ -58,7 +56,6 @@ class Adadelta(Optimizer):
             raise ValueError(f"Invalid epsilon value: {eps}")
         if not weight_decay >= 0.0:
             raise ValueError(f"Invalid weight_decay value: {weight_decay}")
-        reject_differentiable(differentiable)
         defaults = {
             "lr": lr,
             "rho": rho,
@@ -73,7 +70,7 @@ class Adadelta(Optimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        setstate_steps(
+        restore_group_flags(
             self,
             {"foreach": None, "maximize": False, "differentiable": False, "capturable": False},
         )
@@ -94,7 +91,7 @@ class Adadelta(Optimizer):
                     raise RuntimeError("Adadelta does not support sparse gradients")
                 state = self.state[p]
                 if len(state) == 0:
-                    state["step"] = new_step(p.device if group["capturable"] else None)
+                    state["step"] = new_step(p, on_param_device=group["capturable"])
                     state["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["acc_delta"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 params.append(p)
@@ -107,7 +104,7 @@ class Adadelta(Optimizer):
             check_capturable(group["capturable"], params)
             update = (
                 adadelta_multi_tensor
-                if resolve_foreach(group["foreach"])
+                if fast_path(group)
                 else adadelta_single_tensor
             )
             update(
@@ -116,7 +113,7 @@ class Adadelta(Optimizer):
                 square_avgs,
                 acc_deltas,
                 steps,
-                lr=squeeze_lr(group["lr"]),
+                lr=squeeze_scalar(group["lr"]),
                 rho=group["rho"],
                 eps=group["eps"],
                 weight_decay=group["weight_decay"],
@@ -169,7 +166,7 @@ def adadelta_multi_tensor(
     maximize: bool,
 ) -> None:
     """Adadelta on lists of tensors with ``torch._foreach_*``."""
-    for p_, g_, v_, u_, t_ in tensors_by_device_and_dtype(
+    for p_, g_, v_, u_, t_ in group_by_device_and_dtype(
         [params, grads, square_avgs, acc_deltas, steps]
     ):
         p, g, v, u = real_views(p_), real_views(g_), real_views(v_), real_views(u_)

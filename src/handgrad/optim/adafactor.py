@@ -9,13 +9,13 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import Optimizer, ParamsT
 
-from handgrad.optim._bookkeeping import (
+from handgrad.optim._bookkeeping import restore_group_flags
+from handgrad.optim._common import (
+    fast_path,
+    group_by_device_and_dtype,
     new_step,
-    setstate_steps,
-    squeeze_lr,
-    tensors_by_device_and_dtype,
+    squeeze_scalar,
 )
-from handgrad.optim._common import resolve_foreach
 
 
 class Adafactor(Optimizer):
@@ -80,7 +80,7 @@ class Adafactor(Optimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        setstate_steps(self, {"foreach": None})
+        restore_group_flags(self, {"foreach": None})
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -104,7 +104,7 @@ class Adafactor(Optimizer):
                     raise RuntimeError("Adafactor does not support sparse gradients")
                 state = self.state[p]
                 if len(state) == 0:
-                    state["step"] = new_step()
+                    state["step"] = new_step(p)
                     if p.grad.dim() > 1:
                         state["row_var"] = p.grad.new_zeros((*p.grad.shape[:-1], 1))
                         state["col_var"] = p.grad.new_zeros(
@@ -123,14 +123,14 @@ class Adafactor(Optimizer):
             if eps1 is None:
                 # torch resolves ε₁ once, from the first parameter's dtype.
                 eps1 = torch.finfo(params[0].dtype).eps
-            multi = resolve_foreach(group["foreach"])
+            multi = fast_path(group)
             update = adafactor_multi_tensor if multi else adafactor_single_tensor
             update(
                 params,
                 grads,
                 [self.state[p] for p in params],
                 steps,
-                lr=squeeze_lr(group["lr"]),
+                lr=squeeze_scalar(group["lr"]),
                 beta2_decay=group["beta2_decay"],
                 eps1=eps1,
                 eps2=eps2,
@@ -213,7 +213,7 @@ def adafactor_multi_tensor(
         ]
         if not indices:
             continue
-        for p, g, t_, *moments in tensors_by_device_and_dtype(lists):
+        for p, g, t_, *moments in group_by_device_and_dtype(lists):
             if maximize:
                 g = list(torch._foreach_neg(g))
             torch._foreach_add_(t_, 1.0)

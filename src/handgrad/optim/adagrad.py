@@ -8,18 +8,18 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.optim.optimizer import Optimizer, ParamsT
-from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 
-from handgrad.optim._bookkeeping import (
+from handgrad.optim._bookkeeping import restore_group_flags
+from handgrad.optim._common import (
+    check_fused_flags,
+    check_fused_param,
     check_lr,
+    fast_path,
+    group_by_device_and_dtype,
+    new_step,
     real_views,
-    reject_differentiable,
-    scalar_dtype,
-    setstate_steps,
-    squeeze_lr,
-    tensors_by_device_and_dtype,
+    squeeze_scalar,
 )
-from handgrad.optim._common import resolve_foreach
 
 
 class Adagrad(Optimizer):
@@ -36,7 +36,8 @@ class Adagrad(Optimizer):
     Complex parameters are treated as pairs of real coordinates. Sparse gradients update only
     the rows they touch (no weight decay then, as in torch). State: ``step`` (0-d tensor) and
     ``sum``, both created when the optimizer is built. ``fused=True`` is accepted with torch's
-    checks and runs the multi-tensor body.
+    checks and runs the multi-tensor body; ``differentiable=True`` is accepted and runs the
+    single-tensor body (handgrad never records an update for autograd).
     """
 
     def __init__(
@@ -76,12 +77,7 @@ class Adagrad(Optimizer):
             "fused": fused,
         }
         super().__init__(params, defaults)
-        if fused:
-            if differentiable:
-                raise RuntimeError("`fused` does not support `differentiable`")
-            if foreach:
-                raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
-        reject_differentiable(differentiable)
+        check_fused_flags(fused, foreach, differentiable)
         # torch creates Adagrad's state eagerly, so a state_dict exists before the first step.
         for group in self.param_groups:
             for p in group["params"]:
@@ -89,7 +85,7 @@ class Adagrad(Optimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        setstate_steps(
+        restore_group_flags(
             self, {"foreach": None, "maximize": False, "differentiable": False, "fused": None}
         )
 
@@ -101,10 +97,7 @@ class Adagrad(Optimizer):
 
     def _init_state(self, p: Tensor, group: dict[str, Any]) -> None:
         state = self.state[p]
-        if group["fused"]:
-            state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
-        else:
-            state["step"] = torch.tensor(0.0, dtype=scalar_dtype())
+        state["step"] = new_step(p, fused=group["fused"])
         # torch reads the accumulator start from the optimizer defaults, not the group.
         tau = self.defaults["initial_accumulator_value"]
         state["sum"] = torch.full_like(
@@ -124,7 +117,7 @@ class Adagrad(Optimizer):
                 if p.grad is None:
                     continue
                 if group["fused"]:
-                    _check_fusable(p)
+                    check_fused_param(p)
                 if len(self.state[p]) == 0:
                     self._init_state(p, group)
                 params.append(p)
@@ -136,29 +129,20 @@ class Adagrad(Optimizer):
             has_sparse = any(g.is_sparse for g in grads)
             if group["fused"] and (has_sparse or any(p.is_complex() for p in params)):
                 raise RuntimeError("`fused` does not support sparse grad or complex param")
-            multi = group["fused"] or resolve_foreach(group["foreach"])
+            multi = bool(group["fused"]) or fast_path(group)
             update = adagrad_multi_tensor if multi and not has_sparse else adagrad_single_tensor
             update(
                 params,
                 grads,
                 sums,
                 steps,
-                lr=squeeze_lr(group["lr"]),
+                lr=squeeze_scalar(group["lr"]),
                 lr_decay=group["lr_decay"],
                 weight_decay=group["weight_decay"],
                 eps=group["eps"],
                 maximize=group["maximize"],
             )
         return loss
-
-
-def _check_fusable(p: Tensor) -> None:
-    devices = _get_fused_kernels_supported_devices()
-    if not (p.device.type in devices and torch.is_floating_point(p)):
-        raise RuntimeError(
-            "`fused=True` requires all the params to be floating point Tensors of "
-            f"supported devices: {devices} but {p.dtype} and {p.device.type}"
-        )
 
 
 def adagrad_single_tensor(
@@ -220,7 +204,7 @@ def adagrad_multi_tensor(
     maximize: bool,
 ) -> None:
     """Adagrad on lists of dense tensors with ``torch._foreach_*`` (one kernel per operation)."""
-    for p_, g_, s_, t_ in tensors_by_device_and_dtype([params, grads, sums, steps]):
+    for p_, g_, s_, t_ in group_by_device_and_dtype([params, grads, sums, steps]):
         p, g, s = real_views(p_), real_views(g_), real_views(s_)
         torch._foreach_add_(t_, 1)
         if maximize:

@@ -9,17 +9,15 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import Optimizer, ParamsT
 
-from handgrad.optim._bookkeeping import (
-    check_capturable,
+from handgrad.optim._bookkeeping import check_capturable, restore_group_flags
+from handgrad.optim._common import (
     check_lr,
+    fast_path,
+    group_by_device_and_dtype,
     real_views,
-    reject_differentiable,
     scalar_dtype,
-    setstate_steps,
-    squeeze_lr,
-    tensors_by_device_and_dtype,
+    squeeze_scalar,
 )
-from handgrad.optim._common import resolve_foreach
 
 
 class ASGD(Optimizer):
@@ -54,7 +52,6 @@ class ASGD(Optimizer):
         check_lr(lr)
         if not weight_decay >= 0.0:
             raise ValueError(f"Invalid weight_decay value: {weight_decay}")
-        reject_differentiable(differentiable)
         defaults = {
             "lr": lr,
             "lambd": lambd,
@@ -70,7 +67,7 @@ class ASGD(Optimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        setstate_steps(
+        restore_group_flags(
             self,
             {"foreach": None, "maximize": False, "differentiable": False, "capturable": False},
         )
@@ -99,7 +96,7 @@ class ASGD(Optimizer):
                     raise RuntimeError("ASGD does not support sparse gradients")
                 state = self.state[p]
                 if len(state) == 0:
-                    lr0 = squeeze_lr(group["lr"])
+                    lr0 = squeeze_scalar(group["lr"])
                     state["step"] = torch.zeros((), device=p.device, dtype=scalar_dtype())
                     state["eta"] = torch.as_tensor(
                         lr0, device=p.device, dtype=scalar_dtype()
@@ -115,7 +112,7 @@ class ASGD(Optimizer):
             if not params:
                 continue
             check_capturable(group["capturable"], params)
-            update = asgd_multi_tensor if resolve_foreach(group["foreach"]) else asgd_single_tensor
+            update = asgd_multi_tensor if fast_path(group) else asgd_single_tensor
             update(
                 params,
                 grads,
@@ -123,7 +120,7 @@ class ASGD(Optimizer):
                 mus,
                 etas,
                 steps,
-                lr=squeeze_lr(group["lr"]),
+                lr=squeeze_scalar(group["lr"]),
                 lambd=group["lambd"],
                 alpha=group["alpha"],
                 t0=group["t0"],
@@ -190,7 +187,7 @@ def asgd_multi_tensor(
     Here the decay and the gradient step are one multiply-add, θ ← θ − η (g + λ θ), as in
     torch's multi-tensor body (the same value up to rounding).
     """
-    for p_, g_, ax_, mu_, eta_, t_ in tensors_by_device_and_dtype(
+    for p_, g_, ax_, mu_, eta_, t_ in group_by_device_and_dtype(
         [params, grads, axs, mus, etas, steps]
     ):
         p, g, ax = real_views(p_), real_views(g_), real_views(ax_)

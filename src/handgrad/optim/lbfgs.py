@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import Optimizer, ParamsT
 
-from handgrad.optim._bookkeeping import check_lr, squeeze_lr
+from handgrad.optim._common import check_lr, squeeze_scalar
 from handgrad.optim._line_search import strong_wolfe
 
 
@@ -125,7 +125,7 @@ class LBFGS(Optimizer):
             )
         closure = torch.enable_grad()(closure)
         group = self.param_groups[0]
-        lr = squeeze_lr(group["lr"])
+        lr = squeeze_scalar(group["lr"])
         max_iter, max_eval = group["max_iter"], group["max_eval"]
         tolerance_grad, tolerance_change = group["tolerance_grad"], group["tolerance_change"]
         line_search_fn, history_size = group["line_search_fn"], group["history_size"]

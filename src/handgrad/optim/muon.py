@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import Optimizer, ParamsT
 
-from handgrad.optim._bookkeeping import squeeze_lr
+from handgrad.optim._common import squeeze_scalar
 
 # The quintic's coefficients (Keller Jordan's Muon), chosen for a steep slope at zero.
 DEFAULT_NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
@@ -88,7 +88,7 @@ class Muon(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            lr = squeeze_lr(group["lr"])
+            lr = squeeze_scalar(group["lr"])
             for p in group["params"]:
                 if p.grad is None:
                     continue

@@ -9,17 +9,15 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import Optimizer, ParamsT
 
-from handgrad.optim._bookkeeping import (
-    check_capturable,
+from handgrad.optim._bookkeeping import check_capturable, restore_group_flags
+from handgrad.optim._common import (
     check_lr,
+    fast_path,
+    group_by_device_and_dtype,
     new_step,
     real_views,
-    reject_differentiable,
-    setstate_steps,
-    squeeze_lr,
-    tensors_by_device_and_dtype,
+    squeeze_scalar,
 )
-from handgrad.optim._common import resolve_foreach
 
 
 class Rprop(Optimizer):
@@ -54,7 +52,6 @@ class Rprop(Optimizer):
         check_lr(lr)
         if not 0.0 < etas[0] < 1.0 < etas[1]:
             raise ValueError(f"Invalid eta values: {etas[0]}, {etas[1]}")
-        reject_differentiable(differentiable)
         defaults = {
             "lr": lr,
             "etas": etas,
@@ -68,7 +65,7 @@ class Rprop(Optimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        setstate_steps(
+        restore_group_flags(
             self,
             {"foreach": None, "maximize": False, "differentiable": False, "capturable": False},
         )
@@ -89,11 +86,11 @@ class Rprop(Optimizer):
                     raise RuntimeError("Rprop does not support sparse gradients")
                 state = self.state[p]
                 if len(state) == 0:
-                    state["step"] = new_step(p.device if group["capturable"] else None)
+                    state["step"] = new_step(p, on_param_device=group["capturable"])
                     state["prev"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    lr = squeeze_lr(group["lr"])
+                    lr = squeeze_scalar(group["lr"])
                     start = complex(lr, lr) if p.is_complex() else lr
-                    state["step_size"] = torch.full_like(p.grad, start)  # type: ignore[arg-type]
+                    state["step_size"] = torch.full_like(p.grad, start)
                 params.append(p)
                 grads.append(p.grad)
                 prevs.append(state["prev"])
@@ -102,7 +99,7 @@ class Rprop(Optimizer):
             if not params:
                 continue
             check_capturable(group["capturable"], params)
-            multi = resolve_foreach(group["foreach"])
+            multi = fast_path(group)
             update = rprop_multi_tensor if multi else rprop_single_tensor
             etaminus, etaplus = group["etas"]
             step_size_min, step_size_max = group["step_sizes"]
@@ -170,7 +167,7 @@ def rprop_multi_tensor(
     maximize: bool,
 ) -> None:
     """Rprop on lists of tensors with ``torch._foreach_*``."""
-    for p_, g_, prev_, size_, t_ in tensors_by_device_and_dtype(
+    for p_, g_, prev_, size_, t_ in group_by_device_and_dtype(
         [params, grads, prevs, step_sizes, steps]
     ):
         p, g, prev, size = real_views(p_), real_views(g_), real_views(prev_), real_views(size_)

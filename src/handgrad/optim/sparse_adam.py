@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import Optimizer, ParamsT
 
-from handgrad.optim._bookkeeping import squeeze_lr
+from handgrad.optim._common import squeeze_scalar
 
 
 class SparseAdam(Optimizer):
@@ -98,7 +98,7 @@ class SparseAdam(Optimizer):
                     state["exp_avg"],
                     state["exp_avg_sq"],
                     state["step"],
-                    lr=squeeze_lr(group["lr"]),
+                    lr=squeeze_scalar(group["lr"]),
                     beta1=beta1,
                     beta2=beta2,
                     eps=group["eps"],
