@@ -121,6 +121,14 @@ def test_divergence_names_the_epoch_and_step(
     assert not (tmp_path / "metrics.json").exists()
 
 
+def test_out_must_be_a_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "file").write_text("mine")
+    status, _, err = train(capsys, "--out", str(tmp_path / "file"))
+    assert status == 2
+    assert err == f"handgrad train: error: --out {tmp_path}/file is a file; expected a directory\n"
+    assert (tmp_path / "file").read_text() == "mine"
+
+
 def test_resume_without_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     status, _, err = train(capsys, "--resume", "--out", str(tmp_path))
     assert status == 2

@@ -101,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
     from handgrad.train.trainer import EpochRecord, TrainingDiverged
 
     out_dir = Path(args.out) if args.out else default_out_dir(args.task)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CLIError(f"--out {out_dir} is a file; expected a directory")
     checkpoint = out_dir / CHECKPOINT
     if args.resume and not checkpoint.is_file():
         raise CLIError(f"--resume: no checkpoint at {checkpoint}; start the run without --resume")
