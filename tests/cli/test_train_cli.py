@@ -129,6 +129,28 @@ def test_out_must_be_a_directory(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert (tmp_path / "file").read_text() == "mine"
 
 
+def test_ctrl_c_points_at_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from handgrad.train import compare
+
+    real_run_epoch = compare.run_epoch
+
+    def interrupted_in_epoch_2(*args: object, **kwargs: object) -> object:
+        if kwargs["epoch"] == 2:
+            raise KeyboardInterrupt
+        return real_run_epoch(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(compare, "run_epoch", interrupted_in_epoch_2)
+    status, _, err = train(capsys, "--optimizers", "adam", *QUICK, "--out", str(tmp_path))
+    assert status == 130
+    assert err.splitlines() == [
+        f"the last finished epoch is in {tmp_path}/checkpoint.pt; add --resume to continue",
+        "handgrad train: interrupted",
+    ]
+    assert ckpt.load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
+
+
 def test_resume_without_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     status, _, err = train(capsys, "--resume", "--out", str(tmp_path))
     assert status == 2
