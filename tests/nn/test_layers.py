@@ -200,7 +200,9 @@ def test_dropout_is_the_identity_in_eval_and_at_p0() -> None:
 def test_dropout_p1_zeroes_everything() -> None:
     x = torch.randn(5, 5)
     layer = hn.Dropout(1.0)
+    before = torch.get_rng_state()
     assert torch.equal(layer(x), torch.zeros_like(x))
+    assert torch.equal(torch.get_rng_state(), before), "torch draws nothing at p=1 either"
     assert torch.equal(layer.backward(torch.ones_like(x)), torch.zeros_like(x))
     assert torch.equal(torch.nn.Dropout(1.0)(x), layer(x))
 
