@@ -3,6 +3,21 @@
 Every class is a :class:`torch.nn.Module` whose parameters do not require grad; ``module(x)``
 runs the forward, ``module.backward(grad_output)`` returns dL/d(input) and accumulates
 dL/dθ into ``param.grad``. The arithmetic lives in :mod:`handgrad.nn.functional`.
+
+A training step, with any torch.optim optimizer::
+
+    net = Sequential(Linear(1, 100), ReLU(), Dropout(0.1), Linear(100, 1))
+    loss_fn = MSELoss()
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+
+    optimizer.zero_grad()
+    loss = loss_fn(net(x), y)
+    net.backward(loss_fn.backward(), input_grad=False)  # the input needs no gradient
+    optimizer.step()
+
+``from_torch``/``to_torch`` convert networks of these layers both ways (weights copied);
+``handgrad.check.check_module`` verifies any module's backward, yours included
+(docs/writing-a-layer.md).
 """
 
 from handgrad.nn import functional
