@@ -115,9 +115,7 @@ def _make(
     return opt, opt.step
 
 
-def _median_step_times(
-    steppers: list[Callable[[], Any]], rounds: int, calls: int
-) -> list[float]:
+def _median_step_times(steppers: list[Callable[[], Any]], rounds: int, calls: int) -> list[float]:
     """Median seconds per call of each stepper, timed in alternation round by round."""
     for step in steppers:  # warm-up: state allocation, first-touch page faults
         for _ in range(2):

