@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from handgrad.optim import optimizer_class as handgrad_optimizer_class
 from handgrad.train import checkpoint as ckpt
 from handgrad.train import seeds
 from handgrad.train.metrics import metrics_document
@@ -111,9 +112,7 @@ def optimizer_class(name: str, backend: Backend) -> Callable[..., torch.optim.Op
     if name in UNSUITABLE:
         raise ValueError(UNSUITABLE[name])
     if backend == "handgrad":
-        from handgrad.optim import optimizer_class as handgrad_class
-
-        cls: Callable[..., torch.optim.Optimizer] = handgrad_class(name)
+        cls: Callable[..., torch.optim.Optimizer] = handgrad_optimizer_class(name)
         return cls
     by_lower = {
         public.lower(): obj

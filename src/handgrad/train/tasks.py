@@ -16,17 +16,17 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import importlib
 import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor
 
+from handgrad import nn as hnn
 from handgrad.train import seeds
 
 Kind = Literal["regression", "classification"]
@@ -102,18 +102,13 @@ class Task:
         model = self.reference_model(seed)
         if backend == "torch":
             return model
-        converted: torch.nn.Module = _handgrad_nn().from_torch(model)
-        return converted
+        return hnn.from_torch(model)
 
     def make_loss(self, backend: Backend = "handgrad") -> torch.nn.Module:
         """Mean squared error for regression, cross-entropy for classification."""
         if backend == "torch":
             return torch.nn.MSELoss() if self.kind == "regression" else torch.nn.CrossEntropyLoss()
-        hnn = _handgrad_nn()
-        loss: torch.nn.Module = (
-            hnn.MSELoss() if self.kind == "regression" else hnn.CrossEntropyLoss()
-        )
-        return loss
+        return hnn.MSELoss() if self.kind == "regression" else hnn.CrossEntropyLoss()
 
     def default_lr(self, optimizer: str) -> float | None:
         """The tuned learning rate for ``optimizer`` on this task, or None for its own default."""
@@ -125,10 +120,6 @@ class Task:
         for tensor in (self.x_train, self.y_train, self.x_test, self.y_test):
             sha.update(tensor.detach().cpu().contiguous().numpy().tobytes())
         return sha.hexdigest()
-
-
-def _handgrad_nn() -> Any:
-    return importlib.import_module("handgrad.nn")
 
 
 def load_task(spec: str, *, seed: int = 0, target: str | None = None) -> Task:
