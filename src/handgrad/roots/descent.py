@@ -52,7 +52,7 @@ from handgrad.roots.scaling import ldexp
 StepFunction = Callable[[Tensor, tuple[Tensor, ...]], Tensor]
 
 UNIT_ROUNDOFF = 2.0**-53
-_START_WIDENING = 1.0 + 2.0**-20
+START_WIDENING = 1.0 + 2.0**-20
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,7 @@ def outer_starts(vertex: Tensor, spread: Tensor, widen: bool = True) -> tuple[Te
     far apart the start next to the small root is then about sqrt|C/A|, not the rounding error
     of 2|v| - |v|.
     """
-    widened = spread * _START_WIDENING if widen else spread
+    widened = spread * START_WIDENING if widen else spread
     return (vertex - vertex.abs()) - widened, (vertex + vertex.abs()) + widened
 
 
@@ -214,7 +214,7 @@ def descend_roots(
     )
 
     # Complex slots: w from sqrt|C/A| down to the imaginary part m.
-    w0 = torch.where(complex_pair, spread * _START_WIDENING, nan)
+    w0 = torch.where(complex_pair, spread * START_WIDENING, nan)
     imag_slots = monotone_descent(
         imag_step,
         w0,

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from handgrad.roots.closed import closed_form
 from handgrad.roots.descent import default_starts, fixed_step, gauss_newton
-from handgrad.roots.exact import compensated_horner
+from handgrad.roots.finish import finish_roots
 from handgrad.roots.newton import newton
 from handgrad.roots.problem import MethodResult, RootKind, ScaledQuadratic, prepare
 from handgrad.roots.scaling import ldexp
@@ -289,35 +289,6 @@ def _to_x(values: Tensor, problem: ScaledQuadratic, scaled: bool) -> Tensor:
     return torch.complex(ldexp(values.real, k), ldexp(values.imag, k))
 
 
-def _to_y(values: Tensor, problem: ScaledQuadratic, scaled: bool) -> Tensor:
-    if scaled:
-        return values
-    k = -problem.k[:, None].expand_as(values.real)
-    return torch.complex(ldexp(values.real, k), ldexp(values.imag, k))
-
-
-def backward_error(problem: ScaledQuadratic, y: Tensor) -> Tensor:
-    """|f(y)| / (|A| |y|² + |B| |y| + |C|) for complex (n, 2) roots of the scaled equation.
-
-    Real roots use the compensated residual; complex ones plain complex Horner.
-    """
-    a, b, c = (t[:, None] for t in (problem.a, problem.b, problem.c))
-    real = compensated_horner(a, b, c, y.real).abs()
-    complex_value = ((a * y + b) * y + c).abs()
-    value = torch.where(y.imag == 0, real, complex_value)
-    size = y.abs()
-    scale = a.abs() * size * size + b.abs() * size + c.abs()
-    return torch.where(scale > 0, value / torch.where(scale > 0, scale, 1.0), value)
-
-
-def _order(roots: Tensor, kind: Tensor) -> Tensor:
-    """Real roots ascending, a complex pair with the negative imaginary part first."""
-    real_pair = kind[:, None] != RootKind.COMPLEX_PAIR
-    key = torch.where(real_pair, roots.real, roots.imag)
-    swap = key[:, 0] > key[:, 1]
-    return torch.where(swap[:, None], roots.flip(1), roots)
-
-
 def _finish(
     result: MethodResult,
     problem: ScaledQuadratic,
@@ -326,33 +297,22 @@ def _finish(
     out_dtype: torch.dtype,
 ) -> QuadraticRoots:
     shape = coefficients[0].shape
-    roots_y = _order(_to_y(result.roots, problem, result.scaled), problem.kind)
-    residual = backward_error(problem, roots_y)
-    roots = _to_x(roots_y, problem, True)
-    if result.scaled:
-        # The real part of a complex pair is the vertex; from the original coefficients it is
-        # one rounding, where in the scaled variable it may have lost bits as a subnormal.
-        a, b = (t.reshape(-1) for t in coefficients[:2])
-        safe_a = torch.where(a == 0, 1.0, a)
-        vertex = torch.where(b.abs() >= 1.0, (-0.5 * b) / safe_a, (-b / safe_a) * 0.5)
-        pair = (problem.kind == RootKind.COMPLEX_PAIR)[:, None]
-        roots = torch.where(pair, torch.complex(vertex[:, None].expand(-1, 2), roots.imag), roots)
-    if bool(problem.separated.any()):
-        a, b, c = (t.reshape(-1) for t in coefficients)
-        apart = torch.stack([-c / b, -b / a], dim=1)
-        apart = torch.complex(apart, torch.zeros_like(apart))
-        roots = _order(torch.where(problem.separated[:, None], apart, roots), problem.kind)
+    a, b, c = (t.reshape(-1) for t in coefficients)
+    re, im, residual = finish_roots(
+        problem, result.roots.real.T, result.roots.imag.T, result.scaled, a, b, c
+    )
+    roots, residual = torch.complex(re, im).T, residual.T
     path = None
     if result.path is not None:
         steps = [_to_x(p, problem, result.scaled) for p in result.path]
         path = torch.stack(steps).reshape(len(steps), *shape, 2).to(out_dtype)
     real_dtype = torch.float64 if out_dtype == torch.complex128 else torch.float32
     return QuadraticRoots(
-        roots=roots.reshape(*shape, 2).to(out_dtype),
+        roots=roots.reshape(*shape, 2).to(out_dtype).contiguous(),
         kind=problem.kind.reshape(shape),
         iterations=result.iterations.reshape(shape),
         converged=result.converged.reshape(shape),
-        residual=residual.reshape(*shape, 2).to(real_dtype),
+        residual=residual.reshape(*shape, 2).to(real_dtype).contiguous(),
         method=method,
         coefficients=coefficients,
         path=path,

@@ -40,9 +40,16 @@ def ldexp(x: Tensor, e: Tensor) -> Tensor:
 
 
 def exponent(x: Tensor) -> Tensor:
-    """The binary exponent e with x = m · 2^e, 1/2 <= |m| < 1 (int64); a large negative for 0."""
-    _, e = torch.frexp(x)
-    return torch.where(x == 0, _ZERO_EXPONENT, e.to(torch.int64))
+    """The binary exponent e with x = m · 2^e, 1/2 <= |m| < 1 (int64); a large negative for 0.
+
+    Read from the bits (as frexp would give it; subnormals are first scaled by 2^54), which
+    also compiles where frexp's int32 output does not.
+    """
+    subnormal = (x != 0) & (x.abs() < 2.0**-1022)
+    bits = torch.where(subnormal, x * 2.0**54, x).view(torch.int64)
+    e = ((bits >> 52) & 0x7FF) - 1022
+    e = torch.where(subnormal, e - 54, e)
+    return torch.where(x == 0, _ZERO_EXPONENT, e)
 
 
 def scale_quadratic(a: Tensor, b: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
