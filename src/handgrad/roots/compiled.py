@@ -154,7 +154,7 @@ def solve_gd_compiled(
     *,
     tol: float | None = None,
     max_iter: int = 100,
-    fused_steps: int = 12,
+    fused_steps: int = 7,
 ) -> QuadraticRoots:
     """``solve_quadratic(a, b, c)`` (method "gd") for flat float64 tensors, compiled.
 
