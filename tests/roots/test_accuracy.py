@@ -31,6 +31,8 @@ HARD_CASES = {
     "subnormal_coefficients": (5e-324, -1.5e-323, 1e-323),
     "subnormal_double": (5e-324, 1e-323, 5e-324),
     "mixed_subnormal": (1e-310, 1.0, 1e-310),
+    "small_root_underflows": (4.2111624448834355e19, -6.59710528342421e242, -2.04526418e-160),
+    "big_root_overflows": (1.5038174299220293e-254, -9.743789399046132e279, -3.57356363857e198),
     # Near-double and one-ulp-apart roots (exactly representable coefficients).
     "near_double_2^-26": (1.0, -2.0, 1.0 - 2.0**-52),
     "one_ulp_apart": (2.0**52 - 1, 2.0**53 - 1, 2.0**52),
@@ -75,6 +77,8 @@ def check_against_reference(a: float, b: float, c: float, method: str) -> None:
     if kind == RootKind.LINEAR:
         assert math.isnan(roots[1].real)
     assert bool(result.converged)
+    if method == "gd":
+        assert int(result.iterations) <= 60
 
 
 @pytest.mark.parametrize("method", ["gd", "closed"])

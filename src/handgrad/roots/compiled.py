@@ -22,6 +22,7 @@ from torch import Tensor
 
 from handgrad.roots.descent import (
     START_WIDENING,
+    TINY_STEP,
     UNIT_ROUNDOFF,
     gauss_newton_imag_step,
     gauss_newton_real_step,
@@ -86,7 +87,8 @@ def _masked(
     )
     failed = ~torch.isfinite(y_next)
     y_next = torch.where(failed, y, y_next)
-    done = failed | (s.abs() <= tol * y_next.abs()) | (s == 0)
+    small = (s.abs() <= tol * y_next.abs()) | (s.abs() <= TINY_STEP)
+    done = failed | small | (s == 0)
     return torch.where(active, y_next, y), active & done, active & done & ~failed
 
 

@@ -27,7 +27,8 @@ Design of the default method, on the scaled equation A y² + B y + C = 0 (x = 2^
 - Linear equation (a = 0): one descent from y = 0; Gauss–Newton lands on -C/B in one step.
 
 A start stops when its step is at most ``tol`` · |y| (default: one unit roundoff, 2^-53) or
-when f vanishes (converged), or when its iterate stops being finite (not converged).
+below 2^-1060 (subnormal noise), or when f vanishes (converged), or when its iterate stops
+being finite (not converged).
 
 Fixed-step modes (the classroom version): with ``lr`` the update is x_{k+1} = x_k - lr · L'(x_k)
 exactly, in the user's (unscaled) variable; with ``optimizer`` a torch.optim-style optimizer
@@ -52,6 +53,8 @@ from handgrad.roots.scaling import ldexp
 StepFunction = Callable[[Tensor, tuple[Tensor, ...]], Tensor]
 
 UNIT_ROUNDOFF = 2.0**-53
+# Steps this small are subnormal noise: tol · |y| underflows there, so stop on an absolute floor.
+TINY_STEP = 2.0**-1060
 START_WIDENING = 1.0 + 2.0**-20
 
 
@@ -97,7 +100,7 @@ def monotone_descent(
         y_next = torch.where(d_run > 0, torch.maximum(y_next, b_run), torch.minimum(y_next, b_run))
         failed = ~torch.isfinite(y_next)
         y_next = torch.where(failed, y_run, y_next)
-        small = s.abs() <= tol * y_next.abs()
+        small = (s.abs() <= tol * y_next.abs()) | (s.abs() <= TINY_STEP)
         done = failed | small | (s == 0)
         y[active] = y_next
         if path is not None:

@@ -31,8 +31,8 @@ class ScaledQuadratic:
     ``disc_hi + disc_lo`` is the discriminant B² - 4AC of the scaled equation to about eps²,
     ``kind`` the :class:`RootKind` of each equation (from the exact sign of the discriminant).
     Rows that are INVALID hold A = B = C = 0. ``separated`` marks quadratics whose roots are
-    so far apart (ratio beyond about 2^2044) that A or C is subnormal: they are solved as the two
-    linear equations they are to within 2^-2000, x = -c/b and x = -b/a.
+    so far apart (ratio beyond about 2^2000) that A or C is below 2^-1000: they are solved as
+    the two linear equations they are to within 2^-2000, x = -c/b and x = -b/a.
     """
 
     a: Tensor
@@ -67,7 +67,10 @@ def prepare(a: Tensor, b: Tensor, c: Tensor) -> ScaledQuadratic:
     )
     kind = torch.where(a != 0, by_sign, kind)
     kind = torch.where(finite, kind, int(RootKind.INVALID))
-    tiny = 2.0**-1022  # A or C below it has lost bits: only when B dominates by 2^1022
+    # A or C this small (B then dominates by 2^1000 or more) means roots at least 2^2000 apart:
+    # their y would near the overflow threshold, A or C may have lost bits as subnormals, and
+    # -c/b, -b/a are exact to 2^-2000.
+    tiny = 2.0**-1000
     separated = (a != 0) & (c != 0) & ((big_a.abs() < tiny) | (big_c.abs() < tiny))
     return ScaledQuadratic(big_a, big_b, big_c, k, disc_hi, disc_lo, kind, separated)
 
