@@ -52,7 +52,9 @@ def test_negative_numbers_in_any_notation_are_coefficients(
 
 
 def test_single_method_and_fixed_learning_rate(capsys: pytest.CaptureFixture[str]) -> None:
-    status, out, _ = run(capsys, "1", "-6", "4", "--method", "gd", "--lr", "0.01", "--x0", "0", "6")
+    status, out, _ = run(
+        capsys, "1", "-6", "4", "--method", "gd", "--lr", "0.01", "--x0", "-1", "6"
+    )
     assert status == 0
     rows = out.splitlines()[3:]
     assert len(rows) == 1

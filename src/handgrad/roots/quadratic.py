@@ -138,7 +138,7 @@ def equation_text(a: Tensor, b: Tensor, c: Tensor) -> str:
 def _as_tensor(name: str, value: Any) -> tuple[Tensor, bool]:
     """The coefficient as a real tensor, and whether its dtype should count (not Python input)."""
     if isinstance(value, Tensor):
-        tensor, typed = value, True
+        tensor, typed = value.detach(), True
     elif isinstance(value, np.ndarray | np.generic):
         tensor, typed = torch.from_numpy(np.asarray(value)), True
     else:
