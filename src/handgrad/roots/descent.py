@@ -90,30 +90,32 @@ def monotone_descent(
     converged = torch.zeros(y0.shape, dtype=torch.bool, device=y0.device)
     active = torch.nonzero(torch.isfinite(y0)).squeeze(1)
     path = [y0.clone()] if record_path else None
-    y_run, p_run = y0[active], tuple(p[active] for p in params)
-    b_run, d_run = barrier[active], direction[active]
+    # The running slots' y, parameters, barrier and direction as the rows of one tensor, so
+    # that dropping the stopped slots is one gather per iteration.
+    running = torch.stack([y0, *params, barrier, direction])[:, active]
     for iteration in range(1, max_iter + 1):
         if active.numel() == 0:
             break
-        s = step(y_run, p_run)
+        y_run, b_run, d_run = running[0], running[-2], running[-1]
+        s = step(y_run, tuple(running[1:-2]))
         y_next = y_run - s
         y_next = torch.where(d_run > 0, torch.maximum(y_next, b_run), torch.minimum(y_next, b_run))
         failed = ~torch.isfinite(y_next)
         y_next = torch.where(failed, y_run, y_next)
         small = (s.abs() <= tol * y_next.abs()) | (s.abs() <= TINY_STEP)
         done = failed | small | (s == 0)
-        y[active] = y_next
         if path is not None:
             snapshot = torch.full_like(y0, math.nan)
             snapshot[active] = y_next
             path.append(snapshot)
         finished = active[done]
+        y[finished] = y_next[done]
         iterations[finished] = iteration
         converged[finished] = ~failed[done]
         keep = ~done
-        active, y_run = active[keep], y_next[keep]
-        p_run = tuple(p[keep] for p in p_run)
-        b_run, d_run = b_run[keep], d_run[keep]
+        running[0] = y_next
+        running, active = running[:, keep], active[keep]
+    y[active] = running[0]
     iterations[active] = max_iter
     return Slots(y, iterations, converged, path)
 
