@@ -46,7 +46,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from handgrad.roots.exact import compensated_horner, two_prod, two_sum
+from handgrad.roots.exact import compensated_horner, two_prod, two_square, two_sum
 from handgrad.roots.problem import MethodResult, RootKind, ScaledQuadratic
 from handgrad.roots.scaling import ldexp
 
@@ -138,7 +138,7 @@ def value_on_vertical_line(
     (2 a w)² + D is evaluated as a double-double (two_prod, two_sum), then rounded.
     """
     t, t_err = two_prod(2.0 * a, w)
-    square, square_err = two_prod(t, t)
+    square, square_err = two_square(t)
     head, head_err = two_sum(square, disc_hi)
     total = head + (head_err + (square_err + 2.0 * t * t_err + disc_lo))
     return -total / (4.0 * a), -2.0 * a * w

@@ -30,12 +30,17 @@ def two_sum(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     return s, e
 
 
-def split(a: Tensor) -> tuple[Tensor, Tensor]:
+def split(a: Tensor, guard: bool = True) -> tuple[Tensor, Tensor]:
     """Veltkamp's split a = hi + lo exactly, hi and lo with at most 26 significant bits each.
 
     Above 2^995 the product with the splitting constant would overflow, so such a is split
-    after an exact scaling by 2^-28 (the iterates for roots about 2^1000 apart get there).
+    after an exact scaling by 2^-28 (the iterates for roots about 2^1000 apart get there);
+    ``guard=False`` skips that check for operands known to be smaller.
     """
+    if not guard:
+        t = _SPLITTER * a
+        hi = t - (t - a)
+        return hi, a - hi
     huge = a.abs() > _SPLIT_LIMIT
     scaled = torch.where(huge, a * 2.0**-28, a)
     t = _SPLITTER * scaled
@@ -44,13 +49,30 @@ def split(a: Tensor) -> tuple[Tensor, Tensor]:
     return hi, a - hi
 
 
-def two_prod(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-    """p = fl(a * b) and e with a * b = p + e exactly (Dekker's product, no fma needed)."""
+def _dekker(
+    a: Tensor, b: Tensor, p: Tensor, a_parts: tuple[Tensor, Tensor], b_parts: tuple[Tensor, Tensor]
+) -> Tensor:
+    """The rounding error of p = fl(a b) from the splits of a and b (Dekker)."""
+    (a_hi, a_lo), (b_hi, b_lo) = a_parts, b_parts
+    return ((a_hi * b_hi - p) + a_hi * b_lo + a_lo * b_hi) + a_lo * b_lo
+
+
+def two_prod(
+    a: Tensor, b: Tensor, *, guard_a: bool = True, guard_b: bool = True
+) -> tuple[Tensor, Tensor]:
+    """p = fl(a * b) and e with a * b = p + e exactly (Dekker's product, no fma needed).
+
+    ``guard_a``/``guard_b`` False: that operand is known to be below 2^995 (see split).
+    """
     p = a * b
-    a_hi, a_lo = split(a)
-    b_hi, b_lo = split(b)
-    e = ((a_hi * b_hi - p) + a_hi * b_lo + a_lo * b_hi) + a_lo * b_lo
-    return p, e
+    return p, _dekker(a, b, p, split(a, guard_a), split(b, guard_b))
+
+
+def two_square(a: Tensor, *, guard: bool = True) -> tuple[Tensor, Tensor]:
+    """p = fl(a²) and e with a² = p + e exactly (two_prod with one split)."""
+    p = a * a
+    parts = split(a, guard)
+    return p, _dekker(a, a, p, parts, parts)
 
 
 def discriminant(a: Tensor, b: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -62,8 +84,9 @@ def discriminant(a: Tensor, b: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Tenso
     is the sign of its largest non-zero component, and hi + lo is D to about eps². So a double
     root gets D = 0 and roots one ulp apart get D > 0.
     """
-    p1, e1 = two_prod(b, b)
-    p2, e2 = two_prod(4.0 * a, c)
+    # Callers pass scaled coefficients (below 4): no overflow guard needed in the splits.
+    p1, e1 = two_square(b, guard=False)
+    p2, e2 = two_prod(4.0 * a, c, guard_a=False, guard_b=False)
     # Expansion [e1, p1] grown by -e2, then by -p2.
     q, h0 = two_sum(-e2, e1)
     q, h1 = two_sum(q, p1)
@@ -91,7 +114,7 @@ def compensated_horner(a: Tensor, b: Tensor, c: Tensor, x: Tensor) -> Tensor:
     |b x| + |c|), which limits any root finder to sqrt(eps) relative accuracy; this one's error
     is eps·|f(x)| + O(eps²)·(|a|x² + |b x| + |c|), which leaves the last bits of the root.
     """
-    p1, pi1 = two_prod(a, x)
+    p1, pi1 = two_prod(a, x, guard_a=False)  # a: a scaled coefficient, below 1
     s1, sigma1 = two_sum(p1, b)
     p0, pi0 = two_prod(s1, x)
     s0, sigma0 = two_sum(p0, c)

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from handgrad.roots.exact import compensated_horner
 from handgrad.roots.problem import RootKind, ScaledQuadratic
-from handgrad.roots.scaling import ldexp
+from handgrad.roots.scaling import ldexp_factors
 
 
 def backward_error(problem: ScaledQuadratic, re: Tensor, im: Tensor) -> Tensor:
@@ -55,12 +55,13 @@ def finish_roots(
     coefficients (one rounding; in y it may have lost bits as a subnormal); equations with
     roots too far apart for the scaling (``problem.separated``) get -c/b and -b/a.
     """
-    k = problem.k[None, :].expand_as(re)
     if not scaled:
-        re, im = ldexp(re, -k), ldexp(im, -k)
+        down = tuple(f[None, :] for f in ldexp_factors(-problem.k))
+        re, im = ((re * down[0]) * down[1]) * down[2], ((im * down[0]) * down[1]) * down[2]
     re, im = order(re, im, problem.kind)
     residual = backward_error(problem, re, im)
-    re, im = ldexp(re, k), ldexp(im, k)
+    up = tuple(f[None, :] for f in ldexp_factors(problem.k))  # x = 2^k y, as scaling.ldexp
+    re, im = ((re * up[0]) * up[1]) * up[2], ((im * up[0]) * up[1]) * up[2]
     if scaled:
         safe_a = torch.where(a == 0, 1.0, a)
         vertex = torch.where(b.abs() >= 1.0, (-0.5 * b) / safe_a, (-b / safe_a) * 0.5)

@@ -27,16 +27,22 @@ def pow2(e: Tensor) -> Tensor:
     return biased.view(torch.float64)
 
 
-def ldexp(x: Tensor, e: Tensor) -> Tensor:
-    """x · 2^e for float64 x and any integer e, rounded once where the result is normal.
+def ldexp_factors(e: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Three exact powers of two whose product is 2^e, for any integer e up to about ±3000.
 
-    2^e itself may not be representable (|e| up to about 3000 here), so the factor is applied in
-    three parts; the intermediate results lie between x and the result, so they neither overflow
-    nor underflow when those two do not.
+    2^e itself may not be representable, so the factor is applied in three parts; the
+    intermediate results lie between x and x · 2^e, so they neither overflow nor underflow
+    when those two do not.
     """
     e = e.to(torch.int64)
     third = torch.div(e, 3, rounding_mode="floor")
-    return ((x * pow2(third)) * pow2(third)) * pow2(e - 2 * third)
+    return pow2(third), pow2(third), pow2(e - 2 * third)
+
+
+def ldexp(x: Tensor, e: Tensor) -> Tensor:
+    """x · 2^e for float64 x and any integer e, rounded once where the result is normal."""
+    first, second, third = ldexp_factors(e)
+    return ((x * first) * second) * third
 
 
 def exponent(x: Tensor) -> Tensor:
