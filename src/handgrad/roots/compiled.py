@@ -27,7 +27,7 @@ from handgrad.roots.descent import (
     gauss_newton_imag_step,
     gauss_newton_real_step,
     monotone_descent,
-    outer_starts,
+    tight_starts,
 )
 from handgrad.roots.finish import finish_roots
 from handgrad.roots.problem import RootKind, ScaledQuadratic, prepare
@@ -52,7 +52,7 @@ def _start(a: Tensor, b: Tensor, c: Tensor) -> State:
     safe_a = torch.where(quadratic, p.a, 1.0)
     vertex = torch.where(quadratic, -p.b / (2.0 * safe_a), 0.0)
     spread = torch.sqrt((p.c / safe_a).abs())
-    left, right = outer_starts(vertex, spread)
+    left, right = tight_starts(vertex, spread)
     left = torch.where(real, left, torch.where(linear, 0.0, math.nan))
     right = torch.where(real, right, math.nan)
     linear_direction = torch.where(p.c * p.b > 0, 1.0, -1.0)

@@ -13,7 +13,7 @@ exactly Newton's f/f': quadratic convergence, linear with ratio 1/2 at a double 
 Design of the default method, on the scaled equation A y² + B y + C = 0 (x = 2^k y, see
 :mod:`handgrad.roots.scaling`):
 
-- Real roots: two descents, from v - R and v + R, v = -B/2A the vertex and R = |v| + sqrt|C/A|
+- Real roots: two descents, from v - R and v + R, v = -B/2A the vertex and R = sqrt(v² + |C/A|)
   (a bound on the distance from the vertex to either root, widened by 2^-20). L is convex
   outside the roots, so in exact arithmetic each start slides monotonically to the root on its
   side; in floating point the last steps may overshoot by rounding noise, and a barrier at the
@@ -164,6 +164,22 @@ def outer_starts(vertex: Tensor, spread: Tensor, widen: bool = True) -> tuple[Te
     return (vertex - vertex.abs()) - widened, (vertex + vertex.abs()) + widened
 
 
+def tight_starts(vertex: Tensor, spread: Tensor) -> tuple[Tensor, Tensor]:
+    """v - R and v + R with R = sqrt(v² + s²), s = sqrt|C/A| widened by 2^-20: outside both roots.
+
+    The roots are v ± sqrt(v² - C/A), and v² - C/A <= v² + |C/A|. The start next to the root
+    of smaller magnitude, |v| - R in exact arithmetic, is computed as s² / (R + |v|) so that
+    it does not cancel: when the roots are far apart it lands right next to that root.
+    """
+    widened = spread * START_WIDENING
+    radius = torch.hypot(vertex, widened)
+    far = radius + vertex.abs()
+    near = torch.where(far > 0, widened * (widened / torch.where(far > 0, far, 1.0)), 0.0)
+    left = torch.where(vertex > 0, -near, -far)
+    right = torch.where(vertex > 0, far, near)
+    return left, right
+
+
 def descend_roots(
     problem: ScaledQuadratic,
     real_step: StepFunction,
@@ -193,7 +209,7 @@ def descend_roots(
     # Real slots: column 0 from the left, column 1 from the right; linear equations use
     # column 0 only, starting at 0 and heading towards -C/B.
     if starts is None:
-        left, right = outer_starts(vertex, spread)
+        left, right = tight_starts(vertex, spread)
     else:
         left, right = starts[:, 0], starts[:, 1]
     left = torch.where(real, left, torch.where(linear, 0.0, nan))
