@@ -153,15 +153,13 @@ def gauss_newton_imag_step(w: Tensor, params: tuple[Tensor, ...]) -> Tensor:
     return torch.where(value == 0, 0.0, eta * gradient)
 
 
-def outer_starts(vertex: Tensor, spread: Tensor, widen: bool = True) -> tuple[Tensor, Tensor]:
-    """v - R and v + R with R = |v| + sqrt|C/A| (widened by 2^-20 unless told not to).
+def outer_starts(vertex: Tensor, spread: Tensor) -> tuple[Tensor, Tensor]:
+    """The classroom starts v - R and v + R with R = |v| + sqrt|c/a|: outside both roots.
 
-    Written as (v ∓ |v|) ∓ sqrt|C/A|, where v ∓ |v| is exactly 0 or 2v: when the roots are
-    far apart the start next to the small root is then about sqrt|C/A|, not the rounding error
-    of 2|v| - |v|.
+    Written as (v ∓ |v|) ∓ sqrt|c/a|, where v ∓ |v| is exactly 0 or 2v, so that the start
+    next to the smaller root is not the rounding error of 2|v| - |v|.
     """
-    widened = spread * START_WIDENING if widen else spread
-    return (vertex - vertex.abs()) - widened, (vertex + vertex.abs()) + widened
+    return (vertex - vertex.abs()) - spread, (vertex + vertex.abs()) + spread
 
 
 def tight_starts(vertex: Tensor, spread: Tensor) -> tuple[Tensor, Tensor]:
@@ -302,7 +300,7 @@ def default_starts(problem: ScaledQuadratic) -> Tensor:
     vertex = -b / (2.0 * safe_a)
     spread = torch.sqrt((c / safe_a).abs())
     nan = torch.full_like(a, math.nan)
-    re = torch.stack(outer_starts(vertex, spread, widen=False), dim=1)
+    re = torch.stack(outer_starts(vertex, spread), dim=1)
     re = torch.where(complex_pair[:, None], vertex[:, None].expand(-1, 2), re)
     im = torch.where(complex_pair[:, None], torch.stack([-spread, spread], dim=1), 0.0)
     linear = kind == RootKind.LINEAR
