@@ -114,9 +114,12 @@ def compensated_horner(a: Tensor, b: Tensor, c: Tensor, x: Tensor) -> Tensor:
     |b x| + |c|), which limits any root finder to sqrt(eps) relative accuracy; this one's error
     is eps·|f(x)| + O(eps²)·(|a|x² + |b x| + |c|), which leaves the last bits of the root.
     """
-    p1, pi1 = two_prod(a, x, guard_a=False)  # a: a scaled coefficient, below 1
+    x_parts = split(x)  # shared by both products
+    p1 = a * x
+    pi1 = _dekker(a, x, p1, split(a, guard=False), x_parts)  # a: scaled, below 1
     s1, sigma1 = two_sum(p1, b)
-    p0, pi0 = two_prod(s1, x)
+    p0 = s1 * x
+    pi0 = _dekker(s1, x, p0, split(s1), x_parts)
     s0, sigma0 = two_sum(p0, c)
     correction = (pi1 + sigma1) * x + (pi0 + sigma0)
     return s0 + correction
