@@ -181,3 +181,46 @@ def test_trains_a_torch_module() -> None:
             opt.step()
     for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+# --- the harness itself -------------------------------------------------------------------
+
+
+def test_harness_matches_torch_tables() -> None:
+    """Our transcription of torch's optim_inputs_func_* (CPU) equals torch's own tables."""
+    common = pytest.importorskip(
+        "torch.testing._internal.common_optimizers", reason="torch's test helpers need expecttest"
+    )
+    from tests.optim.harness import torch_optim_inputs
+
+    for name in ("SGD", "RMSprop", "Adam", "AdamW", "Adamax", "NAdam", "RAdam"):
+        func = getattr(common, f"optim_inputs_func_{name.lower()}")
+        theirs = [(each.desc, each.kwargs) for each in func(device="cpu")]
+        ours = torch_optim_inputs(name)
+        assert [desc for desc, _ in ours] == [desc for desc, _ in theirs]
+        for (_, mine), (_, reference) in zip(ours, theirs, strict=True):
+            assert mine.keys() == reference.keys()
+
+
+def test_harness_catches_a_wrong_optimizer() -> None:
+    """A test that cannot fail is a defect: an Adam with beta2 slightly off must fail."""
+
+    class SlightlyWrongAdam(hg.Adam):
+        def __init__(self, params: Any, **kwargs: Any) -> None:
+            super().__init__(params, **kwargs)
+            for group in self.param_groups:
+                group["betas"] = (group["betas"][0], group["betas"][1] - 1e-6)
+
+    with pytest.raises(AssertionError, match=r"step \d+ param"):
+        assert_matches_torch(SlightlyWrongAdam, torch.optim.Adam, {"lr": 0.01}, steps=5)
+
+
+def test_handover_helper_catches_a_lost_state() -> None:
+    class ForgetfulSGD(hg.SGD):
+        def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+            state_dict = {**state_dict, "state": {}}
+            super().load_state_dict(state_dict)
+
+    with pytest.raises(AssertionError):
+        assert_state_dict_handover(ForgetfulSGD, torch.optim.SGD, {"lr": 0.05, "momentum": 0.9},
+                                   direction="torch_to_ours")  # fmt: skip
