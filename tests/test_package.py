@@ -31,3 +31,19 @@ def test_python_dash_m_runs_the_cli() -> None:
     )
     assert done.returncode == 0
     assert done.stdout.strip() == f"handgrad {handgrad.__version__}"
+
+
+def test_a_closed_pipe_is_not_a_traceback() -> None:
+    done = subprocess.run(
+        f"{sys.executable} -m handgrad check | head -1",
+        shell=True, capture_output=True, text=True, check=False,
+    )
+    assert done.stdout.startswith("module")
+    assert "Traceback" not in done.stderr
+
+
+def test_check_exports_its_result_types() -> None:
+    from handgrad import check
+
+    for name in check.__all__:
+        assert getattr(check, name) is not None

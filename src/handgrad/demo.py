@@ -76,7 +76,7 @@ def _checks_section(device: str) -> tuple[_Section, bool]:
     from handgrad.check import run_checks
 
     report = run_checks(device=device, dtype=torch.float64)
-    header, body = report._cells()
+    header, body = report.table()
     return (
         _Section(
             "1. Forward and backward passes, checked",

@@ -12,8 +12,13 @@ from typing import Any
 
 _MODULE_OF = {
     "check_module": "module",
+    "ModuleCheckResult": "module",
+    "TensorCheck": "module",
     "run_checks": "suite",
+    "CheckReport": "suite",
+    "CheckRow": "suite",
     "check_optimizer": "optimizer",
+    "OptimizerCheckResult": "optimizer",
 }
 
 __all__ = sorted(_MODULE_OF)

@@ -61,7 +61,8 @@ class CheckReport:
     def passed(self) -> bool:
         return all(row.passed for row in self.rows)
 
-    def _cells(self) -> tuple[list[str], list[list[str]]]:
+    def table(self) -> tuple[list[str], list[list[str]]]:
+        """The header and the rows as text cells (what the text and Markdown tables show)."""
         header = ["module", "forward", "input grad", "param grads", "finite diff", "result"]
 
         def err(abs_err: float | None, rel_err: float | None) -> str:
@@ -91,7 +92,7 @@ class CheckReport:
 
     def to_text(self) -> str:
         """An aligned table for the terminal, with a summary line."""
-        header, body = self._cells()
+        header, body = self.table()
         widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
 
         def line(cells: list[str]) -> str:
@@ -103,7 +104,7 @@ class CheckReport:
 
     def to_markdown(self) -> str:
         """A GitHub-flavoured Markdown table, with the summary below it."""
-        header, body = self._cells()
+        header, body = self.table()
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in c) + " |" for c in body]
         return "\n".join([*lines, "", self.summary()])
