@@ -7,48 +7,43 @@ state_dicts and LR schedulers move freely between the two libraries.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from torch.optim import Optimizer
 
-# Public name -> module that defines it. Imported on first use so that importing
-# handgrad.optim stays cheap.
-_MODULE_OF = {
-    "SGD": "sgd",
-    "RMSprop": "rmsprop",
-    "Adam": "adam",
-    "AdamW": "adamw",
-    "Adamax": "adamax",
-    "NAdam": "nadam",
-    "RAdam": "radam",
-    "Adagrad": "adagrad",
-    "Adadelta": "adadelta",
-    "Rprop": "rprop",
-    "ASGD": "asgd",
-    "Adafactor": "adafactor",
-    "SparseAdam": "sparse_adam",
-    "LBFGS": "lbfgs",
-    "Muon": "muon",
+from handgrad.optim.adadelta import Adadelta
+from handgrad.optim.adafactor import Adafactor
+from handgrad.optim.adagrad import Adagrad
+from handgrad.optim.adam import Adam
+from handgrad.optim.adamax import Adamax
+from handgrad.optim.adamw import AdamW
+from handgrad.optim.asgd import ASGD
+from handgrad.optim.lbfgs import LBFGS
+from handgrad.optim.muon import Muon
+from handgrad.optim.nadam import NAdam
+from handgrad.optim.radam import RAdam
+from handgrad.optim.rmsprop import RMSprop
+from handgrad.optim.rprop import Rprop
+from handgrad.optim.sgd import SGD
+from handgrad.optim.sparse_adam import SparseAdam
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    cls.__name__: cls
+    for cls in (
+        SGD, RMSprop, Adam, AdamW, Adamax, NAdam, RAdam, Adagrad, Adadelta, Rprop, ASGD,
+        Adafactor, SparseAdam, LBFGS, Muon,
+    )
 }
 
-__all__ = [*sorted(_MODULE_OF), "optimizer_class"]
+__all__ = [*sorted(OPTIMIZERS), "OPTIMIZERS", "optimizer_class"]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _MODULE_OF:
-        module = importlib.import_module(f"{__name__}.{_MODULE_OF[name]}")
-        return getattr(module, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def optimizer_class(name: str) -> type[Any]:
+def optimizer_class(name: str) -> type[Optimizer]:
     """The handgrad optimizer class for a lowercase torch.optim name (``"adam"`` -> Adam).
 
     Raises ``ValueError`` naming the known names for anything else.
     """
-    by_lower = {public.lower(): public for public in _MODULE_OF}
+    by_lower = {public.lower(): cls for public, cls in OPTIMIZERS.items()}
     key = name.strip().lower()
     if key not in by_lower:
         known = ", ".join(sorted(by_lower))
         raise ValueError(f"unknown optimizer {name!r}; expected one of: {known}")
-    cls: type[Any] = __getattr__(by_lower[key])
-    return cls
+    return by_lower[key]
