@@ -2,9 +2,12 @@
 
     handgrad train --task cubic --optimizers sgd,rmsprop,adam [--epochs N] [--batch-size B]
         [--lr LR] [--seed S] [--device cpu|cuda] [--out DIR] [--resume]
+        [--dist-timeout SECONDS]
 
 A thin layer over :func:`handgrad.train.compare_optimizers` and
-:func:`handgrad.train.write_outputs`.
+:func:`handgrad.train.write_outputs`. Under ``torchrun --nproc-per-node N -m handgrad train``
+it trains data-parallel (``--batch-size`` stays the global batch); rank 0 alone prints and
+writes the files.
 """
 
 from __future__ import annotations
@@ -13,9 +16,13 @@ import argparse
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from handgrad.cli import CLIError
+
+if TYPE_CHECKING:
+    from handgrad.train.compare import TrainConfig
+    from handgrad.train.tasks import Task
 
 DEFAULT_OPTIMIZERS = "sgd,rmsprop,adam"
 
@@ -62,6 +69,11 @@ def register(subparsers: Any) -> None:
                         help="output directory (default: runs/TASK)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in DIR from DIR/checkpoint.pt (same arguments)")
+    parser.add_argument(
+        "--dist-timeout", metavar="SECONDS", type=float, default=None,
+        help="under torchrun: how long a process waits for a dead or stuck peer before "
+        "exiting with an error (default: 120)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -92,13 +104,15 @@ def format_table(rows: list[dict[str, Any]], classification: bool) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train, write the outputs, print the table; 0 on success."""
-    from tqdm import tqdm
+    """Train, write the outputs, print the table; 0 on success.
 
-    from handgrad.train.compare import TrainConfig, compare_optimizers, parse_optimizers
-    from handgrad.train.outputs import CHECKPOINT, write_outputs
+    Under torchrun every process trains its shard; a peer that dies or hangs makes the
+    others exit with an error within ``--dist-timeout`` seconds.
+    """
+    from handgrad.train import distributed
+    from handgrad.train.compare import TrainConfig, parse_optimizers
+    from handgrad.train.outputs import CHECKPOINT
     from handgrad.train.tasks import load_task
-    from handgrad.train.trainer import EpochRecord, TrainingDiverged
 
     out_dir = Path(args.out) if args.out else default_out_dir(args.task)
     if out_dir.exists() and not out_dir.is_dir():
@@ -107,13 +121,35 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and not checkpoint.is_file():
         raise CLIError(f"--resume: no checkpoint at {checkpoint}; start the run without --resume")
     names = parse_optimizers(args.optimizers)
+    timeout = distributed.DEFAULT_TIMEOUT if args.dist_timeout is None else args.dist_timeout
+    if not 0 < timeout < 1e7:
+        raise CLIError(f"--dist-timeout must be a positive number of seconds, got {timeout:g}")
     task = load_task(args.task, seed=args.seed, target=args.target)
+    device = str(distributed.local_device(args.device))
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                         seed=args.seed, device=args.device, backend=args.backend)
-    epochs = args.epochs if args.epochs is not None else task.defaults.epochs
+                         seed=args.seed, device=device, backend=args.backend)
+    try:
+        with distributed.process_group(device, timeout=timeout) as replicas:
+            writer = replicas is None or replicas.is_writer
+            return _train_and_report(task, names, config, out_dir, args.resume, writer)
+    except distributed.DistributedError as error:
+        raise CLIError(str(error)) from None
 
-    bar = tqdm(total=max(epochs, 1) * len(names), unit="epoch", file=sys.stderr, disable=None,
-               desc=f"train {task.name}")
+
+def _train_and_report(
+    task: Task, names: list[str], config: TrainConfig, out_dir: Path, resume: bool, writer: bool
+) -> int:
+    """Train; the writer (rank 0, or the only process) shows progress, prints and writes."""
+    from tqdm import tqdm
+
+    from handgrad.train.compare import compare_optimizers
+    from handgrad.train.outputs import CHECKPOINT, write_outputs
+    from handgrad.train.trainer import EpochRecord, TrainingDiverged
+
+    checkpoint = out_dir / CHECKPOINT
+    epochs = config.epochs if config.epochs is not None else task.defaults.epochs
+    bar = tqdm(total=max(epochs, 1) * len(names), unit="epoch", file=sys.stderr,
+               disable=None if writer else True, desc=f"train {task.name}")
 
     def on_epoch(optimizer: str, record: EpochRecord) -> None:
         # Position from the epoch itself, so that a resumed run starts the bar part-way.
@@ -123,17 +159,19 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         result = compare_optimizers(task, names, config, checkpoint=checkpoint,
-                                    resume=args.resume, on_epoch=on_epoch)
+                                    resume=resume, on_epoch=on_epoch if writer else None)
     except TrainingDiverged as error:
         raise CLIError(str(error)) from None
     except KeyboardInterrupt:
-        if checkpoint.is_file():
+        if writer and checkpoint.is_file():
             print(f"the last finished epoch is in {checkpoint}; add --resume to continue",
                   file=sys.stderr)
         raise
     finally:
         bar.close()
 
+    if not writer:
+        return 0
     written = write_outputs(result, out_dir)
     rows = [{**document, "lr": run.lr}
             for document, run in zip(result.metrics()["runs"], result.runs, strict=True)]

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from handgrad.optim import optimizer_class as handgrad_optimizer_class
 from handgrad.train import checkpoint as ckpt
-from handgrad.train import seeds
+from handgrad.train import distributed, seeds
 from handgrad.train.metrics import metrics_document
 from handgrad.train.sampler import EpochSampler
 from handgrad.train.tasks import Backend, Task, load_task
@@ -165,6 +165,14 @@ def compare_optimizers(
 
     The caller's global RNG state is left untouched: training runs on a forked RNG seeded
     from ``config.seed`` (dropout draws from it).
+
+    Data-parallel: called in every process of an initialized torch.distributed group (see
+    :func:`handgrad.train.distributed.process_group`, or :func:`compare_data_parallel`),
+    each rank trains its replica on its shard of every global batch of ``batch_size``, with
+    gradients all-reduced (weighted by examples) before every step and dropout masks drawn
+    for the global batch; the result equals one process's up to rounding. Rank 0 alone
+    writes the checkpoint; every rank reads it on ``resume`` (same number of processes).
+    ``on_epoch`` is called on every rank: pass one on rank 0 only for a single progress bar.
     """
     config = config or TrainConfig()
     task = load_task(task, seed=config.seed) if isinstance(task, str) else task
@@ -176,6 +184,7 @@ def compare_optimizers(
         raise ValueError("resume=True needs the checkpoint path to resume from")
     classes = [optimizer_class(name, config.backend) for name in names]
     device = torch.device(config.device)
+    replicas = distributed.current_replicas()
 
     runs: list[RunResult] = []
     losses: list[torch.nn.Module] = []
@@ -184,6 +193,8 @@ def compare_optimizers(
         lr = config.lr if config.lr is not None else task.default_lr(name)
         # Parameters take the data's dtype: a float64 task trains a float64 network.
         model = task.make_model(config.seed, config.backend).to(device, task.x_train.dtype)
+        if replicas is not None:
+            distributed.shard_dropout(model, replicas.window)
         stepper = cls(model.parameters(), **({} if lr is None else {"lr": lr}))
         runs.append(RunResult(name, float(stepper.param_groups[0]["lr"]), model))
         losses.append(task.make_loss(config.backend))
@@ -200,6 +211,7 @@ def compare_optimizers(
         "device": str(device),
         "backend": config.backend,
         "threads": config.threads,
+        "world_size": 1 if replicas is None else replicas.world_size,
     }
     data = (task.x_train.to(device), task.y_train.to(device), task.x_test.to(device),
             task.y_test.to(device))
@@ -220,15 +232,54 @@ def compare_optimizers(
                 start = time.perf_counter()
                 record = run_epoch(
                     run.model, loss_fn, stepper, data, batches,
-                    epoch=epoch, kind=task.kind, label=run.optimizer,
+                    epoch=epoch, kind=task.kind, label=run.optimizer, replicas=replicas,
                 )
                 run.seconds += time.perf_counter() - start
                 run.history.append(record)
                 if on_epoch is not None:
                     on_epoch(run.optimizer, record)
-            if checkpoint is not None:
+            if checkpoint is not None and (replicas is None or replicas.is_writer):
                 ckpt.save_checkpoint(checkpoint, _snapshot(settings, epoch, runs, steppers))
     return ComparisonResult(task, epochs, batch_size, runs)
+
+
+def _compare_in_group(
+    task: Task | str, optimizers: str | Sequence[str], config: TrainConfig,
+    checkpoint: str | os.PathLike[str] | None, resume: bool, timeout: float,
+) -> ComparisonResult | None:
+    # One process of compare_data_parallel: rank 0 returns the result (the others' are equal).
+    with distributed.process_group(config.device, timeout=timeout) as replicas:
+        result = compare_optimizers(task, optimizers, config, checkpoint=checkpoint,
+                                    resume=resume)
+        return result if replicas is None or replicas.is_writer else None
+
+
+def compare_data_parallel(
+    task: Task | str,
+    optimizers: str | Sequence[str],
+    config: TrainConfig | None = None,
+    *,
+    processes: int,
+    checkpoint: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    timeout: float = distributed.DEFAULT_TIMEOUT,
+) -> ComparisonResult:
+    """:func:`compare_optimizers` data-parallel in ``processes`` fresh processes on this
+    machine (gloo on the CPU); returns rank 0's result.
+
+    ``timeout`` (seconds) bounds every wait on a peer: a process that dies makes the call
+    raise :class:`~handgrad.train.distributed.DistributedError` instead of hanging.
+    """
+    config = config or TrainConfig()
+    if config.device != "cpu":
+        raise ValueError(
+            f"compare_data_parallel runs on the CPU, got device {config.device!r}; "
+            "launch with torchrun for one GPU per process"
+        )
+    result: ComparisonResult = distributed.launch(
+        _compare_in_group, processes, task, optimizers, config, checkpoint, resume, timeout
+    )
+    return result
 
 
 def _snapshot(
@@ -263,6 +314,8 @@ def _restore(
 ) -> int:
     """Load the checkpoint's state into the runs; returns the number of epochs it holds."""
     saved = payload.get("settings", {})
+    # Checkpoints from before data-parallel training have no world_size: one process.
+    saved = {"world_size": 1, **saved}
     differences = [
         f"{key}={saved.get(key)!r} there, {value!r} here"
         for key, value in settings.items()
@@ -294,6 +347,7 @@ __all__ = [
     "ComparisonResult",
     "RunResult",
     "TrainConfig",
+    "compare_data_parallel",
     "compare_optimizers",
     "optimizer_class",
     "parse_optimizers",

@@ -18,13 +18,16 @@ import contextlib
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor
 
 from handgrad.train.sampler import EpochSampler
 from handgrad.train.tasks import Kind, Task
+
+if TYPE_CHECKING:
+    from handgrad.train.distributed import Replicas
 
 
 class TrainingDiverged(ArithmeticError):
@@ -102,10 +105,18 @@ def train_step(
     y: Tensor,
     *,
     by_autograd: bool | None = None,
+    replicas: Replicas | None = None,
+    global_count: int | None = None,
 ) -> float:
     """One optimizer step on the batch ``(x, y)``; returns the batch loss before the step.
 
     ``by_autograd`` (default: :func:`uses_autograd`) lets a loop decide it once per epoch.
+
+    Data-parallel: ``(x, y)`` is this rank's shard of a global batch of ``global_count``
+    examples; the shard's gradient is all-reduced by ``replicas`` into the global batch's
+    (weighted by examples) before the step, and the returned loss is the global batch's.
+    An empty shard still runs the forward (its dropout draws keep the RNG in step with the
+    other ranks) and contributes a zero gradient.
 
     Raises :class:`TrainingDiverged` when that loss is not finite, before stepping (L-BFGS,
     which evaluates the loss inside its step, has stepped by then).
@@ -117,13 +128,24 @@ def train_step(
 
     def closure() -> float:
         optimizer.zero_grad()
-        loss: Tensor = loss_fn(model(x), y)
-        if by_autograd:
-            loss.backward()
+        if replicas is not None and len(x) == 0:
+            with torch.no_grad():
+                model(x)
+            value = 0.0
         else:
-            hand_model.backward(hand_loss.backward(), input_grad=False)
-        losses.append(float(loss.detach()))
-        return losses[-1]
+            loss: Tensor = loss_fn(model(x), y)
+            if by_autograd:
+                loss.backward()
+            else:
+                hand_model.backward(hand_loss.backward(), input_grad=False)
+            value = float(loss.detach())
+        if replicas is not None:
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            value = replicas.all_reduce_gradients(
+                params, value, len(x), len(x) if global_count is None else global_count
+            )
+        losses.append(value)
+        return value
 
     if _needs_closure(optimizer):
         optimizer.step(closure)  # evaluates the closure one or more times
@@ -146,8 +168,12 @@ def train_epoch(
     *,
     epoch: int,
     label: str = "training",
+    replicas: Replicas | None = None,
 ) -> float:
     """One pass over ``batches`` (index tensors into ``x``/``y``); the mean training loss.
+
+    With ``replicas``, ``batches`` are global batches: each rank trains on its shard, with
+    gradients all-reduced every step (see :func:`train_step`).
 
     A NaN or infinite loss stops training with :class:`TrainingDiverged` naming ``label``,
     ``epoch`` and the 1-based step within the epoch.
@@ -157,10 +183,11 @@ def train_epoch(
     total = 0.0
     count = 0
     for step, batch in enumerate(batches, start=1):
-        index = batch.to(x.device)
+        index = (batch if replicas is None else replicas.shard(batch)).to(x.device)
         try:
             loss = train_step(
-                model, loss_fn, optimizer, x[index], y[index], by_autograd=by_autograd
+                model, loss_fn, optimizer, x[index], y[index], by_autograd=by_autograd,
+                replicas=replicas, global_count=len(batch),
             )
         except TrainingDiverged as error:
             raise TrainingDiverged(
@@ -200,11 +227,16 @@ def run_epoch(
     epoch: int,
     kind: Kind,
     label: str = "training",
+    replicas: Replicas | None = None,
 ) -> EpochRecord:
-    """Train one epoch on ``data = (x_train, y_train, x_test, y_test)`` and measure it."""
+    """Train one epoch on ``data = (x_train, y_train, x_test, y_test)`` and measure it.
+
+    With ``replicas`` (data-parallel), every rank measures the whole test split on its
+    replica; the replicas are identical, so every rank gets the same record."""
     x_train, y_train, x_test, y_test = data
     train_loss = train_epoch(
-        model, loss_fn, optimizer, x_train, y_train, batches, epoch=epoch, label=label
+        model, loss_fn, optimizer, x_train, y_train, batches, epoch=epoch, label=label,
+        replicas=replicas,
     )
     test_loss, accuracy = evaluate(model, loss_fn, x_test, y_test, kind)
     if not math.isfinite(test_loss):

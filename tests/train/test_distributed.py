@@ -1,0 +1,304 @@
+"""Data-parallel training: the same result as one process, rank-0 outputs, dead peers, resume.
+
+Multi-process tests spawn two gloo processes on the CPU (``compare_data_parallel`` /
+``launch``, or torchrun for the command line); each launch costs a few seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import handgrad.nn as hnn
+from handgrad.train import distributed
+from handgrad.train.compare import (
+    ComparisonResult,
+    TrainConfig,
+    compare_data_parallel,
+    compare_optimizers,
+)
+from handgrad.train.distributed import (
+    DistributedError,
+    GlobalBatchDropout,
+    Replicas,
+    ShardWindow,
+    TorchGlobalBatchDropout,
+    process_info,
+)
+from handgrad.train.sampler import shard
+from handgrad.train.tasks import Task, cubic_task
+from handgrad.train.trainer import EpochRecord
+
+DIGITS = TrainConfig(epochs=3, batch_size=100)  # 1437 training digits: a ragged last batch of 37
+
+
+def float64_cubic_with_dropout() -> Task:
+    """The cubic task in float64 with dropout; batches of 333 leave a last batch of 1, so
+    the second of two ranks gets an empty shard."""
+    task = cubic_task(dropout=0.3, num_train=1000)
+    return dataclasses.replace(
+        task,
+        x_train=task.x_train.double(),
+        y_train=task.y_train.double(),
+        x_test=task.x_test.double(),
+        y_test=task.y_test.double(),
+    )
+
+
+def assert_close_histories(one: ComparisonResult, many: ComparisonResult, rtol: float) -> None:
+    assert [run.optimizer for run in one.runs] == [run.optimizer for run in many.runs]
+    for single, parallel in zip(one.runs, many.runs, strict=True):
+        assert len(single.history) == len(parallel.history)
+        for a, b in zip(single.history, parallel.history, strict=True):
+            assert b.epoch == a.epoch
+            assert b.test_loss == pytest.approx(a.test_loss, rel=rtol), single.optimizer
+            assert b.train_loss == pytest.approx(a.train_loss, rel=rtol), single.optimizer
+        for p, q in zip(single.model.parameters(), parallel.model.parameters(), strict=True):
+            torch.testing.assert_close(q, p, rtol=rtol * 10, atol=rtol * 10)
+
+
+# ------------------------------------------------------------------ without processes
+
+
+def test_process_info_reads_torchrun_variables() -> None:
+    assert process_info({}) is None
+    info = process_info({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"})
+    assert (info.rank, info.world_size, info.local_rank) == (1, 2, 1)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"RANK": "x", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}, "RANK must be an integer, got 'x'"),
+        ({"RANK": "2", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}, r"RANK must be in \[0, 2\), got 2"),
+        ({"RANK": "0", "WORLD_SIZE": "0", "LOCAL_RANK": "0"}, "WORLD_SIZE must be at least 1"),
+        ({"RANK": "0"}, "WORLD_SIZE is not set"),
+    ],
+)
+def test_process_info_rejects_bad_variables(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        process_info(environ)
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, 64])
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+def test_replica_shards_are_the_sampler_shards_and_move_the_window(
+    size: int, world_size: int
+) -> None:
+    batch = torch.randperm(100)[:size]
+    parts = []
+    for rank in range(world_size):
+        replicas = Replicas(rank, world_size)
+        part = replicas.shard(batch)
+        assert torch.equal(part, shard(batch, rank, world_size))
+        assert replicas.window.global_size == size
+        assert torch.equal(batch[replicas.window.start : replicas.window.start + len(part)], part)
+        parts.append(part)
+    assert torch.equal(torch.cat(parts), batch)
+
+
+def test_buckets_respect_the_byte_cap_and_keep_order() -> None:
+    params = [torch.zeros(10), torch.zeros(30), torch.zeros(5), torch.zeros(5, dtype=torch.float64)]
+    replicas = Replicas(0, 2, bucket_bytes=4 * 40)
+    buckets = list(replicas._buckets(params))
+    assert [[p.numel() for p in bucket] for bucket in buckets] == [[10, 30], [5], [5]]
+    assert [p for bucket in buckets for p in bucket] == params
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+@pytest.mark.parametrize("size", [1, 5, 8])
+def test_global_batch_dropout_slices_are_one_process_mask(world_size: int, size: int) -> None:
+    x = torch.randn(size, 6, dtype=torch.float64)
+    g = torch.randn(size, 6, dtype=torch.float64)
+    reference = hnn.Dropout(0.4)
+    torch.manual_seed(3)
+    expected_out = reference(x)
+    expected_grad = reference.backward(g)
+    outs, grads = [], []
+    for rank in range(world_size):
+        replicas = Replicas(rank, world_size)
+        index = replicas.shard(torch.arange(size))
+        layer = GlobalBatchDropout(0.4, replicas.window)
+        torch.manual_seed(3)  # every rank's RNG is in the same state
+        outs.append(layer(x[index]))
+        grads.append(layer.backward(g[index]))
+        torch_layer = TorchGlobalBatchDropout(0.4, replicas.window)
+        torch.manual_seed(3)
+        torch.testing.assert_close(torch_layer(x[index]), outs[-1], rtol=0, atol=0)
+    assert torch.equal(torch.cat(outs), expected_out)
+    assert torch.equal(torch.cat(grads), expected_grad)  # type: ignore[arg-type]
+    assert not torch.equal(expected_out, x)  # the mask did drop something
+
+
+def test_shard_dropout_swaps_every_dropout_layer() -> None:
+    task = cubic_task(dropout=0.2, num_train=10, num_test=5)
+    window = ShardWindow()
+    hand = distributed.shard_dropout(task.make_model(0), window)
+    ref = distributed.shard_dropout(task.make_model(0, "torch"), window)
+    assert [type(m) for m in hand.modules() if "Dropout" in type(m).__name__] == [
+        GlobalBatchDropout
+    ]
+    assert [type(m) for m in ref.modules() if "Dropout" in type(m).__name__] == [
+        TorchGlobalBatchDropout
+    ]
+
+
+def test_launch_rejects_a_bad_world_size() -> None:
+    with pytest.raises(ValueError, match="world_size must be a positive integer, got 0"):
+        distributed.launch(print, 0)
+
+
+def test_compare_data_parallel_refuses_cuda() -> None:
+    with pytest.raises(ValueError, match="runs on the CPU, got device 'cuda'"):
+        compare_data_parallel("cubic", "sgd", TrainConfig(device="cuda"), processes=2)
+
+
+def test_a_single_process_group_takes_the_single_process_path() -> None:
+    with distributed.process_group(environ={"RANK": "0", "WORLD_SIZE": "1"}) as replicas:
+        assert replicas is None
+    with (
+        pytest.raises(ValueError, match="timeout must be a positive number"),
+        distributed.process_group(timeout=0),
+    ):
+        pass
+
+
+# ------------------------------------------------------------------ two processes
+
+
+@pytest.fixture(scope="module")
+def digits_one_process() -> ComparisonResult:
+    return compare_optimizers("digits", "sgd,adam", DIGITS)
+
+
+def test_two_processes_match_one_on_digits_float32(
+    digits_one_process: ComparisonResult, tmp_path: Path
+) -> None:
+    two = compare_data_parallel(
+        "digits", "sgd,adam", DIGITS, processes=2, timeout=30, checkpoint=tmp_path / "checkpoint.pt"
+    )
+    assert_close_histories(digits_one_process, two, rtol=1e-4)
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert saved["epoch"] == 3
+    assert saved["settings"]["world_size"] == 2
+
+
+def test_two_processes_match_one_with_dropout_and_an_empty_shard_float64() -> None:
+    task = float64_cubic_with_dropout()
+    config = TrainConfig(epochs=2, batch_size=333)
+    one = compare_optimizers(task, "adam,sgd", config)
+    two = compare_data_parallel(task, "adam,sgd", config, processes=2, timeout=30)
+    assert_close_histories(one, two, rtol=1e-12)
+
+
+def _lose_a_peer(mode: str, timeout: float) -> None:
+    with distributed.process_group(timeout=timeout) as replicas:
+        assert replicas is not None
+        params = [torch.ones(3)]
+        params[0].grad = torch.ones(3)
+        assert replicas.all_reduce_gradients(params, 1.0, 1, 2) == 1.0  # both ranks alive
+        if replicas.rank == 1:
+            if mode == "dies":
+                os._exit(3)
+            time.sleep(timeout + 2)  # hangs past the timeout, then leaves quietly
+            return
+        started = time.monotonic()
+        try:
+            replicas.all_reduce_gradients(params, 1.0, 1, 2)
+        except DistributedError as error:
+            raise DistributedError(f"{error} [after {time.monotonic() - started:.1f} s]") from None
+
+
+@pytest.mark.parametrize("mode", ["dies", "hangs"])
+def test_a_lost_peer_makes_the_other_rank_fail_in_bounded_time(mode: str) -> None:
+    timeout = 3.0
+    with pytest.raises(DistributedError) as caught:
+        distributed.launch(_lose_a_peer, 2, mode, timeout)
+    message = str(caught.value)
+    assert "rank 0 (exit code 1): DistributedError: rank 0 of 2: the gradient all-reduce" in message
+    assert "another process died or stopped responding" in message
+    waited = float(message.split("[after ")[1].split(" s]")[0])
+    assert waited < timeout + 3
+    if mode == "dies":
+        assert "rank 1 (exit code 3): it died without a report" in message
+    else:
+        assert waited >= timeout - 0.5  # it did wait for the hung peer, up to the timeout
+
+
+def _interrupted(checkpoint: Path) -> None:
+    def stop(optimizer: str, record: EpochRecord) -> None:
+        if record.epoch == 2 and optimizer == "adam":  # the checkpoint then holds epoch 1
+            raise KeyboardInterrupt
+
+    with distributed.process_group(timeout=30):
+        compare_optimizers("digits", "sgd,adam", DIGITS, checkpoint=checkpoint, on_epoch=stop)
+
+
+def test_resume_with_two_processes_ends_where_an_uninterrupted_run_ends(
+    digits_one_process: ComparisonResult, tmp_path: Path
+) -> None:
+    checkpoint = tmp_path / "checkpoint.pt"
+    with pytest.raises(DistributedError, match="KeyboardInterrupt"):
+        distributed.launch(_interrupted, 2, checkpoint)
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 1
+    resumed = compare_data_parallel(
+        "digits", "sgd,adam", DIGITS, processes=2, timeout=30, checkpoint=checkpoint, resume=True
+    )
+    assert_close_histories(digits_one_process, resumed, rtol=1e-4)
+    # One process cannot resume a two-process run: the settings say so.
+    with pytest.raises(ValueError, match="world_size=2 there, 1 here"):
+        compare_optimizers("digits", "sgd,adam", DIGITS, checkpoint=checkpoint, resume=True)
+
+
+def test_torchrun_cli_trains_two_ranks_and_rank_0_alone_writes(
+    digits_one_process: ComparisonResult, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        str(distributed.free_port()),
+        "-m",
+        "handgrad",
+        "train",
+        "--task",
+        "digits",
+        "--optimizers",
+        "sgd,adam",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "100",
+        "--out",
+        str(out),
+        "--dist-timeout",
+        "30",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("test accuracy") == 1  # one table, from rank 0
+    assert done.stdout.count("wrote ") == 1
+    assert sorted(path.name for path in out.iterdir()) == [
+        "checkpoint.pt",
+        "loss_curves.png",
+        "metrics.json",
+    ]
+    metrics = json.loads((out / "metrics.json").read_text())
+    for document, run in zip(metrics["runs"], digits_one_process.runs, strict=True):
+        assert document["optimizer"] == run.optimizer
+        assert document["test_loss"] == pytest.approx(run.final.test_loss, rel=1e-4)
