@@ -69,14 +69,23 @@ class Linear(Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        try:
+            out, ctx = F.linear_forward(x, self.weight, self.bias)
+        except (AttributeError, TypeError, RuntimeError):
+            # torch refuses every input the checks below refuse, so they run only then: on
+            # small layers they would cost as much as the matrix multiply itself.
+            self._check_input(x)
+            raise
+        return self._remember(ctx, out)
+
+    def _check_input(self, x: object) -> None:
+        """TypeError/ValueError naming the problem with an input the kernel refused."""
         x = self._check_tensor(x)
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise ValueError(
                 f"{self!r}: expected input of shape (..., {self.in_features}), got {tuple(x.shape)}"
             )
         self._check_like(x, self.weight, "input", "weight")
-        out, ctx = F.linear_forward(x, self.weight, self.bias)
-        return self._remember(ctx, out)
 
     def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
         ctx = self._recall(grad_output)

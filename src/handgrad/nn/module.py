@@ -46,8 +46,10 @@ class Module(torch.nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        # (ctx, output shape, dtype, device) of the last forward; None before the first.
-        self._saved: tuple[Ctx, torch.Size, torch.dtype, torch.device] | None = None
+        # (ctx, output) of the last forward; None before the first. The output itself is kept
+        # (not its shape, dtype and device) because reading those three costs more per call
+        # than the check that uses them.
+        self._saved: tuple[Ctx, Tensor] | None = None
 
     def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
         """dL/d(input) from dL/d(output); accumulates dL/dθ into each parameter's ``.grad``."""
@@ -59,7 +61,7 @@ class Module(torch.nn.Module):
         """Keep the forward's ctx (and its output's shape) for backward; return ``out``."""
         # object.__setattr__ skips torch.nn.Module's parameter/buffer bookkeeping, a
         # noticeable cost per call for small layers; _saved is never a parameter or buffer.
-        object.__setattr__(self, "_saved", (ctx, out.shape, out.dtype, out.device))
+        object.__setattr__(self, "_saved", (ctx, out))
         return out
 
     def _recall(self, grad_output: Tensor | float) -> Ctx:
@@ -69,14 +71,16 @@ class Module(torch.nn.Module):
                 f"{self._get_name()}.backward() called before forward(): "
                 "run the module on an input first"
             )
-        ctx, shape, dtype, device = self._saved
+        ctx, out = self._saved
         if isinstance(grad_output, Tensor):
+            shape, dtype, device = out.shape, out.dtype, out.device
             if grad_output.shape != shape:
                 raise ValueError(
                     f"{self._get_name()}.backward(): expected grad_output of shape "
                     f"{tuple(shape)} (the output's), got {tuple(grad_output.shape)}"
                 )
-            if grad_output.dtype != dtype or grad_output.device != device:
+            # dtypes are singletons: `is` is exact and cheaper than a device comparison
+            if grad_output.dtype is not dtype or grad_output.device != device:
                 raise ValueError(
                     f"{self._get_name()}.backward(): expected grad_output of dtype {dtype} on "
                     f"{device} (the output's), got {grad_output.dtype} on {grad_output.device}"
