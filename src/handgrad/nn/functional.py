@@ -57,8 +57,11 @@ def linear_backward(
     dx is None when ``input_grad`` is False (its matmul is skipped); db is None without bias.
     """
     x, weight, has_bias = ctx
-    grad_2d = grad_out.reshape(-1, weight.shape[0])
-    x_2d = x.reshape(-1, weight.shape[1])
+    if x.dim() == 2:  # the usual (batch, in) case needs no reshaping
+        grad_2d, x_2d = grad_out, x
+    else:
+        grad_2d = grad_out.reshape(-1, weight.shape[0])
+        x_2d = x.reshape(-1, weight.shape[1])
     grad_weight = grad_2d.t().mm(x_2d)
     grad_bias = grad_2d.sum(0) if has_bias else None
     grad_x = None
@@ -101,9 +104,13 @@ def sigmoid_forward(x: Tensor) -> tuple[Tensor, Ctx]:
 
 
 def sigmoid_backward(grad_out: Tensor, ctx: Ctx) -> Tensor:
-    """dx = g · σ(x)(1 − σ(x)), from the saved output."""
+    """dx = g · σ(x)(1 − σ(x)) = g · (1 − y) · y, from the saved output y.
+
+    aten's ``sigmoid_backward(g, y)`` evaluates exactly g · (1 − y) · y (bit-identical, checked
+    in tests/nn/test_fast_path.py) in one pass instead of three.
+    """
     (out,) = ctx
-    return grad_out * (1.0 - out) * out
+    return torch.ops.aten.sigmoid_backward(grad_out, out)
 
 
 def tanh_forward(x: Tensor) -> tuple[Tensor, Ctx]:
@@ -234,8 +241,10 @@ def check_reduction(reduction: str) -> None:
 def _reduce(loss: Tensor, reduction: str, denominator: Tensor | float) -> Tensor:
     if reduction == "none":
         return loss
-    total = loss.sum()
-    return total / denominator if reduction == "mean" else total
+    if reduction == "sum":
+        return loss.sum()
+    # A mean over every element is one call; torch's mean is the same sum, then the division.
+    return loss.mean() if isinstance(denominator, int) else loss.sum() / denominator
 
 
 def _per_element(grad: Tensor | float, reduction: str, denominator: Tensor | float) -> Any:
