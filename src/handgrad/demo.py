@@ -110,7 +110,8 @@ def _optimizers_section(out_dir: Path, device: str, epochs: int | None) -> _Sect
         ]
         for run in result.runs
     ]
-    trajectories = run_trajectories(ROSENBROCK, list(DEMO_OPTIMIZERS))
+    # The textbook picture includes SGD with momentum (0.9) beside plain SGD.
+    trajectories = run_trajectories(ROSENBROCK, ["sgd", "momentum", "rmsprop", "adam"])
     save_png(plot_trajectories(ROSENBROCK, trajectories), out_dir / "trajectories.png")
     return _Section(
         "2. Optimizers compared on y = x³",
