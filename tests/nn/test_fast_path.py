@@ -112,3 +112,40 @@ def test_benchmark_quick_run_prints_a_markdown_table(capsys: pytest.CaptureFixtu
 def test_benchmark_rejects_an_unknown_part() -> None:
     with pytest.raises(SystemExit):
         bench_train.main(["--parts", "nonsense"])
+
+
+@pytest.mark.parametrize("shape", [(128, 10), (10,), (8, 5, 3)], ids=str)
+def test_cross_entropy_of_labels_is_bitwise_the_general_formula(
+    shape: tuple[int, ...], float_dtype: torch.dtype
+) -> None:
+    """Plain labels take the one-gather path; an in-range ignore_index that no target uses
+    forces the general path on the same problem: both give the same bits."""
+    generator = torch.Generator().manual_seed(4)
+    logits = torch.randn(shape, generator=generator, dtype=float_dtype) * 5
+    n_classes = shape[0] if len(shape) == 1 else shape[1]
+    target_shape = shape[:0] if len(shape) == 1 else (shape[0], *shape[2:])
+    target = torch.randint(1, n_classes, target_shape, generator=generator)
+    fast, general = hn.CrossEntropyLoss(), hn.CrossEntropyLoss(ignore_index=0)
+    assert torch.equal(fast(logits, target), general(logits, target))
+    assert torch.equal(fast.backward(), general.backward())
+    assert fast._saved is not None
+    assert general._saved is not None
+    assert fast._saved[0][2] is True  # the label path ran
+    assert general._saved[0][2] is False
+
+
+def test_cross_entropy_of_labels_matches_autograd() -> None:
+    generator = torch.Generator().manual_seed(5)
+    logits = torch.randn(100, 7, generator=generator, dtype=torch.float64) * 10
+    target = torch.randint(0, 7, (100,), generator=generator)
+    leaf = logits.clone().requires_grad_()
+    expected = torch.nn.functional.cross_entropy(leaf, target)
+    expected.backward()
+    loss_fn = hn.CrossEntropyLoss()
+    torch.testing.assert_close(loss_fn(logits, target), expected.detach(), rtol=1e-14, atol=0)
+    torch.testing.assert_close(loss_fn.backward(), leaf.grad, rtol=1e-13, atol=1e-17)
+
+
+def test_cross_entropy_still_names_an_out_of_range_label() -> None:
+    with pytest.raises(ValueError, match=r"target 7 is out of range for 7 classes"):
+        hn.CrossEntropyLoss()(torch.zeros(3, 7), torch.tensor([0, 7, 1]))

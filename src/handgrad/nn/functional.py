@@ -331,6 +331,13 @@ def cross_entropy_forward(
     class_dim = 0 if logits.dim() == 1 else 1
     n_classes = logits.shape[class_dim]
     log_prob = log_softmax(logits, class_dim)
+    if (
+        not target.is_floating_point()
+        and weight is None
+        and label_smoothing == 0.0
+        and not 0 <= ignore_index < n_classes  # so no target is ignored (they are classes)
+    ):
+        return _cross_entropy_of_labels(log_prob, target, class_dim, reduction)
     # The class weights broadcast along the class dim: shape (C, 1, ..., 1).
     class_shape = (n_classes, *[1] * (logits.dim() - class_dim - 1))
     denominator: Tensor | float
@@ -354,16 +361,37 @@ def cross_entropy_forward(
             denominator = target_weight.sum()
         coef = coef * kept.unsqueeze(class_dim)
     per_sample = -(coef * log_prob).sum(class_dim)
-    ctx = (torch.exp(log_prob), coef, class_dim, reduction, denominator)
+    ctx = (torch.exp(log_prob), coef, False, class_dim, reduction, denominator)
     return _reduce(per_sample, reduction, denominator), ctx
 
 
+def _cross_entropy_of_labels(
+    log_prob: Tensor, target: Tensor, class_dim: int, reduction: str
+) -> tuple[Tensor, Ctx]:
+    """The common case — plain class labels, no weights, no smoothing, none ignored: a = one-hot(y).
+
+    ℓ_i = −log softmax(x_i)_(y_i) is picked out with one gather (not a product with the
+    one-hot and a sum), the rows of a sum to 1, and the mean divides by the sample count.
+    """
+    index = target.long().unsqueeze(class_dim)
+    per_sample = -log_prob.gather(class_dim, index).squeeze(class_dim)
+    one_hot = torch.zeros_like(log_prob).scatter_(class_dim, index, 1.0)
+    count = per_sample.numel()
+    ctx = (torch.exp(log_prob), one_hot, True, class_dim, reduction, count)
+    return _reduce(per_sample, reduction, count), ctx
+
+
 def cross_entropy_backward(grad: Tensor | float, ctx: Ctx) -> Tensor:
-    """dℓ_i/dx_ic = (Σ_c' a_ic') softmax(x_i)_c − a_ic, times g_i (g/denominator for mean)."""
-    prob, coef, class_dim, reduction, denominator = ctx
+    """dℓ_i/dx_ic = (Σ_c' a_ic') softmax(x_i)_c − a_ic, times g_i (g/denominator for mean).
+
+    With one-hot targets Σ_c' a_ic' = 1 and this is softmax(x_i) − onehot(y_i).
+    """
+    prob, coef, rows_sum_to_one, class_dim, reduction, denominator = ctx
     per_sample = _per_element(grad, reduction, denominator)
     if isinstance(per_sample, Tensor) and reduction == "none":
         per_sample = per_sample.unsqueeze(class_dim)
+    if rows_sum_to_one:
+        return (prob - coef) * per_sample
     return (coef.sum(class_dim, keepdim=True) * prob - coef) * per_sample
 
 

@@ -192,22 +192,38 @@ class CrossEntropyLoss(_Loss):
                 raise ValueError(
                     f"{name}: target is on {target.device} but prediction is on {logits.device}"
                 )
-            kept = target[target != self.ignore_index]
-            if kept.numel() and (kept.min() < 0 or kept.max() >= n_classes):
-                bad = kept[(kept < 0) | (kept >= n_classes)][0].item()
-                raise ValueError(
-                    f"{name}: target {bad} is out of range for {n_classes} classes "
-                    f"(expected 0..{n_classes - 1} or ignore_index={self.ignore_index})"
-                )
-            if self.reduction == "mean" and kept.numel() == 0:
-                raise ValueError(
-                    f"{name}: every target equals ignore_index={self.ignore_index}; "
-                    "reduction='mean' would be 0/0"
-                )
+            if not self._every_target_a_class(target, n_classes):
+                self._check_targets(target, n_classes)
         loss, ctx = F.cross_entropy_forward(
             logits, target, self.weight, self.ignore_index, self.label_smoothing, self.reduction
         )
         return self._remember(ctx, loss)
+
+    def _every_target_a_class(self, target: Tensor, n_classes: int) -> bool:
+        """True when every target is in 0..C−1 and none can be ignore_index: one pass.
+
+        The usual case, checked cheaply; anything else goes to :meth:`_check_targets`.
+        """
+        if target.numel() == 0 or 0 <= self.ignore_index < n_classes:
+            return False
+        low, high = torch.aminmax(target)
+        return bool(low >= 0) and bool(high < n_classes)
+
+    def _check_targets(self, target: Tensor, n_classes: int) -> None:
+        """ValueError for a target out of range or (for mean) every target ignored."""
+        name = self._get_name()
+        kept = target[target != self.ignore_index]
+        if kept.numel() and (kept.min() < 0 or kept.max() >= n_classes):
+            bad = kept[(kept < 0) | (kept >= n_classes)][0].item()
+            raise ValueError(
+                f"{name}: target {bad} is out of range for {n_classes} classes "
+                f"(expected 0..{n_classes - 1} or ignore_index={self.ignore_index})"
+            )
+        if self.reduction == "mean" and kept.numel() == 0:
+            raise ValueError(
+                f"{name}: every target equals ignore_index={self.ignore_index}; "
+                "reduction='mean' would be 0/0"
+            )
 
     def _kernel_backward(self, grad: Tensor | float, ctx: Ctx) -> Tensor:
         return F.cross_entropy_backward(grad, ctx)
