@@ -40,6 +40,9 @@ from handgrad.nn.module import Module as HandModule
 DEFAULT_TIMEOUT = 120.0  # seconds a collective may wait for a peer
 DEFAULT_BUCKET_BYTES = 4 * 2**20
 
+# The timeout of the group joined by process_group, for the messages of current_replicas.
+_joined_timeout: float | None = None
+
 
 class DistributedError(RuntimeError):
     """A collective failed or timed out: another process died or stopped responding."""
@@ -110,7 +113,7 @@ class Replicas:
         rank: int,
         world_size: int,
         *,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | None = DEFAULT_TIMEOUT,
         bucket_bytes: int = DEFAULT_BUCKET_BYTES,
     ) -> None:
         if not 0 <= rank < world_size:
@@ -119,7 +122,7 @@ class Replicas:
             raise ValueError(f"bucket_bytes must be positive, got {bucket_bytes}")
         self.rank = rank
         self.world_size = world_size
-        self.timeout = _check_timeout(timeout)
+        self.timeout = None if timeout is None else _check_timeout(timeout)  # None: unknown
         self.bucket_bytes = bucket_bytes
         self.window = ShardWindow()
 
@@ -205,9 +208,10 @@ class Replicas:
 
     def _lost_peer(self, what: str, error: BaseException) -> DistributedError:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        limit = "" if self.timeout is None else f" (timeout {self.timeout:g} s)"
         return DistributedError(
-            f"rank {self.rank} of {self.world_size}: {what} failed (timeout "
-            f"{self.timeout:g} s): another process died or stopped responding: {reason}"
+            f"rank {self.rank} of {self.world_size}: {what} failed{limit}: "
+            f"another process died or stopped responding: {reason}"
         )
 
 
@@ -250,19 +254,22 @@ def process_group(
             f"rank {info.rank} of {info.world_size} could not join the process group within "
             f"{timeout:g} s: {str(error).strip().splitlines()[0] if str(error).strip() else error}"
         ) from error
+    global _joined_timeout
+    _joined_timeout = timeout
     try:
         yield Replicas(info.rank, info.world_size, timeout=timeout)
     finally:
+        _joined_timeout = None
         with contextlib.suppress(RuntimeError, ValueError):
             dist.destroy_process_group()
 
 
-def current_replicas(timeout: float = DEFAULT_TIMEOUT) -> Replicas | None:
+def current_replicas() -> Replicas | None:
     """The :class:`Replicas` of the initialized default group, None when there is none or
     it has a single process (training then takes the one-process path, bit for bit)."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return None
-    return Replicas(dist.get_rank(), dist.get_world_size(), timeout=timeout)
+    return Replicas(dist.get_rank(), dist.get_world_size(), timeout=_joined_timeout)
 
 
 def local_device(device: str | torch.device) -> torch.device:
