@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from torch import Tensor
 
 import handgrad.nn as hnn
+from handgrad.cli import main
 from handgrad.train import distributed
 from handgrad.train.compare import (
     ComparisonResult,
@@ -226,6 +227,35 @@ def test_shard_gradients_weighted_by_examples_sum_to_the_batch_gradient(
     assert total_loss == pytest.approx(expected_loss, rel=1e-12)
     for t, g in zip(total, expected, strict=True):
         torch.testing.assert_close(t, g, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    ("args", "environ", "message"),
+    [
+        (["--dist-timeout", "0"], {}, "--dist-timeout must be a positive number of seconds, got 0"),
+        ([], {"RANK": "one", "WORLD_SIZE": "2"}, "RANK must be an integer, got 'one'"),
+    ],
+)
+def test_cli_distributed_errors_are_one_line_and_exit_2(
+    args: list[str],
+    environ: dict[str, str],
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    status = main(["train", "--epochs", "1", "--out", str(tmp_path / "run"), *args])
+    assert status == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_dropout_with_its_own_generator_cannot_be_sharded() -> None:
+    model = hnn.Sequential(hnn.Linear(2, 2), hnn.Dropout(0.5, generator=torch.Generator()))
+    with pytest.raises(ValueError, match="dropout with its own generator cannot be sharded"):
+        distributed.shard_dropout(model, ShardWindow())
 
 
 def test_launch_rejects_a_bad_world_size() -> None:
