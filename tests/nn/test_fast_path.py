@@ -149,3 +149,11 @@ def test_cross_entropy_of_labels_matches_autograd() -> None:
 def test_cross_entropy_still_names_an_out_of_range_label() -> None:
     with pytest.raises(ValueError, match=r"target 7 is out of range for 7 classes"):
         hn.CrossEntropyLoss()(torch.zeros(3, 7), torch.tensor([0, 7, 1]))
+
+
+def test_cross_entropy_ignores_the_default_ignore_index_among_plain_labels() -> None:
+    logits = torch.randn(4, 3, dtype=torch.float64)
+    target = torch.tensor([0, -100, 2, 1])
+    got = hn.CrossEntropyLoss()(logits, target)
+    expected = torch.nn.functional.cross_entropy(logits, target)
+    torch.testing.assert_close(got, expected, rtol=1e-14, atol=0)

@@ -331,13 +331,6 @@ def cross_entropy_forward(
     class_dim = 0 if logits.dim() == 1 else 1
     n_classes = logits.shape[class_dim]
     log_prob = log_softmax(logits, class_dim)
-    if (
-        not target.is_floating_point()
-        and weight is None
-        and label_smoothing == 0.0
-        and not 0 <= ignore_index < n_classes  # so no target is ignored (they are classes)
-    ):
-        return _cross_entropy_of_labels(log_prob, target, class_dim, reduction)
     # The class weights broadcast along the class dim: shape (C, 1, ..., 1).
     class_shape = (n_classes, *[1] * (logits.dim() - class_dim - 1))
     denominator: Tensor | float
@@ -365,14 +358,19 @@ def cross_entropy_forward(
     return _reduce(per_sample, reduction, denominator), ctx
 
 
-def _cross_entropy_of_labels(
-    log_prob: Tensor, target: Tensor, class_dim: int, reduction: str
+def cross_entropy_of_labels_forward(
+    logits: Tensor, target: Tensor, reduction: str = "mean"
 ) -> tuple[Tensor, Ctx]:
-    """The common case — plain class labels, no weights, no smoothing, none ignored: a = one-hot(y).
+    """Cross-entropy's common case: class-index targets, every one a class (none ignored),
+    no weights, no smoothing — :func:`cross_entropy_forward` with a = one-hot(y).
 
     ℓ_i = −log softmax(x_i)_(y_i) is picked out with one gather (not a product with the
     one-hot and a sum), the rows of a sum to 1, and the mean divides by the sample count.
+    The backward is :func:`cross_entropy_backward`.
     """
+    check_reduction(reduction)
+    class_dim = 0 if logits.dim() == 1 else 1
+    log_prob = log_softmax(logits, class_dim)
     index = target.long().unsqueeze(class_dim)
     per_sample = -log_prob.gather(class_dim, index).squeeze(class_dim)
     one_hot = torch.zeros_like(log_prob).scatter_(class_dim, index, 1.0)

@@ -192,7 +192,11 @@ class CrossEntropyLoss(_Loss):
                 raise ValueError(
                     f"{name}: target is on {target.device} but prediction is on {logits.device}"
                 )
-            if not self._every_target_a_class(target, n_classes):
+            if self._every_target_a_class(target, n_classes):
+                if self.weight is None and self.label_smoothing == 0.0:
+                    loss, ctx = F.cross_entropy_of_labels_forward(logits, target, self.reduction)
+                    return self._remember(ctx, loss)
+            else:
                 self._check_targets(target, n_classes)
         loss, ctx = F.cross_entropy_forward(
             logits, target, self.weight, self.ignore_index, self.label_smoothing, self.reduction

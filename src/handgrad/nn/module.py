@@ -58,7 +58,7 @@ class Module(torch.nn.Module):
     # ------------------------------------------------------------------ helpers for subclasses
 
     def _remember(self, ctx: Ctx, out: Tensor) -> Tensor:
-        """Keep the forward's ctx (and its output's shape) for backward; return ``out``."""
+        """Keep the forward's ctx and output (to check grad_output) for backward; return out."""
         # object.__setattr__ skips torch.nn.Module's parameter/buffer bookkeeping, a
         # noticeable cost per call for small layers; _saved is never a parameter or buffer.
         object.__setattr__(self, "_saved", (ctx, out))
