@@ -149,6 +149,11 @@ class Replicas:
         identical on every rank. A parameter without a gradient takes zeros, so that every
         rank sends buffers of the same layout.
         """
+        if not 0 <= count <= total or total < 1:
+            raise ValueError(
+                f"count must be in [0, total] and total positive, got count={count}, "
+                f"total={total}"
+            )
         weight = count / total
         for p in params:
             if p.grad is None:
@@ -176,13 +181,6 @@ class Replicas:
             self._all_reduce(flat, "the loss all-reduce")
             loss = float(flat[0])
         return loss
-
-    def barrier(self) -> None:
-        """Wait for every rank (bounded by the group's timeout)."""
-        try:
-            dist.barrier()
-        except RuntimeError as error:
-            raise self._lost_peer("a barrier", error) from error
 
     def _buckets(self, params: Sequence[Tensor]) -> Iterator[list[Tensor]]:
         # Consecutive parameters of one dtype and device, up to bucket_bytes each: fewer,
