@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
-from torch.optim.optimizer import Optimizer, ParamsT
+from torch.optim.optimizer import ParamsT
 
-from handgrad.optim._bookkeeping import check_capturable, restore_group_flags
+from handgrad.optim._base import ElementwiseOptimizer
+from handgrad.optim._bookkeeping import check_capturable
 from handgrad.optim._common import (
+    check_at_least,
     check_lr,
-    fast_path,
     group_by_device_and_dtype,
-    new_step,
     real_views,
-    squeeze_scalar,
 )
 
 
-class Adadelta(Optimizer):
+class Adadelta(ElementwiseOptimizer):
     r"""Adadelta (Zeiler, 2012), as torch.optim.Adadelta.
 
     With learning rate γ, decay ρ and weight decay λ, starting from v = u = 0, each step does::
@@ -35,6 +33,14 @@ class Adadelta(Optimizer):
     State: ``step``, ``square_avg`` (v), ``acc_delta`` (u). Complex parameters are treated as
     pairs of real coordinates.
     """
+
+    body_lists = ("params", "grads", "square_avg", "acc_delta", "step")
+    hyperparameters = ("lr", "rho", "eps", "weight_decay", "maximize")
+    flag_defaults: ClassVar[dict[str, Any]] = {
+        "foreach": None, "maximize": False, "differentiable": False, "capturable": False,
+    }  # fmt: skip
+    sparse_error = "Adadelta does not support sparse gradients"
+    splits_large_tensors = False
 
     def __init__(
         self,
@@ -52,10 +58,8 @@ class Adadelta(Optimizer):
         check_lr(lr)
         if not 0.0 <= rho <= 1.0:
             raise ValueError(f"Invalid rho value: {rho}")
-        if not eps >= 0.0:
-            raise ValueError(f"Invalid epsilon value: {eps}")
-        if not weight_decay >= 0.0:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        check_at_least("epsilon", eps)
+        check_at_least("weight_decay", weight_decay)
         defaults = {
             "lr": lr,
             "rho": rho,
@@ -68,58 +72,14 @@ class Adadelta(Optimizer):
         }
         super().__init__(params, defaults)
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        restore_group_flags(
-            self,
-            {"foreach": None, "maximize": False, "differentiable": False, "capturable": False},
-        )
+    def _check_params(self, group: dict[str, Any], params: list[Tensor]) -> None:
+        check_capturable(group["capturable"], params)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """One Adadelta step on every parameter that has a gradient; returns the closure's loss."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params, grads, square_avgs, acc_deltas, steps = [], [], [], [], []
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError("Adadelta does not support sparse gradients")
-                state = self.state[p]
-                if len(state) == 0:
-                    state["step"] = new_step(p, on_param_device=group["capturable"])
-                    state["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["acc_delta"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                params.append(p)
-                grads.append(p.grad)
-                square_avgs.append(state["square_avg"])
-                acc_deltas.append(state["acc_delta"])
-                steps.append(state["step"])
-            if not params:
-                continue
-            check_capturable(group["capturable"], params)
-            update = (
-                adadelta_multi_tensor
-                if fast_path(group)
-                else adadelta_single_tensor
-            )
-            update(
-                params,
-                grads,
-                square_avgs,
-                acc_deltas,
-                steps,
-                lr=squeeze_scalar(group["lr"]),
-                rho=group["rho"],
-                eps=group["eps"],
-                weight_decay=group["weight_decay"],
-                maximize=group["maximize"],
-            )
-        return loss
+    def _single_tensor(self, *lists: list[Tensor], **settings: Any) -> None:
+        adadelta_single_tensor(*lists, **settings)
+
+    def _multi_tensor(self, *lists: list[Tensor], **settings: Any) -> None:
+        adadelta_multi_tensor(*lists, **settings)
 
 
 def adadelta_single_tensor(

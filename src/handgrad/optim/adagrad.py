@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import Tensor
-from torch.optim.optimizer import Optimizer, ParamsT
+from torch.optim.optimizer import ParamsT
 
-from handgrad.optim._bookkeeping import restore_group_flags
+from handgrad.optim._base import ElementwiseOptimizer
 from handgrad.optim._common import (
+    check_at_least,
     check_fused_flags,
     check_fused_param,
     check_lr,
@@ -18,11 +18,10 @@ from handgrad.optim._common import (
     group_by_device_and_dtype,
     new_step,
     real_views,
-    squeeze_scalar,
 )
 
 
-class Adagrad(Optimizer):
+class Adagrad(ElementwiseOptimizer):
     r"""Adagrad (Duchi, Hazan & Singer, 2011), as torch.optim.Adagrad.
 
     With learning rate γ, lr decay η, weight decay λ and accumulator s₀ = τ, step t does::
@@ -40,6 +39,13 @@ class Adagrad(Optimizer):
     single-tensor body (handgrad never records an update for autograd).
     """
 
+    body_lists = ("params", "grads", "sum", "step")
+    hyperparameters = ("lr", "lr_decay", "weight_decay", "eps", "maximize")
+    flag_defaults: ClassVar[dict[str, Any]] = {
+        "foreach": None, "maximize": False, "differentiable": False, "fused": None,
+    }  # fmt: skip
+    splits_large_tensors = False
+
     def __init__(
         self,
         params: ParamsT,
@@ -55,16 +61,10 @@ class Adagrad(Optimizer):
         fused: bool | None = None,
     ) -> None:
         check_lr(lr)
-        if not lr_decay >= 0.0:
-            raise ValueError(f"Invalid lr_decay value: {lr_decay}")
-        if not weight_decay >= 0.0:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
-        if not initial_accumulator_value >= 0.0:
-            raise ValueError(
-                f"Invalid initial_accumulator_value value: {initial_accumulator_value}"
-            )
-        if not eps >= 0.0:
-            raise ValueError(f"Invalid epsilon value: {eps}")
+        check_at_least("lr_decay", lr_decay)
+        check_at_least("weight_decay", weight_decay)
+        check_at_least("initial_accumulator_value", initial_accumulator_value)
+        check_at_least("epsilon", eps)
         defaults = {
             "lr": lr,
             "lr_decay": lr_decay,
@@ -81,13 +81,7 @@ class Adagrad(Optimizer):
         # torch creates Adagrad's state eagerly, so a state_dict exists before the first step.
         for group in self.param_groups:
             for p in group["params"]:
-                self._init_state(p, group)
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        restore_group_flags(
-            self, {"foreach": None, "maximize": False, "differentiable": False, "fused": None}
-        )
+                self._init_state(p, group, self.state[p])
 
     def share_memory(self) -> None:
         """Move every ``sum`` accumulator to shared memory (for multi-process training)."""
@@ -95,8 +89,7 @@ class Adagrad(Optimizer):
             for p in group["params"]:
                 self.state[p]["sum"].share_memory_()
 
-    def _init_state(self, p: Tensor, group: dict[str, Any]) -> None:
-        state = self.state[p]
+    def _init_state(self, p: Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
         state["step"] = new_step(p, fused=group["fused"])
         # torch reads the accumulator start from the optimizer defaults, not the group.
         tau = self.defaults["initial_accumulator_value"]
@@ -104,45 +97,23 @@ class Adagrad(Optimizer):
             p, complex(tau, tau) if p.is_complex() else tau, memory_format=torch.preserve_format
         )
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """One Adagrad step on every parameter that has a gradient; returns the closure's loss."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params, grads, sums, steps = [], [], [], []
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if group["fused"]:
-                    check_fused_param(p)
-                if len(self.state[p]) == 0:
-                    self._init_state(p, group)
-                params.append(p)
-                grads.append(p.grad)
-                sums.append(self.state[p]["sum"])
-                steps.append(self.state[p]["step"])
-            if not params:
-                continue
-            has_sparse = any(g.is_sparse for g in grads)
-            if group["fused"] and (has_sparse or any(p.is_complex() for p in params)):
+    def _check_params(self, group: dict[str, Any], params: list[Tensor]) -> None:
+        if group["fused"]:
+            for p in params:
+                check_fused_param(p)
+            if any(p.is_complex() or cast(Tensor, p.grad).is_sparse for p in params):
                 raise RuntimeError("`fused` does not support sparse grad or complex param")
-            multi = bool(group["fused"]) or fast_path(group)
-            update = adagrad_multi_tensor if multi and not has_sparse else adagrad_single_tensor
-            update(
-                params,
-                grads,
-                sums,
-                steps,
-                lr=squeeze_scalar(group["lr"]),
-                lr_decay=group["lr_decay"],
-                weight_decay=group["weight_decay"],
-                eps=group["eps"],
-                maximize=group["maximize"],
-            )
-        return loss
+
+    def _fast(self, group: dict[str, Any], lists: dict[str, list[Tensor]]) -> bool:
+        # Sparse gradients take the single-tensor body, which updates only the touched rows.
+        multi = bool(group["fused"]) or fast_path(group)
+        return multi and not any(g.is_sparse for g in lists["grads"])
+
+    def _single_tensor(self, *lists: list[Tensor], **settings: Any) -> None:
+        adagrad_single_tensor(*lists, **settings)
+
+    def _multi_tensor(self, *lists: list[Tensor], **settings: Any) -> None:
+        adagrad_multi_tensor(*lists, **settings)
 
 
 def adagrad_single_tensor(
@@ -183,6 +154,7 @@ def _sparse_update(
     # The update is not linear in g, so repeated indices must be summed first.
     grad = grad.coalesce()
     indices, values = grad._indices(), grad._values()
+
     def sparse(row_values: Tensor) -> Tensor:
         return torch.sparse_coo_tensor(indices, row_values, grad.size(), check_invariants=False)
 

@@ -2,40 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
+from ._base import ElementwiseOptimizer
 from ._common import (
     Scratch,
     as_float,
+    check_at_least,
     check_betas,
     check_fused_flags,
     check_fused_param,
     check_lr,
-    fast_path,
     group_by_device_and_dtype,
     increment_steps,
-    new_step,
     one_minus,
     out_like,
-    params_with_grads,
     real_view,
     real_views,
-    restore_tensor_steps,
-    route,
     same_or_list,
-    scratch_of,
     squeeze_scalar,
     step_values,
 )
 
-_LISTS = ("params", "grads", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "step")
 
-
-class Adam(torch.optim.Optimizer):
+class Adam(ElementwiseOptimizer):
     r"""Adam, interchangeable with ``torch.optim.Adam`` (arguments, state, errors).
 
     For each parameter θ with gradient g, at step t (λ = weight_decay, γ = lr)::
@@ -54,6 +48,16 @@ class Adam(torch.optim.Optimizer):
     ``differentiable`` are accepted for compatibility (the update itself is the same, and
     handgrad never records it for autograd).
     """
+
+    body_lists = ("params", "grads", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "step")
+    hyperparameters = (
+        "betas", "lr", "weight_decay", "eps", "amsgrad", "maximize", "decoupled_weight_decay",
+    )  # fmt: skip
+    flag_defaults: ClassVar[dict[str, Any]] = {
+        "amsgrad": False, "maximize": False, "foreach": None, "capturable": False,
+        "differentiable": False, "decoupled_weight_decay": False, "fused": None,
+    }  # fmt: skip
+    sparse_error = "Adam does not support sparse gradients, please consider SparseAdam instead"
 
     def __init__(
         self,
@@ -76,11 +80,9 @@ class Adam(torch.optim.Optimizer):
                 "lr as a Tensor is not supported for capturable=False and foreach=True"
             )
         check_lr(lr)
-        if not eps >= 0.0:
-            raise ValueError(f"Invalid epsilon value: {eps}")
+        check_at_least("epsilon", eps)
         check_betas(betas)
-        if not weight_decay >= 0.0:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        check_at_least("weight_decay", weight_decay)
         if not (
             (isinstance(betas[0], float) and isinstance(betas[1], float))
             or (isinstance(betas[0], Tensor) and isinstance(betas[1], Tensor))
@@ -111,77 +113,21 @@ class Adam(torch.optim.Optimizer):
         super().__init__(params, defaults)
         check_fused_flags(fused, foreach, differentiable)
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("amsgrad", False)
-            group.setdefault("maximize", False)
-            group.setdefault("foreach", None)
-            group.setdefault("capturable", False)
-            group.setdefault("differentiable", False)
-            group.setdefault("decoupled_weight_decay", False)
-            group.setdefault("fused", None)
-        restore_tensor_steps(self)
+    def _state_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
+        if group["amsgrad"]:
+            return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "step")
+        return ("exp_avg", "exp_avg_sq", "step")
 
-    def _group_tensors(self, group: dict[str, Any]) -> dict[str, list[Tensor]]:
-        """Parameters with gradients and their state, created lazily on the first step."""
-        params, grads = params_with_grads(
-            group, "Adam does not support sparse gradients, please consider SparseAdam instead"
-        )
-        lists: dict[str, list[Tensor]] = {
-            "params": params, "grads": grads, "exp_avg": [], "exp_avg_sq": [],
-            "max_exp_avg_sq": [], "step": [],
-        }  # fmt: skip
-        for p in params:
-            state = self.state[p]
-            if len(state) == 0:
-                if group["fused"]:
-                    check_fused_param(p)
-                state["step"] = new_step(
-                    p, on_param_device=group["capturable"], fused=group["fused"]
-                )
-                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                if group["amsgrad"]:
-                    state["max_exp_avg_sq"] = torch.zeros_like(
-                        p, memory_format=torch.preserve_format
-                    )
-            for key in ("exp_avg", "exp_avg_sq", "step"):
-                lists[key].append(state[key])
-            if group["amsgrad"]:
-                lists["max_exp_avg_sq"].append(state["max_exp_avg_sq"])
-        return lists
+    def _init_state(self, p: Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
+        if group["fused"]:
+            check_fused_param(p)
+        super()._init_state(p, group, state)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """One Adam step for every parameter that has a gradient; returns ``closure()``."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            lists = self._group_tensors(group)
-            if not lists["params"]:
-                continue
-            beta1, beta2 = group["betas"]
-            settings = {
-                "beta1": beta1,
-                "beta2": beta2,
-                "lr": group["lr"],
-                "weight_decay": group["weight_decay"],
-                "eps": group["eps"],
-                "amsgrad": group["amsgrad"],
-                "maximize": group["maximize"],
-                "decoupled_weight_decay": group["decoupled_weight_decay"],
-            }
-            fast = fast_path(group)
-            multi, single = route(lists, fast)
-            if multi["params"]:
-                _multi_tensor_adam(*(multi[key] for key in _LISTS), **settings)
-            if single["params"]:
-                scratch = scratch_of(self) if fast else None
-                _single_tensor_adam(*(single[key] for key in _LISTS), scratch=scratch, **settings)
-        return loss
+    def _single_tensor(self, *lists: list[Tensor], **settings: Any) -> None:
+        _single_tensor_adam(*lists, **settings)
+
+    def _multi_tensor(self, *lists: list[Tensor], **settings: Any) -> None:
+        _multi_tensor_adam(*lists, **settings)
 
 
 def _single_tensor_adam(

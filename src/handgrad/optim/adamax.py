@@ -2,36 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
+from ._base import ElementwiseOptimizer
 from ._common import (
     Scratch,
     as_float,
+    check_at_least,
     check_betas,
     check_lr,
-    fast_path,
     group_by_device_and_dtype,
     increment_steps,
-    new_step,
     out_like,
-    params_with_grads,
     real_view,
     real_views,
-    restore_tensor_steps,
-    route,
     same_or_list,
-    scratch_of,
     step_values,
 )
 
-_LISTS = ("params", "grads", "exp_avg", "exp_inf", "step")
 
-
-class Adamax(torch.optim.Optimizer):
+class Adamax(ElementwiseOptimizer):
     r"""Adamax, interchangeable with ``torch.optim.Adamax`` (arguments, state, errors).
 
     For each parameter θ with gradient g at step t (γ = lr, λ = weight_decay)::
@@ -45,6 +39,16 @@ class Adamax(torch.optim.Optimizer):
     Complex parameters are updated as (Re, Im) pairs; ``lr`` may be a 1-element tensor;
     ``foreach=None`` runs the multi-tensor body.
     """
+
+    body_lists = ("params", "grads", "exp_avg", "exp_inf", "step")
+    hyperparameters = ("betas", "lr", "eps", "weight_decay", "maximize")
+    flag_defaults: ClassVar[dict[str, Any]] = {
+        "foreach": None,
+        "maximize": False,
+        "differentiable": False,
+        "capturable": False,
+    }
+    sparse_error = "Adamax does not support sparse gradients"
 
     def __init__(
         self,
@@ -60,11 +64,9 @@ class Adamax(torch.optim.Optimizer):
         capturable: bool = False,
     ) -> None:
         check_lr(lr)
-        if not eps >= 0.0:
-            raise ValueError(f"Invalid epsilon value: {eps}")
+        check_at_least("epsilon", eps)
         check_betas(betas)
-        if not weight_decay >= 0.0:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        check_at_least("weight_decay", weight_decay)
         defaults = {
             "lr": lr,
             "betas": betas,
@@ -77,59 +79,11 @@ class Adamax(torch.optim.Optimizer):
         }
         super().__init__(params, defaults)
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("foreach", None)
-            group.setdefault("maximize", False)
-            group.setdefault("differentiable", False)
-            group.setdefault("capturable", False)
-        restore_tensor_steps(self)
+    def _single_tensor(self, *lists: list[Tensor], **settings: Any) -> None:
+        _single_tensor_adamax(*lists, **settings)
 
-    def _group_tensors(self, group: dict[str, Any]) -> dict[str, list[Tensor]]:
-        """Parameters with gradients and their state, created lazily on the first step."""
-        params, grads = params_with_grads(group, "Adamax does not support sparse gradients")
-        lists: dict[str, list[Tensor]] = {
-            "params": params, "grads": grads, "exp_avg": [], "exp_inf": [], "step": [],
-        }  # fmt: skip
-        for p in params:
-            state = self.state[p]
-            if len(state) == 0:
-                state["step"] = new_step(p, on_param_device=group["capturable"])
-                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["exp_inf"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            for key in ("exp_avg", "exp_inf", "step"):
-                lists[key].append(state[key])
-        return lists
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """One Adamax step for every parameter that has a gradient; returns ``closure()``."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            lists = self._group_tensors(group)
-            if not lists["params"]:
-                continue
-            beta1, beta2 = group["betas"]
-            settings = {
-                "beta1": beta1,
-                "beta2": beta2,
-                "lr": group["lr"],
-                "eps": group["eps"],
-                "weight_decay": group["weight_decay"],
-                "maximize": group["maximize"],
-            }
-            fast = fast_path(group)
-            multi, single = route(lists, fast)
-            if multi["params"]:
-                _multi_tensor_adamax(*(multi[key] for key in _LISTS), **settings)
-            if single["params"]:
-                scratch = scratch_of(self) if fast else None
-                _single_tensor_adamax(*(single[key] for key in _LISTS), scratch=scratch, **settings)
-        return loss
+    def _multi_tensor(self, *lists: list[Tensor], **settings: Any) -> None:
+        _multi_tensor_adamax(*lists, **settings)
 
 
 def _single_tensor_adamax(

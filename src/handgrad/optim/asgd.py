@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
-from torch.optim.optimizer import Optimizer, ParamsT
+from torch.optim.optimizer import ParamsT
 
-from handgrad.optim._bookkeeping import check_capturable, restore_group_flags
+from handgrad.optim._base import ElementwiseOptimizer
+from handgrad.optim._bookkeeping import check_capturable
 from handgrad.optim._common import (
+    check_at_least,
     check_lr,
-    fast_path,
     group_by_device_and_dtype,
     real_views,
     scalar_dtype,
@@ -20,7 +20,7 @@ from handgrad.optim._common import (
 )
 
 
-class ASGD(Optimizer):
+class ASGD(ElementwiseOptimizer):
     r"""Averaged SGD (Polyak & Juditsky, 1992), as torch.optim.ASGD.
 
     With learning rate γ, decay λ (``lambd``), power α, averaging start t₀ and weight decay
@@ -36,6 +36,14 @@ class ASGD(Optimizer):
     parameters ā are what ASGD offers as its answer; θ itself keeps moving.
     """
 
+    body_lists = ("params", "grads", "ax", "mu", "eta", "step")
+    hyperparameters = ("lr", "lambd", "alpha", "t0", "weight_decay", "maximize")
+    flag_defaults: ClassVar[dict[str, Any]] = {
+        "foreach": None, "maximize": False, "differentiable": False, "capturable": False,
+    }  # fmt: skip
+    sparse_error = "ASGD does not support sparse gradients"
+    splits_large_tensors = False
+
     def __init__(
         self,
         params: ParamsT,
@@ -50,8 +58,7 @@ class ASGD(Optimizer):
         capturable: bool = False,
     ) -> None:
         check_lr(lr)
-        if not weight_decay >= 0.0:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        check_at_least("weight_decay", weight_decay)
         defaults = {
             "lr": lr,
             "lambd": lambd,
@@ -67,10 +74,7 @@ class ASGD(Optimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        restore_group_flags(
-            self,
-            {"foreach": None, "maximize": False, "differentiable": False, "capturable": False},
-        )
+        # Old pickles stored eta and mu as numbers; torch keeps them on the parameter's device.
         for group in self.param_groups:
             for p in group["params"]:
                 p_state = self.state.get(p, {})
@@ -80,54 +84,21 @@ class ASGD(Optimizer):
                             p_state[key], dtype=scalar_dtype(), device=p.device
                         )
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """One ASGD step on every parameter that has a gradient; returns the closure's loss."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params, grads, axs, mus, etas, steps = [], [], [], [], [], []
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError("ASGD does not support sparse gradients")
-                state = self.state[p]
-                if len(state) == 0:
-                    lr0 = squeeze_scalar(group["lr"])
-                    state["step"] = torch.zeros((), device=p.device, dtype=scalar_dtype())
-                    state["eta"] = torch.as_tensor(
-                        lr0, device=p.device, dtype=scalar_dtype()
-                    ).clone()
-                    state["mu"] = torch.ones((), device=p.device, dtype=scalar_dtype())
-                    state["ax"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                params.append(p)
-                grads.append(p.grad)
-                axs.append(state["ax"])
-                mus.append(state["mu"])
-                etas.append(state["eta"])
-                steps.append(state["step"])
-            if not params:
-                continue
-            check_capturable(group["capturable"], params)
-            update = asgd_multi_tensor if fast_path(group) else asgd_single_tensor
-            update(
-                params,
-                grads,
-                axs,
-                mus,
-                etas,
-                steps,
-                lr=squeeze_scalar(group["lr"]),
-                lambd=group["lambd"],
-                alpha=group["alpha"],
-                t0=group["t0"],
-                weight_decay=group["weight_decay"],
-                maximize=group["maximize"],
-            )
-        return loss
+    def _init_state(self, p: Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
+        lr0 = squeeze_scalar(group["lr"])
+        state["step"] = torch.zeros((), device=p.device, dtype=scalar_dtype())
+        state["eta"] = torch.as_tensor(lr0, device=p.device, dtype=scalar_dtype()).clone()
+        state["mu"] = torch.ones((), device=p.device, dtype=scalar_dtype())
+        state["ax"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    def _check_params(self, group: dict[str, Any], params: list[Tensor]) -> None:
+        check_capturable(group["capturable"], params)
+
+    def _single_tensor(self, *lists: list[Tensor], **settings: Any) -> None:
+        asgd_single_tensor(*lists, **settings)
+
+    def _multi_tensor(self, *lists: list[Tensor], **settings: Any) -> None:
+        asgd_multi_tensor(*lists, **settings)
 
 
 def asgd_single_tensor(
@@ -146,9 +117,7 @@ def asgd_single_tensor(
     maximize: bool,
 ) -> None:
     """ASGD one tensor at a time."""
-    for param, grad, ax, mu, eta, step_t in zip(
-        params, grads, axs, mus, etas, steps, strict=True
-    ):
+    for param, grad, ax, mu, eta, step_t in zip(params, grads, axs, mus, etas, steps, strict=True):
         if maximize:
             grad = -grad
         param, grad, ax = real_views([param, grad, ax])

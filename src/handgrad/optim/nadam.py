@@ -2,36 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
+from ._base import ElementwiseOptimizer
 from ._common import (
     Scratch,
     as_float,
+    check_at_least,
     check_betas,
     check_lr,
-    fast_path,
     group_by_device_and_dtype,
     increment_steps,
     out_like,
-    params_with_grads,
     real_view,
     real_views,
-    restore_tensor_steps,
-    route,
     same_or_list,
     scalar_dtype,
-    scratch_of,
     step_values,
 )
 
-_LISTS = ("params", "grads", "exp_avg", "exp_avg_sq", "mu_product", "step")
 
-
-class NAdam(torch.optim.Optimizer):
+class NAdam(ElementwiseOptimizer):
     r"""NAdam, interchangeable with ``torch.optim.NAdam`` (arguments, state, errors).
 
     For each parameter θ with gradient g at step t (γ = lr, λ = weight_decay,
@@ -50,6 +45,18 @@ class NAdam(torch.optim.Optimizer):
     1-element tensor; ``foreach=None`` runs the multi-tensor body.
     """
 
+    body_lists = ("params", "grads", "exp_avg", "exp_avg_sq", "mu_product", "step")
+    hyperparameters = (
+        "betas", "lr", "eps", "weight_decay", "momentum_decay", "decoupled_weight_decay",
+        "maximize",
+    )  # fmt: skip
+    flag_defaults: ClassVar[dict[str, Any]] = {
+        "maximize": False, "foreach": None, "capturable": False, "differentiable": False,
+        "decoupled_weight_decay": False,
+    }  # fmt: skip
+    sparse_error = "NAdam does not support sparse gradients"
+    scalar_state = ("step", "mu_product")
+
     def __init__(
         self,
         params: Iterable[Any],
@@ -66,13 +73,10 @@ class NAdam(torch.optim.Optimizer):
         differentiable: bool = False,
     ) -> None:
         check_lr(lr)
-        if not eps >= 0.0:
-            raise ValueError(f"Invalid epsilon value: {eps}")
+        check_at_least("epsilon", eps)
         check_betas(betas)
-        if not weight_decay >= 0.0:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
-        if not momentum_decay >= 0.0:
-            raise ValueError(f"Invalid momentum_decay value: {momentum_decay}")
+        check_at_least("weight_decay", weight_decay)
+        check_at_least("momentum_decay", momentum_decay)
         defaults = {
             "lr": lr,
             "betas": betas,
@@ -87,65 +91,18 @@ class NAdam(torch.optim.Optimizer):
         }
         super().__init__(params, defaults)
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("maximize", False)
-            group.setdefault("foreach", None)
-            group.setdefault("capturable", False)
-            group.setdefault("differentiable", False)
-            group.setdefault("decoupled_weight_decay", False)
-        restore_tensor_steps(self, keys=("step", "mu_product"))
+    def _init_state(self, p: Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
+        device = p.device if group["capturable"] else torch.device("cpu")
+        state["step"] = torch.zeros((), dtype=scalar_dtype(), device=device)
+        state["mu_product"] = torch.ones((), dtype=scalar_dtype(), device=device)
+        state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
-    def _group_tensors(self, group: dict[str, Any]) -> dict[str, list[Tensor]]:
-        """Parameters with gradients and their state, created lazily on the first step."""
-        params, grads = params_with_grads(group, "NAdam does not support sparse gradients")
-        lists: dict[str, list[Tensor]] = {
-            "params": params, "grads": grads, "exp_avg": [], "exp_avg_sq": [],
-            "mu_product": [], "step": [],
-        }  # fmt: skip
-        for p in params:
-            state = self.state[p]
-            if len(state) == 0:
-                device = p.device if group["capturable"] else torch.device("cpu")
-                state["step"] = torch.zeros((), dtype=scalar_dtype(), device=device)
-                state["mu_product"] = torch.ones((), dtype=scalar_dtype(), device=device)
-                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            for key in ("exp_avg", "exp_avg_sq", "mu_product", "step"):
-                lists[key].append(state[key])
-        return lists
+    def _single_tensor(self, *lists: list[Tensor], **settings: Any) -> None:
+        _single_tensor_nadam(*lists, **settings)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """One NAdam step for every parameter that has a gradient; returns ``closure()``."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            lists = self._group_tensors(group)
-            if not lists["params"]:
-                continue
-            beta1, beta2 = group["betas"]
-            settings = {
-                "beta1": beta1,
-                "beta2": beta2,
-                "lr": group["lr"],
-                "eps": group["eps"],
-                "weight_decay": group["weight_decay"],
-                "momentum_decay": group["momentum_decay"],
-                "decoupled_weight_decay": group["decoupled_weight_decay"],
-                "maximize": group["maximize"],
-            }
-            fast = fast_path(group)
-            multi, single = route(lists, fast)
-            if multi["params"]:
-                _multi_tensor_nadam(*(multi[key] for key in _LISTS), **settings)
-            if single["params"]:
-                scratch = scratch_of(self) if fast else None
-                _single_tensor_nadam(*(single[key] for key in _LISTS), scratch=scratch, **settings)
-        return loss
+    def _multi_tensor(self, *lists: list[Tensor], **settings: Any) -> None:
+        _multi_tensor_nadam(*lists, **settings)
 
 
 def _momentum_coefficient(beta1: float, step: float, momentum_decay: float) -> float:

@@ -2,35 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
+from ._base import ElementwiseOptimizer
 from ._common import (
     Scratch,
     as_float,
+    check_at_least,
     check_betas,
     check_lr,
-    fast_path,
     group_by_device_and_dtype,
     increment_steps,
-    new_step,
     out_like,
-    params_with_grads,
     real_view,
     real_views,
-    restore_tensor_steps,
-    route,
-    scratch_of,
     step_values,
 )
 
-_LISTS = ("params", "grads", "exp_avg", "exp_avg_sq", "step")
 
-
-class RAdam(torch.optim.Optimizer):
+class RAdam(ElementwiseOptimizer):
     r"""RAdam, interchangeable with ``torch.optim.RAdam`` (arguments, state, errors).
 
     For each parameter θ with gradient g at step t (γ = lr, λ = weight_decay)::
@@ -48,6 +42,14 @@ class RAdam(torch.optim.Optimizer):
     ``foreach=None`` runs the multi-tensor body.
     """
 
+    body_lists = ("params", "grads", "exp_avg", "exp_avg_sq", "step")
+    hyperparameters = ("betas", "lr", "eps", "weight_decay", "decoupled_weight_decay", "maximize")
+    flag_defaults: ClassVar[dict[str, Any]] = {
+        "foreach": None, "maximize": False, "differentiable": False,
+        "decoupled_weight_decay": False, "capturable": False,
+    }  # fmt: skip
+    sparse_error = "RAdam does not support sparse gradients"
+
     def __init__(
         self,
         params: Iterable[Any],
@@ -63,11 +65,9 @@ class RAdam(torch.optim.Optimizer):
         differentiable: bool = False,
     ) -> None:
         check_lr(lr)
-        if not eps >= 0.0:
-            raise ValueError(f"Invalid epsilon value: {eps}")
+        check_at_least("epsilon", eps)
         check_betas(betas)
-        if not weight_decay >= 0.0:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        check_at_least("weight_decay", weight_decay)
         defaults = {
             "lr": lr,
             "betas": betas,
@@ -81,61 +81,11 @@ class RAdam(torch.optim.Optimizer):
         }
         super().__init__(params, defaults)
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("foreach", None)
-            group.setdefault("maximize", False)
-            group.setdefault("differentiable", False)
-            group.setdefault("decoupled_weight_decay", False)
-            group.setdefault("capturable", False)
-        restore_tensor_steps(self)
+    def _single_tensor(self, *lists: list[Tensor], **settings: Any) -> None:
+        _single_tensor_radam(*lists, **settings)
 
-    def _group_tensors(self, group: dict[str, Any]) -> dict[str, list[Tensor]]:
-        """Parameters with gradients and their state, created lazily on the first step."""
-        params, grads = params_with_grads(group, "RAdam does not support sparse gradients")
-        lists: dict[str, list[Tensor]] = {
-            "params": params, "grads": grads, "exp_avg": [], "exp_avg_sq": [], "step": [],
-        }  # fmt: skip
-        for p in params:
-            state = self.state[p]
-            if len(state) == 0:
-                state["step"] = new_step(p, on_param_device=group["capturable"])
-                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            for key in ("exp_avg", "exp_avg_sq", "step"):
-                lists[key].append(state[key])
-        return lists
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """One RAdam step for every parameter that has a gradient; returns ``closure()``."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            lists = self._group_tensors(group)
-            if not lists["params"]:
-                continue
-            beta1, beta2 = group["betas"]
-            settings = {
-                "beta1": beta1,
-                "beta2": beta2,
-                "lr": group["lr"],
-                "eps": group["eps"],
-                "weight_decay": group["weight_decay"],
-                "decoupled_weight_decay": group["decoupled_weight_decay"],
-                "maximize": group["maximize"],
-            }
-            fast = fast_path(group)
-            multi, single = route(lists, fast)
-            if multi["params"]:
-                _multi_tensor_radam(*(multi[key] for key in _LISTS), **settings)
-            if single["params"]:
-                scratch = scratch_of(self) if fast else None
-                _single_tensor_radam(*(single[key] for key in _LISTS), scratch=scratch, **settings)
-        return loss
+    def _multi_tensor(self, *lists: list[Tensor], **settings: Any) -> None:
+        _multi_tensor_radam(*lists, **settings)
 
 
 def _rectification(beta2: float, step: float) -> float | None:

@@ -2,34 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
+from ._base import ElementwiseOptimizer
 from ._common import (
     Scratch,
     as_float,
     check_at_least,
     check_lr,
-    fast_path,
     group_by_device_and_dtype,
     increment_steps,
-    new_step,
     out_like,
-    params_with_grads,
     real_view,
     real_views,
-    restore_tensor_steps,
-    route,
-    scratch_of,
 )
 
-_LISTS = ("params", "grads", "square_avg", "grad_avg", "momentum_buffer", "step")
 
-
-class RMSprop(torch.optim.Optimizer):
+class RMSprop(ElementwiseOptimizer):
     r"""RMSprop, interchangeable with ``torch.optim.RMSprop`` (arguments, state, errors).
 
     For each parameter θ with gradient g (γ = lr, α = alpha, λ = weight_decay,
@@ -47,6 +40,14 @@ class RMSprop(torch.optim.Optimizer):
     ``foreach=None`` runs the multi-tensor body.
     """
 
+    body_lists = ("params", "grads", "square_avg", "grad_avg", "momentum_buffer", "step")
+    hyperparameters = ("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize")
+    flag_defaults: ClassVar[dict[str, Any]] = {
+        "momentum": 0, "centered": False, "foreach": None, "maximize": False,
+        "differentiable": False, "capturable": False,
+    }  # fmt: skip
+    sparse_error = "RMSprop does not support sparse gradients"
+
     def __init__(
         self,
         params: Iterable[Any],
@@ -62,8 +63,7 @@ class RMSprop(torch.optim.Optimizer):
         differentiable: bool = False,
     ) -> None:
         check_lr(lr)
-        if not eps >= 0.0:
-            raise ValueError(f"Invalid epsilon value: {eps}")
+        check_at_least("epsilon", eps)
         check_at_least("momentum", momentum)
         check_at_least("weight_decay", weight_decay)
         check_at_least("alpha", alpha)
@@ -81,73 +81,15 @@ class RMSprop(torch.optim.Optimizer):
         }
         super().__init__(params, defaults)
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("momentum", 0)
-            group.setdefault("centered", False)
-            group.setdefault("foreach", None)
-            group.setdefault("maximize", False)
-            group.setdefault("differentiable", False)
-            group.setdefault("capturable", False)
-        restore_tensor_steps(self)
+    def _state_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
+        optional = (("grad_avg", group["centered"]), ("momentum_buffer", group["momentum"] > 0))
+        return ("square_avg", *(key for key, kept in optional if kept), "step")
 
-    def _group_tensors(self, group: dict[str, Any]) -> dict[str, list[Tensor]]:
-        """Parameters with gradients and their state, created lazily on the first step."""
-        params, grads = params_with_grads(group, "RMSprop does not support sparse gradients")
-        lists: dict[str, list[Tensor]] = {
-            "params": params, "grads": grads, "square_avg": [], "momentum_buffer": [],
-            "grad_avg": [], "step": [],
-        }  # fmt: skip
-        for p in params:
-            state = self.state[p]
-            if len(state) == 0:
-                state["step"] = new_step(p, on_param_device=group["capturable"])
-                state["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                if group["momentum"] > 0:
-                    state["momentum_buffer"] = torch.zeros_like(
-                        p, memory_format=torch.preserve_format
-                    )
-                if group["centered"]:
-                    state["grad_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            lists["square_avg"].append(state["square_avg"])
-            lists["step"].append(state["step"])
-            if group["momentum"] > 0:
-                lists["momentum_buffer"].append(state["momentum_buffer"])
-            if group["centered"]:
-                lists["grad_avg"].append(state["grad_avg"])
-        return lists
+    def _single_tensor(self, *lists: list[Tensor], **settings: Any) -> None:
+        _single_tensor_rmsprop(*lists, **settings)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """One RMSprop step for every parameter that has a gradient; returns ``closure()``."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            lists = self._group_tensors(group)
-            if not lists["params"]:
-                continue
-            settings = {
-                "lr": group["lr"],
-                "alpha": group["alpha"],
-                "eps": group["eps"],
-                "weight_decay": group["weight_decay"],
-                "momentum": group["momentum"],
-                "centered": group["centered"],
-                "maximize": group["maximize"],
-            }
-            fast = fast_path(group)
-            multi, single = route(lists, fast)
-            if multi["params"]:
-                _multi_tensor_rmsprop(*(multi[key] for key in _LISTS), **settings)
-            if single["params"]:
-                scratch = scratch_of(self) if fast else None
-                _single_tensor_rmsprop(
-                    *(single[key] for key in _LISTS), scratch=scratch, **settings
-                )
-        return loss
+    def _multi_tensor(self, *lists: list[Tensor], **settings: Any) -> None:
+        _multi_tensor_rmsprop(*lists, **settings)
 
 
 def _single_tensor_rmsprop(

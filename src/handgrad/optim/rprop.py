@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import Tensor
-from torch.optim.optimizer import Optimizer, ParamsT
+from torch.optim.optimizer import ParamsT
 
-from handgrad.optim._bookkeeping import check_capturable, restore_group_flags
+from handgrad.optim._base import ElementwiseOptimizer
+from handgrad.optim._bookkeeping import check_capturable
 from handgrad.optim._common import (
     check_lr,
-    fast_path,
     group_by_device_and_dtype,
     new_step,
     real_views,
@@ -20,7 +19,7 @@ from handgrad.optim._common import (
 )
 
 
-class Rprop(Optimizer):
+class Rprop(ElementwiseOptimizer):
     r"""Rprop (Riedmiller & Braun, 1993), as torch.optim.Rprop.
 
     Each coordinate keeps its own step size Δ (starting at the learning rate) and the previous
@@ -36,6 +35,13 @@ class Rprop(Optimizer):
     State: ``step``, ``prev`` (g') and ``step_size`` (Δ). Complex parameters are treated as
     pairs of real coordinates.
     """
+
+    body_lists = ("params", "grads", "prev", "step_size", "step")
+    flag_defaults: ClassVar[dict[str, Any]] = {
+        "foreach": None, "maximize": False, "differentiable": False, "capturable": False,
+    }  # fmt: skip
+    sparse_error = "Rprop does not support sparse gradients"
+    splits_large_tensors = False
 
     def __init__(
         self,
@@ -63,59 +69,29 @@ class Rprop(Optimizer):
         }
         super().__init__(params, defaults)
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        restore_group_flags(
-            self,
-            {"foreach": None, "maximize": False, "differentiable": False, "capturable": False},
-        )
+    def _init_state(self, p: Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
+        state["step"] = new_step(p, on_param_device=group["capturable"])
+        state["prev"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        lr = squeeze_scalar(group["lr"])
+        start = complex(lr, lr) if p.is_complex() else lr
+        state["step_size"] = torch.full_like(cast(Tensor, p.grad), start)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """One Rprop step on every parameter that has a gradient; returns the closure's loss."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params, grads, prevs, step_sizes, steps = [], [], [], [], []
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError("Rprop does not support sparse gradients")
-                state = self.state[p]
-                if len(state) == 0:
-                    state["step"] = new_step(p, on_param_device=group["capturable"])
-                    state["prev"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    lr = squeeze_scalar(group["lr"])
-                    start = complex(lr, lr) if p.is_complex() else lr
-                    state["step_size"] = torch.full_like(p.grad, start)
-                params.append(p)
-                grads.append(p.grad)
-                prevs.append(state["prev"])
-                step_sizes.append(state["step_size"])
-                steps.append(state["step"])
-            if not params:
-                continue
-            check_capturable(group["capturable"], params)
-            multi = fast_path(group)
-            update = rprop_multi_tensor if multi else rprop_single_tensor
-            etaminus, etaplus = group["etas"]
-            step_size_min, step_size_max = group["step_sizes"]
-            update(
-                params,
-                grads,
-                prevs,
-                step_sizes,
-                steps,
-                etaminus=etaminus,
-                etaplus=etaplus,
-                step_size_min=step_size_min,
-                step_size_max=step_size_max,
-                maximize=group["maximize"],
-            )
-        return loss
+    def _check_params(self, group: dict[str, Any], params: list[Tensor]) -> None:
+        check_capturable(group["capturable"], params)
+
+    def _settings(self, group: dict[str, Any]) -> dict[str, Any]:
+        etaminus, etaplus = group["etas"]
+        step_size_min, step_size_max = group["step_sizes"]
+        return {
+            "etaminus": etaminus, "etaplus": etaplus, "step_size_min": step_size_min,
+            "step_size_max": step_size_max, "maximize": group["maximize"],
+        }  # fmt: skip
+
+    def _single_tensor(self, *lists: list[Tensor], **settings: Any) -> None:
+        rprop_single_tensor(*lists, **settings)
+
+    def _multi_tensor(self, *lists: list[Tensor], **settings: Any) -> None:
+        rprop_multi_tensor(*lists, **settings)
 
 
 def _factors(sign: Tensor, etaminus: float, etaplus: float) -> Tensor:

@@ -1,0 +1,146 @@
+"""The step loop that the element-wise optimizers share; each keeps its own update rule.
+
+An element-wise optimizer (Adam, RMSprop, Adadelta, ...) updates every parameter from its
+gradient and a few per-parameter state tensors of the same shape. What differs between them
+is only the update rule; this base owns the rest: the closure, the loop over groups, lazy
+state creation, the choice between the multi-tensor and the tensor-at-a-time body, and the
+group flags that older pickles lack. Still a plain :class:`torch.optim.Optimizer` subclass,
+never a torch optimizer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from ._common import (
+    fast_path,
+    new_step,
+    params_with_grads,
+    restore_tensor_steps,
+    route,
+    scratch_of,
+    squeeze_scalar,
+)
+
+
+class ElementwiseOptimizer(torch.optim.Optimizer):
+    """A torch.optim.Optimizer whose ``step()`` hands per-parameter lists to two bodies.
+
+    A subclass declares:
+
+    - ``body_lists``: the lists its bodies take, in argument order: ``"params"``, ``"grads"``,
+      then state keys. A state key the group does not keep (see :meth:`_state_keys`) arrives
+      as an empty list.
+    - ``hyperparameters``: the group entries handed to the bodies as keywords (``"betas"``
+      is handed over as ``beta1`` and ``beta2``); or it overrides :meth:`_settings`.
+    - ``flag_defaults``: group flags an older pickle may lack (``__setstate__`` fills them).
+    - ``sparse_error``: torch's RuntimeError message for a sparse gradient.
+    - :meth:`_single_tensor` and :meth:`_multi_tensor`: the two bodies of its update rule.
+
+    With ``splits_large_tensors`` (the default) the fast path sends tensors of at least
+    ``LARGE_TENSOR_ELEMENTS`` elements to the tensor-at-a-time body with scratch buffers
+    (``scratch=`` keyword) and the others to the multi-tensor body; without it a group runs
+    one body or the other as a whole.
+
+    Hooks a subclass may override where torch's bookkeeping differs: :meth:`_state_keys`
+    (optional state), :meth:`_init_state` (state that does not start at zeros),
+    :meth:`_check_params` (step-time refusals), :meth:`_fast` and :meth:`_settings`.
+    """
+
+    body_lists: ClassVar[tuple[str, ...]]
+    hyperparameters: ClassVar[tuple[str, ...]] = ()
+    flag_defaults: ClassVar[dict[str, Any]] = {}
+    sparse_error: ClassVar[str | None] = None
+    # 0-d state that old pickles stored as Python numbers.
+    scalar_state: ClassVar[tuple[str, ...]] = ("step",)
+    splits_large_tensors: ClassVar[bool] = True
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            for name, default in self.flag_defaults.items():
+                group.setdefault(name, default)
+        restore_tensor_steps(self, keys=self.scalar_state)
+
+    def _state_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
+        """The state tensors this group keeps (default: every state key in ``body_lists``)."""
+        return tuple(key for key in self.body_lists if key not in ("params", "grads"))
+
+    def _init_state(self, p: Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
+        """First step of ``p``: a zero ``step`` and zeros shaped as ``p`` for the other keys."""
+        state["step"] = new_step(
+            p, on_param_device=bool(group.get("capturable")), fused=group.get("fused")
+        )
+        for key in self._state_keys(group):
+            if key != "step":
+                state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    def _check_params(self, group: dict[str, Any], params: list[Tensor]) -> None:
+        """Refusals torch makes at step time for a group's parameters (default: none)."""
+
+    def _fast(self, group: dict[str, Any], lists: dict[str, list[Tensor]]) -> bool:
+        """Whether the group takes the fast path (default: :func:`fast_path`)."""
+        return fast_path(group)
+
+    def _settings(self, group: dict[str, Any]) -> dict[str, Any]:
+        """The keyword arguments of the bodies, read from the group (a tensor lr as 0-d)."""
+        settings = {name: group[name] for name in self.hyperparameters if name != "betas"}
+        if "betas" in self.hyperparameters:
+            settings["beta1"], settings["beta2"] = group["betas"]
+        if "lr" in settings:
+            settings["lr"] = squeeze_scalar(settings["lr"])
+        return settings
+
+    def _single_tensor(self, *lists: list[Tensor], **settings: Any) -> None:
+        """The update rule one tensor at a time (the readable reference body)."""
+        raise NotImplementedError
+
+    def _multi_tensor(self, *lists: list[Tensor], **settings: Any) -> None:
+        """The update rule on whole lists of tensors (``torch._foreach_*``)."""
+        raise NotImplementedError
+
+    def _group_tensors(self, group: dict[str, Any]) -> dict[str, list[Tensor]]:
+        """Parameters with gradients and their state, created lazily on the first step."""
+        params, grads = params_with_grads(group, self.sparse_error)
+        lists: dict[str, list[Tensor]] = {key: [] for key in self.body_lists}
+        lists["params"], lists["grads"] = params, grads
+        kept = self._state_keys(group)
+        for p in params:
+            state = self.state[p]
+            if len(state) == 0:
+                self._init_state(p, group, state)
+            for key in kept:
+                lists[key].append(state[key])
+        return lists
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """One step for every parameter that has a gradient; returns ``closure()``."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lists = self._group_tensors(group)
+            if not lists["params"]:
+                continue
+            self._check_params(group, lists["params"])
+            settings = self._settings(group)
+            fast = self._fast(group, lists)
+            if not self.splits_large_tensors:
+                body = self._multi_tensor if fast else self._single_tensor
+                body(*(lists[key] for key in self.body_lists), **settings)
+                continue
+            multi, single = route(lists, fast)
+            if multi["params"]:
+                self._multi_tensor(*(multi[key] for key in self.body_lists), **settings)
+            if single["params"]:
+                scratch = scratch_of(self) if fast else None
+                self._single_tensor(
+                    *(single[key] for key in self.body_lists), scratch=scratch, **settings
+                )
+        return loss
