@@ -8,11 +8,20 @@ import pytest
 import torch
 
 from handgrad.optim import Adadelta
+from tests.optim._cases import (
+    COMMON_ERROR_CASES,
+    DTYPES,
+    FOREACH,
+    assert_bad_hyperparameter_refused,
+    assert_capturable_on_cpu_refused,
+    assert_common_bad_input_refused,
+    assert_differentiable_matches_torch,
+    assert_sparse_gradients_refused,
+    least_squares_run,
+)
 from tests.optim.harness import (
     assert_matches_torch,
-    assert_same_error,
     assert_state_dict_handover,
-    common_error_cases,
     torch_inputs_params,
 )
 
@@ -20,15 +29,10 @@ EXTRA = [
     ("tensor lr", {"lr": torch.tensor(0.5)}),
     ("eps, rho", {"eps": 1e-3, "rho": 0.5, "maximize": True}),
 ]
-FOREACH = [
-    pytest.param(False, id="single"),
-    pytest.param(True, id="multi"),
-    pytest.param(None, id="default"),
-]
 
 
 @pytest.mark.parametrize("hyperparams", torch_inputs_params("Adadelta", EXTRA))
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@DTYPES
 @pytest.mark.parametrize("foreach", FOREACH)
 def test_matches_torch(hyperparams: dict[str, Any], dtype: torch.dtype, foreach: Any) -> None:
     # Each body against torch's body of the same kind; our default (multi-tensor) against
@@ -63,13 +67,9 @@ def test_state_dict_handover(direction: str) -> None:
     )
 
 
-@pytest.mark.parametrize(
-    ("description", "params", "kwargs"),
-    [pytest.param(*case, id=case[0].replace(" ", "_")) for case in common_error_cases()],
-)
+@COMMON_ERROR_CASES
 def test_common_bad_inputs(description: str, params: Any, kwargs: dict[str, Any]) -> None:
-    kind, _, _ = assert_same_error(Adadelta, torch.optim.Adadelta, kwargs, params=params)
-    assert kind != "ok", description
+    assert_common_bad_input_refused(Adadelta, torch.optim.Adadelta, description, params, kwargs)
 
 
 @pytest.mark.parametrize(
@@ -78,48 +78,21 @@ def test_common_bad_inputs(description: str, params: Any, kwargs: dict[str, Any]
     ids=str,
 )
 def test_bad_hyperparameters(kwargs: dict[str, Any]) -> None:
-    kind, error, message = assert_same_error(Adadelta, torch.optim.Adadelta, kwargs)
-    assert (kind, error) == ("raise", ValueError)
-    assert message
+    assert_bad_hyperparameter_refused(Adadelta, torch.optim.Adadelta, kwargs)
 
 
 def test_sparse_gradients_are_refused_like_torch() -> None:
-    def params() -> list[torch.Tensor]:
-        p = torch.zeros(3)
-        p.grad = torch.zeros(3).to_sparse()
-        return [p]
-
-    kind, error, _ = assert_same_error(
-        Adadelta, torch.optim.Adadelta, {}, params=params, at_step=True
-    )
-    assert (kind, error) == ("raise", RuntimeError)
+    assert_sparse_gradients_refused(Adadelta, torch.optim.Adadelta)
 
 
 def test_differentiable_flag_runs_the_single_tensor_body() -> None:
-    # Accepted for compatibility: torch's differentiable body on tensors that do not require
-    # grad is its single-tensor body, and so is ours (no autograd is recorded either way).
-    assert_matches_torch(
-        Adadelta, torch.optim.Adadelta, {"differentiable": True}, steps=10, scheduler=False
-    )
+    assert_differentiable_matches_torch(Adadelta, torch.optim.Adadelta)
 
 
 def test_capturable_on_cpu_is_refused_at_step_like_torch() -> None:
-    kind, error, _ = assert_same_error(
-        Adadelta, torch.optim.Adadelta, {"capturable": True}, at_step=True, same_message=False
-    )
-    assert (kind, error) == ("raise", AssertionError)
+    assert_capturable_on_cpu_refused(Adadelta, torch.optim.Adadelta)
 
 
 def test_converges_on_least_squares() -> None:
-    # Linear regression: loss ½‖Xw − y‖²/n, gradient Xᵀ(Xw − y)/n; the answer is lstsq's.
-    generator = torch.Generator().manual_seed(1)
-    x = torch.randn(64, 3, generator=generator, dtype=torch.float64)
-    y = x @ torch.tensor([1.5, -2.0, 0.5], dtype=torch.float64)
-    y = y + 0.1 * torch.randn(64, generator=generator, dtype=torch.float64)
-    w = torch.zeros(3, dtype=torch.float64)
-    opt = Adadelta([w], lr=1.0)
-    for _ in range(3000):
-        w.grad = x.T @ (x @ w - y) / len(y)
-        opt.step()
-    best = torch.linalg.lstsq(x, y.unsqueeze(1)).solution.squeeze(1)
+    w, _opt, best = least_squares_run(lambda params: Adadelta(params, lr=1.0), steps=3000)
     torch.testing.assert_close(w, best, atol=1e-4, rtol=0)

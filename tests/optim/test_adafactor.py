@@ -8,11 +8,17 @@ import pytest
 import torch
 
 from handgrad.optim import Adafactor
+from tests.optim._cases import (
+    COMMON_ERROR_CASES,
+    DTYPES,
+    FOREACH,
+    assert_bad_hyperparameter_refused,
+    assert_common_bad_input_refused,
+)
 from tests.optim.harness import (
     assert_matches_torch,
     assert_same_error,
     assert_state_dict_handover,
-    common_error_cases,
     torch_inputs_params,
 )
 
@@ -21,15 +27,10 @@ EXTRA = [
     ("explicit eps1, large eps2", {"eps": (1e-20, 1e-2), "d": 2.0}),
     ("beta2_decay 0 (plain average)", {"beta2_decay": 0.0, "lr": 0.05}),
 ]
-FOREACH = [
-    pytest.param(False, id="single"),
-    pytest.param(True, id="multi"),
-    pytest.param(None, id="default"),
-]
 
 
 @pytest.mark.parametrize("hyperparams", torch_inputs_params("Adafactor", EXTRA))
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@DTYPES
 @pytest.mark.parametrize("foreach", FOREACH)
 def test_matches_torch(hyperparams: dict[str, Any], dtype: torch.dtype, foreach: Any) -> None:
     # Shapes 0-d, vector (unfactored) and matrix, 3-d (factored over the last two dims).
@@ -79,13 +80,9 @@ def test_state_dict_handover(direction: str) -> None:
     )
 
 
-@pytest.mark.parametrize(
-    ("description", "params", "kwargs"),
-    [pytest.param(*case, id=case[0].replace(" ", "_")) for case in common_error_cases()],
-)
+@COMMON_ERROR_CASES
 def test_common_bad_inputs(description: str, params: Any, kwargs: dict[str, Any]) -> None:
-    kind, _, _ = assert_same_error(Adafactor, torch.optim.Adafactor, kwargs, params=params)
-    assert kind != "ok", description
+    assert_common_bad_input_refused(Adafactor, torch.optim.Adafactor, description, params, kwargs)
 
 
 @pytest.mark.parametrize(
@@ -101,9 +98,7 @@ def test_common_bad_inputs(description: str, params: Any, kwargs: dict[str, Any]
     ids=str,
 )
 def test_bad_hyperparameters(kwargs: dict[str, Any]) -> None:
-    kind, error, message = assert_same_error(Adafactor, torch.optim.Adafactor, kwargs)
-    assert (kind, error) == ("raise", ValueError)
-    assert message
+    assert_bad_hyperparameter_refused(Adafactor, torch.optim.Adafactor, kwargs)
 
 
 @pytest.mark.parametrize("sparse", [False, True], ids=["complex", "sparse"])

@@ -8,11 +8,18 @@ import pytest
 import torch
 
 from handgrad.optim import Adagrad
+from tests.optim._cases import (
+    COMMON_ERROR_CASES,
+    DTYPES,
+    FOREACH,
+    assert_common_bad_input_refused,
+    assert_differentiable_matches_torch,
+    least_squares_run,
+)
 from tests.optim.harness import (
     assert_matches_torch,
     assert_same_error,
     assert_state_dict_handover,
-    common_error_cases,
     torch_inputs_params,
 )
 
@@ -24,15 +31,10 @@ EXTRA = [
     ),
     ("eps", {"eps": 1e-3, "weight_decay": 0.2}),
 ]
-FOREACH = [
-    pytest.param(False, id="single"),
-    pytest.param(True, id="multi"),
-    pytest.param(None, id="default"),
-]
 
 
 @pytest.mark.parametrize("hyperparams", torch_inputs_params("Adagrad", EXTRA))
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@DTYPES
 @pytest.mark.parametrize("foreach", FOREACH)
 def test_matches_torch(hyperparams: dict[str, Any], dtype: torch.dtype, foreach: Any) -> None:
     # Our default (multi-tensor) is compared with torch's default (single-tensor on CPU).
@@ -118,13 +120,9 @@ def test_state_dict_handover(direction: str) -> None:
     )
 
 
-@pytest.mark.parametrize(
-    ("description", "params", "kwargs"),
-    [pytest.param(*case, id=case[0].replace(" ", "_")) for case in common_error_cases()],
-)
+@COMMON_ERROR_CASES
 def test_common_bad_inputs(description: str, params: Any, kwargs: dict[str, Any]) -> None:
-    kind, _, _ = assert_same_error(Adagrad, torch.optim.Adagrad, kwargs, params=params)
-    assert kind != "ok", description
+    assert_common_bad_input_refused(Adagrad, torch.optim.Adagrad, description, params, kwargs)
 
 
 @pytest.mark.parametrize(
@@ -160,23 +158,9 @@ def test_fused_refuses_complex_like_torch() -> None:
 
 
 def test_differentiable_flag_runs_the_single_tensor_body() -> None:
-    # Accepted for compatibility: torch's differentiable body on tensors that do not require
-    # grad is its single-tensor body, and so is ours (no autograd is recorded either way).
-    assert_matches_torch(
-        Adagrad, torch.optim.Adagrad, {"differentiable": True}, steps=10, scheduler=False
-    )
+    assert_differentiable_matches_torch(Adagrad, torch.optim.Adagrad)
 
 
 def test_converges_on_least_squares() -> None:
-    # Linear regression: loss ½‖Xw − y‖²/n, gradient Xᵀ(Xw − y)/n; the answer is lstsq's.
-    generator = torch.Generator().manual_seed(1)
-    x = torch.randn(64, 3, generator=generator, dtype=torch.float64)
-    y = x @ torch.tensor([1.5, -2.0, 0.5], dtype=torch.float64)
-    y = y + 0.1 * torch.randn(64, generator=generator, dtype=torch.float64)
-    w = torch.zeros(3, dtype=torch.float64)
-    opt = Adagrad([w], lr=0.5)
-    for _ in range(1000):
-        w.grad = x.T @ (x @ w - y) / len(y)
-        opt.step()
-    best = torch.linalg.lstsq(x, y.unsqueeze(1)).solution.squeeze(1)
+    w, _opt, best = least_squares_run(lambda params: Adagrad(params, lr=0.5), steps=1000)
     torch.testing.assert_close(w, best, atol=1e-6, rtol=0)

@@ -9,11 +9,15 @@ import torch
 
 import handgrad.optim as hg
 import handgrad.optim._common as common
+from tests.optim._cases import (
+    DEFAULT_OR_SINGLE,
+    assert_defaults_match,
+    assert_rejects_what_torch_rejects,
+    assert_sparse_gradients_refused,
+)
 from tests.optim.harness import (
     assert_matches_torch,
     assert_same_error,
-    common_error_cases,
-    torch_error_inputs,
     torch_inputs_params,
 )
 
@@ -30,7 +34,7 @@ CLASSES = [pytest.param(hg.Adam, torch.optim.Adam, id="Adam"),
            pytest.param(hg.AdamW, torch.optim.AdamW, id="AdamW")]  # fmt: skip
 
 
-@pytest.mark.parametrize("foreach", [None, False], ids=["default", "single"])
+@DEFAULT_OR_SINGLE
 @pytest.mark.parametrize("hyperparams", torch_inputs_params("Adam", EXTRA))
 @pytest.mark.parametrize(("ours", "theirs"), CLASSES)
 def test_matches_torch(
@@ -89,21 +93,8 @@ ERRORS = [
 
 @pytest.mark.parametrize(("ours", "theirs"), CLASSES)
 def test_rejects_what_torch_rejects(ours: Any, theirs: Any) -> None:
-    for _desc, params, kwargs in common_error_cases():
-        assert_same_error(ours, theirs, kwargs, params=params)
-    for _desc, kwargs, error_type, fragment in torch_error_inputs("Adam"):
-        kind, raised, message = assert_same_error(ours, theirs, kwargs)
-        assert (kind, raised) == ("raise", error_type)
-        assert fragment in message
-    for _desc, kwargs in ERRORS:
-        kind, _raised, _message = assert_same_error(ours, theirs, kwargs)
-        assert kind == "raise"
-
-
-def _sparse_param() -> list[torch.Tensor]:
-    p = torch.zeros(3)
-    p.grad = torch.zeros(3).to_sparse()
-    return [p]
+    bad = [kwargs for _, kwargs in ERRORS]
+    assert_rejects_what_torch_rejects(ours, theirs, "Adam", bad, refuses_sparse=False)
 
 
 def _complex_param() -> list[torch.Tensor]:
@@ -114,8 +105,7 @@ def _complex_param() -> list[torch.Tensor]:
 
 @pytest.mark.parametrize(("ours", "theirs"), CLASSES)
 def test_step_errors_match_torch(ours: Any, theirs: Any) -> None:
-    kind, raised, _ = assert_same_error(ours, theirs, {}, params=_sparse_param, at_step=True)
-    assert (kind, raised) == ("raise", RuntimeError)
+    assert_sparse_gradients_refused(ours, theirs)
     kind, raised, _ = assert_same_error(
         ours, theirs, {"fused": True}, params=_complex_param, at_step=True
     )
@@ -123,8 +113,8 @@ def test_step_errors_match_torch(ours: Any, theirs: Any) -> None:
 
 
 def test_defaults_and_group_keys_match_torch() -> None:
-    for ours, theirs in ((hg.Adam, torch.optim.Adam), (hg.AdamW, torch.optim.AdamW)):
-        assert ours([torch.zeros(1)]).defaults == theirs([torch.zeros(1)]).defaults
+    assert_defaults_match(hg.Adam, torch.optim.Adam)
+    assert_defaults_match(hg.AdamW, torch.optim.AdamW)
 
 
 @pytest.mark.parametrize("hyperparams", torch_inputs_params("Adam", EXTRA))

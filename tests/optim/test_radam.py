@@ -8,12 +8,14 @@ import pytest
 import torch
 
 import handgrad.optim as hg
-import handgrad.optim._common as common
+from tests.optim._cases import (
+    DEFAULT_OR_SINGLE,
+    assert_defaults_match,
+    assert_large_tensor_path_matches,
+    assert_rejects_what_torch_rejects,
+)
 from tests.optim.harness import (
     assert_matches_torch,
-    assert_same_error,
-    common_error_cases,
-    torch_error_inputs,
     torch_inputs_params,
 )
 
@@ -24,7 +26,7 @@ EXTRA = [
 ]
 
 
-@pytest.mark.parametrize("foreach", [None, False], ids=["default", "single"])
+@DEFAULT_OR_SINGLE
 @pytest.mark.parametrize("hyperparams", torch_inputs_params("RAdam", EXTRA))
 def test_matches_torch(
     hyperparams: dict[str, Any], foreach: bool | None, dtype: torch.dtype
@@ -35,7 +37,7 @@ def test_matches_torch(
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("foreach", [None, False], ids=["default", "single"])
+@DEFAULT_OR_SINGLE
 def test_complex_parameters(foreach: bool | None) -> None:
     assert_matches_torch(hg.RAdam, torch.optim.RAdam, {"lr": 0.05, "weight_decay": 0.1},
                          complex_params=True, ours_kwargs={"foreach": foreach})  # fmt: skip
@@ -50,30 +52,16 @@ def test_warm_up_steps_are_plain_momentum() -> None:
 
 
 def test_rejects_what_torch_rejects() -> None:
-    ours, theirs = hg.RAdam, torch.optim.RAdam
-    for _desc, params, kwargs in common_error_cases():
-        assert_same_error(ours, theirs, kwargs, params=params)
-    for _desc, kwargs, error_type, fragment in torch_error_inputs("RAdam"):
-        kind, raised, message = assert_same_error(ours, theirs, kwargs)
-        assert (kind, raised) == ("raise", error_type)
-        assert fragment in message
-    for kwargs in ({"lr": -1.0}, {"eps": -1.0}, {"betas": (0.9, 1.0)}):
-        assert assert_same_error(ours, theirs, kwargs)[0] == "raise"
-    sparse = torch.zeros(3)
-    sparse.grad = torch.ones(3).to_sparse()
-    kind, raised, _ = assert_same_error(ours, theirs, {}, params=lambda: [sparse], at_step=True)
-    assert (kind, raised) == ("raise", RuntimeError)
+    bad = ({"lr": -1.0}, {"eps": -1.0}, {"betas": (0.9, 1.0)})
+    assert_rejects_what_torch_rejects(hg.RAdam, torch.optim.RAdam, "RAdam", bad)
 
 
 def test_defaults_match_torch() -> None:
-    assert hg.RAdam([torch.zeros(1)]).defaults == torch.optim.RAdam([torch.zeros(1)]).defaults
+    assert_defaults_match(hg.RAdam, torch.optim.RAdam)
 
 
 @pytest.mark.parametrize("hyperparams", torch_inputs_params("RAdam", EXTRA))
 def test_large_tensor_path_matches_torch(
     hyperparams: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Tensors above the size threshold go tensor-at-a-time with scratch buffers (here the
-    two larger shapes), the rest through the multi-tensor body: both must match torch."""
-    monkeypatch.setattr(common, "LARGE_TENSOR_ELEMENTS", 10)
-    assert_matches_torch(hg.RAdam, torch.optim.RAdam, hyperparams, grad_none_every=6)
+    assert_large_tensor_path_matches(hg.RAdam, torch.optim.RAdam, hyperparams, monkeypatch)

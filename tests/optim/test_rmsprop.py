@@ -8,12 +8,15 @@ import pytest
 import torch
 
 import handgrad.optim as hg
-import handgrad.optim._common as common
+from tests.optim._cases import (
+    DEFAULT_OR_SINGLE,
+    assert_defaults_match,
+    assert_large_tensor_path_matches,
+    assert_rejects_what_torch_rejects,
+)
 from tests.optim.harness import (
     assert_matches_torch,
     assert_same_error,
-    common_error_cases,
-    torch_error_inputs,
     torch_inputs_params,
 )
 
@@ -24,7 +27,7 @@ EXTRA = [
 ]
 
 
-@pytest.mark.parametrize("foreach", [None, False], ids=["default", "single"])
+@DEFAULT_OR_SINGLE
 @pytest.mark.parametrize("hyperparams", torch_inputs_params("RMSprop", EXTRA))
 def test_matches_torch(
     hyperparams: dict[str, Any], foreach: bool | None, dtype: torch.dtype
@@ -35,7 +38,7 @@ def test_matches_torch(
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("foreach", [None, False], ids=["default", "single"])
+@DEFAULT_OR_SINGLE
 def test_complex_parameters(foreach: bool | None) -> None:
     hyperparams = {"lr": 0.01, "momentum": 0.5, "centered": True, "weight_decay": 0.1}
     assert_matches_torch(hg.RMSprop, torch.optim.RMSprop, hyperparams, complex_params=True,
@@ -66,33 +69,17 @@ ERRORS = [
 
 def test_rejects_what_torch_rejects() -> None:
     ours, theirs = hg.RMSprop, torch.optim.RMSprop
-    for _desc, params, kwargs in common_error_cases():
-        assert_same_error(ours, theirs, kwargs, params=params)
-    for _desc, kwargs, error_type, fragment in torch_error_inputs("RMSprop"):
-        kind, raised, message = assert_same_error(ours, theirs, kwargs)
-        assert (kind, raised) == ("raise", error_type)
-        assert fragment in message
-    for _desc, kwargs in ERRORS:
-        kind, _raised, _message = assert_same_error(ours, theirs, kwargs)
-        assert kind == "raise"
-    sparse = torch.zeros(3)
-    sparse.grad = torch.ones(3).to_sparse()
-    kind, raised, _ = assert_same_error(ours, theirs, {}, params=lambda: [sparse], at_step=True)
-    assert (kind, raised) == ("raise", RuntimeError)
+    assert_rejects_what_torch_rejects(ours, theirs, "RMSprop", [kwargs for _, kwargs in ERRORS])
     kind, raised, _ = assert_same_error(ours, theirs, {"fused": True})
     assert (kind, raised) == ("raise", TypeError)
 
 
 def test_defaults_match_torch() -> None:
-    ours, theirs = hg.RMSprop([torch.zeros(1)]), torch.optim.RMSprop([torch.zeros(1)])
-    assert ours.defaults == theirs.defaults
+    assert_defaults_match(hg.RMSprop, torch.optim.RMSprop)
 
 
 @pytest.mark.parametrize("hyperparams", torch_inputs_params("RMSprop", EXTRA))
 def test_large_tensor_path_matches_torch(
     hyperparams: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Tensors above the size threshold go tensor-at-a-time with scratch buffers (here the
-    two larger shapes), the rest through the multi-tensor body: both must match torch."""
-    monkeypatch.setattr(common, "LARGE_TENSOR_ELEMENTS", 10)
-    assert_matches_torch(hg.RMSprop, torch.optim.RMSprop, hyperparams, grad_none_every=6)
+    assert_large_tensor_path_matches(hg.RMSprop, torch.optim.RMSprop, hyperparams, monkeypatch)

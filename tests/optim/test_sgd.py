@@ -8,12 +8,14 @@ import pytest
 import torch
 
 import handgrad.optim as hg
-import handgrad.optim._common as common
+from tests.optim._cases import (
+    DEFAULT_OR_SINGLE,
+    assert_defaults_match,
+    assert_large_tensor_path_matches,
+    assert_rejects_what_torch_rejects,
+)
 from tests.optim.harness import (
     assert_matches_torch,
-    assert_same_error,
-    common_error_cases,
-    torch_error_inputs,
     torch_inputs_params,
 )
 
@@ -28,7 +30,7 @@ EXTRA = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("foreach", [None, False], ids=["default", "single"])
+@DEFAULT_OR_SINGLE
 @pytest.mark.parametrize("hyperparams", torch_inputs_params("SGD", EXTRA))
 def test_matches_torch(
     hyperparams: dict[str, Any], foreach: bool | None, dtype: torch.dtype
@@ -41,7 +43,7 @@ def test_matches_torch(
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("foreach", [None, False], ids=["default", "single"])
+@DEFAULT_OR_SINGLE
 def test_complex_parameters(foreach: bool | None) -> None:
     hyperparams = {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.1}
     assert_matches_torch(hg.SGD, torch.optim.SGD, hyperparams, complex_params=True,
@@ -97,31 +99,20 @@ ERRORS = [
 
 
 def test_rejects_what_torch_rejects() -> None:
-    for _desc, params, kwargs in common_error_cases():
-        assert_same_error(hg.SGD, torch.optim.SGD, kwargs, params=params)
-    for _desc, kwargs, error_type, fragment in torch_error_inputs("SGD"):
-        kind, raised, message = assert_same_error(hg.SGD, torch.optim.SGD, kwargs)
-        assert (kind, raised) == ("raise", error_type)
-        assert fragment in message
-    for _desc, kwargs in ERRORS:
-        kind, _raised, _message = assert_same_error(hg.SGD, torch.optim.SGD, kwargs)
-        assert kind == "raise"
+    bad = [kwargs for _, kwargs in ERRORS]
+    assert_rejects_what_torch_rejects(hg.SGD, torch.optim.SGD, "SGD", bad, refuses_sparse=False)
 
 
 def test_defaults_match_torch() -> None:
-    assert hg.SGD([torch.zeros(1)]).defaults == torch.optim.SGD([torch.zeros(1)]).defaults
+    assert_defaults_match(hg.SGD, torch.optim.SGD)
 
 
 @pytest.mark.parametrize("hyperparams", torch_inputs_params("SGD", EXTRA))
 def test_large_tensor_path_matches_torch(
     hyperparams: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Tensors above the size threshold go tensor-at-a-time with scratch buffers (here the
-    two larger shapes), the rest through the multi-tensor body: both must match torch."""
-    monkeypatch.setattr(common, "LARGE_TENSOR_ELEMENTS", 10)
-    assert_matches_torch(
-        hg.SGD,
-        torch.optim.SGD,
-        hyperparams,
-        grad_none_every=None if hyperparams.get("fused") else 6,
+    # No gradient-less steps for fused (see test_matches_torch).
+    grad_none_every = None if hyperparams.get("fused") else 6
+    assert_large_tensor_path_matches(
+        hg.SGD, torch.optim.SGD, hyperparams, monkeypatch, grad_none_every=grad_none_every
     )
