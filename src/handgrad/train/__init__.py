@@ -25,6 +25,7 @@ _MODULE_OF = {
     "TaskDefaults": "tasks",
     "TrainConfig": "compare",
     "TrainingDiverged": "trainer",
+    "compare_data_parallel": "compare",
     "compare_optimizers": "compare",
     "evaluate": "trainer",
     "fit": "trainer",
