@@ -115,7 +115,7 @@ def test_benchmark_rejects_an_unknown_part() -> None:
 
 
 @pytest.mark.parametrize("shape", [(128, 10), (10,), (8, 5, 3)], ids=str)
-def test_cross_entropy_of_labels_is_bitwise_the_general_formula(
+def test_cross_entropy_of_labels_agrees_with_the_general_formula(
     shape: tuple[int, ...], float_dtype: torch.dtype
 ) -> None:
     """Plain labels take the one-gather path; an in-range ignore_index that no target uses
@@ -127,7 +127,10 @@ def test_cross_entropy_of_labels_is_bitwise_the_general_formula(
     target = torch.randint(1, n_classes, target_shape, generator=generator)
     fast, general = hn.CrossEntropyLoss(), hn.CrossEntropyLoss(ignore_index=0)
     assert torch.equal(fast(logits, target), general(logits, target))
-    assert torch.equal(fast.backward(), general.backward())
+    # softmax as e^s / Z rather than e^(log softmax): within an ulp or two of the general path
+    got, expected = fast.backward(), general.backward()
+    eps = torch.finfo(float_dtype).eps
+    torch.testing.assert_close(got, expected, rtol=4 * eps, atol=4 * eps / got.numel())
     assert fast._saved is not None
     assert general._saved is not None
     assert fast._saved[0][2] is True  # the label path ran

@@ -364,18 +364,22 @@ def cross_entropy_of_labels_forward(
     """Cross-entropy's common case: class-index targets, every one a class (none ignored),
     no weights, no smoothing — :func:`cross_entropy_forward` with a = one-hot(y).
 
-    ℓ_i = −log softmax(x_i)_(y_i) is picked out with one gather (not a product with the
-    one-hot and a sum), the rows of a sum to 1, and the mean divides by the sample count.
-    The backward is :func:`cross_entropy_backward`.
+    With s = x − max x (no exponential exceeds 1) and Z = Σ_c e^(s_c):
+    ℓ_i = log Z_i − s_(i,y_i), picked out with one gather (not a product with the one-hot
+    and a sum; the same bits as −log_softmax(x)_y), and softmax = e^s / Z reuses the
+    exponentials. The rows of a sum to 1; the mean divides by the sample count. The
+    backward is :func:`cross_entropy_backward`.
     """
     check_reduction(reduction)
     class_dim = 0 if logits.dim() == 1 else 1
-    log_prob = log_softmax(logits, class_dim)
+    shifted = logits - logits.amax(class_dim, keepdim=True)
+    exp = torch.exp(shifted)
+    total = exp.sum(class_dim, keepdim=True)
     index = target.long().unsqueeze(class_dim)
-    per_sample = -log_prob.gather(class_dim, index).squeeze(class_dim)
-    one_hot = torch.zeros_like(log_prob).scatter_(class_dim, index, 1.0)
+    per_sample = (torch.log(total) - shifted.gather(class_dim, index)).squeeze(class_dim)
+    one_hot = torch.zeros_like(logits).scatter_(class_dim, index, 1.0)
     count = per_sample.numel()
-    ctx = (torch.exp(log_prob), one_hot, True, class_dim, reduction, count)
+    ctx = (exp / total, one_hot, True, class_dim, reduction, count)
     return _reduce(per_sample, reduction, count), ctx
 
 

@@ -211,7 +211,7 @@ class CrossEntropyLoss(_Loss):
         if target.numel() == 0 or 0 <= self.ignore_index < n_classes:
             return False
         low, high = torch.aminmax(target)
-        return bool(low >= 0) and bool(high < n_classes)
+        return low.item() >= 0 and high.item() < n_classes
 
     def _check_targets(self, target: Tensor, n_classes: int) -> None:
         """ValueError for a target out of range or (for mean) every target ignored."""
