@@ -302,3 +302,26 @@ def test_newton_is_limited_near_a_double_root_where_gd_is_not() -> None:
     assert gd == exact
     newton = solve_quadratic(a, b, c, "newton").roots.real.tolist()
     assert newton != exact
+
+
+def test_big_batches_solved_in_blocks_are_bitwise_one_piece(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from handgrad.roots import quadratic
+
+    generator = torch.Generator().manual_seed(11)
+    a, b, c = torch.randn(3, 10, 70, dtype=torch.float64, generator=generator)
+    a[0, :3], c[1, :4] = 0.0, b[1, :4] * b[1, :4] / (4 * a[1, :4])
+    b[2, 0] = math.nan
+    whole = solve_quadratic(a, b, c)
+    monkeypatch.setattr(quadratic, "EAGER_BLOCK", 64)  # 11 blocks, the last one short
+    blocks = solve_quadratic(a, b, c)
+    assert blocks.roots.shape == (10, 70, 2)
+    torch.testing.assert_close(blocks.coefficients[1], b, rtol=0.0, atol=0.0, equal_nan=True)
+    for field in ("roots", "kind", "iterations", "converged", "residual"):
+        exact = {"rtol": 0.0, "atol": 0.0, "equal_nan": True}
+        torch.testing.assert_close(getattr(blocks, field), getattr(whole, field), **exact)
+    # float32 input: the blocks keep the output dtypes.
+    small = solve_quadratic(a.float(), b.float(), c.float())
+    assert small.roots.dtype == torch.complex64
+    assert small.residual.dtype == torch.float32

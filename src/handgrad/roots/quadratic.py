@@ -234,6 +234,8 @@ def solve_quadratic(
             if not math.isfinite(float(t)):
                 raise ValueError(f"{name} must be a finite number; got {float(t)}")
     flat_a, flat_b, flat_c = (t.reshape(-1) for t in (ta, tb, tc))
+    if method == "gd" and not fixed and not return_path and flat_a.numel() > 2 * EAGER_BLOCK:
+        return _solve_in_blocks((ta, tb, tc), (flat_a, flat_b, flat_c), tol, max_iter, out_dtype)
     problem = prepare(flat_a, flat_b, flat_c)
 
     result: MethodResult
@@ -279,6 +281,49 @@ def solve_quadratic(
     else:
         result = closed_form(problem)
     return _finish(result, problem, (ta, tb, tc), method, out_dtype)
+
+
+# Eager torch makes one pass over memory per operation and the descent has hundreds: in blocks
+# this size the temporaries stay in the CPU's cache. Every equation is solved on its own, so
+# the result is bitwise the same as in one piece.
+EAGER_BLOCK = 1 << 15
+
+
+def _solve_in_blocks(
+    coefficients: tuple[Tensor, Tensor, Tensor],
+    flat: tuple[Tensor, Tensor, Tensor],
+    tol: float | None,
+    max_iter: int | None,
+    out_dtype: torch.dtype,
+) -> QuadraticRoots:
+    """The default "gd" for a big batch, EAGER_BLOCK equations at a time."""
+    shape = coefficients[0].shape
+    n = flat[0].numel()
+    a, b, c = flat
+    pieces = [
+        solve_quadratic(
+            a[start : start + EAGER_BLOCK],
+            b[start : start + EAGER_BLOCK],
+            c[start : start + EAGER_BLOCK],
+            tol=tol,
+            max_iter=max_iter,
+        )
+        for start in range(0, n, EAGER_BLOCK)
+    ]
+    real_dtype = torch.float64 if out_dtype == torch.complex128 else torch.float32
+
+    def joined(name: str, *tail: int) -> Tensor:
+        return torch.cat([getattr(piece, name) for piece in pieces]).reshape(*shape, *tail)
+
+    return QuadraticRoots(
+        roots=joined("roots", 2).to(out_dtype),
+        kind=joined("kind"),
+        iterations=joined("iterations"),
+        converged=joined("converged"),
+        residual=joined("residual", 2).to(real_dtype),
+        method="gd",
+        coefficients=coefficients,
+    )
 
 
 def _to_x(values: Tensor, problem: ScaledQuadratic, scaled: bool) -> Tensor:
