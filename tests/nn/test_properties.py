@@ -102,8 +102,16 @@ def test_random_network_and_loss_match_autograd(spec: dict[str, Any]) -> None:
     assert_matches(out, expected_out.detach(), "network output")
     assert_matches(loss, expected_loss.detach(), "loss")
     assert_matches(grad_x, x_leaf.grad, "input gradient")
+    # float32: each parameter gradient is measured against the whole network's gradient
+    # (normwise over all parameters). A bias gradient that is a sum of cancelling terms is
+    # tiny next to its terms, and float32 round-off in them is not tiny next to it
+    # (found by Hypothesis: widths [7, 1, 5, 3, 2, 4, 1], 3.6e-10 off a 2e-7 gradient).
+    floor = 0.0
+    if spec["dtype"] == torch.float32:
+        floor = max(p.grad.abs().max().item() for p in reference.parameters())  # type: ignore[union-attr]
     for (name, got), expected in zip(hand.named_parameters(), reference.parameters(), strict=True):
-        assert_matches(got.grad, expected.grad, f"gradient of {name}")
+        assert expected.grad is not None
+        assert_matches(got.grad, expected.grad, f"gradient of {name}", scale_floor=floor)
 
 
 @given(architectures(), st.integers(1, 3))
