@@ -14,6 +14,7 @@ working C++ compiler; the first call per device and shape compiles (tens of seco
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -26,12 +27,11 @@ from handgrad.roots.descent import (
     UNIT_ROUNDOFF,
     gauss_newton_imag_step,
     gauss_newton_real_step,
-    monotone_descent,
     tight_starts,
 )
 from handgrad.roots.finish import finish_roots
 from handgrad.roots.problem import RootKind, ScaledQuadratic, prepare
-from handgrad.roots.quadratic import QuadraticRoots
+from handgrad.roots.quadratic import QuadraticRoots, solve_quadratic
 
 State = tuple[Tensor, ...]
 
@@ -140,6 +140,34 @@ def _assemble(
     return finish_roots(problem, re, im, True, a, b, c)
 
 
+def _begin(a: Tensor, b: Tensor, c: Tensor) -> State:
+    """_start, and the bookkeeping of the descents: running, steps taken, converged."""
+    start = _start(a, b, c)
+    y, w = start[9], start[12]
+    active_y, active_w = torch.isfinite(y), torch.isfinite(w)
+    iterations_y = torch.zeros(y.shape, dtype=torch.int64, device=y.device)
+    iterations_w = torch.zeros(w.shape, dtype=torch.int64, device=w.device)
+    converged_y, converged_w = torch.zeros_like(active_y), torch.zeros_like(active_w)
+    return (*start, active_y, active_w, iterations_y, iterations_w, converged_y, converged_w)
+
+
+def _end(state: State, a: Tensor, b: Tensor, c: Tensor) -> State:
+    """Roots as (n, 2, 2) (root, re/im), residuals (n, 2), iterations, converged, and
+    ``unfinished``: the equations with a descent still running; and the kinds."""
+    problem_parts, (y, _, _, w) = state[:8], state[9:13]
+    active_y, active_w, iterations_y, iterations_w, converged_y, converged_w = state[13:]
+    kind, separated = problem_parts[6], problem_parts[7]
+    re, im, residual = _assemble(problem_parts, y, w, a, b, c)
+    complex_pair = kind == int(RootKind.COMPLEX_PAIR)
+    linear = (kind == int(RootKind.LINEAR)) | separated
+    iterations = torch.where(complex_pair, iterations_w, iterations_y.amax(dim=0))
+    converged = torch.where(complex_pair, converged_w, converged_y[0] & (converged_y[1] | linear))
+    converged = converged | (kind == int(RootKind.NO_SOLUTION)) | (kind == int(RootKind.ANY_X))
+    unfinished = active_y[0] | active_y[1] | active_w
+    roots = torch.stack([re.T, im.T], dim=2)
+    return roots, residual.T, iterations, converged, unfinished, kind
+
+
 _compiled: dict[str, Any] = {}
 
 
@@ -149,6 +177,24 @@ def _compile(name: str, function: Any) -> Any:
     return _compiled[name]
 
 
+def _solve_block(tol: float, steps: int, a: Tensor, b: Tensor, c: Tensor) -> State:
+    """One block of equations from coefficients to answer (see _end) after ``steps`` steps of
+    every descent. Three compiled graphs (one big graph of all steps compiles for too long);
+    a block's state stays in the CPU's cache between them."""
+    state = _compile("begin", _begin)(a, b, c)
+    big_a, big_b, big_c, _, disc_hi, disc_lo, _, _, safe_a, y, direction, barrier, w = state[:13]
+    running = state[13:]
+    step = _compile("step", _step)
+    for _ in range(steps):
+        y, w, *running = step(
+            big_a, big_b, big_c, safe_a, disc_hi, disc_lo, y, barrier, direction, w, *running, tol
+        )
+    return _compile("end", _end)((*state[:9], y, direction, barrier, w, *running), a, b, c)
+
+
+BLOCK = 1 << 16
+
+
 def solve_gd_compiled(
     a: Tensor,
     b: Tensor,
@@ -156,101 +202,55 @@ def solve_gd_compiled(
     *,
     tol: float | None = None,
     max_iter: int = 100,
-    fused_steps: int = 7,
+    fused_steps: int = 8,
 ) -> QuadraticRoots:
     """``solve_quadratic(a, b, c)`` (method "gd") for flat float64 tensors, compiled.
 
-    Returns the same result, bitwise. ``fused_steps``: steps taken by the compiled step for
-    every equation before the stragglers continue eagerly on their own rows.
+    Returns the same result, bitwise. The equations go through one compiled graph in blocks of
+    ``BLOCK`` (the last one padded with x² - 1 = 0), so every batch size shares one compiled
+    shape; each block takes ``fused_steps`` steps of every descent inside the graph. The few
+    equations whose descent is still running after that are solved again, from their start,
+    by the eager solver, whose arithmetic is the same (so are their results).
     """
     if not (a.dtype == b.dtype == c.dtype == torch.float64) or a.dim() != 1:
         raise ValueError("solve_gd_compiled takes flat float64 tensors a, b, c of one shape")
     tol = UNIT_ROUNDOFF if tol is None else tol
-    (
-        big_a,
-        big_b,
-        big_c,
-        k,
-        disc_hi,
-        disc_lo,
-        kind,
-        separated,
-        safe_a,
-        y,
-        direction,
-        barrier,
-        w,
-    ) = _compile("start", _start)(a, b, c)
-    active_y, active_w = torch.isfinite(y), torch.isfinite(w)
-    iterations_y = torch.zeros(y.shape, dtype=torch.int64, device=y.device)
-    iterations_w = torch.zeros(w.shape, dtype=torch.int64, device=w.device)
-    converged_y, converged_w = torch.zeros_like(active_y), torch.zeros_like(active_w)
-    step = _compile("step", _step)
-    for _ in range(min(fused_steps, max_iter)):
-        (y, w, active_y, active_w, iterations_y, iterations_w, converged_y, converged_w) = step(
-            big_a,
-            big_b,
-            big_c,
-            safe_a,
-            disc_hi,
-            disc_lo,
-            y,
-            barrier,
-            direction,
-            w,
-            active_y,
-            active_w,
-            iterations_y,
-            iterations_w,
-            converged_y,
-            converged_w,
-            tol,
-        )
-    remaining = max_iter - min(fused_steps, max_iter)
-    if remaining > 0 and bool(active_y.any()):
-        rows, columns = torch.nonzero(active_y, as_tuple=True)
-        params = tuple(t[columns] for t in (big_a, big_b, big_c))
-        rest = monotone_descent(
-            gauss_newton_real_step,
-            y[rows, columns],
-            params,
-            barrier[rows, columns],
-            direction[rows, columns],
-            tol=tol,
-            max_iter=remaining,
-            record_path=False,
-        )
-        y = y.index_put((rows, columns), rest.y)
-        iterations_y = iterations_y.index_put((rows, columns), rest.iterations, accumulate=True)
-        converged_y = converged_y.index_put((rows, columns), rest.converged)
-    if remaining > 0 and bool(active_w.any()):
-        rows = torch.nonzero(active_w).squeeze(1)
-        rest = monotone_descent(
-            gauss_newton_imag_step,
-            w[rows],
-            (safe_a[rows], disc_hi[rows], disc_lo[rows]),
-            torch.zeros_like(rows, dtype=w.dtype),
-            torch.ones_like(rows, dtype=w.dtype),
-            tol=tol,
-            max_iter=remaining,
-            record_path=False,
-        )
-        w = w.index_put((rows,), rest.y)
-        iterations_w = iterations_w.index_put((rows,), rest.iterations, accumulate=True)
-        converged_w = converged_w.index_put((rows,), rest.converged)
-    problem_parts = (big_a, big_b, big_c, k, disc_hi, disc_lo, kind, separated)
-    re, im, residual = _compile("assemble", _assemble)(problem_parts, y, w, a, b, c)
-    complex_pair = kind == int(RootKind.COMPLEX_PAIR)
-    linear = (kind == int(RootKind.LINEAR)) | separated
-    iterations = torch.where(complex_pair, iterations_w, iterations_y.amax(dim=0))
-    converged = torch.where(complex_pair, converged_w, converged_y[0] & (converged_y[1] | linear))
-    converged = converged | (kind == int(RootKind.NO_SOLUTION)) | (kind == int(RootKind.ANY_X))
+    fused = min(fused_steps, max_iter)
+    block = functools.partial(_solve_block, tol, fused)
+    n = a.shape[0]
+    padded = -(-n // BLOCK) * BLOCK
+    roots = torch.empty((padded, 2, 2), dtype=a.dtype, device=a.device)
+    residual = torch.empty((padded, 2), dtype=a.dtype, device=a.device)
+    iterations = torch.empty((padded,), dtype=torch.int64, device=a.device)
+    converged = torch.empty((padded,), dtype=torch.bool, device=a.device)
+    unfinished = torch.empty((padded,), dtype=torch.bool, device=a.device)
+    kind = torch.empty((padded,), dtype=torch.int64, device=a.device)
+    outputs = (roots, residual, iterations, converged, unfinished, kind)
+    for start in range(0, padded, BLOCK):
+        stop = min(start + BLOCK, n)
+        parts = [a[start:stop], b[start:stop], c[start:stop]]
+        if stop - start < BLOCK:
+            fill = BLOCK - (stop - start)
+            parts = [
+                torch.cat([t, torch.full((fill,), value, dtype=t.dtype, device=t.device)])
+                for t, value in zip(parts, (1.0, 0.0, -1.0), strict=True)
+            ]
+        for out, value in zip(outputs, block(*parts), strict=True):
+            out[start : start + BLOCK] = value
+    roots, residual, iterations, converged, unfinished, kind = (t[:n] for t in outputs)
+    rows = torch.nonzero(unfinished).squeeze(1)
+    if rows.numel() > 0:
+        rest = solve_quadratic(a[rows], b[rows], c[rows], tol=tol, max_iter=max_iter)
+        roots[rows] = torch.view_as_real(rest.roots)
+        residual[rows] = rest.residual
+        iterations[rows] = rest.iterations
+        converged[rows] = rest.converged
     return QuadraticRoots(
-        roots=torch.complex(re, im).T.contiguous(),
+        roots=torch.view_as_complex(roots),
         kind=kind,
         iterations=iterations,
         converged=converged,
-        residual=residual.T.contiguous(),
+        residual=residual,
         method="gd",
         coefficients=(a, b, c),
     )
