@@ -202,7 +202,7 @@ def solve_gd_compiled(
     *,
     tol: float | None = None,
     max_iter: int = 100,
-    fused_steps: int = 8,
+    fused_steps: int = 6,
 ) -> QuadraticRoots:
     """``solve_quadratic(a, b, c)`` (method "gd") for flat float64 tensors, compiled.
 
@@ -210,7 +210,10 @@ def solve_gd_compiled(
     ``BLOCK`` (the last one padded with x² - 1 = 0), so every batch size shares one compiled
     shape; each block takes ``fused_steps`` steps of every descent inside the graph. The few
     equations whose descent is still running after that are solved again, from their start,
-    by the eager solver, whose arithmetic is the same (so are their results).
+    by the eager solver, whose arithmetic is the same (so are their results). Six fused steps
+    measured fastest on standard-normal coefficients (mean 4.2 steps; 7 % still running
+    after 6, 0.5 % after 8): a fused step costs as much for a stopped descent as for a running
+    one, so more of them only pays while most descents still run.
     """
     if not (a.dtype == b.dtype == c.dtype == torch.float64) or a.dim() != 1:
         raise ValueError("solve_gd_compiled takes flat float64 tensors a, b, c of one shape")
