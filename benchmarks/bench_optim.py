@@ -75,7 +75,7 @@ class Timing:
 def _handgrad_names() -> list[str]:
     from handgrad import optim
 
-    return [name for name in optim.__all__ if name != "optimizer_class"]
+    return sorted(optim.OPTIMIZERS)
 
 
 def _load(name: str) -> type[torch.optim.Optimizer] | None:
