@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from handgrad.cli import main
 from handgrad.demo import run_demo
@@ -44,3 +45,31 @@ def test_demo_refuses_a_file_as_output_folder(
     assert main(["demo", "--out", str(target)]) == 2
     assert "exists and is not a directory" in capsys.readouterr().err
     assert target.read_text() == "keep me"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--epochs", "0"], "epochs must be a positive integer, got 0"),
+        pytest.param(
+            ["--device", "cuda"],
+            "CUDA is not available",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available"),
+        ),
+    ],
+)
+def test_demo_refuses_bad_settings_before_running_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    out = tmp_path / "r"
+    assert main(["demo", "--out", str(out), *argv]) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err
+    assert not out.exists()
+
+
+def test_demo_cli_rejects_an_unknown_device(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--device", "tpu"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'tpu'" in capsys.readouterr().err

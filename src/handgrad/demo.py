@@ -204,6 +204,14 @@ def run_demo(
     receives one line as each part starts.
     """
     started = time.perf_counter()
+    # Refuse bad settings before the first part runs, not after it.
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int)
+                               or epochs < 1):
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' asked for, but CUDA is not available here")
     directory = Path(out_dir)
     if directory.exists() and not directory.is_dir():
         raise ValueError(f"out_dir {str(directory)!r} exists and is not a directory")

@@ -18,7 +18,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--out", default="handgrad-report", help="report folder (default: handgrad-report)"
     )
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="default: cpu")
     parser.add_argument(
         "--epochs", type=int, default=None, help="epochs of the cubic fit (default: tuned)"
     )
