@@ -38,37 +38,47 @@ _GELU_CUBIC = 0.044715
 
 
 def linear_forward(x: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Ctx]:
-    """y = x Wᵀ + b, for x of shape (..., in) and W of shape (out, in) (torch's layout)."""
-    if x.dim() == 2 and bias is not None:
-        out = torch.addmm(bias, x, weight.t())  # one fused call, as torch.nn.Linear does
-    else:
-        out = x.matmul(weight.t())
-        if bias is not None:
-            out = out + bias
-    return out, (x, weight, bias is not None)
+    """y = x Wᵀ + b, for x of shape (..., in) and W of shape (out, in) (torch's layout).
+
+    torch's own linear kernel, as torch.nn.Linear: one fused addmm for a (batch, in) input.
+    """
+    return torch.nn.functional.linear(x, weight, bias), (x, weight, bias)
 
 
 def linear_backward(
-    grad_out: Tensor, ctx: Ctx, input_grad: bool = True
+    grad_out: Tensor,
+    ctx: Ctx,
+    input_grad: bool = True,
+    weight_out: Tensor | None = None,
+    bias_out: Tensor | None = None,
 ) -> tuple[Tensor | None, Tensor, Tensor | None]:
     """(dx, dW, db) for y = x Wᵀ + b.
 
     dx = g W,   dW = Σ_rows gᵀ x,   db = Σ_rows g  (rows = every leading index of x).
     dx is None when ``input_grad`` is False (its matmul is skipped); db is None without bias.
+    dW and db are written into ``weight_out`` and ``bias_out`` when given (tensors of W's and
+    b's shape, such as the parameters' slots in a flat gradient buffer), saving a copy.
     """
-    x, weight, has_bias = ctx
+    x, weight, bias = ctx
     if x.dim() == 2:  # the usual (batch, in) case needs no reshaping
         grad_2d, x_2d = grad_out, x
     else:
         grad_2d = grad_out.reshape(-1, weight.shape[0])
         x_2d = x.reshape(-1, weight.shape[1])
-    grad_weight = grad_2d.t().mm(x_2d)
-    grad_bias = grad_2d.sum(0) if has_bias else None
+    grad_t = grad_2d.t()
+    grad_weight = grad_t.mm(x_2d) if weight_out is None else torch.mm(grad_t, x_2d, out=weight_out)
+    grad_bias = None
+    if bias is not None:
+        grad_bias = grad_2d.sum(0) if bias_out is None else torch.sum(grad_2d, 0, out=bias_out)
     grad_x = None
     if input_grad:
-        # One output feature: g W is an outer product (each entry one exact multiply), done
-        # as a broadcast multiply rather than a GEMM with an inner dimension of 1.
-        grad_x = grad_out * weight[0] if weight.shape[0] == 1 else grad_out.matmul(weight)
+        if weight.shape[0] != 1:
+            grad_x = grad_out.matmul(weight)
+        else:
+            # One output feature: g W is an outer product (each entry one exact multiply), done
+            # as a broadcast multiply, (..., 1) · (1, in), rather than a GEMM with an inner
+            # dimension of 1.
+            grad_x = torch.mul(grad_out, weight if grad_out.dim() > 1 else weight[0])
     return grad_x, grad_weight, grad_bias
 
 

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from handgrad.nn import functional as F
-from handgrad.nn.module import Module, accumulate_grad
+from handgrad.nn.module import Module, accumulate_grad, gradient_slot
 
 
 class Linear(Module):
@@ -89,10 +89,16 @@ class Linear(Module):
 
     def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
         ctx = self._recall(grad_output)
-        grad_x, grad_weight, grad_bias = F.linear_backward(grad_output, ctx, input_grad)
-        accumulate_grad(self.weight, grad_weight)
-        if self.bias is not None and grad_bias is not None:
-            accumulate_grad(self.bias, grad_bias)
+        _, weight, bias = ctx  # the parameters the forward used
+        # Flattened parameters (flatten_parameters) get their gradients written in place.
+        weight_out = gradient_slot(weight)
+        bias_out = None if bias is None else gradient_slot(bias)
+        grad_x, grad_weight, grad_bias = F.linear_backward(
+            grad_output, ctx, input_grad, weight_out, bias_out
+        )
+        accumulate_grad(weight, grad_weight)
+        if grad_bias is not None:
+            accumulate_grad(bias, grad_bias)
         return grad_x
 
 

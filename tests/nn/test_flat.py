@@ -1,0 +1,333 @@
+"""flatten_parameters: one buffer for the parameters, one for their gradients, same training."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import Tensor
+
+import handgrad.nn as hn
+import handgrad.optim as ho
+
+
+def make_net(dtype: torch.dtype = torch.float64, seed: int = 0) -> hn.Sequential:
+    torch.manual_seed(seed)
+    return hn.Sequential(
+        hn.Linear(3, 7, dtype=dtype),
+        hn.Sigmoid(),
+        hn.Linear(7, 5, dtype=dtype),
+        hn.ReLU(),
+        hn.Linear(5, 1, dtype=dtype),
+    )
+
+
+def data(dtype: torch.dtype = torch.float64, batch: int = 8) -> tuple[Tensor, Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(batch, 3, generator=generator, dtype=dtype)
+    return x, torch.randn(batch, 1, generator=generator, dtype=dtype)
+
+
+def backward(net: hn.Sequential, x: Tensor, y: Tensor) -> Tensor:
+    loss_fn = hn.MSELoss()
+    loss = loss_fn(net(x), y)
+    net.backward(loss_fn.backward(), input_grad=False)
+    return loss
+
+
+def assert_tiles(tensors: list[Tensor], buffer: Tensor) -> None:
+    """The tensors are consecutive views into ``buffer``, in order, covering all of it."""
+    offset = 0
+    for tensor in tensors:
+        assert tensor.untyped_storage().data_ptr() == buffer.untyped_storage().data_ptr()
+        assert tensor.data_ptr() == buffer.data_ptr() + offset * buffer.element_size()
+        assert tensor.is_contiguous()
+        offset += tensor.numel()
+    assert offset == buffer.numel()
+
+
+def flat_grad_buffer(net: torch.nn.Module) -> Tensor:
+    """The 1-D tensor over the memory the first parameter's gradient starts."""
+    first = next(net.parameters()).grad
+    assert first is not None
+    total = sum(p.numel() for p in net.parameters())
+    return first.new_empty(0).set_(first.untyped_storage(), first.storage_offset(), (total,))
+
+
+def test_parameters_become_views_of_one_buffer_with_values_unchanged() -> None:
+    net = make_net()
+    before = [(p, p.detach().clone()) for p in net.parameters()]
+    flat = hn.flatten_parameters(net)
+    assert flat.dim() == 1
+    assert flat.numel() == 7 * 3 + 7 + 5 * 7 + 5 + 5 + 1
+    params = list(net.parameters())
+    assert [id(p) for p in params] == [id(p) for p, _ in before]  # the same Parameter objects
+    for param, value in before:
+        assert torch.equal(param, value)
+        assert not param.requires_grad
+    assert_tiles(params, flat)
+    assert torch.equal(flat, torch.cat([v.reshape(-1) for _, v in before]))
+
+
+@pytest.mark.parametrize(
+    "make_optimizer",
+    [
+        lambda params: torch.optim.Adam(params, lr=0.05),
+        lambda params: torch.optim.Adam(params, lr=0.05, foreach=True),
+        lambda params: ho.Adam(params, lr=0.05),
+        lambda params: ho.SGD(params, lr=0.1, momentum=0.9),
+    ],
+    ids=["torch-Adam", "torch-Adam-foreach", "handgrad-Adam", "handgrad-SGD"],
+)
+def test_training_is_bitwise_unchanged(make_optimizer) -> None:
+    plain, flat_net = make_net(), make_net()
+    flat = hn.flatten_parameters(flat_net)
+    x, y = data()
+    opt_plain, opt_flat = make_optimizer(plain.parameters()), make_optimizer(flat_net.parameters())
+    for _ in range(4):
+        for net, opt in ((plain, opt_plain), (flat_net, opt_flat)):
+            opt.zero_grad()
+            backward(net, x, y)
+        for p, q in zip(plain.parameters(), flat_net.parameters(), strict=True):
+            assert torch.equal(p.grad, q.grad)
+        opt_plain.step()
+        opt_flat.step()
+    for p, q in zip(plain.parameters(), flat_net.parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert_tiles(list(flat_net.parameters()), flat)  # the optimizers updated in place
+    assert_tiles([q.grad for q in flat_net.parameters()], flat_grad_buffer(flat_net))
+
+
+def test_gradients_tile_one_buffer_and_zero_grad_reuses_it() -> None:
+    net = make_net()
+    hn.flatten_parameters(net)
+    x, y = data()
+    backward(net, x, y)
+    grads = [p.grad for p in net.parameters()]
+    buffer = flat_grad_buffer(net)
+    assert_tiles(grads, buffer)
+    pointers = [g.data_ptr() for g in grads]
+    first_values = [g.clone() for g in grads]
+
+    for p in net.parameters():  # zero_grad(set_to_none=True)
+        p.grad = None
+    backward(net, x, y)
+    assert [p.grad.data_ptr() for p in net.parameters()] == pointers  # the same memory
+    for p, value in zip(net.parameters(), first_values, strict=True):
+        assert torch.equal(p.grad, value)
+
+    backward(net, x, y)  # accumulates in place, as autograd: twice the gradient
+    for p, value in zip(net.parameters(), first_values, strict=True):
+        assert p.grad.data_ptr() == pointers.pop(0)
+        assert torch.equal(p.grad, 2 * value)
+
+
+def test_zero_grad_without_set_to_none_accumulates_into_the_buffer() -> None:
+    net = make_net()
+    hn.flatten_parameters(net)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    x, y = data()
+    backward(net, x, y)
+    expected = [p.grad.clone() for p in net.parameters()]
+    buffer = flat_grad_buffer(net)
+    optimizer.zero_grad(set_to_none=False)
+    assert torch.count_nonzero(buffer) == 0
+    backward(net, x, y)
+    assert_tiles([p.grad for p in net.parameters()], buffer)
+    for p, value in zip(net.parameters(), expected, strict=True):
+        assert torch.equal(p.grad, value)
+
+
+def test_gradients_match_autograd() -> None:
+    net = make_net()
+    hn.flatten_parameters(net)
+    reference = hn.to_torch(net)
+    x, y = data()
+    backward(net, x, y)
+    torch.nn.functional.mse_loss(reference(x), y).backward()
+    for p, q in zip(net.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-12, atol=1e-14)
+
+
+def test_existing_gradients_move_into_the_buffer() -> None:
+    net = make_net()
+    x, y = data()
+    backward(net, x, y)
+    expected = [p.grad.clone() for p in net.parameters()]
+    hn.flatten_parameters(net)
+    assert_tiles([p.grad for p in net.parameters()], flat_grad_buffer(net))
+    for p, value in zip(net.parameters(), expected, strict=True):
+        assert torch.equal(p.grad, value)
+
+
+def test_backward_under_inference_mode_fills_the_buffer_with_normal_tensors() -> None:
+    net = make_net()
+    hn.flatten_parameters(net)
+    x, y = data()
+    with torch.inference_mode():
+        backward(net, x, y)
+    expected = [p.grad.clone() for p in net.parameters()]
+    for p in net.parameters():
+        assert not p.grad.is_inference()
+        p.grad.add_(1.0)  # would raise for an inference tensor outside inference mode
+    assert_tiles([p.grad for p in net.parameters()], flat_grad_buffer(net))
+    for p, value in zip(net.parameters(), expected, strict=True):
+        assert torch.equal(p.grad, value + 1.0)
+
+
+def test_flattening_under_inference_mode_leaves_trainable_parameters() -> None:
+    net = make_net()
+    with torch.inference_mode():
+        flat = hn.flatten_parameters(net)
+    assert not flat.is_inference()
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.1)
+    backward(net, *data())
+    optimizer.step()  # in-place updates outside inference mode
+
+
+def test_to_another_dtype_drops_the_layout_and_stays_correct() -> None:
+    net, reference = make_net(torch.float32), make_net(torch.float32)
+    hn.flatten_parameters(net)
+    x, y = data()
+    backward(net, x.float(), y.float())  # float32 gradients in the buffer
+    net.to(torch.float64)
+    reference.to(torch.float64)
+    for p in net.parameters():
+        p.grad = None
+    backward(net, x, y)
+    backward(reference, x, y)
+    for p, q in zip(net.parameters(), reference.parameters(), strict=True):
+        assert p.dtype == torch.float64
+        assert p.grad.dtype == torch.float64
+        assert torch.equal(p, q)
+        assert torch.equal(p.grad, q.grad)
+    # Back on its own memory: the float32 slot is forgotten, not written into.
+    pointers = {p.grad.data_ptr() for p in net.parameters()}
+    assert len(pointers) == len(list(net.parameters()))
+    flat = hn.flatten_parameters(net)  # and flattening again restores the layout
+    assert flat.dtype == torch.float64
+    assert_tiles([p.grad for p in net.parameters()], flat_grad_buffer(net))
+
+
+def test_assigning_data_drops_the_layout_for_that_parameter() -> None:
+    net = make_net()
+    hn.flatten_parameters(net)
+    weight = net[0].weight
+    weight.data = weight.detach().clone()
+    x, y = data()
+    backward(net, x, y)
+    assert (
+        weight.grad.untyped_storage().data_ptr() != net[2].weight.grad.untyped_storage().data_ptr()
+    )
+    reference = make_net()
+    backward(reference, x, y)
+    for p, q in zip(net.parameters(), reference.parameters(), strict=True):
+        assert torch.equal(p.grad, q.grad)
+
+
+def test_load_state_dict_keeps_the_layout() -> None:
+    net, source = make_net(seed=0), make_net(seed=5)
+    flat = hn.flatten_parameters(net)
+    net.load_state_dict(source.state_dict())
+    assert_tiles(list(net.parameters()), flat)
+    for p, q in zip(net.parameters(), source.parameters(), strict=True):
+        assert torch.equal(p, q)
+    x, y = data()
+    backward(net, x, y)
+    backward(source, x, y)
+    for p, q in zip(net.parameters(), source.parameters(), strict=True):
+        assert torch.equal(p.grad, q.grad)
+    assert_tiles([p.grad for p in net.parameters()], flat_grad_buffer(net))
+
+
+def test_deepcopy_is_an_independent_correct_network() -> None:
+    net = make_net()
+    flat = hn.flatten_parameters(net)
+    twin = copy.deepcopy(net)
+    x, y = data()
+    backward(net, x, y)
+    backward(twin, x, y)
+    for p, q in zip(net.parameters(), twin.parameters(), strict=True):
+        assert torch.equal(p, q)
+        assert torch.equal(p.grad, q.grad)
+        assert q.data_ptr() != p.data_ptr()
+        assert q.grad.data_ptr() != p.grad.data_ptr()
+    with torch.no_grad():
+        next(twin.parameters()).add_(1.0)
+    assert_tiles(list(net.parameters()), flat)
+    assert torch.equal(next(net.parameters()), make_net()[0].weight)
+
+
+def test_mixed_dtypes_get_one_buffer_each() -> None:
+    torch.manual_seed(0)
+    net = hn.Sequential(hn.Linear(2, 3), hn.ReLU(), hn.Linear(3, 1, dtype=torch.float64))
+    flat = hn.flatten_parameters(net)
+    assert flat.dtype == torch.float32
+    assert flat.numel() == 2 * 3 + 3
+    assert_tiles([net[0].weight, net[0].bias], flat)
+    second = net[2].weight
+    assert second.data_ptr() + second.numel() * 8 == net[2].bias.data_ptr()
+
+
+def test_a_torch_network_flattened_trains_as_before() -> None:
+    torch.manual_seed(0)
+    plain = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    flat_net = copy.deepcopy(plain)
+    flat = hn.flatten_parameters(flat_net)
+    x, y = data(torch.float32)
+    optimizers = [ho.Adam(plain.parameters(), lr=0.1), ho.Adam(flat_net.parameters(), lr=0.1)]
+    for _ in range(3):
+        for net, opt in zip((plain, flat_net), optimizers, strict=True):
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(net(x), y).backward()
+            opt.step()
+    for p, q in zip(plain.parameters(), flat_net.parameters(), strict=True):
+        assert q.requires_grad
+        assert torch.equal(p, q)
+    assert_tiles(list(flat_net.parameters()), flat)
+
+
+def test_a_module_without_parameters_gives_an_empty_buffer() -> None:
+    assert hn.flatten_parameters(hn.ReLU()).numel() == 0
+
+
+def test_a_sparse_parameter_is_refused() -> None:
+    module = torch.nn.Module()
+    module.table = torch.nn.Parameter(torch.eye(3).to_sparse(), requires_grad=False)
+    with pytest.raises(TypeError, match=r"parameter 'table' has layout torch\.sparse_coo"):
+        hn.flatten_parameters(module)
+
+
+def test_parameters_sharing_memory_are_refused() -> None:
+    module = torch.nn.Module()
+    base = torch.zeros(10)
+    module.a = torch.nn.Parameter(base[:6], requires_grad=False)
+    module.b = torch.nn.Parameter(base[4:], requires_grad=False)
+    with pytest.raises(ValueError, match=r"parameters 'a' and 'b' share memory"):
+        hn.flatten_parameters(module)
+
+
+def test_a_gradient_of_the_wrong_shape_is_still_refused() -> None:
+    net = make_net()
+    hn.flatten_parameters(net)
+    weight = net[0].weight
+    with pytest.raises(
+        RuntimeError, match=r"gradient of size .\[3, 7\]. to a tensor of size .\[7, 3\]."
+    ):
+        hn.accumulate_grad(weight, torch.zeros(3, 7, dtype=torch.float64))
+    assert weight.grad is None
+    assert hn.gradient_slot(weight) is not None
+
+
+def test_gradient_slot_is_none_once_a_gradient_exists_or_without_flattening() -> None:
+    net = make_net()
+    weight = net[0].weight
+    assert hn.gradient_slot(weight) is None
+    hn.flatten_parameters(net)
+    slot = hn.gradient_slot(weight)
+    assert slot is not None
+    assert slot.shape == weight.shape
+    backward(net, *data())
+    assert weight.grad is slot
+    assert hn.gradient_slot(weight) is None
