@@ -8,6 +8,7 @@ benchmarks/bench_roots.py, where its compile time is paid once.
 
 from __future__ import annotations
 
+import functools
 import math
 import shutil
 from fractions import Fraction
@@ -65,15 +66,16 @@ def test_compiled_error_free_arithmetic_is_bitwise_eager() -> None:
         assert Fraction(p[i]) + Fraction(q[i]) == x * y
 
 
-def test_block_driver_matches_eager_solver(monkeypatch: pytest.MonkeyPatch) -> None:
-    """solve_gd_compiled's blocks, padding and straggler re-solve, with torch.compile replaced
+def test_compiled_driver_matches_eager_solver(monkeypatch: pytest.MonkeyPatch) -> None:
+    """solve_gd_compiled's fused function and straggler re-solve, with torch.compile replaced
     by the identity (so this runs eagerly): bitwise the eager solver, every field."""
     from handgrad.roots import compiled
 
-    monkeypatch.setattr(compiled, "_compile", lambda name, function: function)
-    monkeypatch.setattr(compiled, "BLOCK", 256)
+    monkeypatch.setattr(
+        compiled, "_compile", lambda tol, steps: functools.partial(compiled._solve, tol, steps)
+    )
     generator = torch.Generator().manual_seed(5)
-    n = 700  # two full blocks and a padded third
+    n = 700
     a, b, c = torch.randn(3, n, dtype=torch.float64, generator=generator)
     a[:4], b[:4], c[:4] = (
         0.0,
@@ -81,14 +83,17 @@ def test_block_driver_matches_eager_solver(monkeypatch: pytest.MonkeyPatch) -> N
         torch.tensor([1.0, 1.0, 0.0, 1.0]),
     )
     c[4:8] = b[4:8] * b[4:8] / (4 * a[4:8])  # near-double roots: the slowest descents
+    b[8], c[8] = 2.0 * a[8], a[8]  # an exact double root
     eager = solve_quadratic(a, b, c)
-    # Two fused steps leave most descents running: the straggler path does most of the work.
-    for fused_steps in (2, 100):
+    # One fused step leaves every lane running (the straggler path does all the work); two
+    # leave only the near-double roots; a hundred none.
+    for fused_steps in (1, 2, 100):
         got = compiled.solve_gd_compiled(a, b, c, fused_steps=fused_steps)
         assert got.roots.shape == (n, 2)
         assert got.roots.dtype == torch.complex128
         for field in ("roots", "kind", "iterations", "converged", "residual"):
             exact = {"rtol": 0.0, "atol": 0.0, "equal_nan": True}
             torch.testing.assert_close(getattr(got, field), getattr(eager, field), **exact)
-    assert int(eager.iterations.max()) > 2
+    assert int(eager.iterations[8]) > 2
     assert bool(eager.converged[4:].all())
+    assert bool((eager.iterations[8:] >= 1).all())

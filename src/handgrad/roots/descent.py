@@ -10,21 +10,12 @@ hundreds of orders of magnitude. The default normalises the step per equation an
 η_k = 1 / (2 f'(x_k)²) (Gauss–Newton for the least-squares loss f²), which makes the step
 exactly Newton's f/f': quadratic convergence, linear with ratio 1/2 at a double root.
 
-Design of the default method, on the scaled equation A y² + B y + C = 0 (x = 2^k y, see
-:mod:`handgrad.roots.scaling`):
-
-- Real roots: two descents, from v - R and v + R, v = -B/2A the vertex and R = sqrt(v² + |C/A|)
-  (a bound on the distance from the vertex to either root, widened by 2^-20). L is convex
-  outside the roots, so in exact arithmetic each start slides monotonically to the root on its
-  side; in floating point the last steps may overshoot by rounding noise, and a barrier at the
-  vertex keeps each descent on its own side. f is evaluated by the compensated Horner scheme,
-  so the iterates settle within an ulp of the root even next to a double root.
-- Complex pair v ± i m: the descent runs in the complex plane along the vertical line through
-  the vertex, z = v + i w, from w_0 = sqrt|C/A| >= m. On that line f(v + i w) = -(D + (2Aw)²)/4A
-  is real, and L(w) = f(v + i w)² is minimised (to zero) at w = m; the same normalised step
-  η = 1 / (2 (df/dw)²) slides w down to m (this is Heron's square root). D comes from the exact
-  discriminant as a double-double, so m is accurate to the last bit.
-- Linear equation (a = 0): one descent from y = 0; Gauss–Newton lands on -C/B in one step.
+The default method (:mod:`handgrad.roots.lanes`) runs two such descents per equation on the
+scaled equation A y² + B y + C = 0 (x = 2^k y, see :mod:`handgrad.roots.scaling`): one to each
+real root from outside it, the vertex between them as a barrier, or, for a complex pair, along
+the vertical line through the vertex. :func:`monotone_descent` here runs the descents;
+:func:`descend_roots` is the older layout (two real slots and a complex slot from the wide
+starts v ± R, v = -B/2A, R = sqrt(v² + |C/A|)), which the "newton" method keeps.
 
 A start stops when its step is at most ``tol`` · |y| (default: one unit roundoff, 2^-53) or
 below 2^-1060 (subnormal noise), or when f vanishes (converged), or when its iterate stops
@@ -46,7 +37,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from handgrad.roots.exact import compensated_horner, two_prod, two_square, two_sum
 from handgrad.roots.problem import MethodResult, RootKind, ScaledQuadratic
 from handgrad.roots.scaling import ldexp
 
@@ -118,39 +108,6 @@ def monotone_descent(
     y[active] = running[0]
     iterations[active] = max_iter
     return Slots(y, iterations, converged, path)
-
-
-def gauss_newton_real_step(y: Tensor, params: tuple[Tensor, ...]) -> Tensor:
-    """η L'(y) with L' = 2 f f' and η = 1/(2 f'²); f by compensated Horner."""
-    a, b, c = params
-    f = compensated_horner(a, b, c, y)
-    slope = 2.0 * a * y + b
-    gradient = 2.0 * f * slope
-    eta = 0.5 / (slope * slope)
-    return torch.where((f == 0) | (slope == 0), 0.0, eta * gradient)
-
-
-def value_on_vertical_line(
-    a: Tensor, disc_hi: Tensor, disc_lo: Tensor, w: Tensor
-) -> tuple[Tensor, Tensor]:
-    """f(v + i w) = -(D + (2 a w)²) / 4a (real) and its derivative in w, -2 a w.
-
-    (2 a w)² + D is evaluated as a double-double (two_prod, two_sum), then rounded.
-    """
-    t, t_err = two_prod(2.0 * a, w)
-    square, square_err = two_square(t)
-    head, head_err = two_sum(square, disc_hi)
-    total = head + (head_err + (square_err + 2.0 * t * t_err + disc_lo))
-    return -total / (4.0 * a), -2.0 * a * w
-
-
-def gauss_newton_imag_step(w: Tensor, params: tuple[Tensor, ...]) -> Tensor:
-    """η L'(w) for L(w) = f(v + i w)², η = 1/(2 (df/dw)²)."""
-    a, disc_hi, disc_lo = params
-    value, slope = value_on_vertical_line(a, disc_hi, disc_lo, w)
-    gradient = 2.0 * value * slope
-    eta = 0.5 / (slope * slope)
-    return torch.where(value == 0, 0.0, eta * gradient)
 
 
 def outer_starts(vertex: Tensor, spread: Tensor) -> tuple[Tensor, Tensor]:
@@ -268,26 +225,6 @@ def descend_roots(
             path.append(combine(r, w))
     roots = combine(real_slots.y, imag_slots.y)
     return MethodResult(roots, iterations, converged, scaled=True, path=path)
-
-
-def gauss_newton(
-    problem: ScaledQuadratic,
-    *,
-    tol: float | None,
-    max_iter: int | None,
-    record_path: bool,
-    starts: Tensor | None = None,
-) -> MethodResult:
-    """The default "gd" method: normalised gradient descent on f² (see the module docstring)."""
-    return descend_roots(
-        problem,
-        gauss_newton_real_step,
-        gauss_newton_imag_step,
-        tol=UNIT_ROUNDOFF if tol is None else tol,
-        max_iter=100 if max_iter is None else max_iter,
-        record_path=record_path,
-        starts=starts,
-    )
 
 
 def default_starts(problem: ScaledQuadratic) -> Tensor:

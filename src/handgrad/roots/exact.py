@@ -105,7 +105,9 @@ def horner(a: Tensor, b: Tensor, c: Tensor, x: Tensor) -> Tensor:
     return (a * x + b) * x + c
 
 
-def compensated_horner(a: Tensor, b: Tensor, c: Tensor, x: Tensor) -> Tensor:
+def compensated_horner(
+    a: Tensor, b: Tensor, c: Tensor, x: Tensor, c_lo: Tensor | None = None
+) -> Tensor:
     """f(x) = a x² + b x + c as accurate as if computed in twice the working precision.
 
     Horner's rule with each product and sum replaced by its error-free transformation; the
@@ -113,6 +115,9 @@ def compensated_horner(a: Tensor, b: Tensor, c: Tensor, x: Tensor) -> Tensor:
     Louvet 2005). Near a double root plain Horner has an absolute error of about eps·(|a|x² +
     |b x| + |c|), which limits any root finder to sqrt(eps) relative accuracy; this one's error
     is eps·|f(x)| + O(eps²)·(|a|x² + |b x| + |c|), which leaves the last bits of the root.
+
+    ``c_lo``: an optional low part of the constant term (c + c_lo as a double-double), added
+    with the rounding errors.
     """
     x_parts = split(x)  # shared by both products
     p1 = a * x
@@ -121,5 +126,6 @@ def compensated_horner(a: Tensor, b: Tensor, c: Tensor, x: Tensor) -> Tensor:
     p0 = s1 * x
     pi0 = _dekker(s1, x, p0, split(s1), x_parts)
     s0, sigma0 = two_sum(p0, c)
-    correction = (pi1 + sigma1) * x + (pi0 + sigma0)
+    low = pi0 + sigma0 if c_lo is None else (pi0 + sigma0) + c_lo
+    correction = (pi1 + sigma1) * x + low
     return s0 + correction

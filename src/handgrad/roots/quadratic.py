@@ -18,8 +18,9 @@ import torch
 from torch import Tensor
 
 from handgrad.roots.closed import closed_form
-from handgrad.roots.descent import default_starts, fixed_step, gauss_newton
+from handgrad.roots.descent import default_starts, fixed_step
 from handgrad.roots.finish import finish_roots
+from handgrad.roots.lanes import descend_lanes
 from handgrad.roots.newton import newton
 from handgrad.roots.problem import MethodResult, RootKind, ScaledQuadratic, prepare
 from handgrad.roots.scaling import ldexp
@@ -275,7 +276,7 @@ def solve_quadratic(
             path=result.path,
         )
     elif method == "gd":
-        result = gauss_newton(problem, tol=tol, max_iter=max_iter, record_path=return_path)
+        result = descend_lanes(problem, tol=tol, max_iter=max_iter, record_path=return_path)
     elif method == "newton":
         result = newton(problem, tol=tol, max_iter=max_iter, record_path=return_path)
     else:
@@ -343,10 +344,12 @@ def _finish(
 ) -> QuadraticRoots:
     shape = coefficients[0].shape
     a, b, c = (t.reshape(-1) for t in coefficients)
-    re, im, residual = finish_roots(
-        problem, result.roots.real.T, result.roots.imag.T, result.scaled, a, b, c
+    raw_re, raw_im = result.roots.real, result.roots.imag
+    re, im, residual_pair = finish_roots(
+        problem, (raw_re[:, 0], raw_re[:, 1]), (raw_im[:, 0], raw_im[:, 1]), result.scaled, a, b, c
     )
-    roots, residual = torch.complex(re, im).T, residual.T
+    roots = torch.complex(torch.stack(re, dim=1), torch.stack(im, dim=1))
+    residual = torch.stack(residual_pair, dim=1)
     path = None
     if result.path is not None:
         steps = [_to_x(p, problem, result.scaled) for p in result.path]

@@ -1,0 +1,162 @@
+"""The default "gd": every equation's two descents as two lanes of one arithmetic.
+
+Each solvable equation gets two lanes. A lane is a one-dimensional gradient descent on the
+loss L(t) = P(t)² of a quadratic P(t) = α t² + β t + γ, γ a double-double (γ + γ_lo), with the
+hand-derived gradient L'(t) = 2 P(t) P'(t) and the normalised step η = 1 / (2 P'(t)²)
+(Gauss–Newton, which makes η L' Newton's step P/P'):
+
+- two real roots or a double root: P is the scaled equation, (α, β, γ) = (A, B, C), t = y;
+  lane 0 descends to the left root, lane 1 to the right root, the vertex v = -B/2A between
+  them as a barrier neither crosses;
+- a complex pair v ± i m: on the vertical line through the vertex, z = v + i w, the equation
+  is real, f(v + i w) = -(D + (2Aw)²) / 4A, and in t = 2|A| w it reads P(t) = t² + D (times
+  -1/4A). So the lanes descend on (α, β, γ) = (1, 0, D) — D the exact discriminant's
+  double-double — lane 0 to t = -2|A| m, lane 1 to +2|A| m, barrier 0; w = t / 2|A| at the
+  end (one rounding). Newton's step ignores the scale of P and of t: these are the iterates of
+  the descent on f(v + i w)² in w;
+- a linear equation (A = 0, or roots too far apart for the scaling): lane 0 alone, P = B y + C
+  from y = 0, no barrier; one step lands on -C/B.
+
+So every equation pays for two descents, whatever its kind, with one evaluation of P per lane
+and step: the compensated Horner scheme, accurate to the last bit even next to a double root.
+
+Starts: the stable closed form of the scaled equation gives each root to a few ulp; each start
+is that root pushed outward (away from the vertex) by 2^-40 of its size, so it lies outside
+the root whatever the rounding. From outside, L is convex and each lane slides monotonically
+to its root (for a parabola the Newton iterate from u = t - v is u' = (u + δ²/u)/2 >= δ, δ the
+root's distance from the vertex: it never passes the root); the first step takes it from
+2^-40 to about 2^-80 of the root's size, the second confirms (see descent.monotone_descent
+for when a lane stops). Next to a double root the first steps halve the distance instead.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from handgrad.roots.descent import UNIT_ROUNDOFF, monotone_descent
+from handgrad.roots.exact import compensated_horner
+from handgrad.roots.problem import MethodResult, RootKind, ScaledQuadratic
+
+# Outward push of each start, relative: far above the closed form's error (a few ulp), small
+# enough that one Newton step from there is (2^-40)² away from the root.
+START_MARGIN = 2.0**-40
+
+
+@dataclass(frozen=True)
+class Lanes:
+    """The two descents of each of n equations (every field shape (n,)).
+
+    ``polynomial``: (α, β, γ, γ_lo), shared by both lanes; ``starts``, ``barriers``,
+    ``directions``: per lane (direction +1 where the lane moves down, -1 up). A NaN start:
+    the lane does not run. ``complex_pair``/``linear`` mark the kinds whose lanes differ from
+    the two-real-roots case; ``half_width_scale`` is 2|A| (t = 2|A| w) where complex_pair.
+    """
+
+    polynomial: tuple[Tensor, Tensor, Tensor, Tensor]
+    starts: tuple[Tensor, Tensor]
+    barriers: tuple[Tensor, Tensor]
+    directions: tuple[Tensor, Tensor]
+    complex_pair: Tensor
+    linear: Tensor
+    vertex: Tensor
+    half_width_scale: Tensor
+
+
+def setup_lanes(problem: ScaledQuadratic) -> Lanes:
+    """Polynomials, starts, barriers and directions of both lanes of every equation."""
+    kind, a, b, c = problem.kind, problem.a, problem.b, problem.c
+    real = ((kind == int(RootKind.TWO_REAL)) | (kind == int(RootKind.DOUBLE))) & ~problem.separated
+    complex_pair = kind == int(RootKind.COMPLEX_PAIR)
+    linear = (kind == int(RootKind.LINEAR)) | problem.separated
+    safe_a = torch.where(real | complex_pair, a, 1.0)
+    vertex = torch.where(real | complex_pair, -b / (2.0 * safe_a), 0.0)
+
+    # The stable closed form (see closed.py) for the real roots; √|D| for the complex pair.
+    root_d = torch.sqrt(problem.disc_hi.abs())
+    q = -0.5 * (b + torch.copysign(root_d, b))
+    far = q / safe_a
+    near = torch.where(q == 0, 0.0, c / torch.where(q == 0, 1.0, q))  # q = 0: B = C = 0
+    low, high = torch.minimum(far, near), torch.maximum(far, near)
+    left = torch.where(real, low - START_MARGIN * low.abs(), -root_d * (1.0 + START_MARGIN))
+    right = torch.where(real, high + START_MARGIN * high.abs(), root_d * (1.0 + START_MARGIN))
+    quadratic = real | complex_pair
+    left = torch.where(quadratic, left, torch.where(linear, 0.0, math.nan))
+    right = torch.where(quadratic, right, math.nan)
+
+    one, zero = torch.ones_like(a), torch.zeros_like(a)
+    polynomial = (
+        torch.where(complex_pair, one, a),
+        torch.where(complex_pair, zero, b),
+        torch.where(complex_pair, problem.disc_hi, c),
+        torch.where(complex_pair, problem.disc_lo, zero),
+    )
+    linear_direction = torch.where(c * b > 0, 1.0, -1.0)
+    centre = torch.where(complex_pair, 0.0, vertex)
+    return Lanes(
+        polynomial=polynomial,
+        starts=(left, right),
+        barriers=(torch.where(linear, -linear_direction * math.inf, centre), centre),
+        directions=(torch.where(linear, linear_direction, -1.0), one),
+        complex_pair=complex_pair,
+        linear=linear,
+        vertex=vertex,
+        half_width_scale=2.0 * safe_a.abs(),
+    )
+
+
+def descent_step(t: Tensor, polynomial: tuple[Tensor, ...]) -> Tensor:
+    """η L'(t) for L = P(t)²: L' = 2 P P', η = 1 / (2 P'²); P by compensated Horner.
+
+    Zero where P vanishes (the lane is on its root) or P' does (at the vertex: no direction).
+    """
+    alpha, beta, gamma, gamma_lo = polynomial
+    value = compensated_horner(alpha, beta, gamma, t, gamma_lo)
+    slope = 2.0 * alpha * t + beta
+    gradient = 2.0 * value * slope
+    eta = 0.5 / (slope * slope)
+    return torch.where((value == 0) | (slope == 0), 0.0, eta * gradient)
+
+
+def lane_roots(lanes: Lanes, t: Tensor) -> tuple[Tensor, Tensor]:
+    """The root (re, im) in the scaled variable y that a lane's t stands for (same shape).
+
+    ``t`` may carry leading dimensions (lanes stacked in front of the equations).
+    """
+    complex_pair = lanes.complex_pair
+    re = torch.where(complex_pair & ~t.isnan(), lanes.vertex, t)
+    im = torch.where(complex_pair, t / lanes.half_width_scale, 0.0)
+    return re, im
+
+
+def descend_lanes(
+    problem: ScaledQuadratic, *, tol: float | None, max_iter: int | None, record_path: bool
+) -> MethodResult:
+    """The default "gd" method, eagerly: both lanes of every equation by monotone_descent."""
+    lanes = setup_lanes(problem)
+    n = problem.kind.shape[0]
+    slots = monotone_descent(
+        descent_step,
+        torch.cat(lanes.starts),
+        tuple(torch.cat([p, p]) for p in lanes.polynomial),
+        torch.cat(lanes.barriers),
+        torch.cat(lanes.directions),
+        tol=UNIT_ROUNDOFF if tol is None else tol,
+        max_iter=100 if max_iter is None else max_iter,
+        record_path=record_path,
+    )
+
+    def as_roots(t: Tensor) -> Tensor:
+        re, im = lane_roots(lanes, t.reshape(2, n))
+        return torch.complex(re, im).T
+
+    iterations = slots.iterations.reshape(2, n).amax(dim=0)
+    lane_converged = slots.converged.reshape(2, n)
+    converged = lane_converged[0] & (lane_converged[1] | lanes.linear)
+    kind = problem.kind
+    converged |= (kind == int(RootKind.NO_SOLUTION)) | (kind == int(RootKind.ANY_X))
+    path = None if slots.path is None else [as_roots(t) for t in slots.path]
+    return MethodResult(as_roots(slots.y), iterations, converged, scaled=True, path=path)
