@@ -77,10 +77,14 @@ def assert_capturable_on_cpu_refused(ours: Ours, theirs: Ours) -> None:
     assert (kind, error) == ("raise", AssertionError)
 
 
-def assert_differentiable_matches_torch(ours: Ours, theirs: Ours) -> None:
+def assert_differentiable_matches_torch(
+    ours: Ours, theirs: Ours, device: torch.device | str = "cpu"
+) -> None:
     """``differentiable=True`` is accepted and runs the single-tensor body, as torch's does on
     tensors that do not require grad (no autograd is recorded either way)."""
-    assert_matches_torch(ours, theirs, {"differentiable": True}, steps=10, scheduler=False)
+    assert_matches_torch(
+        ours, theirs, {"differentiable": True}, steps=10, scheduler=False, device=device
+    )
 
 
 def assert_rejects_what_torch_rejects(
@@ -117,28 +121,34 @@ def assert_large_tensor_path_matches(
     hyperparams: dict[str, Any],
     monkeypatch: pytest.MonkeyPatch,
     grad_none_every: int | None = 6,
+    device: torch.device | str = "cpu",
 ) -> None:
     """With the size threshold at 10 elements the two larger test shapes go tensor-at-a-time
     with scratch buffers and the rest through the multi-tensor body: both must match."""
     monkeypatch.setattr(common, "LARGE_TENSOR_ELEMENTS", 10)
-    assert_matches_torch(ours, theirs, hyperparams, grad_none_every=grad_none_every)
+    assert_matches_torch(ours, theirs, hyperparams, grad_none_every=grad_none_every, device=device)
 
 
 def least_squares_run(
-    make: Callable[[list[Tensor]], torch.optim.Optimizer], steps: int
+    make: Callable[[list[Tensor]], torch.optim.Optimizer],
+    steps: int,
+    device: torch.device | str = "cpu",
 ) -> tuple[Tensor, torch.optim.Optimizer, Tensor]:
     """Run ``make([w])`` for ``steps`` on linear regression; return (w, optimizer, lstsq's w).
 
-    Loss ½‖Xw − y‖²/n, gradient Xᵀ(Xw − y)/n, 64 noisy samples of 3 features.
+    Loss ½‖Xw − y‖²/n, gradient Xᵀ(Xw − y)/n, 64 noisy samples of 3 features. The data are
+    drawn on the CPU (the same on every device) and ``w`` lives on ``device``; lstsq's answer
+    is computed on the CPU and moved there.
     """
     generator = torch.Generator().manual_seed(1)
     x = torch.randn(64, 3, generator=generator, dtype=torch.float64)
     y = x @ torch.tensor([1.5, -2.0, 0.5], dtype=torch.float64)
     y = y + 0.1 * torch.randn(64, generator=generator, dtype=torch.float64)
-    w = torch.zeros(3, dtype=torch.float64)
+    best = torch.linalg.lstsq(x, y.unsqueeze(1)).solution.squeeze(1).to(device)
+    x, y = x.to(device), y.to(device)
+    w = torch.zeros(3, dtype=torch.float64, device=device)
     opt = make([w])
     for _ in range(steps):
         w.grad = x.T @ (x @ w - y) / len(y)
         opt.step()
-    best = torch.linalg.lstsq(x, y.unsqueeze(1)).solution.squeeze(1)
     return w, opt, best

@@ -6,6 +6,8 @@ Shared by every optimizer test (keep the API stable):
   hand-written gradients, both optimizers stepped side by side (two parameter groups, an LR
   scheduler, optional complex parameters or a closure); parameters compared after every step
   and every state tensor at the end, within 1e-9 relative in float64 and 1e-4 in float32.
+  ``device=`` puts parameters, gradients and the objective on that device, so both libraries
+  run their kernels for it there (torch's CUDA default is its foreach path).
 - :func:`assert_state_dict_handover` — run with one library, hand the state_dict to the other
   mid-run (either direction), and require the trajectory of torch alone.
 - :func:`assert_same_error` — the same bad input gives the same exception type (and message)
@@ -318,18 +320,26 @@ class Objective:
     For complex θ the gradient is ∂f/∂Re θ + i·∂f/∂Im θ, torch's convention.
     """
 
-    def __init__(self, shapes: Sequence[tuple[int, ...]], dtype: torch.dtype, seed: int) -> None:
+    def __init__(
+        self,
+        shapes: Sequence[tuple[int, ...]],
+        dtype: torch.dtype,
+        seed: int,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        # Drawn on the CPU and moved: the same coefficients on every device.
         generator = torch.Generator().manual_seed(seed + 1)
+        self.device = torch.device(device)
         real = torch.float64 if dtype in (torch.float64, torch.complex128) else torch.float32
         self.coefficients: list[tuple[Tensor, Tensor]] = []
         for shape in shapes:
             real_shape = (*shape, 2) if dtype.is_complex else shape
             a = torch.rand(real_shape, generator=generator, dtype=torch.float64) * 2 + 0.5
             b = torch.randn(real_shape, generator=generator, dtype=torch.float64)
-            self.coefficients.append((a.to(real), b.to(real)))
+            self.coefficients.append((a.to(self.device, real), b.to(self.device, real)))
 
     def loss(self, params: Sequence[Tensor]) -> Tensor:
-        total = torch.zeros((), dtype=torch.float64)
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
         for p, (a, b) in zip(params, self.coefficients, strict=True):
             x = _real_view(p.detach())
             total = total + (b * torch.sin(a * x) + 0.05 * x * x).sum().double()
@@ -345,9 +355,13 @@ class Objective:
 
 
 def make_params(
-    shapes: Sequence[tuple[int, ...]], dtype: torch.dtype, seed: int, device: str = "cpu"
+    shapes: Sequence[tuple[int, ...]],
+    dtype: torch.dtype,
+    seed: int,
+    device: torch.device | str = "cpu",
 ) -> list[Tensor]:
-    """Deterministic starting points in [-2, 2) (complex: both parts)."""
+    """Deterministic starting points in [-2, 2) (complex: both parts), the same on every
+    device (drawn on the CPU, then moved)."""
     generator = torch.Generator().manual_seed(seed)
     params = []
     for shape in shapes:
@@ -501,6 +515,7 @@ def assert_matches_torch(
     rtol: float | None = None,
     atol: float | None = None,
     seed: int = 0,
+    device: torch.device | str = "cpu",
 ) -> tuple[list[Tensor], list[Tensor]]:
     """Step ``ours_cls`` and ``torch_cls`` side by side; fail at the first step they part.
 
@@ -511,13 +526,15 @@ def assert_matches_torch(
     a second group with ``second_group`` overrides (default: half the lr, half the weight
     decay). ``scheduler`` attaches a StepLR (×0.7 every 7 steps) to both. ``closure_based``
     passes a closure to ``step`` (LBFGS). ``grad_none_every=k`` leaves the first parameter
-    without a gradient on steps k+1, 2k+1, ... Returns the final parameters (ours, torch).
+    without a gradient on steps k+1, 2k+1, ... ``device``: where parameters, gradients and
+    the objective live (tensor hyperparameters stay where the caller made them, on the CPU,
+    as torch's suite has them). Returns the final parameters (ours, torch).
     """
     if complex_params:
         dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
-    ours_params = make_params(shapes, dtype, seed)
-    theirs_params = make_params(shapes, dtype, seed)
-    objective = Objective(shapes, dtype, seed)
+    ours_params = make_params(shapes, dtype, seed, device)
+    theirs_params = make_params(shapes, dtype, seed, device)
+    objective = Objective(shapes, dtype, seed, device)
     ours = build(
         ours_cls,
         ours_params,
@@ -579,27 +596,30 @@ def assert_state_dict_handover(
     rtol: float | None = None,
     atol: float | None = None,
     seed: int = 0,
+    device: torch.device | str = "cpu",
 ) -> None:
     """Run ``switch_at`` steps with one library, load its state_dict into the other, go on.
 
     ``direction`` is ``"torch_to_ours"`` or ``"ours_to_torch"``. The parameters at the end (and
     at every step after the switch) must equal those of torch alone; the state_dict that
-    arrives must round-trip (the receiver's state_dict equals the sender's).
+    arrives must round-trip (the receiver's state_dict equals the sender's). ``device``:
+    where the parameters live; the receiver puts the state where torch's contract says
+    (on the parameter's device, ``step`` on the CPU unless capturable or fused).
     """
     if direction not in ("torch_to_ours", "ours_to_torch"):
         raise ValueError(f"direction must be 'torch_to_ours' or 'ours_to_torch', got {direction!r}")
     first_cls, second_cls = (
         (torch_cls, ours_cls) if direction == "torch_to_ours" else (ours_cls, torch_cls)
     )
-    objective = Objective(shapes, dtype, seed)
+    objective = Objective(shapes, dtype, seed, device)
 
-    reference_params = make_params(shapes, dtype, seed)
+    reference_params = make_params(shapes, dtype, seed, device)
     reference = build(torch_cls, reference_params, hyperparams, two_groups=two_groups)
     reference_sched = (
         torch.optim.lr_scheduler.StepLR(reference, step_size=7, gamma=0.7) if scheduler else None
     )
 
-    params = make_params(shapes, dtype, seed)
+    params = make_params(shapes, dtype, seed, device)
     current = build(first_cls, params, hyperparams, two_groups=two_groups)
     current_sched = (
         torch.optim.lr_scheduler.StepLR(current, step_size=7, gamma=0.7) if scheduler else None

@@ -34,7 +34,9 @@ EXTRA = [
 @pytest.mark.parametrize("hyperparams", torch_inputs_params("Adadelta", EXTRA))
 @DTYPES
 @pytest.mark.parametrize("foreach", FOREACH)
-def test_matches_torch(hyperparams: dict[str, Any], dtype: torch.dtype, foreach: Any) -> None:
+def test_matches_torch(
+    hyperparams: dict[str, Any], dtype: torch.dtype, foreach: Any, device: torch.device
+) -> None:
     # Each body against torch's body of the same kind; our default (multi-tensor) against
     # torch's default (single-tensor on CPU).
     assert_matches_torch(
@@ -45,11 +47,12 @@ def test_matches_torch(hyperparams: dict[str, Any], dtype: torch.dtype, foreach:
         ours_kwargs={"foreach": foreach},
         torch_kwargs={"foreach": foreach},
         grad_none_every=5,
+        device=device,
     )
 
 
 @pytest.mark.parametrize("foreach", FOREACH)
-def test_complex_params_match_torch(foreach: Any) -> None:
+def test_complex_params_match_torch(foreach: Any, device: torch.device) -> None:
     assert_matches_torch(
         Adadelta,
         torch.optim.Adadelta,
@@ -57,13 +60,18 @@ def test_complex_params_match_torch(foreach: Any) -> None:
         complex_params=True,
         ours_kwargs={"foreach": foreach},
         torch_kwargs={"foreach": foreach},
+        device=device,
     )
 
 
 @pytest.mark.parametrize("direction", ["torch_to_ours", "ours_to_torch"])
-def test_state_dict_handover(direction: str) -> None:
+def test_state_dict_handover(direction: str, device: torch.device) -> None:
     assert_state_dict_handover(
-        Adadelta, torch.optim.Adadelta, {"lr": 0.5, "weight_decay": 0.1}, direction=direction
+        Adadelta,
+        torch.optim.Adadelta,
+        {"lr": 0.5, "weight_decay": 0.1},
+        direction=direction,
+        device=device,
     )
 
 
@@ -85,14 +93,16 @@ def test_sparse_gradients_are_refused_like_torch() -> None:
     assert_sparse_gradients_refused(Adadelta, torch.optim.Adadelta)
 
 
-def test_differentiable_flag_runs_the_single_tensor_body() -> None:
-    assert_differentiable_matches_torch(Adadelta, torch.optim.Adadelta)
+def test_differentiable_flag_runs_the_single_tensor_body(device: torch.device) -> None:
+    assert_differentiable_matches_torch(Adadelta, torch.optim.Adadelta, device=device)
 
 
 def test_capturable_on_cpu_is_refused_at_step_like_torch() -> None:
     assert_capturable_on_cpu_refused(Adadelta, torch.optim.Adadelta)
 
 
-def test_converges_on_least_squares() -> None:
-    w, _opt, best = least_squares_run(lambda params: Adadelta(params, lr=1.0), steps=3000)
+def test_converges_on_least_squares(device: torch.device) -> None:
+    w, _opt, best = least_squares_run(
+        lambda params: Adadelta(params, lr=1.0), steps=3000, device=device
+    )
     torch.testing.assert_close(w, best, atol=1e-4, rtol=0)

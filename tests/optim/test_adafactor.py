@@ -32,7 +32,9 @@ EXTRA = [
 @pytest.mark.parametrize("hyperparams", torch_inputs_params("Adafactor", EXTRA))
 @DTYPES
 @pytest.mark.parametrize("foreach", FOREACH)
-def test_matches_torch(hyperparams: dict[str, Any], dtype: torch.dtype, foreach: Any) -> None:
+def test_matches_torch(
+    hyperparams: dict[str, Any], dtype: torch.dtype, foreach: Any, device: torch.device
+) -> None:
     # Shapes 0-d, vector (unfactored) and matrix, 3-d (factored over the last two dims).
     assert_matches_torch(
         Adafactor,
@@ -42,14 +44,16 @@ def test_matches_torch(hyperparams: dict[str, Any], dtype: torch.dtype, foreach:
         ours_kwargs={"foreach": foreach},
         torch_kwargs={"foreach": foreach},
         grad_none_every=5,
+        device=device,
     )
 
 
-def test_factored_state_shapes_match_torch() -> None:
-    p, q = torch.ones(2, 3, 4), torch.ones(5)
-    p.grad, q.grad = torch.ones(2, 3, 4), torch.ones(5)
+def test_factored_state_shapes_match_torch(device: torch.device) -> None:
+    p, q = torch.ones(2, 3, 4, device=device), torch.ones(5, device=device)
+    p.grad, q.grad = torch.ones_like(p), torch.ones_like(q)
     opt = Adafactor([p, q])
     opt.step()
+    assert opt.state[p]["row_var"].device == opt.state[q]["variance"].device == p.device
     assert set(opt.state[p]) == {"step", "row_var", "col_var"}
     assert opt.state[p]["row_var"].shape == (2, 3, 1)
     assert opt.state[p]["col_var"].shape == (2, 1, 4)
@@ -71,12 +75,13 @@ def test_factored_estimate_is_exact_for_a_rank_one_square() -> None:
 
 
 @pytest.mark.parametrize("direction", ["torch_to_ours", "ours_to_torch"])
-def test_state_dict_handover(direction: str) -> None:
+def test_state_dict_handover(direction: str, device: torch.device) -> None:
     assert_state_dict_handover(
         Adafactor,
         torch.optim.Adafactor,
         {"lr": 0.05, "weight_decay": 0.1},
         direction=direction,
+        device=device,
     )
 
 
@@ -119,18 +124,19 @@ def test_complex_and_sparse_are_refused_at_step_like_torch(sparse: bool) -> None
     assert "Adafactor does not support" in message
 
 
-def test_converges_on_least_squares() -> None:
+def test_converges_on_least_squares(device: torch.device) -> None:
     # A 2-D weight (factored second moment): min ½‖XW − Y‖²/n; the answer is lstsq's.
     generator = torch.Generator().manual_seed(1)
     x = torch.randn(64, 3, generator=generator, dtype=torch.float64)
     w_true = torch.tensor([[1.5, -1.0], [-2.0, 0.5], [0.5, 2.0]], dtype=torch.float64)
     y = x @ w_true + 0.1 * torch.randn(64, 2, generator=generator, dtype=torch.float64)
-    w = torch.zeros(3, 2, dtype=torch.float64)
+    best = torch.linalg.lstsq(x, y).solution.to(device)  # on the CPU, then moved
+    x, y = x.to(device), y.to(device)
+    w = torch.zeros(3, 2, dtype=torch.float64, device=device)
     opt = Adafactor([w], lr=0.1, eps=(None, 0.05))
     scheduler = torch.optim.lr_scheduler.StepLR(opt, step_size=100, gamma=0.3)
     for _ in range(400):
         w.grad = x.T @ (x @ w - y) / len(y)
         opt.step()
         scheduler.step()
-    best = torch.linalg.lstsq(x, y).solution
     torch.testing.assert_close(w, best, atol=1e-6, rtol=0)

@@ -36,7 +36,9 @@ EXTRA = [
 @pytest.mark.parametrize("hyperparams", torch_inputs_params("Adagrad", EXTRA))
 @DTYPES
 @pytest.mark.parametrize("foreach", FOREACH)
-def test_matches_torch(hyperparams: dict[str, Any], dtype: torch.dtype, foreach: Any) -> None:
+def test_matches_torch(
+    hyperparams: dict[str, Any], dtype: torch.dtype, foreach: Any, device: torch.device
+) -> None:
     # Our default (multi-tensor) is compared with torch's default (single-tensor on CPU).
     assert_matches_torch(
         Adagrad,
@@ -46,11 +48,12 @@ def test_matches_torch(hyperparams: dict[str, Any], dtype: torch.dtype, foreach:
         ours_kwargs={"foreach": foreach},
         torch_kwargs={"foreach": foreach},
         grad_none_every=5,
+        device=device,
     )
 
 
 @pytest.mark.parametrize("foreach", FOREACH)
-def test_complex_params_match_torch(foreach: Any) -> None:
+def test_complex_params_match_torch(foreach: Any, device: torch.device) -> None:
     assert_matches_torch(
         Adagrad,
         torch.optim.Adagrad,
@@ -58,15 +61,17 @@ def test_complex_params_match_torch(foreach: Any) -> None:
         complex_params=True,
         ours_kwargs={"foreach": foreach},
         torch_kwargs={"foreach": foreach},
+        device=device,
     )
 
 
-def test_fused_matches_torch_fused() -> None:
+def test_fused_matches_torch_fused(device: torch.device) -> None:
     assert_matches_torch(
         Adagrad,
         torch.optim.Adagrad,
         {"lr": 0.05, "weight_decay": 0.1, "fused": True},
         dtype=torch.float32,
+        device=device,
     )
 
 
@@ -83,13 +88,14 @@ def test_state_is_created_eagerly_like_torch() -> None:
 
 
 @pytest.mark.filterwarnings("ignore:Sparse invariant checks:UserWarning")
-def test_sparse_gradients_match_torch() -> None:
-    p = torch.randn(6, 3, dtype=torch.float64)
+def test_sparse_gradients_match_torch(device: torch.device) -> None:
+    p = torch.randn(6, 3, dtype=torch.float64).to(device)
     q = p.clone()
     ours, theirs = Adagrad([p], lr=0.1), torch.optim.Adagrad([q], lr=0.1)
     for step in range(20):
-        rows = torch.tensor([[step % 6, (step * 5) % 6, step % 6]])  # repeated index on purpose
-        values = torch.sin(torch.arange(9, dtype=torch.float64).reshape(3, 3) + step)
+        # a repeated index on purpose
+        rows = torch.tensor([[step % 6, (step * 5) % 6, step % 6]], device=device)
+        values = torch.sin(torch.arange(9, dtype=torch.float64, device=device).reshape(3, 3) + step)
         grad = torch.sparse_coo_tensor(rows, values, (6, 3), check_invariants=True)
         p.grad, q.grad = grad.clone(), grad.clone()
         ours.step()
@@ -111,12 +117,13 @@ def test_sparse_gradients_refuse_weight_decay_like_torch() -> None:
 
 
 @pytest.mark.parametrize("direction", ["torch_to_ours", "ours_to_torch"])
-def test_state_dict_handover(direction: str) -> None:
+def test_state_dict_handover(direction: str, device: torch.device) -> None:
     assert_state_dict_handover(
         Adagrad,
         torch.optim.Adagrad,
         {"lr": 0.1, "lr_decay": 0.1, "weight_decay": 0.1},
         direction=direction,
+        device=device,
     )
 
 
@@ -157,10 +164,12 @@ def test_fused_refuses_complex_like_torch() -> None:
     assert (kind, error) == ("raise", RuntimeError)
 
 
-def test_differentiable_flag_runs_the_single_tensor_body() -> None:
-    assert_differentiable_matches_torch(Adagrad, torch.optim.Adagrad)
+def test_differentiable_flag_runs_the_single_tensor_body(device: torch.device) -> None:
+    assert_differentiable_matches_torch(Adagrad, torch.optim.Adagrad, device=device)
 
 
-def test_converges_on_least_squares() -> None:
-    w, _opt, best = least_squares_run(lambda params: Adagrad(params, lr=0.5), steps=1000)
+def test_converges_on_least_squares(device: torch.device) -> None:
+    w, _opt, best = least_squares_run(
+        lambda params: Adagrad(params, lr=0.5), steps=1000, device=device
+    )
     torch.testing.assert_close(w, best, atol=1e-6, rtol=0)

@@ -38,13 +38,18 @@ CLASSES = [pytest.param(hg.Adam, torch.optim.Adam, id="Adam"),
 @pytest.mark.parametrize("hyperparams", torch_inputs_params("Adam", EXTRA))
 @pytest.mark.parametrize(("ours", "theirs"), CLASSES)
 def test_matches_torch(
-    ours: Any, theirs: Any, hyperparams: dict[str, Any], foreach: bool | None, dtype: torch.dtype
+    ours: Any,
+    theirs: Any,
+    hyperparams: dict[str, Any],
+    foreach: bool | None,
+    dtype: torch.dtype,
+    device: torch.device,
 ) -> None:
     if ours is hg.AdamW:  # AdamW always decouples and does not take the argument
         hyperparams = {k: v for k, v in hyperparams.items() if k != "decoupled_weight_decay"}
     assert_matches_torch(
         ours, theirs, hyperparams, dtype=dtype, ours_kwargs={"foreach": foreach},
-        grad_none_every=6,
+        grad_none_every=6, device=device,
     )  # fmt: skip
 
 
@@ -54,19 +59,22 @@ def test_matches_torch(
     ids=["default", "amsgrad"],
 )
 @pytest.mark.parametrize(("ours", "theirs"), CLASSES)
-def test_complex_parameters(ours: Any, theirs: Any, hyperparams: dict[str, Any]) -> None:
+def test_complex_parameters(
+    ours: Any, theirs: Any, hyperparams: dict[str, Any], device: torch.device
+) -> None:
     for foreach in (None, False):
         assert_matches_torch(
             ours, theirs, {"lr": 0.05, **hyperparams}, complex_params=True, steps=30,
-            ours_kwargs={"foreach": foreach},
+            ours_kwargs={"foreach": foreach}, device=device,
         )  # fmt: skip
 
 
-def test_single_and_multi_tensor_bodies_agree_bitwise() -> None:
+def test_single_and_multi_tensor_bodies_agree_bitwise(device: torch.device) -> None:
     final = []
     for foreach in (False, True):
         ours, _ = assert_matches_torch(hg.Adam, torch.optim.Adam, {"amsgrad": True, "lr": 0.03},
-                                       ours_kwargs={"foreach": foreach}, steps=20)  # fmt: skip
+                                       ours_kwargs={"foreach": foreach}, steps=20,
+                                       device=device)  # fmt: skip
         final.append(ours)
     for single, multi in zip(*final, strict=True):
         assert torch.equal(single, multi)
@@ -120,13 +128,19 @@ def test_defaults_and_group_keys_match_torch() -> None:
 @pytest.mark.parametrize("hyperparams", torch_inputs_params("Adam", EXTRA))
 @pytest.mark.parametrize(("ours", "theirs"), CLASSES)
 def test_large_tensor_path_matches_torch(
-    ours: Any, theirs: Any, hyperparams: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    ours: Any,
+    theirs: Any,
+    hyperparams: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    device: torch.device,
 ) -> None:
     """Tensors above the size threshold go tensor-at-a-time with scratch buffers (here the
     two larger shapes), the rest through the multi-tensor body: both must match torch."""
     monkeypatch.setattr(common, "LARGE_TENSOR_ELEMENTS", 10)
     if ours is hg.AdamW:
         hyperparams = {k: v for k, v in hyperparams.items() if k != "decoupled_weight_decay"}
-    assert_matches_torch(ours, theirs, hyperparams, grad_none_every=6)
+    assert_matches_torch(ours, theirs, hyperparams, grad_none_every=6, device=device)
     if not hyperparams.get("fused"):  # fused refuses complex parameters, like torch's
-        assert_matches_torch(ours, theirs, hyperparams, complex_params=True, steps=10)
+        assert_matches_torch(
+            ours, theirs, hyperparams, complex_params=True, steps=10, device=device
+        )

@@ -68,8 +68,8 @@ def _homework(**mistakes: bool) -> Callable[..., torch.optim.Optimizer]:
     return build
 
 
-def test_a_correct_textbook_adam_passes() -> None:
-    result = check_optimizer(_homework(), reference=torch.optim.Adam, lr=0.05)
+def test_a_correct_textbook_adam_passes(device: torch.device) -> None:
+    result = check_optimizer(_homework(), reference=torch.optim.Adam, lr=0.05, device=device)
     assert isinstance(result, OptimizerCheckResult)
     assert result.passed, str(result)
     assert result.step is None
@@ -90,16 +90,18 @@ def test_a_correct_textbook_adam_passes() -> None:
     ],
 )
 def test_handgrad_optimizers_pass_with_the_default_reference(
-    ours: Any, hyperparameters: dict[str, Any]
+    ours: Any, hyperparameters: dict[str, Any], device: torch.device
 ) -> None:
-    result = check_optimizer(ours, **hyperparameters)
+    result = check_optimizer(ours, device=device, **hyperparameters)
     assert result.passed, str(result)
     assert result.reference == f"torch.optim.{ours.__name__}"
     assert result.notes == ()
 
 
-def test_catches_second_moment_without_squaring() -> None:
-    result = check_optimizer(_homework(square=False), reference=torch.optim.Adam, lr=0.05)
+def test_catches_second_moment_without_squaring(device: torch.device) -> None:
+    result = check_optimizer(
+        _homework(square=False), reference=torch.optim.Adam, lr=0.05, device=device
+    )
     assert not result.passed
     assert result.step == 1
     assert result.where is not None
@@ -116,17 +118,19 @@ def test_catches_missing_bias_correction() -> None:
     assert result.max_rel_error > 0.1
 
 
-def test_catches_missing_eps_as_division_by_zero() -> None:
-    result = check_optimizer(_homework(use_eps=False), reference=torch.optim.Adam, lr=0.05)
+def test_catches_missing_eps_as_division_by_zero(device: torch.device) -> None:
+    result = check_optimizer(
+        _homework(use_eps=False), reference=torch.optim.Adam, lr=0.05, device=device
+    )
     assert not result.passed
     assert result.step == 1
     assert "NaN/inf" in result.detail
     assert "ε" in result.detail
 
 
-def test_catches_learning_rate_inside_the_momentum_buffer() -> None:
+def test_catches_learning_rate_inside_the_momentum_buffer(device: torch.device) -> None:
     result = check_optimizer(_CS231nMomentum, reference=torch.optim.SGD, lr=0.05,
-                             momentum=0.9, steps=20)  # fmt: skip
+                             momentum=0.9, steps=20, device=device)  # fmt: skip
     assert not result.passed
     # identical while the lr is constant; the drop at step 11 reveals it
     assert result.step == 11
@@ -165,3 +169,11 @@ def test_bad_arguments() -> None:
 
     with pytest.raises(TypeError, match="NoSuchThing"):
         check_optimizer(NoSuchThing)
+    with pytest.raises(ValueError, match="device must be 'cpu' or 'cuda\\[:N\\]', got 'gpu'"):
+        check_optimizer(hg.Adam, device="gpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where CUDA is absent")
+def test_cuda_asked_for_without_cuda_is_refused() -> None:
+    with pytest.raises(ValueError, match="device 'cuda' asked for, but CUDA is not available"):
+        check_optimizer(hg.Adam, device="cuda")

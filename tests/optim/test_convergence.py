@@ -38,8 +38,10 @@ ROSENBROCK: list[Any] = [
 
 
 @pytest.mark.parametrize(("cls", "hyperparams"), ROSENBROCK)
-def test_rosenbrock_reaches_the_minimum(cls: Any, hyperparams: dict[str, Any]) -> None:
-    p = torch.tensor([-1.5, 2.0], dtype=torch.float64)
+def test_rosenbrock_reaches_the_minimum(
+    cls: Any, hyperparams: dict[str, Any], device: torch.device
+) -> None:
+    p = torch.tensor([-1.5, 2.0], dtype=torch.float64, device=device)
     start = rosenbrock(p).item()
     opt = cls([p], **hyperparams)
     for _ in range(2000):
@@ -69,17 +71,22 @@ REGRESSION: list[Any] = [
 
 
 @pytest.mark.parametrize(("cls", "hyperparams"), REGRESSION)
-def test_least_squares_regression(cls: Any, hyperparams: dict[str, Any]) -> None:
-    """y = X w + b + noise: the optimizer finds the least-squares (w, b) of np.linalg.lstsq."""
+def test_least_squares_regression(
+    cls: Any, hyperparams: dict[str, Any], device: torch.device
+) -> None:
+    """y = X w + b + noise: the optimizer finds the least-squares (w, b) of np.linalg.lstsq.
+
+    Data drawn and lstsq solved on the CPU, then moved: the same problem on every device."""
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(128, 5, generator=generator, dtype=torch.float64)
     true_w = torch.tensor([1.5, -2.0, 0.5, 0.0, 3.0], dtype=torch.float64)
     y = x @ true_w + 0.7 + 0.1 * torch.randn(128, generator=generator, dtype=torch.float64)
     design = torch.cat([x, torch.ones(128, 1, dtype=torch.float64)], dim=1)
-    best = torch.linalg.lstsq(design, y.unsqueeze(1)).solution.squeeze(1)
+    best = torch.linalg.lstsq(design, y.unsqueeze(1)).solution.squeeze(1).to(device)
+    x, y = x.to(device), y.to(device)
 
-    w = torch.zeros(5, dtype=torch.float64)
-    b = torch.zeros((), dtype=torch.float64)
+    w = torch.zeros(5, dtype=torch.float64, device=device)
+    b = torch.zeros((), dtype=torch.float64, device=device)
     opt = cls([w, b], **hyperparams)
     scheduler = torch.optim.lr_scheduler.StepLR(opt, step_size=150, gamma=0.5)
     for _ in range(600):

@@ -62,7 +62,9 @@ def _assert_lbfgs_states_match(ours: LBFGS, theirs: torch.optim.LBFGS) -> None:
 
 @pytest.mark.parametrize("hyperparams", torch_inputs_params("LBFGS", EXTRA))
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
-def test_matches_torch(hyperparams: dict[str, Any], dtype: torch.dtype) -> None:
+def test_matches_torch(
+    hyperparams: dict[str, Any], dtype: torch.dtype, device: torch.device
+) -> None:
     # One parameter group only (torch refuses two); the loss returned by step is compared too.
     assert_matches_torch(
         LBFGS,
@@ -73,16 +75,17 @@ def test_matches_torch(hyperparams: dict[str, Any], dtype: torch.dtype) -> None:
         closure_based=True,
         two_groups=False,
         check_state=False,
+        device=device,
     )
 
 
 @pytest.mark.parametrize(
     "hyperparams", [{}, {"line_search_fn": "strong_wolfe", "history_size": 4}], ids=str
 )
-def test_state_matches_torch(hyperparams: dict[str, Any]) -> None:
-    ours_params = make_params([(4, 3), (5,)], torch.float64, 3)
-    theirs_params = make_params([(4, 3), (5,)], torch.float64, 3)
-    objective = Objective([(4, 3), (5,)], torch.float64, 3)
+def test_state_matches_torch(hyperparams: dict[str, Any], device: torch.device) -> None:
+    ours_params = make_params([(4, 3), (5,)], torch.float64, 3, device=device)
+    theirs_params = make_params([(4, 3), (5,)], torch.float64, 3, device=device)
+    objective = Objective([(4, 3), (5,)], torch.float64, 3, device=device)
     ours, theirs = (
         LBFGS(ours_params, **hyperparams),
         torch.optim.LBFGS(theirs_params, **hyperparams),
@@ -94,7 +97,7 @@ def test_state_matches_torch(hyperparams: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("line_search_fn", [None, "strong_wolfe"])
-def test_complex_params_match_torch(line_search_fn: str | None) -> None:
+def test_complex_params_match_torch(line_search_fn: str | None, device: torch.device) -> None:
     assert_matches_torch(
         LBFGS,
         torch.optim.LBFGS,
@@ -104,6 +107,7 @@ def test_complex_params_match_torch(line_search_fn: str | None) -> None:
         closure_based=True,
         two_groups=False,
         check_state=False,
+        device=device,
     )
 
 
@@ -118,13 +122,15 @@ def _closure(params: list[Tensor], objective: Objective) -> Any:
 
 @pytest.mark.parametrize("direction", ["torch_to_ours", "ours_to_torch"])
 @pytest.mark.parametrize("line_search_fn", [None, "strong_wolfe"])
-def test_state_dict_handover(direction: str, line_search_fn: str | None) -> None:
+def test_state_dict_handover(
+    direction: str, line_search_fn: str | None, device: torch.device
+) -> None:
     shapes = [(), (4, 3), (2, 3, 4)]
-    objective = Objective(shapes, torch.float64, 0)
+    objective = Objective(shapes, torch.float64, 0, device=device)
     kwargs = {"line_search_fn": line_search_fn, "history_size": 5, "max_iter": 4}
-    reference_params = make_params(shapes, torch.float64, 0)
+    reference_params = make_params(shapes, torch.float64, 0, device=device)
     reference = torch.optim.LBFGS(reference_params, **kwargs)
-    params = make_params(shapes, torch.float64, 0)
+    params = make_params(shapes, torch.float64, 0, device=device)
     first, second = (
         (torch.optim.LBFGS, LBFGS) if direction == "torch_to_ours" else (LBFGS, torch.optim.LBFGS)
     )
@@ -231,8 +237,8 @@ def test_strong_wolfe_conditions_hold_at_the_returned_step() -> None:
 
 
 @pytest.mark.parametrize("line_search_fn", [None, "strong_wolfe"])
-def test_converges_on_rosenbrock(line_search_fn: str | None) -> None:
-    xy = torch.tensor([-1.5, 2.0], dtype=torch.float64)
+def test_converges_on_rosenbrock(line_search_fn: str | None, device: torch.device) -> None:
+    xy = torch.tensor([-1.5, 2.0], dtype=torch.float64, device=device)
 
     def closure() -> Tensor:
         x, y = xy
@@ -244,4 +250,5 @@ def test_converges_on_rosenbrock(line_search_fn: str | None) -> None:
     for _ in range(20):
         opt.step(closure)
     atol = 1e-5 if line_search_fn else 1e-4
-    torch.testing.assert_close(xy, torch.ones(2, dtype=torch.float64), atol=atol, rtol=0)
+    expected = torch.ones(2, dtype=torch.float64, device=device)
+    torch.testing.assert_close(xy, expected, atol=atol, rtol=0)

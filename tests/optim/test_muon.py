@@ -19,6 +19,7 @@ from torch.optim._muon import _zeropower_via_newtonschulz as torch_newton_schulz
 
 from handgrad.optim import Muon
 from handgrad.optim.muon import newton_schulz
+from tests.conftest import DEVICES
 from tests.optim.harness import (
     assert_matches_torch,
     assert_same_error,
@@ -40,7 +41,9 @@ EXTRA = [
 
 @pytest.mark.parametrize("hyperparams", torch_inputs_params("Muon", EXTRA))
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
-def test_matches_torch_bit_for_bit(hyperparams: dict[str, Any], dtype: torch.dtype) -> None:
+def test_matches_torch_bit_for_bit(
+    hyperparams: dict[str, Any], dtype: torch.dtype, device: torch.device
+) -> None:
     assert_matches_torch(
         Muon,
         torch.optim.Muon,
@@ -50,15 +53,16 @@ def test_matches_torch_bit_for_bit(hyperparams: dict[str, Any], dtype: torch.dty
         grad_none_every=5,
         rtol=0,
         atol=0,
+        device=device,
     )
 
 
 @pytest.mark.parametrize("nesterov", [True, False])
-def test_bfloat16_params_match_torch(nesterov: bool) -> None:
+def test_bfloat16_params_match_torch(nesterov: bool, device: torch.device) -> None:
     # bfloat16 parameters: x.bfloat16() is then no copy, so the iteration's first in-place
     # division touches the direction itself (the momentum buffer without nesterov) as in torch.
     generator = torch.Generator().manual_seed(2)
-    start = torch.randn(5, 3, generator=generator).bfloat16()
+    start = torch.randn(5, 3, generator=generator).bfloat16().to(device)
     ours_p, theirs_p = start.clone(), start.clone()
     ours = Muon([ours_p], lr=0.02, nesterov=nesterov)
     theirs = torch.optim.Muon([theirs_p], lr=0.02, nesterov=nesterov)
@@ -77,14 +81,15 @@ def test_bfloat16_params_match_torch(nesterov: bool) -> None:
 
 
 @pytest.mark.parametrize("shape", [(8, 5), (5, 8), (6, 6)])
-def test_newton_schulz_orthogonalises(shape: tuple[int, int]) -> None:
+def test_newton_schulz_orthogonalises(shape: tuple[int, int], device: torch.device) -> None:
     # The quintic drives every singular value into roughly [0.7, 1.2] (not exactly 1).
     generator = torch.Generator().manual_seed(3)
-    g = torch.randn(shape, generator=generator, dtype=torch.float64)
+    g = torch.randn(shape, generator=generator, dtype=torch.float64).to(device)
     g[0] *= 100  # badly conditioned on purpose
     out = newton_schulz(g, (3.4445, -4.7750, 2.0315), 5, 1e-7)
     assert out.dtype == torch.bfloat16
     assert out.shape == g.shape
+    assert out.device == g.device
     singular_values = torch.linalg.svdvals(out.double())
     assert singular_values.min() > 0.6
     assert singular_values.max() < 1.25
@@ -95,6 +100,8 @@ def test_newton_schulz_orthogonalises(shape: tuple[int, int]) -> None:
     assert off_diagonal.abs().max() < 0.05
 
 
+# Parametrised directly, not through the function-scoped fixture, which Hypothesis refuses.
+@pytest.mark.parametrize("device", DEVICES)
 @given(
     rows=st.integers(1, 24),
     cols=st.integers(1, 24),
@@ -103,10 +110,10 @@ def test_newton_schulz_orthogonalises(shape: tuple[int, int]) -> None:
     dtype=st.sampled_from([torch.float64, torch.float32, torch.bfloat16]),
 )
 def test_newton_schulz_bits_equal_torch(
-    rows: int, cols: int, steps: int, seed: int, dtype: torch.dtype
+    rows: int, cols: int, steps: int, seed: int, dtype: torch.dtype, device: str
 ) -> None:
     generator = torch.Generator().manual_seed(seed)
-    g = torch.randn(rows, cols, generator=generator, dtype=torch.float64).to(dtype)
+    g = torch.randn(rows, cols, generator=generator, dtype=torch.float64).to(device, dtype)
     coefficients = (3.4445, -4.7750, 2.0315)
     ours = newton_schulz(g.clone(), coefficients, steps, 1e-7)
     theirs = torch_newton_schulz(g.clone(), coefficients, steps, 1e-7)
@@ -115,7 +122,7 @@ def test_newton_schulz_bits_equal_torch(
 
 
 @pytest.mark.parametrize("direction", ["torch_to_ours", "ours_to_torch"])
-def test_state_dict_handover(direction: str) -> None:
+def test_state_dict_handover(direction: str, device: torch.device) -> None:
     assert_state_dict_handover(
         Muon,
         torch.optim.Muon,
@@ -124,6 +131,7 @@ def test_state_dict_handover(direction: str) -> None:
         shapes=MATRICES,
         rtol=0,
         atol=0,
+        device=device,
     )
 
 
@@ -187,18 +195,19 @@ def test_sparse_gradients_are_refused_like_torch() -> None:
     assert (kind, error) == ("raise", RuntimeError)
 
 
-def test_converges_on_least_squares() -> None:
+def test_converges_on_least_squares(device: torch.device) -> None:
     # A 4 × 3 weight, min ½‖XW − Y‖²/n: orthogonalised steps of decaying size reach lstsq's W.
     generator = torch.Generator().manual_seed(1)
     x = torch.randn(64, 4, generator=generator, dtype=torch.float64)
     w_true = torch.randn(4, 3, generator=generator, dtype=torch.float64)
     y = x @ w_true + 0.1 * torch.randn(64, 3, generator=generator, dtype=torch.float64)
-    w = torch.zeros(4, 3, dtype=torch.float64)
+    best = torch.linalg.lstsq(x, y).solution.to(device)  # on the CPU, then moved
+    x, y = x.to(device), y.to(device)
+    w = torch.zeros(4, 3, dtype=torch.float64, device=device)
     opt = Muon([w], lr=0.05, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.StepLR(opt, step_size=50, gamma=0.5)
     for _ in range(400):
         w.grad = x.T @ (x @ w - y) / len(y)
         opt.step()
         scheduler.step()
-    best = torch.linalg.lstsq(x, y).solution
     torch.testing.assert_close(w, best, atol=1e-3, rtol=0)

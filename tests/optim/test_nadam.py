@@ -30,18 +30,19 @@ EXTRA = [
 @DEFAULT_OR_SINGLE
 @pytest.mark.parametrize("hyperparams", torch_inputs_params("NAdam", EXTRA))
 def test_matches_torch(
-    hyperparams: dict[str, Any], foreach: bool | None, dtype: torch.dtype
+    hyperparams: dict[str, Any], foreach: bool | None, dtype: torch.dtype, device: torch.device
 ) -> None:
     assert_matches_torch(
         hg.NAdam, torch.optim.NAdam, hyperparams, dtype=dtype,
-        ours_kwargs={"foreach": foreach}, grad_none_every=6,
+        ours_kwargs={"foreach": foreach}, grad_none_every=6, device=device,
     )  # fmt: skip
 
 
 @DEFAULT_OR_SINGLE
-def test_complex_parameters(foreach: bool | None) -> None:
+def test_complex_parameters(foreach: bool | None, device: torch.device) -> None:
     assert_matches_torch(hg.NAdam, torch.optim.NAdam, {"lr": 0.05, "weight_decay": 0.1},
-                         complex_params=True, ours_kwargs={"foreach": foreach})  # fmt: skip
+                         complex_params=True, ours_kwargs={"foreach": foreach},
+                         device=device)  # fmt: skip
 
 
 def test_mu_product_is_a_scalar_dtype_tensor() -> None:
@@ -69,6 +70,8 @@ def test_defaults_match_torch() -> None:
 
 @pytest.mark.parametrize("hyperparams", torch_inputs_params("NAdam", EXTRA))
 def test_large_tensor_path_matches_torch(
-    hyperparams: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    hyperparams: dict[str, Any], monkeypatch: pytest.MonkeyPatch, device: torch.device
 ) -> None:
-    assert_large_tensor_path_matches(hg.NAdam, torch.optim.NAdam, hyperparams, monkeypatch)
+    assert_large_tensor_path_matches(
+        hg.NAdam, torch.optim.NAdam, hyperparams, monkeypatch, device=device
+    )

@@ -30,19 +30,19 @@ EXTRA = [
 @DEFAULT_OR_SINGLE
 @pytest.mark.parametrize("hyperparams", torch_inputs_params("RMSprop", EXTRA))
 def test_matches_torch(
-    hyperparams: dict[str, Any], foreach: bool | None, dtype: torch.dtype
+    hyperparams: dict[str, Any], foreach: bool | None, dtype: torch.dtype, device: torch.device
 ) -> None:
     assert_matches_torch(
         hg.RMSprop, torch.optim.RMSprop, hyperparams, dtype=dtype,
-        ours_kwargs={"foreach": foreach}, grad_none_every=6,
+        ours_kwargs={"foreach": foreach}, grad_none_every=6, device=device,
     )  # fmt: skip
 
 
 @DEFAULT_OR_SINGLE
-def test_complex_parameters(foreach: bool | None) -> None:
+def test_complex_parameters(foreach: bool | None, device: torch.device) -> None:
     hyperparams = {"lr": 0.01, "momentum": 0.5, "centered": True, "weight_decay": 0.1}
     assert_matches_torch(hg.RMSprop, torch.optim.RMSprop, hyperparams, complex_params=True,
-                         ours_kwargs={"foreach": foreach})  # fmt: skip
+                         ours_kwargs={"foreach": foreach}, device=device)  # fmt: skip
 
 
 def test_first_step_by_hand() -> None:
@@ -80,6 +80,8 @@ def test_defaults_match_torch() -> None:
 
 @pytest.mark.parametrize("hyperparams", torch_inputs_params("RMSprop", EXTRA))
 def test_large_tensor_path_matches_torch(
-    hyperparams: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    hyperparams: dict[str, Any], monkeypatch: pytest.MonkeyPatch, device: torch.device
 ) -> None:
-    assert_large_tensor_path_matches(hg.RMSprop, torch.optim.RMSprop, hyperparams, monkeypatch)
+    assert_large_tensor_path_matches(
+        hg.RMSprop, torch.optim.RMSprop, hyperparams, monkeypatch, device=device
+    )

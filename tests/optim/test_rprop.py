@@ -34,7 +34,9 @@ EXTRA = [
 @pytest.mark.parametrize("hyperparams", torch_inputs_params("Rprop", EXTRA))
 @DTYPES
 @pytest.mark.parametrize("foreach", FOREACH)
-def test_matches_torch(hyperparams: dict[str, Any], dtype: torch.dtype, foreach: Any) -> None:
+def test_matches_torch(
+    hyperparams: dict[str, Any], dtype: torch.dtype, foreach: Any, device: torch.device
+) -> None:
     # Each body against torch's body of the same kind; our default (multi-tensor) against
     # torch's default (single-tensor on CPU).
     assert_matches_torch(
@@ -45,11 +47,12 @@ def test_matches_torch(hyperparams: dict[str, Any], dtype: torch.dtype, foreach:
         ours_kwargs={"foreach": foreach},
         torch_kwargs={"foreach": foreach},
         grad_none_every=5,
+        device=device,
     )
 
 
 @pytest.mark.parametrize("foreach", FOREACH)
-def test_complex_params_match_torch(foreach: Any) -> None:
+def test_complex_params_match_torch(foreach: Any, device: torch.device) -> None:
     assert_matches_torch(
         Rprop,
         torch.optim.Rprop,
@@ -57,12 +60,15 @@ def test_complex_params_match_torch(foreach: Any) -> None:
         complex_params=True,
         ours_kwargs={"foreach": foreach},
         torch_kwargs={"foreach": foreach},
+        device=device,
     )
 
 
 @pytest.mark.parametrize("direction", ["torch_to_ours", "ours_to_torch"])
-def test_state_dict_handover(direction: str) -> None:
-    assert_state_dict_handover(Rprop, torch.optim.Rprop, {"lr": 0.05}, direction=direction)
+def test_state_dict_handover(direction: str, device: torch.device) -> None:
+    assert_state_dict_handover(
+        Rprop, torch.optim.Rprop, {"lr": 0.05}, direction=direction, device=device
+    )
 
 
 @COMMON_ERROR_CASES
@@ -83,14 +89,16 @@ def test_sparse_gradients_are_refused_like_torch() -> None:
     assert_sparse_gradients_refused(Rprop, torch.optim.Rprop)
 
 
-def test_differentiable_flag_runs_the_single_tensor_body() -> None:
-    assert_differentiable_matches_torch(Rprop, torch.optim.Rprop)
+def test_differentiable_flag_runs_the_single_tensor_body(device: torch.device) -> None:
+    assert_differentiable_matches_torch(Rprop, torch.optim.Rprop, device=device)
 
 
 def test_capturable_on_cpu_is_refused_at_step_like_torch() -> None:
     assert_capturable_on_cpu_refused(Rprop, torch.optim.Rprop)
 
 
-def test_converges_on_least_squares() -> None:
-    w, _opt, best = least_squares_run(lambda params: Rprop(params, lr=0.01), steps=500)
+def test_converges_on_least_squares(device: torch.device) -> None:
+    w, _opt, best = least_squares_run(
+        lambda params: Rprop(params, lr=0.01), steps=500, device=device
+    )
     torch.testing.assert_close(w, best, atol=1e-5, rtol=0)

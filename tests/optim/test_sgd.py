@@ -33,31 +33,31 @@ EXTRA = [
 @DEFAULT_OR_SINGLE
 @pytest.mark.parametrize("hyperparams", torch_inputs_params("SGD", EXTRA))
 def test_matches_torch(
-    hyperparams: dict[str, Any], foreach: bool | None, dtype: torch.dtype
+    hyperparams: dict[str, Any], foreach: bool | None, dtype: torch.dtype, device: torch.device
 ) -> None:
     # torch's fused SGD fails when a parameter misses its gradient on the first step
     # (it allocates momentum buffers for gradients only): no gradient-less steps there.
     assert_matches_torch(
         hg.SGD, torch.optim.SGD, hyperparams, dtype=dtype, ours_kwargs={"foreach": foreach},
-        grad_none_every=None if hyperparams.get("fused") else 6,
+        grad_none_every=None if hyperparams.get("fused") else 6, device=device,
     )  # fmt: skip
 
 
 @DEFAULT_OR_SINGLE
-def test_complex_parameters(foreach: bool | None) -> None:
+def test_complex_parameters(foreach: bool | None, device: torch.device) -> None:
     hyperparams = {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.1}
     assert_matches_torch(hg.SGD, torch.optim.SGD, hyperparams, complex_params=True,
-                         ours_kwargs={"foreach": foreach})  # fmt: skip
+                         ours_kwargs={"foreach": foreach}, device=device)  # fmt: skip
 
 
-def test_sparse_gradients_match_torch() -> None:
-    params = [torch.linspace(-1, 1, 6), torch.linspace(0, 2, 6)]
+def test_sparse_gradients_match_torch(device: torch.device) -> None:
+    params = [torch.linspace(-1, 1, 6, device=device), torch.linspace(0, 2, 6, device=device)]
     theirs_params = [p.clone() for p in params]
     ours = hg.SGD(params, lr=0.1, momentum=0.9)
     theirs = torch.optim.SGD(theirs_params, lr=0.1, momentum=0.9)
     for step in range(5):
         for p, q in zip(params, theirs_params, strict=True):
-            grad = torch.zeros(6)
+            grad = torch.zeros(6, device=device)
             grad[step % 6] = p[step % 6] + 1.0
             p.grad = grad.to_sparse()
             q.grad = grad.clone().to_sparse()
@@ -65,7 +65,7 @@ def test_sparse_gradients_match_torch() -> None:
         theirs.step()
         for p, q in zip(params, theirs_params, strict=True):
             torch.testing.assert_close(p, q, rtol=0, atol=0)
-    assert not torch.equal(params[0], torch.linspace(-1, 1, 6))
+    assert not torch.equal(params[0], torch.linspace(-1, 1, 6, device=device))
 
 
 def test_momentum_buffer_starts_as_the_gradient_and_keeps_lr_out() -> None:
@@ -109,10 +109,15 @@ def test_defaults_match_torch() -> None:
 
 @pytest.mark.parametrize("hyperparams", torch_inputs_params("SGD", EXTRA))
 def test_large_tensor_path_matches_torch(
-    hyperparams: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    hyperparams: dict[str, Any], monkeypatch: pytest.MonkeyPatch, device: torch.device
 ) -> None:
     # No gradient-less steps for fused (see test_matches_torch).
     grad_none_every = None if hyperparams.get("fused") else 6
     assert_large_tensor_path_matches(
-        hg.SGD, torch.optim.SGD, hyperparams, monkeypatch, grad_none_every=grad_none_every
+        hg.SGD,
+        torch.optim.SGD,
+        hyperparams,
+        monkeypatch,
+        grad_none_every=grad_none_every,
+        device=device,
     )

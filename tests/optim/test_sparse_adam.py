@@ -42,7 +42,8 @@ def _sparse_grads(params: list[Tensor], objective: Objective, step: int) -> list
     for (shape, sparse_dims), g in zip(LAYOUTS, dense, strict=True):
         picks = [torch.randint(0, shape[d], (3,), generator=generator) for d in range(sparse_dims)]
         indices = torch.stack(picks)
-        indices = torch.cat([indices, indices[:, :1]], dim=1)  # a repeated entry
+        # a repeated entry; rows drawn on the CPU (the same on every device), then moved
+        indices = torch.cat([indices, indices[:, :1]], dim=1).to(g.device)
         values = g[tuple(indices)] * 0.5  # summed with the repeat: 1.5 g or g per entry
         grads.append(torch.sparse_coo_tensor(indices, values, shape, check_invariants=True))
     return grads
@@ -56,9 +57,12 @@ def _build(cls: Any, params: list[Tensor], hyperparams: dict[str, Any]) -> Any:
     return cls([{"params": params[:2]}, {"params": params[2:], **second}], **kwargs)
 
 
-def _run_side_by_side(hyperparams: dict[str, Any], dtype: torch.dtype, steps: int = 50) -> None:
-    ours_params, theirs_params = make_params(SHAPES, dtype, 0), make_params(SHAPES, dtype, 0)
-    objective = Objective(SHAPES, dtype, 0)
+def _run_side_by_side(
+    hyperparams: dict[str, Any], dtype: torch.dtype, device: torch.device, steps: int = 50
+) -> None:
+    ours_params = make_params(SHAPES, dtype, 0, device)
+    theirs_params = make_params(SHAPES, dtype, 0, device)
+    objective = Objective(SHAPES, dtype, 0, device)
     ours = _build(SparseAdam, ours_params, hyperparams)
     theirs = _build(torch.optim.SparseAdam, theirs_params, hyperparams)
     schedulers = [torch.optim.lr_scheduler.StepLR(o, 7, 0.7) for o in (ours, theirs)]
@@ -86,8 +90,10 @@ def _run_side_by_side(hyperparams: dict[str, Any], dtype: torch.dtype, steps: in
 
 @pytest.mark.parametrize("hyperparams", torch_inputs_params("SparseAdam", EXTRA))
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
-def test_matches_torch(hyperparams: dict[str, Any], dtype: torch.dtype) -> None:
-    _run_side_by_side(hyperparams, dtype)
+def test_matches_torch(
+    hyperparams: dict[str, Any], dtype: torch.dtype, device: torch.device
+) -> None:
+    _run_side_by_side(hyperparams, dtype, device)
 
 
 def test_untouched_rows_do_not_move() -> None:
@@ -108,12 +114,12 @@ def test_untouched_rows_do_not_move() -> None:
 
 
 @pytest.mark.parametrize("direction", ["torch_to_ours", "ours_to_torch"])
-def test_state_dict_handover(direction: str) -> None:
+def test_state_dict_handover(direction: str, device: torch.device) -> None:
     hyperparams = {"lr": 0.05, "betas": (0.8, 0.99)}
-    objective = Objective(SHAPES, torch.float64, 0)
-    reference_params = make_params(SHAPES, torch.float64, 0)
+    objective = Objective(SHAPES, torch.float64, 0, device=device)
+    reference_params = make_params(SHAPES, torch.float64, 0, device=device)
     reference = _build(torch.optim.SparseAdam, reference_params, hyperparams)
-    params = make_params(SHAPES, torch.float64, 0)
+    params = make_params(SHAPES, torch.float64, 0, device=device)
     first, second = (
         (torch.optim.SparseAdam, SparseAdam)
         if direction == "torch_to_ours"
@@ -180,15 +186,15 @@ def test_dense_gradients_are_refused_at_step_like_torch() -> None:
     assert "dense gradients" in message
 
 
-def test_converges_on_a_sparse_regression() -> None:
+def test_converges_on_a_sparse_regression(device: torch.device) -> None:
     # An embedding table fitted row by row: loss ½‖E[i] − T[i]‖² on sampled rows i.
     generator = torch.Generator().manual_seed(4)
-    target = torch.randn(12, 3, generator=generator, dtype=torch.float64)
-    table = torch.zeros(12, 3, dtype=torch.float64)
+    target = torch.randn(12, 3, generator=generator, dtype=torch.float64).to(device)
+    table = torch.zeros(12, 3, dtype=torch.float64, device=device)
     opt = SparseAdam([table], lr=0.05)
     scheduler = torch.optim.lr_scheduler.StepLR(opt, step_size=400, gamma=0.2)
     for _ in range(1600):
-        rows = torch.randint(0, 12, (4,), generator=generator)
+        rows = torch.randint(0, 12, (4,), generator=generator).to(device)
         values = table[rows] - target[rows]
         table.grad = torch.sparse_coo_tensor(
             rows.unsqueeze(0), values, (12, 3), check_invariants=True

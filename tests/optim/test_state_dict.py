@@ -32,16 +32,27 @@ DIRECTIONS = ["torch_to_ours", "ours_to_torch"]
 @pytest.mark.parametrize("direction", DIRECTIONS)
 @pytest.mark.parametrize(("ours", "theirs", "hyperparams"), FULL_STATE)
 def test_state_dict_handover_mid_run(
-    ours: Any, theirs: Any, hyperparams: dict[str, Any], direction: str, dtype: torch.dtype
+    ours: Any,
+    theirs: Any,
+    hyperparams: dict[str, Any],
+    direction: str,
+    dtype: torch.dtype,
+    device: torch.device,
 ) -> None:
-    assert_state_dict_handover(ours, theirs, hyperparams, direction=direction, dtype=dtype)
+    assert_state_dict_handover(
+        ours, theirs, hyperparams, direction=direction, dtype=dtype, device=device
+    )
 
 
 @pytest.mark.parametrize(("ours", "theirs", "hyperparams"), FULL_STATE)
-def test_state_dict_has_torch_layout(ours: Any, theirs: Any, hyperparams: dict[str, Any]) -> None:
+def test_state_dict_has_torch_layout(
+    ours: Any, theirs: Any, hyperparams: dict[str, Any], device: torch.device
+) -> None:
+    """Same keys, dtypes and devices as torch's (on CUDA: moments on the device, ``step`` on
+    the CPU, as torch keeps it without capturable/fused)."""
     dicts = []
     for cls in (ours, theirs):
-        params = [torch.ones(3), torch.ones(2, 2)]
+        params = [torch.ones(3, device=device), torch.ones(2, 2, device=device)]
         opt = cls(params, **hyperparams)
         for p in params:
             p.grad = torch.full_like(p, 0.5)
@@ -119,10 +130,10 @@ SCHEDULERS: list[Any] = [
     ],
 )
 def test_other_schedulers_drive_both_alike(
-    ours: Any, theirs: Any, hyperparams: dict[str, Any], make_scheduler: Any
+    ours: Any, theirs: Any, hyperparams: dict[str, Any], make_scheduler: Any, device: torch.device
 ) -> None:
     """Schedulers that also cycle momentum / betas (OneCycleLR) act on our groups too."""
-    params = {"ours": torch.linspace(-2, 2, 6), "theirs": torch.linspace(-2, 2, 6)}
+    params = {key: torch.linspace(-2, 2, 6, device=device) for key in ("ours", "theirs")}
     opts = {"ours": ours([params["ours"]], **hyperparams),
             "theirs": theirs([params["theirs"]], **hyperparams)}  # fmt: skip
     scheds = {k: make_scheduler(o) for k, o in opts.items()}
@@ -136,10 +147,12 @@ def test_other_schedulers_drive_both_alike(
     assert opts["ours"].param_groups[0]["lr"] == opts["theirs"].param_groups[0]["lr"]
 
 
-def test_tensor_lr_scheduled_in_place() -> None:
-    assert_matches_torch(hg.Adam, torch.optim.Adam, {"lr": torch.tensor(0.02)}, steps=30)
+def test_tensor_lr_scheduled_in_place(device: torch.device) -> None:
+    assert_matches_torch(
+        hg.Adam, torch.optim.Adam, {"lr": torch.tensor(0.02)}, steps=30, device=device
+    )
     assert_matches_torch(hg.SGD, torch.optim.SGD, {"lr": torch.tensor(0.02), "momentum": 0.5},
-                         steps=30)  # fmt: skip
+                         steps=30, device=device)  # fmt: skip
 
 
 def test_zero_grad_hooks_add_param_group_and_clipping() -> None:
@@ -166,14 +179,15 @@ def test_zero_grad_hooks_add_param_group_and_clipping() -> None:
         opt.add_param_group({"params": [first]})
 
 
-def test_trains_a_torch_module() -> None:
+def test_trains_a_torch_module(device: torch.device) -> None:
     """Any torch.nn.Module trains with ours exactly as with torch's (autograd in the test)."""
     torch.manual_seed(0)
-    models = [torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))]
+    layers = (torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    models = [torch.nn.Sequential(*layers).to(device)]
     models.append(copy.deepcopy(models[0]))
     opts = [hg.AdamW(models[0].parameters(), lr=0.01), torch.optim.AdamW(models[1].parameters(),
                                                                          lr=0.01)]  # fmt: skip
-    x, y = torch.randn(32, 3), torch.randn(32, 1)
+    x, y = torch.randn(32, 3).to(device), torch.randn(32, 1).to(device)
     for _ in range(20):
         for model, opt in zip(models, opts, strict=True):
             opt.zero_grad()

@@ -63,7 +63,14 @@ class _Objective:
     is where an update without ε divides 0 by 0.
     """
 
-    def __init__(self, shapes: Sequence[tuple[int, ...]], dtype: torch.dtype, seed: int) -> None:
+    def __init__(
+        self,
+        shapes: Sequence[tuple[int, ...]],
+        dtype: torch.dtype,
+        seed: int,
+        device: torch.device,
+    ) -> None:
+        # Drawn on the CPU, then moved: the same problem on every device.
         generator = torch.Generator().manual_seed(seed)
         self.starts: list[Tensor] = []
         self.coefficients: list[tuple[Tensor, Tensor]] = []
@@ -73,8 +80,8 @@ class _Objective:
             start = torch.rand(shape, generator=generator, dtype=torch.float64) * 4 - 2
             b.view(-1)[0] = 0.0
             start.view(-1)[0] = 0.0
-            self.coefficients.append((a.to(dtype), b.to(dtype)))
-            self.starts.append(start.to(dtype))
+            self.coefficients.append((a.to(device, dtype), b.to(device, dtype)))
+            self.starts.append(start.to(device, dtype))
 
     def gradients(self, params: Sequence[Tensor]) -> list[Tensor]:
         return [
@@ -98,7 +105,10 @@ def _compare(
             math.inf,
             (f"shapes differ: yours {tuple(mine.shape)}, reference {tuple(reference.shape)}"),
         )
-    mine64, ref64 = mine.detach().to(torch.float64), reference.detach().to(torch.float64)
+    # Compared where the reference lives: a 0-d step kept on the CPU by one side and on the
+    # device by the other is the same number.
+    ref64 = reference.detach().to(torch.float64)
+    mine64 = mine.detach().to(ref64.device, torch.float64)
     if not bool(torch.isfinite(mine64).all()) and bool(torch.isfinite(ref64).all()):
         bad = int((~torch.isfinite(mine64)).sum())
         return (
@@ -146,6 +156,7 @@ def check_optimizer(
     rtol: float = 1e-7,
     atol: float = 1e-10,
     seed: int = 0,
+    device: str | torch.device = "cpu",
     **hyperparameters: Any,
 ) -> OptimizerCheckResult:
     """Run ``optimizer_cls`` beside ``reference`` and report the first step where they part.
@@ -158,6 +169,8 @@ def check_optimizer(
     learning rate folded into a state buffer). After every step each state tensor the two
     share by name, then each parameter, is compared: |yours − reference| ≤
     atol + rtol·|reference|. ``reference`` defaults to the torch.optim class of the same name.
+    ``device`` is where the parameters and gradients live (e.g. ``"cuda"``: your optimizer
+    beside torch's CUDA implementation); ``ValueError`` if CUDA is asked for but absent.
     """
     if steps < 1:
         raise ValueError(f"steps must be a positive number of steps, got {steps}")
@@ -169,7 +182,13 @@ def check_optimizer(
                 f"no torch.optim class named {name!r}; pass reference=torch.optim.<Class>"
             )
         reference = found
-    objective = _Objective(_SHAPES, dtype, seed)
+    try:
+        target = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}") from None
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(target)!r} asked for, but CUDA is not available here")
+    objective = _Objective(_SHAPES, dtype, seed, target)
     mine_params = [t.clone() for t in objective.starts]
     ref_params = [t.clone() for t in objective.starts]
     mine = optimizer_cls(mine_params, **hyperparameters)
