@@ -110,3 +110,50 @@ def test_weights_only_refuses_arbitrary_objects(tmp_path: Path) -> None:
     torch.save({"format": ckpt.FORMAT, "version": ckpt.VERSION, "x": Payload()}, path)
     with pytest.raises(ckpt.CheckpointError, match="unreadable"):
         ckpt.load_checkpoint(path)
+
+
+def test_a_checkpoint_saved_from_the_device_is_read_onto_the_cpu_and_resumes_there(
+    tmp_path: Path, device: torch.device
+) -> None:
+    """Tensors saved on CUDA come back on the CPU (a machine without a GPU can read them);
+    load_state_dict puts them back on the device: weights copied, Adam's moments moved to
+    their parameter's device, ``step`` kept on the CPU as torch keeps it."""
+    path = tmp_path / "ck.pt"
+    model = torch.nn.Linear(3, 2).to(device)
+    optimizer = torch.optim.Adam(model.parameters())
+    model(torch.ones(1, 3, device=device)).sum().backward()
+    optimizer.step()
+    ckpt.save_checkpoint(path, {"model": model.state_dict(), "optimizer": optimizer.state_dict()})
+    loaded = ckpt.load_checkpoint(path)
+    assert loaded["model"]["weight"].device.type == "cpu"
+    assert loaded["optimizer"]["state"][0]["exp_avg"].device.type == "cpu"
+
+    twin = torch.nn.Linear(3, 2).to(device)
+    twin_optimizer = torch.optim.Adam(twin.parameters())
+    twin.load_state_dict(loaded["model"])
+    twin_optimizer.load_state_dict(loaded["optimizer"])
+    assert twin.weight.device == model.weight.device
+    assert torch.equal(twin.weight, model.weight)
+    state = twin_optimizer.state[twin.weight]
+    assert state["exp_avg"].device == model.weight.device
+    assert torch.equal(state["exp_avg"], optimizer.state[model.weight]["exp_avg"])
+    assert state["step"].device.type == "cpu"
+
+
+def test_rng_states_of_a_run_hold_its_own_device(device: torch.device) -> None:
+    """A run saves the CPU's stream and its device's; restoring replays both."""
+    states = ckpt.rng_states(device)
+    assert set(states) == ({"cpu", "cuda_device"} if device.type == "cuda" else {"cpu"})
+    expected = torch.rand(4), torch.rand(4, device=device)
+    ckpt.restore_rng_states(states, device)
+    assert torch.equal(torch.rand(4), expected[0])
+    assert torch.equal(torch.rand(4, device=device), expected[1])
+
+
+def test_a_cpu_run_leaves_cuda_generators_alone() -> None:
+    """Restoring for a CPU run sets the CPU's state only, even from a checkpoint that holds
+    every CUDA device's (saved where CUDA was in use): nothing to mismatch on this machine."""
+    states = {"cpu": torch.get_rng_state(), "cuda": ["not a state"]}
+    expected = torch.rand(2)
+    ckpt.restore_rng_states(states, "cpu")
+    assert torch.equal(torch.rand(2), expected)

@@ -27,27 +27,30 @@ def states_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     )
 
 
-def test_every_run_starts_from_the_same_weights_and_batches() -> None:
+def test_every_run_starts_from_the_same_weights_and_batches(device: torch.device) -> None:
     task = small_task()
-    result = compare_optimizers(task, "sgd,adam", SMALL)
+    result = compare_optimizers(task, "sgd,adam", dataclasses.replace(SMALL, device=str(device)))
+    x, y = task.x_train.to(device), task.y_train.to(device)
     # Rebuild each run by hand: the task's initial network, the sampler's batches.
     for run, cls in zip(result.runs, (torch.optim.SGD, torch.optim.Adam), strict=True):
-        model = task.reference_model(seed=4)
+        assert next(run.model.parameters()).device.type == device.type
+        model = task.reference_model(seed=4).to(device)
         optimizer = cls(model.parameters(), lr=run.lr)
         sampler = EpochSampler(96, 16, seed=4)
         for epoch in (1, 2, 3):
             for batch in sampler.batches(epoch):
                 optimizer.zero_grad()
-                torch.nn.functional.mse_loss(model(task.x_train[batch]), task.y_train[batch]
-                                             ).backward()
+                index = batch.to(device)
+                torch.nn.functional.mse_loss(model(x[index]), y[index]).backward()
                 optimizer.step()
         assert states_equal(model, run.model)
     assert [run.lr for run in result.runs] == [0.05, 0.005]  # the cubic task's tuned rates
     assert [record.epoch for record in result.runs[0].history] == [1, 2, 3]
 
 
-def test_result_figures_and_metrics_document() -> None:
-    result = compare_optimizers(small_task(), ["adam"], SMALL)
+def test_result_figures_and_metrics_document(device: torch.device) -> None:
+    config = dataclasses.replace(SMALL, device=str(device))
+    result = compare_optimizers(small_task(), ["adam"], config)
     run = result.runs[0]
     metrics = result.metrics()
     assert metrics["task"] == "cubic"
@@ -57,7 +60,8 @@ def test_result_figures_and_metrics_document() -> None:
     assert document["seconds"] == run.seconds > 0
     assert len(document["history"]) == 3
     prediction = result.predictions()["adam"]
-    expected = run.model(result.task.x_test).detach()
+    assert prediction.device.type == "cpu"  # predictions come back to the CPU for plots
+    expected = run.model(result.task.x_test.to(device)).detach().cpu()
     assert torch.equal(prediction, expected)
 
 
@@ -70,12 +74,15 @@ def test_training_uses_one_thread_and_restores_the_callers_count() -> None:
     assert torch.get_num_threads() == before
 
 
-def test_the_callers_global_rng_is_left_alone() -> None:
+def test_the_callers_global_rng_is_left_alone(device: torch.device) -> None:
+    """Neither the CPU's generator nor (training on CUDA) the device's is moved."""
     torch.manual_seed(123)
-    expected = torch.rand(3)
+    expected = torch.rand(3), torch.rand(3, device=device)
     torch.manual_seed(123)
-    compare_optimizers(small_task(dropout=0.2), "adam", SMALL)
-    assert torch.equal(torch.rand(3), expected)
+    config = dataclasses.replace(SMALL, device=str(device))
+    compare_optimizers(small_task(dropout=0.2), "adam", config)
+    assert torch.equal(torch.rand(3), expected[0])
+    assert torch.equal(torch.rand(3, device=device), expected[1])
 
 
 def test_lr_given_applies_to_every_optimizer_and_unknown_names_fail_first() -> None:
@@ -119,10 +126,12 @@ class Interrupt(Exception):
     ("dropout", "backend"), [(0.0, "torch"), (0.25, "torch"), (0.25, "handgrad")]
 )
 def test_resume_after_an_interruption_ends_bit_for_bit_where_a_whole_run_ends(
-    tmp_path: Path, dropout: float, backend: Backend
+    tmp_path: Path, dropout: float, backend: Backend, device: torch.device
 ) -> None:
+    """On CUDA too: the checkpoint is saved from the device, read onto the CPU and resumed
+    onto the device again (dropout masks from the device's restored generator)."""
     task = small_task(dropout)
-    config = dataclasses.replace(SMALL, epochs=4, backend=backend)
+    config = dataclasses.replace(SMALL, epochs=4, backend=backend, device=str(device))
     whole = compare_optimizers(task, "sgd,adam", config, checkpoint=tmp_path / "whole.pt")
 
     path = tmp_path / "cut.pt"
@@ -150,6 +159,13 @@ def test_resume_after_an_interruption_ends_bit_for_bit_where_a_whole_run_ends(
             for name, tensor in value.items():
                 assert torch.equal(tensor, b["optimizer_state"]["state"][key][name])
     assert torch.equal(saved_whole["rng"]["cpu"], saved_resumed["rng"]["cpu"])
+    assert saved_resumed["settings"]["device"] == device.type
+    if device.type == "cuda":
+        assert torch.equal(saved_whole["rng"]["cuda_device"], saved_resumed["rng"]["cuda_device"])
+    for run in resumed.runs:
+        assert next(run.model.parameters()).device.type == device.type
+        for state in run.model.state_dict().values():
+            assert state.device.type == device.type
 
 
 def test_resume_of_a_finished_run_trains_nothing_more(tmp_path: Path) -> None:

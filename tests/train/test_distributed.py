@@ -1,7 +1,9 @@
 """Data-parallel training: the same result as one process, rank-0 outputs, dead peers, resume.
 
 Multi-process tests spawn two gloo processes on the CPU (``compare_data_parallel`` /
-``launch``, or torchrun for the command line); each launch costs a few seconds.
+``launch``, or torchrun for the command line); each launch costs a few seconds. Their nccl
+twins run one process per GPU and need two CUDA devices (skipped, with the reason, on fewer);
+the one-process group tests run on gloo and, with one GPU, on nccl.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -44,6 +47,12 @@ from handgrad.train.tasks import Backend, Task, cubic_task
 from handgrad.train.trainer import EpochRecord
 
 DIGITS = TrainConfig(epochs=3, batch_size=100)  # 1438 training digits: a ragged last batch of 38
+CUDA_DEVICES = torch.cuda.device_count() if torch.cuda.is_available() else 0
+TWO_GPUS_REASON = f"nccl data-parallel runs need two CUDA devices; this machine has {CUDA_DEVICES}"
+NEEDS_TWO_GPUS = [pytest.mark.cuda, pytest.mark.skipif(CUDA_DEVICES < 2, reason=TWO_GPUS_REASON)]
+# torch.nn.Dropout on CUDA draws its mask in a fused kernel, not with bernoulli_ on the global
+# batch: the torch backend's one-process and sharded masks differ there by design.
+TORCH_CUDA_DROPOUT = "torch-dropout"
 
 
 def float64_cubic_with_dropout() -> Task:
@@ -158,10 +167,14 @@ def test_shard_dropout_swaps_every_dropout_layer() -> None:
 
 
 @pytest.fixture
-def one_rank_group() -> Iterator[None]:
-    """A gloo group of this process alone (in-memory store): the collective is the identity,
-    so what remains to check is the scaling, flattening and copying back."""
-    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+def one_rank_group(device: torch.device) -> Iterator[None]:
+    """A group of this process alone (in-memory store), gloo on the CPU and nccl on CUDA:
+    the collective is the identity, so what remains to check is the scaling, flattening and
+    copying back, on the device's own backend."""
+    if device.type == "cuda":
+        torch.cuda.set_device(device.index or 0)
+    backend = distributed.backend_for(device)
+    dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
     try:
         yield
     finally:
@@ -169,20 +182,27 @@ def one_rank_group() -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("one_rank_group")
-def test_all_reduce_scales_by_the_share_of_examples_across_buckets_and_dtypes() -> None:
+def test_all_reduce_scales_by_the_share_of_examples_across_buckets_and_dtypes(
+    device: torch.device,
+) -> None:
     assert distributed.current_replicas() is None  # one process: the one-process path
     shapes = [(3, 4), (4,), (2, 2), (5,)]
-    params = [torch.zeros(shape) for shape in shapes[:3]] + [torch.zeros(5, dtype=torch.float64)]
-    grads = [torch.randn(p.shape, dtype=p.dtype) for p in params]
+    params = [torch.zeros(shape, device=device) for shape in shapes[:3]]
+    params.append(torch.zeros(5, dtype=torch.float64, device=device))
+    grads = [torch.randn(p.shape, dtype=p.dtype).to(device) for p in params]
     for p, g in zip(params, grads, strict=True):
         p.grad = g.clone()
-    without_grad = torch.zeros(2)
+    without_grad = torch.zeros(2, device=device)
     replicas = Replicas(0, 1, bucket_bytes=4 * 12)  # buckets [12], [4, 4], [5 float64], [2]
     loss = replicas.all_reduce_gradients([*params, without_grad], 0.75, 3, 12)
     assert loss == 0.75 * 3 / 12
     for p, g in zip(params, grads, strict=True):
-        assert torch.equal(p.grad, g * (3 / 12))  # type: ignore[arg-type]
-    assert torch.equal(without_grad.grad, torch.zeros(2))  # type: ignore[arg-type]
+        assert p.grad is not None
+        assert p.grad.device == p.device
+        assert torch.equal(p.grad, g * (3 / 12))
+    assert torch.equal(without_grad.grad, torch.zeros(2, device=device))  # type: ignore[arg-type]
+    # No parameters at all: the loss alone travels, on a tensor the backend can reduce.
+    assert replicas.all_reduce_gradients([], 0.5, 1, 2) == 0.25
     with pytest.raises(ValueError, match="got count=3, total=2"):
         replicas.all_reduce_gradients(params, 1.0, 3, 2)
 
@@ -392,9 +412,20 @@ def test_a_lost_peer_makes_the_other_rank_fail_in_bounded_time(mode: str, tmp_pa
         assert waited >= timeout - 0.5  # it did wait for the hung peer, up to the timeout
 
 
+@pytest.mark.parametrize(
+    "train_device",
+    [pytest.param("cpu", id="gloo"), pytest.param("cuda", id="nccl", marks=NEEDS_TWO_GPUS)],
+)
 def test_torchrun_cli_trains_two_ranks_and_rank_0_alone_writes(
-    digits_one_process: ComparisonResult, tmp_path: Path
+    train_device: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
+    """gloo on the CPU; with two GPUs, nccl with one GPU per rank (``--device cuda``),
+    compared with one process on the first GPU."""
+    one: ComparisonResult = (
+        request.getfixturevalue("digits_one_process")
+        if train_device == "cpu"
+        else compare_optimizers("digits", "sgd,adam", dataclasses.replace(DIGITS, device="cuda"))
+    )
     out = tmp_path / "run"
     command = [
         sys.executable,
@@ -419,6 +450,8 @@ def test_torchrun_cli_trains_two_ranks_and_rank_0_alone_writes(
         str(out),
         "--dist-timeout",
         "30",
+        "--device",
+        train_device,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
@@ -433,6 +466,105 @@ def test_torchrun_cli_trains_two_ranks_and_rank_0_alone_writes(
         "metrics.json",
     ]
     metrics = json.loads((out / "metrics.json").read_text())
-    for document, run in zip(metrics["runs"], digits_one_process.runs, strict=True):
+    for document, run in zip(metrics["runs"], one.runs, strict=True):
         assert document["optimizer"] == run.optimizer
         assert document["test_loss"] == pytest.approx(run.final.test_loss, rel=1e-4)
+
+
+# ------------------------------------------------------------------ two GPUs (nccl)
+
+
+def _portable(result: ComparisonResult) -> dict[str, tuple[list[dict[str, float]], list[Tensor]]]:
+    """Each run's history and final parameters, on the CPU (to cross the process boundary)."""
+    return {
+        run.optimizer: (
+            [record.as_dict() for record in run.history],
+            [p.detach().cpu() for p in run.model.parameters()],
+        )
+        for run in result.runs
+    }
+
+
+def _assert_same_runs(
+    one: ComparisonResult,
+    many: dict[str, tuple[list[dict[str, float]], list[Tensor]]],
+    rtol: float,
+) -> None:
+    assert [run.optimizer for run in one.runs] == list(many)
+    for run in one.runs:
+        history, params = many[run.optimizer]
+        assert [record.epoch for record in run.history] == [row["epoch"] for row in history]
+        for record, row in zip(run.history, history, strict=True):
+            assert row["test_loss"] == pytest.approx(record.test_loss, rel=rtol), run.optimizer
+            assert row["train_loss"] == pytest.approx(record.train_loss, rel=rtol), run.optimizer
+        for p, q in zip(run.model.parameters(), params, strict=True):
+            torch.testing.assert_close(q, p.detach().cpu(), rtol=rtol * 10, atol=rtol * 10)
+
+
+def _on_two_gpus(checkpoint: Path, resume: bool) -> dict[str, Any]:
+    # One GPU per rank (cuda:LOCAL_RANK), nccl. First launch: the float64 cases, then a
+    # dropout run interrupted in epoch 2 (the checkpoint holds epoch 1, written by rank 0
+    # with rank 0's CUDA generator state). Second launch: every rank resumes it on its GPU.
+    device = distributed.local_device("cuda")
+    task, optimizers, config = float64_case("handgrad-dropout")
+    interrupted = dataclasses.replace(config, epochs=3, device=str(device))
+
+    def stop(optimizer: str, record: EpochRecord) -> None:
+        if record.epoch == 2 and optimizer == "sgd":
+            raise KeyboardInterrupt
+
+    with distributed.process_group(device, timeout=60):
+        if resume:
+            result = compare_optimizers(
+                task, optimizers, interrupted, checkpoint=checkpoint, resume=True
+            )
+            return {"resumed": _portable(result)}
+        runs: dict[str, Any] = {}
+        for name in FLOAT64_CASES:
+            if name == TORCH_CUDA_DROPOUT:
+                continue
+            case_task, case_optimizers, case_config = float64_case(name)
+            on_gpu = dataclasses.replace(case_config, device=str(device))
+            runs[name] = _portable(compare_optimizers(case_task, case_optimizers, on_gpu))
+        with pytest.raises(KeyboardInterrupt):
+            compare_optimizers(task, optimizers, interrupted, checkpoint=checkpoint, on_epoch=stop)
+        return runs
+
+
+@pytest.fixture(scope="module")
+def two_gpu_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
+    checkpoint = tmp_path_factory.mktemp("two-gpus") / "checkpoint.pt"
+    return distributed.launch(_on_two_gpus, 2, checkpoint, False), checkpoint
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=NEEDS_TWO_GPUS) for n in FLOAT64_CASES])
+def test_two_gpus_match_one_gpu_float64_dropout_empty_shard_torch_lbfgs(
+    name: str, two_gpu_runs: tuple[dict[str, Any], Path]
+) -> None:
+    """nccl twin of the gloo test: two ranks on two GPUs, one process on the first GPU."""
+    if name == TORCH_CUDA_DROPOUT:
+        pytest.skip(
+            "torch's CUDA dropout draws its mask in a fused kernel, not with bernoulli_ on the "
+            "global batch: one process and two shards differ by design (CPU: tested with gloo)"
+        )
+    task, optimizers, config = float64_case(name)
+    one = compare_optimizers(task, optimizers, dataclasses.replace(config, device="cuda"))
+    _assert_same_runs(one, two_gpu_runs[0][name], rtol=1e-10)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(CUDA_DEVICES < 2, reason=TWO_GPUS_REASON)
+def test_two_gpus_resume_with_dropout_and_match_one_gpu(
+    two_gpu_runs: tuple[dict[str, Any], Path],
+) -> None:
+    """Every rank restores its own GPU's generator from rank 0's checkpoint: the dropout
+    masks after the resume are the global batch's, as in one process."""
+    checkpoint = two_gpu_runs[1]
+    saved = torch.load(checkpoint, weights_only=True)
+    assert saved["epoch"] == 1
+    assert saved["settings"]["device"] == "cuda"  # the kind: each rank has its own index
+    assert "cuda_device" in saved["rng"]
+    resumed = distributed.launch(_on_two_gpus, 2, checkpoint, True)["resumed"]
+    task, optimizers, config = float64_case("handgrad-dropout")
+    one = compare_optimizers(task, optimizers, dataclasses.replace(config, epochs=3, device="cuda"))
+    _assert_same_runs(one, resumed, rtol=1e-10)

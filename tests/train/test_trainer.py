@@ -21,9 +21,13 @@ from handgrad.train.trainer import (
 )
 
 
-def float64_cubic(dropout: float = 0.0) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+def float64_cubic(
+    dropout: float = 0.0, device: torch.device | str = "cpu"
+) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """The cubic task's torch network and training data in float64, on ``device``."""
     task = cubic_task(seed=0, num_train=64, dropout=dropout)
-    return task.reference_model(seed=0).double(), task.x_train.double(), task.y_train.double()
+    model = task.reference_model(seed=0).to(device, torch.float64)
+    return model, task.x_train.to(device, torch.float64), task.y_train.to(device, torch.float64)
 
 
 def manual_autograd_epoch(
@@ -42,8 +46,8 @@ def manual_autograd_epoch(
 
 
 @pytest.mark.parametrize("batch_size", [1, 16, 64])
-def test_autograd_path_is_the_textbook_loop(batch_size: int) -> None:
-    model, x, y = float64_cubic()
+def test_autograd_path_is_the_textbook_loop(batch_size: int, device: torch.device) -> None:
+    model, x, y = float64_cubic(device=device)
     reference = copy.deepcopy(model)
     batches = EpochSampler(len(x), batch_size, seed=0).batches(1)
     mean_loss = train_epoch(
@@ -62,15 +66,22 @@ def test_autograd_path_is_the_textbook_loop(batch_size: int) -> None:
 
 
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
-def test_hand_written_path_matches_autograd_in_float64(dropout: float) -> None:
+def test_hand_written_path_matches_autograd_in_float64(
+    dropout: float, device: torch.device
+) -> None:
     """A handgrad network trained by the loop's hand-written path takes the steps autograd
     takes on its torch twin (same batches; dropout draws the same masks from the same RNG)."""
-    reference, x, y = float64_cubic(dropout)
+    if dropout and device.type == "cuda":
+        pytest.skip(
+            "torch's CUDA dropout draws its mask in a fused kernel, not with bernoulli_: the "
+            "masks differ by design (dropout is compared on the CPU, as handgrad.check does)"
+        )
+    reference, x, y = float64_cubic(dropout, device)
     model = hnn.from_torch(reference)
     assert not uses_autograd(model)
     assert uses_autograd(reference)
     batches = EpochSampler(len(x), 8, seed=0).batches(1)
-    torch.manual_seed(1)
+    torch.manual_seed(1)  # seeds the CUDA generators too
     hand_loss = train_epoch(
         model, hnn.MSELoss(), torch.optim.Adam(model.parameters(), lr=0.01), x, y, batches,
         epoch=1,
@@ -82,6 +93,7 @@ def test_hand_written_path_matches_autograd_in_float64(dropout: float) -> None:
     )
     assert hand_loss == pytest.approx(auto_loss, rel=1e-12)
     for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+        assert p.device == q.device
         torch.testing.assert_close(p, q.detach(), rtol=1e-12, atol=1e-12)
     assert not any(p.requires_grad for p in model.parameters())
 
@@ -123,19 +135,17 @@ def test_divergence_in_the_last_step_is_caught_by_the_test_loss() -> None:
         )
 
 
-def test_evaluate_classification_accuracy_and_mode() -> None:
+def test_evaluate_classification_accuracy_and_mode(device: torch.device) -> None:
     task = digits_task(seed=0)
-    model = task.reference_model(seed=0)
+    model = task.reference_model(seed=0).to(device)
+    x, y = task.x_test.to(device), task.y_test.to(device)
     model.train()
-    loss, accuracy = evaluate(model, torch.nn.CrossEntropyLoss(), task.x_test, task.y_test,
-                              "classification")
+    loss, accuracy = evaluate(model, torch.nn.CrossEntropyLoss(), x, y, "classification")
     with torch.no_grad():
-        logits = model(task.x_test)
-    expected = (logits.argmax(1) == task.y_test).sum().item() / len(task.y_test)
+        logits = model(x)
+    expected = (logits.argmax(1) == y).sum().item() / len(y)
     assert accuracy == pytest.approx(expected, abs=0)
-    assert loss == pytest.approx(
-        torch.nn.functional.cross_entropy(logits, task.y_test).item(), rel=1e-6
-    )
+    assert loss == pytest.approx(torch.nn.functional.cross_entropy(logits, y).item(), rel=1e-6)
     assert model.training  # restored
 
 

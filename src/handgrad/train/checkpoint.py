@@ -59,16 +59,43 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     return payload
 
 
-def rng_states() -> dict[str, Any]:
-    """The global torch RNG states: the CPU's, and every CUDA device's once CUDA is in use."""
+def rng_states(device: str | torch.device | None = None) -> dict[str, Any]:
+    """The global torch RNG states a run on ``device`` draws from.
+
+    The CPU's always; with a CUDA ``device`` also that device's (key ``"cuda_device"``), so
+    that a data-parallel run, where rank 0 writes and every rank resumes on its own GPU,
+    restores the stream of the GPU it trains on. With ``device=None``: the CPU's and every
+    CUDA device's once CUDA is in use (key ``"cuda"``, as version-1 checkpoints hold it).
+    """
     states: dict[str, Any] = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    if device is not None:
+        target = torch.device(device)
+        if target.type == "cuda":
+            states["cuda_device"] = torch.cuda.get_rng_state(target)
+    elif torch.cuda.is_available() and torch.cuda.is_initialized():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
 
 
-def restore_rng_states(states: dict[str, Any]) -> None:
-    """Put back what :func:`rng_states` saved."""
+def restore_rng_states(
+    states: dict[str, Any], device: str | torch.device | None = None
+) -> None:
+    """Put back what :func:`rng_states` saved, for a run on ``device``.
+
+    The CPU's state always. A CUDA ``device`` gets the saved device state (or, from a
+    checkpoint holding every device's, the entry of its index); a CPU run leaves CUDA's
+    generators alone. ``device=None`` puts back every CUDA state saved.
+    """
     torch.set_rng_state(states["cpu"])
-    if "cuda" in states:
-        torch.cuda.set_rng_state_all(states["cuda"])
+    if device is None:
+        if "cuda" in states:
+            torch.cuda.set_rng_state_all(states["cuda"])
+        return
+    target = torch.device(device)
+    if target.type != "cuda":
+        return
+    if "cuda_device" in states:
+        torch.cuda.set_rng_state(states["cuda_device"], target)
+    elif "cuda" in states:
+        index = target.index if target.index is not None else torch.cuda.current_device()
+        torch.cuda.set_rng_state(states["cuda"][index], target)

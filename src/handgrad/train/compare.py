@@ -208,7 +208,8 @@ def compare_optimizers(
         "epochs": epochs,
         "batch_size": batch_size,
         "seed": config.seed,
-        "device": str(device),
+        # The kind, not the index: every rank of a data-parallel run trains on its own GPU.
+        "device": device.type,
         "backend": config.backend,
         "threads": config.threads,
         "world_size": 1 if replicas is None else replicas.world_size,
@@ -216,16 +217,20 @@ def compare_optimizers(
     data = (task.x_train.to(device), task.y_train.to(device), task.x_test.to(device),
             task.y_test.to(device))
     sampler = EpochSampler(len(task.x_train), batch_size, config.seed)
-    fork_devices = [device.index or 0] if device.type == "cuda" else []
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    fork_devices = [device] if device.type == "cuda" else []
 
     with intra_op_threads(config.threads), torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(seeds.derived_seed(config.seed, seeds.DROPOUT))
         if device.type == "cuda":
-            torch.cuda.manual_seed(seeds.derived_seed(config.seed, seeds.DROPOUT))
+            with torch.cuda.device(device):  # that device's generator, not the current one's
+                torch.cuda.manual_seed(seeds.derived_seed(config.seed, seeds.DROPOUT))
         done = 0
         if resume:
             assert checkpoint is not None
-            done = _restore(ckpt.load_checkpoint(checkpoint), checkpoint, settings, runs, steppers)
+            payload = ckpt.load_checkpoint(checkpoint)
+            done = _restore(payload, checkpoint, settings, runs, steppers, device)
         for epoch in range(done + 1, epochs + 1):
             batches = sampler.batches(epoch)
             for run, loss_fn, stepper in zip(runs, losses, steppers, strict=True):
@@ -239,7 +244,8 @@ def compare_optimizers(
                 if on_epoch is not None:
                     on_epoch(run.optimizer, record)
             if checkpoint is not None and (replicas is None or replicas.is_writer):
-                ckpt.save_checkpoint(checkpoint, _snapshot(settings, epoch, runs, steppers))
+                snapshot = _snapshot(settings, epoch, runs, steppers, device)
+                ckpt.save_checkpoint(checkpoint, snapshot)
     return ComparisonResult(task, epochs, batch_size, runs)
 
 
@@ -287,11 +293,12 @@ def _snapshot(
     epoch: int,
     runs: Sequence[RunResult],
     steppers: Sequence[torch.optim.Optimizer],
+    device: torch.device,
 ) -> dict[str, Any]:
     return {
         "settings": settings,
         "epoch": epoch,
-        "rng": ckpt.rng_states(),
+        "rng": ckpt.rng_states(device),
         "runs": [
             {
                 "optimizer": run.optimizer,
@@ -311,8 +318,13 @@ def _restore(
     settings: dict[str, Any],
     runs: Sequence[RunResult],
     steppers: Sequence[torch.optim.Optimizer],
+    device: torch.device,
 ) -> int:
-    """Load the checkpoint's state into the runs; returns the number of epochs it holds."""
+    """Load the checkpoint's state into the runs; returns the number of epochs it holds.
+
+    The payload was read onto the CPU: ``load_state_dict`` copies weights into the model's
+    parameters on ``device``, and torch's optimizer contract moves each state tensor to its
+    parameter's device (``step`` stays on the CPU unless capturable or fused)."""
     saved = payload.get("settings", {})
     # Checkpoints from before data-parallel training have no world_size: one process.
     saved = {"world_size": 1, **saved}
@@ -335,7 +347,7 @@ def _restore(
             stepper.load_state_dict(state["optimizer_state"])
             run.history = [EpochRecord.from_dict(figures) for figures in state["history"]]
             run.seconds = float(state["seconds"])
-        ckpt.restore_rng_states(payload["rng"])
+        ckpt.restore_rng_states(payload["rng"], device)
         return int(payload["epoch"])
     except (KeyError, ValueError, RuntimeError, TypeError) as error:
         raise ckpt.CheckpointError(

@@ -177,7 +177,13 @@ class Replicas:
             if not loss_sent:
                 loss, loss_sent = float(flat[-1]), True
         if not loss_sent:  # no parameters at all
-            flat = torch.tensor([loss * weight], dtype=torch.float64)
+            # nccl reduces CUDA tensors only: the loss goes where the group's backend works.
+            where = (
+                torch.device("cuda", torch.cuda.current_device())
+                if dist.get_backend() == "nccl"
+                else torch.device("cpu")
+            )
+            flat = torch.tensor([loss * weight], dtype=torch.float64, device=where)
             self._all_reduce(flat, "the loss all-reduce")
             loss = float(flat[0])
         return loss
