@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import mpmath
+import torch
 
 from handgrad.roots import RootKind
 
@@ -16,6 +18,14 @@ _CONTEXT.prec = 200
 
 
 Exact = tuple[mpmath.mpf, mpmath.mpf]
+
+
+def on(device: torch.device | str, *values: Any) -> tuple[Any, ...]:
+    """Coefficients for ``solve_quadratic`` on ``device``: as given on the CPU (Python numbers
+    and lists, the CPU tests' inputs); float64 tensors created on any other device."""
+    if torch.device(device).type == "cpu":
+        return values
+    return tuple(torch.tensor(v, dtype=torch.float64, device=device) for v in values)
 
 
 def reference(a: float, b: float, c: float) -> tuple[RootKind, list[Exact]]:

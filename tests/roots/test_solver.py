@@ -11,6 +11,7 @@ import torch
 
 from handgrad.roots import RootKind, solve_quadratic
 from handgrad.roots.descent import loss_gradient
+from tests.roots.reference import on
 
 NAN = complex(math.nan, math.nan)
 ROOTS = [0.7639320225002103, 5.23606797749979]  # x² - 6x + 4 = 0, from mpmath
@@ -68,26 +69,31 @@ def test_batch_repr_counts_kinds() -> None:
 )
 @pytest.mark.parametrize("method", ["gd", "newton", "closed"])
 def test_kinds_ordering_and_nan_conventions(
-    coefficients: tuple[float, float, float], kind: RootKind, roots: list[complex], method: str
+    coefficients: tuple[float, float, float],
+    kind: RootKind,
+    roots: list[complex],
+    method: str,
+    device: torch.device,
 ) -> None:
-    result = solve_quadratic(*coefficients, method)
+    result = solve_quadratic(*on(device, *coefficients), method)
     assert RootKind(int(result.kind)) == kind
+    assert result.roots.device.type == device.type
     torch.testing.assert_close(
-        result.roots, torch.tensor(roots, dtype=torch.complex128), equal_nan=True
+        result.roots, torch.tensor(roots, dtype=torch.complex128, device=device), equal_nan=True
     )
     assert bool(result.converged)
 
 
-def test_every_quadratic_takes_at_least_one_step() -> None:
-    result = solve_quadratic([1, 1, 1, 1, 0], [-3, -2, 2, 0, 1], [2, 1, 5, 0, 1])
+def test_every_quadratic_takes_at_least_one_step(device: torch.device) -> None:
+    result = solve_quadratic(*on(device, [1, 1, 1, 1, 0], [-3, -2, 2, 0, 1], [2, 1, 5, 0, 1]))
     assert bool((result.iterations >= 1).all())
-    assert solve_quadratic(0, 0, 1).iterations.item() == 0
+    assert solve_quadratic(*on(device, 0, 0, 1)).iterations.item() == 0
 
 
-def test_invalid_rows_do_not_abort_the_batch() -> None:
-    a = torch.tensor([1.0, math.nan, 1.0, math.inf])
-    b = torch.tensor([-3.0, 1.0, -math.inf, 1.0])
-    c = torch.tensor([2.0, 1.0, 1.0, 1.0])
+def test_invalid_rows_do_not_abort_the_batch(device: torch.device) -> None:
+    a = torch.tensor([1.0, math.nan, 1.0, math.inf], device=device)
+    b = torch.tensor([-3.0, 1.0, -math.inf, 1.0], device=device)
+    c = torch.tensor([2.0, 1.0, 1.0, 1.0], device=device)
     result = solve_quadratic(a, b, c)
     assert result.kind.tolist() == [RootKind.TWO_REAL] + [RootKind.INVALID] * 3
     assert result.roots[0].real.tolist() == pytest.approx([1.0, 2.0], rel=1e-15)
@@ -152,8 +158,10 @@ def test_inputs_broadcast_across_python_numpy_and_torch() -> None:
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
-def test_any_float_dtype(dtype: torch.dtype) -> None:
-    a, b, c = (torch.tensor(v, dtype=dtype) for v in ([1.0, 1.0], [-3.0, 2.0], [2.0, 5.0]))
+def test_any_float_dtype(dtype: torch.dtype, device: torch.device) -> None:
+    a, b, c = (
+        torch.tensor(v, dtype=dtype, device=device) for v in ([1.0, 1.0], [-3.0, 2.0], [2.0, 5.0])
+    )
     result = solve_quadratic(a, b, c)
     expected = torch.complex128 if dtype == torch.float64 else torch.complex64
     assert result.roots.dtype == expected
@@ -173,8 +181,8 @@ def test_device(device: torch.device) -> None:
     assert result.roots.cpu().real.tolist() == [ROOTS]
 
 
-def test_path_starts_on_both_sides_of_the_vertex_and_descends_loss() -> None:
-    result = solve_quadratic(1.0, -6.0, 4.0, return_path=True)
+def test_path_starts_on_both_sides_of_the_vertex_and_descends_loss(device: torch.device) -> None:
+    result = solve_quadratic(*on(device, 1.0, -6.0, 4.0), return_path=True)
     assert result.path is not None
     steps = int(result.iterations)
     assert result.path.shape == (steps + 1, 2)
@@ -193,16 +201,18 @@ def test_path_starts_on_both_sides_of_the_vertex_and_descends_loss() -> None:
     assert float(finite_right[-1]) == result.roots[1].real.item()
 
 
-def test_path_is_nan_after_a_start_stops() -> None:
-    result = solve_quadratic([1.0, 1.0], [-6.0, -2.0], [4.0, 1.0], return_path=True)
+def test_path_is_nan_after_a_start_stops(device: torch.device) -> None:
+    result = solve_quadratic(*on(device, [1.0, 1.0], [-6.0, -2.0], [4.0, 1.0]), return_path=True)
     assert result.path is not None
     quick = int(result.iterations[0])
     assert result.path.shape[0] == int(result.iterations.max()) + 1
     assert bool(result.path[quick + 1 :, 0].real.isnan().all())
 
 
-def test_complex_path_runs_down_the_vertical_line_through_the_vertex() -> None:
-    result = solve_quadratic(1.0, 2.0, 5.0, return_path=True)
+def test_complex_path_runs_down_the_vertical_line_through_the_vertex(
+    device: torch.device,
+) -> None:
+    result = solve_quadratic(*on(device, 1.0, 2.0, 5.0), return_path=True)
     assert result.path is not None
     upper = result.path[:, 1]
     upper = upper[~upper.real.isnan()]
@@ -211,12 +221,15 @@ def test_complex_path_runs_down_the_vertical_line_through_the_vertex() -> None:
     assert upper[-1] == complex(-1, 2)
 
 
-def test_gradient_of_the_loss_matches_autograd() -> None:
+def test_gradient_of_the_loss_matches_autograd(device: torch.device) -> None:
     """The hand-derived 2 f conj(f') against autograd on L = |f(z)|² in (Re z, Im z)."""
-    generator = torch.Generator().manual_seed(1)
+    generator = torch.Generator().manual_seed(1)  # drawn on the CPU: the same on every device
     a, b, c = (torch.randn(50, dtype=torch.float64, generator=generator) for _ in range(3))
-    x = torch.randn(50, dtype=torch.float64, generator=generator, requires_grad=True)
-    y = torch.randn(50, dtype=torch.float64, generator=generator, requires_grad=True)
+    a, b, c = a.to(device), b.to(device), c.to(device)
+    x, y = (
+        torch.randn(50, dtype=torch.float64, generator=generator).to(device).requires_grad_()
+        for _ in range(2)
+    )
     z = torch.complex(x, y)
     loss = (((a * z + b) * z + c).abs() ** 2).sum()
     grad_x, grad_y = torch.autograd.grad(loss, (x, y))
@@ -225,9 +238,9 @@ def test_gradient_of_the_loss_matches_autograd() -> None:
     torch.testing.assert_close(gradient.imag, grad_y, rtol=1e-13, atol=1e-13)
 
 
-def test_fixed_learning_rate_is_exactly_the_classroom_update() -> None:
+def test_fixed_learning_rate_is_exactly_the_classroom_update(device: torch.device) -> None:
     lr, x0 = 0.01, (0.0, 6.0)
-    result = solve_quadratic(1.0, -6.0, 4.0, lr=lr, x0=x0, return_path=True)
+    result = solve_quadratic(*on(device, 1.0, -6.0, 4.0), lr=lr, x0=x0, return_path=True)
     assert result.path is not None
     for column, start in enumerate(x0):
         x = start
@@ -237,7 +250,10 @@ def test_fixed_learning_rate_is_exactly_the_classroom_update() -> None:
             assert result.path[k, column].real.item() == x
     assert bool(result.converged)
     torch.testing.assert_close(
-        result.roots.real, torch.tensor(ROOTS, dtype=torch.float64), rtol=1e-11, atol=0
+        result.roots.real,
+        torch.tensor(ROOTS, dtype=torch.float64, device=device),
+        rtol=1e-11,
+        atol=0,
     )
 
 
@@ -250,32 +266,34 @@ def test_learning_rate_above_one_over_d_diverges_and_says_so() -> None:
     assert bool(above.roots.real.isnan().all())
 
 
-def test_fixed_step_finds_a_complex_pair_in_the_complex_plane() -> None:
-    result = solve_quadratic(1.0, 2.0, 5.0, lr=0.01)
+def test_fixed_step_finds_a_complex_pair_in_the_complex_plane(device: torch.device) -> None:
+    result = solve_quadratic(*on(device, 1.0, 2.0, 5.0), lr=0.01)
     assert bool(result.converged)
-    torch.testing.assert_close(
-        result.roots, torch.tensor([-1 - 2j, -1 + 2j], dtype=torch.complex128), rtol=1e-11, atol=0
-    )
+    expected = torch.tensor([-1 - 2j, -1 + 2j], dtype=torch.complex128, device=device)
+    torch.testing.assert_close(result.roots, expected, rtol=1e-11, atol=0)
 
 
-def test_sgd_optimizer_reproduces_the_fixed_step_exactly() -> None:
-    fixed = solve_quadratic([1.0, 1.0], [-6.0, 2.0], [4.0, 5.0], lr=0.01, return_path=True)
-    driven = solve_quadratic(
-        [1.0, 1.0], [-6.0, 2.0], [4.0, 5.0], optimizer=torch.optim.SGD, lr=0.01, return_path=True
-    )
+def test_sgd_optimizer_reproduces_the_fixed_step_exactly(device: torch.device) -> None:
+    coefficients = on(device, [1.0, 1.0], [-6.0, 2.0], [4.0, 5.0])
+    fixed = solve_quadratic(*coefficients, lr=0.01, return_path=True)
+    driven = solve_quadratic(*coefficients, optimizer=torch.optim.SGD, lr=0.01, return_path=True)
     assert fixed.path is not None
     assert driven.path is not None
     torch.testing.assert_close(driven.path, fixed.path, rtol=0, atol=0, equal_nan=True)
     assert torch.equal(driven.iterations, fixed.iterations)
 
 
-def test_adam_drives_the_descent_like_an_autograd_loop() -> None:
+def test_adam_drives_the_descent_like_an_autograd_loop(device: torch.device) -> None:
     """Adam on our hand-written gradient = Adam on autograd's gradient of (x² - 6x + 4)²."""
     result = solve_quadratic(
-        1.0, -6.0, 4.0, optimizer=torch.optim.Adam, lr=0.05, x0=(0.0, 6.0), return_path=True
+        *on(device, 1.0, -6.0, 4.0),
+        optimizer=torch.optim.Adam,
+        lr=0.05,
+        x0=(0.0, 6.0),
+        return_path=True,
     )
     assert result.path is not None
-    x = torch.tensor([0.0, 6.0], dtype=torch.float64, requires_grad=True)
+    x = torch.tensor([0.0, 6.0], dtype=torch.float64, device=device, requires_grad=True)
     adam = torch.optim.Adam([x], lr=0.05)
     for k in range(1, 30):
         adam.zero_grad()
@@ -286,17 +304,16 @@ def test_adam_drives_the_descent_like_an_autograd_loop() -> None:
     assert int(result.iterations) < 10_000
 
 
-def test_optimizer_factory_with_momentum() -> None:
+def test_optimizer_factory_with_momentum(device: torch.device) -> None:
     factory = functools.partial(torch.optim.SGD, lr=0.005, momentum=0.9)
-    result = solve_quadratic(1.0, -6.0, 4.0, optimizer=factory)
+    result = solve_quadratic(*on(device, 1.0, -6.0, 4.0), optimizer=factory)
     assert bool(result.converged)
-    torch.testing.assert_close(
-        result.roots.real, torch.tensor(ROOTS, dtype=torch.float64), rtol=1e-10, atol=0
-    )
+    expected = torch.tensor(ROOTS, dtype=torch.float64, device=device)
+    torch.testing.assert_close(result.roots.real, expected, rtol=1e-10, atol=0)
 
 
-def test_newton_is_limited_near_a_double_root_where_gd_is_not() -> None:
-    a, b, c = 1.0, -2.0, 1.0 - 2.0**-52  # roots 1 ± 2^-26
+def test_newton_is_limited_near_a_double_root_where_gd_is_not(device: torch.device) -> None:
+    a, b, c = on(device, 1.0, -2.0, 1.0 - 2.0**-52)  # roots 1 ± 2^-26
     exact = [1 - 2.0**-26, 1 + 2.0**-26]
     gd = solve_quadratic(a, b, c).roots.real.tolist()
     assert gd == exact
@@ -305,12 +322,12 @@ def test_newton_is_limited_near_a_double_root_where_gd_is_not() -> None:
 
 
 def test_big_batches_solved_in_blocks_are_bitwise_one_piece(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, device: torch.device
 ) -> None:
     from handgrad.roots import quadratic
 
     generator = torch.Generator().manual_seed(11)
-    a, b, c = torch.randn(3, 10, 70, dtype=torch.float64, generator=generator)
+    a, b, c = torch.randn(3, 10, 70, dtype=torch.float64, generator=generator).to(device)
     a[0, :3], c[1, :4] = 0.0, b[1, :4] * b[1, :4] / (4 * a[1, :4])
     b[2, 0] = math.nan
     whole = solve_quadratic(a, b, c)
