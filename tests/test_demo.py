@@ -11,8 +11,8 @@ from handgrad.cli import main
 from handgrad.demo import run_demo
 
 
-def test_run_demo_writes_a_report_with_every_part(tmp_path: Path) -> None:
-    report = run_demo(tmp_path / "report", epochs=2)
+def test_run_demo_writes_a_report_with_every_part(tmp_path: Path, device: torch.device) -> None:
+    report = run_demo(tmp_path / "report", epochs=2, device=device.type)
     assert report.checks_passed
     names = {path.name for path in report.files}
     assert {"report.md", "report.html", "loss_curves.png", "predictions.png",

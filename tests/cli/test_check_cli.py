@@ -41,6 +41,20 @@ def test_check_exits_one_when_a_check_fails(
     assert "2 FAILED" in out
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_check_on_cuda_prints_the_table_and_exits_zero(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Every module's hand-written backward against autograd on the GPU, in float64
+    (dropout in training mode is compared on the CPU only)."""
+    assert main(["check", "--device", "cuda"]) == 0
+    out = capsys.readouterr().out
+    assert "FAIL" not in out
+    assert "checks on cuda" in out
+    assert "all passed" in out
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="tests the no-CUDA message")
 def test_check_on_missing_cuda_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", "--device", "cuda"]) == 2

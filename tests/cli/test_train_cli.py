@@ -27,10 +27,10 @@ def train(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str
 
 
 def test_cubic_run_writes_table_metrics_plots_and_checkpoint(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], device: torch.device
 ) -> None:
     status, out, _ = train(capsys, "--task", "cubic", "--optimizers", "sgd,adam",
-                           *QUICK, "--out", str(tmp_path))
+                           *QUICK, "--out", str(tmp_path), "--device", device.type)
     assert status == 0
     lines = out.splitlines()
     assert lines[0].split() == ["optimizer", "lr", "train", "loss", "test", "loss", "seconds"]
@@ -48,14 +48,15 @@ def test_cubic_run_writes_table_metrics_plots_and_checkpoint(
     saved = ckpt.load_checkpoint(tmp_path / "checkpoint.pt")
     assert saved["epoch"] == 2
     assert saved["settings"]["optimizers"] == ["sgd", "adam"]
+    assert saved["settings"]["device"] == device.type
     assert "wrote " in lines[-1]
 
 
 def test_digits_run_reports_accuracy_and_no_prediction_plot(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], device: torch.device
 ) -> None:
     status, out, _ = train(capsys, "--task", "digits", "--optimizers", "adam",
-                           "--epochs", "1", "--out", str(tmp_path))
+                           "--epochs", "1", "--out", str(tmp_path), "--device", device.type)
     assert status == 0
     assert "test accuracy" in out.splitlines()[0]
     (run,) = json.loads((tmp_path / "metrics.json").read_text())["runs"]
@@ -196,10 +197,12 @@ def wait_for_checkpoint(path: Path, process: subprocess.Popen[bytes], timeout: f
 
 
 def test_resume_after_sigkill_mid_epoch_matches_an_uninterrupted_run_bit_for_bit(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], device: torch.device
 ) -> None:
+    """On CUDA too: the checkpoint is written from the GPU, read back onto the CPU and
+    resumed onto the GPU, with the GPU's generator restored."""
     args = ["--task", "cubic", "--optimizers", "sgd,adam", "--epochs", "6", "--batch-size", "4",
-            "--seed", "3"]
+            "--seed", "3", "--device", device.type]
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     process = subprocess.Popen(
         [sys.executable, "-m", "handgrad", "train", *args, "--out", str(cut)],

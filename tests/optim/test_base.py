@@ -32,10 +32,12 @@ def test_the_elementwise_optimizers_share_the_base() -> None:
         assert not issubclass(getattr(hg, name), ElementwiseOptimizer), name
 
 
-def _old_state_dict_loaded(cls: Any, flags: tuple[str, ...], numbers: tuple[str, ...]) -> Any:
+def _old_state_dict_loaded(
+    cls: Any, flags: tuple[str, ...], numbers: tuple[str, ...], device: torch.device
+) -> Any:
     """An optimizer after one step, saved as an old version would save it, loaded again."""
-    p = torch.linspace(-1.0, 1.0, 4, dtype=torch.float64)
-    p.grad = torch.linspace(0.5, -0.25, 4, dtype=torch.float64)
+    p = torch.linspace(-1.0, 1.0, 4, dtype=torch.float64, device=device)
+    p.grad = torch.linspace(0.5, -0.25, 4, dtype=torch.float64, device=device)
     opt = cls([p], lr=0.01)
     opt.step()
     saved = opt.state_dict()
@@ -45,19 +47,19 @@ def _old_state_dict_loaded(cls: Any, flags: tuple[str, ...], numbers: tuple[str,
         saved["state"][0][key] = float(saved["state"][0][key])
     fresh = cls([p], lr=0.01)
     fresh.load_state_dict(saved)
-    p.grad = torch.linspace(-0.5, 0.75, 4, dtype=torch.float64)
+    p.grad = torch.linspace(-0.5, 0.75, 4, dtype=torch.float64, device=device)
     fresh.step()
     return fresh
 
 
 @pytest.mark.parametrize("name", ELEMENTWISE)
-def test_old_state_dicts_load_like_torch(name: str) -> None:
+def test_old_state_dicts_load_like_torch(name: str, device: torch.device) -> None:
     # Group flags an old state_dict lacks get torch's defaults; steps saved as numbers become
-    # tensors of torch's dtype; the next step is torch's.
+    # tensors of torch's dtype on torch's device; the next step is torch's.
     ours_cls, theirs_cls = getattr(hg, name), getattr(torch.optim, name)
     numbers = OLD_NUMBERS.get(name, ("step",))
-    ours = _old_state_dict_loaded(ours_cls, FLAGS, numbers)
-    theirs = _old_state_dict_loaded(theirs_cls, FLAGS, numbers)
+    ours = _old_state_dict_loaded(ours_cls, FLAGS, numbers, device)
+    theirs = _old_state_dict_loaded(theirs_cls, FLAGS, numbers, device)
     ours_group = {k: v for k, v in ours.param_groups[0].items() if k != "params"}
     theirs_group = {k: v for k, v in theirs.param_groups[0].items() if k != "params"}
     assert ours_group == theirs_group
@@ -67,7 +69,9 @@ def test_old_state_dicts_load_like_torch(name: str) -> None:
     for key, value in theirs_state.items():
         mine = ours_state[key]
         assert torch.is_tensor(mine), key
-        assert (mine.dtype, mine.shape) == (value.dtype, value.shape), key
+        assert (mine.dtype, mine.shape, mine.device) == (value.dtype, value.shape, value.device), (
+            key
+        )
         torch.testing.assert_close(mine, value, rtol=1e-12, atol=0)
     torch.testing.assert_close(
         ours.param_groups[0]["params"][0], theirs.param_groups[0]["params"][0], rtol=1e-12, atol=0
