@@ -80,41 +80,62 @@ class Muon(Optimizer):
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One Muon step on every parameter that has a gradient; returns the closure's loss.
 
-        One tensor at a time: each matrix needs its own matrix products (torch has no
-        multi-tensor Muon either).
+        Matrices of one shape go through the Newton–Schulz iteration together, as one batch
+        of matrix products (see :func:`batchable`); the others one at a time.
         """
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            lr = squeeze_scalar(group["lr"])
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.is_complex():
-                    raise RuntimeError("Muon does not support complex parameters")
-                if p.grad.is_sparse:
-                    raise RuntimeError("Muon does not support sparse gradients")
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(
-                        p.grad, memory_format=torch.preserve_format
+            params, grads, buffers = self._group_tensors(group)
+            settings = {
+                "lr": squeeze_scalar(group["lr"]),
+                "weight_decay": group["weight_decay"],
+                "momentum": group["momentum"],
+                "nesterov": group["nesterov"],
+                "ns_coefficients": group["ns_coefficients"],
+                "ns_steps": group["ns_steps"],
+                "eps": group["eps"],
+                "adjust_lr_fn": group["adjust_lr_fn"],
+            }
+            for indices in _same_shape_batches(params):
+                if len(indices) == 1:
+                    i = indices[0]
+                    muon_update(params[i], grads[i], buffers[i], **settings)
+                else:
+                    muon_update_batch(
+                        [params[i] for i in indices],
+                        [grads[i] for i in indices],
+                        [buffers[i] for i in indices],
+                        **settings,
                     )
-                muon_update(
-                    p,
-                    p.grad,
-                    state["momentum_buffer"],
-                    lr=lr,
-                    weight_decay=group["weight_decay"],
-                    momentum=group["momentum"],
-                    nesterov=group["nesterov"],
-                    ns_coefficients=group["ns_coefficients"],
-                    ns_steps=group["ns_steps"],
-                    eps=group["eps"],
-                    adjust_lr_fn=group["adjust_lr_fn"],
-                )
         return loss
+
+    def _group_tensors(
+        self, group: dict[str, Any]
+    ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+        """Parameters with gradients, the gradients and momentum buffers (created lazily).
+
+        Every parameter is checked before any is updated, as torch does.
+        """
+        params, grads, buffers = [], [], []
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if p.is_complex():
+                raise RuntimeError("Muon does not support complex parameters")
+            if p.grad.is_sparse:
+                raise RuntimeError("Muon does not support sparse gradients")
+            state = self.state[p]
+            if "momentum_buffer" not in state:
+                state["momentum_buffer"] = torch.zeros_like(
+                    p.grad, memory_format=torch.preserve_format
+                )
+            params.append(p)
+            grads.append(p.grad)
+            buffers.append(state["momentum_buffer"])
+        return params, grads, buffers
 
 
 def muon_update(
@@ -141,6 +162,48 @@ def muon_update(
     param.add_(ortho, alpha=-adjusted_lr(lr, adjust_lr_fn, param.shape))
 
 
+def muon_update_batch(
+    params: list[Tensor],
+    grads: list[Tensor],
+    bufs: list[Tensor],
+    *,
+    lr: float | Tensor,
+    weight_decay: float,
+    momentum: float,
+    nesterov: bool,
+    ns_coefficients: tuple[float, float, float],
+    ns_steps: int,
+    eps: float,
+    adjust_lr_fn: str | None,
+) -> None:
+    """:func:`muon_update` for matrices of one :func:`batchable` shape, bit for bit.
+
+    The element-wise steps run as multi-tensor kernels and the Newton–Schulz products as
+    one batched product each (:func:`newton_schulz_batch`): 3 calls per iteration for the
+    whole batch instead of 3 per matrix.
+    """
+    _check_iteration(ns_coefficients, ns_steps)
+    torch._foreach_lerp_(bufs, grads, 1 - momentum)
+    directions = torch._foreach_lerp(grads, bufs, momentum) if nesterov else bufs
+    stacked = torch.empty(
+        (len(params), *params[0].shape), dtype=torch.bfloat16, device=params[0].device
+    )
+    # The same float -> bfloat16 rounding as Tensor.bfloat16(), into one batch.
+    torch._foreach_copy_(list(stacked.unbind(0)), directions)
+    ortho = newton_schulz_batch(stacked, ns_coefficients, ns_steps, eps)
+    torch._foreach_mul_(params, 1 - lr * weight_decay)
+    step = adjusted_lr(lr, adjust_lr_fn, params[0].shape)
+    torch._foreach_add_(params, list(ortho.unbind(0)), alpha=-step)
+
+
+def _check_iteration(coefficients: tuple[float, float, float], steps: int) -> None:
+    """torch's refusals of a Newton–Schulz iteration's settings (ValueError)."""
+    if steps >= 100:
+        raise ValueError("Number of steps must be less than 100 for computational efficiency")
+    if len(coefficients) != 3:
+        raise ValueError("Coefficients must be a tuple of exactly 3 values")
+
+
 def newton_schulz(
     matrix: Tensor, coefficients: tuple[float, float, float], steps: int, eps: float
 ) -> Tensor:
@@ -149,31 +212,93 @@ def newton_schulz(
     X₀ = G/max(‖G‖_F, ε) (transposed to be wide), then ``steps`` times, with A = X Xᵀ,
     X ← a X + (b A + c A²) X. The coefficients push every singular value towards [0.7, 1.2]
     fast rather than exactly to 1, which is all Muon needs. Each product is one bfloat16
-    matrix product or ``addmm`` (accumulated in float32, rounded once), as torch does it, so
-    the result has torch's bits.
+    matrix product or ``addmm`` (accumulated in float32, rounded once) on the same layouts
+    as torch's (a transposed view stays a view: a contiguous copy measured slower), so the
+    result has torch's bits.
     """
-    if steps >= 100:
-        raise ValueError("Number of steps must be less than 100 for computational efficiency")
+    _check_iteration(coefficients, steps)
     if len(matrix.shape) != 2:
         raise ValueError("Input tensor gradient must be a 2D matrix")
-    if len(coefficients) != 3:
-        raise ValueError("Coefficients must be a tuple of exactly 3 values")
     a, b, c = coefficients
     tall = matrix.size(0) > matrix.size(1)
     x = matrix.bfloat16()  # no copy for a bfloat16 matrix: the division below is in place
     if tall:
-        # Work with the smaller Gram matrix. torch keeps the transposed view; a contiguous
-        # copy gives the same bits (tested against torch) and a ~4x faster first product,
-        # but only where x is already our own copy.
-        x = x.T.contiguous() if x is not matrix else x.T
+        x = x.T  # work with the smaller Gram matrix
     x.div_(x.norm().clamp(min=eps))
     for _ in range(steps):
-        # x @ x.T with a contiguous right operand: the same bits (tested against torch), but
-        # on CPU a bfloat16 product with a transposed view takes a path ~100x slower.
-        gram = x @ x.T.contiguous()
+        gram = x @ x.T
         polynomial = torch.addmm(gram, gram, gram, beta=b, alpha=c)
         x = torch.addmm(x, polynomial, x, beta=a)
     return x.T if tall else x
+
+
+# oneDNN takes a bfloat16 product of m·k·n > 16³ multiplications, both as a matrix product
+# and inside a batched one; smaller ones take other kernels whose last bits differ between
+# the two (measured). Batches are cut at this many elements to bound their temporaries.
+_ONEDNN_MIN_PRODUCT = 16**3
+_BATCH_ELEMENTS = 1 << 22
+
+
+def batchable(shape: torch.Size | tuple[int, ...]) -> bool:
+    """Whether matrices of ``shape`` can share batched products with :func:`newton_schulz`'s bits.
+
+    Every product of the iteration multiplies m × n by n × m or m × m by m × n (m ≤ n), so
+    all of them reach the oneDNN kernel exactly when m³ does.
+    """
+    return min(shape) ** 3 > _ONEDNN_MIN_PRODUCT
+
+
+def newton_schulz_batch(
+    matrices: Tensor, coefficients: tuple[float, float, float], steps: int, eps: float
+) -> Tensor:
+    """:func:`newton_schulz` of each matrix of a (batch, rows, cols) bfloat16 stack.
+
+    Overwrites ``matrices``. Each matrix is scaled by its own norm (one reduction per matrix,
+    as torch's); the products are ``bmm``/``baddbmm`` over the whole batch.
+    """
+    _check_iteration(coefficients, steps)
+    a, b, c = coefficients
+    tall = matrices.size(1) > matrices.size(2)
+    x = matrices.transpose(1, 2) if tall else matrices
+    for each in x:
+        each.div_(each.norm().clamp(min=eps))
+    for _ in range(steps):
+        gram = torch.bmm(x, x.transpose(1, 2))
+        polynomial = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)
+        x = torch.baddbmm(x, polynomial, x, beta=a)
+    return x.transpose(1, 2) if tall else x
+
+
+def _same_shape_batches(params: list[Tensor]) -> list[list[int]]:
+    """Indices of the parameters to update together, in order of first appearance.
+
+    CPU parameters of one :func:`batchable` shape and dtype (with a gradient of that shape)
+    share batches of at most ``_BATCH_ELEMENTS`` elements. bfloat16 parameters do not
+    (torch's iteration then overwrites the direction in place, which a batch copy would
+    not), nor does the second listing of a parameter (torch updates it twice in a row).
+    Everything else is a batch of one.
+    """
+    groups: dict[Any, list[int]] = {}
+    seen: set[int] = set()
+    for index, p in enumerate(params):
+        grad = p.grad
+        key: Any = index
+        if (
+            id(p) not in seen
+            and p.dtype != torch.bfloat16
+            and p.device.type == "cpu"
+            and grad is not None
+            and grad.shape == p.shape
+            and batchable(p.shape)
+        ):
+            key = (p.shape, p.dtype, grad.dtype)
+        seen.add(id(p))
+        groups.setdefault(key, []).append(index)
+    batches: list[list[int]] = []
+    for indices in groups.values():
+        size = max(1, _BATCH_ELEMENTS // params[indices[0]].numel())
+        batches.extend(indices[start : start + size] for start in range(0, len(indices), size))
+    return sorted(batches)
 
 
 def adjusted_lr(lr: Any, adjust_lr_fn: str | None, shape: torch.Size) -> Any:
