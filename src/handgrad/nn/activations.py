@@ -19,7 +19,9 @@ class _Activation(Module):
         raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:
-        out, ctx = self._kernel(self._check_tensor(x))
+        if not isinstance(x, Tensor):
+            self._check_tensor(x)  # raises the TypeError
+        out, ctx = self._kernel(x)
         return self._remember(ctx, out)
 
     def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:

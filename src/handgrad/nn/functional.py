@@ -16,6 +16,7 @@ dL/d(input) by the chain rule, written out in its docstring.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -32,6 +33,27 @@ _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _GELU_CUBIC = 0.044715
+
+# The fused aten kernels, resolved once: calling the overload skips picking it on every call.
+_SIGMOID_BACKWARD = torch.ops.aten.sigmoid_backward.default
+_THRESHOLD_BACKWARD = torch.ops.aten.threshold_backward.default
+
+# dtypes in which a sum divided by a 0-d tensor of the same dtype holding the count is exactly
+# torch's `sum / count` (the count is converted to the dtype once, either way).
+_DIVIDE_BY_COUNT_DTYPES = (torch.float32, torch.float64)
+
+
+@functools.lru_cache(maxsize=256)
+def _number(value: float, dtype: torch.dtype = torch.float64) -> Tensor:
+    """``value`` as a 0-d CPU tensor, made once and kept.
+
+    torch turns a Python number operand into a 0-d float64 CPU tensor on every call, which
+    costs as much as a small kernel. Multiplying a tensor of at least one dimension by this
+    one gives the same bits (a 0-d operand changes neither the result's dtype nor how its
+    value is converted); with a 0-d operand, pass that operand's dtype.
+    """
+    with torch.inference_mode(False):  # usable by autograd-recording callers too
+        return torch.tensor(value, dtype=dtype)
 
 
 # --------------------------------------------------------------------------- linear
@@ -87,7 +109,7 @@ def linear_backward(
 
 def relu_forward(x: Tensor) -> tuple[Tensor, Ctx]:
     """y = max(x, 0)."""
-    out = x.clamp_min(0)
+    out = torch.relu(x)  # the same kernel as x.clamp_min(0), without wrapping the 0
     return out, (out,)
 
 
@@ -99,7 +121,7 @@ def relu_backward(grad_out: Tensor, ctx: Ctx) -> Tensor:
     faster than torch.where on a boolean mask. A plain kernel call: no autograd involved.
     """
     (out,) = ctx
-    return torch.ops.aten.threshold_backward(grad_out, out, 0)
+    return _THRESHOLD_BACKWARD(grad_out, out, 0)
 
 
 def sigmoid_forward(x: Tensor) -> tuple[Tensor, Ctx]:
@@ -120,7 +142,7 @@ def sigmoid_backward(grad_out: Tensor, ctx: Ctx) -> Tensor:
     in tests/nn/test_fast_path.py) in one pass instead of three.
     """
     (out,) = ctx
-    return torch.ops.aten.sigmoid_backward(grad_out, out)
+    return _SIGMOID_BACKWARD(grad_out, out)
 
 
 def tanh_forward(x: Tensor) -> tuple[Tensor, Ctx]:
@@ -253,8 +275,14 @@ def _reduce(loss: Tensor, reduction: str, denominator: Tensor | float) -> Tensor
         return loss
     if reduction == "sum":
         return loss.sum()
-    # A mean over every element is one call; torch's mean is the same sum, then the division.
-    return loss.mean() if isinstance(denominator, int) else loss.sum() / denominator
+    if not isinstance(denominator, int):
+        return loss.sum() / denominator
+    # A mean over every element. torch's CPU mean is this sum and division; dividing by a
+    # kept 0-d tensor is cheaper than by a number, which torch wraps in a new tensor each call.
+    total = loss.sum()
+    if total.dtype in _DIVIDE_BY_COUNT_DTYPES:
+        return total.div_(_number(denominator, total.dtype))
+    return loss.mean()
 
 
 def _per_element(grad: Tensor | float, reduction: str, denominator: Tensor | float) -> Any:
@@ -278,7 +306,8 @@ def mse_backward(grad: Tensor | float, ctx: Ctx) -> Tensor:
     scale = _per_element(grad, reduction, n)
     if not isinstance(scale, Tensor):
         # One pass: diff · (2g/n) is bit-identical to (2 diff) · (g/n), doubling being exact.
-        return diff * (2.0 * scale)
+        factor = 2.0 * scale
+        return diff * (_number(factor) if diff.dim() else factor)
     return 2.0 * diff * scale
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -69,8 +70,11 @@ class Linear(Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        # Read from _parameters: attribute access to a parameter costs as much as this layer's
+        # own work on a small input.
+        parameters = self._parameters
         try:
-            out, ctx = F.linear_forward(x, self.weight, self.bias)
+            out, ctx = F.linear_forward(x, cast(Tensor, parameters["weight"]), parameters["bias"])
         except (AttributeError, TypeError, RuntimeError):
             # torch refuses every input the checks below refuse, so they run only then: on
             # small layers they would cost as much as the matrix multiply itself.

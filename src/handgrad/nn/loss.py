@@ -54,6 +54,18 @@ class _Loss(Module):
         return prediction
 
     def _check_same_shape(self, prediction: object, target: object) -> tuple[Tensor, Tensor]:
+        # Every condition at once, cheaply; only a failure goes through the checks one by
+        # one, which raise the error naming the problem.
+        if (
+            isinstance(prediction, Tensor)
+            and isinstance(target, Tensor)
+            and target.shape == prediction.shape
+            and target.dtype is prediction.dtype
+            and prediction.is_floating_point()
+            and target.device == prediction.device
+            and (self.reduction != "mean" or prediction.numel() > 0)
+        ):
+            return prediction, target
         prediction = self._check_prediction(prediction)
         target = self._check_tensor(target, "target")
         if target.shape != prediction.shape:
