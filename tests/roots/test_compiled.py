@@ -85,9 +85,9 @@ def test_compiled_driver_matches_eager_solver(monkeypatch: pytest.MonkeyPatch) -
     c[4:8] = b[4:8] * b[4:8] / (4 * a[4:8])  # near-double roots: the slowest descents
     b[8], c[8] = 2.0 * a[8], a[8]  # an exact double root
     eager = solve_quadratic(a, b, c)
-    # One fused step leaves every lane running (the straggler path does all the work); two
-    # leave only the near-double roots; a hundred none.
-    for fused_steps in (1, 2, 100):
+    # No fused step leaves every lane running (the straggler path does all the work); one
+    # leaves the linear and near-double ones; a hundred none.
+    for fused_steps in (0, 1, 100):
         got = compiled.solve_gd_compiled(a, b, c, fused_steps=fused_steps)
         assert got.roots.shape == (n, 2)
         assert got.roots.dtype == torch.complex128
@@ -95,5 +95,6 @@ def test_compiled_driver_matches_eager_solver(monkeypatch: pytest.MonkeyPatch) -
             exact = {"rtol": 0.0, "atol": 0.0, "equal_nan": True}
             torch.testing.assert_close(getattr(got, field), getattr(eager, field), **exact)
     assert int(eager.iterations[8]) > 2
+    assert int(eager.iterations[0]) == 2  # linear
     assert bool(eager.converged[4:].all())
     assert bool((eager.iterations[8:] >= 1).all())

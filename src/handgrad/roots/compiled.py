@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from handgrad.roots.descent import TINY_STEP, UNIT_ROUNDOFF
+from handgrad.roots.descent import UNIT_ROUNDOFF, advance
 from handgrad.roots.finish import finish_roots
 from handgrad.roots.lanes import descent_step, lane_roots, setup_lanes
 from handgrad.roots.problem import RootKind, prepare
@@ -37,14 +37,7 @@ def _masked_step(
     s: Tensor, t: Tensor, barrier: Tensor, direction: Tensor, active: Tensor, tol: float
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One step of monotone_descent for the running lanes: new t, stopped, stopped converged."""
-    t_next = t - s
-    t_next = torch.where(
-        direction > 0, torch.maximum(t_next, barrier), torch.minimum(t_next, barrier)
-    )
-    failed = ~torch.isfinite(t_next)
-    t_next = torch.where(failed, t, t_next)
-    small = (s.abs() <= tol * t_next.abs()) | (s.abs() <= TINY_STEP)
-    done = failed | small | (s == 0)
+    t_next, failed, done = advance(s, t, barrier, direction, tol=tol, settle=True)
     return torch.where(active, t_next, t), active & done, active & done & ~failed
 
 
@@ -97,7 +90,10 @@ def _compile(tol: float, steps: int) -> Any:
     key = (tol, steps)
     if key not in _compiled:
         function = functools.partial(_solve, tol, steps)
-        _compiled[key] = torch.compile(function, dynamic=True, fullgraph=True)
+        # Inductor stops fusing at 64 nodes per kernel by default, which splits the solver
+        # into several loops with their intermediates stored between them.
+        options = {"max_fusion_size": 1 << 16}
+        _compiled[key] = torch.compile(function, dynamic=True, fullgraph=True, options=options)
     return _compiled[key]
 
 
@@ -108,16 +104,16 @@ def solve_gd_compiled(
     *,
     tol: float | None = None,
     max_iter: int = 100,
-    fused_steps: int = 2,
+    fused_steps: int = 1,
 ) -> QuadraticRoots:
     """``solve_quadratic(a, b, c)`` (method "gd") for flat float64 tensors, compiled.
 
     Returns the same result, bitwise. Every lane takes ``fused_steps`` steps inside the compiled
-    loop; the equations with a lane still running after that (next to a double root: a few in
-    a million on standard-normal coefficients) are solved again, from their start, by the eager
-    solver, whose arithmetic is the same (so are their results). Two fused steps: from the
-    starts of :mod:`handgrad.roots.lanes` a lane converges in its first step and stops in its
-    second.
+    loop; the equations with a lane still running after that are solved again, from their
+    start, by the eager solver, whose arithmetic is the same (so are their results). One fused
+    step: from the starts of :mod:`handgrad.roots.lanes` a lane converges and settles in its
+    first step, except next to a double root (a few in a million standard-normal equations)
+    and for a linear equation (a = 0: two steps), which are left to the eager solver.
     """
     if not (a.dtype == b.dtype == c.dtype == torch.float64) or a.dim() != 1:
         raise ValueError("solve_gd_compiled takes flat float64 tensors a, b, c of one shape")

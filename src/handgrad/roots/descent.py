@@ -19,7 +19,8 @@ starts v ± R, v = -B/2A, R = sqrt(v² + |C/A|)), which the "newton" method keep
 
 A start stops when its step is at most ``tol`` · |y| (default: one unit roundoff, 2^-53) or
 below 2^-1060 (subnormal noise), or when f vanishes (converged), or when its iterate stops
-being finite (not converged).
+being finite (not converged); the default method also stops a start as soon as its step
+predicts that the next one would be that small (see :func:`advance`).
 
 Fixed-step modes (the classroom version): with ``lr`` the update is x_{k+1} = x_k - lr · L'(x_k)
 exactly, in the user's (unscaled) variable; with ``optimizer`` a torch.optim-style optimizer
@@ -58,6 +59,34 @@ class Slots:
     path: list[Tensor] | None
 
 
+def advance(
+    s: Tensor, y: Tensor, barrier: Tensor, direction: Tensor, *, tol: float, settle: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One step y - s, held at the barrier: the new y, whether it failed, whether it stops.
+
+    A slot stops when its step is at most ``tol`` · |y| (or below 2^-1060, subnormal noise),
+    when the step is zero (f vanishes), or when the new y is not finite (failed: y is kept).
+    ``settle``: also stop when the step predicts that the next one would be that small. For
+    Newton's step on a parabola the error left after a step s that lands at distance u from
+    the vertex is s² / (u + δ) <= s² / u (δ: the root's distance from the vertex), so if
+    s² / |y| <= tol · u the next step would be at most tol · |y|: at most an ulp of polish.
+    (Not for a slot without a barrier: there the equation is linear and the second step
+    polishes the rounding of the first.)
+    """
+    y_next = y - s
+    y_next = torch.where(
+        direction > 0, torch.maximum(y_next, barrier), torch.minimum(y_next, barrier)
+    )
+    failed = ~torch.isfinite(y_next)
+    y_next = torch.where(failed, y, y_next)
+    size = s.abs()
+    small = (size <= tol * y_next.abs()) | (size <= TINY_STEP)
+    if settle:
+        settled = (size / y_next.abs()) * size <= tol * (y_next - barrier).abs()
+        small = small | (settled & torch.isfinite(barrier))
+    return y_next, failed, failed | small | (s == 0)
+
+
 def monotone_descent(
     step: StepFunction,
     y0: Tensor,
@@ -68,8 +97,9 @@ def monotone_descent(
     tol: float,
     max_iter: int,
     record_path: bool,
+    settle: bool = False,
 ) -> Slots:
-    """Run y <- y - step(y) for each slot until it stops (see the module docstring).
+    """Run y <- y - step(y) for each slot until it stops (see :func:`advance`).
 
     ``direction`` is +1 where the slot must move down (steps >= 0), -1 where it must move up;
     ``barrier`` is the point it may reach but never cross (the vertex). Slots whose start is
@@ -88,12 +118,7 @@ def monotone_descent(
             break
         y_run, b_run, d_run = running[0], running[-2], running[-1]
         s = step(y_run, tuple(running[1:-2]))
-        y_next = y_run - s
-        y_next = torch.where(d_run > 0, torch.maximum(y_next, b_run), torch.minimum(y_next, b_run))
-        failed = ~torch.isfinite(y_next)
-        y_next = torch.where(failed, y_run, y_next)
-        small = (s.abs() <= tol * y_next.abs()) | (s.abs() <= TINY_STEP)
-        done = failed | small | (s == 0)
+        y_next, failed, done = advance(s, y_run, b_run, d_run, tol=tol, settle=settle)
         if path is not None:
             snapshot = torch.full_like(y0, math.nan)
             snapshot[active] = y_next

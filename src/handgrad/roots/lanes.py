@@ -147,6 +147,7 @@ def descend_lanes(
         tol=UNIT_ROUNDOFF if tol is None else tol,
         max_iter=100 if max_iter is None else max_iter,
         record_path=record_path,
+        settle=True,
     )
 
     def as_roots(t: Tensor) -> Tensor:
