@@ -92,7 +92,7 @@ def _compile(tol: float, steps: int) -> Any:
         function = functools.partial(_solve, tol, steps)
         # Inductor stops fusing at 64 nodes per kernel by default, which splits the solver
         # into several loops with their intermediates stored between them.
-        options = {"max_fusion_size": 1 << 16}
+        options: dict[str, Any] = {"max_fusion_size": 1 << 16}
         _compiled[key] = torch.compile(function, dynamic=True, fullgraph=True, options=options)
     return _compiled[key]
 
