@@ -14,6 +14,7 @@ from handgrad.optim._common import (
     check_at_least,
     check_lr,
     group_by_device_and_dtype,
+    increment_steps,
     real_views,
 )
 
@@ -130,7 +131,7 @@ def adadelta_multi_tensor(
         [params, grads, square_avgs, acc_deltas, steps]
     ):
         p, g, v, u = real_views(p_), real_views(g_), real_views(v_), real_views(u_)
-        torch._foreach_add_(t_, 1)
+        increment_steps(t_, foreach=True)
         if maximize:
             g = list(torch._foreach_neg(g))
         if weight_decay != 0:

@@ -13,6 +13,7 @@ from handgrad.optim._bookkeeping import restore_group_flags
 from handgrad.optim._common import (
     fast_path,
     group_by_device_and_dtype,
+    increment_steps,
     new_step,
     squeeze_scalar,
 )
@@ -216,7 +217,7 @@ def adafactor_multi_tensor(
         for p, g, t_, *moments in group_by_device_and_dtype(lists):
             if maximize:
                 g = list(torch._foreach_neg(g))
-            torch._foreach_add_(t_, 1.0)
+            increment_steps(t_, foreach=True)
             counts = [s.item() for s in t_]
             weights = [count**beta2_decay for count in counts]
             alphas = [

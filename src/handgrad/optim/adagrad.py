@@ -16,6 +16,7 @@ from handgrad.optim._common import (
     check_lr,
     fast_path,
     group_by_device_and_dtype,
+    increment_steps,
     new_step,
     real_views,
 )
@@ -178,7 +179,7 @@ def adagrad_multi_tensor(
     """Adagrad on lists of dense tensors with ``torch._foreach_*`` (one kernel per operation)."""
     for p_, g_, s_, t_ in group_by_device_and_dtype([params, grads, sums, steps]):
         p, g, s = real_views(p_), real_views(g_), real_views(s_)
-        torch._foreach_add_(t_, 1)
+        increment_steps(t_, foreach=True)
         if maximize:
             g = list(torch._foreach_neg(g))
         if weight_decay != 0:

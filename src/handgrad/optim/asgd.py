@@ -14,6 +14,7 @@ from handgrad.optim._common import (
     check_at_least,
     check_lr,
     group_by_device_and_dtype,
+    increment_steps,
     real_views,
     scalar_dtype,
     squeeze_scalar,
@@ -163,7 +164,7 @@ def asgd_multi_tensor(
         device = p[0].device
         if maximize:
             g = list(torch._foreach_neg(g))
-        torch._foreach_add_(t_, 1)
+        increment_steps(t_, foreach=True)
         if weight_decay != 0:
             # g is our own copy when maximize negated it; otherwise p.grad must stay untouched.
             if maximize:

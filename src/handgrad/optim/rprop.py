@@ -13,6 +13,7 @@ from handgrad.optim._bookkeeping import check_capturable
 from handgrad.optim._common import (
     check_lr,
     group_by_device_and_dtype,
+    increment_steps,
     new_step,
     real_views,
     squeeze_scalar,
@@ -147,7 +148,7 @@ def rprop_multi_tensor(
         [params, grads, prevs, step_sizes, steps]
     ):
         p, g, prev, size = real_views(p_), real_views(g_), real_views(prev_), real_views(size_)
-        torch._foreach_add_(t_, 1)
+        increment_steps(t_, foreach=True)
         signs = torch._foreach_mul(g, prev)
         if maximize:
             torch._foreach_neg_(signs)
