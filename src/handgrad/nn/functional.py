@@ -88,10 +88,15 @@ def linear_backward(
         grad_2d = grad_out.reshape(-1, weight.shape[0])
         x_2d = x.reshape(-1, weight.shape[1])
     grad_t = grad_2d.t()
-    grad_weight = grad_t.mm(x_2d) if weight_out is None else torch.mm(grad_t, x_2d, out=weight_out)
+    if grad_2d.shape[0] == 1:
+        # One row: gᵀx is an outer product (each entry one exact multiply, the same bits as
+        # the GEMM), done as a broadcast multiply, (out, 1) · (1, in).
+        grad_weight = torch.mul(grad_t, x_2d, out=weight_out)
+    else:
+        grad_weight = torch.mm(grad_t, x_2d, out=weight_out)
     grad_bias = None
     if bias is not None:
-        grad_bias = grad_2d.sum(0) if bias_out is None else torch.sum(grad_2d, 0, out=bias_out)
+        grad_bias = torch.sum(grad_2d, 0, out=bias_out)
     grad_x = None
     if input_grad:
         if weight.shape[0] != 1:

@@ -26,16 +26,16 @@ class FlatSlot:
     """Where a parameter's gradient goes while the layout of ``flatten_parameters`` holds.
 
     ``grad`` is the parameter's view into the flat gradient buffer. The layout holds while the
-    parameter still lives at the address, dtype, shape and device it was given (``key``);
-    ``module.to(...)`` or ``p.data = ...`` moves it, and the slot is then forgotten. ``buffer``
-    is the flat parameter buffer, kept alive so that its address cannot be reused by another
-    tensor and fool the check.
+    parameter still starts at the address it was given, with the same dtype and shape
+    (``key``); ``module.to(...)`` or ``p.data = ...`` moves it, and the slot is then
+    forgotten. ``buffer`` is the flat parameter buffer, kept alive so that no other tensor
+    (on any device) can be given its address: the same address is the same buffer.
     """
 
     __slots__ = ("buffer", "grad", "key")
 
     def __init__(self, param: Tensor, grad: Tensor, buffer: Tensor) -> None:
-        self.key = (param.data_ptr(), param.dtype, param.shape, param.device)
+        self.key = (param.data_ptr(), param.dtype, param.shape)
         self.grad = grad
         self.buffer = buffer
 
@@ -52,7 +52,7 @@ def gradient_slot(param: Tensor) -> Tensor | None:
     slot: FlatSlot | None = param.__dict__.get(FLAT_SLOT)
     if slot is None or param.grad is not None:
         return None
-    if slot.key != (param.data_ptr(), param.dtype, param.shape, param.device):
+    if slot.key != (param.data_ptr(), param.dtype, param.shape):
         del param.__dict__[FLAT_SLOT]  # the layout is gone: back to a gradient of its own
         return None
     return slot.grad
