@@ -238,3 +238,32 @@ def test_handover_helper_catches_a_lost_state() -> None:
     with pytest.raises(AssertionError):
         assert_state_dict_handover(ForgetfulSGD, torch.optim.SGD, {"lr": 0.05, "momentum": 0.9},
                                    direction="torch_to_ours")  # fmt: skip
+
+
+FUSED: list[Any] = [
+    pytest.param(hg.Adam, torch.optim.Adam, {"lr": 0.02, "amsgrad": True}, id="Adam"),
+    pytest.param(hg.AdamW, torch.optim.AdamW, {"lr": 0.02}, id="AdamW"),
+    pytest.param(hg.SGD, torch.optim.SGD, {"lr": 0.05, "momentum": 0.9}, id="SGD"),
+    pytest.param(hg.Adagrad, torch.optim.Adagrad, {"lr": 0.1, "lr_decay": 0.1}, id="Adagrad"),
+]
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+@pytest.mark.parametrize(("ours", "theirs", "hyperparams"), FUSED)
+def test_fused_state_dict_handover_mid_run(
+    ours: Any, theirs: Any, hyperparams: dict[str, Any], direction: str, device: torch.device
+) -> None:
+    """fused=True (torch's fused kernels on the CPU and on CUDA): ``step`` lives on the
+    parameter's device in float32, as torch keeps it, and survives the handover either way."""
+    layouts = []
+    for cls in (ours, theirs):
+        p = torch.ones(3, device=device)
+        opt = cls([p], **hyperparams, fused=True)
+        p.grad = torch.full_like(p, 0.5)
+        opt.step()
+        layouts.append({k: (v.device, v.dtype) for k, v in opt.state[p].items()})
+    assert layouts[0] == layouts[1]
+    assert_state_dict_handover(
+        ours, theirs, {**hyperparams, "fused": True}, direction=direction, dtype=torch.float32,
+        device=device,
+    )  # fmt: skip
