@@ -24,6 +24,17 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 CUDA_AVAILABLE = torch.cuda.is_available()
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    """HANDGRAD_REQUIRE_CUDA=1 (set on GPU machines) turns "no CUDA here" from a skip into an
+    error: a CPU-only torch build on a GPU runner would otherwise skip every CUDA case quietly."""
+    if os.environ.get("HANDGRAD_REQUIRE_CUDA") == "1" and not CUDA_AVAILABLE:
+        raise pytest.UsageError(
+            "HANDGRAD_REQUIRE_CUDA=1 but torch.cuda.is_available() is False "
+            f"(torch {torch.__version__}, built with CUDA {torch.version.cuda})"
+        )
+
+
 DEVICES = [
     pytest.param("cpu", id="cpu"),
     pytest.param(
