@@ -331,3 +331,21 @@ def test_gradient_slot_is_none_once_a_gradient_exists_or_without_flattening() ->
     backward(net, *data())
     assert weight.grad is slot
     assert hn.gradient_slot(weight) is None
+
+
+def test_benchmark_steps_with_and_without_flattening_agree() -> None:
+    from benchmarks import bench_train
+
+    for config in bench_train.GRID[:2]:
+        flat, plain = bench_train.handgrad_step(config), bench_train.handgrad_step(config, False)
+        for _ in range(3):
+            assert torch.equal(flat(), plain())
+
+
+def test_benchmark_per_sample_table_reports_both_layouts() -> None:
+    from benchmarks import bench_train
+
+    table = bench_train.per_sample_table(quick=True)
+    assert "| handgrad (hand-written backward, handgrad Adam) |" in table
+    assert "| handgrad, parameters not flattened |" in table
+    assert "handgrad with flat parameters" in table
