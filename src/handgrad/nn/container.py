@@ -51,14 +51,14 @@ class Sequential(Module):
         return [module for module in self._modules.values() if isinstance(module, Module)]
 
     def forward(self, x: Tensor) -> Tensor:
-        for module in self._layers():
+        layers = self._layers()
+        for module in layers:
             x = module(x)
-        # The container's own ctx is just "forward ran"; each layer keeps its own.
-        return self._remember((), x)
+        # The container's ctx is the chain that ran; each layer keeps its own ctx.
+        return self._remember((layers,), x)
 
     def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
-        self._recall(grad_output)
-        layers = self._layers()
+        (layers,) = self._recall(grad_output)
         grad = grad_output
         for position in range(len(layers) - 1, 0, -1):
             upstream = layers[position].backward(grad, input_grad=True)
