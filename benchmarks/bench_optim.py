@@ -1,6 +1,6 @@
 """``step()`` of every handgrad optimizer against its torch.optim namesake, same process.
 
-Usage: ``python -m benchmarks.bench_optim [--quick] [--only Adam,SGD] [--layouts wide,many]``.
+Usage: ``python -m benchmarks.bench_optim [--quick] [--only Adam,SGD] [--layouts matrices,flat]``.
 
 For each optimizer and parameter layout both sides get identical float32 parameters and
 gradients; their ``step()`` calls are timed alternately (ours, torch, ours, ...) in rounds,
@@ -8,6 +8,10 @@ and the medians are compared. The reference is torch with ``foreach=True`` where
 multi-tensor path (its fastest non-fused path; torch's own CPU default is the slower
 single-tensor loop), and ``fused=True`` as a further column where torch has it. Ratios are
 ours/torch: below 1.0 we are faster.
+
+The ``flat`` layouts put every parameter in one buffer and every gradient in another (as
+``handgrad.nn.flatten_parameters`` does), for both sides: optimizers with flat updates (Adam,
+AdamW) then update the group as one tensor. ``flat`` is the 1-100-1 network's parameters.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
+import math
 import statistics
 import sys
 import time
@@ -28,12 +33,19 @@ LAYOUTS: dict[str, tuple[str, list[tuple[int, ...]]]] = {
     "matrices": ("10 params of 100x100", [(100, 100)] * 10),
     "many": ("200 params of 1,000", [(1000,)] * 200),
     "large": ("4 params of 1M", [(1_000_000,)] * 4),
+    "flat": ("1-100-1 in one buffer (4 params, 301)", [(100, 1), (100,), (1, 100), (1,)]),
+    "flat-many": ("200 params of 1,000 in one buffer", [(1000,)] * 200),
 }
+# Laid out as views of one parameter buffer and one gradient buffer.
+FLAT_LAYOUTS = {"flat", "flat-many"}
+DEFAULT_LAYOUTS = ("matrices", "many", "large", "flat")
 # Muon only takes matrices: the same element counts, as 2-d shapes.
 MATRIX_LAYOUTS: dict[str, list[tuple[int, ...]]] = {
     "matrices": [(100, 100)] * 10,
     "many": [(25, 40)] * 200,
     "large": [(1000, 1000)] * 4,
+    "flat": [(100, 1), (1, 100), (10, 10), (1, 1)],
+    "flat-many": [(25, 40)] * 200,
 }
 # Settings that exercise each optimizer's usual state (momentum on for SGD).
 HYPERPARAMETERS: dict[str, dict[str, Any]] = {
@@ -93,11 +105,17 @@ def _make(
     name: str,
     shapes: Sequence[tuple[int, ...]],
     kwargs: dict[str, Any],
+    flat: bool = False,
 ) -> tuple[torch.optim.Optimizer, Callable[[], Any]]:
-    """An optimizer on fresh parameters with fixed gradients, and its step call."""
+    """An optimizer on fresh parameters with fixed gradients, and its step call.
+
+    With ``flat`` the parameters are views of one buffer and the gradients of another.
+    """
     generator = torch.Generator().manual_seed(0)
     params = [torch.randn(shape, generator=generator) for shape in shapes]
     grads = [torch.randn(shape, generator=generator) * 0.1 for shape in shapes]
+    if flat:
+        params, grads = _one_buffer(params), _one_buffer(grads)
     for p, g in zip(params, grads, strict=True):
         p.grad = g.to_sparse() if name == "SparseAdam" else g
     opt = cls(params, **kwargs)
@@ -115,11 +133,32 @@ def _make(
     return opt, opt.step
 
 
+def _one_buffer(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The same values as views of one contiguous buffer, in order."""
+    buffer = torch.cat([t.reshape(-1) for t in tensors])
+    views, offset = [], 0
+    for t in tensors:
+        views.append(buffer[offset : offset + t.numel()].view(t.shape))
+        offset += t.numel()
+    return views
+
+
 def _median_step_times(steppers: list[Callable[[], Any]], rounds: int, calls: int) -> list[float]:
-    """Median seconds per call of each stepper, timed in alternation round by round."""
+    """Median seconds per call of each stepper, timed in alternation round by round.
+
+    Each round makes at least ``calls`` calls, more for steps so short (the flat 1-100-1
+    layout: tens of µs) that fewer would leave the timer's resolution and one-off stalls in
+    the figure: every round lasts at least ``ROUND_SECONDS``.
+    """
     for step in steppers:  # warm-up: state allocation, first-touch page faults
         for _ in range(2):
             step()
+    slowest = 0.0
+    for step in steppers:
+        started = time.perf_counter()
+        step()
+        slowest = max(slowest, time.perf_counter() - started)
+    calls = max(calls, min(1000, math.ceil(ROUND_SECONDS / max(slowest, 1e-9))))
     samples: list[list[float]] = [[] for _ in steppers]
     for _ in range(rounds):
         for index, step in enumerate(steppers):
@@ -128,6 +167,9 @@ def _median_step_times(steppers: list[Callable[[], Any]], rounds: int, calls: in
                 step()
             samples[index].append((time.perf_counter() - started) / calls)
     return [statistics.median(each) for each in samples]
+
+
+ROUND_SECONDS = 0.005
 
 
 def time_optimizer(name: str, layout: str, rounds: int, calls: int) -> Timing | None:
@@ -146,7 +188,7 @@ def time_optimizer(name: str, layout: str, rounds: int, calls: int) -> Timing | 
         variants.append((torch_cls, {**kwargs, "fused": True}))
     steppers = []
     for cls, options in variants:
-        _opt, step = _make(cls, name, shapes, options)
+        _opt, step = _make(cls, name, shapes, options, flat=layout in FLAT_LAYOUTS)
         steppers.append(step)
     gc.collect()
     times = _median_step_times(steppers, rounds, calls)
@@ -176,7 +218,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_optim", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="few rounds: a smoke run")
     parser.add_argument("--only", default="", help="comma-separated optimizer names")
-    parser.add_argument("--layouts", default=",".join(LAYOUTS), help="comma-separated layouts")
+    parser.add_argument(
+        "--layouts",
+        default=",".join(DEFAULT_LAYOUTS),
+        help=f"comma-separated layouts from {list(LAYOUTS)} (default: {','.join(DEFAULT_LAYOUTS)})",
+    )
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()] or _handgrad_names()
     layouts = [n.strip() for n in args.layouts.split(",") if n.strip()]

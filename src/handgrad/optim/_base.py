@@ -6,6 +6,17 @@ is only the update rule; this base owns the rest: the closure, the loop over gro
 state creation, the choice between the multi-tensor and the tensor-at-a-time body, and the
 group flags that older pickles lack. Still a plain :class:`torch.optim.Optimizer` subclass,
 never a torch optimizer.
+
+Flat groups (see ``_flat.py``): when a group's parameters, gradients and state each tile one
+contiguous buffer (``handgrad.nn.flatten_parameters`` lays a module out that way), a class
+with ``flat_updates`` runs its update once on 1-D views of the whole group: a few kernel
+calls per step instead of a few per parameter, the same bits. The layout is checked at every
+step (cheaply, against a cached record) and any mismatch takes the per-parameter path.
+
+Per-call overhead matters at that size (a 1-100-1 network's step is ~20 µs of kernels), so
+``step()`` calls torch's profiling/hook wrapper only while a profiler runs or a step hook is
+registered, and ``zero_grad()`` skips torch's profiler scope when no profiler runs; both
+behave as torch's otherwise.
 """
 
 from __future__ import annotations
@@ -15,9 +26,10 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
+from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 
 from ._common import (
-    fast_path,
+        fast_path,
     new_step,
     params_with_grads,
     restore_tensor_steps,
@@ -25,6 +37,7 @@ from ._common import (
     scratch_of,
     squeeze_scalar,
 )
+from ._flat import FlatGroup, build_flat_group, flat_cache
 
 
 class ElementwiseOptimizer(torch.optim.Optimizer):
@@ -46,6 +59,10 @@ class ElementwiseOptimizer(torch.optim.Optimizer):
     (``scratch=`` keyword) and the others to the multi-tensor body; without it a group runs
     one body or the other as a whole.
 
+    With ``flat_updates`` a flat group (see the module docstring) hands its bodies one 1-D
+    tensor per list; its steps arrive as one 1-D tensor of equal counts (read them with
+    :func:`step_value`).
+
     Hooks a subclass may override where torch's bookkeeping differs: :meth:`_state_keys`
     (optional state), :meth:`_init_state` (state that does not start at zeros),
     :meth:`_check_params` (step-time refusals), :meth:`_fast` and :meth:`_settings`.
@@ -58,6 +75,7 @@ class ElementwiseOptimizer(torch.optim.Optimizer):
     # 0-d state that old pickles stored as Python numbers.
     scalar_state: ClassVar[tuple[str, ...]] = ("step",)
     splits_large_tensors: ClassVar[bool] = True
+    flat_updates: ClassVar[bool] = False
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
@@ -117,30 +135,110 @@ class ElementwiseOptimizer(torch.optim.Optimizer):
                 lists[key].append(state[key])
         return lists
 
-    @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One step for every parameter that has a gradient; returns ``closure()``."""
+        if type(self).step is ElementwiseOptimizer.step and (
+            self._optimizer_step_pre_hooks
+            or self._optimizer_step_post_hooks
+            or _global_optimizer_pre_hooks
+            or _global_optimizer_post_hooks
+            or torch.autograd._profiler_enabled()
+        ):
+            return self._hooked_step() if closure is None else self._hooked_step(closure)
+        return self._step(closure)
+
+    # torch wraps every optimizer's step() in a profiler scope that runs the step hooks; that
+    # costs ~8 µs per call, so ours is marked as wrapped and calls the wrapper when needed.
+    step.hooked = True  # type: ignore[attr-defined]
+
+    def _step(self, closure: Callable[[], Any] | None = None) -> Any:
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
-            lists = self._group_tensors(group)
-            if not lists["params"]:
-                continue
-            self._check_params(group, lists["params"])
-            settings = self._settings(group)
-            fast = self._fast(group, lists)
-            if not self.splits_large_tensors:
-                body = self._multi_tensor if fast else self._single_tensor
-                body(*(lists[key] for key in self.body_lists), **settings)
-                continue
-            multi, single = route(lists, fast)
-            if multi["params"]:
-                self._multi_tensor(*(multi[key] for key in self.body_lists), **settings)
-            if single["params"]:
-                scratch = scratch_of(self) if fast else None
-                self._single_tensor(
-                    *(single[key] for key in self.body_lists), scratch=scratch, **settings
-                )
+        # torch.no_grad() as a decorator costs a few µs per call; the switch itself does not.
+        grad_was_enabled = torch.is_grad_enabled()
+        torch._C._set_grad_enabled(False)
+        try:
+            for index, group in enumerate(self.param_groups):
+                if not (self.flat_updates and self._flat_step(index, group)):
+                    self._group_step(group)
+        finally:
+            torch._C._set_grad_enabled(grad_was_enabled)
         return loss
+
+    _hooked_step = torch.optim.Optimizer.profile_hook_step(_step)
+
+    def _flat_step(self, index: int, group: dict[str, Any]) -> bool:
+        """The update of a flat group as one tensor; False (nothing done) if it is not flat.
+
+        Only for classes whose single-tensor body takes ``scratch`` (``splits_large_tensors``).
+        """
+        if not fast_path(group) or group.get("capturable"):
+            return False
+        keys = self._state_keys(group)
+        cache = flat_cache(self)
+        flat = cache.groups.get(index)
+        if flat is None or not flat.current(group, self.state, keys):
+            flat = build_flat_group(
+                group, self.state, keys, lambda p, state: self._init_state(p, group, state)
+            )
+            cache.groups[index] = flat
+            if flat is None:
+                return False
+        lists = flat.lists
+        if lists is None:
+            lists = flat.lists = _flat_lists(flat, self.body_lists)
+        self._check_params(group, lists[0])
+        # One tensor at a time, i.e. once, with reused scratch temporaries: cheaper than a
+        # multi-tensor call on one-tensor lists, and the same operations (the same bits).
+        self._single_tensor(*lists, scratch=scratch_of(self), **self._settings(group))
+        cache.updates += 1
+        return True
+
+    def _group_step(self, group: dict[str, Any]) -> None:
+        """The per-parameter update of one group (multi-tensor lists, large tensors alone)."""
+        lists = self._group_tensors(group)
+        if not lists["params"]:
+            return
+        self._check_params(group, lists["params"])
+        settings = self._settings(group)
+        fast = self._fast(group, lists)
+        if not self.splits_large_tensors:
+            body = self._multi_tensor if fast else self._single_tensor
+            body(*(lists[key] for key in self.body_lists), **settings)
+            return
+        multi, single = route(lists, fast)
+        if multi["params"]:
+            self._multi_tensor(*(multi[key] for key in self.body_lists), **settings)
+        if single["params"]:
+            scratch = scratch_of(self) if fast else None
+            self._single_tensor(
+                *(single[key] for key in self.body_lists), scratch=scratch, **settings
+            )
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """torch's ``zero_grad``; with ``set_to_none`` and no profiler running, without its
+        profiler scope (a few µs per call that a small network's step notices)."""
+        if not set_to_none or torch.autograd._profiler_enabled():
+            super().zero_grad(set_to_none)
+            return
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.grad = None
+
+
+def _flat_lists(flat: FlatGroup, body_lists: tuple[str, ...]) -> list[list[Tensor]]:
+    """A flat group's arguments for a body: one tensor per list (none for state not kept)."""
+    lists: list[list[Tensor]] = []
+    for key in body_lists:
+        if key == "params":
+            lists.append([flat.param])
+        elif key == "grads":
+            lists.append([flat.grad])
+        elif key in flat.buffers:
+            lists.append([flat.buffers[key]])
+        else:
+            lists.append([])
+    return lists

@@ -200,9 +200,18 @@ def one_minus(beta: float | Tensor, dtype: torch.dtype) -> float:
     return 1 - beta
 
 
+def step_value(step: Tensor) -> float:
+    """A ``state['step']`` (or other 0-d state) as a Python float.
+
+    A flat group (``_flat.py``) hands its bodies all of its steps as one 1-D tensor, whose
+    entries are equal: its first entry is the count.
+    """
+    return float(step.item() if step.dim() == 0 else step[0].item())
+
+
 def step_values(steps: Sequence[Tensor]) -> list[float]:
-    """Every ``state['step']`` (or other 0-d state) as a Python float."""
-    return [float(s.item()) for s in steps]
+    """:func:`step_value` of each step tensor."""
+    return [step_value(s) for s in steps]
 
 
 def same_or_list(values: list[float]) -> float | list[float]:
@@ -227,14 +236,25 @@ class Scratch:
 
     def __init__(self) -> None:
         self._buffers: dict[tuple[torch.device, torch.dtype, int], Tensor] = {}
+        # The last view handed out per slot and shape: a flat group asks for the same one
+        # at every step, and slicing a fresh view costs more than the lookup.
+        self._views: dict[tuple[torch.device, torch.dtype, int, torch.Size], Tensor] = {}
 
     def like(self, t: Tensor, slot: int = 0) -> Tensor:
+        shape = t.shape
+        view_key = (t.device, t.dtype, slot, shape)
+        view = self._views.get(view_key)
+        if view is not None:
+            return view
         key = (t.device, t.dtype, slot)
         buffer = self._buffers.get(key)
         if buffer is None or buffer.numel() < t.numel():
             buffer = torch.empty(t.numel(), dtype=t.dtype, device=t.device)
             self._buffers[key] = buffer
-        return buffer[: t.numel()].view(t.shape)
+            self._views = {k: v for k, v in self._views.items() if k[:3] != key}
+        view = buffer[: t.numel()].view(shape)
+        self._views[view_key] = view
+        return view
 
 
 def scratch_of(optimizer: torch.optim.Optimizer) -> Scratch:

@@ -25,6 +25,7 @@ from ._common import (
     real_views,
     same_or_list,
     squeeze_scalar,
+    step_value,
     step_values,
 )
 
@@ -58,6 +59,7 @@ class Adam(ElementwiseOptimizer):
         "differentiable": False, "decoupled_weight_decay": False, "fused": None,
     }  # fmt: skip
     sparse_error = "Adam does not support sparse gradients, please consider SparseAdam instead"
+    flat_updates = True
 
     def __init__(
         self,
@@ -167,7 +169,7 @@ def _single_tensor_adam(
         exp_avg.lerp_(grad, one_minus(beta1, param.dtype))
         exp_avg_sq.mul_(as_float(beta2)).addcmul_(grad, grad, value=as_float(1 - beta2))
 
-        step = float(step_t.item())
+        step = step_value(step_t)
         # Python scalars, or float32 0-d tensors for tensor betas/lr, exactly as torch.
         bias_correction1 = 1 - beta1**step
         bias_correction2 = 1 - beta2**step
