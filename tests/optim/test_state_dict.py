@@ -265,5 +265,5 @@ def test_fused_state_dict_handover_mid_run(
     assert layouts[0] == layouts[1]
     assert_state_dict_handover(
         ours, theirs, {**hyperparams, "fused": True}, direction=direction, dtype=torch.float32,
-        device=device,
+        steps=8, switch_at=4, device=device,
     )  # fmt: skip
