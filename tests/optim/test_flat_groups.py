@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from handgrad.optim import Adam, AdamW
+from handgrad.optim import Adam, Adamax, AdamW, RMSprop
 from handgrad.optim._flat import flat_cache, tiled_view
 
 # A 0-d parameter and sizes that are not multiples of any vector width, on purpose.
@@ -125,6 +125,34 @@ def test_flat_steps_match_torch_bitwise(
     # The state lives in flat buffers: the next steps stay flat.
     for key in ours.state[flat.params[0]]:
         assert tiled_view([ours.state[p][key] for p in flat.params]) is not None, key
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize(
+    ("cls", "hyperparams"),
+    [
+        (RMSprop, {"lr": 0.01}),
+        (RMSprop, {"lr": 0.01, "centered": True, "momentum": 0.9, "weight_decay": 0.1}),
+        (Adamax, {"lr": 0.01, "maximize": True, "weight_decay": 0.1}),
+        (Adamax, {"lr": 0.01}),
+    ],
+    ids=["RMSprop", "RMSprop-centered-momentum", "Adamax-maximize", "Adamax"],
+)
+def test_other_flat_optimizers_match_torch_bitwise(
+    cls: type[torch.optim.Optimizer], hyperparams: dict[str, Any], dtype: torch.dtype
+) -> None:
+    flat = Flat(dtype)
+    reference = flat.separate_copies()
+    ours = cls(flat.params, **hyperparams)
+    theirs = getattr(torch.optim, cls.__name__)(reference, **hyperparams, foreach=True)
+    for _ in range(30):
+        flat.set_grads()
+        set_reference_grads(reference)
+        ours.step()
+        theirs.step()
+        assert_same(flat.params, reference)
+    assert flat_cache(ours).updates == 30
+    assert_state_dicts_equal(ours.state_dict(), theirs.state_dict())
 
 
 def _run(

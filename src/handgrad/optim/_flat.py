@@ -161,13 +161,16 @@ def build_flat_group(
     params = list(group["params"])
     if not params or not keys:
         return None
+    # Separately allocated parameters fail at the second one: cheap for groups never flat.
+    param = tiled_view(params)
+    if param is None:
+        return None
     grads = [p.grad for p in params]
     if any(g is None for g in grads):
         return None
     dense = [g for g in grads if g is not None]
-    param = tiled_view(params)
     grad = tiled_view(dense)
-    if param is None or grad is None:
+    if grad is None:
         return None
     if any(g.shape != p.shape or g.dtype != p.dtype for p, g in zip(params, dense, strict=True)):
         return None

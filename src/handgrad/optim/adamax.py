@@ -21,6 +21,7 @@ from ._common import (
     real_view,
     real_views,
     same_or_list,
+    step_value,
     step_values,
 )
 
@@ -49,6 +50,7 @@ class Adamax(ElementwiseOptimizer):
         "capturable": False,
     }
     sparse_error = "Adamax does not support sparse gradients"
+    flat_updates = True
 
     def __init__(
         self,
@@ -117,7 +119,7 @@ def _single_tensor_adamax(
         exp_avg.lerp_(grad, 1 - beta1)
         bound = torch.abs(grad, out=out_like(scratch, grad)).add_(eps)
         torch.maximum(exp_inf.mul_(beta2), bound, out=exp_inf)
-        step_size = lr / (1 - beta1 ** float(step_t.item()))
+        step_size = lr / (1 - beta1 ** step_value(step_t))
         param.addcdiv_(exp_avg, exp_inf, value=-as_float(step_size))
 
 

@@ -47,6 +47,7 @@ class RMSprop(ElementwiseOptimizer):
         "differentiable": False, "capturable": False,
     }  # fmt: skip
     sparse_error = "RMSprop does not support sparse gradients"
+    flat_updates = True
 
     def __init__(
         self,
