@@ -372,17 +372,18 @@ def test_two_processes_resume_and_match_one_on_digits_float32(
     assert torch.load(checkpoint, weights_only=True)["epoch"] == 3
 
 
-def _lose_a_peer(mode: str, timeout: float, meeting: Path) -> None:
+def _lose_a_peer(mode: str, timeout: float, meeting: Path, kind: str = "cpu") -> None:
     # Meet before joining, so that a slow start on a busy machine does not use up the short
     # timeout in the rendezvous.
     rank = int(os.environ["RANK"])
     (meeting / str(rank)).touch()
     while not (meeting / str(1 - rank)).exists():
         time.sleep(0.01)
-    with distributed.process_group(timeout=timeout) as replicas:
+    device = distributed.local_device(kind)  # cuda: this rank's GPU, nccl
+    with distributed.process_group(device, timeout=timeout) as replicas:
         assert replicas is not None
-        params = [torch.ones(3)]
-        params[0].grad = torch.ones(3)
+        params = [torch.ones(3, device=device)]
+        params[0].grad = torch.ones(3, device=device)
         assert replicas.all_reduce_gradients(params, 1.0, 1, 2) == 1.0  # both ranks alive
         if replicas.rank == 1:
             if mode == "dies":
@@ -396,14 +397,23 @@ def _lose_a_peer(mode: str, timeout: float, meeting: Path) -> None:
             raise DistributedError(f"{error} [after {time.monotonic() - started:.1f} s]") from None
 
 
+@pytest.mark.parametrize(
+    ("kind", "timeout"),
+    # nccl builds its communicator in the first collective: a longer timeout leaves it room.
+    [
+        pytest.param("cpu", 3.0, id="gloo"),
+        pytest.param("cuda", 10.0, id="nccl", marks=NEEDS_TWO_GPUS),
+    ],
+)
 @pytest.mark.parametrize("mode", ["dies", "hangs"])
-def test_a_lost_peer_makes_the_other_rank_fail_in_bounded_time(mode: str, tmp_path: Path) -> None:
-    timeout = 3.0
+def test_a_lost_peer_makes_the_other_rank_fail_in_bounded_time(
+    mode: str, kind: str, timeout: float, tmp_path: Path
+) -> None:
     with pytest.raises(DistributedError) as caught:
-        distributed.launch(_lose_a_peer, 2, mode, timeout, tmp_path)
+        distributed.launch(_lose_a_peer, 2, mode, timeout, tmp_path, kind)
     message = str(caught.value)
     assert "rank 0 (exit code 1): DistributedError: rank 0 of 2: the gradient all-reduce" in message
-    assert "(timeout 3 s): another process died or stopped responding" in message
+    assert f"(timeout {timeout:g} s): another process died or stopped responding" in message
     waited = float(message.split("[after ")[1].split(" s]")[0])
     assert waited < timeout + 3
     if mode == "dies":

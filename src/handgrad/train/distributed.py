@@ -245,6 +245,11 @@ def process_group(
     target = torch.device(device)
     if target.type == "cuda":
         torch.cuda.set_device(info.local_rank)
+        # Without blocking wait, an nccl collective that times out is aborted by a watchdog
+        # thread that ends the process; with it, the wait raises here and a lost peer is the
+        # same clear DistributedError as on gloo. Every step reads the loss back anyway, so
+        # blocking adds no synchronisation. A value the user set is kept.
+        os.environ.setdefault("TORCH_NCCL_BLOCKING_WAIT", "1")
     try:
         dist.init_process_group(
             backend_for(target),
