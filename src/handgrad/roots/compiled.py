@@ -24,60 +24,61 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from handgrad.roots.descent import UNIT_ROUNDOFF, advance
+from handgrad.roots.descent import CONVERGED, RUNNING, UNIT_ROUNDOFF, advance
 from handgrad.roots.finish import finish_roots
-from handgrad.roots.lanes import descent_step, lane_roots, setup_lanes
+from handgrad.roots.lanes import descent_step, lane_roots, lane_values, setup_lanes
 from handgrad.roots.problem import RootKind, prepare
 from handgrad.roots.quadratic import QuadraticRoots, solve_quadratic
 
 Outputs = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
 
 
-def _masked_step(
-    s: Tensor, t: Tensor, barrier: Tensor, direction: Tensor, active: Tensor, tol: float
-) -> tuple[Tensor, Tensor, Tensor]:
-    """One step of monotone_descent for the running lanes: new t, stopped, stopped converged."""
-    t_next, failed, done = advance(s, t, barrier, direction, tol=tol, settle=True)
-    return torch.where(active, t_next, t), active & done, active & done & ~failed
+# A lane that never ran (no root on its side, or no equation).
+IDLE = 3
 
 
 def _solve(tol: float, steps: int, a: Tensor, b: Tensor, c: Tensor) -> Outputs:
     """Flat coefficients to: roots (n, 4) as re₁, im₁, re₂, im₂; residuals (n, 2);
-    iterations; converged; ``unfinished`` (a lane still running after ``steps`` steps); kind."""
+    iterations; converged; ``unfinished`` (a lane still running after ``steps`` steps); kind.
+
+    Each lane's state is its t and an int64 status (RUNNING, CONVERGED, FAILED or IDLE):
+    a stopped lane keeps both, as in monotone_descent.
+    """
     problem = prepare(a, b, c)
     lanes = setup_lanes(problem)
-    re, im, iterations, converged, running = [], [], [], [], []
+    re, im, values, iterations, status = [], [], [], [], []
     for lane in (0, 1):
         t = lanes.starts[lane]
-        active = torch.isfinite(t)
-        taken = torch.zeros_like(problem.kind)
-        good = torch.zeros_like(active)
+        state = torch.where(t - t == 0, RUNNING, IDLE)  # NaN start: idle
+        taken = torch.zeros_like(state)
         for _ in range(steps):
+            running = state == RUNNING
             s = descent_step(t, lanes.polynomial)
-            t, stopped, stopped_good = _masked_step(
-                s, t, lanes.barriers[lane], lanes.directions[lane], active, tol
+            t_next, outcome = advance(
+                s, t, lanes.barriers[lane], lanes.directions[lane], tol=tol, settle=True
             )
-            taken = taken + active.long()
-            good = good | stopped_good
-            active = active & ~stopped
+            t = torch.where(running, t_next, t)
+            state = torch.where(running, outcome, state)
+            taken = taken + torch.where(running, 1, 0)
         lane_re, lane_im = lane_roots(lanes, t)
         re.append(lane_re)
         im.append(lane_im)
+        values.append(lane_values(lanes, t))
         iterations.append(taken)
-        converged.append(good)
-        running.append(active)
+        status.append(state)
     (re1, re2), (im1, im2), residual = finish_roots(
-        problem, (re[0], re[1]), (im[0], im[1]), True, a, b, c
+        problem, (re[0], re[1]), (im[0], im[1]), True, a, b, c, (values[0], values[1])
     )
     kind = problem.kind
-    done = converged[0] & (converged[1] | lanes.linear)
-    done = done | (kind == int(RootKind.NO_SOLUTION)) | (kind == int(RootKind.ANY_X))
+    second = torch.where(lanes.linear, CONVERGED, status[1])  # a linear equation has one lane
+    done = torch.where(status[0] == CONVERGED, second == CONVERGED, False)
+    no_roots_to_find = (kind == int(RootKind.NO_SOLUTION)) | (kind == int(RootKind.ANY_X))
     return (
         torch.stack([re1, im1, re2, im2], dim=1),
         torch.stack(residual, dim=1),
         torch.maximum(iterations[0], iterations[1]),
-        done,
-        running[0] | running[1],
+        done | no_roots_to_find,
+        (status[0] == RUNNING) | (status[1] == RUNNING),
         kind,
     )
 

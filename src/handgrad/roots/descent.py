@@ -59,32 +59,43 @@ class Slots:
     path: list[Tensor] | None
 
 
+# What a step leaves a slot: still running, stopped at its root, stopped on a non-finite step.
+RUNNING, CONVERGED, FAILED = 0, 1, 2
+
+
 def advance(
     s: Tensor, y: Tensor, barrier: Tensor, direction: Tensor, *, tol: float, settle: bool
-) -> tuple[Tensor, Tensor, Tensor]:
-    """One step y - s, held at the barrier: the new y, whether it failed, whether it stops.
+) -> tuple[Tensor, Tensor]:
+    """One step y - s, held at the barrier: the new y and the outcome (RUNNING, CONVERGED or
+    FAILED, int64).
 
-    A slot stops when its step is at most ``tol`` · |y| (or below 2^-1060, subnormal noise),
-    when the step is zero (f vanishes), or when the new y is not finite (failed: y is kept).
-    ``settle``: also stop when the step predicts that the next one would be that small. For
-    Newton's step on a parabola the error left after a step s that lands at distance u from
-    the vertex is s² / (u + δ) <= s² / u (δ: the root's distance from the vertex), so if
-    s² / |y| <= tol · u the next step would be at most tol · |y|: at most an ulp of polish.
-    (Not for a slot without a barrier: there the equation is linear and the second step
-    polishes the rounding of the first.)
+    A slot stops, converged, when its step is at most ``tol`` · |y| or below 2^-1060 (subnormal
+    noise; a zero step, where f vanishes, is below both); it fails when the new y is not
+    finite (y is kept). ``settle``: it also stops when the step predicts that the next one
+    would be that small. For Newton's step on a parabola the error left after a step s that
+    lands at distance u from the vertex is s² / (u + δ) <= s² / u (δ: the root's distance from
+    the vertex), so if s² / |y| <= tol · u the next step would be at most tol · |y|: at most an
+    ulp of polish. (Not for a slot without a barrier: there the equation is linear and the
+    second step polishes the rounding of the first.)
+
+    Every condition is one comparison feeding a ``where`` (see problem.prepare for why).
     """
     y_next = y - s
     y_next = torch.where(
         direction > 0, torch.maximum(y_next, barrier), torch.minimum(y_next, barrier)
     )
-    failed = ~torch.isfinite(y_next)
-    y_next = torch.where(failed, y, y_next)
+    finite = y_next - y_next == 0
+    y_next = torch.where(finite, y_next, y)
     size = s.abs()
-    small = (size <= tol * y_next.abs()) | (size <= TINY_STEP)
+    stopped = torch.full_like(y, CONVERGED, dtype=torch.int64)
+    outcome = torch.full_like(y, RUNNING, dtype=torch.int64)
     if settle:
-        settled = (size / y_next.abs()) * size <= tol * (y_next - barrier).abs()
-        small = small | (settled & torch.isfinite(barrier))
-    return y_next, failed, failed | small | (s == 0)
+        gap = (y_next - barrier).abs()
+        settled = (size / y_next.abs()) * size <= tol * gap
+        outcome = torch.where(settled, torch.where(gap < math.inf, stopped, outcome), outcome)
+    small = size <= torch.maximum(tol * y_next.abs(), torch.full_like(y, TINY_STEP))
+    outcome = torch.where(small, stopped, outcome)
+    return y_next, torch.where(finite, outcome, FAILED)
 
 
 def monotone_descent(
@@ -118,7 +129,8 @@ def monotone_descent(
             break
         y_run, b_run, d_run = running[0], running[-2], running[-1]
         s = step(y_run, tuple(running[1:-2]))
-        y_next, failed, done = advance(s, y_run, b_run, d_run, tol=tol, settle=settle)
+        y_next, outcome = advance(s, y_run, b_run, d_run, tol=tol, settle=settle)
+        done = outcome != RUNNING
         if path is not None:
             snapshot = torch.full_like(y0, math.nan)
             snapshot[active] = y_next
@@ -126,7 +138,7 @@ def monotone_descent(
         finished = active[done]
         y[finished] = y_next[done]
         iterations[finished] = iteration
-        converged[finished] = ~failed[done]
+        converged[finished] = outcome[done] == CONVERGED
         keep = ~done
         running[0] = y_next
         running, active = running[:, keep], active[keep]

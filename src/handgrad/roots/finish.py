@@ -18,32 +18,37 @@ from handgrad.roots.scaling import ldexp_factors
 Pair = tuple[Tensor, Tensor]
 
 
-def backward_error(problem: ScaledQuadratic, re: Tensor, im: Tensor) -> Tensor:
+def backward_error(
+    problem: ScaledQuadratic, re: Tensor, im: Tensor, value: Tensor | None = None
+) -> Tensor:
     """|f(y)| / (|A| |y|² + |B| |y| + |C|) for roots y = re + i im of the scaled equation.
 
-    Real roots use the compensated residual; complex ones Horner's rule in complex arithmetic,
-    (A y + B) y + C, written out in real and imaginary parts.
+    ``value``: |f(y)| where the method has it; otherwise real roots use the compensated
+    residual, complex ones Horner's rule in complex arithmetic, (A y + B) y + C, written out in
+    real and imaginary parts.
     """
     a, b, c = problem.a, problem.b, problem.c
-    real_value = compensated_horner(a, b, c, re).abs()
-    t_re, t_im = a * re + b, a * im
-    f_re = (t_re * re - t_im * im) + c
-    f_im = t_re * im + t_im * re
-    value = torch.where(im == 0, real_value, torch.hypot(f_re, f_im))
+    if value is None:
+        real_value = compensated_horner(a, b, c, re).abs()
+        t_re, t_im = a * re + b, a * im
+        f_re = (t_re * re - t_im * im) + c
+        f_im = t_re * im + t_im * re
+        value = torch.where(im == 0, real_value, torch.hypot(f_re, f_im))
     size = torch.hypot(re, im)
     scale = a.abs() * size * size + b.abs() * size + c.abs()
     return torch.where(scale > 0, value / torch.where(scale > 0, scale, 1.0), value)
 
 
-def order(re: Pair, im: Pair, kind: Tensor) -> tuple[Pair, Pair]:
-    """Real roots ascending, a complex pair with the negative imaginary part first."""
+def order(re: Pair, im: Pair, kind: Tensor, *others: Pair) -> tuple[Pair, ...]:
+    """Real roots ascending, a complex pair with the negative imaginary part first: (re, im),
+    then each of ``others`` (values that belong to the roots) in the same order."""
     real_kind = kind != int(RootKind.COMPLEX_PAIR)
     swap = torch.where(real_kind, re[0], im[0]) > torch.where(real_kind, re[1], im[1])
 
     def ordered(pair: Pair) -> Pair:
         return torch.where(swap, pair[1], pair[0]), torch.where(swap, pair[0], pair[1])
 
-    return ordered(re), ordered(im)
+    return tuple(ordered(pair) for pair in (re, im, *others))
 
 
 def _times_pow2(values: Pair, factors: tuple[Tensor, Tensor, Tensor]) -> Pair:
@@ -60,6 +65,7 @@ def finish_roots(
     a: Tensor,
     b: Tensor,
     c: Tensor,
+    values: Pair | None = None,
 ) -> tuple[Pair, Pair, Pair]:
     """Ordered roots in x (re, im) and their residuals, from a method's roots.
 
@@ -67,12 +73,20 @@ def finish_roots(
     flat coefficients. A complex pair's real part is the vertex -b/2a from the original
     coefficients (one rounding; in y it may have lost bits as a subnormal); equations with
     roots too far apart for the scaling (``problem.separated``) get -c/b and -b/a.
+    ``values``: |f| at each root of the scaled equation, where the method has it.
     """
     if not scaled:
         down = ldexp_factors(-problem.k)
         re, im = _times_pow2(re, down), _times_pow2(im, down)
-    re, im = order(re, im, problem.kind)
-    residual = (backward_error(problem, re[0], im[0]), backward_error(problem, re[1], im[1]))
+    if values is None:
+        re, im = order(re, im, problem.kind)
+        residual = (backward_error(problem, re[0], im[0]), backward_error(problem, re[1], im[1]))
+    else:
+        re, im, values = order(re, im, problem.kind, values)
+        residual = (
+            backward_error(problem, re[0], im[0], values[0]),
+            backward_error(problem, re[1], im[1], values[1]),
+        )
     up = ldexp_factors(problem.k)  # x = 2^k y
     re, im = _times_pow2(re, up), _times_pow2(im, up)
     if scaled:

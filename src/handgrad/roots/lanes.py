@@ -68,12 +68,17 @@ class Lanes:
 
 def setup_lanes(problem: ScaledQuadratic) -> Lanes:
     """Polynomials, starts, barriers and directions of both lanes of every equation."""
-    kind, a, b, c = problem.kind, problem.a, problem.b, problem.c
-    real = ((kind == int(RootKind.TWO_REAL)) | (kind == int(RootKind.DOUBLE))) & ~problem.separated
+    a, b, c = problem.a, problem.b, problem.c
+    # The kind as the lanes see it: roots too far apart are two linear equations. Conditions
+    # are single comparisons (see problem.prepare) and RootKind orders the kinds:
+    # TWO_REAL, DOUBLE, COMPLEX_PAIR, LINEAR, then the equations without roots.
+    kind = torch.where(problem.separated, int(RootKind.LINEAR), problem.kind)
+    real = kind <= int(RootKind.DOUBLE)
     complex_pair = kind == int(RootKind.COMPLEX_PAIR)
-    linear = (kind == int(RootKind.LINEAR)) | problem.separated
-    safe_a = torch.where(real | complex_pair, a, 1.0)
-    vertex = torch.where(real | complex_pair, -b / (2.0 * safe_a), 0.0)
+    linear = kind == int(RootKind.LINEAR)
+    quadratic = kind <= int(RootKind.COMPLEX_PAIR)
+    safe_a = torch.where(quadratic, a, 1.0)
+    vertex = torch.where(quadratic, -b / (2.0 * safe_a), 0.0)
 
     # The stable closed form (see closed.py) for the real roots; √|D| for the complex pair.
     root_d = torch.sqrt(problem.disc_hi.abs())
@@ -83,7 +88,6 @@ def setup_lanes(problem: ScaledQuadratic) -> Lanes:
     low, high = torch.minimum(far, near), torch.maximum(far, near)
     left = torch.where(real, low - START_MARGIN * low.abs(), -root_d * (1.0 + START_MARGIN))
     right = torch.where(real, high + START_MARGIN * high.abs(), root_d * (1.0 + START_MARGIN))
-    quadratic = real | complex_pair
     left = torch.where(quadratic, left, torch.where(linear, 0.0, math.nan))
     right = torch.where(quadratic, right, math.nan)
 
@@ -118,7 +122,7 @@ def descent_step(t: Tensor, polynomial: tuple[Tensor, ...]) -> Tensor:
     slope = 2.0 * alpha * t + beta
     gradient = 2.0 * value * slope
     eta = 0.5 / (slope * slope)
-    return torch.where((value == 0) | (slope == 0), 0.0, eta * gradient)
+    return torch.where(value == 0, 0.0, torch.where(slope == 0, 0.0, eta * gradient))
 
 
 def lane_roots(lanes: Lanes, t: Tensor) -> tuple[Tensor, Tensor]:
@@ -127,9 +131,17 @@ def lane_roots(lanes: Lanes, t: Tensor) -> tuple[Tensor, Tensor]:
     ``t`` may carry leading dimensions (lanes stacked in front of the equations).
     """
     complex_pair = lanes.complex_pair
-    re = torch.where(complex_pair & ~t.isnan(), lanes.vertex, t)
+    re = torch.where(complex_pair, torch.where(t == t, lanes.vertex, t), t)  # t == t: not NaN
     im = torch.where(complex_pair, t / lanes.half_width_scale, 0.0)
     return re, im
+
+
+def lane_values(lanes: Lanes, t: Tensor) -> Tensor:
+    """|f| at the root a lane's t stands for (the residual): |P(t)| on the real line, and on
+    the vertical line |P(t)| / 4|A|, as f(v + i w) = -P(t) / 4A there."""
+    alpha, beta, gamma, gamma_lo = lanes.polynomial
+    value = compensated_horner(alpha, beta, gamma, t, gamma_lo).abs()
+    return torch.where(lanes.complex_pair, value / (2.0 * lanes.half_width_scale), value)
 
 
 def descend_lanes(
@@ -160,4 +172,5 @@ def descend_lanes(
     kind = problem.kind
     converged |= (kind == int(RootKind.NO_SOLUTION)) | (kind == int(RootKind.ANY_X))
     path = None if slots.path is None else [as_roots(t) for t in slots.path]
-    return MethodResult(as_roots(slots.y), iterations, converged, scaled=True, path=path)
+    values = lane_values(lanes, slots.y.reshape(2, n)).T
+    return MethodResult(as_roots(slots.y), iterations, converged, True, path, values)

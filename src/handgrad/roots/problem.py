@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -52,7 +53,9 @@ class ScaledQuadratic:
 
 def prepare(a: Tensor, b: Tensor, c: Tensor) -> ScaledQuadratic:
     """Classify and scale flat float64 coefficient tensors of one shape (see RootKind)."""
-    finite = torch.isfinite(a) & torch.isfinite(b) & torch.isfinite(c)
+    # x - x is 0 for a finite x and NaN for NaN and ±inf. (Conditions here are single
+    # comparisons: inductor's CPU code turns & and | of float comparisons into slow mask casts.)
+    finite = (a - a) + (b - b) + (c - c) == 0
     zero = torch.zeros((), dtype=a.dtype, device=a.device)
     a, b, c = (torch.where(finite, t, zero) for t in (a, b, c))
     big_a, big_b, big_c, k = scale_quadratic(a, b, c)
@@ -71,7 +74,8 @@ def prepare(a: Tensor, b: Tensor, c: Tensor) -> ScaledQuadratic:
     # their y would near the overflow threshold, A or C may have lost bits as subnormals, and
     # -c/b, -b/a are exact to 2^-2000.
     tiny = 2.0**-1000
-    separated = (a != 0) & (c != 0) & ((big_a.abs() < tiny) | (big_c.abs() < tiny))
+    smaller = torch.minimum(big_a.abs(), big_c.abs())
+    separated = torch.where(a != 0, torch.where(c != 0, smaller, math.inf), math.inf) < tiny
     return ScaledQuadratic(big_a, big_b, big_c, k, disc_hi, disc_lo, kind, separated)
 
 
@@ -82,6 +86,7 @@ class MethodResult:
     ``roots``: complex128 (n, 2), in the scaled variable y when ``scaled`` (x = 2^k y), else in
     x; unordered, NaN where none. ``path``: the iterates, one (n, 2) complex tensor per step
     (the first is the starts), NaN once a start has stopped; None when not recorded.
+    ``values``: (n, 2) |f| at each root of the scaled equation, where the method has it.
     """
 
     roots: Tensor
@@ -89,3 +94,4 @@ class MethodResult:
     converged: Tensor
     scaled: bool
     path: list[Tensor] | None = None
+    values: Tensor | None = None

@@ -344,9 +344,16 @@ def _finish(
 ) -> QuadraticRoots:
     shape = coefficients[0].shape
     a, b, c = (t.reshape(-1) for t in coefficients)
-    raw_re, raw_im = result.roots.real, result.roots.imag
+    raw_re, raw_im, values = result.roots.real, result.roots.imag, result.values
     re, im, residual_pair = finish_roots(
-        problem, (raw_re[:, 0], raw_re[:, 1]), (raw_im[:, 0], raw_im[:, 1]), result.scaled, a, b, c
+        problem,
+        (raw_re[:, 0], raw_re[:, 1]),
+        (raw_im[:, 0], raw_im[:, 1]),
+        result.scaled,
+        a,
+        b,
+        c,
+        None if values is None else (values[:, 0], values[:, 1]),
     )
     roots = torch.complex(torch.stack(re, dim=1), torch.stack(im, dim=1))
     residual = torch.stack(residual_pair, dim=1)

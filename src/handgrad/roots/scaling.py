@@ -51,7 +51,7 @@ def exponent(x: Tensor) -> Tensor:
     Read from the bits (as frexp would give it; subnormals are first scaled by 2^54), which
     also compiles where frexp's int32 output does not.
     """
-    subnormal = (x != 0) & (x.abs() < 2.0**-1022)
+    subnormal = x.abs() < 2.0**-1022  # zero too: its exponent is replaced below
     bits = torch.where(subnormal, x * 2.0**54, x).view(torch.int64)
     e = ((bits >> 52) & 0x7FF) - 1022
     e = torch.where(subnormal, e - 54, e)
@@ -69,7 +69,7 @@ def scale_quadratic(a: Tensor, b: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Te
     quadratic = a != 0
     k_balanced = torch.div(ec - ea, 2, rounding_mode="floor")
     k_quadratic = torch.where(c != 0, k_balanced, torch.where(b != 0, eb - ea, 0))
-    k_linear = torch.where((b != 0) & (c != 0), ec - eb, 0)
+    k_linear = torch.where(b != 0, torch.where(c != 0, ec - eb, 0), 0)
     k = torch.where(quadratic, k_quadratic, k_linear)
     sa = torch.where(quadratic, ea + 2 * k, _ZERO_EXPONENT)
     sb = torch.where(b != 0, eb + k, _ZERO_EXPONENT)
