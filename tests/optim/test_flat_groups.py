@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch import Tensor
 
+import handgrad.nn as hnn
 from handgrad.optim import Adam, Adamax, AdamW, RMSprop
 from handgrad.optim._flat import flat_cache, tiled_view
 
@@ -306,3 +307,24 @@ def test_state_dict_handover_mid_run(direction: str) -> None:
         for key in ("exp_avg", "exp_avg_sq", "step"):
             assert tiled_view([receiver.state[p][key] for p in other.params]) is not None
         assert_state_dicts_equal(receiver.state_dict(), theirs.state_dict())
+
+
+def test_flattened_handgrad_network_trains_flat_like_torch() -> None:
+    # handgrad.nn.flatten_parameters builds the layout; the backward fills the flat gradients.
+    torch.manual_seed(3)
+    model = hnn.Sequential(hnn.Linear(1, 100), hnn.Sigmoid(), hnn.Linear(100, 1))
+    twin = copy.deepcopy(model)  # not flat: the torch reference trains this one
+    hnn.flatten_parameters(model)
+    loss_fn = hnn.MSELoss()
+    ours = Adam(model.parameters(), lr=5e-3)
+    theirs = torch.optim.Adam(twin.parameters(), lr=5e-3, foreach=True)
+    x = torch.linspace(-2, 2, 16).unsqueeze(1)
+    y = x**3
+    for _ in range(20):
+        for net, opt in ((model, ours), (twin, theirs)):
+            opt.zero_grad()
+            loss_fn(net(x), y)
+            net.backward(loss_fn.backward(), input_grad=False)
+            opt.step()
+    assert_same(list(model.parameters()), list(twin.parameters()))
+    assert flat_cache(ours).updates == 20
