@@ -29,7 +29,7 @@ from torch import Tensor
 from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 
 from ._common import (
-        fast_path,
+    fast_path,
     new_step,
     params_with_grads,
     restore_tensor_steps,
