@@ -100,9 +100,15 @@ class Linear(Module):
         grad_x, grad_weight, grad_bias = F.linear_backward(
             grad_output, ctx, input_grad, weight_out, bias_out
         )
-        accumulate_grad(weight, grad_weight)
-        if grad_bias is not None:
-            accumulate_grad(bias, grad_bias)
+        if weight_out is None:
+            accumulate_grad(weight, grad_weight)
+        else:  # already in its slot: attach it
+            weight.grad = weight_out
+        if bias is not None and grad_bias is not None:
+            if bias_out is None:
+                accumulate_grad(bias, grad_bias)
+            else:
+                bias.grad = bias_out
         return grad_x
 
 
