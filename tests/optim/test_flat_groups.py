@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 import handgrad.nn as hnn
-from handgrad.optim import Adam, Adamax, AdamW, RMSprop
+from handgrad.optim import Adadelta, Adam, Adamax, AdamW, RMSprop
 from handgrad.optim._flat import flat_cache, tiled_view
 
 # A 0-d parameter and sizes that are not multiples of any vector width, on purpose.
@@ -136,8 +136,13 @@ def test_flat_steps_match_torch_bitwise(
         (RMSprop, {"lr": 0.01, "centered": True, "momentum": 0.9, "weight_decay": 0.1}),
         (Adamax, {"lr": 0.01, "maximize": True, "weight_decay": 0.1}),
         (Adamax, {"lr": 0.01}),
+        (Adadelta, {"lr": 1.0}),
+        (Adadelta, {"lr": 0.5, "rho": 0.8, "weight_decay": 0.1, "maximize": True}),
     ],
-    ids=["RMSprop", "RMSprop-centered-momentum", "Adamax-maximize", "Adamax"],
+    ids=[
+        "RMSprop", "RMSprop-centered-momentum", "Adamax-maximize", "Adamax", "Adadelta",
+        "Adadelta-maximize-weight_decay",
+    ],
 )
 def test_other_flat_optimizers_match_torch_bitwise(
     cls: type[torch.optim.Optimizer], hyperparams: dict[str, Any], dtype: torch.dtype

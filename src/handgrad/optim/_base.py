@@ -170,10 +170,7 @@ class ElementwiseOptimizer(torch.optim.Optimizer):
     _hooked_step = torch.optim.Optimizer.profile_hook_step(_step)
 
     def _flat_step(self, index: int, group: dict[str, Any]) -> bool:
-        """The update of a flat group as one tensor; False (nothing done) if it is not flat.
-
-        Only for classes whose single-tensor body takes ``scratch`` (``splits_large_tensors``).
-        """
+        """The update of a flat group as one tensor; False (nothing done) if it is not flat."""
         if not fast_path(group) or group.get("capturable"):
             return False
         keys = self._state_keys(group)
@@ -190,9 +187,13 @@ class ElementwiseOptimizer(torch.optim.Optimizer):
         if lists is None:
             lists = flat.lists = _flat_lists(flat, self.body_lists)
         self._check_params(group, lists[0])
-        # One tensor at a time, i.e. once, with reused scratch temporaries: cheaper than a
-        # multi-tensor call on one-tensor lists, and the same operations (the same bits).
-        self._single_tensor(*lists, scratch=scratch_of(self), **self._settings(group))
+        # One tensor at a time, i.e. once (with reused scratch temporaries where the body
+        # takes them): cheaper than a multi-tensor call on one-tensor lists, and the same
+        # operations (the same bits).
+        if self.splits_large_tensors:
+            self._single_tensor(*lists, scratch=scratch_of(self), **self._settings(group))
+        else:
+            self._single_tensor(*lists, **self._settings(group))
         cache.updates += 1
         return True
 

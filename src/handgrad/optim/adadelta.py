@@ -42,6 +42,7 @@ class Adadelta(ElementwiseOptimizer):
     }  # fmt: skip
     sparse_error = "Adadelta does not support sparse gradients"
     splits_large_tensors = False
+    flat_updates = True
 
     def __init__(
         self,
