@@ -349,3 +349,14 @@ def test_benchmark_per_sample_table_reports_both_layouts() -> None:
     assert "| handgrad (hand-written backward, handgrad Adam) |" in table
     assert "| handgrad, parameters not flattened |" in table
     assert "handgrad with flat parameters" in table
+
+
+def test_a_sparse_gradient_is_stored_as_is() -> None:
+    net = make_net()
+    hn.flatten_parameters(net)
+    bias = net[0].bias
+    grad = torch.zeros(7, dtype=torch.float64)
+    grad[2] = 1.5
+    sparse = grad.to_sparse()
+    hn.accumulate_grad(bias, sparse)
+    assert bias.grad is sparse

@@ -82,6 +82,7 @@ def accumulate_grad(param: Tensor, grad: Tensor) -> None:
         slot = gradient_slot(param)
         if (
             slot is not None
+            and grad.layout == torch.strided
             and grad.shape == slot.shape
             and grad.dtype is slot.dtype
             and grad.device == slot.device
