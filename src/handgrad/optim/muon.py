@@ -278,6 +278,8 @@ def _same_shape_batches(params: list[Tensor]) -> list[list[int]]:
     not), nor does the second listing of a parameter (torch updates it twice in a row).
     Everything else is a batch of one.
     """
+    if not any(batchable(p.shape) for p in params):  # the common small case: no work
+        return [[index] for index in range(len(params))]
     groups: dict[Any, list[int]] = {}
     seen: set[int] = set()
     for index, p in enumerate(params):
