@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 
 import pytest
 import torch
@@ -360,3 +361,20 @@ def test_a_sparse_gradient_is_stored_as_is() -> None:
     sparse = grad.to_sparse()
     hn.accumulate_grad(bias, sparse)
     assert bias.grad is sparse
+
+
+def test_a_saved_and_loaded_network_is_correct() -> None:
+    net = make_net()
+    hn.flatten_parameters(net)
+    saved = io.BytesIO()
+    torch.save(net, saved)
+    saved.seek(0)
+    loaded = torch.load(saved, weights_only=False)
+    x, y = data()
+    backward(net, x, y)
+    backward(loaded, x, y)
+    for p, q in zip(net.parameters(), loaded.parameters(), strict=True):
+        assert torch.equal(p, q)
+        assert torch.equal(p.grad, q.grad)
+    flat = hn.flatten_parameters(loaded)  # flattening again restores the layout
+    assert_tiles(list(loaded.parameters()), flat)
