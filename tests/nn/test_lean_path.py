@@ -149,3 +149,26 @@ def test_training_step_results_are_unchanged_by_the_lean_path() -> None:
         torch.testing.assert_close(loss, expected.detach(), rtol=1e-14, atol=0)
         for p, q in zip(net.parameters(), reference.parameters(), strict=True):
             torch.testing.assert_close(p.grad, q.grad, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", ALL_FLOATS, ids=str)
+@pytest.mark.parametrize("grad", [1.0, 0.37])
+def test_loss_backward_scales_are_bitwise_the_number_formulas(
+    dtype: torch.dtype, grad: float
+) -> None:
+    generator = torch.Generator().manual_seed(4)
+    p = (torch.randn(37, 5, generator=generator) * 3).to(dtype)
+    t = torch.rand(37, 5, generator=generator).to(dtype)
+    labels = torch.randint(0, 5, (37,), generator=generator)
+    scale = grad / p.numel()
+    diff = p - t
+    _, ctx = F.l1_forward(p, t)
+    assert bits(F.l1_backward(grad, ctx)) == bits(torch.sign(diff) * scale)
+    _, ctx = F.huber_forward(p, t, 0.5)
+    assert bits(F.huber_backward(grad, ctx)) == bits(diff.clamp(-0.5, 0.5) * scale)
+    _, ctx = F.bce_with_logits_forward(p, t)
+    local = (1.0 - t) - 1.0 * torch.sigmoid(-p)
+    assert bits(F.bce_with_logits_backward(grad, ctx)) == bits(local * scale)
+    _, ctx = F.cross_entropy_of_labels_forward(p, labels)
+    prob, coef = ctx[0], ctx[1]
+    assert bits(F.cross_entropy_backward(grad, ctx)) == bits((prob - coef) * (grad / 37))

@@ -297,6 +297,14 @@ def _per_element(grad: Tensor | float, reduction: str, denominator: Tensor | flo
     return grad
 
 
+def _times(t: Tensor, scale: Any) -> Tensor:
+    """t · scale, with a float ``scale`` as a kept 0-d tensor where that gives the same bits
+    (``t`` of at least one dimension): see :func:`_number`."""
+    if type(scale) is float and t.dim():
+        return t * _number(scale)
+    return t * scale
+
+
 def mse_forward(prediction: Tensor, target: Tensor, reduction: str = "mean") -> tuple[Tensor, Ctx]:
     """ℓ_i = (p_i − t_i)², reduced by mean (÷ n), sum or none."""
     check_reduction(reduction)
@@ -311,8 +319,7 @@ def mse_backward(grad: Tensor | float, ctx: Ctx) -> Tensor:
     scale = _per_element(grad, reduction, n)
     if not isinstance(scale, Tensor):
         # One pass: diff · (2g/n) is bit-identical to (2 diff) · (g/n), doubling being exact.
-        factor = 2.0 * scale
-        return diff * (_number(factor) if diff.dim() else factor)
+        return _times(diff, 2.0 * scale)
     return 2.0 * diff * scale
 
 
@@ -327,7 +334,7 @@ def l1_forward(prediction: Tensor, target: Tensor, reduction: str = "mean") -> t
 def l1_backward(grad: Tensor | float, ctx: Ctx) -> Tensor:
     """dℓ/dp_i = sign(p_i − t_i) · g_i (0 where p_i = t_i, as autograd)."""
     diff, reduction, n = ctx
-    return torch.sign(diff) * _per_element(grad, reduction, n)
+    return _times(torch.sign(diff), _per_element(grad, reduction, n))
 
 
 def huber_forward(
@@ -345,7 +352,7 @@ def huber_forward(
 def huber_backward(grad: Tensor | float, ctx: Ctx) -> Tensor:
     """dℓ/dp_i = clamp(d, −δ, δ) · g_i."""
     diff, delta, reduction, n = ctx
-    return diff.clamp(-delta, delta) * _per_element(grad, reduction, n)
+    return _times(diff.clamp(-delta, delta), _per_element(grad, reduction, n))
 
 
 def log_softmax(x: Tensor, dim: int) -> Tensor:
@@ -437,8 +444,8 @@ def cross_entropy_backward(grad: Tensor | float, ctx: Ctx) -> Tensor:
     if isinstance(per_sample, Tensor) and reduction == "none":
         per_sample = per_sample.unsqueeze(class_dim)
     if rows_sum_to_one:
-        return (prob - coef) * per_sample
-    return (coef.sum(class_dim, keepdim=True) * prob - coef) * per_sample
+        return _times(prob - coef, per_sample)
+    return _times(coef.sum(class_dim, keepdim=True) * prob - coef, per_sample)
 
 
 def bce_with_logits_forward(
@@ -470,4 +477,4 @@ def bce_with_logits_backward(grad: Tensor | float, ctx: Ctx) -> Tensor:
     local = (1.0 - target) - log_weight * torch.sigmoid(-logits)
     if weight is not None:
         local = local * weight
-    return local * _per_element(grad, reduction, n)
+    return _times(local, _per_element(grad, reduction, n))
