@@ -90,6 +90,9 @@ class FlatGroup:
     grads: list[Tensor] = field(default_factory=list)  # the grads last verified
     lists: list[list[Tensor]] | None = None  # the bodies' arguments, kept by the optimizer
 
+    def __post_init__(self) -> None:
+        self.pick = itemgetter(*self.keys)  # a parameter's state tensors, in keys order
+
     def current(self, group: dict[str, Any], state: Any, keys: tuple[str, ...]) -> bool:
         """Whether the layout still holds for ``group`` at this step.
 
@@ -120,7 +123,7 @@ class FlatGroup:
             self.grads = grads  # none is None: checked above
         if tuple(map(_data_ptr, grads)) != self.grad_ptrs:
             return False
-        pick = itemgetter(*keys)
+        pick = self.pick
         for kept, tensors in zip(map(state.get, params), self.states, strict=True):
             try:
                 if not all(map(is_, _as_tuple(pick(kept)), tensors)):
