@@ -44,7 +44,7 @@ class Flat:
         total = sum(_numel(s) for s in shapes)
         generator = torch.Generator().manual_seed(7)
         self.shapes = shapes
-        self.param = torch.randn(total, generator=generator, dtype=torch.float64).to(dtype)
+        self.param = torch.randn(total, generator=generator, dtype=dtype)
         self.grad = torch.zeros(total, dtype=dtype)
         self.params = flat_views(self.param, shapes)
         self.set_grads()
@@ -333,3 +333,13 @@ def test_flattened_handgrad_network_trains_flat_like_torch() -> None:
             opt.step()
     assert_same(list(model.parameters()), list(twin.parameters()))
     assert flat_cache(ours).updates == 20
+
+
+def test_complex_flat_group_matches_torch() -> None:
+    # Complex parameters are updated as (Re, Im) pairs, in one flat buffer as well.
+    flat = Flat(torch.complex128, [(3, 2), (4,)])
+    reference = flat.separate_copies()
+    ours = Adam(flat.params, lr=0.01, amsgrad=True)
+    theirs = torch.optim.Adam(reference, lr=0.01, amsgrad=True, foreach=True)
+    _run(flat, reference, ours, theirs, 10)
+    assert flat_cache(ours).updates == 10
