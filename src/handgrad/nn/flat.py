@@ -29,14 +29,16 @@ def flatten_parameters(module: torch.nn.Module) -> Tensor:
     Gradients tile a matching flat gradient buffer (same order and offsets): an existing
     ``.grad`` is moved there now, and :func:`handgrad.nn.accumulate_grad` (every handgrad
     layer's backward) stores a parameter's first gradient after ``zero_grad()`` there too,
-    re-using the buffer on every step. So a gradient tensor kept from an earlier step is
-    overwritten by the next backward, as with ``zero_grad(set_to_none=False)``.
+    re-using the buffer on every step (Linear writes its gradients there directly). So a
+    gradient tensor kept from an earlier step is overwritten by the next backward, as with
+    ``zero_grad(set_to_none=False)``. Gradients that autograd computes (a torch.nn module
+    flattened and trained with ``loss.backward()``) are stored by autograd as usual.
 
     The layout lasts until a parameter is moved: ``module.to(dtype or device)``,
     ``p.data = ...`` or ``load_state_dict(..., assign=True)`` give it memory of its own, and
     its gradients are then stored as without flattening; call ``flatten_parameters`` again to
     restore the layout. ``load_state_dict`` (which copies in place) keeps it; a ``deepcopy``
-    is not flat.
+    or a network read back by ``torch.load`` is not flat.
 
     Raises TypeError for a parameter that is not a dense (strided) tensor, and ValueError for
     two parameters sharing memory (flattening would separate them).
