@@ -1,7 +1,8 @@
 """The one test of the compiled path: error-free arithmetic survives torch.compile bit for bit.
 
 Inductor could break two_sum/two_prod by reassociating or contracting a*b+c into an fma; it
-compiles with -ffp-contract=off and without unsafe math, and this checks the outcome. The whole
+compiles with -ffp-contract=off and without unsafe math, and this checks the outcome, and that
+a lane step (its where-chains and stopping outcome) compiles to the eager bits too. The whole
 compiled solver (handgrad.roots.compiled) is compared with the eager one, bitwise, by
 benchmarks/bench_roots.py, where its compile time is paid once.
 """
@@ -17,7 +18,9 @@ import pytest
 import torch
 
 from handgrad.roots import solve_quadratic
+from handgrad.roots.descent import CONVERGED, FAILED, RUNNING, advance
 from handgrad.roots.exact import compensated_horner, discriminant, two_prod, two_sum
+from handgrad.roots.lanes import descent_step
 from handgrad.roots.scaling import exponent, ldexp
 
 
@@ -27,7 +30,14 @@ def error_free_kernels(
     s, e = two_sum(a, b)
     p, q = two_prod(a, b)
     hi, lo, sign = discriminant(a, b, c)
+    # One lane step as the fused solver takes it: compensated step, barrier, stopping outcome.
+    step = descent_step(b, (a, b, c, lo))
+    barrier = torch.where(sign > 0, hi, math.inf)  # an infinite barrier: a linear lane
+    moved, outcome = advance(step, b, barrier, sign, tol=2.0**-53, settle=True)
     return (
+        step,
+        moved,
+        outcome,
         s,
         e,
         p,
@@ -54,13 +64,14 @@ def test_compiled_error_free_arithmetic_is_bitwise_eager() -> None:
     a, b, c = signs * torch.ldexp(mantissas, exponents.double())
     # Near-double-root rows, where the error terms decide the sign of the discriminant.
     c[:8] = b[:8] * b[:8] / (4 * a[:8])
+    b[8:12] = torch.tensor([0.0, math.nan, math.inf, 2.0**-1070])  # zero, failed, tiny steps
     compiled = torch.compile(error_free_kernels, dynamic=False, fullgraph=True)
-    for eager_value, compiled_value in zip(
-        error_free_kernels(a, b, c), compiled(a, b, c), strict=True
-    ):
-        assert torch.equal(eager_value, compiled_value)
-    s, e, p, q = (t[:16].tolist() for t in compiled(a, b, c)[:4])
-    for i in range(16):
+    eager = error_free_kernels(a, b, c)
+    for eager_value, compiled_value in zip(eager, compiled(a, b, c), strict=True):
+        torch.testing.assert_close(compiled_value, eager_value, rtol=0, atol=0, equal_nan=True)
+    assert set(eager[2].tolist()) == {RUNNING, CONVERGED, FAILED}  # every stopping outcome
+    s, e, p, q = (t[:20].tolist() for t in compiled(a, b, c)[3:7])
+    for i in (*range(8), *range(12, 20)):  # finite rows
         x, y = Fraction(float(a[i])), Fraction(float(b[i]))
         assert Fraction(s[i]) + Fraction(e[i]) == x + y
         assert Fraction(p[i]) + Fraction(q[i]) == x * y

@@ -25,8 +25,10 @@ is that root pushed outward (away from the vertex) by 2^-40 of its size, so it l
 the root whatever the rounding. From outside, L is convex and each lane slides monotonically
 to its root (for a parabola the Newton iterate from u = t - v is u' = (u + δ²/u)/2 >= δ, δ the
 root's distance from the vertex: it never passes the root); the first step takes it from
-2^-40 to about 2^-80 of the root's size, the second confirms (see descent.monotone_descent
-for when a lane stops). Next to a double root the first steps halve the distance instead.
+2^-40 to about 2^-80 of the root's size, and the lane stops there, as that step predicts a next
+one below an ulp (see :func:`handgrad.roots.descent.advance`). Next to a double root the first
+steps halve the distance instead; a linear equation takes a second step, which polishes the
+rounding of the first.
 """
 
 from __future__ import annotations
