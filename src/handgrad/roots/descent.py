@@ -121,9 +121,11 @@ def monotone_descent(
     converged = torch.zeros(y0.shape, dtype=torch.bool, device=y0.device)
     active = torch.nonzero(torch.isfinite(y0)).squeeze(1)
     path = [y0.clone()] if record_path else None
-    # The running slots' y, parameters, barrier and direction as the rows of one tensor, so
-    # that dropping the stopped slots is one gather per iteration.
-    running = torch.stack([y0, *params, barrier, direction])[:, active]
+    # The running slots' y, parameters, barrier and direction; gathered anew only when some
+    # slots stop (or never start), which is rare before the last iteration.
+    running = [y0, *params, barrier, direction]
+    if active.numel() < y0.numel():
+        running = [t[active] for t in running]
     for iteration in range(1, max_iter + 1):
         if active.numel() == 0:
             break
@@ -135,13 +137,19 @@ def monotone_descent(
             snapshot = torch.full_like(y0, math.nan)
             snapshot[active] = y_next
             path.append(snapshot)
-        finished = active[done]
-        y[finished] = y_next[done]
-        iterations[finished] = iteration
-        converged[finished] = outcome[done] == CONVERGED
-        keep = ~done
         running[0] = y_next
-        running, active = running[:, keep], active[keep]
+        stopped = torch.nonzero(done).squeeze(1)
+        if stopped.numel() == 0:
+            continue
+        finished = active[stopped]
+        y[finished] = y_next[stopped]
+        iterations[finished] = iteration
+        converged[finished] = outcome[stopped] == CONVERGED
+        if stopped.numel() == active.numel():
+            running[0], active = y_next[:0], active[:0]
+            break
+        keep = torch.nonzero(~done).squeeze(1)
+        running, active = [t[keep] for t in running], active[keep]
     y[active] = running[0]
     iterations[active] = max_iter
     return Slots(y, iterations, converged, path)
