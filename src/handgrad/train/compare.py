@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from handgrad import nn as hnn
 from handgrad.optim import optimizer_class as handgrad_optimizer_class
 from handgrad.train import checkpoint as ckpt
 from handgrad.train import distributed, seeds
@@ -193,6 +194,10 @@ def compare_optimizers(
         lr = config.lr if config.lr is not None else task.default_lr(name)
         # Parameters take the data's dtype: a float64 task trains a float64 network.
         model = task.make_model(config.seed, config.backend).to(device, task.x_train.dtype)
+        if config.backend == "handgrad":
+            # One contiguous buffer for the parameters and one for their gradients: the
+            # optimizer then updates the whole network in one pass (same values, fewer calls).
+            hnn.flatten_parameters(model)
         if replicas is not None:
             distributed.shard_dropout(model, replicas.window)
         stepper = cls(model.parameters(), **({} if lr is None else {"lr": lr}))
