@@ -116,6 +116,7 @@ class FlatGroup:
                     g is None
                     or g.layout != torch.strided
                     or g.dtype != self.param.dtype
+                    or g.device != self.param.device
                     or not g.is_contiguous()
                     or g.shape != shape
                 ):
