@@ -19,7 +19,7 @@ import torch
 
 from handgrad.roots import solve_quadratic
 from handgrad.roots.descent import CONVERGED, FAILED, RUNNING, advance
-from handgrad.roots.exact import compensated_horner, discriminant, two_prod, two_sum
+from handgrad.roots.exact import discriminant, two_prod, two_sum
 from handgrad.roots.lanes import descent_step
 from handgrad.roots.scaling import exponent, ldexp
 
@@ -30,7 +30,8 @@ def error_free_kernels(
     s, e = two_sum(a, b)
     p, q = two_prod(a, b)
     hi, lo, sign = discriminant(a, b, c)
-    # One lane step as the fused solver takes it: compensated step, barrier, stopping outcome.
+    # One lane step as the fused solver takes it: compensated Horner (with a low part of c),
+    # the normalised step, the barrier and the stopping outcome.
     step = descent_step(b, (a, b, c, lo))
     barrier = torch.where(sign > 0, hi, math.inf)  # an infinite barrier: a linear lane
     moved, outcome = advance(step, b, barrier, sign, tol=2.0**-53, settle=True)
@@ -45,7 +46,6 @@ def error_free_kernels(
         hi,
         lo,
         sign,
-        compensated_horner(a, b, c, b),
         exponent(a),
         ldexp(a, -exponent(a)),
     )
