@@ -182,12 +182,20 @@ class ElementwiseOptimizer(torch.optim.Optimizer):
     _hooked_step = torch.optim.Optimizer.profile_hook_step(_step)
 
     def _flat_step(self, index: int, group: dict[str, Any]) -> bool:
-        """The update of a flat group as one tensor; False (nothing done) if it is not flat."""
-        if not fast_path(group) or group.get("capturable"):
-            return False
-        keys = self._state_keys(group)
+        """The update of a flat group as one tensor; False (nothing done) if it is not flat.
+
+        While the group's entries are the same objects as at the last step (no scheduler
+        assigned ``lr``, no flag flipped), the flags, state keys and body keywords read then
+        are used again; any change reads them afresh.
+        """
         cache = flat_cache(self)
         flat = cache.groups.get(index)
+        if flat is not None and flat.same_settings(group):
+            keys, settings = flat.keys, flat.settings
+        else:
+            if not fast_path(group) or group.get("capturable"):
+                return False
+            keys, settings = self._state_keys(group), None
         if flat is None or not flat.current(group, self.state, keys):
             flat = build_flat_group(
                 group, self.state, keys, lambda p, state: self._init_state(p, group, state)
@@ -195,19 +203,30 @@ class ElementwiseOptimizer(torch.optim.Optimizer):
             cache.groups[index] = flat
             if flat is None:
                 return False
+            if settings is not None:  # still the group's: only the layout was rebuilt
+                flat.remember_settings(group, settings)
+        if settings is None:
+            settings = self._settings(group)
+            flat.remember_settings(group, settings)
+        self._check_params(group, [flat.param])
+        self._flat_update(flat, settings)
+        cache.updates += 1
+        return True
+
+    def _flat_update(self, flat: FlatGroup, settings: dict[str, Any]) -> None:
+        """The update rule on a flat group: the tensor-at-a-time body on the 1-D views.
+
+        One tensor at a time, i.e. once (with reused scratch temporaries where the body takes
+        them): cheaper than a multi-tensor call on one-tensor lists, and the same operations
+        (the same bits). A subclass may run a leaner equivalent (Adam does).
+        """
         lists = flat.lists
         if lists is None:
             lists = flat.lists = _flat_lists(flat, self.body_lists)
-        self._check_params(group, lists[0])
-        # One tensor at a time, i.e. once (with reused scratch temporaries where the body
-        # takes them): cheaper than a multi-tensor call on one-tensor lists, and the same
-        # operations (the same bits).
         if self.splits_large_tensors:
-            self._single_tensor(*lists, scratch=scratch_of(self), **self._settings(group))
+            self._single_tensor(*lists, scratch=scratch_of(self), **settings)
         else:
-            self._single_tensor(*lists, **self._settings(group))
-        cache.updates += 1
-        return True
+            self._single_tensor(*lists, **settings)
 
     def _group_step(self, group: dict[str, Any]) -> None:
         """The per-parameter update of one group (multi-tensor lists, large tensors alone)."""

@@ -89,16 +89,47 @@ class FlatGroup:
     buffers: dict[str, Tensor]  # per state key; "step" holds one entry per parameter
     grads: list[Tensor] = field(default_factory=list)  # the grads last verified
     lists: list[list[Tensor]] | None = None  # the bodies' arguments, kept by the optimizer
+    # The group's entries (values, in order) when ``settings`` were read from it; None when
+    # they cannot be trusted to stay put (a tensor entry may change in place).
+    entries: tuple[Any, ...] | None = None
+    settings: dict[str, Any] = field(default_factory=dict)  # the bodies' keywords
+    plan: Any = None  # an optimizer's own precomputed update for these settings
 
     def __post_init__(self) -> None:
         self.pick = itemgetter(*self.keys)  # a parameter's state tensors, in keys order
+        # Every state tensor, parameter by parameter in keys order: one identity pass.
+        self.state_tensors = tuple(t for tensors in self.states for t in tensors)
+
+    def remember_settings(self, group: dict[str, Any], settings: dict[str, Any]) -> None:
+        """Keep ``settings`` (read from ``group`` now) for the steps until an entry changes.
+
+        Entries are compared by identity: a scheduler assigning ``group["lr"]`` puts a new
+        object there, which counts as a change even when equal. A tensor entry (a tensor
+        ``lr`` or betas) can change in place, so its settings are read again at every step.
+        """
+        self.settings = settings
+        self.plan = None
+        values = tuple(group.values())
+        self.entries = None if any(map(_holds_tensor, values)) else values
+
+    def same_settings(self, group: dict[str, Any]) -> bool:
+        """Whether ``group``'s entries are the very objects ``settings`` were read from."""
+        entries = self.entries
+        return (
+            entries is not None
+            and group is self.group
+            and len(group) == len(entries)
+            and all(map(is_, group.values(), entries))
+        )
 
     def current(self, group: dict[str, Any], state: Any, keys: tuple[str, ...]) -> bool:
         """Whether the layout still holds for ``group`` at this step.
 
         Runs at every step of a flat group, so it is written for speed: ``map`` over
         identities and pointers, and the full checks of a gradient only for a gradient
-        object not verified before.
+        object not verified before. State is checked by identity of every state tensor (one
+        pass), so an entry replaced by hand, a state dict replaced or ``load_state_dict``
+        (new state, new groups) all fail it; so do unequal step counts.
         """
         if group is not self.group or state is not self.state or keys != self.keys:
             return False
@@ -124,19 +155,25 @@ class FlatGroup:
             self.grads = grads  # none is None: checked above
         if tuple(map(_data_ptr, grads)) != self.grad_ptrs:
             return False
-        pick = self.pick
-        for kept, tensors in zip(map(state.get, params), self.states, strict=True):
-            try:
-                if not all(map(is_, _as_tuple(pick(kept)), tensors)):
-                    return False
-            except (KeyError, TypeError):  # an entry or a whole state removed
-                return False
+        try:
+            kept = [t for table in map(state.get, params) for t in _as_tuple(self.pick(table))]
+        except (KeyError, TypeError):  # an entry removed
+            return False
+        if len(kept) != len(self.state_tensors) or not all(map(is_, kept, self.state_tensors)):
+            return False
         steps = self.buffers.get("step")
         if steps is not None:
             counts = steps.tolist()
             if counts.count(counts[0]) != len(counts):
                 return False
         return True
+
+
+def _holds_tensor(value: Any) -> bool:
+    """Whether a group entry is a tensor or a tuple holding one (tensor betas)."""
+    if isinstance(value, Tensor):
+        return True
+    return isinstance(value, tuple) and any(isinstance(v, Tensor) for v in value)
 
 
 _data_ptr = Tensor.data_ptr

@@ -24,10 +24,12 @@ from ._common import (
     real_view,
     real_views,
     same_or_list,
+    scratch_of,
     squeeze_scalar,
     step_value,
     step_values,
 )
+from ._flat import FlatGroup
 
 
 class Adam(ElementwiseOptimizer):
@@ -125,6 +127,16 @@ class Adam(ElementwiseOptimizer):
             check_fused_param(p)
         super()._init_state(p, group, state)
 
+    def _flat_update(self, flat: FlatGroup, settings: dict[str, Any]) -> None:
+        """A flat group's update: :class:`FlatAdam` where it applies, else the generic body."""
+        plan = flat.plan
+        if plan is None:
+            plan = flat.plan = FlatAdam.build(flat, settings, scratch_of(self)) or False
+        if plan:
+            plan()
+        else:
+            super()._flat_update(flat, settings)
+
     def _single_tensor(self, *lists: list[Tensor], **settings: Any) -> None:
         _single_tensor_adam(*lists, **settings)
 
@@ -184,6 +196,90 @@ def _single_tensor_adam(
         denom = torch.sqrt(second_moment, out=out_like(scratch, second_moment))
         denom.div_(as_float(bias_correction2_sqrt)).add_(eps)
         param.addcdiv_(exp_avg, denom, value=-as_float(step_size))
+
+
+# A kept operand for ``step += 1``: a Python number would be wrapped in a new tensor per call.
+_ONE = torch.tensor(1.0)
+
+
+class FlatAdam:
+    """Adam's update of one flat group, its scalars prepared once per settings.
+
+    The same operations, in the same order and with the same scalars, as
+    :func:`_single_tensor_adam` on the group's 1-D views, so the same bits; what it saves is
+    per-step Python: settings unpacked, real views taken and scalar operands wrapped once
+    (``β₂`` and ``ε`` as kept 0-d tensors on the CPU, where a Python number would become a
+    new tensor per call and the kept one gives the same bits). For real parameters without
+    ``maximize`` or L2 weight decay (decoupled decay is included); :meth:`build` returns None
+    for the others, which run the generic body.
+    """
+
+    __slots__ = (
+        "beta1", "beta2", "beta2_operand", "decay", "denom", "eps_operand", "exp_avg",
+        "exp_avg_sq", "grad", "lr", "max_exp_avg_sq", "one", "one_minus_beta2", "param",
+        "steps", "weight1",
+    )  # fmt: skip
+
+    def __init__(self, flat: FlatGroup, settings: dict[str, Any], denom: Tensor) -> None:
+        self.param, self.grad = flat.param, flat.grad
+        self.exp_avg, self.exp_avg_sq = flat.buffers["exp_avg"], flat.buffers["exp_avg_sq"]
+        self.max_exp_avg_sq = flat.buffers["max_exp_avg_sq"] if settings["amsgrad"] else None
+        self.steps = flat.buffers["step"]
+        self.denom = denom
+        beta1, beta2, lr = settings["beta1"], settings["beta2"], settings["lr"]
+        self.beta1, self.beta2, self.lr = beta1, beta2, lr
+        self.weight1 = one_minus(beta1, self.param.dtype)
+        self.one_minus_beta2 = as_float(1 - beta2)
+        on_cpu = self.param.is_cpu
+        self.beta2_operand: float | Tensor = _kept(as_float(beta2)) if on_cpu else as_float(beta2)
+        eps = settings["eps"]
+        self.eps_operand: float | Tensor = _kept(float(eps)) if on_cpu else eps
+        self.one: float | Tensor = _ONE if self.steps.is_cpu else 1
+        weight_decay = settings["weight_decay"]
+        self.decay = as_float(1 - lr * weight_decay) if weight_decay != 0 else None
+
+    @classmethod
+    def build(cls, flat: FlatGroup, settings: dict[str, Any], scratch: Scratch) -> FlatAdam | None:
+        """The plan for ``flat`` under ``settings``, or None where it does not apply."""
+        if (
+            settings["maximize"]
+            or (settings["weight_decay"] != 0 and not settings["decoupled_weight_decay"])
+            or flat.param.is_complex()
+            or any(isinstance(settings[name], Tensor) for name in ("lr", "beta1", "beta2"))
+            or "step" not in flat.buffers
+        ):
+            return None
+        return cls(flat, settings, scratch.like(flat.buffers["exp_avg_sq"]))
+
+    def __call__(self) -> None:
+        """One Adam step of the whole group (the rule in :class:`Adam`)."""
+        steps, param, grad, exp_avg = self.steps, self.param, self.grad, self.exp_avg
+        steps.add_(self.one)
+        step = steps.tolist()[0]  # equal counts: checked by the flat layout's record
+        if self.decay is not None:
+            param.mul_(self.decay)
+        exp_avg.lerp_(grad, self.weight1)
+        exp_avg_sq = self.exp_avg_sq
+        exp_avg_sq.mul_(self.beta2_operand).addcmul_(grad, grad, value=self.one_minus_beta2)
+
+        bias_correction1 = 1 - self.beta1**step
+        bias_correction2 = 1 - self.beta2**step
+        step_size = self.lr / bias_correction1
+        bias_correction2_sqrt = bias_correction2**0.5
+
+        second_moment = exp_avg_sq
+        if self.max_exp_avg_sq is not None:
+            second_moment = self.max_exp_avg_sq
+            torch.maximum(second_moment, exp_avg_sq, out=second_moment)
+        denom = torch.sqrt(second_moment, out=self.denom)
+        denom.div_(bias_correction2_sqrt).add_(self.eps_operand)
+        param.addcdiv_(exp_avg, denom, value=-step_size)
+
+
+def _kept(value: float) -> Tensor:
+    """``value`` as a new 0-d float64 CPU tensor (an operand kept across calls)."""
+    with torch.inference_mode(False):
+        return torch.tensor(value, dtype=torch.float64)
 
 
 def _multi_tensor_adam(
