@@ -20,7 +20,7 @@ import torch
 from handgrad.roots import solve_quadratic
 from handgrad.roots.descent import CONVERGED, FAILED, RUNNING, advance
 from handgrad.roots.exact import discriminant, two_prod, two_sum
-from handgrad.roots.lanes import descent_step
+from handgrad.roots.lanes import ROUGH_STEPS, descent_step
 from handgrad.roots.scaling import exponent, ldexp
 
 
@@ -96,9 +96,9 @@ def test_compiled_driver_matches_eager_solver(monkeypatch: pytest.MonkeyPatch) -
     c[4:8] = b[4:8] * b[4:8] / (4 * a[4:8])  # near-double roots: the slowest descents
     b[8], c[8] = 2.0 * a[8], a[8]  # an exact double root
     eager = solve_quadratic(a, b, c)
-    # No fused step leaves every lane running (the straggler path does all the work); one
-    # leaves the linear and near-double ones; a hundred none.
-    for fused_steps in (0, 1, 100):
+    # No fused step leaves every lane running (the straggler path does all the work); the
+    # default leaves the near-double ones; a hundred none.
+    for fused_steps in (0, compiled.FUSED_STEPS, 100):
         got = compiled.solve_gd_compiled(a, b, c, fused_steps=fused_steps)
         assert got.roots.shape == (n, 2)
         assert got.roots.dtype == torch.complex128
@@ -106,6 +106,6 @@ def test_compiled_driver_matches_eager_solver(monkeypatch: pytest.MonkeyPatch) -
             exact = {"rtol": 0.0, "atol": 0.0, "equal_nan": True}
             torch.testing.assert_close(getattr(got, field), getattr(eager, field), **exact)
     assert int(eager.iterations[8]) > 2
-    assert int(eager.iterations[0]) == 2  # linear
+    assert int(eager.iterations[0]) == ROUGH_STEPS + 1  # linear: lands, then one polish
     assert bool(eager.converged[4:].all())
     assert bool((eager.iterations[8:] >= 1).all())

@@ -201,6 +201,32 @@ def test_path_starts_on_both_sides_of_the_vertex_and_descends_loss(device: torch
     assert float(finite_right[-1]) == result.roots[1].real.item()
 
 
+def test_default_descent_starts_from_a_root_bound_not_from_the_roots(device: torch.device) -> None:
+    """The starts are v ∓ R, R = sqrt(v² + |c/a|) widened (a bound), never the closed form: the
+    lanes visibly descend, several steps each."""
+    result = solve_quadratic(*on(device, 1.0, -6.0, 4.0), return_path=True)
+    assert result.path is not None
+    path = result.path.cpu().real
+    radius = math.hypot(3.0, 2.0 * (1.0 + 2.0**-20))
+    assert path[0].tolist() == pytest.approx([3.0 - radius, 3.0 + radius], rel=1e-15)
+    for column, root in enumerate(ROOTS):
+        points = path[:, column][~path[:, column].isnan()]
+        assert points.numel() > 2
+        assert abs(float(points[0]) - root) > 1.3
+        assert abs(float(points[1]) - root) >= 0.1  # the first iterate is no root either
+    pair = solve_quadratic(*on(device, 1.0, 2.0, 5.0), return_path=True)  # -1 ± 2i
+    assert pair.path is not None
+    upper = pair.path[:, 1].cpu()
+    upper = upper[~upper.real.isnan()]
+    assert upper.numel() > 2
+    assert float(upper[0].imag) == pytest.approx(math.sqrt(5.0) * (1.0 + 2.0**-20), rel=1e-15)
+    generator = torch.Generator().manual_seed(11)
+    a, b, c = torch.randn(3, 4096, dtype=torch.float64, generator=generator).to(device)
+    iterations = solve_quadratic(a, b, c).iterations.double()
+    assert float(iterations.mean()) >= 2.5
+    assert int(iterations.min()) >= 2
+
+
 def test_path_is_nan_after_a_start_stops(device: torch.device) -> None:
     result = solve_quadratic(*on(device, [1.0, 1.0], [-6.0, -2.0], [4.0, 1.0]), return_path=True)
     assert result.path is not None

@@ -64,7 +64,14 @@ RUNNING, CONVERGED, FAILED = 0, 1, 2
 
 
 def advance(
-    s: Tensor, y: Tensor, barrier: Tensor, direction: Tensor, *, tol: float, settle: bool
+    s: Tensor,
+    y: Tensor,
+    barrier: Tensor,
+    direction: Tensor,
+    *,
+    tol: float,
+    settle: bool,
+    final: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """One step y - s, held at the barrier: the new y and the outcome (RUNNING, CONVERGED or
     FAILED, int64).
@@ -76,7 +83,8 @@ def advance(
     lands at distance u from the vertex is s² / (u + δ) <= s² / u (δ: the root's distance from
     the vertex), so if s² / |y| <= tol · u the next step would be at most tol · |y|: at most an
     ulp of polish. (Not for a slot without a barrier: there the equation is linear and the
-    second step polishes the rounding of the first.)
+    second step polishes the rounding of the first.) ``final=False``: a rough step (its
+    residual in plain floating point) stops no slot, except by failing.
 
     Every condition is one comparison feeding a ``where`` (see problem.prepare for why).
     """
@@ -87,8 +95,10 @@ def advance(
     finite = y_next - y_next == 0
     y_next = torch.where(finite, y_next, y)
     size = s.abs()
-    stopped = torch.full_like(y, CONVERGED, dtype=torch.int64)
     outcome = torch.full_like(y, RUNNING, dtype=torch.int64)
+    if not final:
+        return y_next, torch.where(finite, outcome, FAILED)
+    stopped = torch.full_like(y, CONVERGED, dtype=torch.int64)
     if settle:
         gap = (y_next - barrier).abs()
         settled = (size / y_next.abs()) * size <= tol * gap
@@ -109,8 +119,13 @@ def monotone_descent(
     max_iter: int,
     record_path: bool,
     settle: bool = False,
+    rough_step: StepFunction | None = None,
+    rough_steps: int = 0,
 ) -> Slots:
     """Run y <- y - step(y) for each slot until it stops (see :func:`advance`).
+
+    The first ``rough_steps`` iterations use ``rough_step`` instead (a cheaper, less accurate
+    step for while the slots are far from their roots), and stop no slot but a failed one.
 
     ``direction`` is +1 where the slot must move down (steps >= 0), -1 where it must move up;
     ``barrier`` is the point it may reach but never cross (the vertex). Slots whose start is
@@ -130,8 +145,10 @@ def monotone_descent(
         if active.numel() == 0:
             break
         y_run, b_run, d_run = running[0], running[-2], running[-1]
-        s = step(y_run, tuple(running[1:-2]))
-        y_next, outcome = advance(s, y_run, b_run, d_run, tol=tol, settle=settle)
+        rough = rough_step if iteration <= rough_steps else None
+        final = rough is None
+        s = (step if rough is None else rough)(y_run, tuple(running[1:-2]))
+        y_next, outcome = advance(s, y_run, b_run, d_run, tol=tol, settle=settle, final=final)
         done = outcome != RUNNING
         if path is not None:
             snapshot = torch.full_like(y0, math.nan)

@@ -186,9 +186,11 @@ def solve_quadratic(
     Python input, complex64 otherwise). Methods:
 
     - ``"gd"`` (default): x_{k+1} = x_k - η_k L'(x_k), L'(x) = 2 f(x) f'(x), with the
-      normalised step η_k = 1/(2 f'(x_k)²), from a start just outside each root (on its side
-      of the vertex); complex pairs by the same descent on the vertical line through the
-      vertex. See :mod:`handgrad.roots.lanes`. For millions of equations,
+      normalised step η_k = 1/(2 f'(x_k)²), from a root bound on each side of the vertex,
+      v ∓ sqrt(v² + |c/a|) (v = -b/2a; widened by 2^-20), outside both roots: a few steps
+      each (3.7 on average for standard-normal coefficients); complex pairs by the same
+      descent on the vertical line through the vertex, from sqrt|c/a| above the pair. See
+      :mod:`handgrad.roots.lanes`. For millions of equations,
       :func:`handgrad.roots.compiled.solve_gd_compiled` gives the same result bitwise through
       torch.compile.
     - ``"gd"`` with ``lr``: the classroom fixed step x_{k+1} = x_k - lr·L'(x_k) exactly, from
