@@ -286,6 +286,8 @@ def _reduce(loss: Tensor, reduction: str, denominator: Tensor | float) -> Tensor
     # kept 0-d tensor is cheaper than by a number, which torch wraps in a new tensor each call.
     total = loss.sum()
     if total.dtype in _DIVIDE_BY_COUNT_DTYPES:
+        if denominator == 1:  # x / 1 is x, bit for bit: one kernel fewer at batch 1
+            return total
         return total.div_(_number(denominator, total.dtype))
     return loss.mean()
 

@@ -13,10 +13,48 @@ A handgrad module is an ordinary ``torch.nn.Module`` (so ``parameters()``, ``sta
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
 from handgrad.nn.functional import Ctx
+
+try:  # torch's registries of hooks on every module (private; read as torch reads them)
+    from torch.nn.modules.module import (
+        _global_backward_hooks,
+        _global_backward_pre_hooks,
+        _global_forward_hooks,
+        _global_forward_pre_hooks,
+    )
+except ImportError:  # a torch that moved them: every call goes through torch's __call__
+
+    def _unknown_hook(*args: Any) -> None:
+        """Stands for hooks that cannot be seen: a registry that is never empty."""
+
+    _global_backward_hooks = {0: _unknown_hook}
+    _global_backward_pre_hooks = _global_forward_hooks = _global_forward_pre_hooks = (
+        _global_backward_hooks
+    )
+
+_get_tracing_state = torch._C._get_tracing_state
+
+
+def direct_calls_allowed() -> bool:
+    """Whether torch's ``Module.__call__`` would run a hook-free module's ``forward`` alone.
+
+    It does unless a hook is registered globally (``register_module_forward_hook`` and
+    friends) or a trace is being recorded (``torch.jit.trace``); False as well when torch's
+    global hook registries cannot be read (a torch that moved them).
+    """
+    return not (
+        _global_forward_pre_hooks
+        or _global_forward_hooks
+        or _global_backward_pre_hooks
+        or _global_backward_hooks
+        or _get_tracing_state()
+    )
+
 
 FLAT_SLOT = "_handgrad_flat_slot"
 """Attribute (in a parameter's ``__dict__``) naming its place in a flat gradient buffer."""
@@ -111,6 +149,30 @@ class Module(torch.nn.Module):
         # (not its shape, dtype and device) because reading those three costs more per call
         # than the check that uses them.
         self._saved: tuple[Ctx, Tensor] | None = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """``forward(*args, **kwargs)``, through torch's ``Module.__call__`` when it matters.
+
+        torch's wrapper runs ``forward`` alone unless the module has hooks, is compiled
+        (``module.compile()``) or a global hook or trace is active; in those cases it runs
+        here too, and otherwise ``forward`` is called directly: a small layer spends as long
+        in torch's wrapper as in its own kernel.
+        """
+        # The conditions of direct_calls_allowed() written out: this runs at every call.
+        if not (
+            self._compiled_call_impl is not None
+            or self._forward_pre_hooks
+            or self._forward_hooks
+            or self._backward_pre_hooks
+            or self._backward_hooks
+            or _global_forward_pre_hooks
+            or _global_forward_hooks
+            or _global_backward_pre_hooks
+            or _global_backward_hooks
+            or _get_tracing_state()
+        ):
+            return self.forward(*args, **kwargs)
+        return torch.nn.Module.__call__(self, *args, **kwargs)
 
     def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
         """dL/d(input) from dL/d(output); accumulates dL/dθ into each parameter's ``.grad``."""

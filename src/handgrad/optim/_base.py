@@ -188,7 +188,7 @@ class ElementwiseOptimizer(torch.optim.Optimizer):
         assigned ``lr``, no flag flipped), the flags, state keys and body keywords read then
         are used again; any change reads them afresh.
         """
-        cache = flat_cache(self)
+        cache = self.__dict__.get("_handgrad_flat") or flat_cache(self)
         flat = cache.groups.get(index)
         if flat is not None and flat.same_settings(group):
             keys, settings = flat.keys, flat.settings
@@ -208,7 +208,8 @@ class ElementwiseOptimizer(torch.optim.Optimizer):
         if settings is None:
             settings = self._settings(group)
             flat.remember_settings(group, settings)
-        self._check_params(group, [flat.param])
+        if type(self)._check_params is not ElementwiseOptimizer._check_params:
+            self._check_params(group, [flat.param])
         self._flat_update(flat, settings)
         cache.updates += 1
         return True

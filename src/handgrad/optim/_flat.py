@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from operator import is_, itemgetter
 from typing import Any
 
@@ -156,8 +157,13 @@ class FlatGroup:
         if tuple(map(_data_ptr, grads)) != self.grad_ptrs:
             return False
         try:
-            kept = [t for table in map(state.get, params) for t in _as_tuple(self.pick(table))]
-        except (KeyError, TypeError):  # an entry removed
+            tables = map(state.get, params)
+            kept = (
+                tuple(chain.from_iterable(map(self.pick, tables)))
+                if len(keys) > 1
+                else tuple(map(self.pick, tables))  # itemgetter of one key: the item itself
+            )
+        except (KeyError, TypeError):  # an entry or a whole state removed
             return False
         if len(kept) != len(self.state_tensors) or not all(map(is_, kept, self.state_tensors)):
             return False
@@ -178,11 +184,6 @@ def _holds_tensor(value: Any) -> bool:
 
 _data_ptr = Tensor.data_ptr
 _is_contiguous = Tensor.is_contiguous
-
-
-def _as_tuple(picked: Any) -> tuple[Any, ...]:
-    """``itemgetter`` of one key returns the item itself, of several a tuple."""
-    return picked if isinstance(picked, tuple) else (picked,)
 
 
 def build_flat_group(
