@@ -221,7 +221,7 @@ def test_default_descent_starts_from_a_root_bound_not_from_the_roots(device: tor
     assert upper.numel() > 2
     assert float(upper[0].imag) == pytest.approx(math.sqrt(5.0) * (1.0 + 2.0**-20), rel=1e-15)
     generator = torch.Generator().manual_seed(11)
-    a, b, c = torch.randn(3, 4096, dtype=torch.float64, generator=generator).to(device)
+    a, b, c = torch.randn(3, 2048, dtype=torch.float64, generator=generator).to(device)
     iterations = solve_quadratic(a, b, c).iterations.double()
     assert float(iterations.mean()) >= 2.5
     assert int(iterations.min()) >= 2

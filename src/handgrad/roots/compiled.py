@@ -18,8 +18,9 @@ made the fused loop ten times slower.
 Each element goes through exactly the operations of the eager path, and the compiled kernel
 keeps IEEE semantics (inductor compiles with -ffp-contract=off and without unsafe math), so the
 result is bitwise the same as ``solve_quadratic(a, b, c)`` — which the tests check. Needs a
-working C++ compiler; the first call per device compiles (tens of seconds); any batch size
-then reuses that compilation (dynamic shapes).
+working C++ compiler; the first call per device compiles (over a minute on a shared 2-core
+machine: the fused steps make one large C++ kernel); any batch size then reuses that
+compilation (dynamic shapes).
 """
 
 from __future__ import annotations
@@ -48,9 +49,11 @@ Outputs = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
 
 # Steps fused into the compiled loop. From the bound starts a standard-normal equation takes
 # 3.7 steps on average (its lanes cannot stop during the ROUGH_STEPS plain ones); K fused steps
-# leave P(steps > K) of the equations to the eager solver: 20 % for 4, 7 % for 5, 2 % for 6,
-# 0.5 % for 7, 0.1 % for 8.
-FUSED_STEPS = 6
+# leave P(steps > K) of the equations to the eager solver: 7 % for 5, 2 % for 6, 0.5 % for 7,
+# 0.1 % for 8. Measured on 1e6 equations (2 shared cores): the fused loop took about the same
+# for K = 6 to 10 (54 to 70 ms, within the noise), the eager re-solve of the stragglers 20 ms
+# at K = 6 and 10 ms at K = 8 (mostly its fixed cost per operation, whatever their number).
+FUSED_STEPS = 8
 
 # A lane that never ran (no root on its side, or no equation).
 IDLE = 3
