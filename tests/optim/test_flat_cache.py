@@ -152,3 +152,15 @@ def test_a_new_param_group_leaves_the_cached_one_correct() -> None:
         _steps(flat, reference, ours, theirs, 1)
     assert_same([extra_ours], [extra_theirs])
     assert flat_cache(ours).updates == 3 + 6  # both groups are flat (one tensor tiles itself)
+
+
+def test_a_state_dict_replaced_by_hand_is_followed() -> None:
+    # The mapping itself changes (same key, a new dict of new tensors): found again.
+    flat, reference, ours, theirs = _pair(lr=0.01)
+    _steps(flat, reference, ours, theirs, 3)
+    for optimizer, params in ((ours, flat.params), (theirs, reference)):
+        optimizer.state[params[0]] = {
+            key: value.clone() * (2 if key == "exp_avg" else 1)
+            for key, value in optimizer.state[params[0]].items()
+        }
+    _steps(flat, reference, ours, theirs, 3)

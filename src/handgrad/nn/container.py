@@ -51,7 +51,7 @@ class Sequential(Module):
         return [module for module in self._modules.values() if isinstance(module, Module)]
 
     def forward(self, x: Tensor) -> Tensor:
-        layers = self._layers()
+        layers = [module for module in self._modules.values() if isinstance(module, Module)]
         for module in layers:
             x = module(x)
         # The container's ctx is the chain that ran; each layer keeps its own ctx.

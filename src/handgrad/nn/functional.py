@@ -312,12 +312,19 @@ def mse_forward(prediction: Tensor, target: Tensor, reduction: str = "mean") -> 
     check_reduction(reduction)
     diff = prediction - target
     n = prediction.numel()
-    return _reduce(diff * diff, reduction, n), (diff, reduction, n)
+    squares = diff * diff
+    if n == 1 and reduction != "none" and squares.dtype in _DIVIDE_BY_COUNT_DTYPES:
+        # One square is its own sum and mean, bit for bit (0 + s = s: a square is never
+        # −0), read without a reduction kernel: the per-sample case.
+        return squares.reshape(()), (diff, reduction, n)
+    return _reduce(squares, reduction, n), (diff, reduction, n)
 
 
 def mse_backward(grad: Tensor | float, ctx: Ctx) -> Tensor:
     """dℓ/dp_i = 2(p_i − t_i) · g_i, g_i = g/n for mean."""
     diff, reduction, n = ctx
+    if type(grad) is float and diff.dim():  # the usual case, without the helpers' calls
+        return diff * _number(2.0 * (grad / n if reduction == "mean" else grad))
     scale = _per_element(grad, reduction, n)
     if not isinstance(scale, Tensor):
         # One pass: diff · (2g/n) is bit-identical to (2 diff) · (g/n), doubling being exact.

@@ -81,8 +81,7 @@ class FlatGroup:
     state: Any  # the optimizer's state mapping it was built against
     keys: tuple[str, ...]  # the state keys, in body order
     params: tuple[Tensor, ...]
-    param_ptrs: tuple[int, ...]
-    grad_ptrs: tuple[int, ...]
+    pointers: tuple[int, ...]  # data pointers of the parameters, then of the gradients
     shapes: tuple[torch.Size, ...]
     states: tuple[tuple[Tensor, ...], ...]  # per parameter: its state tensors, keys order
     param: Tensor  # 1-D views spanning the whole group
@@ -100,6 +99,8 @@ class FlatGroup:
         self.pick = itemgetter(*self.keys)  # a parameter's state tensors, in keys order
         # Every state tensor, parameter by parameter in keys order: one identity pass.
         self.state_tensors = tuple(t for tensors in self.states for t in tensors)
+        self.tables: tuple[dict[str, Any], ...] = ()  # each parameter's state dict
+        self.state_snapshot: tuple[tuple[Any, ...], tuple[Any, ...]] = ((), ())
 
     def remember_settings(self, group: dict[str, Any], settings: dict[str, Any]) -> None:
         """Keep ``settings`` (read from ``group`` now) for the steps until an entry changes.
@@ -137,10 +138,6 @@ class FlatGroup:
         params = group["params"]
         if len(params) != len(self.params) or not all(map(is_, params, self.params)):
             return False
-        if tuple(map(_data_ptr, params)) != self.param_ptrs:
-            return False
-        if not all(map(_is_contiguous, params)):
-            return False
         grads = [p.grad for p in params]
         if not all(map(is_, grads, self.grads)):
             for g, shape in zip(grads, self.shapes, strict=True):
@@ -154,16 +151,26 @@ class FlatGroup:
                 ):
                     return False
             self.grads = grads  # none is None: checked above
-        if tuple(map(_data_ptr, grads)) != self.grad_ptrs:
+        # Parameters and gradients where they were (moved by .data =, set_ or .to()) ...
+        if tuple(map(_data_ptr, chain(params, grads))) != self.pointers:
             return False
+        if not all(map(_is_contiguous, params)):  # ... and laid out as they were
+            return False
+        # Each parameter's state dict, found again only when the state mapping has changed:
+        # looking a tensor up hashes it in Python, and iterating the mapping does not.
+        snapshot = (tuple(state), tuple(state.values()))
+        if not _same_objects(snapshot, self.state_snapshot):
+            tables = tuple(map(state.get, params))
+            if None in tables:
+                return False
+            self.tables, self.state_snapshot = tables, snapshot
         try:
-            tables = map(state.get, params)
             kept = (
-                tuple(chain.from_iterable(map(self.pick, tables)))
+                tuple(chain.from_iterable(map(self.pick, self.tables)))
                 if len(keys) > 1
-                else tuple(map(self.pick, tables))  # itemgetter of one key: the item itself
+                else tuple(map(self.pick, self.tables))  # itemgetter of one key: the item
             )
-        except (KeyError, TypeError):  # an entry or a whole state removed
+        except KeyError:  # an entry removed
             return False
         if len(kept) != len(self.state_tensors) or not all(map(is_, kept, self.state_tensors)):
             return False
@@ -173,6 +180,17 @@ class FlatGroup:
             if counts.count(counts[0]) != len(counts):
                 return False
         return True
+
+
+def _same_objects(
+    now: tuple[tuple[Any, ...], tuple[Any, ...]], before: tuple[tuple[Any, ...], tuple[Any, ...]]
+) -> bool:
+    """Whether two (keys, values) snapshots of a mapping hold the very same objects."""
+    return (
+        len(now[0]) == len(before[0])
+        and all(map(is_, now[0], before[0]))
+        and all(map(is_, now[1], before[1]))
+    )
 
 
 def _holds_tensor(value: Any) -> bool:
@@ -248,8 +266,7 @@ def build_flat_group(
         state=state,
         keys=keys,
         params=tuple(params),
-        param_ptrs=tuple(p.data_ptr() for p in params),
-        grad_ptrs=tuple(g.data_ptr() for g in dense),
+        pointers=tuple(t.data_ptr() for t in chain(params, dense)),
         shapes=tuple(p.shape for p in params),
         states=tuple(tuple(state[p][key] for key in keys) for p in params),
         param=param,
