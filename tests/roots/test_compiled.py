@@ -20,7 +20,7 @@ import torch
 from handgrad.roots import solve_quadratic
 from handgrad.roots.descent import CONVERGED, FAILED, RUNNING, advance
 from handgrad.roots.exact import discriminant, two_prod, two_sum
-from handgrad.roots.lanes import ROUGH_STEPS, descent_step
+from handgrad.roots.lanes import ROUGH_STEPS, descent_step, rough_descent_step
 from handgrad.roots.scaling import exponent, ldexp
 
 
@@ -35,10 +35,12 @@ def error_free_kernels(
     step = descent_step(b, (a, b, c, lo))
     barrier = torch.where(sign > 0, hi, math.inf)  # an infinite barrier: a linear lane
     moved, outcome = advance(step, b, barrier, sign, tol=2.0**-53, settle=True)
+    rough = rough_descent_step(b, (a, b, c, lo))  # plain Horner: an fma would change it
     return (
         step,
         moved,
         outcome,
+        rough,
         s,
         e,
         p,
@@ -70,7 +72,7 @@ def test_compiled_error_free_arithmetic_is_bitwise_eager() -> None:
     for eager_value, compiled_value in zip(eager, compiled(a, b, c), strict=True):
         torch.testing.assert_close(compiled_value, eager_value, rtol=0, atol=0, equal_nan=True)
     assert set(eager[2].tolist()) == {RUNNING, CONVERGED, FAILED}  # every stopping outcome
-    s, e, p, q = (t[:20].tolist() for t in compiled(a, b, c)[3:7])
+    s, e, p, q = (t[:20].tolist() for t in compiled(a, b, c)[4:8])
     for i in (*range(8), *range(12, 20)):  # finite rows
         x, y = Fraction(float(a[i])), Fraction(float(b[i]))
         assert Fraction(s[i]) + Fraction(e[i]) == x + y
