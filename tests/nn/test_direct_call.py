@@ -108,17 +108,23 @@ def test_keyword_arguments_reach_forward() -> None:
     )
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
-def test_a_one_element_mean_loss_is_bitwise_torchs(dtype: torch.dtype) -> None:
-    # At batch 1 the mean skips its division by 1: the same bits as torch's mean.
+def test_a_one_element_loss_is_bitwise_torchs(dtype: torch.dtype, reduction: str) -> None:
+    # At batch 1 the mean skips its division by 1, and MSE its reduction kernel (one square
+    # is its own sum): the same bits as torch's, and the gradient too.
     generator = torch.Generator().manual_seed(5)
-    for _ in range(20):
-        prediction = torch.randn(1, 1, generator=generator, dtype=dtype) * 1e3
-        target = torch.randn(1, 1, generator=generator, dtype=dtype)
+    for scale in (1e3, 1.0, 1e-30, 0.0):
+        prediction = torch.randn(1, 1, generator=generator, dtype=dtype) * scale
+        target = torch.randn(1, 1, generator=generator, dtype=dtype) * scale
         for loss_fn, reference in (
-            (hnn.MSELoss(), torch.nn.functional.mse_loss),
-            (hnn.L1Loss(), torch.nn.functional.l1_loss),
+            (hnn.MSELoss(reduction), torch.nn.functional.mse_loss),
+            (hnn.L1Loss(reduction), torch.nn.functional.l1_loss),
         ):
             ours: Tensor = loss_fn(prediction, target)
-            torch.testing.assert_close(ours, reference(prediction, target), rtol=0, atol=0)
+            leaf = prediction.clone().requires_grad_(True)
+            theirs = reference(leaf, target, reduction=reduction)
+            (grad,) = torch.autograd.grad(theirs, leaf)
+            torch.testing.assert_close(ours, theirs.detach(), rtol=0, atol=0)
+            torch.testing.assert_close(loss_fn.backward(), grad, rtol=0, atol=0)
             assert ours.shape == ()
