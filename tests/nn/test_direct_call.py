@@ -128,3 +128,13 @@ def test_a_one_element_loss_is_bitwise_torchs(dtype: torch.dtype, reduction: str
             torch.testing.assert_close(ours, theirs.detach(), rtol=0, atol=0)
             torch.testing.assert_close(loss_fn.backward(), grad, rtol=0, atol=0)
             assert ours.shape == ()
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace:DeprecationWarning")
+def test_a_trace_records_through_torchs_call(calls_through_torch: list[str]) -> None:
+    net = _net()
+    x = torch.randn(4, 2)
+    with torch.no_grad():
+        traced = torch.jit.trace(net, x, check_trace=False)
+    assert "Linear" in calls_through_torch  # the trace went through torch's __call__
+    torch.testing.assert_close(traced(x), net(x), rtol=0, atol=0)

@@ -13,6 +13,7 @@ A handgrad module is an ordinary ``torch.nn.Module`` (so ``parameters()``, ``sta
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -37,7 +38,8 @@ except ImportError:  # a torch that moved them: every call goes through torch's 
         _global_backward_hooks
     )
 
-_get_tracing_state = torch._C._get_tracing_state
+# torch.jit.trace records through torch's __call__ only; a torch without it never traces.
+_get_tracing_state: Callable[[], Any] = getattr(torch._C, "_get_tracing_state", lambda: None)
 
 
 def direct_calls_allowed() -> bool:
