@@ -106,6 +106,8 @@ def test_benchmark_quick_run_prints_a_markdown_table(capsys: pytest.CaptureFixtu
     output = capsys.readouterr().out
     assert "### 1 torch thread(s)" in output
     assert "| handgrad (hand-written backward, handgrad Adam) |" in output
+    assert "| handgrad, parameters not flattened |" in output
+    assert "handgrad with flat parameters" in output
     assert "Speed-up: **" in output
 
 

@@ -343,15 +343,6 @@ def test_benchmark_steps_with_and_without_flattening_agree() -> None:
             assert torch.equal(flat(), plain())
 
 
-def test_benchmark_per_sample_table_reports_both_layouts() -> None:
-    from benchmarks import bench_train
-
-    table = bench_train.per_sample_table(quick=True)
-    assert "| handgrad (hand-written backward, handgrad Adam) |" in table
-    assert "| handgrad, parameters not flattened |" in table
-    assert "handgrad with flat parameters" in table
-
-
 def test_a_sparse_gradient_is_stored_as_is() -> None:
     net = make_net()
     hn.flatten_parameters(net)
