@@ -234,6 +234,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     missing: list[str] = []
     for name in names:
         for layout in layouts:
+            if name == "SparseAdam" and layout in FLAT_LAYOUTS:
+                # torch 2.13's dense.add_(sparse) applies a view's storage offset twice: the
+                # reference would write to the wrong elements, past the buffer (heap corruption).
+                continue
             print(f"  {name} / {layout} ...", file=sys.stderr, flush=True)
             row = time_optimizer(name, layout, rounds, calls)
             if row is None:
@@ -247,6 +251,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(_format(timings))
     if missing:
         print(f"\n_not benchmarked (no handgrad class yet): {', '.join(missing)}_")
+    if "SparseAdam" in names and FLAT_LAYOUTS & set(layouts):
+        print(
+            "\n_SparseAdam is not run on the flat layouts: torch 2.13's `dense.add_(sparse)` "
+            "applies a view's storage offset twice, so torch.optim.SparseAdam updates the wrong "
+            "elements of a view (ours works around it)._"
+        )
     return 0
 
 
