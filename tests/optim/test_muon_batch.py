@@ -132,3 +132,86 @@ def test_newton_schulz_batch_bits_equal_torch(
     assert ours.shape == matrices.shape
     for mine, reference in zip(ours, theirs, strict=True):
         assert torch.equal(mine, reference)
+
+
+@pytest.mark.parametrize("shape", [(1000, 1000), (500, 2000), (2000, 500)], ids=str)
+def test_large_matrices_match_torch_bit_for_bit(shape: tuple[int, int]) -> None:
+    # The benchmark's 1000 x 1000 and a wide and a tall shape: the large products take other
+    # oneDNN kernels (blockings, thread splits) than the small shapes above. One step each
+    # (~0.3 s per 1000² matrix and side); the kept workspace's reuse is tested above.
+    _run_beside_torch({"lr": 0.02}, torch.float32, [shape, shape], 1)
+
+
+def test_remainder_batches_and_a_grown_workspace_match_torch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Batches of 3 and 2 (the second in the first 2 matrices of the kept workspace), then a
+    # new group of the same shape makes the workspace grow to 4 matrices.
+    monkeypatch.setattr(muon_module, "_BATCH_ELEMENTS", 3 * 18 * 24)
+    shapes = [(18, 24)] * 5
+    ours, theirs, ours_params, theirs_params = _run_beside_torch(
+        {"lr": 0.02}, torch.float64, shapes, 3
+    )
+    assert [w.count for w in ours._workspaces.values()] == [3]
+    monkeypatch.setattr(muon_module, "_BATCH_ELEMENTS", 4 * 18 * 24)
+    more = _params(torch.float64, [(18, 24)] * 4)
+    ours.add_param_group({"params": more, "lr": 0.01})
+    theirs.add_param_group({"params": [p.clone() for p in more], "lr": 0.01})
+    all_ours = ours_params + more
+    all_theirs = theirs_params + theirs.param_groups[1]["params"]
+    for _ in range(2):
+        for mine, reference in zip(all_ours, all_theirs, strict=True):
+            mine.grad = torch.sin(3 * mine) + 0.1 * mine
+            reference.grad = torch.sin(3 * reference) + 0.1 * reference
+        ours.step()
+        theirs.step()
+    for mine, reference in zip(all_ours, all_theirs, strict=True):
+        assert torch.equal(mine, reference)
+    assert [w.count for w in ours._workspaces.values()] == [4]
+
+
+def test_steps_after_the_first_allocate_nothing_of_a_matrix_size() -> None:
+    # The point of the kept workspace: fresh batch-sized buffers cost page faults every step
+    # (~5 % of a step at 4 x 1000²). Only 0-d tensors (the norms) may be allocated.
+    params = _params(torch.float32, [(40, 30)] * 3)
+    for p in params:
+        p.grad = torch.cos(p)
+    opt = Muon(params, lr=0.02)
+    opt.step()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                profile_memory=True) as profile:  # fmt: skip
+        opt.step()
+    allocations = {e.name: e.cpu_memory_usage for e in profile.events() if e.cpu_memory_usage > 0}
+    assert allocations  # the profiler does see the norms' 0-d tensors
+    assert max(allocations.values()) < 40 * 30 * 2, allocations
+
+
+def test_workspace_is_rebuilt_after_pickling() -> None:
+    import pickle
+
+    params = _params(torch.float64, [(18, 24)] * 2)
+    for p in params:
+        p.grad = torch.cos(p)
+    opt = Muon(params, lr=0.02)
+    opt.step()
+    copy = pickle.loads(pickle.dumps(opt))  # parameters and state copied, gradients not
+    assert copy._workspaces == {}
+    copied = copy.param_groups[0]["params"]
+    for p in (*params, *copied):
+        p.grad = torch.cos(p)
+    copy.step()
+    opt.step()
+    for mine, other in zip(params, copied, strict=True):
+        assert torch.equal(mine, other)
+
+
+def test_newton_schulz_batch_writes_into_the_given_scratch() -> None:
+    generator = torch.Generator().manual_seed(5)
+    matrices = torch.randn(3, 30, 18, generator=generator).bfloat16()  # tall
+    theirs = [torch_newton_schulz(m.clone(), COEFFICIENTS, 3, 1e-7) for m in matrices]
+    spare, gram, polynomial = torch.empty_like(matrices), *torch.empty(2, 3, 18, 18).bfloat16()
+    ours = newton_schulz_batch(matrices, COEFFICIENTS, 3, 1e-7, (spare, gram, polynomial))
+    # odd step count: the last iterate lies in the spare, transposed back
+    assert ours.data_ptr() == spare.data_ptr()
+    for mine, reference in zip(ours, theirs, strict=True):
+        assert torch.equal(mine, reference)
