@@ -6,7 +6,8 @@ from collections.abc import Iterator
 
 from torch import Tensor
 
-from handgrad.nn.module import Module
+from handgrad.nn.functional import Ctx
+from handgrad.nn.module import Module, direct_calls_allowed
 
 
 class Sequential(Module):
@@ -52,23 +53,43 @@ class Sequential(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         layers = [module for module in self._modules.values() if isinstance(module, Module)]
+        # Chainable layers without hooks run through their ctx functions (no per-layer
+        # __call__, no grad_output checks in backward); the rest are called as usual.
+        # Each layer still keeps its own ctx, as if called.
+        direct = direct_calls_allowed()
+        ctxs: list[Ctx | None] = []
         for module in layers:
-            x = module(x)
-        # The container's ctx is the chain that ran; each layer keeps its own ctx.
-        return self._remember((layers,), x)
+            if direct and module._chained_now():
+                x, ctx = module._forward_ctx(x)
+                object.__setattr__(module, "_saved", (ctx, x))
+                ctxs.append(ctx)
+            else:
+                x = module(x)
+                ctxs.append(None)
+        return self._remember((layers, ctxs), x)
 
     def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
-        (layers,) = self._recall(grad_output)
+        (layers, ctxs) = self._recall(grad_output)
         grad = grad_output
-        for position in range(len(layers) - 1, 0, -1):
-            upstream = layers[position].backward(grad, input_grad=True)
+        # A gradient is vouched for when it is grad_output (checked against the output just
+        # now) or came from a chained layer (our kernels give the input's shape); one from any
+        # other layer is checked by the next layer's own backward.
+        vouched = True
+        for position in range(len(layers) - 1, -1, -1):
+            module, ctx = layers[position], ctxs[position]
+            # Only the first layer may skip its input gradient: nothing upstream needs it.
+            wanted = input_grad or position > 0
+            if ctx is not None and vouched:
+                upstream = module._backward_ctx(grad, ctx, wanted)
+            else:
+                upstream = module.backward(grad, input_grad=wanted)
+                vouched = ctx is not None
+            if position == 0:
+                return upstream
             if upstream is None:
                 raise ValueError(
-                    f"Sequential: layer {position} ({layers[position]._get_name()}) returned "
+                    f"Sequential: layer {position} ({module._get_name()}) returned "
                     "None from backward(input_grad=True); the layer before it needs a gradient"
                 )
             grad = upstream
-        if not layers:
-            return grad if input_grad else None
-        # Only the first layer may skip its input gradient: nothing upstream needs it.
-        return layers[0].backward(grad, input_grad=input_grad)
+        return grad if input_grad else None  # no layers: the identity

@@ -69,18 +69,23 @@ class Linear(Module):
             f"bias={self.bias is not None}"
         )
 
+    _chainable = True
+
     def forward(self, x: Tensor) -> Tensor:
+        out, ctx = self._forward_ctx(x)
+        return self._remember(ctx, out)
+
+    def _forward_ctx(self, x: Tensor) -> tuple[Tensor, F.Ctx]:
         # Read from _parameters: attribute access to a parameter costs as much as this layer's
         # own work on a small input.
         parameters = self._parameters
         try:
-            out, ctx = F.linear_forward(x, cast(Tensor, parameters["weight"]), parameters["bias"])
+            return F.linear_forward(x, cast(Tensor, parameters["weight"]), parameters["bias"])
         except (AttributeError, TypeError, RuntimeError):
             # torch refuses every input the checks below refuse, so they run only then: on
             # small layers they would cost as much as the matrix multiply itself.
             self._check_input(x)
             raise
-        return self._remember(ctx, out)
 
     def _check_input(self, x: object) -> None:
         """TypeError/ValueError naming the problem with an input the kernel refused."""
@@ -92,7 +97,9 @@ class Linear(Module):
         self._check_like(x, self.weight, "input", "weight")
 
     def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
-        ctx = self._recall(grad_output)
+        return self._backward_ctx(grad_output, self._recall(grad_output), input_grad)
+
+    def _backward_ctx(self, grad_output: Tensor, ctx: F.Ctx, input_grad: bool) -> Tensor | None:
         _, weight, bias = ctx  # the parameters the forward used
         # Flattened parameters (flatten_parameters) get their gradients written in place.
         weight_out = gradient_slot(weight)

@@ -180,6 +180,44 @@ class Module(torch.nn.Module):
         """dL/d(input) from dL/d(output); accumulates dL/dθ into each parameter's ``.grad``."""
         raise NotImplementedError(f"{type(self).__name__} does not implement backward()")
 
+    # ------------------------------------------------------------------ the chain protocol
+    #
+    # A module whose forward is a pure function of one input may let a container run it
+    # without its own bookkeeping: Sequential then calls ``_forward_ctx`` and, in backward,
+    # ``_backward_ctx`` with the ctx it kept, skipping per-layer hook checks and the
+    # grad_output checks it can vouch for (a small layer spends as long in those as in its
+    # kernel). ``forward``/``backward`` of such a module must be exactly the two wrapped in
+    # ``_remember``/``_recall``; a subclass that overrides either without redefining
+    # ``_forward_ctx`` is not chained (see ``__init_subclass__``).
+
+    _chainable = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if ("forward" in cls.__dict__ or "backward" in cls.__dict__) and (
+            "_forward_ctx" not in cls.__dict__
+        ):
+            cls._chainable = False
+
+    def _forward_ctx(self, x: Tensor) -> tuple[Tensor, Ctx]:
+        """(output, ctx) of the forward, without remembering them (chainable modules)."""
+        raise NotImplementedError(f"{type(self).__name__} is not chainable")
+
+    def _backward_ctx(self, grad_output: Tensor, ctx: Ctx, input_grad: bool) -> Tensor | None:
+        """``backward`` with the forward's ``ctx`` given and ``grad_output`` already checked."""
+        raise NotImplementedError(f"{type(self).__name__} is not chainable")
+
+    def _chained_now(self) -> bool:
+        """Whether a container may call ``_forward_ctx`` now: chainable, with no hooks of its
+        own and not compiled (global hooks and tracing are the caller's to check)."""
+        return self._chainable and not (
+            self._compiled_call_impl is not None
+            or self._forward_pre_hooks
+            or self._forward_hooks
+            or self._backward_pre_hooks
+            or self._backward_hooks
+        )
+
     # ------------------------------------------------------------------ helpers for subclasses
 
     def _remember(self, ctx: Ctx, out: Tensor) -> Tensor:
