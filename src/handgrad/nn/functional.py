@@ -63,6 +63,14 @@ def _number(value: float, dtype: torch.dtype = torch.float64) -> Tensor:
         return torch.tensor(value, dtype=dtype)
 
 
+def _operand(value: float, like: Tensor) -> Tensor:
+    """:func:`_number` for a kernel on ``like`` (of at least one dimension): in ``like``'s dtype
+    when that is float32 or float64 (kernels compute in it and round a number to it anyway,
+    and an operand of another dtype measured ~1 µs slower per call), else float64."""
+    dtype = like.dtype
+    return _number(value, dtype if dtype in _DIVIDE_BY_COUNT_DTYPES else torch.float64)
+
+
 # --------------------------------------------------------------------------- linear
 
 
@@ -314,7 +322,7 @@ def _times(t: Tensor, scale: Any) -> Tensor:
     """t · scale, with a float ``scale`` as a kept 0-d tensor where that gives the same bits
     (``t`` of at least one dimension): see :func:`_number`."""
     if type(scale) is float and t.dim():
-        return t * _number(scale)
+        return t * _operand(scale, t)
     return t * scale
 
 
@@ -335,7 +343,7 @@ def mse_backward(grad: Tensor | float, ctx: Ctx) -> Tensor:
     """dℓ/dp_i = 2(p_i − t_i) · g_i, g_i = g/n for mean."""
     diff, reduction, n = ctx
     if type(grad) is float and diff.dim():  # the usual case, without the helpers' calls
-        return diff * _number(2.0 * (grad / n if reduction == "mean" else grad))
+        return diff * _operand(2.0 * (grad / n if reduction == "mean" else grad), diff)
     scale = _per_element(grad, reduction, n)
     if not isinstance(scale, Tensor):
         # One pass: diff · (2g/n) is bit-identical to (2 diff) · (g/n), doubling being exact.
