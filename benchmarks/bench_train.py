@@ -227,10 +227,11 @@ def per_sample_epoch_classroom(x: torch.Tensor, y: torch.Tensor) -> tuple[float,
     model = nn.Sequential(nn.Linear(1, 100), nn.Sigmoid(), nn.Linear(100, 1))
     criterion = torch.nn.MSELoss()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    samples = [(x[i : i + 1], y[i : i + 1]) for i in range(x.shape[0])]  # as ours: untimed
     wall, cpu = time.perf_counter(), time.thread_time()
-    for i in range(x.shape[0]):
+    for xi, yi in samples:
         optimizer.zero_grad()
-        loss = criterion(model(x[i : i + 1]), y[i : i + 1])
+        loss = criterion(model(xi), yi)
         loss.backward()
         optimizer.step()
     return time.perf_counter() - wall, time.thread_time() - cpu

@@ -32,7 +32,7 @@ def _net(activation: type[hnn.Module], widths: tuple[int, ...]) -> hnn.Sequentia
 def _unchained(net: hnn.Sequential) -> hnn.Sequential:
     """The same network taking the per-layer path (each layer refuses to be chained)."""
     for layer in net:
-        layer._chained_now = lambda: False  # type: ignore[method-assign]
+        layer._chainable = False  # an instance attribute hides the class's
     return net
 
 

@@ -59,7 +59,17 @@ class Sequential(Module):
         direct = direct_calls_allowed()
         ctxs: list[Ctx | None] = []
         for module in layers:
-            if direct and module._chained_now():
+            if (
+                direct
+                and module._chainable
+                and module._compiled_call_impl is None
+                and not (
+                    module._forward_pre_hooks
+                    or module._forward_hooks
+                    or module._backward_pre_hooks
+                    or module._backward_hooks
+                )
+            ):
                 x, ctx = module._forward_ctx(x)
                 object.__setattr__(module, "_saved", (ctx, x))
                 ctxs.append(ctx)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import cast
 
 import torch
 from torch import Tensor
@@ -80,7 +79,7 @@ class Linear(Module):
         # own work on a small input.
         parameters = self._parameters
         try:
-            return F.linear_forward(x, cast(Tensor, parameters["weight"]), parameters["bias"])
+            return F.linear_forward(x, parameters["weight"], parameters["bias"])  # type: ignore[arg-type]
         except (AttributeError, TypeError, RuntimeError):
             # torch refuses every input the checks below refuse, so they run only then: on
             # small layers they would cost as much as the matrix multiply itself.

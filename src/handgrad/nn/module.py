@@ -188,7 +188,8 @@ class Module(torch.nn.Module):
     # grad_output checks it can vouch for (a small layer spends as long in those as in its
     # kernel). ``forward``/``backward`` of such a module must be exactly the two wrapped in
     # ``_remember``/``_recall``; a subclass that overrides either without redefining
-    # ``_forward_ctx`` is not chained (see ``__init_subclass__``).
+    # ``_forward_ctx`` is not chained (see ``__init_subclass__``), nor is a module with hooks
+    # of its own or a compiled call (``Sequential.forward`` checks, with the global hooks).
 
     _chainable = False
 
@@ -206,17 +207,6 @@ class Module(torch.nn.Module):
     def _backward_ctx(self, grad_output: Tensor, ctx: Ctx, input_grad: bool) -> Tensor | None:
         """``backward`` with the forward's ``ctx`` given and ``grad_output`` already checked."""
         raise NotImplementedError(f"{type(self).__name__} is not chainable")
-
-    def _chained_now(self) -> bool:
-        """Whether a container may call ``_forward_ctx`` now: chainable, with no hooks of its
-        own and not compiled (global hooks and tracing are the caller's to check)."""
-        return self._chainable and not (
-            self._compiled_call_impl is not None
-            or self._forward_pre_hooks
-            or self._forward_hooks
-            or self._backward_pre_hooks
-            or self._backward_hooks
-        )
 
     # ------------------------------------------------------------------ helpers for subclasses
 
