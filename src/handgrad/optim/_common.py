@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
+
+Kept = TypeVar("Kept")
 
 # Multi-tensor kernels are a private torch API; without them every optimizer falls back to
 # its single-tensor body.
@@ -264,13 +266,21 @@ class Scratch:
         return view
 
 
+def attached(optimizer: torch.optim.Optimizer, key: str, factory: Callable[[], Kept]) -> Kept:
+    """The object kept in ``optimizer.__dict__[key]``, made by ``factory()`` on first use.
+
+    Such objects (buffers, caches) are not optimizer state: torch's pickling and state dicts
+    leave them out, and they are made again on first use afterwards.
+    """
+    kept = optimizer.__dict__.get(key)
+    if kept is None:
+        kept = optimizer.__dict__[key] = factory()
+    return kept
+
+
 def scratch_of(optimizer: torch.optim.Optimizer) -> Scratch:
     """The optimizer's :class:`Scratch`, created on first use (and after unpickling)."""
-    scratch = optimizer.__dict__.get("_handgrad_scratch")
-    if scratch is None:
-        scratch = Scratch()
-        optimizer.__dict__["_handgrad_scratch"] = scratch
-    return scratch
+    return attached(optimizer, "_handgrad_scratch", Scratch)
 
 
 def fast_path(group: dict[str, Any]) -> bool:

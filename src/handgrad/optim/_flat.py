@@ -29,6 +29,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from handgrad.optim._common import attached
+
 
 def tiled_view(tensors: Sequence[Tensor]) -> Tensor | None:
     """A 1-D view over ``tensors`` if they tile one memory range in order, else None.
@@ -318,8 +320,4 @@ class FlatCache:
 
 def flat_cache(optimizer: torch.optim.Optimizer) -> FlatCache:
     """The optimizer's :class:`FlatCache`, created on first use (and after unpickling)."""
-    cache = optimizer.__dict__.get("_handgrad_flat")
-    if cache is None:
-        cache = FlatCache()
-        optimizer.__dict__["_handgrad_flat"] = cache
-    return cache
+    return attached(optimizer, "_handgrad_flat", FlatCache)
