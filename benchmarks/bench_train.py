@@ -241,7 +241,7 @@ def per_sample_table(quick: bool) -> str:
     n = 500 if quick else 2000
     x, y = cubic_data(n)
     times: dict[str, list[tuple[float, float]]] = {"ours": [], "not_flat": [], "theirs": []}
-    for _ in range(2 if quick else 7):  # interleaved epochs
+    for _ in range(2 if quick else 11):  # interleaved epochs
         times["ours"].append(per_sample_epoch_handgrad(x, y))
         times["not_flat"].append(per_sample_epoch_handgrad(x, y, flat=False))
         times["theirs"].append(per_sample_epoch_classroom(x, y))
