@@ -119,7 +119,7 @@ def linear_backward(
         if out_features != 1 or (rows == 1 and grad_out.dim() == 2):
             # (A single (1, 1) · (1, in) product is also cheapest as a GEMM call: measured
             # ~2x faster than the broadcast multiply below, and the same exact products.)
-            grad_x = grad_out.matmul(weight)
+            grad_x = torch.mm(grad_out, weight) if x_2d is x else grad_out.matmul(weight)
         else:
             # One output feature: g W is an outer product (each entry one exact multiply), done
             # as a broadcast multiply, (..., 1) · (1, in), rather than a GEMM with an inner
