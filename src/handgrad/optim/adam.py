@@ -208,10 +208,10 @@ class FlatAdam:
     The same operations, in the same order and with the same scalars, as
     :func:`_single_tensor_adam` on the group's 1-D views, so the same bits; what it saves is
     per-step Python: settings unpacked, real views taken and scalar operands wrapped once
-    (``β₂``, ``ε`` and the step's √(1 − β₂ᵗ) as kept 0-d tensors on the CPU, where a Python
-    number would become a new tensor per call and the kept one gives the same bits; in the
-    parameters' dtype for float32/float64, where an operand of another dtype measured ~1 µs
-    slower per kernel call). For real parameters without
+    (``1 − β₁``, ``β₂``, ``ε`` and the step's √(1 − β₂ᵗ) as kept 0-d tensors on the CPU,
+    where a Python number would become a new tensor per call and the kept one gives the same
+    bits; in the parameters' dtype, where an operand of another dtype measured ~1 µs slower
+    per kernel call). For real parameters without
     ``maximize`` or L2 weight decay (decoupled decay is included); :meth:`build` returns None
     for the others, which run the generic body.
     """
@@ -231,10 +231,13 @@ class FlatAdam:
         self.denom = denom
         beta1, beta2, lr = settings["beta1"], settings["beta2"], settings["lr"]
         self.beta1, self.beta2, self.lr = beta1, beta2, lr
-        self.weight1 = one_minus(beta1, self.param.dtype)
-        self.one_minus_beta2 = as_float(1 - beta2)
         on_cpu = self.param.is_cpu
         dtype = self.param.dtype
+        weight1 = one_minus(beta1, dtype)
+        # A kept 0-d weight takes lerp's tensor-weight kernel: the same formula and bits,
+        # measured ~0.4 µs faster per call than the number overload.
+        self.weight1: float | Tensor = _kept(weight1, dtype) if on_cpu else weight1
+        self.one_minus_beta2 = as_float(1 - beta2)
         self.beta2_operand: float | Tensor = (
             _kept(as_float(beta2), dtype) if on_cpu else as_float(beta2)
         )
