@@ -211,9 +211,8 @@ class FlatAdam:
     (``1 − β₁``, ``β₂``, ``ε`` and the step's √(1 − β₂ᵗ) as kept 0-d tensors on the CPU,
     where a Python number would become a new tensor per call and the kept one gives the same
     bits; in the parameters' dtype, where an operand of another dtype measured ~1 µs slower
-    per kernel call). For real parameters without
-    ``maximize`` or L2 weight decay (decoupled decay is included); :meth:`build` returns None
-    for the others, which run the generic body.
+    per kernel call). For real parameters without ``maximize`` or L2 weight decay (decoupled
+    decay is included); :meth:`build` returns None for the others, which run the generic body.
     """
 
     __slots__ = (
