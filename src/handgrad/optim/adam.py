@@ -294,8 +294,8 @@ def _kept(value: float, like: torch.dtype) -> Tensor:
     """``value`` as a new 0-d CPU tensor, an operand kept across calls for tensors of ``like``.
 
     Its dtype is ``like`` for float32 and float64, the dtypes in which torch's kernels compute:
-    a Python number is rounded to that dtype either way, so the bits are the same. For others
-    (float16, bfloat16 compute in float32) it is float64, which rounds as a Python number does.
+    a Python number is rounded to that dtype either way, so the bits are the same. (Flat groups,
+    the only users, are float32 or float64; float64 for anything else.)
     """
     dtype = like if like in (torch.float32, torch.float64) else torch.float64
     with torch.inference_mode(False):
