@@ -215,3 +215,25 @@ def test_newton_schulz_batch_writes_into_the_given_scratch() -> None:
     assert ours.data_ptr() == spare.data_ptr()
     for mine, reference in zip(ours, theirs, strict=True):
         assert torch.equal(mine, reference)
+
+
+@pytest.mark.parametrize("shape", [(40, 30), (30, 40), (24, 24)], ids=str)
+def test_transposed_parameters_match_torch_bit_for_bit(shape: tuple[int, int]) -> None:
+    # Column-major parameters, gradients and momentum buffers: torch's direction and update
+    # keep that layout, the batch's stack and scratch are row-major.
+    generator = torch.Generator().manual_seed(6)
+    starts = [torch.randn(shape[::-1], generator=generator, dtype=torch.float64).T for _ in "abc"]
+    ours_params = [s.clone(memory_format=torch.preserve_format) for s in starts]
+    theirs_params = [s.clone(memory_format=torch.preserve_format) for s in starts]
+    assert not ours_params[0].is_contiguous()
+    ours = Muon(ours_params, lr=0.02)
+    theirs = torch.optim.Muon(theirs_params, lr=0.02)
+    for _ in range(3):
+        for p in (*ours_params, *theirs_params):
+            p.grad = torch.sin(3 * p) + 0.1 * p
+        assert not ours_params[0].grad.is_contiguous()
+        ours.step()
+        theirs.step()
+    for mine, reference in zip(ours_params, theirs_params, strict=True):
+        assert torch.equal(mine, reference)
+    assert [w.count for w in ours._workspaces.values()] == [3]  # it was the batched path

@@ -31,8 +31,11 @@ class Muon(Optimizer):
                           s = 0.2 √max(A, B)     ("match_rms_adamw")
 
     The Newton–Schulz iteration runs in bfloat16, as torch's does, with the same operations,
-    so both produce the same bits. Complex parameters and sparse gradients are refused at step
-    (RuntimeError); parameters that are not 2-D at construction (ValueError).
+    so both produce the same bits. Same-shape matrices are batched; each batched shape keeps
+    a :class:`BatchWorkspace` between steps (4 bfloat16 numbers per element of a batch of at
+    most 2²² elements, and one matrix), which is not part of the state dict. Complex
+    parameters and sparse gradients are refused at step (RuntimeError); parameters that are
+    not 2-D at construction (ValueError).
     """
 
     def __init__(
@@ -256,7 +259,8 @@ def newton_schulz(
 
 # oneDNN takes a bfloat16 product of m·k·n > 16³ multiplications, both as a matrix product
 # and inside a batched one; smaller ones take other kernels whose last bits differ between
-# the two (measured). Batches are cut at this many elements to bound their temporaries.
+# the two (measured). Batches are cut at this many elements to bound their kept workspace
+# (8 bytes an element, see BatchWorkspace).
 _ONEDNN_MIN_PRODUCT = 16**3
 _BATCH_ELEMENTS = 1 << 22
 
