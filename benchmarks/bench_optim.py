@@ -3,11 +3,11 @@
 Usage: ``python -m benchmarks.bench_optim [--quick] [--only Adam,SGD] [--layouts matrices,flat]``.
 
 For each optimizer and parameter layout both sides get identical float32 parameters and
-gradients; their ``step()`` calls are timed alternately (ours, torch, ours, ...) in rounds,
-and the medians are compared. The reference is torch with ``foreach=True`` where torch has a
-multi-tensor path (its fastest non-fused path; torch's own CPU default is the slower
-single-tensor loop), and ``fused=True`` as a further column where torch has it. Ratios are
-ours/torch: below 1.0 we are faster.
+gradients; their ``step()`` calls are timed alternately (ours, torch, ours, ...) in rounds;
+each ratio is the median of the rounds' paired ratios. The reference is torch with
+``foreach=True`` where torch has a multi-tensor path (its fastest non-fused path; torch's own
+CPU default is the slower single-tensor loop), and ``fused=True`` as a further column where
+torch has it. Ratios are ours/torch: below 1.0 we are faster.
 
 The ``flat`` layouts put every parameter in one buffer and every gradient in another (as
 ``handgrad.nn.flatten_parameters`` does), for both sides: optimizers with flat updates (Adam,
@@ -75,13 +75,17 @@ TORCH_FUSED = {"SGD", "Adam", "AdamW", "Adagrad"}
 
 @dataclass
 class Timing:
-    """Median seconds per ``step()`` for ours and each torch variant."""
+    """Median seconds per ``step()`` for ours and each torch variant, and the ratios ours/torch
+    as the median of the rounds' paired ratios (steadier on a busy machine than a ratio of
+    medians: a slow spell falls on both sides of a round)."""
 
     name: str
     layout: str
     ours: float
     torch_foreach: float
     torch_fused: float | None
+    ratio_foreach: float
+    ratio_fused: float | None
 
 
 def _handgrad_names() -> list[str]:
@@ -143,8 +147,10 @@ def _one_buffer(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
     return views
 
 
-def _median_step_times(steppers: list[Callable[[], Any]], rounds: int, calls: int) -> list[float]:
-    """Median seconds per call of each stepper, timed in alternation round by round.
+def _round_step_times(
+    steppers: list[Callable[[], Any]], rounds: int, calls: int
+) -> list[list[float]]:
+    """Seconds per call of each stepper in each round, timed in alternation round by round.
 
     Each round makes at least ``calls`` calls, more for steps so short (the flat 1-100-1
     layout: tens of µs) that fewer would leave the timer's resolution and one-off stalls in
@@ -166,7 +172,7 @@ def _median_step_times(steppers: list[Callable[[], Any]], rounds: int, calls: in
             for _ in range(calls):
                 step()
             samples[index].append((time.perf_counter() - started) / calls)
-    return [statistics.median(each) for each in samples]
+    return samples
 
 
 ROUND_SECONDS = 0.005
@@ -191,8 +197,22 @@ def time_optimizer(name: str, layout: str, rounds: int, calls: int) -> Timing | 
         _opt, step = _make(cls, name, shapes, options, flat=layout in FLAT_LAYOUTS)
         steppers.append(step)
     gc.collect()
-    times = _median_step_times(steppers, rounds, calls)
-    return Timing(name, layout, times[0], times[1], times[2] if len(times) > 2 else None)
+    samples = _round_step_times(steppers, rounds, calls)
+    times = [statistics.median(each) for each in samples]
+    ratios = [
+        statistics.median(ours / theirs for ours, theirs in zip(samples[0], each, strict=True))
+        for each in samples[1:]
+    ]
+    fused = len(times) > 2
+    return Timing(
+        name,
+        layout,
+        times[0],
+        times[1],
+        times[2] if fused else None,
+        ratios[0],
+        ratios[1] if fused else None,
+    )
 
 
 def _format(timings: list[Timing]) -> str:
@@ -203,13 +223,13 @@ def _format(timings: list[Timing]) -> str:
     ]
     for t in timings:
         fused = (
-            f"{t.torch_fused * 1e3:.3f} | {t.ours / t.torch_fused:.2f}"
-            if t.torch_fused is not None
+            f"{t.torch_fused * 1e3:.3f} | {t.ratio_fused:.2f}"
+            if t.torch_fused is not None and t.ratio_fused is not None
             else "– | –"
         )
         lines.append(
             f"| {t.name} | {LAYOUTS[t.layout][0]} | {t.ours * 1e3:.3f} | "
-            f"{t.torch_foreach * 1e3:.3f} | {t.ours / t.torch_foreach:.2f} | {fused} |"
+            f"{t.torch_foreach * 1e3:.3f} | {t.ratio_foreach:.2f} | {fused} |"
         )
     return "\n".join(lines)
 
@@ -246,7 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             timings.append(row)
     print(
         f"Median `step()` time, float32, CPU, {torch.get_num_threads()} threads; "
-        f"{rounds} alternating rounds of {calls} calls. Ratio = ours / torch (< 1: faster).\n"
+        f"{rounds} alternating rounds of {calls} calls. Ratio = ours / torch (< 1: faster), "
+        "the median of the rounds' paired ratios.\n"
     )
     print(_format(timings))
     if missing:
