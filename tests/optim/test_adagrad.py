@@ -173,3 +173,26 @@ def test_converges_on_least_squares(device: torch.device) -> None:
         lambda params: Adagrad(params, lr=0.5), steps=1000, device=device
     )
     torch.testing.assert_close(w, best, atol=1e-6, rtol=0)
+
+
+def test_sparse_gradients_on_views_into_one_buffer_step_as_owning_tensors() -> None:
+    # torch 2.13's dense.add_(sparse) applies a view's storage offset twice; ours must update
+    # exactly the elements an owning tensor would (flatten_parameters' layout).
+    shapes = [(4, 3), (5, 3), (2, 3)]
+    generator = torch.Generator().manual_seed(0)
+    owning = [torch.randn(s, generator=generator, dtype=torch.float64) for s in shapes]
+    buffer = torch.cat([t.reshape(-1) for t in owning])
+    views, offset = [], 0
+    for t in owning:
+        views.append(buffer[offset : offset + t.numel()].view(t.shape))
+        offset += t.numel()
+    reference, flat = Adagrad(owning, lr=0.1), Adagrad(views, lr=0.1)
+    for step in range(10):
+        for p, q in zip(owning, views, strict=True):
+            dense = torch.sin(torch.arange(p.numel(), dtype=torch.float64) + step).view(p.shape)
+            dense[step % p.shape[0]] = 0  # an untouched row
+            p.grad, q.grad = dense.to_sparse(1), dense.to_sparse(1)
+        reference.step()
+        flat.step()
+        for p, q in zip(owning, views, strict=True):
+            torch.testing.assert_close(q, p, rtol=1e-15, atol=0)

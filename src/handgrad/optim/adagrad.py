@@ -10,6 +10,7 @@ from torch.optim.optimizer import ParamsT
 
 from handgrad.optim._base import ElementwiseOptimizer
 from handgrad.optim._common import (
+    add_sparse,
     check_at_least,
     check_fused_flags,
     check_fused_param,
@@ -156,12 +157,9 @@ def _sparse_update(
     grad = grad.coalesce()
     indices, values = grad._indices(), grad._values()
 
-    def sparse(row_values: Tensor) -> Tensor:
-        return torch.sparse_coo_tensor(indices, row_values, grad.size(), check_invariants=False)
-
-    state_sum.add_(sparse(values.pow(2)))
+    add_sparse(state_sum, indices, values.pow(2))
     std_values = state_sum.sparse_mask(grad)._values().sqrt_().add_(eps)
-    param.add_(sparse(values / std_values), alpha=-clr)  # type: ignore[arg-type]
+    add_sparse(param, indices, values / std_values, alpha=-clr)
 
 
 def adagrad_multi_tensor(

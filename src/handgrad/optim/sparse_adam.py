@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import Optimizer, ParamsT
 
-from handgrad.optim._common import squeeze_scalar
+from handgrad.optim._common import add_sparse, squeeze_scalar
 
 
 class SparseAdam(Optimizer):
@@ -129,33 +129,16 @@ def sparse_adam_update(
     if values.numel() == 0:
         return
 
-    def add_on_touched(dense: Tensor, row_values: Tensor) -> None:
-        # dense += the sparse tensor (indices, row_values). torch 2.13's dense.add_(sparse)
-        # applies a view's storage offset twice: on a parameter that is a view into a flat
-        # buffer (flatten_parameters) it writes to the wrong elements or past the buffer's
-        # end. The indices are unique (coalesced), so an accumulating index_put_ adds each
-        # value once, with the same single rounding.
-        if dense.storage_offset() == 0:
-            # Declared coalesced (it is: the gradient's indices): add_ then skips a coalescing
-            # pass, measured ~5x faster for 1,000 elements, the same single addition each.
-            dense.add_(
-                torch.sparse_coo_tensor(
-                    indices, row_values, grad.size(), check_invariants=False, is_coalesced=True
-                )
-            )
-        else:
-            dense.index_put_(tuple(indices), row_values, accumulate=True)
-
     old_m = exp_avg.sparse_mask(grad)._values()
     m_change = values.sub(old_m).mul_(1 - beta1)
-    add_on_touched(exp_avg, m_change)
+    add_sparse(exp_avg, indices, m_change)
     old_v = exp_avg_sq.sparse_mask(grad)._values()
     v_change = values.pow(2).sub_(old_v).mul_(1 - beta2)
-    add_on_touched(exp_avg_sq, v_change)
+    add_sparse(exp_avg_sq, indices, v_change)
     # The new moments on the touched entries, rebuilt from the changes (no dense gather).
     m_new = m_change.add_(old_m)
     denom = v_change.add_(old_v).sqrt_().add_(eps)
     bias_correction1 = 1 - beta1**step
     bias_correction2 = 1 - beta2**step
     step_size = lr * math.sqrt(bias_correction2) / bias_correction1
-    add_on_touched(param, -step_size * m_new.div_(denom))
+    add_sparse(param, indices, -step_size * m_new.div_(denom))
