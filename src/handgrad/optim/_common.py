@@ -285,10 +285,11 @@ def add_sparse(
     and ``values`` (α = 1 when None).
 
     S is declared coalesced, so ``add_`` skips a coalescing pass (measured ~5x faster on
-    1,000 elements; each value is added once either way). torch 2.13's ``dense.add_(sparse)``
-    applies a view's storage offset twice: on a parameter that is a view into a flat buffer
-    (``flatten_parameters``) it writes to the wrong elements or past the buffer's end. Such a
-    view is updated by an accumulating ``index_put_`` instead, α·S's values added once each.
+    1,000 elements; each value is added once either way). That path of torch 2.13's
+    ``dense.add_(sparse)`` applies a view's storage offset twice: on a parameter that is a
+    view into a flat buffer (``flatten_parameters``) it writes to the wrong elements or past
+    the buffer's end. Such a view is updated by an accumulating ``index_put_`` instead, α·S's
+    values added once each.
     """
     if dense.storage_offset() == 0:
         update = torch.sparse_coo_tensor(
