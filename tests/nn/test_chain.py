@@ -76,7 +76,8 @@ def test_the_chain_is_taken_without_hooks(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(Linear, "_backward_ctx", counting_backward)
     net = _net(hnn.Sigmoid, (2, 3, 1))
     monkeypatch.setattr(Linear, "backward", None)  # the per-layer backward must not be called
-    net.backward(torch.ones(4, 1, dtype=torch.float64) * net(torch.ones(4, 2, dtype=torch.float64)))
+    net(torch.ones(4, 2, dtype=torch.float64))
+    net.backward(torch.ones(4, 1, dtype=torch.float64))
     assert calls == ["forward", "forward", "backward", "backward"]
 
 
@@ -115,12 +116,10 @@ def test_a_subclass_that_overrides_forward_is_not_chained() -> None:
     plain.load_state_dict(doubled.state_dict())
     x = torch.randn(4, 2, dtype=torch.float64)
     net = hnn.Sequential(doubled, Renamed())
-    reference = hnn.Sequential(plain, hnn.Sigmoid())
     out = net(x)
     assert torch.equal(out, torch.sigmoid(plain(x) * 2))
     grad = torch.ones_like(out)
     net.backward(grad)
-    reference(x)
     assert doubled.weight.grad is not None
     # d/dW of σ(2(xWᵀ + b)) is twice the gradient that reaches the plain layer.
     hidden = plain(x) * 2
