@@ -347,8 +347,9 @@ def test_complex_flat_group_matches_torch() -> None:
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 def test_half_precision_groups_are_not_flat_and_match_torch(dtype: torch.dtype) -> None:
-    # A flat update of these dtypes was measured to differ from torch's in the last bit of a
-    # few elements: such groups take the per-parameter path, which matches.
+    # torch's _foreach_mul_ rounds a scalar to bfloat16/float16 first and Tensor.mul_ does not,
+    # so a flat update (per-tensor kernels) would differ from torch's foreach update in the
+    # last bit: such groups take the per-parameter path, which matches.
     flat = Flat(dtype)
     reference = flat.separate_copies()
     ours = Adam(flat.params, lr=0.01, betas=(0.8, 0.99), eps=1e-3)
