@@ -21,7 +21,7 @@ from torch import Tensor
 from handgrad.optim import Adam, AdamW
 from handgrad.optim._flat import flat_cache
 from handgrad.optim.adam import FlatAdam
-from tests.optim.test_flat_groups import Flat, assert_same, set_reference_grads
+from tests.optim.test_flat_groups import Flat, assert_same, steps_match
 
 
 def _pair(
@@ -34,15 +34,6 @@ def _pair(
     return flat, reference, ours, theirs
 
 
-def _steps(flat: Flat, reference: list[Tensor], ours: Adam, theirs: Any, count: int) -> None:
-    for _ in range(count):
-        flat.set_grads()
-        set_reference_grads(reference)
-        ours.step()
-        theirs.step()
-        assert_same(flat.params, reference)
-
-
 def _plan(optimizer: Adam) -> Any:
     flat = flat_cache(optimizer).groups[0]
     assert flat is not None
@@ -53,7 +44,7 @@ def _plan(optimizer: Adam) -> Any:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 def test_the_lean_update_is_taken_and_bitwise_torchs(cls: type[Adam], dtype: torch.dtype) -> None:
     flat, reference, ours, theirs = _pair(cls, dtype, lr=0.01, betas=(0.8, 0.95), eps=1e-6)
-    _steps(flat, reference, ours, theirs, 20)
+    steps_match(flat, reference, ours, theirs, 20)
     assert isinstance(_plan(ours), FlatAdam)
     assert flat_cache(ours).updates == 20
 
@@ -81,17 +72,17 @@ def test_a_changed_group_entry_is_read_again(
     change: Callable[[torch.optim.Optimizer], None],
 ) -> None:
     flat, reference, ours, theirs = _pair(lr=0.01)
-    _steps(flat, reference, ours, theirs, 4)
+    steps_match(flat, reference, ours, theirs, 4)
     for optimizer in (ours, theirs):
         change(optimizer)
-    _steps(flat, reference, ours, theirs, 4)
+    steps_match(flat, reference, ours, theirs, 4)
 
 
 def test_a_scheduler_assigning_lr_every_step_is_followed() -> None:
     flat, reference, ours, theirs = _pair(AdamW, lr=0.02)
     schedulers = [torch.optim.lr_scheduler.ExponentialLR(opt, 0.7) for opt in (ours, theirs)]
     for _ in range(8):
-        _steps(flat, reference, ours, theirs, 1)
+        steps_match(flat, reference, ours, theirs, 1)
         for scheduler in schedulers:
             scheduler.step()
     assert flat_cache(ours).updates == 8
@@ -101,20 +92,20 @@ def test_a_tensor_lr_changed_in_place_is_followed() -> None:
     # The same tensor object stays in the group: only its value says the lr changed.
     flat, reference, ours, theirs = _pair(lr=torch.tensor(0.01), foreach=False)
     ours.param_groups[0]["foreach"] = None  # ours on the flat path, torch's on its CPU body
-    _steps(flat, reference, ours, theirs, 3)
+    steps_match(flat, reference, ours, theirs, 3)
     for optimizer in (ours, theirs):
         optimizer.param_groups[0]["lr"].fill_(0.1)
-    _steps(flat, reference, ours, theirs, 3)
+    steps_match(flat, reference, ours, theirs, 3)
     assert flat_cache(ours).updates == 6
 
 
 def test_a_state_tensor_replaced_by_hand_is_updated() -> None:
     flat, reference, ours, theirs = _pair(lr=0.01)
-    _steps(flat, reference, ours, theirs, 3)
+    steps_match(flat, reference, ours, theirs, 3)
     for optimizer, params in ((ours, flat.params), (theirs, reference)):
         state = optimizer.state[params[1]]
         state["exp_avg"] = state["exp_avg"] * 3  # a new tensor, outside any flat buffer
-    _steps(flat, reference, ours, theirs, 3)
+    steps_match(flat, reference, ours, theirs, 3)
     torch.testing.assert_close(
         ours.state[flat.params[1]]["exp_avg"], theirs.state[reference[1]]["exp_avg"], rtol=0, atol=0
     )
@@ -122,26 +113,26 @@ def test_a_state_tensor_replaced_by_hand_is_updated() -> None:
 
 def test_a_step_count_changed_on_one_parameter_is_followed() -> None:
     flat, reference, ours, theirs = _pair(lr=0.01)
-    _steps(flat, reference, ours, theirs, 3)
+    steps_match(flat, reference, ours, theirs, 3)
     for optimizer, params in ((ours, flat.params), (theirs, reference)):
         optimizer.state[params[2]]["step"].fill_(40.0)  # in place: the same tensor
-    _steps(flat, reference, ours, theirs, 3)
+    steps_match(flat, reference, ours, theirs, 3)
 
 
 def test_load_state_dict_mid_run_replaces_the_cached_group() -> None:
     flat, reference, ours, theirs = _pair(lr=0.01)
-    _steps(flat, reference, ours, theirs, 3)
+    steps_match(flat, reference, ours, theirs, 3)
     saved = ours.state_dict()
     saved["param_groups"][0]["lr"] = 0.04  # the loaded group differs from the cached one
     for optimizer in (ours, theirs):
         optimizer.load_state_dict(copy.deepcopy(saved))  # state tensors of their own
-    _steps(flat, reference, ours, theirs, 3)
+    steps_match(flat, reference, ours, theirs, 3)
     assert flat_cache(ours).updates == 6
 
 
 def test_a_new_param_group_leaves_the_cached_one_correct() -> None:
     flat, reference, ours, theirs = _pair(lr=0.01)
-    _steps(flat, reference, ours, theirs, 3)
+    steps_match(flat, reference, ours, theirs, 3)
     extra_ours = torch.ones(3, dtype=torch.float64)
     extra_theirs = extra_ours.clone()
     ours.add_param_group({"params": [extra_ours], "lr": 0.1})
@@ -149,7 +140,7 @@ def test_a_new_param_group_leaves_the_cached_one_correct() -> None:
     for _ in range(3):
         extra_ours.grad = torch.full_like(extra_ours, 0.5)
         extra_theirs.grad = torch.full_like(extra_theirs, 0.5)
-        _steps(flat, reference, ours, theirs, 1)
+        steps_match(flat, reference, ours, theirs, 1)
     assert_same([extra_ours], [extra_theirs])
     assert flat_cache(ours).updates == 3 + 6  # both groups are flat (one tensor tiles itself)
 
@@ -157,10 +148,10 @@ def test_a_new_param_group_leaves_the_cached_one_correct() -> None:
 def test_a_state_dict_replaced_by_hand_is_followed() -> None:
     # The mapping itself changes (same key, a new dict of new tensors): found again.
     flat, reference, ours, theirs = _pair(lr=0.01)
-    _steps(flat, reference, ours, theirs, 3)
+    steps_match(flat, reference, ours, theirs, 3)
     for optimizer, params in ((ours, flat.params), (theirs, reference)):
         optimizer.state[params[0]] = {
             key: value.clone() * (2 if key == "exp_avg" else 1)
             for key, value in optimizer.state[params[0]].items()
         }
-    _steps(flat, reference, ours, theirs, 3)
+    steps_match(flat, reference, ours, theirs, 3)

@@ -71,6 +71,18 @@ def assert_same(ours: list[Tensor], theirs: list[Tensor]) -> None:
         torch.testing.assert_close(mine, reference, rtol=0, atol=0)
 
 
+def steps_match(
+    flat: Flat, reference: list[Tensor], ours: Any, theirs: Any, count: int
+) -> None:
+    """``count`` steps of both optimizers on fresh gradients, parameters equal after each."""
+    for _ in range(count):
+        flat.set_grads()
+        set_reference_grads(reference)
+        ours.step()
+        theirs.step()
+        assert_same(flat.params, reference)
+
+
 def assert_state_dicts_equal(ours: dict[str, Any], theirs: dict[str, Any]) -> None:
     assert ours["state"].keys() == theirs["state"].keys()
     for index, state in theirs["state"].items():
@@ -151,12 +163,7 @@ def test_other_flat_optimizers_match_torch_bitwise(
     reference = flat.separate_copies()
     ours = cls(flat.params, **hyperparams)
     theirs = getattr(torch.optim, cls.__name__)(reference, **hyperparams, foreach=True)
-    for _ in range(30):
-        flat.set_grads()
-        set_reference_grads(reference)
-        ours.step()
-        theirs.step()
-        assert_same(flat.params, reference)
+    steps_match(flat, reference, ours, theirs, 30)
     assert flat_cache(ours).updates == 30
     assert_state_dicts_equal(ours.state_dict(), theirs.state_dict())
 
@@ -354,10 +361,5 @@ def test_half_precision_groups_are_not_flat_and_match_torch(dtype: torch.dtype) 
     reference = flat.separate_copies()
     ours = Adam(flat.params, lr=0.01, betas=(0.8, 0.99), eps=1e-3)
     theirs = torch.optim.Adam(reference, lr=0.01, betas=(0.8, 0.99), eps=1e-3, foreach=True)
-    for _ in range(20):
-        flat.set_grads()
-        set_reference_grads(reference)
-        ours.step()
-        theirs.step()
-        assert_same(flat.params, reference)
+    steps_match(flat, reference, ours, theirs, 20)
     assert flat_cache(ours).updates == 0
