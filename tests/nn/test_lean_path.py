@@ -10,6 +10,7 @@ from torch import Tensor
 
 import handgrad.nn as hn
 from handgrad.nn import functional as F
+from handgrad.nn.functional._common import _number
 
 ALL_FLOATS = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 
@@ -122,10 +123,10 @@ def test_the_kernels_still_work_under_autograd() -> None:
 
 def test_kept_numbers_made_under_inference_mode_are_normal_tensors() -> None:
     with torch.inference_mode():
-        number = F._number(0.123456789, torch.float64)
+        number = _number(0.123456789, torch.float64)
     assert not number.is_inference()
     p = torch.randn(3, requires_grad=True)
-    (p * F._number(0.123456789, torch.float64)).sum().backward()  # may be saved for backward
+    (p * _number(0.123456789, torch.float64)).sum().backward()  # may be saved for backward
 
 
 def test_training_step_results_are_unchanged_by_the_lean_path() -> None:

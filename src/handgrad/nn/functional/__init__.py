@@ -1,0 +1,100 @@
+"""Pure forward/backward kernels: the arithmetic of every handgrad layer and loss.
+
+Each operation is a pair of functions, CS231n style::
+
+    out, ctx = relu_forward(x)
+    dx = relu_backward(grad_out, ctx)
+
+``ctx`` is a tuple holding exactly what the backward needs; nothing is hidden anywhere else.
+The kernels trust their arguments (the modules in :mod:`handgrad.nn` check shapes, dtypes and
+devices and raise the errors); they never use autograd, so they run under
+``torch.inference_mode()``.
+
+Notation: ``g`` is the gradient arriving from above, dL/d(out); every backward returns
+dL/d(input) by the chain rule, written out in its docstring.
+
+One file per family of layers (``linear``, ``activations``, ``shape``, ``losses``); this
+package re-exports every kernel, so ``handgrad.nn.functional.relu_forward`` is the name to use.
+"""
+
+from handgrad.nn.functional._common import Ctx
+from handgrad.nn.functional.activations import (
+    elu_backward,
+    elu_forward,
+    gelu_backward,
+    gelu_forward,
+    leaky_relu_backward,
+    leaky_relu_forward,
+    relu_backward,
+    relu_forward,
+    sigmoid_backward,
+    sigmoid_forward,
+    softplus_backward,
+    softplus_forward,
+    tanh_backward,
+    tanh_forward,
+)
+from handgrad.nn.functional.linear import (
+    linear_backward,
+    linear_forward,
+)
+from handgrad.nn.functional.losses import (
+    REDUCTIONS,
+    bce_with_logits_backward,
+    bce_with_logits_forward,
+    check_reduction,
+    cross_entropy_backward,
+    cross_entropy_forward,
+    cross_entropy_of_labels_forward,
+    huber_backward,
+    huber_forward,
+    l1_backward,
+    l1_forward,
+    log_softmax,
+    mse_backward,
+    mse_forward,
+)
+from handgrad.nn.functional.shape import (
+    dropout_backward,
+    dropout_forward,
+    flatten_backward,
+    flatten_forward,
+)
+
+__all__ = [
+    "REDUCTIONS",
+    "Ctx",
+    "bce_with_logits_backward",
+    "bce_with_logits_forward",
+    "check_reduction",
+    "cross_entropy_backward",
+    "cross_entropy_forward",
+    "cross_entropy_of_labels_forward",
+    "dropout_backward",
+    "dropout_forward",
+    "elu_backward",
+    "elu_forward",
+    "flatten_backward",
+    "flatten_forward",
+    "gelu_backward",
+    "gelu_forward",
+    "huber_backward",
+    "huber_forward",
+    "l1_backward",
+    "l1_forward",
+    "leaky_relu_backward",
+    "leaky_relu_forward",
+    "linear_backward",
+    "linear_forward",
+    "log_softmax",
+    "mse_backward",
+    "mse_forward",
+    "relu_backward",
+    "relu_forward",
+    "sigmoid_backward",
+    "sigmoid_forward",
+    "softplus_backward",
+    "softplus_forward",
+    "tanh_backward",
+    "tanh_forward",
+]

@@ -1,0 +1,142 @@
+"""Element-wise activations: y = f(x) and dx = g · f′(x)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from handgrad.nn.functional._common import Ctx
+
+# GELU constants: sqrt(2/pi) for the tanh form, 1/sqrt(2) and 1/sqrt(2*pi) for the exact one.
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_GELU_CUBIC = 0.044715
+
+
+def _resolved(overload: Any) -> Any:
+    """The callable behind an aten overload: its ``_op`` where torch has one (the overload's
+    own ``__call__`` only forwards to it, a Python frame that costs ~1 µs per small call)."""
+    return getattr(overload, "_op", overload)
+
+
+# The fused aten kernels, resolved once: calling the overload skips picking it on every call.
+_SIGMOID_BACKWARD = _resolved(torch.ops.aten.sigmoid_backward.default)
+_THRESHOLD_BACKWARD = _resolved(torch.ops.aten.threshold_backward.default)
+
+
+def relu_forward(x: Tensor) -> tuple[Tensor, Ctx]:
+    """y = max(x, 0)."""
+    out = torch.relu(x)  # the same kernel as x.clamp_min(0), without wrapping the 0
+    return out, (out,)
+
+
+def relu_backward(grad_out: Tensor, ctx: Ctx) -> Tensor:
+    """dx = g · [x > 0] = g where y > 0, else 0  (the subgradient 0 at x = 0, as autograd).
+
+    aten's ``threshold_backward(g, y, 0)`` is exactly "g where y > 0, else 0" in one pass
+    with no temporary; on CPU it is ~1.7x faster than g · sign(y) (two passes) and ~25x
+    faster than torch.where on a boolean mask. A plain kernel call: no autograd involved.
+    """
+    (out,) = ctx
+    return _THRESHOLD_BACKWARD(grad_out, out, 0)
+
+
+def sigmoid_forward(x: Tensor) -> tuple[Tensor, Ctx]:
+    """y = σ(x) = 1 / (1 + e^-x), overflow-free.
+
+    torch.sigmoid saturates to exactly 0 and 1 for large |x| and never returns inf or NaN;
+    the backward uses only y, so it stays finite too. (The textbook derivative written in x,
+    e^-x / (1 + e^-x)², is inf/inf = NaN for x ≪ 0.)
+    """
+    out = torch.sigmoid(x)
+    return out, (out,)
+
+
+def sigmoid_backward(grad_out: Tensor, ctx: Ctx) -> Tensor:
+    """dx = g · σ(x)(1 − σ(x)) = g · (1 − y) · y, from the saved output y.
+
+    aten's ``sigmoid_backward(g, y)`` evaluates exactly g · (1 − y) · y (bit-identical, checked
+    in tests/nn/test_fast_path.py) in one pass instead of three.
+    """
+    (out,) = ctx
+    return _SIGMOID_BACKWARD(grad_out, out)
+
+
+def tanh_forward(x: Tensor) -> tuple[Tensor, Ctx]:
+    """y = tanh(x)."""
+    out = torch.tanh(x)
+    return out, (out,)
+
+
+def tanh_backward(grad_out: Tensor, ctx: Ctx) -> Tensor:
+    """dx = g · (1 − tanh²(x)), from the saved output."""
+    (out,) = ctx
+    return grad_out * (1.0 - out * out)
+
+
+def leaky_relu_forward(x: Tensor, negative_slope: float = 0.01) -> tuple[Tensor, Ctx]:
+    """y = x for x > 0, else negative_slope · x."""
+    return torch.where(x > 0, x, x * negative_slope), (x, negative_slope)
+
+
+def leaky_relu_backward(grad_out: Tensor, ctx: Ctx) -> Tensor:
+    """dx = g for x > 0, else negative_slope · g."""
+    x, negative_slope = ctx
+    return torch.where(x > 0, grad_out, grad_out * negative_slope)
+
+
+def elu_forward(x: Tensor, alpha: float = 1.0) -> tuple[Tensor, Ctx]:
+    """y = x for x > 0, else α(eˣ − 1) (expm1 keeps small |x| accurate)."""
+    return torch.where(x > 0, x, alpha * torch.expm1(x.clamp_max(0))), (x, alpha)
+
+
+def elu_backward(grad_out: Tensor, ctx: Ctx) -> Tensor:
+    """dx = g for x > 0, else g · α eˣ."""
+    x, alpha = ctx
+    return torch.where(x > 0, grad_out, grad_out * (alpha * torch.exp(x.clamp_max(0))))
+
+
+def gelu_forward(x: Tensor, approximate: str = "none") -> tuple[Tensor, Ctx]:
+    """GELU.
+
+    - ``"none"``: y = x Φ(x), Φ(x) = ½(1 + erf(x/√2)) the standard normal CDF;
+    - ``"tanh"``: y = ½x(1 + tanh u), u = √(2/π)(x + 0.044715x³).
+    """
+    if approximate == "tanh":
+        inner = _SQRT_2_OVER_PI * (x + _GELU_CUBIC * x * x * x)
+        t = torch.tanh(inner)
+        return 0.5 * x * (1.0 + t), (x, approximate, t)
+    cdf = 0.5 * (1.0 + torch.erf(x * _INV_SQRT_2))
+    return x * cdf, (x, approximate, cdf)
+
+
+def gelu_backward(grad_out: Tensor, ctx: Ctx) -> Tensor:
+    """GELU's derivative.
+
+    - ``"none"``: dx = g (Φ(x) + x φ(x)), φ(x) = e^(−x²/2)/√(2π);
+    - ``"tanh"``: dx = g (½(1 + t) + ½x(1 − t²) √(2/π)(1 + 3·0.044715x²)), t = tanh u.
+    """
+    x, approximate, saved = ctx
+    if approximate == "tanh":
+        t = saved
+        du_dx = _SQRT_2_OVER_PI * (1.0 + 3.0 * _GELU_CUBIC * x * x)
+        return grad_out * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du_dx)
+    pdf = _INV_SQRT_2PI * torch.exp(-0.5 * x * x)
+    return grad_out * (saved + x * pdf)
+
+
+def softplus_forward(x: Tensor, beta: float = 1.0, threshold: float = 20.0) -> tuple[Tensor, Ctx]:
+    """y = log(1 + e^(βx)) / β, and y = x where βx > threshold (linear regime, as torch)."""
+    bx = x * beta
+    soft = torch.log1p(torch.exp(bx.clamp_max(threshold))) / beta
+    return torch.where(bx > threshold, x, soft), (bx, threshold)
+
+
+def softplus_backward(grad_out: Tensor, ctx: Ctx) -> Tensor:
+    """dx = g · σ(βx), and g where βx > threshold."""
+    bx, threshold = ctx
+    return torch.where(bx > threshold, grad_out, grad_out * torch.sigmoid(bx))
