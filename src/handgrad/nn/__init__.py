@@ -27,9 +27,10 @@ from handgrad.nn.activations import ELU, GELU, Identity, LeakyReLU, ReLU, Sigmoi
 from handgrad.nn.container import Sequential
 from handgrad.nn.convert import from_torch, to_torch
 from handgrad.nn.flat import flatten_parameters
+from handgrad.nn.gradients import accumulate_grad, gradient_slot
 from handgrad.nn.layers import Dropout, Flatten, Linear
 from handgrad.nn.loss import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss
-from handgrad.nn.module import Module, accumulate_grad, gradient_slot
+from handgrad.nn.module import Module
 
 __all__ = [
     "ELU",

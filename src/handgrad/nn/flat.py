@@ -14,7 +14,7 @@ import itertools
 import torch
 from torch import Tensor
 
-from handgrad.nn.module import FLAT_SLOT, FlatSlot
+from handgrad.nn.gradients import FLAT_SLOT, FlatSlot
 
 
 def flatten_parameters(module: torch.nn.Module) -> Tensor:

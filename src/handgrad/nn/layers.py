@@ -8,7 +8,8 @@ import torch
 from torch import Tensor
 
 from handgrad.nn import functional as F
-from handgrad.nn.module import Module, accumulate_grad, gradient_slot
+from handgrad.nn.gradients import accumulate_grad, gradient_slot
+from handgrad.nn.module import Module
 
 
 class Linear(Module):
