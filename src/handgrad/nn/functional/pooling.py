@@ -34,7 +34,28 @@ def max_pool2d_forward(
         x, tuple(kernel_size), tuple(stride), tuple(padding), tuple(dilation),
         ceil_mode=ceil_mode, return_indices=True,
     )  # fmt: skip
-    return out, (indices, x.shape)
+    # A window can lie wholly in the padding (ceil_mode, dilation): its output is −∞, it
+    # depends on no input, and torch's index for it points outside the plane.
+    spans = [
+        _windows_with_inputs(x.shape[-2 + i], out.shape[-2 + i], kernel_size[i], stride[i],
+                             padding[i], dilation[i])
+        for i in range(2)
+    ]  # fmt: skip
+    live = None
+    if not all(all(rows) for rows in spans):
+        rows, cols = (torch.tensor(span, device=x.device) for span in spans)
+        live = rows[:, None] & cols
+    return out, (indices, x.shape, live)
+
+
+def _windows_with_inputs(
+    size: int, outputs: int, kernel: int, stride: int, padding: int, dilation: int
+) -> list[bool]:
+    """For each window of one dimension: whether any of its k positions is an input."""
+    return [
+        any(0 <= t * stride - padding + i * dilation < size for i in range(kernel))
+        for t in range(outputs)
+    ]
 
 
 def max_pool2d_backward(grad_out: Tensor, ctx: Ctx) -> Tensor:
@@ -43,9 +64,13 @@ def max_pool2d_backward(grad_out: Tensor, ctx: Ctx) -> Tensor:
     y[t] = x[argmax(t)], so ∂y[t]/∂x[u] = [u = argmax(t)]: each window's gradient goes to
     the input that was its maximum (to the first one where several tie, as the forward chose
     it), and an input that is the maximum of several overlapping windows receives their sum
-    (a scatter-add over the flattened planes).
+    (a scatter-add over the flattened planes). A window wholly in the padding has no input
+    to send its gradient to: it is dropped.
     """
-    indices, shape = ctx
+    indices, shape, live = ctx
+    if live is not None:
+        grad_out = grad_out.where(live, 0.0)
+        indices = indices.where(live, 0)
     planes = grad_out.shape[:-2]
     grad_x = grad_out.new_zeros((*planes, shape[-2] * shape[-1]))
     grad_x.scatter_add_(-1, indices.flatten(-2), grad_out.flatten(-2))
