@@ -215,7 +215,12 @@ def conv_weight_grad(
     (O, N, *spatial_out), with ``groups=G`` keeping each group's channels apart; the result,
     (C/G, O, *k′), is cut to the kernel size k (k′ ≥ k when the last window left input
     positions unused) and its first two axes swapped.
+
+    Wide 2-D layers with stride 1 take :func:`conv_weight_grad_by_taps` instead (the same
+    sums as matrix products, faster there: see its docstring).
     """
+    if _taps_are_faster(x, grad_out, weight_shape, stride, groups):
+        return conv_weight_grad_by_taps(x, grad_out, weight_shape, padding, dilation)
     spatial = len(weight_shape) - 2
     channels_per_group = weight_shape[1]
     if groups == 1:
@@ -229,6 +234,78 @@ def conv_weight_grad(
     )
     cut = correlation[(slice(None), slice(None), *(slice(0, k) for k in weight_shape[2:]))]
     return cut.transpose(0, 1)
+
+
+# Where the taps' matrix products beat the correlation as one convolution (measured: see
+# conv_weight_grad_by_taps): both channel counts and the output's area at least these.
+_TAPS_MIN_CHANNELS = 32
+_TAPS_MIN_AREA = 1024
+
+
+def _taps_are_faster(
+    x: Tensor, grad_out: Tensor, weight_shape: Sequence[int], stride: Sequence[int], groups: int
+) -> bool:
+    """Whether :func:`conv_weight_grad_by_taps` applies (2-D, stride 1, no groups) and is the
+    faster of the two: wide layers (≥ 32 channels in and out) on large images (an output of
+    at least 32 × 32 positions)."""
+    return (
+        len(weight_shape) == 4
+        and groups == 1
+        and all(s == 1 for s in stride)
+        and min(weight_shape[0], weight_shape[1]) >= _TAPS_MIN_CHANNELS
+        and grad_out.shape[2] * grad_out.shape[3] >= _TAPS_MIN_AREA
+    )
+
+
+def conv_weight_grad_by_taps(
+    x: Tensor,
+    grad_out: Tensor,
+    weight_shape: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+) -> Tensor:
+    """dw of a 2-D convolution with stride 1 and no groups, one image and kernel tap at a time:
+
+        dw[:, :, i, j] = Σ_n g[n] · x_pad[n, :, i·d₀ + t, j·d₁ + u]ᵀ   (a sum over t, u),
+
+    a matrix product (O × H_out·W_out) · (H_out·W_out × C) per image and tap, accumulated in
+    place (``addmm_``). The shifted window of x_pad needs no copy: with both images flattened
+    row by row on x_pad's row length W_p (g padded with W_p − W_out zero columns, which
+    multiply the values between rows), window (i, j) is the flat slice starting at
+    i·d₀·W_p + j·d₁, a strided view the matrix product reads directly. The padded columns
+    add (W_p − W_out)/W_out to the arithmetic (6% for 32 × 32 images, 3 × 3 kernels). One
+    image at a time, copied into two small buffers: its x and g stay in cache across the
+    taps, and the extra memory is one image's, not the batch's.
+
+    The same numbers as :func:`conv_weight_grad`, summed in another order. Measured on one
+    core against torch's backward-weight kernel (thread time, minimum of 9, float32, 3 × 3,
+    padding 1; taps / correlation as one convolution), (batch, C_in, C_out, size):
+    (32, 64, 64, 32) 1.02 / 1.48, (8, 64, 64, 56) 0.99 / 1.08, (32, 128, 128, 16) 1.14 / 1.11,
+    (32, 256, 256, 8) 1.10 / 0.85, (32, 16, 16, 32) 2.4 / 2.1: the taps for wide layers on
+    large images, the convolution elsewhere (:func:`_taps_are_faster`).
+    """
+    out_channels, channels, kernel_h, kernel_w = weight_shape
+    height, width = x.shape[2:]
+    out_h, out_w = grad_out.shape[2:]
+    rows, row = height + 2 * padding[0], width + 2 * padding[1]  # x_pad's shape: H_p × W_p
+    span = out_h * row  # an image of g laid on x_pad's rows
+    # One image at a time in two small buffers, reused: x_pad flattened (with room after it
+    # for the last tap's window) and g widened to W_p; their zeros are written once.
+    image_x = x.new_zeros((channels, rows * row + (kernel_w - 1) * dilation[1]))
+    inside_x = image_x[:, : rows * row].view(channels, rows, row)
+    inside_x = inside_x[:, padding[0] : padding[0] + height, padding[1] : padding[1] + width]
+    image_g = grad_out.new_zeros((out_channels, out_h, row))
+    inside_g = image_g[:, :, :out_w]
+    image_g = image_g.view(out_channels, span)
+    taps = x.new_zeros((kernel_h, kernel_w, out_channels, channels))
+    for n in range(x.shape[0]):
+        inside_x.copy_(x[n])
+        inside_g.copy_(grad_out[n])
+        for i in range(kernel_h):
+            for j in range(kernel_w):
+                start = i * dilation[0] * row + j * dilation[1]
+                taps[i, j].addmm_(image_g, image_x[:, start : start + span].t())
+    return taps.permute(2, 3, 0, 1)
 
 
 def _bias_grad(grad_out: Tensor) -> Tensor:

@@ -36,6 +36,43 @@ def _per_channel(values: Tensor, dim: int) -> Tensor:
     return values.view(-1, *([1] * (dim - 2)))
 
 
+def channel_affine(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+    """y[:, c] = scale[c] · x[:, c] + shift[c]: a per-channel affine map in one pass.
+
+    It is torch's batch-norm kernel in evaluation mode with mean 0, variance 1 and ε = 0,
+    (x − 0)/√(1 + 0) · scale + shift, whose division is by exactly 1: torch's fastest
+    per-channel multiply-add (addcmul with broadcast (C, 1, 1) operands measured ~4x slower
+    on (32, 64, 32, 32) float32), any memory layout, differentiable in x, scale and shift.
+    """
+    zeros = torch.zeros_like(scale)
+    ones = torch.ones_like(scale)
+    return torch.batch_norm(x, scale, shift, zeros, ones, False, 0.0, 0.0, False)
+
+
+# Elements per slice of the batch in channel_dot: the product's temporary stays this small.
+_DOT_SLICE = 1 << 18
+
+
+def channel_dot(a: Tensor, b: Tensor) -> Tensor:
+    """Σ a·b per channel (axis 1), over every other axis.
+
+    Summed over slices of the batch, so that the temporary product is at most ~2^18
+    elements (1 MiB in float32) rather than as large as a (a training step's peak memory
+    is what its backward allocates on top of the saved activations); as fast as one product.
+    """
+    dims = [0, *range(2, a.dim())]
+    per_sample = max(1, a[0].numel()) if a.shape[0] else 1
+    step = max(1, _DOT_SLICE // per_sample)
+    if step >= a.shape[0]:
+        return (a * b).sum(dims)
+    total = None
+    for part_a, part_b in zip(a.split(step), b.split(step), strict=True):
+        partial = (part_a * part_b).sum(dims)
+        total = partial if total is None else total.add_(partial)
+    assert total is not None
+    return total
+
+
 def batch_norm_forward(
     x: Tensor,
     running_mean: Tensor | None,
@@ -49,30 +86,35 @@ def batch_norm_forward(
     """y = γ (x − μ)/√(σ² + ε) + β per channel (axis 1) of x of shape (N, C, *spatial).
 
     ``training``: μ and σ² are the batch's, over every axis but 1 (M = N · spatial values
-    per channel), and the running statistics, when given, move towards them in place, as
-    torch.nn.functional.batch_norm moves them:
-    running_mean ← (1 − m)·running_mean + m·μ, running_var ← (1 − m)·running_var +
-    m·σ²·M/(M − 1) (the unbiased variance). Otherwise μ and σ² are the running statistics.
-    Built from differentiable torch operations only, so that autograd can check it.
+    per channel), two-pass (σ² from the centred values, exact also when |μ| ≫ σ), and the
+    running statistics, when given, move towards them in place as
+    torch.nn.functional.batch_norm moves them: running_mean ← (1 − m)·running_mean + m·μ,
+    running_var ← (1 − m)·running_var + m·σ²·M/(M − 1) (the unbiased variance). Otherwise
+    μ and σ² are the running statistics. Built from differentiable torch operations only,
+    so that autograd can check it; the backward keeps x − μ (as large as x, which it
+    replaces) and 1/√(σ² + ε).
     """
-    if training:
-        dims = [0, *range(2, x.dim())]
-        var, mean = torch.var_mean(x, dims, correction=0)
-        if running_mean is not None and running_var is not None:
-            count = x.numel() // x.shape[1]
-            with torch.no_grad():  # the running statistics are not part of any gradient
-                running_mean.mul_(1 - momentum).add_(mean * momentum)
-                running_var.mul_(1 - momentum).add_(var * (momentum * count / (count - 1)))
-    else:
+    dims = [0, *range(2, x.dim())]
+    if not training:
         assert running_mean is not None
         assert running_var is not None
-        mean, var = running_mean.clone(), running_var
+        mean, invstd = running_mean.clone(), torch.rsqrt(running_var + eps)
+        scale = invstd if weight is None else weight * invstd
+        shift = -mean * scale if bias is None else bias - mean * scale
+        out = channel_affine(x, scale, shift)
+        return out, (x, mean, invstd, weight, bias is not None, False)
+    count = x.numel() // x.shape[1]
+    mean = x.mean(dims)
+    centered = channel_affine(x, torch.ones_like(mean), -mean)  # x − μ
+    var = torch.linalg.vector_norm(centered, dim=dims).square() / count
     invstd = torch.rsqrt(var + eps)
-    # y = x·(γ r) + (β − μ γ r): one pass over x, per-channel coefficients.
+    if running_mean is not None and running_var is not None:
+        with torch.no_grad():  # the running statistics are not part of any gradient
+            running_mean.mul_(1 - momentum).add_(mean * momentum)
+            running_var.mul_(1 - momentum).add_(var * (momentum * count / (count - 1)))
     scale = invstd if weight is None else weight * invstd
-    shift = -mean * scale if bias is None else bias - mean * scale
-    out = torch.addcmul(_per_channel(shift, x.dim()), x, _per_channel(scale, x.dim()))
-    return out, (x, mean, invstd, weight, bias is not None, training)
+    out = channel_affine(centered, scale, torch.zeros_like(scale) if bias is None else bias)
+    return out, (centered, None, invstd, weight, bias is not None, True)
 
 
 def batch_norm_backward(
@@ -80,28 +122,35 @@ def batch_norm_backward(
 ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
     """(dx, dγ, dβ) of batch normalisation (module docstring), per channel over M values:
 
-    dβ = Σ g,  dγ = Σ g x̂,  dx = γ r (g − dβ/M − x̂ · dγ/M)  with batch statistics;
-    dx = γ r g with running ones. dγ, dβ are None without an affine weight or bias.
+    dβ = Σ g,  dγ = Σ g x̂ = r Σ g (x − μ),
+    dx = γ r (g − dβ/M − x̂ · dγ/M) = γ r · g − γ r³ Σg(x − μ)/M · (x − μ) − γ r Σg/M
+    with batch statistics (a per-channel a·g + b·(x − μ) + c: two passes); dx = γ r g with
+    running ones. dγ, dβ are None without an affine weight or bias.
     """
-    x, mean, invstd, weight, has_bias, training = ctx
-    dims = [0, *range(2, x.dim())]
-    count = x.numel() // x.shape[1]
-    centered = x - _per_channel(mean, x.dim())
-    grad_sum = grad_out.sum(dims)
-    # Σ g x̂ = r Σ g (x − μ): the centred values keep this sum accurate when |μ| ≫ σ.
-    grad_dot = (grad_out * centered).sum(dims)
-    grad_weight = grad_dot * invstd if weight is not None else None
+    saved, mean, invstd, weight, has_bias, training = ctx
+    dims = [0, *range(2, saved.dim())]
+    grad_sum = grad_out.sum(dims) if has_bias or training else None
+    scale = invstd if weight is None else weight * invstd  # γ r
+    if training:
+        centered = saved
+    elif weight is not None:
+        centered = channel_affine(saved, torch.ones_like(mean), -mean)
+    else:
+        centered = None
+    grad_dot = None if centered is None else channel_dot(grad_out, centered)  # Σ g (x − μ)
+    grad_weight = grad_dot * invstd if weight is not None and grad_dot is not None else None
     grad_bias = grad_sum if has_bias else None
     grad_x = None
     if input_grad:
-        scale = invstd if weight is None else weight * invstd  # γ r
         if training:
-            # γ r (g − Σg/M − (x − μ) r² Σg(x − μ)/M)
-            projection = _per_channel(invstd * invstd * grad_dot / count, x.dim())
-            grad_x = grad_out - _per_channel(grad_sum / count, x.dim()) - centered * projection
-            grad_x.mul_(_per_channel(scale, x.dim()))
+            assert grad_sum is not None
+            assert grad_dot is not None
+            count = saved.numel() // saved.shape[1]
+            along_centered = -scale * invstd * invstd * grad_dot / count
+            grad_x = channel_affine(saved, along_centered, -scale * grad_sum / count)
+            grad_x.addcmul_(grad_out, _per_channel(scale, saved.dim()))
         else:
-            grad_x = grad_out * _per_channel(scale, x.dim())
+            grad_x = channel_affine(grad_out, scale, torch.zeros_like(scale))
     return grad_x, grad_weight, grad_bias
 
 
