@@ -18,8 +18,14 @@ from hypothesis import strategies as st
 import handgrad.nn as hn
 from handgrad.check import check_module
 from handgrad.nn.conv import _conv_arguments
+from handgrad.nn.functional.conv import (
+    _taps_are_faster,
+    conv_weight_grad,
+    conv_weight_grad_by_taps,
+)
 from tests.conftest import DEVICES
 from tests.nn.conv_helpers import assert_same_error, compare_with_torch, layout
+from tests.nn.helpers import assert_matches
 
 F64 = torch.float64
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding=.same. with even kernel")
@@ -321,3 +327,41 @@ def test_works_under_inference_mode() -> None:
     assert grad is not None and grad.shape == (2, 2, 4, 4)  # noqa: PT018
     assert hand.weight.grad is not None
     hand.weight.grad.add_(1)  # an ordinary tensor outside inference mode
+
+
+@pytest.mark.parametrize(
+    ("batch", "kernel", "padding", "dilation", "size"),
+    [(1, (3, 3), (1, 1), (1, 1), (6, 7)), (11, (2, 3), (0, 2), (2, 1), (5, 4)),
+     (9, (3, 1), (1, 0), (1, 2), (4, 6)), (3, (1, 1), (0, 0), (1, 1), (3, 3))],
+)  # fmt: skip
+def test_weight_gradient_by_taps_matches_autograd_and_the_convolution(
+    batch: int,
+    kernel: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+    size: tuple[int, int],
+) -> None:
+    """The matrix-product path (wide layers) and the one-convolution path agree with autograd,
+    over chunk boundaries (batch 9 and 11: eight images per product) and channels_last x."""
+    x = torch.randn(batch, 3, *size, dtype=F64)
+    weight = torch.randn(4, 3, *kernel, dtype=F64, requires_grad=True)
+    y = torch.nn.functional.conv2d(x, weight, padding=padding, dilation=dilation)
+    g = torch.randn_like(y)
+    (expected,) = torch.autograd.grad(y, [weight], g)
+    x_last = x.contiguous(memory_format=torch.channels_last)
+    by_taps = conv_weight_grad_by_taps(x_last, g, weight.shape, padding, dilation)
+    by_convolution = conv_weight_grad(x, g, weight.shape, (1, 1), padding, dilation, 1)
+    assert_matches(by_taps, expected, "taps")
+    assert_matches(by_convolution, expected, "convolution")
+
+
+def test_wide_layers_take_the_taps_and_match_autograd() -> None:
+    reference = torch.nn.Conv2d(32, 32, 3, padding=1, dtype=F64)
+    x = torch.randn(2, 32, 32, 32, dtype=F64)
+    g = torch.randn(2, 32, 32, 32, dtype=F64)
+    assert _taps_are_faster(x, g, reference.weight.shape, (1, 1), 1)
+    assert not _taps_are_faster(x, g, reference.weight.shape, (2, 2), 1)
+    assert not _taps_are_faster(
+        x[:, :, :16, :16], g[:, :, :16, :16], reference.weight.shape, (1, 1), 1
+    )
+    compare_with_torch(reference, x)
