@@ -321,15 +321,18 @@ def test_csv_gd_rows_that_do_not_converge_say_why(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     source, target = tmp_path / "in.csv", tmp_path / "out.csv"
-    source.write_text("1,-6,4\n1,-2,1\n")
+    source.write_text("1,-6,4\n1,-2,1\n0,0,1\n1e300,1e300,-1e300\n")
     status, out, _ = run(
         capsys, "--csv", str(source), "--out", str(target), "--method", "gd", "--max-iter", "200"
     )
     assert status == 1
-    assert "1 did not converge" in out
+    assert "2 did not converge" in out
     rows = read_csv(target)
     assert rows[0]["error"] == ""
     assert rows[1]["error"].startswith("did not converge: start 1: x0 = 0.75 -> still descending")
+    assert (rows[2]["kind"], rows[2]["error"]) == ("NO_SOLUTION", "")
+    # |D| = 5e600: its default rate underflows; the row still runs, and says how it ended.
+    assert rows[3]["error"].startswith("did not converge: start 1: x0 = ")
 
 
 def test_csv_cells_a_spreadsheet_would_run_are_neutralised(

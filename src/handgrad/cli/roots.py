@@ -535,8 +535,10 @@ def _solve_csv_rows(
         if method == "gd":
             lr: Any = args.lr
             if lr is None:
+                # Rows without roots have no rate (NaN); beyond float64 (|D| over 1e308) it
+                # underflows to 0: such rows run at 1.0, and their outcome says what happened.
                 rates = default_learning_rate(a, b, c)
-                lr = torch.where(torch.isfinite(rates), rates, 1.0)
+                lr = torch.where((rates > 0) & (rates < math.inf), rates, 1.0)
             fixed = {"lr": lr, "x0": None if args.x0 is None else list(args.x0)}
         result = solve_quadratic(a, b, c, method, tol=args.tol, max_iter=args.max_iter, **fixed)
         roots = result.roots.tolist()
