@@ -37,6 +37,7 @@ from handgrad.roots import (
 from handgrad.roots._files import os_error_text, write_file
 from handgrad.roots.fixed_step import outcome_help
 from handgrad.roots.quadratic import MAX_ITER_LIMIT
+from handgrad.tables import format_table
 
 CSV_COLUMNS = ("a", "b", "c", "kind", "x1", "x2", "iterations", "error")
 # --method choices: the methods, then "all".
@@ -170,15 +171,6 @@ def run(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- one equation
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in [header, ["-" * w for w in widths], *rows]
-    ]
-    return "\n".join(lines)
-
-
 def _number(z: complex | float) -> str:
     z = complex(z)
     return f"{z.real:g}" if z.imag == 0 else f"{z.real:g}{z.imag:+g}j"
@@ -254,7 +246,7 @@ def run_equation(args: argparse.Namespace, a: float, b: float, c: float) -> int:
                 ", ".join(residuals),
             ]
         )
-    print(_table(["method", "kind", "x1", "x2", "iterations", "converged", "residual"], rows))
+    print(format_table(["method", "kind", "x1", "x2", "iterations", "converged", "residual"], rows))
     print(_LEGEND)
     for name, result in results:
         if result.per_start is not None and _ran(result):
@@ -347,10 +339,10 @@ def run_sweep(args: argparse.Namespace, a: float, b: float, c: float) -> int:
     scale = limit if math.isfinite(limit) else learning_rate_scale(a, b, c)
     column = "lr*|D|" if math.isfinite(limit) else "lr*(b^2+4|ac|)"
     rows = [[f"{p.lr:.4g}", f"{p.lr / scale:.3g}", *row(p)] for p in by_lr]
-    print(_table(["lr", column, "x0", "steps", "outcome", "root"], rows))
+    print(format_table(["lr", column, "x0", "steps", "outcome", "root"], rows))
     print()
     print(f"vs starting point, lr = {lr:.4g}:")
-    print(_table(["x0", "steps", "outcome", "root"], [row(p) for p in by_start]))
+    print(format_table(["x0", "steps", "outcome", "root"], [row(p) for p in by_start]))
     shown = {p.outcome for p in [*by_lr, *by_start]} - {StartOutcome.CONVERGED}
     if shown:
         print()

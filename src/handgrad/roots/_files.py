@@ -1,10 +1,9 @@
 """Writing the roots command's output files: atomically, with the permissions the umask gives.
 
-Interim: the shared files module of issue 16 (atomic writes, folder locks, one-line OSError
-reports) is being built for every command; until it lands, ``handgrad roots`` and its plots
-write through here. ``write_atomically`` (handgrad.train.atomic) creates its temporary file
-with mode 0600 (mkstemp), which the rename keeps; a file written here gets 0666 minus the
-umask instead, as ``open(path, "w")`` would give it.
+Interim, over :func:`handgrad.files.write_atomically`: that function creates its temporary
+file with mode 0600 (mkstemp), which the rename keeps; a file written here gets 0666 minus
+the umask instead, as ``open(path, "w")`` would give it. When the shared files module does
+that itself (issue 15 item 8 for every command), ``write_file`` reduces to it.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ import os
 import threading
 from pathlib import Path
 
-from handgrad.train.atomic import write_atomically
+from handgrad.files import write_atomically
 
 _UMASK_LOCK = threading.Lock()
 
