@@ -149,7 +149,7 @@ def test_default_starts_are_never_on_a_root_or_the_vertex(
     coefficients: tuple[float, float, float],
 ) -> None:
     a, b, c = coefficients
-    result = solve_quadratic(a, b, c, lr=float(default_learning_rate(a, b, c)))
+    result = solve_quadratic(a, b, c, lr=float(default_learning_rate(a, b, c)), max_iter=500)
     report = result.per_start
     assert report is not None
     starts = [z for z in report.start.tolist() if not math.isnan(z.real)]
@@ -257,8 +257,8 @@ def test_the_stability_limit_is_one_over_f_prime_squared(name: str) -> None:
         offset = 1e-3 * max(abs(root), 1.0)
         start = root + offset * (1 if root.imag == 0 else 1j)
         x0 = (start, start)
-        below = solve_quadratic(a, b, c, lr=0.98 * limit, x0=x0, max_iter=5000)
-        above = solve_quadratic(a, b, c, lr=1.02 * limit, x0=x0, max_iter=5000)
+        below = solve_quadratic(a, b, c, lr=0.98 * limit, x0=x0, max_iter=1000)
+        above = solve_quadratic(a, b, c, lr=1.02 * limit, x0=x0, max_iter=1000)
         assert outcomes(below)[0] == CONVERGED
         assert outcomes(above)[0] != CONVERGED
 
