@@ -29,6 +29,7 @@ from handgrad.nn.conv import Conv1d, Conv2d, ConvTranspose2d
 from handgrad.nn.convert import TorchResidual, from_torch, register_conversion, to_torch
 from handgrad.nn.dropout import Dropout2d
 from handgrad.nn.flat import flatten_parameters
+from handgrad.nn.global_dropout import GlobalBatchDropout
 from handgrad.nn.gradients import accumulate_grad, gradient_slot
 from handgrad.nn.layers import Dropout, Flatten, Linear
 from handgrad.nn.loss import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss
@@ -51,6 +52,7 @@ __all__ = [
     "Dropout",
     "Dropout2d",
     "Flatten",
+    "GlobalBatchDropout",
     "GroupNorm",
     "HuberLoss",
     "Identity",

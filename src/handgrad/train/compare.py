@@ -16,12 +16,14 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.optim import Optimizer
 
 from handgrad import nn as hnn
-from handgrad.optim import optimizer_class as handgrad_optimizer_class
+from handgrad.optim import names
 from handgrad.train import checkpoint as ckpt
 from handgrad.train import distributed, seeds
 from handgrad.train.metrics import metrics_document
+from handgrad.train.models import DEFAULT_MODEL, ModelSpec, build_model, resolve_model
 from handgrad.train.sampler import EpochSampler
 from handgrad.train.tasks import Backend, Task, load_task
 from handgrad.train.trainer import EpochRecord, intra_op_threads, run_epoch
@@ -38,6 +40,9 @@ class TrainConfig:
 
     ``threads`` is torch's intra-op thread count while training, one by default (see
     :func:`~handgrad.train.trainer.intra_op_threads`); ``None`` keeps the caller's.
+
+    ``model`` names the network (:mod:`handgrad.train.models`): ``"mlp"`` (the task's),
+    ``"mlp:hidden=100x100,activation=sigmoid,dropout=0.1"``, or any registered model.
     """
 
     epochs: int | None = None
@@ -47,6 +52,7 @@ class TrainConfig:
     device: str = "cpu"
     backend: Backend = "handgrad"
     threads: int | None = 1
+    model: str | ModelSpec = DEFAULT_MODEL
 
 
 @dataclass
@@ -89,43 +95,20 @@ class ComparisonResult:
         return outputs
 
 
-def parse_optimizers(names: str | Sequence[str]) -> list[str]:
-    """``"sgd, Adam"`` or ``["sgd", "adam"]`` -> ``["sgd", "adam"]``; empty or repeated
-    names are a ``ValueError``."""
-    items = names.split(",") if isinstance(names, str) else list(names)
-    parsed = [item.strip().lower() for item in items]
-    if not parsed or any(not item for item in parsed):
-        raise ValueError(f"optimizers must be a comma-separated list of names, got {names!r}")
-    repeated = sorted({item for item in parsed if parsed.count(item) > 1})
-    if repeated:
-        raise ValueError(f"optimizer(s) named more than once: {', '.join(repeated)}")
-    return parsed
-
-
 # Optimizers that cannot train the tasks' networks, and why (said before any training).
 UNSUITABLE = {
     "sparseadam": "sparseadam needs sparse gradients (embeddings); these networks' are dense",
 }
 
 
-def optimizer_class(name: str, backend: Backend) -> Callable[..., torch.optim.Optimizer]:
-    """The class for a lowercase torch.optim name: handgrad's, or torch's own."""
+def resolve_optimizer(name: str, backend: Backend) -> tuple[type[Optimizer], dict[str, Any]]:
+    """The class (handgrad's, or torch's own for ``backend="torch"``) and the constructor
+    arguments for an optimizer name of :mod:`handgrad.optim.names` (``"adam"``,
+    ``"momentum"``, ...)."""
     if name in UNSUITABLE:
         raise ValueError(UNSUITABLE[name])
-    if backend == "handgrad":
-        cls: Callable[..., torch.optim.Optimizer] = handgrad_optimizer_class(name)
-        return cls
-    by_lower = {
-        public.lower(): obj
-        for public, obj in vars(torch.optim).items()
-        if isinstance(obj, type)
-        and issubclass(obj, torch.optim.Optimizer)
-        and obj is not torch.optim.Optimizer
-    }
-    if name not in by_lower:
-        known = ", ".join(sorted(by_lower))
-        raise ValueError(f"unknown optimizer {name!r}; expected one of: {known}")
-    return by_lower[name]
+    lookup = names.torch_optimizer_class if backend == "torch" else None
+    return names.resolve_optimizer(name, lookup)
 
 
 def _check_config(config: TrainConfig, epochs: int, batch_size: int, lr: float | None) -> None:
@@ -177,30 +160,34 @@ def compare_optimizers(
     """
     config = config or TrainConfig()
     task = load_task(task, seed=config.seed) if isinstance(task, str) else task
-    names = parse_optimizers(optimizers)
+    optimizer_names = names.parse_optimizer_names(optimizers)
     epochs = config.epochs if config.epochs is not None else task.defaults.epochs
     batch_size = config.batch_size if config.batch_size is not None else task.defaults.batch_size
     _check_config(config, epochs, batch_size, config.lr)
     if resume and checkpoint is None:
         raise ValueError("resume=True needs the checkpoint path to resume from")
-    classes = [optimizer_class(name, config.backend) for name in names]
+    model_spec = resolve_model(config.model, task)
+    choices = [resolve_optimizer(name, config.backend) for name in optimizer_names]
     device = torch.device(config.device)
     replicas = distributed.current_replicas()
 
     runs: list[RunResult] = []
     losses: list[torch.nn.Module] = []
     steppers: list[torch.optim.Optimizer] = []
-    for name, cls in zip(names, classes, strict=True):
+    for name, (cls, options) in zip(optimizer_names, choices, strict=True):
         lr = config.lr if config.lr is not None else task.default_lr(name)
         # Parameters take the data's dtype: a float64 task trains a float64 network.
-        model = task.make_model(config.seed, config.backend).to(device, task.x_train.dtype)
+        model = build_model(model_spec, task, config.seed, config.backend)
+        model = model.to(device, task.x_train.dtype)
         if config.backend == "handgrad":
             # One contiguous buffer for the parameters and one for their gradients: the
             # optimizer then updates the whole network in one pass (same values, fewer calls).
             hnn.flatten_parameters(model)
         if replicas is not None:
             distributed.shard_dropout(model, replicas.window)
-        stepper = cls(model.parameters(), **({} if lr is None else {"lr": lr}))
+        if lr is not None:
+            options = {**options, "lr": lr}
+        stepper = cls(model.parameters(), **options)
         runs.append(RunResult(name, float(stepper.param_groups[0]["lr"]), model))
         losses.append(task.make_loss(config.backend))
         steppers.append(stepper)
@@ -208,7 +195,8 @@ def compare_optimizers(
     settings = {
         "task": task.name,
         "task_digest": task.digest(),
-        "optimizers": names,
+        "model": str(model_spec),
+        "optimizers": optimizer_names,
         "lr": [run.lr for run in runs],
         "epochs": epochs,
         "batch_size": batch_size,
@@ -235,7 +223,9 @@ def compare_optimizers(
         if resume:
             assert checkpoint is not None
             payload = ckpt.load_checkpoint(checkpoint)
-            done = _restore(payload, checkpoint, settings, runs, steppers, device)
+            # Checkpoints from before --model trained the task's default network.
+            legacy = {"model": str(resolve_model(DEFAULT_MODEL, task))}
+            done = _restore(payload, checkpoint, settings, runs, steppers, device, legacy)
         for epoch in range(done + 1, epochs + 1):
             batches = sampler.batches(epoch)
             for run, loss_fn, stepper in zip(runs, losses, steppers, strict=True):
@@ -324,6 +314,7 @@ def _restore(
     runs: Sequence[RunResult],
     steppers: Sequence[torch.optim.Optimizer],
     device: torch.device,
+    legacy: dict[str, Any] | None = None,
 ) -> int:
     """Load the checkpoint's state into the runs; returns the number of epochs it holds.
 
@@ -332,7 +323,7 @@ def _restore(
     parameter's device (``step`` stays on the CPU unless capturable or fused)."""
     saved = payload.get("settings", {})
     # Checkpoints from before data-parallel training have no world_size: one process.
-    saved = {"world_size": 1, **saved}
+    saved = {"world_size": 1, **(legacy or {}), **saved}
     differences = [
         f"{key}={saved.get(key)!r} there, {value!r} here"
         for key, value in settings.items()
@@ -366,6 +357,5 @@ __all__ = [
     "TrainConfig",
     "compare_data_parallel",
     "compare_optimizers",
-    "optimizer_class",
-    "parse_optimizers",
+    "resolve_optimizer",
 ]
