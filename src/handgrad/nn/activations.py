@@ -18,22 +18,14 @@ class _Activation(Module):
     def _kernel_backward(self, grad_output: Tensor, ctx: Ctx) -> Tensor:
         raise NotImplementedError
 
-    _chainable = True
-
     def forward(self, input: Tensor) -> Tensor:
-        out, ctx = self._forward_ctx(input)
+        if not isinstance(input, Tensor):
+            self._check_tensor(input)  # raises the TypeError
+        out, ctx = self._kernel(input)
         return self._remember(ctx, out)
-
-    def _forward_ctx(self, x: Tensor) -> tuple[Tensor, Ctx]:
-        if not isinstance(x, Tensor):
-            self._check_tensor(x)  # raises the TypeError
-        return self._kernel(x)
 
     def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
         ctx = self._recall(grad_output)
-        return self._kernel_backward(grad_output, ctx) if input_grad else None
-
-    def _backward_ctx(self, grad_output: Tensor, ctx: Ctx, input_grad: bool) -> Tensor | None:
         return self._kernel_backward(grad_output, ctx) if input_grad else None
 
 
