@@ -119,9 +119,13 @@ class Dropout(Module):
         return f"p={self.p}"
 
     def forward(self, input: Tensor) -> Tensor:
-        out, ctx = F.dropout_forward(
-            self._check_tensor(input), self.p, self.training, self.generator
-        )
+        x = self._check_tensor(input)
+        if self.training and 0.0 < self.p < 1.0 and not (x.is_floating_point() or x.is_complex()):
+            raise RuntimeError(  # torch's type: the scaled result cannot be cast back
+                f"{self!r}: an input of dtype {x.dtype} cannot hold x·m/(1 − p); "
+                "give a floating-point tensor"
+            )
+        out, ctx = F.dropout_forward(x, self.p, self.training, self.generator)
         return self._remember(ctx, out)
 
     def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
