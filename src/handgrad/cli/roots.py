@@ -23,8 +23,9 @@ from typing import Any
 import torch
 
 from handgrad.cli import CLIError
+from handgrad.files import write_atomically
 from handgrad.roots import METHODS, QuadraticRoots, RootKind, format_root, solve_quadratic
-from handgrad.train.atomic import write_atomically
+from handgrad.tables import format_table
 
 CSV_COLUMNS = ("a", "b", "c", "kind", "x1", "x2", "iterations", "error")
 # Positional coefficients may be negative ("1 -6 4", "-1e-3", "-inf"): argparse must not take
@@ -84,15 +85,6 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--csv", metavar="IN", default=None, help="solve every a,b,c row of IN")
     parser.add_argument("--out", metavar="OUT", default=None, help="with --csv: the output file")
     parser.set_defaults(func=run)
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in [header, ["-" * w for w in widths], *rows]
-    ]
-    return "\n".join(lines)
 
 
 def _root_cells(result: QuadraticRoots) -> list[str]:
@@ -169,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
                 ", ".join(residuals),
             ]
         )
-    print(_table(["method", "kind", "x1", "x2", "iterations", "converged", "residual"], rows))
+    print(format_table(["method", "kind", "x1", "x2", "iterations", "converged", "residual"], rows))
     if args.plot:
         from handgrad.plots.roots import plot_descent
 
@@ -217,10 +209,10 @@ def run_sweep(args: argparse.Namespace, a: float, b: float, c: float) -> int:
         return [format_root(point.start), str(point.steps), point.outcome, root]
 
     rows = [[f"{p.lr:.4g}", f"{p.lr * d:.3g}" if d else "", *cells(p)] for p in by_lr]
-    print(_table(["lr", "lr*D", "start", "steps", "outcome", "root"], rows))
+    print(format_table(["lr", "lr*D", "start", "steps", "outcome", "root"], rows))
     print()
     print(f"vs starting point, lr = {lr:.4g}:")
-    print(_table(["start", "steps", "outcome", "root"], [cells(p) for p in by_start]))
+    print(format_table(["start", "steps", "outcome", "root"], [cells(p) for p in by_start]))
     if args.plot:
         from handgrad.plots.roots import plot_sweep
 

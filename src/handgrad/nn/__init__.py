@@ -27,6 +27,7 @@ from handgrad.nn.activations import ELU, GELU, Identity, LeakyReLU, ReLU, Sigmoi
 from handgrad.nn.container import Residual, Sequential
 from handgrad.nn.convert import TorchResidual, from_torch, register_conversion, to_torch
 from handgrad.nn.flat import flatten_parameters
+from handgrad.nn.global_dropout import GlobalBatchDropout
 from handgrad.nn.gradients import accumulate_grad, gradient_slot
 from handgrad.nn.layers import Dropout, Flatten, Linear
 from handgrad.nn.loss import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss
@@ -39,6 +40,7 @@ __all__ = [
     "CrossEntropyLoss",
     "Dropout",
     "Flatten",
+    "GlobalBatchDropout",
     "HuberLoss",
     "Identity",
     "L1Loss",

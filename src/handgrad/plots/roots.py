@@ -15,9 +15,9 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from handgrad.files import write_atomically
 from handgrad.roots import QuadraticRoots, RootKind, solve_quadratic
 from handgrad.roots.sweep import SweepPoint, discriminant_value
-from handgrad.train.atomic import write_atomically
 
 _START_COLORS = ("#d62728", "#1f77b4")
 
