@@ -239,6 +239,16 @@ def _cases() -> list[_Case]:
             ),
             (5, 2, 3),
         ),
+        _Case(
+            "residual net: nested Sequential, Residual blocks (identity, projection)",
+            lambda: nn.Sequential(
+                nn.Linear(4, 8),
+                TorchResidual(nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 8))),
+                TorchResidual(nn.Sequential(nn.Linear(8, 6), nn.GELU()), nn.Linear(8, 6)),
+                nn.Sequential(nn.ReLU(), nn.Linear(6, 2)),
+            ),
+            (7, 4),
+        ),
     ]
     cases += _convolutional_cases()
     return cases
