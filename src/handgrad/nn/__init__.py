@@ -36,6 +36,7 @@ from handgrad.nn.loss import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1L
 from handgrad.nn.module import Module
 from handgrad.nn.normalization import BatchNorm1d, BatchNorm2d, GroupNorm
 from handgrad.nn.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
+from handgrad.nn.unflatten import Unflatten
 
 __all__ = [
     "ELU",
@@ -69,6 +70,7 @@ __all__ = [
     "Softplus",
     "Tanh",
     "TorchResidual",
+    "Unflatten",
     "accumulate_grad",
     "flatten_parameters",
     "from_torch",
