@@ -212,7 +212,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown network(s) {unknown}; expected names from {list(NETS)}")
     print(
         "float32, CPU, the same SGD (momentum 0.9, foreach) on both sides. Ratio = handgrad / "
-        "torch autograd (< 1: handgrad faster), median of paired alternating rounds.\n"
+        "torch autograd (< 1: handgrad faster), median of paired alternating rounds. Peak "
+        "memory: resident set of a fresh process per side (glibc MALLOC_MMAP_THRESHOLD_=65536, "
+        "so freed tensors leave it), VmHWM over one step after a warm-up step, minus VmRSS "
+        "once the networks, batch and optimizers are built.\n"
     )
     try:
         for count in threads:
