@@ -224,9 +224,12 @@ class Replicas:
         reason = _first_line(error)
         limit = "" if self.timeout is None else f" (timeout {self.timeout:g} s)"
         lost = self.notes.lost_peers(self.rank, self.world_size)
-        who = "; ".join(lost) if lost else "another process died or stopped responding"
+        # The backend's own words only when there is nothing better: they name an address.
+        who = "; ".join(lost) if lost else (
+            f"another process died or stopped responding ({reason})"
+        )
         return DistributedError(
-            f"rank {self.rank} of {self.world_size}: {what} failed{limit}: {who} ({reason})"
+            f"rank {self.rank} of {self.world_size}: {what} failed{limit}: {who}"
         )
 
 
