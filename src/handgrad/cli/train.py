@@ -61,6 +61,11 @@ def register(subparsers: Any) -> None:
         help="comma-separated lowercase torch.optim names, plus 'momentum' and 'nesterov' "
         f"(SGD with momentum 0.9) (default: {DEFAULT_OPTIMIZERS})",
     )
+    parser.add_argument(
+        "--model", metavar="NAME[:KEY=VALUE,...]", default=None,
+        help="the network, e.g. mlp:hidden=100x100,activation=sigmoid,dropout=0.1; "
+        + _models_help() + " (default: mlp, the task's network)",
+    )
     parser.add_argument("--epochs", type=int, default=None, help="default: per task")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="1 is per-sample training (default: per task)")
@@ -91,6 +96,12 @@ def register(subparsers: Any) -> None:
         "exiting with an error (default: 120)",
     )
     parser.set_defaults(func=run)
+
+
+def _models_help() -> str:
+    from handgrad.train.models import describe_models
+
+    return "models: " + describe_models()
 
 
 def default_out_dir(task: str) -> Path:
@@ -124,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
     from handgrad.train import distributed
     from handgrad.train.checkpoint import CHECKPOINT_EVERY, CHECKPOINT_FILE
     from handgrad.train.compare import TrainConfig
+    from handgrad.train.models import DEFAULT_MODEL, parse_model
     from handgrad.train.tasks import load_task
 
     out_dir = Path(args.out) if args.out else default_out_dir(args.task)
@@ -136,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
     timeout = distributed.DEFAULT_TIMEOUT if args.dist_timeout is None else args.dist_timeout
     if not 0 < timeout < 1e7:
         raise CLIError(f"--dist-timeout must be a positive number of seconds, got {timeout:g}")
+    model = parse_model(args.model or DEFAULT_MODEL)
     every = CHECKPOINT_EVERY if args.checkpoint_every is None else args.checkpoint_every
     if not 0 <= every < math.inf:
         raise CLIError(f"--checkpoint-every must be a number of seconds >= 0, got {every:g}")
@@ -155,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
                 print(f"handgrad train: warning: {note}", file=sys.stderr)
         device = str(distributed.local_device(args.device))
         config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                             seed=args.seed, device=device, backend=args.backend)
+                             seed=args.seed, device=device, backend=args.backend,
+                             model=model)
         checkpoint = out_dir / CHECKPOINT_FILE
         try:
             # Every rank trains in the group and leaves it together with the others; rank 0

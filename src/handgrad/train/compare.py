@@ -24,6 +24,7 @@ from handgrad.optim import names
 from handgrad.train import checkpoint as ckpt
 from handgrad.train import distributed, seeds
 from handgrad.train.metrics import metrics_document
+from handgrad.train.models import DEFAULT_MODEL, ModelSpec, build_model, resolve_model
 from handgrad.train.sampler import EpochSampler
 from handgrad.train.tasks import Backend, Task, load_task
 from handgrad.train.trainer import EpochRecord, intra_op_threads, run_epoch
@@ -40,6 +41,9 @@ class TrainConfig:
 
     ``threads`` is torch's intra-op thread count while training, one by default (see
     :func:`~handgrad.train.trainer.intra_op_threads`); ``None`` keeps the caller's.
+
+    ``model`` names the network (:mod:`handgrad.train.models`): ``"mlp"`` (the task's),
+    ``"mlp:hidden=100x100,activation=sigmoid,dropout=0.1"``, or any registered model.
     """
 
     epochs: int | None = None
@@ -49,6 +53,7 @@ class TrainConfig:
     device: str = "cpu"
     backend: Backend = "handgrad"
     threads: int | None = 1
+    model: str | ModelSpec = DEFAULT_MODEL
 
 
 @dataclass
@@ -169,6 +174,7 @@ def compare_optimizers(
     if resume and checkpoint is None:
         raise ValueError("resume=True needs the checkpoint path to resume from")
     ckpt.check_interval(checkpoint_every)
+    model_spec = resolve_model(config.model, task)
     choices = [resolve_optimizer(name, config.backend) for name in optimizer_names]
     device = torch.device(config.device)
     replicas = distributed.current_replicas()
@@ -185,7 +191,8 @@ def compare_optimizers(
     for name, (cls, options) in zip(optimizer_names, choices, strict=True):
         lr = config.lr if config.lr is not None else task.default_lr(name)
         # Parameters take the data's dtype: a float64 task trains a float64 network.
-        model = task.make_model(config.seed, config.backend).to(device, task.x_train.dtype)
+        model = build_model(model_spec, task, config.seed, config.backend)
+        model = model.to(device, task.x_train.dtype)
         if config.backend == "handgrad":
             # One contiguous buffer for the parameters and one for their gradients: the
             # optimizer then updates the whole network in one pass (same values, fewer calls).
@@ -202,6 +209,7 @@ def compare_optimizers(
     settings = {
         "task": task.name,
         "task_digest": task.digest(),
+        "model": str(model_spec),
         "optimizers": optimizer_names,
         "lr": [run.lr for run in runs],
         "epochs": epochs,
@@ -229,7 +237,10 @@ def compare_optimizers(
         if resume:
             assert checkpoint is not None
             payload = ckpt.load_checkpoint(checkpoint)
-            done = _restore(payload, checkpoint, settings, runs, steppers, device, task.kind)
+            # Checkpoints from before --model trained the task's default network.
+            legacy = {"model": str(resolve_model(DEFAULT_MODEL, task))}
+            done = _restore(payload, checkpoint, settings, runs, steppers, device, task.kind,
+                            legacy)
 
         # Each record as the checkpoint stores it, made once: a snapshot then costs the
         # tensors' copies, not a walk over the whole history.
@@ -344,6 +355,7 @@ def _restore(
     steppers: Sequence[torch.optim.Optimizer],
     device: torch.device,
     kind: str,
+    legacy: dict[str, Any] | None = None,
 ) -> int:
     """Load the checkpoint's state into the runs; returns the number of epochs it holds.
 
@@ -357,7 +369,7 @@ def _restore(
     if not isinstance(saved, dict):
         raise ckpt.CheckpointError(f"checkpoint {path} is damaged: it has no settings")
     # Checkpoints from before data-parallel training have no world_size: one process.
-    saved = {"world_size": 1, **saved}
+    saved = {"world_size": 1, **(legacy or {}), **saved}
     differences = [
         f"{key}={saved.get(key)!r} there, {value!r} here"
         for key, value in settings.items()
