@@ -15,8 +15,9 @@ A training step, with any torch.optim optimizer::
     net.backward(loss_fn.backward(), input_grad=False)  # the input needs no gradient
     optimizer.step()
 
-``flatten_parameters(net)`` lays every parameter (and gradient) end to end in one buffer, so
-that an optimizer can update a small network with a few kernel calls.
+``flatten_parameters(net)`` lays every parameter (and gradient) end to end in one buffer (a
+``FlatLayout``), so that an optimizer built afterwards updates a small network with a few
+kernel calls.
 ``from_torch``/``to_torch`` convert networks of these layers both ways (weights copied);
 ``handgrad.check.check_module`` verifies any module's backward, yours included
 (docs/writing-a-layer.md).
@@ -26,7 +27,7 @@ from handgrad.nn import functional
 from handgrad.nn.activations import ELU, GELU, Identity, LeakyReLU, ReLU, Sigmoid, Softplus, Tanh
 from handgrad.nn.container import Sequential
 from handgrad.nn.convert import from_torch, to_torch
-from handgrad.nn.flat import flatten_parameters
+from handgrad.nn.flat import FlatLayout, flatten_parameters
 from handgrad.nn.gradients import accumulate_grad, gradient_slot
 from handgrad.nn.layers import Dropout, Flatten, Linear
 from handgrad.nn.loss import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss
@@ -38,6 +39,7 @@ __all__ = [
     "BCEWithLogitsLoss",
     "CrossEntropyLoss",
     "Dropout",
+    "FlatLayout",
     "Flatten",
     "HuberLoss",
     "Identity",
