@@ -2,13 +2,16 @@
 
 Every class subclasses :class:`torch.optim.Optimizer` (and no torch optimizer) with the same
 name, constructor arguments, defaults, state keys and errors as its torch.optim namesake, so
-state_dicts and LR schedulers move freely between the two libraries.
+state_dicts and LR schedulers move freely between the two libraries. All but LBFGS and
+SparseAdam are written on :class:`Optimizer`, the base that owns the step loop: a subclass
+writes its update rule (docs/writing-an-optimizer.md).
 """
 
 from __future__ import annotations
 
-from torch.optim import Optimizer
+import torch
 
+from handgrad.optim._base import Optimizer
 from handgrad.optim.adadelta import Adadelta
 from handgrad.optim.adafactor import Adafactor
 from handgrad.optim.adagrad import Adagrad
@@ -25,7 +28,7 @@ from handgrad.optim.rprop import Rprop
 from handgrad.optim.sgd import SGD
 from handgrad.optim.sparse_adam import SparseAdam
 
-OPTIMIZERS: dict[str, type[Optimizer]] = {
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     cls.__name__: cls
     for cls in (
         SGD, RMSprop, Adam, AdamW, Adamax, NAdam, RAdam, Adagrad, Adadelta, Rprop, ASGD,
@@ -33,10 +36,10 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
     )
 }
 
-__all__ = [*sorted(OPTIMIZERS), "OPTIMIZERS", "optimizer_class"]
+__all__ = [*sorted(OPTIMIZERS), "OPTIMIZERS", "Optimizer", "optimizer_class"]
 
 
-def optimizer_class(name: str) -> type[Optimizer]:
+def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
     """The handgrad optimizer class for a lowercase torch.optim name (``"adam"`` -> Adam).
 
     Raises ``ValueError`` naming the known names for anything else.
