@@ -54,6 +54,10 @@ class GroupStepped(Optimizer):
     """The base with per-group counters: :meth:`begin_group` runs for every group at every
     ``step()``, after the closure and before any update, in group order."""
 
+    def begin_step(self) -> None:
+        """Once per ``step()``, before :meth:`begin_group` (default: nothing; Lamb measures
+        the global gradient norm here)."""
+
     def begin_group(self, group: dict[str, Any]) -> None:
         """Advance the group's own counters (default: nothing)."""
 
@@ -71,6 +75,7 @@ class GroupStepped(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        self.begin_step()
         for group in self.param_groups:
             self.begin_group(group)
         super()._step(None)
