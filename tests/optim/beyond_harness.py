@@ -50,8 +50,8 @@ def assert_same(ours: Any, theirs: Any, what: str, *, exact: bool, rtol: float) 
                                        msg=lambda m: f"{what}: {m}")  # fmt: skip
         return
     if isinstance(theirs, (list, tuple)):
-        assert isinstance(ours, (list, tuple)) and len(ours) == len(theirs), (
-            f"{what}: {ours!r} vs {theirs!r}")
+        assert isinstance(ours, (list, tuple)), f"{what}: {ours!r} vs {theirs!r}"
+        assert len(ours) == len(theirs), f"{what}: {ours!r} vs {theirs!r}"
         for index, (a, b) in enumerate(zip(ours, theirs, strict=True)):
             assert_same(a, b, f"{what}[{index}]", exact=exact, rtol=rtol)
         return

@@ -47,7 +47,8 @@ def check_finite_number(name: str, value: Any, *, low: float = 0.0, low_open: bo
     if not ok:
         left = "(" if low_open else "["
         right = "inf)" if high is None else (f"{high})" if high_open else f"{high}]")
-        raise ValueError(f"Invalid {name} value: {value} (expected a number in {left}{low}, {right})")
+        interval = f"{left}{low}, {right}"
+        raise ValueError(f"Invalid {name} value: {value} (expected a number in {interval})")
 
 
 class GroupStepped(Optimizer):
@@ -82,7 +83,8 @@ class GroupStepped(Optimizer):
         return loss
 
     # The base binds its hook wrapper to its own _step; ours must run there too.
-    _hooked_step = torch.optim.Optimizer.profile_hook_step(_step)
+    # (typed for torch.optim.Optimizer methods; a subclass method is one)
+    _hooked_step = torch.optim.Optimizer.profile_hook_step(_step)  # type: ignore[arg-type]
 
     def _recognise(self, group: dict[str, Any]) -> None:
         if self.flat_allowed(group):

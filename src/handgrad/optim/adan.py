@@ -119,8 +119,10 @@ def _adan_step(group: dict[str, Any], params: list[Tensor], ms: list[Tensor], vs
     for i, t in enumerate(steps):
         by_step.setdefault(t, []).append(i)
     for t, chosen in by_step.items():  # one pass per distinct step count (usually one)
-        pick = (lambda xs: [xs[i] for i in chosen]) if len(chosen) < len(steps) else list
-        p, m, v, n = pick(params), pick(ms), pick(vs), pick(ns)
+        if len(chosen) < len(steps):
+            p, m, v, n = ([xs[i] for i in chosen] for xs in (params, ms, vs, ns))
+        else:
+            p, m, v, n = params, ms, vs, ns
         correct_m, correct_v, correct_n = (1 / (1 - (1 - b) ** t) for b in (beta1, beta2, beta3))
         scale = torch._foreach_mul(n, correct_n)
         torch._foreach_sqrt_(scale)

@@ -120,8 +120,10 @@ class ADOPT(GroupStepped):
         exp_avgs, exp_avg_sqs = state["exp_avg"], state["exp_avg_sq"]
         if self.maximize:
             grads = list(torch._foreach_neg(grads))
-        grads = decay_weights(params, grads, lr=lr, weight_decay=group["weight_decay"],
-                              decouple=group["weight_decouple"], fixed=group["fixed_decay"])  # fmt: skip
+        grads = decay_weights(
+            params, grads, lr=lr, weight_decay=group["weight_decay"],
+            decouple=group["weight_decouple"], fixed=group["fixed_decay"],
+        )  # fmt: skip
         if step == 1:
             torch._foreach_addcmul_(exp_avg_sqs, grads, grads)
             return

@@ -165,8 +165,9 @@ class Lamb(GroupStepped):
         beta1, beta2 = group["betas"]
         step_size, rho = group["lr"], 0.0
         if group["rectify"]:
-            step_size, rho = rectified_step_size(group["lr"], beta2, step,
-                                                 self.n_sma_threshold, self.degenerated_to_sgd)  # fmt: skip
+            step_size, rho = rectified_step_size(
+                group["lr"], beta2, step, self.n_sma_threshold, self.degenerated_to_sgd
+            )
         if not group.get("adam_debias", False):
             step_size = step_size / (1.0 - math.pow(beta1, step))
         self.__dict__.setdefault("_now", {})[id(group)] = (step_size, rho)

@@ -84,11 +84,11 @@ class Prodigy(Optimizer):
         fsdp_in_use: bool = False,
         slice_p: int = 1,
     ) -> None:
-        if not 0.0 < d0:
+        if not d0 > 0.0:
             raise ValueError(f"Invalid d0 value: {d0}")
-        if not 0.0 < lr:
+        if not lr > 0.0:
             raise ValueError(f"Invalid learning rate: {lr}")
-        if not 0.0 < eps:
+        if not eps > 0.0:
             raise ValueError(f"Invalid epsilon value: {eps}")
         for index in (0, 1):
             if not 0.0 <= betas[index] < 1.0:
@@ -122,7 +122,8 @@ class Prodigy(Optimizer):
             self._prodigy_step()
         return loss
 
-    _hooked_step = torch.optim.Optimizer.profile_hook_step(_step)
+    # (typed for torch.optim.Optimizer methods; a subclass method is one)
+    _hooked_step = torch.optim.Optimizer.profile_hook_step(_step)  # type: ignore[arg-type]
 
     def _init(self, p: Tensor, slice_p: int, beta1: float) -> dict[str, Any]:
         real = _real(p)

@@ -89,7 +89,8 @@ class _ScheduleFree(GroupStepped):
         self.__dict__.setdefault("_now", {})[id(group)] = (k, lr, ckp1)
         group["k"] = k + 1
 
-    def _averaging_step(self, group: dict[str, Any], params: list[Tensor], direction: list[Tensor],
+    def _averaging_step(self, group: dict[str, Any], params: list[Tensor],
+                        direction: list[Tensor] | tuple[Tensor, ...],
                         zs: list[Tensor]) -> None:  # fmt: skip
         """y ← (1 − c)y + c z + γ(β(1 − c) − 1)·d;  z ← z − γ d  (c = weight / weight_sum,
         d the step's direction with weight decay at y)."""
@@ -129,6 +130,7 @@ class SGDScheduleFree(_ScheduleFree):
     """
 
     state_keys = ("z",)
+    complex_as_real = False  # a linear rule: complex arithmetic, as the reference does it
 
     def _beta(self, group: dict[str, Any]) -> float:
         return float(group["momentum"])

@@ -225,7 +225,8 @@ class SOAP(GroupStepped):
         permuted along the same mode (it lives in that basis)."""
         exp_avg_sq = state["exp_avg_sq"]
         shape = exp_avg_sq.shape
-        permuted = exp_avg_sq.permute(0, 3, 1, 2).shape if self._channels_last(exp_avg_sq) else shape
+        channels_last = self._channels_last(exp_avg_sq)
+        permuted = exp_avg_sq.permute(0, 3, 1, 2).shape if channels_last else shape
         merge = group["merge_dims"]
         if merge:
             exp_avg_sq = self._merged(exp_avg_sq, group["max_precondition_dim"])
@@ -269,8 +270,8 @@ class SOAP(GroupStepped):
         tables = [self.state[p] for p in params]
         exp_avgs = [table["exp_avg"] for table in tables]
         torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
-        rotated = [self._project(g, table["Q"], group) for g, table in zip(grads, tables,
-                                                                            strict=True)]  # fmt: skip
+        rotated = [self._project(g, table["Q"], group)
+                   for g, table in zip(grads, tables, strict=True)]  # fmt: skip
         squares = torch._foreach_mul(rotated, rotated)
         del rotated
         exp_avg_sqs = [table["exp_avg_sq"] for table in tables]
@@ -278,9 +279,10 @@ class SOAP(GroupStepped):
         del squares
         denom = torch._foreach_sqrt(exp_avg_sqs)
         torch._foreach_add_(denom, group["eps"])
-        scaled = [self._project(m, table["Q"], group) for m, table in zip(exp_avgs, tables,
-                                                                          strict=True)]  # fmt: skip
-        scaled = torch._foreach_div(scaled, denom)
+        projected = [self._project(m, table["Q"], group)
+                     for m, table in zip(exp_avgs, tables, strict=True)]  # fmt: skip
+        scaled = torch._foreach_div(projected, denom)
+        del projected
         del denom
         updates = [self._project(x, table["Q"], group, forward=False)
                    for x, table in zip(scaled, tables, strict=True)]  # fmt: skip
