@@ -376,6 +376,49 @@ def test_check_optimizer_takes_handgrads_lion_as_the_reference() -> None:
     assert result.passed, str(result)
 
 
+REAL_LAYOUTS = ("separate", "float32", "flat", "large", "float16", "bfloat16")
+
+
+@pytest.mark.parametrize("row", [pytest.param(r, id=r.name) for r in ROWS])
+def test_check_optimizer_passes_each_against_its_authors_implementation(row: Row) -> None:
+    """check_optimizer's layouts beyond the suite's: float16, bfloat16, 65,536+ elements, the
+    flat layout (schedule-free ones put in train mode on both sides). Complex parameters
+    are the suite's business (the "real" rows take (Re, Im) where the reference does not)."""
+    layouts = REAL_LAYOUTS + (("complex",) if row.complex == "native" else ())
+    kwargs = row.configs[1][1]
+    result = check_optimizer(row.ours, reference=row.reference_class(), steps=12,
+                             layouts=layouts, **copy.deepcopy(kwargs))  # fmt: skip
+    assert result.passed, str(result)
+    assert set(result.layouts) == set(layouts)
+    # The same bits except in half precision, where torch's _foreach_mul_ by a Python
+    # scalar rounds differently from Tensor.mul_ (Lion's decay factor in float16, Adan's in
+    # bfloat16): within check_optimizer's float16/bfloat16 tolerances, not bitwise.
+    exact = tuple(layout for layout in layouts if layout not in ("float16", "bfloat16"))
+    result = check_optimizer(row.ours, reference=row.reference_class(), steps=12,
+                             layouts=exact, **copy.deepcopy(kwargs))  # fmt: skip
+    assert result.max_rel_error == 0.0, str(result)
+
+
+def test_check_optimizer_finds_the_reference_by_name_among_handgrads() -> None:
+    """A learner's class named like one of BEYOND_TORCH is checked against handgrad's."""
+
+    class AdamWScheduleFree(hg.SGDScheduleFree):  # the wrong rule under the right name
+        pass
+
+    result = check_optimizer(AdamWScheduleFree, lr=0.01, layouts=("separate",))
+    assert result.reference == "AdamWScheduleFree"
+    assert not result.passed
+    assert result.step == 1
+
+
+def test_check_optimizer_fails_when_the_reference_refuses_every_layout() -> None:
+    result = check_optimizer(hg.SOAP, reference=hg.SOAP, layouts=("complex",))
+    assert not result.passed
+    assert result.layouts == ()
+    assert "refused every layout" in str(result)
+    assert "NoComplexParameterError" in str(result) or "complex" in str(result)
+
+
 @pytest.mark.parametrize("name", sorted(hg.BEYOND_TORCH))
 def test_every_one_is_registered_by_name_with_the_references_signature(name: str) -> None:
     cls = hg.BEYOND_TORCH[name]

@@ -77,6 +77,8 @@ class OptimizerCheckResult:
             lines = [head + f"agree for all {self.steps_run} steps on {len(self.layouts)} "
                      f"layouts ({', '.join(self.layouts)}; largest relative difference "
                      f"{self.max_rel_error:.1e})."]  # fmt: skip
+        elif self.step is None:  # nothing compared
+            lines = [head + self.detail + "."]
         else:
             lines = [
                 head + f"part at step {self.step}, in {self.where} ({self.layout} layout).",
@@ -371,6 +373,8 @@ def check_optimizer(
     ``dtype``; the others run min(steps, 12) steps each. ``rtol``/``atol`` default to the
     layout's dtype's (:data:`TOLERANCES`): a correct float32 optimizer differs from torch's
     by rounding. ``reference`` defaults to the torch.optim class of the same name.
+    A schedule-free optimizer (one with ``train()``) is put in train mode on both sides.
+    A reference that refuses every layout run is a failure, not a pass.
     ``device`` is where the parameters and gradients live (``ValueError`` if CUDA is asked
     for but absent). TypeError for a class whose objects have no ``param_groups``, ``state``
     or ``step()`` (check_optimizer drives torch.optim.Optimizer subclasses).
@@ -381,11 +385,14 @@ def check_optimizer(
     if unknown or not layouts:
         raise ValueError(f"layouts must be some of {list(LAYOUTS)}, got {list(layouts)}")
     if reference is None:
+        from handgrad.optim import BEYOND_TORCH
+
         name = getattr(optimizer_cls, "__name__", "")
-        found = getattr(torch.optim, name, None)
+        found = getattr(torch.optim, name, None) or BEYOND_TORCH.get(name)
         if found is None:
             raise TypeError(
-                f"no torch.optim class named {name!r}; pass reference=torch.optim.<Class>"
+                f"no torch.optim class (nor handgrad.optim one beyond torch) named {name!r}; "
+                "pass reference=torch.optim.<Class>"
             )
         reference = found
     try:
@@ -419,9 +426,20 @@ def check_optimizer(
         run.append(layout)
         total += layout_steps
         largest_rel = max(largest_rel, outcome)
+    if not run:  # nothing was compared: no pass
+        return OptimizerCheckResult(names[0], names[1], dict(hyperparameters), 0, False,
+                                    detail="the reference refused every layout asked for",
+                                    notes=tuple(notes))  # fmt: skip
     return OptimizerCheckResult(names[0], names[1], dict(hyperparameters), total, True,
                                 max_rel_error=largest_rel, notes=tuple(notes),
                                 layouts=tuple(run))  # fmt: skip
+
+
+def _train_mode(optimizer: Any) -> Any:
+    """A schedule-free optimizer (schedulefree's, handgrad's) steps only after ``train()``."""
+    if callable(getattr(optimizer, "train", None)):
+        optimizer.train()
+    return optimizer
 
 
 @dataclass(frozen=True)
@@ -458,16 +476,17 @@ def _run_layout(
     mine_params = _params_for(layout, objective, reference=False)
     try:  # a trial step on copies: does the reference take this layout at all?
         probe_params = [t.clone() for t in objective.starts]
-        probe = reference(probe_params, **hyperparameters)
+        probe = _train_mode(reference(probe_params, **hyperparameters))
         _set_gradients(probe_params, objective, flat=False)
         probe.step()
-        theirs = reference(ref_params, **hyperparameters)
+        theirs = _train_mode(reference(ref_params, **hyperparameters))
     except Exception as error:  # the reference's own limits (complex, half precision, ...)
         notes.append(f"{layout} layout skipped: the reference raised "
                      f"{type(error).__name__}: {error}")  # fmt: skip
         return None
     mine = optimizer_cls(mine_params, **hyperparameters)
     _check_drivable(mine, optimizer_cls)
+    _train_mode(mine)
     failure = _steps(mine, theirs, mine_params, ref_params, objective, layout, steps, change_lr,
                      rtol, atol, notes)  # fmt: skip
     if isinstance(failure, _Failure):
