@@ -18,8 +18,10 @@ then update the whole network as one tensor), the reference's as the same views.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import importlib
+import io
 import statistics
 import sys
 from collections.abc import Callable, Sequence
@@ -67,28 +69,39 @@ def _reference(name: str) -> type[torch.optim.Optimizer] | None:
     return cls
 
 
-def _stepper(cls: Callable[..., torch.optim.Optimizer], shapes: Sequence[tuple[int, ...]],
-             kwargs: dict[str, Any], flat: bool) -> Callable[[], Any]:  # fmt: skip
-    optimizer, step = _make(cls, cls.__name__, shapes, kwargs, flat=flat)
+Stepped = tuple[torch.optim.Optimizer, Callable[[], Any]]  # an optimizer and its step call
+
+
+def _built(cls: Callable[..., torch.optim.Optimizer], shapes: Sequence[tuple[int, ...]],
+           kwargs: dict[str, Any], flat: bool) -> Stepped:  # fmt: skip
+    with contextlib.redirect_stdout(io.StringIO()):  # prodigyopt prints its decay mode
+        optimizer, step = _make(cls, cls.__name__, shapes, kwargs, flat=flat)
     if callable(getattr(optimizer, "train", None)):  # schedule-free: steps in train mode
         optimizer.train()  # type: ignore[attr-defined]
-    return step
+    return optimizer, step
 
 
-def time_optimizer(name: str, layout: str, rounds: int, calls: int) -> Timing | None:
-    """One row: ours vs the reference on one layout; None where the reference is missing."""
+def pair(
+    name: str, shapes: Sequence[tuple[int, ...]], flat: bool
+) -> tuple[Stepped, Stepped] | None:
+    """(ours, reference), each an optimizer on the same parameters and gradients and its step
+    call; None where the reference is not installed."""
     from handgrad import optim
 
     reference = _reference(name)
     if reference is None:
         return None
     _, kwargs, reference_options = OPTIMIZERS[name]
-    shapes = LAYOUTS[layout][1]
-    flat = layout in FLAT_LAYOUTS
-    steppers = [
-        _stepper(getattr(optim, name), shapes, dict(kwargs), flat),
-        _stepper(reference, shapes, {**kwargs, **reference_options}, flat),
-    ]
+    return (_built(getattr(optim, name), shapes, dict(kwargs), flat),
+            _built(reference, shapes, {**kwargs, **reference_options}, flat))  # fmt: skip
+
+
+def time_optimizer(name: str, layout: str, rounds: int, calls: int) -> Timing | None:
+    """One row: ours vs the reference on one layout; None where the reference is missing."""
+    both = pair(name, LAYOUTS[layout][1], layout in FLAT_LAYOUTS)
+    if both is None:
+        return None
+    steppers = [step for _, step in both]
     gc.collect()
     ours, theirs = _round_step_times(steppers, rounds, calls)
     ratio = statistics.median(a / b for a, b in zip(ours, theirs, strict=True))

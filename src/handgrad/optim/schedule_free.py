@@ -100,6 +100,15 @@ class _ScheduleFree(GroupStepped):
         torch._foreach_add_(params, direction, alpha=lr * (beta * (1 - ckp1) - 1))
         torch._foreach_sub_(zs, direction, alpha=lr)
 
+    def _averaging_step_one(self, group: dict[str, Any], p: Tensor, direction: Tensor,
+                            z: Tensor) -> None:  # fmt: skip
+        """:meth:`_averaging_step` on one tensor (the same operations, the same bits)."""
+        _, lr, ckp1 = self.__dict__["_now"][id(group)]
+        beta = self._beta(group)
+        p.lerp_(z, ckp1)
+        p.add_(direction, alpha=lr * (beta * (1 - ckp1) - 1))
+        z.sub_(direction, alpha=lr)
+
 
 class SGDScheduleFree(_ScheduleFree):
     r"""Schedule-free SGD: interchangeable with ``schedulefree.SGDScheduleFree``.
@@ -164,6 +173,17 @@ class SGDScheduleFree(_ScheduleFree):
         decay = group["weight_decay"]
         direction = torch._foreach_add(grads, params, alpha=decay) if decay != 0 else grads
         self._averaging_step(group, params, direction, state["z"])
+
+    def update_large(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
+    ) -> None:
+        """:meth:`update` one large tensor at a time, d in a reused buffer: the same bits
+        (bench_new_optim, "4 params of 1M": allocating d afresh each step was 1.09x the
+        reference's in-place foreach, one thread)."""
+        decay = group["weight_decay"]
+        for p, g, z in zip(params, grads, state["z"], strict=True):
+            direction = torch.add(g, p, alpha=decay, out=self.scratch.like(g)) if decay else g
+            self._averaging_step_one(group, p, direction, z)
 
 
 class AdamWScheduleFree(_ScheduleFree):
@@ -236,6 +256,25 @@ class AdamWScheduleFree(_ScheduleFree):
         if decay != 0:
             torch._foreach_add_(direction, params, alpha=decay)
         self._averaging_step(group, params, direction, state["z"])
+
+    def update_large(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
+    ) -> None:
+        """:meth:`update` one large tensor at a time, its temporaries in one reused buffer:
+        the same bits."""
+        k, _, _ = self.__dict__["_now"][id(group)]
+        beta2, eps, decay = group["betas"][1], group["eps"], group["weight_decay"]
+        correction = 1 - beta2 ** (k + 1)
+        for p, g, v, z in zip(params, grads, state["exp_avg_sq"], state["z"], strict=True):
+            v.mul_(beta2)
+            v.addcmul_(g, g, value=1 - beta2)
+            direction = torch.div(v, correction, out=self.scratch.like(v))
+            direction.sqrt_()
+            direction.add_(eps)
+            torch.div(g, direction, out=direction)
+            if decay != 0:
+                direction.add_(p, alpha=decay)
+            self._averaging_step_one(group, p, direction, z)
 
 
 __all__ = ["AdamWScheduleFree", "SGDScheduleFree"]

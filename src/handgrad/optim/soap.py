@@ -298,6 +298,15 @@ class SOAP(GroupStepped):
         for grad, table in zip(grads, tables, strict=True):
             self._update_statistics(grad, table, group, t)
 
+    def update_large(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
+    ) -> None:
+        """:meth:`update` one large tensor at a time, so that its temporaries are freed (and
+        their memory reused) before the next: the same bits (bench_new_optim, "4 params of
+        1M": 1.1-1.5x the reference's time with all temporaries alive at once, one thread)."""
+        for index, (p, g) in enumerate(zip(params, grads, strict=True)):
+            self.update(group, [p], [g], {key: [v[index]] for key, v in state.items()})
+
 
 def _eigenbasis(stat: Basis) -> Basis:
     """The eigenvectors of a statistic, by descending eigenvalue (of L + 10⁻³⁰ I, as the
