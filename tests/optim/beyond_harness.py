@@ -75,13 +75,13 @@ class Pair:
                  complex_mode: str | None = None, second_group: dict[str, Any] | None = None,
                  ours_kwargs: dict[str, Any] | None = None,
                  theirs_kwargs: dict[str, Any] | None = None, train_mode: bool = False,
-                 seed: int = 0) -> None:  # fmt: skip
+                 seed: int = 0, device: torch.device | str = "cpu") -> None:  # fmt: skip
         if complex_mode is not None:
             dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
         self.complex_mode = complex_mode
-        self.objective = Objective(shapes, dtype, seed)
-        self.ours_params = make_params(shapes, dtype, seed)
-        theirs = make_params(shapes, dtype, seed)
+        self.objective = Objective(shapes, dtype, seed, device=device)
+        self.ours_params = make_params(shapes, dtype, seed, device)
+        theirs = make_params(shapes, dtype, seed, device)
         if complex_mode == "real":
             theirs = [torch.view_as_real(p).clone() for p in theirs]
         self.theirs_params = theirs
