@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from ._base import Optimizer
 
@@ -49,6 +50,17 @@ def check_finite_number(name: str, value: Any, *, low: float = 0.0, low_open: bo
         right = "inf)" if high is None else (f"{high})" if high_open else f"{high}]")
         interval = f"{left}{low}, {right}"
         raise ValueError(f"Invalid {name} value: {value} (expected a number in {interval})")
+
+
+def one_tensor_at_a_time(optimizer: Any, group: dict[str, Any], params: list[Tensor],
+                         grads: list[Tensor], state: dict[str, list[Any]]) -> None:  # fmt: skip
+    """``optimizer.update`` on one tensor at a time, so that each tensor's temporaries are
+    freed (and their memory reused) before the next: the same operations, the same bits.
+    A class sets ``update_large = one_tensor_at_a_time`` where it measured faster
+    (bench_new_optim, "4 params of 1M", one thread, paired against the multi-tensor body:
+    Lion 0.52x, Lamb 0.67x, Adan 0.67x, ADOPT 0.78x, SOAP 0.79x)."""
+    for index, (p, g) in enumerate(zip(params, grads, strict=True)):
+        optimizer.update(group, [p], [g], {key: [v[index]] for key, v in state.items()})
 
 
 class GroupStepped(Optimizer):
@@ -91,4 +103,5 @@ class GroupStepped(Optimizer):
             super()._recognise(group)
 
 
-__all__ = ["GroupStepped", "HyperparameterError", "check_finite_number", "require"]
+__all__ = ["GroupStepped", "HyperparameterError", "check_finite_number", "one_tensor_at_a_time",
+           "require"]

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from ._base import Lists
-from ._beyond import GroupStepped, check_finite_number
+from ._beyond import GroupStepped, check_finite_number, one_tensor_at_a_time
 from .adopt import check_options
 
 # The reference's bound on a parameter's norm in the trust ratio (its class attribute).
@@ -173,6 +173,9 @@ class Lamb(GroupStepped):
         self.__dict__.setdefault("_now", {})[id(group)] = (step_size, rho)
 
     # -- the rule -------------------------------------------------------------------------------
+
+    # A tensor of LARGE_TENSOR_ELEMENTS or more: on its own (the same bits, faster).
+    update_large = one_tensor_at_a_time
 
     def update(
         self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
