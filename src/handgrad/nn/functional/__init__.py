@@ -61,6 +61,31 @@ from handgrad.nn.functional.shape import (
     flatten_forward,
 )
 
+from handgrad.nn.functional.attention import (
+    AttentionCtx,
+    scaled_dot_product_attention_backward,
+    scaled_dot_product_attention_forward,
+)
+from handgrad.nn.functional.embedding import (
+    embedding_backward,
+    embedding_forward,
+    embedding_renorm_,
+)
+from handgrad.nn.functional.layer_norm import (
+    layer_norm_backward,
+    layer_norm_forward,
+    rms_norm_backward,
+    rms_norm_forward,
+)
+from handgrad.nn.functional.softmax import (
+    log_softmax_backward,
+    log_softmax_forward,
+    silu_backward,
+    silu_forward,
+    softmax_backward,
+    softmax_forward,
+)
+
 __all__ = [
     "REDUCTIONS",
     "Ctx",
@@ -97,4 +122,20 @@ __all__ = [
     "softplus_forward",
     "tanh_backward",
     "tanh_forward",
+    "AttentionCtx",
+    "scaled_dot_product_attention_backward",
+    "scaled_dot_product_attention_forward",
+    "embedding_backward",
+    "embedding_forward",
+    "embedding_renorm_",
+    "layer_norm_backward",
+    "layer_norm_forward",
+    "rms_norm_backward",
+    "rms_norm_forward",
+    "log_softmax_backward",
+    "log_softmax_forward",
+    "silu_backward",
+    "silu_forward",
+    "softmax_backward",
+    "softmax_forward",
 ]
