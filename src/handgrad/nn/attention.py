@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
 
 from handgrad.nn import functional as F
+from handgrad.nn._saving import stand_in
 from handgrad.nn.gradients import accumulate_grad
 from handgrad.nn.layers import Linear
 from handgrad.nn.module import Module
@@ -159,11 +160,11 @@ class MultiheadAttention(Module):
 
     def _check_inputs(
         self,
-        query: object,
-        key: object,
-        value: object,
-        key_padding_mask: object,
-        attn_mask: object,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        key_padding_mask: Tensor | None,
+        attn_mask: Tensor | None,
     ) -> bool:
         """Shapes as torch's _mha_shape_check (AssertionError); True if the input is batched."""
         for name, tensor in (("query", query), ("key", key), ("value", value)):
@@ -171,10 +172,7 @@ class MultiheadAttention(Module):
         for name, mask in (("key_padding_mask", key_padding_mask), ("attn_mask", attn_mask)):
             if mask is not None:
                 self._check_tensor(mask, name)
-        assert isinstance(query, Tensor) and isinstance(key, Tensor) and isinstance(value, Tensor)
-        shapes = (
-            f"query {tuple(query.shape)}, key {tuple(key.shape)}, value {tuple(value.shape)}"
-        )
+        shapes = f"query {tuple(query.shape)}, key {tuple(key.shape)}, value {tuple(value.shape)}"
         if query.dim() not in (2, 3):
             raise AssertionError(
                 "MultiheadAttention: query should be unbatched 2D or batched 3D tensor but "
@@ -210,7 +208,8 @@ class MultiheadAttention(Module):
             self._check_like(tensor, weight, name, "the weights")
         if key.shape[:-1] != value.shape[:-1]:
             raise AssertionError(
-                f"MultiheadAttention: key's sequence and batch dims must match value's, got {shapes}"
+                "MultiheadAttention: key's sequence and batch dims must match value's, "
+                f"got {shapes}"
             )
         if batched:
             batch_dim = 0 if self.batch_first else 1
@@ -224,23 +223,30 @@ class MultiheadAttention(Module):
 
     def _in_projection(
         self, query: Tensor, key: Tensor, value: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor, tuple[Tensor, Tensor, Tensor], tuple[Any, Any, Any]]:
-        """Q, K, V and the weights and biases used for each (views into the packed ones)."""
+    ) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
+        """Q, K, V and the projection weight used for each (views into a packed weight)."""
         E = self.embed_dim
+        weights: list[Tensor]
         if self.in_proj_weight is not None:
-            weights: tuple[Tensor, Tensor, Tensor] = tuple(self.in_proj_weight.split(E))  # type: ignore[assignment]
+            weights = list(self.in_proj_weight.split(E))
         else:
-            weights = (self.q_proj_weight, self.k_proj_weight, self.v_proj_weight)  # type: ignore[assignment]
-        biases: tuple[Any, Any, Any] = (
-            (None, None, None) if self.in_proj_bias is None else tuple(self.in_proj_bias.split(E))
+            weights = [
+                cast(Tensor, w)
+                for w in (self.q_proj_weight, self.k_proj_weight, self.v_proj_weight)
+            ]
+        biases: list[Tensor | None] = (
+            [None, None, None] if self.in_proj_bias is None else list(self.in_proj_bias.split(E))
         )
         linear = torch.nn.functional.linear
         if query is key and key is value and self.in_proj_weight is not None:
             # self-attention: one product with the packed (3E, E) weight
             q, k, v = linear(query, self.in_proj_weight, self.in_proj_bias).split(E, dim=-1)
         else:
-            q, k, v = (linear(x, w, b) for x, w, b in zip((query, key, value), weights, biases))
-        return q, k, v, weights, biases
+            q, k, v = (
+                linear(x, w, b)
+                for x, w, b in zip((query, key, value), weights, biases, strict=True)
+            )
+        return q, k, v, weights
 
     def forward(
         self,
@@ -307,7 +313,7 @@ class MultiheadAttention(Module):
                 f"(batch size, source length), got {tuple(padding.shape)}"
             )
 
-        q, k, v, weights, biases = self._in_projection(query, key, value)
+        q, k, v, weights = self._in_projection(query, key, value)
         if self.bias_k is not None and self.bias_v is not None:
             k = torch.cat([k, self.bias_k.expand(1, bsz, E)])
             v = torch.cat([v, self.bias_v.expand(1, bsz, E)])
@@ -330,9 +336,15 @@ class MultiheadAttention(Module):
 
         dropout_p = self.dropout if self.training else 0.0
         attended, attention = F.scaled_dot_product_attention_forward(
-            q, k, v, mask, dropout_p, causal, need_weights=need_weights
+            q, k, v, mask, dropout_p, causal
         )
         merged = attended.transpose(0, 1).reshape(tgt_len * bsz, E)
+        # The attention backward needs O; out_proj keeps the same numbers (merged), so the
+        # ctx holds a view of those instead of a second copy.
+        attention = attention._replace(
+            out=merged.view(tgt_len, bsz * heads, head_dim).transpose(0, 1)
+        )
+        del attended
         out = self.out_proj(merged).view(tgt_len, bsz, E)
 
         attn_weights = None
@@ -347,8 +359,10 @@ class MultiheadAttention(Module):
         elif self.batch_first:
             out = out.transpose(0, 1)
         inputs = (query, key, value)
-        ctx = (attention, inputs, weights, biases, batched, average_attn_weights, attn_weights)
-        return self._remember(ctx, out), attn_weights
+        weights_shape = None if attn_weights is None else attn_weights.shape
+        ctx = (attention, inputs, weights, batched, average_attn_weights, weights_shape)
+        self._remember(ctx, stand_in(out))
+        return out, attn_weights
 
     # ------------------------------------------------------------------ backward
 
@@ -366,8 +380,9 @@ class MultiheadAttention(Module):
         if isinstance(grad_output, tuple):
             grad_output, grad_weights = grad_output
         ctx = self._recall(grad_output)
-        attention, inputs, weights, biases, batched, averaged, attn_weights = ctx
-        query, key, value = inputs  # (L, N, E)-shaped views of what forward was given
+        self._saved = None  # spent: free the kept tensors now
+        attention, inputs, weights, batched, averaged, weights_shape = ctx
+        query = inputs[0]  # (L, N, E)-shaped views of what forward was given
         tgt_len, bsz, E = query.shape
         heads, head_dim = self.num_heads, self.head_dim
 
@@ -382,15 +397,15 @@ class MultiheadAttention(Module):
 
         grad_p = None
         if grad_weights is not None:
-            if attn_weights is None:
+            if weights_shape is None:
                 raise ValueError(
                     "MultiheadAttention.backward: got a gradient for attn_weights, but forward "
                     "ran with need_weights=False"
                 )
-            if grad_weights.shape != attn_weights.shape:
+            if grad_weights.shape != weights_shape:
                 raise ValueError(
                     "MultiheadAttention.backward: expected a gradient for attn_weights of shape "
-                    f"{tuple(attn_weights.shape)}, got {tuple(grad_weights.shape)}"
+                    f"{tuple(weights_shape)}, got {tuple(grad_weights.shape)}"
                 )
             full_len = attention.key.shape[1]
             per_head = grad_weights.unsqueeze(0) if not batched else grad_weights
@@ -430,9 +445,7 @@ class MultiheadAttention(Module):
             accumulate_grad(self.in_proj_bias, torch.cat([g2.sum(0) for g2 in rows]))
         if not input_grad:
             return None
-        grads = [
-            g2.mm(w).view(x.shape) for g2, w, x in zip(rows, weights, inputs, strict=True)
-        ]
+        grads = [g2.mm(w).view(x.shape) for g2, w, x in zip(rows, weights, inputs, strict=True)]
         if not batched:
             grads = [grad.squeeze(1) for grad in grads]
         elif self.batch_first:

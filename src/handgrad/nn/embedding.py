@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from handgrad.nn import functional as F
+from handgrad.nn._saving import stand_in
 from handgrad.nn.gradients import accumulate_grad
 from handgrad.nn.module import Module
 
@@ -69,7 +70,9 @@ class Embedding(Module):
             self.reset_parameters()
         else:
             if list(_weight.shape) != [num_embeddings, embedding_dim]:
-                raise AssertionError("Shape of weight does not match num_embeddings and embedding_dim")
+                raise AssertionError(
+                    "Shape of weight does not match num_embeddings and embedding_dim"
+                )
             self.weight = torch.nn.Parameter(_weight, requires_grad=False)
 
     def reset_parameters(self) -> None:
@@ -101,7 +104,7 @@ class Embedding(Module):
                 f"torch.int32), got dtype {input.dtype}"
             )
         if input.numel():
-            low, high = int(input.min()), int(input.max())
+            low, high = (int(bound) for bound in torch.aminmax(input))
             if low < 0 or high >= self.num_embeddings:
                 bad = low if low < 0 else high
                 raise IndexError(
@@ -118,11 +121,13 @@ class Embedding(Module):
             with torch.no_grad():
                 F.embedding_renorm_(weight, input, self.max_norm, self.norm_type)
         out, ctx = F.embedding_forward(input, weight, self.padding_idx)
-        return self._remember(ctx, out)
+        self._remember(ctx, stand_in(out))  # only the indices are needed
+        return out
 
     def backward(self, grad_output: Tensor, input_grad: bool = True) -> None:
         """Accumulates dW; returns None (integer input, no gradient)."""
         ctx = self._recall(grad_output)
+        self._saved = None  # spent
         grad_weight = F.embedding_backward(
             grad_output, ctx, sparse=self.sparse, scale_grad_by_freq=self.scale_grad_by_freq
         )

@@ -6,11 +6,14 @@ The formulas and the backward's derivation are in :mod:`handgrad.nn.functional.l
 from __future__ import annotations
 
 import numbers
+from collections.abc import Iterable
+from typing import cast
 
 import torch
 from torch import Tensor
 
 from handgrad.nn import functional as F
+from handgrad.nn._saving import stand_in
 from handgrad.nn.gradients import accumulate_grad
 from handgrad.nn.module import Module
 
@@ -18,7 +21,7 @@ from handgrad.nn.module import Module
 def _as_shape(normalized_shape: int | tuple[int, ...] | list[int] | torch.Size) -> tuple[int, ...]:
     if isinstance(normalized_shape, numbers.Integral):
         return (int(normalized_shape),)
-    return tuple(int(n) for n in normalized_shape)
+    return tuple(int(n) for n in cast(Iterable[int], normalized_shape))
 
 
 class _Norm(Module):
@@ -89,8 +92,7 @@ class LayerNorm(_Norm):
 
     def extra_repr(self) -> str:
         return (
-            f"{self.normalized_shape}, eps={self.eps}, "
-            f"elementwise_affine={self.elementwise_affine}"
+            f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
         )
 
     def forward(self, input: Tensor) -> Tensor:
@@ -98,10 +100,12 @@ class LayerNorm(_Norm):
         out, ctx = F.layer_norm_forward(
             input, len(self.normalized_shape), self.weight, self.bias, self.eps
         )
-        return self._remember(ctx, out)
+        self._remember(ctx, stand_in(out))  # the next layer keeps out if it needs it
+        return out
 
     def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
         ctx = self._recall(grad_output)
+        self._saved = None  # spent: x̂ and r are freed now, not at the next forward
         grad_input, grad_weight, grad_bias = F.layer_norm_backward(grad_output, ctx, input_grad)
         if self.weight is not None and grad_weight is not None:
             accumulate_grad(self.weight, grad_weight)
@@ -145,18 +149,19 @@ class RMSNorm(_Norm):
 
     def extra_repr(self) -> str:
         return (
-            f"{self.normalized_shape}, eps={self.eps}, "
-            f"elementwise_affine={self.elementwise_affine}"
+            f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
         )
 
     def forward(self, input: Tensor) -> Tensor:
         input = self._check_input(input)
         eps = torch.finfo(input.dtype).eps if self.eps is None else self.eps
         out, ctx = F.rms_norm_forward(input, len(self.normalized_shape), self.weight, eps)
-        return self._remember(ctx, out)
+        self._remember(ctx, stand_in(out))
+        return out
 
     def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
         ctx = self._recall(grad_output)
+        self._saved = None  # spent: x̂ and r are freed now, not at the next forward
         grad_input, grad_weight = F.rms_norm_backward(grad_output, ctx, input_grad)
         if self.weight is not None and grad_weight is not None:
             accumulate_grad(self.weight, grad_weight)

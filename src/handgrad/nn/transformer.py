@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from handgrad.nn._saving import required
 from handgrad.nn.activations import GELU, ReLU
 from handgrad.nn.attention import MultiheadAttention
 from handgrad.nn.layer_norm import LayerNorm
@@ -42,7 +43,8 @@ class TransformerEncoderLayer(Module):
 
     Post-norm (default):  x₁ = norm1(x + sa(x)),       y = norm2(x₁ + ff(x₁))
     Pre-norm (norm_first): x₁ = x + sa(norm1(x)),      y = x₁ + ff(norm2(x₁))
-    with sa(x) = dropout1(self_attn(x, x, x)) and ff(x) = dropout2(linear2(dropout(act(linear1(x))))).
+    with sa(x) = dropout1(self_attn(x, x, x)) and
+    ff(x) = dropout2(linear2(dropout(activation(linear1(x))))).
 
     ``activation`` is "relu", "gelu" or a handgrad Module (its backward is used).
     ``forward(src, src_mask=None, src_key_padding_mask=None, is_causal=False)`` as torch's.
@@ -95,8 +97,8 @@ class TransformerEncoderLayer(Module):
         return self.dropout1(attended)
 
     def _sa_block_backward(self, grad: Tensor) -> Tensor:
-        grads = self.self_attn.backward(self.dropout1.backward(grad))
-        assert grads is not None
+        grads = self.self_attn.backward(required(self.dropout1.backward(grad)))
+        assert grads is not None  # input_grad=True
         d_query, d_key, d_value = grads
         return d_query + d_key + d_value  # x fed all three inputs
 
@@ -106,7 +108,7 @@ class TransformerEncoderLayer(Module):
 
     def _ff_block_backward(self, grad: Tensor) -> Tensor:
         for layer in (self.dropout2, self.linear2, self.dropout, self.activation, self.linear1):
-            grad = layer.backward(grad)
+            grad = required(layer.backward(grad))
         return grad
 
     def forward(
@@ -133,11 +135,11 @@ class TransformerEncoderLayer(Module):
         self._recall(grad_output)
         g = grad_output
         if self.norm_first:
-            g = g + self.norm2.backward(self._ff_block_backward(g))  # type: ignore[operator]
-            g = g + self.norm1.backward(self._sa_block_backward(g))  # type: ignore[operator]
+            g = g + required(self.norm2.backward(self._ff_block_backward(g)))
+            g = g + required(self.norm1.backward(self._sa_block_backward(g)))
         else:
-            g = self.norm2.backward(g)  # type: ignore[assignment]
+            g = required(self.norm2.backward(g))
             g = g + self._ff_block_backward(g)
-            g = self.norm1.backward(g)  # type: ignore[assignment]
+            g = required(self.norm1.backward(g))
             g = g + self._sa_block_backward(g)
         return g if input_grad else None

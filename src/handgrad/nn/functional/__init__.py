@@ -34,6 +34,22 @@ from handgrad.nn.functional.activations import (
     tanh_backward,
     tanh_forward,
 )
+from handgrad.nn.functional.attention import (
+    AttentionCtx,
+    scaled_dot_product_attention_backward,
+    scaled_dot_product_attention_forward,
+)
+from handgrad.nn.functional.embedding import (
+    embedding_backward,
+    embedding_forward,
+    embedding_renorm_,
+)
+from handgrad.nn.functional.layer_norm import (
+    layer_norm_backward,
+    layer_norm_forward,
+    rms_norm_backward,
+    rms_norm_forward,
+)
 from handgrad.nn.functional.linear import (
     linear_backward,
     linear_forward,
@@ -60,23 +76,6 @@ from handgrad.nn.functional.shape import (
     flatten_backward,
     flatten_forward,
 )
-
-from handgrad.nn.functional.attention import (
-    AttentionCtx,
-    scaled_dot_product_attention_backward,
-    scaled_dot_product_attention_forward,
-)
-from handgrad.nn.functional.embedding import (
-    embedding_backward,
-    embedding_forward,
-    embedding_renorm_,
-)
-from handgrad.nn.functional.layer_norm import (
-    layer_norm_backward,
-    layer_norm_forward,
-    rms_norm_backward,
-    rms_norm_forward,
-)
 from handgrad.nn.functional.softmax import (
     log_softmax_backward,
     log_softmax_forward,
@@ -88,6 +87,7 @@ from handgrad.nn.functional.softmax import (
 
 __all__ = [
     "REDUCTIONS",
+    "AttentionCtx",
     "Ctx",
     "bce_with_logits_backward",
     "bce_with_logits_forward",
@@ -99,6 +99,9 @@ __all__ = [
     "dropout_forward",
     "elu_backward",
     "elu_forward",
+    "embedding_backward",
+    "embedding_forward",
+    "embedding_renorm_",
     "flatten_backward",
     "flatten_forward",
     "gelu_backward",
@@ -107,35 +110,31 @@ __all__ = [
     "huber_forward",
     "l1_backward",
     "l1_forward",
+    "layer_norm_backward",
+    "layer_norm_forward",
     "leaky_relu_backward",
     "leaky_relu_forward",
     "linear_backward",
     "linear_forward",
     "log_softmax",
+    "log_softmax_backward",
+    "log_softmax_forward",
     "mse_backward",
     "mse_forward",
     "relu_backward",
     "relu_forward",
-    "sigmoid_backward",
-    "sigmoid_forward",
-    "softplus_backward",
-    "softplus_forward",
-    "tanh_backward",
-    "tanh_forward",
-    "AttentionCtx",
-    "scaled_dot_product_attention_backward",
-    "scaled_dot_product_attention_forward",
-    "embedding_backward",
-    "embedding_forward",
-    "embedding_renorm_",
-    "layer_norm_backward",
-    "layer_norm_forward",
     "rms_norm_backward",
     "rms_norm_forward",
-    "log_softmax_backward",
-    "log_softmax_forward",
+    "scaled_dot_product_attention_backward",
+    "scaled_dot_product_attention_forward",
+    "sigmoid_backward",
+    "sigmoid_forward",
     "silu_backward",
     "silu_forward",
     "softmax_backward",
     "softmax_forward",
+    "softplus_backward",
+    "softplus_forward",
+    "tanh_backward",
+    "tanh_forward",
 ]

@@ -19,12 +19,17 @@ Backward, given G = dL/dO, by the chain rule through each line in reverse:
     dS = P ⊙ (dP − rowsum(dP ⊙ P))           (the softmax Jacobian-vector product, by row)
     dQ = s · dS K,   dK = s · dSᵀ Q          (S = s Q Kᵀ + M)
 
-A masked position has P = 0, hence dS = 0: no gradient flows through it; a float mask
-shifts the scores but not this formula (its own gradient would be dS, not returned here).
+The row sums need not be taken over the L × S matrices: rowsum(dP ⊙ P) = rowsum(G ⊙ O),
+because Σ_j dP_ij P_ij = Σ_j (G Vᵀ)_ij P̃_ij = Σ_d G_id (P̃ V)_id (dropout's D/(1 − p)
+moves from dP to P̃). A masked position has P = 0, hence dS = 0: no gradient flows
+through it; a float mask shifts the scores but not these formulas.
 
-Memory: the forward keeps Q, K, V and the log-sum-exp of each row of S (L numbers per
-query row), not the L × S weights; the backward recomputes P = exp(S − lse), one more
-product Q Kᵀ — cheap next to keeping a matrix the size of the scores for every layer.
+Memory and speed: attention is independent for each (batch entry, head) pair, so the kernels
+work through them a chunk at a time (``_CHUNK_ELEMENTS`` scores per chunk): the L × S
+matrices of one chunk stay in cache and are the only ones alive at a time. The forward keeps
+Q, K, V, O and — unless asked not to (``save_weights=False``) — the weights P; without them
+the backward recomputes each chunk's P = softmax(s · Q Kᵀ + M), one more product and
+softmax, instead of keeping an L × S matrix per pair until the backward.
 A row whose every key is masked has weights 0 (output 0), as torch's attention gives.
 """
 
@@ -37,52 +42,113 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+_CHUNK_ELEMENTS = 1 << 17
+"""Scores per chunk of (batch entry, head) pairs: 512 KiB of float32, a core's L2 cache."""
+
 
 class AttentionCtx(NamedTuple):
     """What :func:`scaled_dot_product_attention_backward` needs from its forward."""
 
-    query: Tensor
+    query: Tensor  # Q, K, V as batches of matrices (N, L, E), (N, S, E), (N, S, Ev)
     key: Tensor
     value: Tensor
-    attn_mask: Tensor | None
-    is_causal: bool
+    out: Tensor  # O as returned; any tensor of its values will do (a caller may swap in a view)
+    bias: Tensor | None  # the additive mask M as floats: (L, S) or (N, L | 1, S), or None
+    causal: bool  # M is the causal mask (no row is fully masked)
+    shapes: tuple[torch.Size, torch.Size, torch.Size]  # Q's, K's, V's shapes as given
     scale: float
-    lse: Tensor  # log Σ_j exp(S_ij) per row, shape (..., L, 1); 0 for fully masked rows
-    weights: Tensor | None  # P itself when the caller asked for it (it is an output then)
+    weights: Tensor | None  # P, or None to recompute it in backward
     dropout_keep: Tensor | None  # the Bernoulli mask D (bool), None without dropout
     dropout_p: float
 
 
 @functools.lru_cache(maxsize=32)
-def _causal_block(target_len: int, source_len: int, device: torch.device) -> Tensor:
-    """Boolean (L, S), True above the diagonal: the keys j > i a causal query i may not see."""
-    return torch.ones(target_len, source_len, dtype=torch.bool, device=device).triu_(1)
-
-
-def _masked_scores(
-    query: Tensor,
-    key: Tensor,
-    scale: float,
-    attn_mask: Tensor | None,
-    is_causal: bool,
+def _causal_bias(
+    target_len: int, source_len: int, dtype: torch.dtype, device: torch.device
 ) -> Tensor:
-    """S = s · Q Kᵀ with the mask applied (−∞ where attention is not allowed, or M added)."""
-    scores = torch.matmul(query, key.transpose(-2, -1)).mul_(scale)
+    """(L, S) additive mask: 0 where key j ≤ query i, −∞ above the diagonal."""
+    with torch.inference_mode(False):  # usable outside inference mode once cached
+        above = torch.ones(target_len, source_len, dtype=torch.bool, device=device).triu_(1)
+        return torch.zeros(above.shape, dtype=dtype, device=device).masked_fill_(above, -math.inf)
+
+
+def _bias(attn_mask: Tensor | None, is_causal: bool, query: Tensor, key: Tensor) -> Tensor | None:
+    """The mask as the additive M of the module docstring (None: no mask)."""
     if is_causal:
-        block = _causal_block(query.shape[-2], key.shape[-2], query.device)
-        scores.masked_fill_(block, -math.inf)
-    elif attn_mask is not None:
-        broadcast = torch.broadcast_shapes(scores.shape, attn_mask.shape) == scores.shape
-        if attn_mask.dtype == torch.bool:
-            hidden = attn_mask.logical_not()
-            scores = (
-                scores.masked_fill_(hidden, -math.inf)
-                if broadcast
-                else scores.masked_fill(hidden, -math.inf)
-            )
+        return _causal_bias(query.shape[-2], key.shape[-2], query.dtype, query.device)
+    if attn_mask is None or attn_mask.dtype != torch.bool:
+        return attn_mask
+    return torch.zeros(attn_mask.shape, dtype=query.dtype, device=query.device).masked_fill_(
+        attn_mask.logical_not(), -math.inf
+    )
+
+
+class _Problems(NamedTuple):
+    """The attention problems as a batch of matrices: (N, L, E), (N, S, E), (N, S, Ev),
+    the mask as (L, S) or (N, L | 1, S) (or None), and the batch shape to restore."""
+
+    query: Tensor
+    key: Tensor
+    value: Tensor
+    bias: Tensor | None
+    batch: torch.Size
+
+
+def _as_matrices(query: Tensor, key: Tensor, value: Tensor, bias: Tensor | None) -> _Problems:
+    """Broadcast the batch dimensions and flatten them into one (a view where possible)."""
+    batch = torch.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
+    if bias is not None:
+        batch = torch.broadcast_shapes(batch, bias.shape[:-2])
+
+    def matrices(t: Tensor) -> Tensor:
+        return t.expand(*batch, *t.shape[-2:]).reshape(-1, *t.shape[-2:])
+
+    bias3 = None
+    if bias is not None:
+        if all(n == 1 for n in bias.shape[:-2]):
+            bias3 = bias.reshape(bias.shape[-2:])  # one mask for every problem
         else:
-            scores = scores.add_(attn_mask) if broadcast else scores + attn_mask
-    return scores
+            bias3 = matrices(bias)
+    return _Problems(matrices(query), matrices(key), matrices(value), bias3, batch)
+
+
+def _chunks(problems: _Problems) -> list[slice]:
+    """Slices of the problem index, each holding about _CHUNK_ELEMENTS scores."""
+    count, target_len = problems.query.shape[:2]
+    per_chunk = max(1, _CHUNK_ELEMENTS // max(1, target_len * problems.key.shape[1]))
+    return [slice(start, start + per_chunk) for start in range(0, count, per_chunk)]
+
+
+def _weights_into(
+    problems: _Problems, rows: slice, scale: float, buffers: tuple[Tensor, Tensor]
+) -> Tensor:
+    """P = softmax(s · Q Kᵀ + M) for the problems ``rows``, in ``buffers`` (scores, weights).
+
+    One batched product with the scale and the mask fused in: baddbmm(M, Q, Kᵀ, α = s).
+    """
+    q, k = problems.query[rows], problems.key[rows]
+    count = q.shape[0]
+    scores, weights = buffers[0][:count], buffers[1][:count]
+    bias = problems.bias
+    if bias is None:
+        torch.bmm(q, k.transpose(1, 2), out=scores).mul_(scale)
+    else:
+        torch.baddbmm(
+            bias if bias.dim() == 2 else bias[rows], q, k.transpose(1, 2), alpha=scale, out=scores
+        )
+    return torch.softmax(scores, -1, out=weights)
+
+
+def _fully_masked_rows(bias: Tensor | None, causal: bool) -> bool:
+    """Whether some query may attend to no key (softmax would give 0/0 there)."""
+    return bias is not None and not causal and bool(torch.isneginf(bias).all(-1).any())
+
+
+def _dropout_scale(keep: Tensor, p: float, dtype: torch.dtype) -> Tensor:
+    """m/(1 − p) from the boolean mask m, computed as torch's dropout computes it (same bits)."""
+    if p == 1.0:
+        return torch.zeros_like(keep, dtype=dtype)
+    return keep.to(dtype).div_(1.0 - p)
 
 
 def scaled_dot_product_attention_forward(
@@ -94,51 +160,68 @@ def scaled_dot_product_attention_forward(
     is_causal: bool = False,
     scale: float | None = None,
     *,
-    need_weights: bool = False,
+    save_weights: bool = True,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, AttentionCtx]:
     """O = dropout(softmax(s · Q Kᵀ + M)) V, as torch.nn.functional.scaled_dot_product_attention.
 
     Arguments as torch's (``attn_mask`` boolean, True = may attend, or float, added; at most
     one of ``attn_mask`` and ``is_causal``; ``scale`` defaults to 1/√E). ``dropout_p`` is
-    applied as given (pass 0 in evaluation). With ``need_weights`` the ctx keeps the
-    weights P (before dropout) as ``ctx.weights``, for a caller that returns them.
+    applied as given (pass 0 in evaluation). The weights P (before dropout) are
+    ``ctx.weights``, shaped (..., L, S); with ``save_weights=False`` they are not kept (the
+    backward recomputes them) and ``ctx.weights`` is None.
     """
     if scale is None:
         scale = 1.0 / math.sqrt(query.shape[-1])
-    scores = _masked_scores(query, key, scale, attn_mask, is_causal)
-    lse = torch.logsumexp(scores, -1, keepdim=True)
-    # A fully masked row has lse = −∞; clamped, its weights come out exp(−∞) = 0.
-    lse.clamp_(min=torch.finfo(lse.dtype).min)
-    weights = scores.sub_(lse).exp_()  # P, in the scores' buffer
+    bias = _bias(attn_mask, is_causal, query, key)
+    problems = _as_matrices(query, key, value, bias)
+    count, target_len = problems.query.shape[:2]
+    source_len = problems.key.shape[1]
+    out = problems.query.new_empty(count, target_len, problems.value.shape[-1])
+    weights = problems.query.new_empty(count, target_len, source_len) if save_weights else None
     keep = None
-    attended = weights
     if dropout_p > 0.0:
         # Drawn as torch's dropout draws it (bernoulli_ on a tensor like P); kept as booleans
         # (a quarter of the memory) and turned back into m/(1 − p) where needed.
-        keep = torch.empty_like(weights).bernoulli_(1.0 - dropout_p, generator=generator).bool()
-        attended = weights * _dropout_scale(keep, dropout_p, weights.dtype)
-    out = torch.matmul(attended, value)
+        keep = (
+            torch.empty(count, target_len, source_len, dtype=out.dtype, device=out.device)
+            .bernoulli_(1.0 - dropout_p, generator=generator)
+            .bool()
+        )
+    fix_rows = _fully_masked_rows(bias, is_causal)
+    chunks = _chunks(problems)
+    buffers = (
+        out.new_empty(chunks[0].stop, target_len, source_len),
+        out.new_empty(chunks[0].stop, target_len, source_len),
+    )
+    for rows in chunks:
+        chunk_weights = _weights_into(problems, rows, scale, buffers)
+        if fix_rows:  # rows of −∞ only: weights 0, as torch's attention
+            chunk_weights.nan_to_num_(0.0)
+        if weights is not None:
+            weights[rows] = chunk_weights
+        attended = chunk_weights
+        if keep is not None:
+            attended = chunk_weights * _dropout_scale(keep[rows], dropout_p, out.dtype)
+        torch.bmm(attended, problems.value[rows], out=out[rows])
+    batch = problems.batch
+    out = out.view(*batch, target_len, out.shape[-1])
     ctx = AttentionCtx(
-        query,
-        key,
-        value,
-        attn_mask,
+        problems.query,
+        problems.key,
+        problems.value,
+        out,
+        problems.bias,
         is_causal,
+        (query.shape, key.shape, value.shape),
         scale,
-        lse,
-        weights if need_weights else None,
+        weights,
         keep,
         dropout_p,
     )
+    if weights is not None:
+        ctx = ctx._replace(weights=weights.view(*batch, target_len, source_len))
     return out, ctx
-
-
-def _dropout_scale(keep: Tensor, p: float, dtype: torch.dtype) -> Tensor:
-    """m/(1 − p) from the boolean mask m, computed as torch's dropout computes it (same bits)."""
-    if p == 1.0:
-        return torch.zeros_like(keep, dtype=dtype)
-    return keep.to(dtype).div_(1.0 - p)
 
 
 def _sum_to(grad: Tensor, shape: torch.Size) -> Tensor:
@@ -153,34 +236,62 @@ def _sum_to(grad: Tensor, shape: torch.Size) -> Tensor:
 
 
 def scaled_dot_product_attention_backward(
-    grad_out: Tensor, ctx: AttentionCtx, grad_weights: Tensor | None = None
+    grad_out: Tensor,
+    ctx: AttentionCtx,
+    grad_weights: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(dQ, dK, dV) from G = dL/dO (derivation in the module docstring).
 
     ``grad_weights`` is an extra gradient on the weights P (before dropout), for callers that
-    returned P as an output; it adds to dP.
+    returned P as an output; it adds to dP (and its share of the row sums).
     """
-    query, key, value, attn_mask, is_causal, scale, lse, weights, keep, dropout_p = ctx
-    if weights is None:  # recompute P = exp(S − lse), in the new scores' buffer
-        weights = _masked_scores(query, key, scale, attn_mask, is_causal).sub_(lse).exp_()
-    attended = weights
-    dropout_scale = None
-    if keep is not None:
-        dropout_scale = _dropout_scale(keep, dropout_p, weights.dtype)
-        attended = weights * dropout_scale
-    grad_value = torch.matmul(attended.transpose(-2, -1), grad_out)
-    grad_weights_total = torch.matmul(grad_out, value.transpose(-2, -1))  # dP̃
-    if dropout_scale is not None:
-        grad_weights_total.mul_(dropout_scale)
+    query, key, value, out, bias, causal, shapes, scale, weights, keep, dropout_p = ctx
+    problems = _Problems(query, key, value, bias, torch.Size())
+    count, target_len = query.shape[:2]
+    source_len = key.shape[1]
+    # rowsum(dP ⊙ P) = rowsum(G ⊙ O), over O's last dimension
+    row_dot = (grad_out * out).sum(-1, keepdim=True).reshape(count, target_len, 1)
+    grad3 = grad_out.reshape(count, target_len, -1)
+    weights3 = None if weights is None else weights.reshape(count, target_len, source_len)
+    extra3 = None
     if grad_weights is not None:
-        grad_weights_total = grad_weights_total + grad_weights
-    # dS = P ⊙ (dP − rowsum(dP ⊙ P)), then the scale s folded in once
-    row_dot = (grad_weights_total * weights).sum(-1, keepdim=True)
-    grad_scores = grad_weights_total.sub_(row_dot).mul_(weights).mul_(scale)
-    grad_query = torch.matmul(grad_scores, key)
-    grad_key = torch.matmul(grad_scores.transpose(-2, -1), query)
-    return (
-        _sum_to(grad_query, query.shape),
-        _sum_to(grad_key, key.shape),
-        _sum_to(grad_value, value.shape),
+        extra3 = grad_weights.reshape(count, target_len, source_len)
+    grad_query, grad_key, grad_value = (torch.empty_like(t) for t in (query, key, value))
+    fix_rows = weights is None and _fully_masked_rows(bias, causal)
+    chunks = _chunks(problems)
+    buffers = (
+        query.new_empty(chunks[0].stop, target_len, source_len),
+        query.new_empty(chunks[0].stop, target_len, source_len),
+    )
+    grad_p_buffer = query.new_empty(chunks[0].stop, target_len, source_len)
+    for rows in chunks:
+        if weights3 is not None:
+            chunk_weights = weights3[rows]
+        else:  # the forward's P, recomputed
+            chunk_weights = _weights_into(problems, rows, scale, buffers)
+            if fix_rows:
+                chunk_weights.nan_to_num_(0.0)
+        chunk_grad = grad3[rows]
+        attended = chunk_weights
+        dropout_scale = None
+        if keep is not None:
+            dropout_scale = _dropout_scale(keep[rows], dropout_p, chunk_weights.dtype)
+            attended = chunk_weights * dropout_scale
+        torch.bmm(attended.transpose(1, 2), chunk_grad, out=grad_value[rows])  # dV = P̃ᵀ G
+        grad_p = grad_p_buffer[: chunk_weights.shape[0]]
+        torch.bmm(chunk_grad, value[rows].transpose(1, 2), out=grad_p)  # dP̃ = G Vᵀ
+        if dropout_scale is not None:
+            grad_p.mul_(dropout_scale)
+        chunk_row_dot = row_dot[rows]
+        if extra3 is not None:
+            chunk_row_dot = chunk_row_dot + (extra3[rows] * chunk_weights).sum(-1, keepdim=True)
+            grad_p.add_(extra3[rows])
+        grad_scores = grad_p.sub_(chunk_row_dot).mul_(chunk_weights)  # P ⊙ (dP − rowsum(dP ⊙ P))
+        torch.bmm(grad_scores, key[rows], out=grad_query[rows])
+        torch.bmm(grad_scores.transpose(1, 2), query[rows], out=grad_key[rows])
+    batch = out.shape[:-2]
+    grads = (grad_query.mul_(scale), grad_key.mul_(scale), grad_value)
+    return tuple(  # type: ignore[return-value]
+        _sum_to(grad.view(*batch, *grad.shape[1:]), shape)
+        for grad, shape in zip(grads, shapes, strict=True)
     )

@@ -50,9 +50,10 @@ def layer_norm_forward(
     Keeps x̂ and r for the backward (the same size as what torch keeps: x, μ and r).
     """
     dims = _row_dims(normalized_ndim)
-    var, mean = torch.var_mean(x, dims, correction=0, keepdim=True)
-    rstd = (var + eps).rsqrt_()
-    xhat = (x - mean).mul_(rstd)
+    centred = x - x.mean(dims, keepdim=True)
+    var = (centred * centred).mean(dims, keepdim=True)
+    rstd = var.add_(eps).rsqrt_()
+    xhat = centred.mul_(rstd)
     if weight is None:
         out = xhat if bias is None else xhat + bias
     elif bias is None:
@@ -75,10 +76,9 @@ def layer_norm_backward(
     grad_x = None
     if input_grad:
         dims = _row_dims(normalized_ndim)
-        h = grad_out if weight is None else grad_out * weight
-        mean_h = h.mean(dims, keepdim=True)
+        h = grad_out * weight if weight is not None else grad_out.clone()
         mean_hx = (h * xhat).mean(dims, keepdim=True)
-        grad_x = (h - mean_h).sub_(xhat * mean_hx).mul_(rstd)
+        grad_x = h.sub_(h.mean(dims, keepdim=True)).addcmul_(xhat, mean_hx, value=-1).mul_(rstd)
     return grad_x, grad_weight, grad_bias
 
 
@@ -101,7 +101,7 @@ def rms_norm_backward(
     grad_weight = None if weight is None else _sum_over_rows(grad_out * xhat, normalized_ndim)
     grad_x = None
     if input_grad:
-        h = grad_out if weight is None else grad_out * weight
+        h = grad_out * weight if weight is not None else grad_out.clone()
         mean_hx = (h * xhat).mean(_row_dims(normalized_ndim), keepdim=True)
-        grad_x = (h - xhat * mean_hx).mul_(rstd)
+        grad_x = h.addcmul_(xhat, mean_hx, value=-1).mul_(rstd)
     return grad_x, grad_weight

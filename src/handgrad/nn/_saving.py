@@ -1,0 +1,32 @@
+"""Keeping less between forward and backward: what the transformer layers share.
+
+``Module._remember(ctx, out)`` keeps ``out`` so that ``_recall`` can check a gradient's
+shape, dtype and device against it; for a layer whose output is large and not otherwise
+needed, that alone keeps a tensor the backward never reads alive until the next forward.
+:func:`stand_in` gives a one-element tensor with the same shape, dtype and device (an
+expanded scalar) for ``_remember`` to keep instead.
+
+A layer's backward also sets ``self._saved = None`` once it has read its ctx: the ctx is
+spent, and its tensors are freed during the backward, as autograd frees a graph — not at the
+next forward.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+
+def stand_in(out: Tensor) -> Tensor:
+    """A tensor with ``out``'s shape, dtype and device holding one element (a broadcast view)."""
+    return out.new_empty(()).expand(out.shape)
+
+
+def required(grad: Tensor | None) -> Tensor:
+    """The input gradient a child's ``backward`` returned where the caller needs one.
+
+    ``backward(..., input_grad=True)`` never returns None; this says so to the type checker
+    (and raises plainly if a child breaks that promise).
+    """
+    if grad is None:
+        raise RuntimeError("a layer's backward returned None where an input gradient was needed")
+    return grad
