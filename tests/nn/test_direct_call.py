@@ -101,7 +101,7 @@ def test_keyword_arguments_reach_forward() -> None:
     loss_fn = hnn.MSELoss()
     prediction, target = torch.randn(3, 1), torch.randn(3, 1)
     torch.testing.assert_close(
-        loss_fn(prediction=prediction, target=target),
+        loss_fn(input=prediction, target=target),
         torch.nn.functional.mse_loss(prediction, target),
         rtol=0,
         atol=0,

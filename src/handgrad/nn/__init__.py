@@ -24,8 +24,8 @@ that an optimizer can update a small network with a few kernel calls.
 
 from handgrad.nn import functional
 from handgrad.nn.activations import ELU, GELU, Identity, LeakyReLU, ReLU, Sigmoid, Softplus, Tanh
-from handgrad.nn.container import Sequential
-from handgrad.nn.convert import from_torch, to_torch
+from handgrad.nn.container import Residual, Sequential
+from handgrad.nn.convert import TorchResidual, from_torch, register_conversion, to_torch
 from handgrad.nn.flat import flatten_parameters
 from handgrad.nn.gradients import accumulate_grad, gradient_slot
 from handgrad.nn.layers import Dropout, Flatten, Linear
@@ -47,14 +47,17 @@ __all__ = [
     "MSELoss",
     "Module",
     "ReLU",
+    "Residual",
     "Sequential",
     "Sigmoid",
     "Softplus",
     "Tanh",
+    "TorchResidual",
     "accumulate_grad",
     "flatten_parameters",
     "from_torch",
     "functional",
     "gradient_slot",
+    "register_conversion",
     "to_torch",
 ]

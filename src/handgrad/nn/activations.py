@@ -20,8 +20,8 @@ class _Activation(Module):
 
     _chainable = True
 
-    def forward(self, x: Tensor) -> Tensor:
-        out, ctx = self._forward_ctx(x)
+    def forward(self, input: Tensor) -> Tensor:
+        out, ctx = self._forward_ctx(input)
         return self._remember(ctx, out)
 
     def _forward_ctx(self, x: Tensor) -> tuple[Tensor, Ctx]:

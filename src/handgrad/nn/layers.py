@@ -71,8 +71,8 @@ class Linear(Module):
 
     _chainable = True
 
-    def forward(self, x: Tensor) -> Tensor:
-        out, ctx = self._forward_ctx(x)
+    def forward(self, input: Tensor) -> Tensor:
+        out, ctx = self._forward_ctx(input)
         return self._remember(ctx, out)
 
     def _forward_ctx(self, x: Tensor) -> tuple[Tensor, F.Ctx]:
@@ -136,8 +136,10 @@ class Dropout(Module):
     def extra_repr(self) -> str:
         return f"p={self.p}"
 
-    def forward(self, x: Tensor) -> Tensor:
-        out, ctx = F.dropout_forward(self._check_tensor(x), self.p, self.training, self.generator)
+    def forward(self, input: Tensor) -> Tensor:
+        out, ctx = F.dropout_forward(
+            self._check_tensor(input), self.p, self.training, self.generator
+        )
         return self._remember(ctx, out)
 
     def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
@@ -156,8 +158,8 @@ class Flatten(Module):
     def extra_repr(self) -> str:
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = self._check_tensor(x)
+    def forward(self, input: Tensor) -> Tensor:
+        x = self._check_tensor(input)
         try:
             out, ctx = F.flatten_forward(x, self.start_dim, self.end_dim)
         except (IndexError, RuntimeError) as error:

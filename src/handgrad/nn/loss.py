@@ -29,15 +29,32 @@ class _Loss(Module):
     def _kernel_backward(self, grad: Tensor | float, ctx: Ctx) -> Tensor:
         raise NotImplementedError
 
-    def backward(self, grad: Tensor | float = 1.0, input_grad: bool = True) -> Tensor:
-        """d(loss)/d(prediction), scaled by ``grad`` = d(objective)/d(loss).
+    def backward(self, grad: Tensor | float | None = 1.0, input_grad: bool = True) -> Tensor:
+        """d(loss)/d(input), scaled by ``grad`` = d(objective)/d(loss).
 
-        ``grad`` is a float, or a tensor of the loss's shape (useful with reduction="none").
-        ``input_grad`` exists only to match :meth:`Module.backward`: the gradient with
-        respect to the prediction is what a loss's backward is for, so it is always returned.
+        ``grad`` is a number (None means 1.0, as torch's ``loss.backward()``), or a tensor of
+        the loss's shape (useful with reduction="none"). ``input_grad`` exists only to match
+        :meth:`Module.backward`: the gradient with respect to the input (the prediction) is
+        what a loss's backward is for, so it is always returned; the target gets none.
         """
+        if grad is None:
+            grad = 1.0
+        elif isinstance(grad, int | float) and not isinstance(grad, bool):
+            grad = float(grad)
         ctx = self._recall(grad)
         return self._kernel_backward(grad, ctx)
+
+    def _recall(self, grad: Tensor | float) -> Ctx:
+        """:meth:`Module._recall`, which also takes a float (the upstream gradient of a loss)."""
+        if self._saved is None or isinstance(grad, Tensor):
+            return super()._recall(grad)  # type: ignore[arg-type]  # (or its ValueError)
+        if type(grad) is not float:
+            raise TypeError(
+                f"{self._get_name()}.backward(): grad must be a number (d(objective)/d(loss); "
+                "None means 1.0) or a tensor of the loss's shape, got "
+                f"{type(grad).__name__}"
+            )
+        return self._saved[0]
 
     def _check_prediction(self, prediction: object) -> Tensor:
         prediction = self._check_tensor(prediction, "prediction")
@@ -80,8 +97,8 @@ class _Loss(Module):
 class MSELoss(_Loss):
     """ℓ_i = (p_i − t_i)²; dℓ/dp_i = 2(p_i − t_i) (÷ n for mean)."""
 
-    def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
-        prediction, target = self._check_same_shape(prediction, target)
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        prediction, target = self._check_same_shape(input, target)
         loss, ctx = F.mse_forward(prediction, target, self.reduction)
         return self._remember(ctx, loss)
 
@@ -92,8 +109,8 @@ class MSELoss(_Loss):
 class L1Loss(_Loss):
     """ℓ_i = |p_i − t_i|; dℓ/dp_i = sign(p_i − t_i) (÷ n for mean)."""
 
-    def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
-        prediction, target = self._check_same_shape(prediction, target)
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        prediction, target = self._check_same_shape(input, target)
         loss, ctx = F.l1_forward(prediction, target, self.reduction)
         return self._remember(ctx, loss)
 
@@ -113,8 +130,8 @@ class HuberLoss(_Loss):
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}, delta={self.delta}"
 
-    def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
-        prediction, target = self._check_same_shape(prediction, target)
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        prediction, target = self._check_same_shape(input, target)
         loss, ctx = F.huber_forward(prediction, target, self.delta, self.reduction)
         return self._remember(ctx, loss)
 
@@ -162,8 +179,8 @@ class CrossEntropyLoss(_Loss):
             f"label_smoothing={self.label_smoothing}"
         )
 
-    def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
-        logits = self._check_prediction(prediction)
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        logits = self._check_prediction(input)
         target = self._check_tensor(target, "target")
         name = self._get_name()
         if logits.dim() == 0:
@@ -267,8 +284,8 @@ class BCEWithLogitsLoss(_Loss):
         self.register_buffer("weight", weight)
         self.register_buffer("pos_weight", pos_weight)
 
-    def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
-        logits, target = self._check_same_shape(prediction, target)
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        logits, target = self._check_same_shape(input, target)
         for name in ("weight", "pos_weight"):
             extra = getattr(self, name)
             if extra is None:

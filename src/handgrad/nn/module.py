@@ -139,27 +139,35 @@ class Module(torch.nn.Module):
         object.__setattr__(self, "_saved", (ctx, out))
         return out
 
-    def _recall(self, grad_output: Tensor | float) -> Ctx:
-        """The ctx of the last forward, after checking that ``grad_output`` fits its output."""
+    def _recall(self, grad_output: Tensor) -> Ctx:
+        """The ctx of the last forward, after checking that ``grad_output`` fits its output.
+
+        ValueError before any forward or for a gradient of another shape, dtype or device
+        than the output; TypeError for anything but a tensor.
+        """
         if self._saved is None:
             raise ValueError(
                 f"{self._get_name()}.backward() called before forward(): "
                 "run the module on an input first"
             )
         ctx, out = self._saved
-        if isinstance(grad_output, Tensor):
-            shape, dtype, device = out.shape, out.dtype, out.device
-            if grad_output.shape != shape:
-                raise ValueError(
-                    f"{self._get_name()}.backward(): expected grad_output of shape "
-                    f"{tuple(shape)} (the output's), got {tuple(grad_output.shape)}"
-                )
-            # dtypes are singletons: `is` is exact and cheaper than a device comparison
-            if grad_output.dtype is not dtype or grad_output.device != device:
-                raise ValueError(
-                    f"{self._get_name()}.backward(): expected grad_output of dtype {dtype} on "
-                    f"{device} (the output's), got {grad_output.dtype} on {grad_output.device}"
-                )
+        if not isinstance(grad_output, Tensor):
+            raise TypeError(
+                f"{self._get_name()}.backward(): grad_output must be a torch.Tensor "
+                f"(dL/d(output), of the output's shape {tuple(out.shape)}), "
+                f"got {type(grad_output).__name__}"
+            )
+        if grad_output.shape != out.shape:
+            raise ValueError(
+                f"{self._get_name()}.backward(): expected grad_output of shape "
+                f"{tuple(out.shape)} (the output's), got {tuple(grad_output.shape)}"
+            )
+        # dtypes are singletons: `is` is exact and cheaper than a device comparison
+        if grad_output.dtype is not out.dtype or grad_output.device != out.device:
+            raise ValueError(
+                f"{self._get_name()}.backward(): expected grad_output of dtype {out.dtype} on "
+                f"{out.device} (the output's), got {grad_output.dtype} on {grad_output.device}"
+            )
         return ctx
 
     def _check_tensor(self, x: object, what: str = "input") -> Tensor:
