@@ -23,36 +23,64 @@ that an optimizer can update a small network with a few kernel calls.
 """
 
 from handgrad.nn import functional
-from handgrad.nn.activations import ELU, GELU, Identity, LeakyReLU, ReLU, Sigmoid, Softplus, Tanh
+from handgrad.nn.activations import (
+    ELU,
+    GELU,
+    Identity,
+    LeakyReLU,
+    LogSoftmax,
+    ReLU,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    Softplus,
+    Tanh,
+)
+from handgrad.nn.attention import MultiheadAttention
 from handgrad.nn.container import Residual, Sequential
 from handgrad.nn.convert import TorchResidual, from_torch, register_conversion, to_torch
+from handgrad.nn.embedding import Embedding
 from handgrad.nn.flat import flatten_parameters
+from handgrad.nn.gpt import GPT
+from handgrad.nn.gpt_torch import TorchGPT
 from handgrad.nn.gradients import accumulate_grad, gradient_slot
+from handgrad.nn.layer_norm import LayerNorm, RMSNorm
 from handgrad.nn.layers import Dropout, Flatten, Linear
 from handgrad.nn.loss import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss
 from handgrad.nn.module import Module
+from handgrad.nn.transformer import TransformerEncoderLayer
 
 __all__ = [
     "ELU",
     "GELU",
+    "GPT",
     "BCEWithLogitsLoss",
     "CrossEntropyLoss",
     "Dropout",
+    "Embedding",
     "Flatten",
     "HuberLoss",
     "Identity",
     "L1Loss",
+    "LayerNorm",
     "LeakyReLU",
     "Linear",
+    "LogSoftmax",
     "MSELoss",
     "Module",
+    "MultiheadAttention",
+    "RMSNorm",
     "ReLU",
     "Residual",
     "Sequential",
+    "SiLU",
     "Sigmoid",
+    "Softmax",
     "Softplus",
     "Tanh",
+    "TorchGPT",
     "TorchResidual",
+    "TransformerEncoderLayer",
     "accumulate_grad",
     "flatten_parameters",
     "from_torch",

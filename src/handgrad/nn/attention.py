@@ -24,6 +24,7 @@ from torch import Tensor
 
 from handgrad.nn import functional as F
 from handgrad.nn._saving import stand_in
+from handgrad.nn.convert import copy_tensors, register_conversion
 from handgrad.nn.gradients import accumulate_grad
 from handgrad.nn.layers import Linear
 from handgrad.nn.module import Module
@@ -451,3 +452,40 @@ class MultiheadAttention(Module):
         elif self.batch_first:
             grads = [grad.transpose(0, 1) for grad in grads]
         return grads[0], grads[1], grads[2]
+
+
+def _attention_arguments(m: Any) -> dict[str, Any]:
+    return {
+        "embed_dim": m.embed_dim,
+        "num_heads": m.num_heads,
+        "dropout": m.dropout,
+        "bias": m.in_proj_bias is not None,
+        "add_bias_kv": m.bias_k is not None,
+        "add_zero_attn": m.add_zero_attn,
+        "kdim": m.kdim,
+        "vdim": m.vdim,
+        "batch_first": m.batch_first,
+        "device": "meta",  # the source's tensors are copied in
+        "dtype": m.out_proj.weight.dtype,
+    }
+
+
+def _attention_twin(kind: type[torch.nn.Module]) -> Any:
+    """Build rule: the twin on the meta device, then the source's tensors (out_proj's too:
+    torch's is a Linear subclass of its own, converted here rather than by the registry)."""
+
+    def build(source: Any, convert: Any) -> torch.nn.Module:
+        twin = kind(**_attention_arguments(source))
+        copy_tensors(source, twin)
+        copy_tensors(source.out_proj, cast(torch.nn.Module, twin.out_proj))
+        return twin
+
+    return build
+
+
+register_conversion(
+    torch.nn.MultiheadAttention,
+    MultiheadAttention,
+    to_handgrad=_attention_twin(MultiheadAttention),
+    to_torch=_attention_twin(torch.nn.MultiheadAttention),
+)

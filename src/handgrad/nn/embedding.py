@@ -7,6 +7,7 @@ from torch import Tensor
 
 from handgrad.nn import functional as F
 from handgrad.nn._saving import stand_in
+from handgrad.nn.convert import register_conversion
 from handgrad.nn.gradients import accumulate_grad
 from handgrad.nn.module import Module
 
@@ -133,3 +134,20 @@ class Embedding(Module):
         )
         accumulate_grad(self.weight, grad_weight)
         return None
+
+
+register_conversion(
+    torch.nn.Embedding,
+    Embedding,
+    lambda m: {
+        "num_embeddings": m.num_embeddings,
+        "embedding_dim": m.embedding_dim,
+        "padding_idx": m.padding_idx,
+        "max_norm": m.max_norm,
+        "norm_type": m.norm_type,
+        "scale_grad_by_freq": m.scale_grad_by_freq,
+        "sparse": m.sparse,
+        "device": "meta",  # no initial weights drawn: the source's are copied in
+        "dtype": m.weight.dtype,
+    },
+)

@@ -28,7 +28,9 @@ from torch import Tensor
 
 from handgrad.nn import functional as F
 from handgrad.nn._saving import required, stand_in
+from handgrad.nn.convert import register_conversion
 from handgrad.nn.embedding import Embedding
+from handgrad.nn.gpt_torch import TorchGPT, convert_gpt
 from handgrad.nn.gradients import accumulate_grad
 from handgrad.nn.layer_norm import LayerNorm
 from handgrad.nn.layers import Linear
@@ -381,3 +383,11 @@ class GPT(Module):
             self.train(was_training)
             self._saved = None  # sampling is not a step to differentiate
         return tokens[0] if single else tokens
+
+
+register_conversion(
+    TorchGPT,
+    GPT,
+    to_handgrad=lambda source, convert: convert_gpt(source, GPT),
+    to_torch=lambda source, convert: convert_gpt(source, TorchGPT),
+)

@@ -126,15 +126,18 @@ GPT_CONFIG = (
 """The constructor arguments both classes share, read from an instance to build its twin."""
 
 
-def convert_gpt(source: nn.Module, target_type: type[nn.Module], requires_grad: bool) -> Any:
-    """``target_type`` (GPT or TorchGPT) with ``source``'s configuration and copied weights."""
+def convert_gpt(source: nn.Module, target_type: type[nn.Module]) -> Any:
+    """``target_type`` (GPT or TorchGPT) with ``source``'s configuration and copied weights
+    (the conversion rule ``from_torch``/``to_torch`` use). Parameters of a torch twin require
+    grad; those of a handgrad twin do not."""
     config = {name: getattr(source, name) for name in GPT_CONFIG}
     reference = next(source.parameters())
     twin = target_type(**config, device="meta", dtype=reference.dtype)
     state = {name: tensor.detach().clone() for name, tensor in source.state_dict().items()}
     twin.load_state_dict(state, assign=True)
-    if getattr(twin, "tie_weights", False):
+    if twin.tie_weights:
         twin.head.weight = twin.token_embedding.weight  # type: ignore[union-attr]
+    requires_grad = target_type is TorchGPT
     for param in twin.parameters():
         param.requires_grad_(requires_grad)
-    return twin.to(reference.device).train(source.training)
+    return twin.train(source.training)

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Iterable
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import Tensor
 
 from handgrad.nn import functional as F
 from handgrad.nn._saving import stand_in
+from handgrad.nn.convert import register_conversion
 from handgrad.nn.gradients import accumulate_grad
 from handgrad.nn.module import Module
 
@@ -166,3 +167,20 @@ class RMSNorm(_Norm):
         if self.weight is not None and grad_weight is not None:
             accumulate_grad(self.weight, grad_weight)
         return grad_input
+
+
+def _norm_arguments(m: Any) -> dict[str, Any]:
+    arguments = {
+        "normalized_shape": tuple(m.normalized_shape),
+        "eps": m.eps,
+        "elementwise_affine": m.elementwise_affine,
+        "device": "meta",  # the source's tensors are copied in
+        "dtype": None if m.weight is None else m.weight.dtype,
+    }
+    if hasattr(m, "bias"):  # LayerNorm's; RMSNorm has none
+        arguments["bias"] = m.bias is not None
+    return arguments
+
+
+register_conversion(torch.nn.LayerNorm, LayerNorm, _norm_arguments)
+register_conversion(torch.nn.RMSNorm, RMSNorm, _norm_arguments)

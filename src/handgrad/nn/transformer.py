@@ -16,6 +16,7 @@ from torch import Tensor
 from handgrad.nn._saving import required
 from handgrad.nn.activations import GELU, ReLU
 from handgrad.nn.attention import MultiheadAttention
+from handgrad.nn.convert import register_conversion
 from handgrad.nn.layer_norm import LayerNorm
 from handgrad.nn.layers import Dropout, Linear
 from handgrad.nn.module import Module
@@ -143,3 +144,66 @@ class TransformerEncoderLayer(Module):
             g = required(self.norm1.backward(g))
             g = g + self._sa_block_backward(g)
         return g if input_grad else None
+
+
+_CHILDREN = ("self_attn", "linear1", "dropout", "linear2", "norm1", "norm2", "dropout1", "dropout2")
+
+
+def _layer_arguments(source: Any, activation: Any) -> dict[str, Any]:
+    return {
+        "d_model": source.self_attn.embed_dim,
+        "nhead": source.self_attn.num_heads,
+        "dim_feedforward": source.linear1.out_features,
+        "dropout": source.dropout.p,
+        "activation": activation,
+        "layer_norm_eps": source.norm1.eps,
+        "batch_first": source.self_attn.batch_first,
+        "norm_first": source.norm_first,
+        "bias": source.linear1.bias is not None,
+        "device": "meta",  # every child is replaced by its converted twin below
+        "dtype": source.linear1.weight.dtype,
+    }
+
+
+def _with_children(twin: torch.nn.Module, source: Any, convert: Any) -> torch.nn.Module:
+    for name in _CHILDREN:
+        setattr(twin, name, convert(getattr(source, name), name))
+    return twin
+
+
+def _to_handgrad(source: Any, convert: Any) -> torch.nn.Module:
+    activation = source.activation
+    if activation is torch.nn.functional.relu:
+        activation = "relu"
+    elif activation is torch.nn.functional.gelu:
+        activation = "gelu"
+    elif isinstance(activation, torch.nn.Module):
+        activation = convert(activation, "activation")
+    else:
+        raise TypeError(
+            f"from_torch: TransformerEncoderLayer's activation {activation!r} is a function "
+            "handgrad cannot differentiate; use 'relu', 'gelu' or a module (torch.nn.GELU())"
+        )
+    return _with_children(
+        TransformerEncoderLayer(**_layer_arguments(source, activation)), source, convert
+    )
+
+
+def _to_torch(source: Any, convert: Any) -> torch.nn.Module:
+    activation = source.activation
+    if type(activation) is ReLU:
+        activation = "relu"
+    elif type(activation) is GELU and activation.approximate == "none":
+        activation = "gelu"
+    else:
+        activation = convert(activation, "activation")
+    twin = torch.nn.TransformerEncoderLayer(**_layer_arguments(source, activation))
+    return _with_children(twin, source, convert)
+
+
+register_conversion(
+    torch.nn.TransformerEncoderLayer,
+    TransformerEncoderLayer,
+    to_handgrad=_to_handgrad,
+    to_torch=_to_torch,
+)
