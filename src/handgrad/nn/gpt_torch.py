@@ -103,9 +103,9 @@ class TorchGPT(nn.Module):
         if tie_weights:
             self.head.weight = self.token_embedding.weight
 
-    def forward(self, tokens: Tensor) -> Tensor:
-        positions = torch.arange(tokens.shape[1], device=tokens.device)
-        x = self.drop(self.token_embedding(tokens) + self.position_embedding(positions))
+    def forward(self, input: Tensor) -> Tensor:
+        positions = torch.arange(input.shape[1], device=input.device)
+        x = self.drop(self.token_embedding(input) + self.position_embedding(positions))
         for block in self.blocks:
             x = block(x)
         logits: Tensor = self.head(self.ln_f(x))

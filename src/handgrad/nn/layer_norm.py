@@ -93,7 +93,8 @@ class LayerNorm(_Norm):
 
     def extra_repr(self) -> str:
         return (
-            f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+            f"{self.normalized_shape}, eps={self.eps}, "
+            f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None}"
         )
 
     def forward(self, input: Tensor) -> Tensor:
@@ -153,10 +154,10 @@ class RMSNorm(_Norm):
             f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
         )
 
-    def forward(self, input: Tensor) -> Tensor:
-        input = self._check_input(input)
-        eps = torch.finfo(input.dtype).eps if self.eps is None else self.eps
-        out, ctx = F.rms_norm_forward(input, len(self.normalized_shape), self.weight, eps)
+    def forward(self, x: Tensor) -> Tensor:  # (torch.nn.RMSNorm names its input x)
+        x = self._check_input(x)
+        eps = torch.finfo(x.dtype).eps if self.eps is None else self.eps
+        out, ctx = F.rms_norm_forward(x, len(self.normalized_shape), self.weight, eps)
         self._remember(ctx, stand_in(out))
         return out
 

@@ -119,24 +119,42 @@ def _chunks(problems: _Problems) -> list[slice]:
     return [slice(start, start + per_chunk) for start in range(0, count, per_chunk)]
 
 
-def _weights_into(
-    problems: _Problems, rows: slice, scale: float, buffers: tuple[Tensor, Tensor]
+def _weights(
+    problems: _Problems, rows: slice, scale: float, buffers: tuple[Tensor, Tensor] | None
 ) -> Tensor:
-    """P = softmax(s · Q Kᵀ + M) for the problems ``rows``, in ``buffers`` (scores, weights).
+    """P = softmax(s · Q Kᵀ + M) for the problems ``rows``, written into ``buffers`` (scores,
+    weights; reused from chunk to chunk) when given.
 
     One batched product with the scale and the mask fused in: baddbmm(M, Q, Kᵀ, α = s).
     """
     q, k = problems.query[rows], problems.key[rows]
-    count = q.shape[0]
-    scores, weights = buffers[0][:count], buffers[1][:count]
+    scores = weights = None
+    if buffers is not None:
+        scores, weights = buffers[0][: q.shape[0]], buffers[1][: q.shape[0]]
     bias = problems.bias
     if bias is None:
-        torch.bmm(q, k.transpose(1, 2), out=scores).mul_(scale)
+        scores = torch.bmm(q, k.transpose(1, 2), out=scores).mul_(scale)
     else:
-        torch.baddbmm(
-            bias if bias.dim() == 2 else bias[rows], q, k.transpose(1, 2), alpha=scale, out=scores
-        )
+        mask = bias if bias.dim() == 2 else bias[rows]
+        scores = torch.baddbmm(mask, q, k.transpose(1, 2), alpha=scale, out=scores)
     return torch.softmax(scores, -1, out=weights)
+
+
+def _chunk_buffers(
+    problems: _Problems, chunks: list[slice], count: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Three (chunk, L, S) tensors to reuse for every chunk: a few fresh L × S matrices per
+    chunk cost more (in page faults) than the products that fill them."""
+    largest = min(chunks[0].stop, count) if chunks else 0
+    shape = (largest, problems.query.shape[1], problems.key.shape[1])
+    new = problems.query.new_empty
+    return new(shape), new(shape), new(shape)
+
+
+def _recording(*tensors: Tensor | None) -> bool:
+    """Whether autograd records these ops (handgrad.check differentiates a forward so):
+    ``out=`` arguments, which autograd refuses, are then left out."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def _fully_masked_rows(bias: Tensor | None, causal: bool) -> bool:
@@ -190,20 +208,23 @@ def scaled_dot_product_attention_forward(
         )
     fix_rows = _fully_masked_rows(bias, is_causal)
     chunks = _chunks(problems)
-    buffers = (
-        out.new_empty(chunks[0].stop, target_len, source_len),
-        out.new_empty(chunks[0].stop, target_len, source_len),
-    )
+    recording = _recording(query, key, value, bias)
+    buffers = None if recording else _chunk_buffers(problems, chunks, count)
     for rows in chunks:
-        chunk_weights = _weights_into(problems, rows, scale, buffers)
+        chunk_weights = _weights(
+            problems, rows, scale, None if buffers is None else (buffers[0], buffers[1])
+        )
         if fix_rows:  # rows of −∞ only: weights 0, as torch's attention
-            chunk_weights.nan_to_num_(0.0)
+            chunk_weights = chunk_weights.nan_to_num(0.0)
         if weights is not None:
             weights[rows] = chunk_weights
         attended = chunk_weights
         if keep is not None:
             attended = chunk_weights * _dropout_scale(keep[rows], dropout_p, out.dtype)
-        torch.bmm(attended, problems.value[rows], out=out[rows])
+        if recording:
+            out[rows] = torch.bmm(attended, problems.value[rows])
+        else:
+            torch.bmm(attended, problems.value[rows], out=out[rows])
     batch = problems.batch
     out = out.view(*batch, target_len, out.shape[-1])
     ctx = AttentionCtx(
@@ -259,16 +280,12 @@ def scaled_dot_product_attention_backward(
     grad_query, grad_key, grad_value = (torch.empty_like(t) for t in (query, key, value))
     fix_rows = weights is None and _fully_masked_rows(bias, causal)
     chunks = _chunks(problems)
-    buffers = (
-        query.new_empty(chunks[0].stop, target_len, source_len),
-        query.new_empty(chunks[0].stop, target_len, source_len),
-    )
-    grad_p_buffer = query.new_empty(chunks[0].stop, target_len, source_len)
+    scores_buffer, weights_buffer, grad_p_buffer = _chunk_buffers(problems, chunks, count)
     for rows in chunks:
         if weights3 is not None:
             chunk_weights = weights3[rows]
         else:  # the forward's P, recomputed
-            chunk_weights = _weights_into(problems, rows, scale, buffers)
+            chunk_weights = _weights(problems, rows, scale, (scores_buffer, weights_buffer))
             if fix_rows:
                 chunk_weights.nan_to_num_(0.0)
         chunk_grad = grad3[rows]

@@ -20,7 +20,7 @@ def embedding_forward(
 ) -> tuple[Tensor, Ctx]:
     """y = W[indices]: shape indices.shape + (embedding_dim,). The row ``padding_idx``
     (if any) is looked up like any other; it only receives no gradient."""
-    out = torch.nn.functional.embedding(indices, weight)
+    out = torch.nn.functional.embedding(indices, weight, padding_idx)
     return out, (indices, weight.shape, padding_idx)
 
 
@@ -36,9 +36,14 @@ def embedding_backward(
     - ``scale_grad_by_freq``: each position's gradient is divided by the number of times its
       index occurs in this batch;
     - ``sparse``: a sparse COO tensor of W's shape with one (uncoalesced) entry per kept
-      position, as torch gives, instead of a dense (num_embeddings, dim) matrix.
+      position, as torch gives, instead of a dense (num_embeddings, dim) matrix (with
+      ``scale_grad_by_freq`` a RuntimeError, as torch's).
     """
     indices, weight_shape, padding_idx = ctx
+    if sparse and scale_grad_by_freq:
+        raise RuntimeError(
+            "embedding_backward: scale_grad_by_freq not supported with sparse gradients"
+        )
     flat = indices.reshape(-1)
     rows = grad_out.reshape(-1, weight_shape[1])
     if scale_grad_by_freq:
@@ -48,7 +53,10 @@ def embedding_backward(
         kept = flat != padding_idx
         flat, rows = flat[kept], rows[kept]
     if sparse:
-        return torch.sparse_coo_tensor(flat.unsqueeze(0), rows, weight_shape)
+        # indices in range by construction (the module checks them): no invariant check
+        return torch.sparse_coo_tensor(
+            flat.unsqueeze(0), rows, weight_shape, check_invariants=False
+        )
     grad_weight = torch.zeros(weight_shape, dtype=grad_out.dtype, device=grad_out.device)
     return grad_weight.index_add_(0, flat, rows)
 

@@ -51,9 +51,8 @@ def layer_norm_forward(
     """
     dims = _row_dims(normalized_ndim)
     centred = x - x.mean(dims, keepdim=True)
-    var = (centred * centred).mean(dims, keepdim=True)
-    rstd = var.add_(eps).rsqrt_()
-    xhat = centred.mul_(rstd)
+    rstd = torch.rsqrt((centred * centred).mean(dims, keepdim=True) + eps)
+    xhat = centred * rstd  # (not in place: autograd may differentiate a forward, to check it)
     if weight is None:
         out = xhat if bias is None else xhat + bias
     elif bias is None:
