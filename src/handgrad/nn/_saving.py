@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from handgrad.nn.gradients import accumulate_grad
+
 
 def stand_in(out: Tensor) -> Tensor:
     """A tensor with ``out``'s shape, dtype and device holding one element (a broadcast view)."""
@@ -30,3 +32,14 @@ def required(grad: Tensor | None) -> Tensor:
     if grad is None:
         raise RuntimeError("a layer's backward returned None where an input gradient was needed")
     return grad
+
+
+def accumulate(param: Tensor, grad: Tensor) -> None:
+    """:func:`handgrad.nn.accumulate_grad` of ``grad`` in the parameter's dtype.
+
+    Under ``torch.autocast`` a layer computes in bfloat16 from float32 (master) weights; its
+    weight gradient comes out in bfloat16 and lands on the float32 weight in float32, as
+    autograd's backward of the cast does. (``.to`` returns ``grad`` itself when the dtypes
+    already agree.)
+    """
+    accumulate_grad(param, grad.to(param.dtype))

@@ -23,9 +23,8 @@ import torch
 from torch import Tensor
 
 from handgrad.nn import functional as F
-from handgrad.nn._saving import stand_in
+from handgrad.nn._saving import accumulate, stand_in
 from handgrad.nn.convert import copy_tensors, register_conversion
-from handgrad.nn.gradients import accumulate_grad
 from handgrad.nn.layers import Linear
 from handgrad.nn.module import Module
 
@@ -425,8 +424,8 @@ class MultiheadAttention(Module):
         grad_v = grad_v.transpose(0, 1).reshape(-1, bsz, E)
         if self.bias_k is not None and self.bias_v is not None:
             # the appended bias key/value is one row repeated over the batch: its gradients sum
-            accumulate_grad(self.bias_k, grad_k[-1:].sum(1, keepdim=True))
-            accumulate_grad(self.bias_v, grad_v[-1:].sum(1, keepdim=True))
+            accumulate(self.bias_k, grad_k[-1:].sum(1, keepdim=True))
+            accumulate(self.bias_v, grad_v[-1:].sum(1, keepdim=True))
             grad_k, grad_v = grad_k[:-1], grad_v[:-1]
 
         projected = (grad_q, grad_k, grad_v)
@@ -434,16 +433,16 @@ class MultiheadAttention(Module):
         flat_inputs = [x.reshape(-1, x.shape[-1]) for x in inputs]
         weight_grads = [g2.t().mm(x2) for g2, x2 in zip(rows, flat_inputs, strict=True)]
         if self.in_proj_weight is not None:
-            accumulate_grad(self.in_proj_weight, torch.cat(weight_grads))
+            accumulate(self.in_proj_weight, torch.cat(weight_grads))
         else:
             for param, grad in zip(
                 (self.q_proj_weight, self.k_proj_weight, self.v_proj_weight),
                 weight_grads,
                 strict=True,
             ):
-                accumulate_grad(param, grad)  # type: ignore[arg-type]
+                accumulate(param, grad)  # type: ignore[arg-type]
         if self.in_proj_bias is not None:
-            accumulate_grad(self.in_proj_bias, torch.cat([g2.sum(0) for g2 in rows]))
+            accumulate(self.in_proj_bias, torch.cat([g2.sum(0) for g2 in rows]))
         if not input_grad:
             return None
         grads = [g2.mm(w).view(x.shape) for g2, w, x in zip(rows, weights, inputs, strict=True)]

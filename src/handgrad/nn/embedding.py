@@ -6,9 +6,8 @@ import torch
 from torch import Tensor
 
 from handgrad.nn import functional as F
-from handgrad.nn._saving import stand_in
+from handgrad.nn._saving import accumulate, stand_in
 from handgrad.nn.convert import register_conversion
-from handgrad.nn.gradients import accumulate_grad
 from handgrad.nn.module import Module
 
 _INDEX_DTYPES = (torch.int64, torch.int32)
@@ -132,7 +131,7 @@ class Embedding(Module):
         grad_weight = F.embedding_backward(
             grad_output, ctx, sparse=self.sparse, scale_grad_by_freq=self.scale_grad_by_freq
         )
-        accumulate_grad(self.weight, grad_weight)
+        accumulate(self.weight, grad_weight)
         return None
 
 

@@ -27,11 +27,10 @@ import torch
 from torch import Tensor
 
 from handgrad.nn import functional as F
-from handgrad.nn._saving import required, stand_in
+from handgrad.nn._saving import accumulate, required, stand_in
 from handgrad.nn.convert import register_conversion
 from handgrad.nn.embedding import Embedding
 from handgrad.nn.gpt_torch import TorchGPT, convert_gpt
-from handgrad.nn.gradients import accumulate_grad
 from handgrad.nn.layer_norm import LayerNorm
 from handgrad.nn.layers import Linear
 from handgrad.nn.module import Module
@@ -39,13 +38,18 @@ from handgrad.nn.module import Module
 
 def _linear_backward(layer: Linear, grad: Tensor, x: Tensor, input_grad: bool = True) -> Any:
     """Backward of y = x Wᵀ + b for ``layer``'s W and b and the input x the caller kept:
-    dW += gᵀx, db += Σ g accumulated; returns dx = g W (None without ``input_grad``)."""
+    dW += gᵀx, db += Σ g accumulated; returns dx = g W (None without ``input_grad``).
+
+    Under ``torch.autocast`` the product ran in bfloat16 on a float32 x and W: dx is
+    returned, and dW, db accumulated, in the dtypes of x, W and b (as autograd's backward
+    of autocast's casts gives them).
+    """
     ctx = (x, layer.weight, layer.bias)
     grad_x, grad_weight, grad_bias = F.linear_backward(grad, ctx, input_grad)
-    accumulate_grad(layer.weight, grad_weight)
+    accumulate(layer.weight, grad_weight)
     if layer.bias is not None and grad_bias is not None:
-        accumulate_grad(layer.bias, grad_bias)
-    return grad_x
+        accumulate(layer.bias, grad_bias)
+    return None if grad_x is None else grad_x.to(x.dtype)
 
 
 def _linear(layer: Linear, x: Tensor) -> Tensor:
@@ -197,17 +201,21 @@ class Block(Module):
         self.mlp = MLP(d_model, dim_feedforward, dropout, bias, **factory)
 
     def forward(self, input: Tensor) -> Tensor:
-        x = input + self.attn(self.ln_1(input))
-        x = x + self.mlp(self.ln_2(x))
-        self._remember((), stand_in(x))
-        return x
+        attended = self.attn(self.ln_1(input))
+        x = input + attended
+        transformed = self.mlp(self.ln_2(x))
+        out = x + transformed
+        # The branches' dtypes: under torch.autocast they compute in bfloat16 beside a float32
+        # residual stream, and each receives its gradient in its own dtype.
+        self._remember((attended.dtype, transformed.dtype), stand_in(out))
+        return out
 
     def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
-        self._recall(grad_output)
+        attended_dtype, transformed_dtype = self._recall(grad_output)
         self._saved = None
         g = grad_output
-        g = g + required(self.ln_2.backward(required(self.mlp.backward(g))))
-        g = g + required(self.ln_1.backward(required(self.attn.backward(g))))
+        g = g + required(self.ln_2.backward(required(self.mlp.backward(g.to(transformed_dtype)))))
+        g = g + required(self.ln_1.backward(required(self.attn.backward(g.to(attended_dtype)))))
         return g
 
 

@@ -13,9 +13,8 @@ import torch
 from torch import Tensor
 
 from handgrad.nn import functional as F
-from handgrad.nn._saving import stand_in
+from handgrad.nn._saving import accumulate, stand_in
 from handgrad.nn.convert import register_conversion
-from handgrad.nn.gradients import accumulate_grad
 from handgrad.nn.module import Module
 
 
@@ -110,9 +109,9 @@ class LayerNorm(_Norm):
         self._saved = None  # spent: x̂ and r are freed now, not at the next forward
         grad_input, grad_weight, grad_bias = F.layer_norm_backward(grad_output, ctx, input_grad)
         if self.weight is not None and grad_weight is not None:
-            accumulate_grad(self.weight, grad_weight)
+            accumulate(self.weight, grad_weight)
         if self.bias is not None and grad_bias is not None:
-            accumulate_grad(self.bias, grad_bias)
+            accumulate(self.bias, grad_bias)
         return grad_input
 
 
@@ -166,7 +165,7 @@ class RMSNorm(_Norm):
         self._saved = None  # spent: x̂ and r are freed now, not at the next forward
         grad_input, grad_weight = F.rms_norm_backward(grad_output, ctx, input_grad)
         if self.weight is not None and grad_weight is not None:
-            accumulate_grad(self.weight, grad_weight)
+            accumulate(self.weight, grad_weight)
         return grad_input
 
 
