@@ -84,11 +84,12 @@ class CausalSelfAttention(Module):
 
     Memory: kept are x, the heads' Q, K, V (one contiguous block) and the merged heads
     [O_1 … O_H] (which proj's weight gradient needs and the attention backward reads as O);
-    the attention weights are kept too unless ``save_attention_weights`` is False, in which
-    case the backward recomputes them.
+    the backward recomputes the attention weights (B·H·T² numbers, more than all of those
+    together) unless ``save_attention_weights`` is set, trading memory for one product and
+    softmax per layer.
     """
 
-    save_attention_weights = True
+    save_attention_weights = False
 
     def __init__(
         self, d_model: int, n_head: int, dropout: float = 0.0, bias: bool = True, **factory: Any

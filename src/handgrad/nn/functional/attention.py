@@ -24,6 +24,8 @@ because Σ_j dP_ij P_ij = Σ_j (G Vᵀ)_ij P̃_ij = Σ_d G_id (P̃ V)_id (dropou
 moves from dP to P̃). A masked position has P = 0, hence dS = 0: no gradient flows
 through it; a float mask shifts the scores but not these formulas.
 
+Forward: with no dropout and no weights to keep, O is torch's own scaled_dot_product_attention
+(a forward op, whose fused kernel never forms P); otherwise the products below compute it.
 Memory and speed: attention is independent for each (batch entry, head) pair, so the kernels
 work through them a chunk at a time (``_CHUNK_ELEMENTS`` scores per chunk): the L × S
 matrices of one chunk stay in cache and are the only ones alive at a time. The forward keeps
@@ -195,6 +197,16 @@ def scaled_dot_product_attention_forward(
     problems = _as_matrices(query, key, value, bias)
     count, target_len = problems.query.shape[:2]
     source_len = problems.key.shape[1]
+    shapes = (query.shape, key.shape, value.shape)
+    if dropout_p == 0.0 and not save_weights:
+        # Nothing to keep but O: torch's own forward op computes it (its fused kernel never
+        # forms P); the backward is ours, from the recomputed P.
+        out = torch.nn.functional.scaled_dot_product_attention(
+            query, key, value, attn_mask, 0.0, is_causal, scale=scale
+        )
+        return out, AttentionCtx(
+            *problems[:3], out, problems.bias, is_causal, shapes, scale, None, None, 0.0
+        )
     out = problems.query.new_empty(count, target_len, problems.value.shape[-1])
     weights = problems.query.new_empty(count, target_len, source_len) if save_weights else None
     keep = None
@@ -234,7 +246,7 @@ def scaled_dot_product_attention_forward(
         out,
         problems.bias,
         is_causal,
-        (query.shape, key.shape, value.shape),
+        shapes,
         scale,
         weights,
         keep,
