@@ -34,11 +34,12 @@ def test_cubic_run_writes_table_metrics_plots_and_checkpoint(
     assert status == 0
     lines = out.splitlines()
     assert lines[0].split() == ["optimizer", "lr", "train", "loss", "test", "loss", "seconds"]
-    assert [line.split()[0] for line in lines[1:3]] == ["sgd", "adam"]
+    assert set(lines[1]) == {"-", " "}  # the rule under the header
+    assert [line.split()[0] for line in lines[2:4]] == ["sgd", "adam"]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["task"] == "cubic"
     assert [run["optimizer"] for run in metrics["runs"]] == ["sgd", "adam"]
-    for run, line in zip(metrics["runs"], lines[1:3], strict=True):
+    for run, line in zip(metrics["runs"], lines[2:4], strict=True):
         assert list(run) == ["optimizer", "train_loss", "test_loss", "seconds", "history"]
         assert [record["epoch"] for record in run["history"]] == [1, 2]
         assert run["test_loss"] == run["history"][-1]["test_loss"] > 0
@@ -64,7 +65,7 @@ def test_digits_run_reports_accuracy_and_no_prediction_plot(
                          "history"]
     assert 0.5 < run["test_accuracy"] <= 1
     assert run["history"][0]["test_accuracy"] == run["test_accuracy"]
-    assert out.splitlines()[1].split()[4] == f"{run['test_accuracy']:.4f}"
+    assert out.splitlines()[2].split()[4] == f"{run['test_accuracy']:.4f}"
     assert not (tmp_path / "predictions.png").exists()
 
 

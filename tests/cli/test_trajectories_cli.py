@@ -39,7 +39,7 @@ def _table(stdout: str) -> dict[str, list[str]]:
     lines = stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("optimizer"))
     rows = {}
-    for line in lines[header + 1 :]:
+    for line in lines[header + 2 :]:  # below the rule
         if line.startswith("wrote "):
             break
         cells = re.split(r"\s{2,}", line.strip())

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+import handgrad.optim
 from handgrad.train import checkpoint as ckpt
-from handgrad.train.compare import TrainConfig, compare_optimizers, parse_optimizers
+from handgrad.train.compare import TrainConfig, compare_optimizers, resolve_optimizer
 from handgrad.train.sampler import EpochSampler
 from handgrad.train.tasks import Backend, Task, cubic_task
 
@@ -110,12 +111,18 @@ def test_bad_settings_are_named(config: TrainConfig, message: str) -> None:
         compare_optimizers(small_task(), "adam", dataclasses.replace(config, backend="torch"))
 
 
-def test_parse_optimizers() -> None:
-    assert parse_optimizers(" SGD, adam ") == ["sgd", "adam"]
-    with pytest.raises(ValueError, match="comma-separated list"):
-        parse_optimizers("sgd,,adam")
-    with pytest.raises(ValueError, match="named more than once: adam"):
-        parse_optimizers("adam,sgd,Adam")
+def test_textbook_names_train_as_their_configuration() -> None:
+    for backend in ("handgrad", "torch"):
+        config = dataclasses.replace(SMALL, epochs=1, backend=backend)
+        result = compare_optimizers(small_task(), "momentum,nesterov", config)
+        assert [run.optimizer for run in result.runs] == ["momentum", "nesterov"]
+    for name, cls in (("sgd", handgrad.optim.SGD), ("momentum", handgrad.optim.SGD)):
+        found, options = resolve_optimizer(name, "handgrad")
+        assert found is cls
+        assert options == ({} if name == "sgd" else {"momentum": 0.9})
+    assert resolve_optimizer("nesterov", "torch") == (
+        torch.optim.SGD, {"momentum": 0.9, "nesterov": True}
+    )
 
 
 class Interrupt(Exception):

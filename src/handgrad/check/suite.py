@@ -28,6 +28,7 @@ from torch import Tensor
 
 from handgrad.check.module import check_module
 from handgrad.nn import from_torch
+from handgrad.tables import format_table, markdown_table
 
 # (relative, absolute floor) per dtype: float64 to a few hundred ulps, float32 to 1e-4.
 TOLERANCES = {torch.float64: (1e-10, 1e-13), torch.float32: (1e-4, 1e-6)}
@@ -92,22 +93,11 @@ class CheckReport:
 
     def to_text(self) -> str:
         """An aligned table for the terminal, with a summary line."""
-        header, body = self.table()
-        widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-
-        def line(cells: list[str]) -> str:
-            padded = (cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
-            return "  ".join(padded).rstrip()
-
-        rule = "  ".join("-" * width for width in widths)
-        return "\n".join([line(header), rule, *(line(cells) for cells in body), "", self.summary()])
+        return "\n".join([format_table(*self.table()), "", self.summary()])
 
     def to_markdown(self) -> str:
         """A GitHub-flavoured Markdown table, with the summary below it."""
-        header, body = self.table()
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in c) + " |" for c in body]
-        return "\n".join([*lines, "", self.summary()])
+        return "\n".join([markdown_table(*self.table()), "", self.summary()])
 
 
 @dataclass(frozen=True)

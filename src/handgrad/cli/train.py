@@ -5,9 +5,9 @@
         [--dist-timeout SECONDS]
 
 A thin layer over :func:`handgrad.train.compare_optimizers` and
-:func:`handgrad.train.write_outputs`. Under ``torchrun --nproc-per-node N -m handgrad train``
-it trains data-parallel (``--batch-size`` stays the global batch); rank 0 alone prints and
-writes the files.
+:func:`handgrad.plots.training.write_outputs`. Under
+``torchrun --nproc-per-node N -m handgrad train`` it trains data-parallel (``--batch-size``
+stays the global batch); rank 0 alone prints and writes the files.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from handgrad.cli import CLIError
+from handgrad.tables import format_table
 
 if TYPE_CHECKING:
     from handgrad.train.compare import TrainConfig
@@ -49,7 +50,8 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--optimizers", default=DEFAULT_OPTIMIZERS,
-        help=f"comma-separated lowercase torch.optim names (default: {DEFAULT_OPTIMIZERS})",
+        help="comma-separated lowercase torch.optim names, plus 'momentum' and 'nesterov' "
+        f"(SGD with momentum 0.9) (default: {DEFAULT_OPTIMIZERS})",
     )
     parser.add_argument("--epochs", type=int, default=None, help="default: per task")
     parser.add_argument("--batch-size", type=int, default=None,
@@ -83,24 +85,19 @@ def default_out_dir(task: str) -> Path:
     return Path("runs") / re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def format_table(rows: list[dict[str, Any]], classification: bool) -> str:
+def results_table(rows: list[dict[str, Any]], classification: bool) -> str:
     """The results as an aligned text table, one row per optimizer."""
     header = ["optimizer", "lr", "train loss", "test loss"]
     header += ["test accuracy"] if classification else []
     header += ["seconds"]
-    lines = [header]
+    body = []
     for row in rows:
         cells = [row["optimizer"], f"{row['lr']:g}", f"{row['train_loss']:.4g}",
                  f"{row['test_loss']:.4g}"]
         cells += [f"{row['test_accuracy']:.4f}"] if classification else []
         cells += [f"{row['seconds']:.2f}"]
-        lines.append(cells)
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
-                  for i, (cell, w) in enumerate(zip(line, widths, strict=True)))
-        for line in lines
-    )
+        body.append(cells)
+    return format_table(header, body, right=range(1, len(header)))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -109,18 +106,19 @@ def run(args: argparse.Namespace) -> int:
     Under torchrun every process trains its shard; a peer that dies or hangs makes the
     others exit with an error within ``--dist-timeout`` seconds.
     """
+    from handgrad.optim.names import parse_optimizer_names
     from handgrad.train import distributed
-    from handgrad.train.compare import TrainConfig, parse_optimizers
-    from handgrad.train.outputs import CHECKPOINT
+    from handgrad.train.checkpoint import CHECKPOINT_FILE
+    from handgrad.train.compare import TrainConfig
     from handgrad.train.tasks import load_task
 
     out_dir = Path(args.out) if args.out else default_out_dir(args.task)
     if out_dir.exists() and not out_dir.is_dir():
         raise CLIError(f"--out {out_dir} is a file; expected a directory")
-    checkpoint = out_dir / CHECKPOINT
+    checkpoint = out_dir / CHECKPOINT_FILE
     if args.resume and not checkpoint.is_file():
         raise CLIError(f"--resume: no checkpoint at {checkpoint}; start the run without --resume")
-    names = parse_optimizers(args.optimizers)
+    names = parse_optimizer_names(args.optimizers)
     timeout = distributed.DEFAULT_TIMEOUT if args.dist_timeout is None else args.dist_timeout
     if not 0 < timeout < 1e7:
         raise CLIError(f"--dist-timeout must be a positive number of seconds, got {timeout:g}")
@@ -142,11 +140,12 @@ def _train_and_report(
     """Train; the writer (rank 0, or the only process) shows progress, prints and writes."""
     from tqdm import tqdm
 
+    from handgrad.plots.training import write_outputs
+    from handgrad.train.checkpoint import CHECKPOINT_FILE
     from handgrad.train.compare import compare_optimizers
-    from handgrad.train.outputs import CHECKPOINT, write_outputs
     from handgrad.train.trainer import EpochRecord, TrainingDiverged
 
-    checkpoint = out_dir / CHECKPOINT
+    checkpoint = out_dir / CHECKPOINT_FILE
     epochs = config.epochs if config.epochs is not None else task.defaults.epochs
     bar = tqdm(total=max(epochs, 1) * len(names), unit="epoch", file=sys.stderr,
                disable=None if writer else True, desc=f"train {task.name}")
@@ -175,6 +174,6 @@ def _train_and_report(
     written = write_outputs(result, out_dir)
     rows = [{**document, "lr": run.lr}
             for document, run in zip(result.metrics()["runs"], result.runs, strict=True)]
-    print(format_table(rows, task.kind == "classification"))
+    print(results_table(rows, task.kind == "classification"))
     print("wrote " + ", ".join(str(path) for path in [*written, checkpoint]))
     return 0

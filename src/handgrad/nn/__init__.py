@@ -41,6 +41,7 @@ from handgrad.nn.container import Residual, Sequential
 from handgrad.nn.convert import TorchResidual, from_torch, register_conversion, to_torch
 from handgrad.nn.embedding import Embedding
 from handgrad.nn.flat import flatten_parameters
+from handgrad.nn.global_dropout import GlobalBatchDropout
 from handgrad.nn.gpt import GPT
 from handgrad.nn.gpt_torch import TorchGPT
 from handgrad.nn.gradients import accumulate_grad, gradient_slot
@@ -59,6 +60,7 @@ __all__ = [
     "Dropout",
     "Embedding",
     "Flatten",
+    "GlobalBatchDropout",
     "HuberLoss",
     "Identity",
     "L1Loss",

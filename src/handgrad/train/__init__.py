@@ -3,7 +3,7 @@
 - :func:`load_task` — ``"cubic"``, ``"digits"`` or ``"csv:PATH"`` as a :class:`Task`;
 - :func:`compare_optimizers` — one model per optimizer, same weights and batches; what
   ``handgrad train`` runs; returns a :class:`ComparisonResult`;
-- :func:`write_outputs` — metrics.json and the PNGs of a comparison;
+- :func:`write_metrics` — metrics.json (the PNGs: :func:`handgrad.plots.training.write_outputs`);
 - :class:`EpochSampler` — seeded shuffled global batches (shardable with :func:`shard`);
 - :func:`fit` — any one model (handgrad or torch.nn) on a task;
 - :func:`run_epoch`, :func:`train_epoch`, :func:`evaluate` — the loop's pieces;
@@ -37,7 +37,6 @@ _MODULE_OF = {
     "train_epoch": "trainer",
     "train_step": "trainer",
     "write_metrics": "metrics",
-    "write_outputs": "outputs",
 }
 
 __all__ = sorted(_MODULE_OF)

@@ -14,8 +14,9 @@ from typing import Any
 
 import torch
 
-from handgrad.train.atomic import write_atomically
+from handgrad.files import write_atomically
 
+CHECKPOINT_FILE = "checkpoint.pt"  # its name in an output folder
 FORMAT = "handgrad-train-checkpoint"
 VERSION = 1
 

@@ -16,9 +16,10 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.optim import Optimizer
 
 from handgrad import nn as hnn
-from handgrad.optim import optimizer_class as handgrad_optimizer_class
+from handgrad.optim import names
 from handgrad.train import checkpoint as ckpt
 from handgrad.train import distributed, seeds
 from handgrad.train.metrics import metrics_document
@@ -89,43 +90,20 @@ class ComparisonResult:
         return outputs
 
 
-def parse_optimizers(names: str | Sequence[str]) -> list[str]:
-    """``"sgd, Adam"`` or ``["sgd", "adam"]`` -> ``["sgd", "adam"]``; empty or repeated
-    names are a ``ValueError``."""
-    items = names.split(",") if isinstance(names, str) else list(names)
-    parsed = [item.strip().lower() for item in items]
-    if not parsed or any(not item for item in parsed):
-        raise ValueError(f"optimizers must be a comma-separated list of names, got {names!r}")
-    repeated = sorted({item for item in parsed if parsed.count(item) > 1})
-    if repeated:
-        raise ValueError(f"optimizer(s) named more than once: {', '.join(repeated)}")
-    return parsed
-
-
 # Optimizers that cannot train the tasks' networks, and why (said before any training).
 UNSUITABLE = {
     "sparseadam": "sparseadam needs sparse gradients (embeddings); these networks' are dense",
 }
 
 
-def optimizer_class(name: str, backend: Backend) -> Callable[..., torch.optim.Optimizer]:
-    """The class for a lowercase torch.optim name: handgrad's, or torch's own."""
+def resolve_optimizer(name: str, backend: Backend) -> tuple[type[Optimizer], dict[str, Any]]:
+    """The class (handgrad's, or torch's own for ``backend="torch"``) and the constructor
+    arguments for an optimizer name of :mod:`handgrad.optim.names` (``"adam"``,
+    ``"momentum"``, ...)."""
     if name in UNSUITABLE:
         raise ValueError(UNSUITABLE[name])
-    if backend == "handgrad":
-        cls: Callable[..., torch.optim.Optimizer] = handgrad_optimizer_class(name)
-        return cls
-    by_lower = {
-        public.lower(): obj
-        for public, obj in vars(torch.optim).items()
-        if isinstance(obj, type)
-        and issubclass(obj, torch.optim.Optimizer)
-        and obj is not torch.optim.Optimizer
-    }
-    if name not in by_lower:
-        known = ", ".join(sorted(by_lower))
-        raise ValueError(f"unknown optimizer {name!r}; expected one of: {known}")
-    return by_lower[name]
+    lookup = names.torch_optimizer_class if backend == "torch" else None
+    return names.resolve_optimizer(name, lookup)
 
 
 def _check_config(config: TrainConfig, epochs: int, batch_size: int, lr: float | None) -> None:
@@ -177,20 +155,20 @@ def compare_optimizers(
     """
     config = config or TrainConfig()
     task = load_task(task, seed=config.seed) if isinstance(task, str) else task
-    names = parse_optimizers(optimizers)
+    optimizer_names = names.parse_optimizer_names(optimizers)
     epochs = config.epochs if config.epochs is not None else task.defaults.epochs
     batch_size = config.batch_size if config.batch_size is not None else task.defaults.batch_size
     _check_config(config, epochs, batch_size, config.lr)
     if resume and checkpoint is None:
         raise ValueError("resume=True needs the checkpoint path to resume from")
-    classes = [optimizer_class(name, config.backend) for name in names]
+    choices = [resolve_optimizer(name, config.backend) for name in optimizer_names]
     device = torch.device(config.device)
     replicas = distributed.current_replicas()
 
     runs: list[RunResult] = []
     losses: list[torch.nn.Module] = []
     steppers: list[torch.optim.Optimizer] = []
-    for name, cls in zip(names, classes, strict=True):
+    for name, (cls, options) in zip(optimizer_names, choices, strict=True):
         lr = config.lr if config.lr is not None else task.default_lr(name)
         # Parameters take the data's dtype: a float64 task trains a float64 network.
         model = task.make_model(config.seed, config.backend).to(device, task.x_train.dtype)
@@ -200,7 +178,9 @@ def compare_optimizers(
             hnn.flatten_parameters(model)
         if replicas is not None:
             distributed.shard_dropout(model, replicas.window)
-        stepper = cls(model.parameters(), **({} if lr is None else {"lr": lr}))
+        if lr is not None:
+            options = {**options, "lr": lr}
+        stepper = cls(model.parameters(), **options)
         runs.append(RunResult(name, float(stepper.param_groups[0]["lr"]), model))
         losses.append(task.make_loss(config.backend))
         steppers.append(stepper)
@@ -208,7 +188,7 @@ def compare_optimizers(
     settings = {
         "task": task.name,
         "task_digest": task.digest(),
-        "optimizers": names,
+        "optimizers": optimizer_names,
         "lr": [run.lr for run in runs],
         "epochs": epochs,
         "batch_size": batch_size,
@@ -366,6 +346,5 @@ __all__ = [
     "TrainConfig",
     "compare_data_parallel",
     "compare_optimizers",
-    "optimizer_class",
-    "parse_optimizers",
+    "resolve_optimizer",
 ]

@@ -35,7 +35,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import Tensor
 
-from handgrad.nn.module import Module as HandModule
+from handgrad.nn.global_dropout import GlobalBatchDropout, ShardWindow, TorchGlobalBatchDropout
 
 DEFAULT_TIMEOUT = 120.0  # seconds a collective may wait for a peer
 DEFAULT_BUCKET_BYTES = 4 * 2**20
@@ -91,15 +91,6 @@ def _check_timeout(timeout: float) -> float:
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout < 1e7:
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
     return float(timeout)
-
-
-@dataclass
-class ShardWindow:
-    """The rows ``[start, start + count)`` of a global batch of ``global_size`` that this rank
-    trains on; the trainer moves it every step, :class:`GlobalBatchDropout` reads it."""
-
-    global_size: int = 0
-    start: int = 0
 
 
 class Replicas:
@@ -293,65 +284,9 @@ def local_device(device: str | torch.device) -> torch.device:
 # ---------------------------------------------------------------------- dropout on shards
 
 
-def _global_mask(p: float, window: ShardWindow, like: Tensor) -> Tensor:
-    """The scaled mask m/(1 − p) of the whole global batch, sliced to this rank's rows.
-
-    Drawn as one process draws it for the global batch (``bernoulli_(1 − p)`` on a tensor of
-    the global shape, from the global RNG that every rank seeds alike), so each rank keeps
-    its slice of the very mask a single process would use.
-    """
-    shape = (window.global_size, *like.shape[1:])
-    if p == 1.0:
-        full = torch.zeros(shape, dtype=like.dtype, device=like.device)
-    else:
-        full = torch.empty(shape, dtype=like.dtype, device=like.device).bernoulli_(1.0 - p)
-        full = full / (1.0 - p)
-    return full[window.start : window.start + len(like)]
-
-
-class GlobalBatchDropout(HandModule):
-    """handgrad's inverted dropout, with this rank's slice of the global batch's mask.
-
-    Forward y = x · m/(1 − p); backward dx = g · m/(1 − p) with the same slice.
-    """
-
-    def __init__(self, p: float, window: ShardWindow) -> None:
-        super().__init__()
-        self.p = float(p)
-        self.window = window
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}, global batch"
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.training or self.p == 0.0:
-            return self._remember((None,), x)
-        scale = _global_mask(self.p, self.window, x)
-        return self._remember((scale,), x * scale)
-
-    def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
-        (scale,) = self._recall(grad_output)
-        if not input_grad:
-            return None
-        return grad_output if scale is None else grad_output * scale
-
-
-class TorchGlobalBatchDropout(torch.nn.Module):
-    """The same for a torch.nn model trained by autograd (the reference backend)."""
-
-    def __init__(self, p: float, window: ShardWindow) -> None:
-        super().__init__()
-        self.p = float(p)
-        self.window = window
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        return x * _global_mask(self.p, self.window, x)
-
-
 def shard_dropout(model: torch.nn.Module, window: ShardWindow) -> torch.nn.Module:
-    """Swap every dropout layer of ``model`` (in place) for its global-batch version."""
+    """Swap every dropout layer of ``model`` (in place) for its global-batch version
+    (:mod:`handgrad.nn.global_dropout`), reading this rank's rows from ``window``."""
     from handgrad.nn import Dropout as HandDropout
 
     for parent in list(model.modules()):
@@ -451,10 +386,8 @@ def launch(fn: Callable[..., Any], world_size: int, *args: Any) -> Any:
 __all__ = [
     "DEFAULT_TIMEOUT",
     "DistributedError",
-    "GlobalBatchDropout",
     "ProcessInfo",
     "Replicas",
-    "ShardWindow",
     "current_replicas",
     "launch",
     "local_device",

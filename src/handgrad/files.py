@@ -1,4 +1,9 @@
-"""Atomic file replacement: readers see the old file or the new one, never half of either."""
+"""Writing output files safely: the one module every package may import for it.
+
+:func:`write_atomically` replaces a file so that readers see the old file or the new one,
+never half of either. It imports nothing from handgrad, so the library packages (train,
+roots), the plots and the command line all share it without depending on one another.
+"""
 
 from __future__ import annotations
 
@@ -28,3 +33,6 @@ def write_atomically(path: str | os.PathLike[str], data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+
+
+__all__ = ["write_atomically"]
