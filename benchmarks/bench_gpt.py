@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import torch
 
@@ -42,7 +43,7 @@ import handgrad.nn as hnn
 from handgrad.optim import AdamW
 
 VOCAB, CONTEXT, BATCH = 96, 128, 16
-CONFIG = {"n_layer": 4, "n_head": 4, "d_model": 128}
+CONFIG: dict[str, Any] = {"n_layer": 4, "n_head": 4, "d_model": 128}
 
 
 def _batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,7 +103,7 @@ def timing(rounds: int, compiled: bool) -> str:
         twin = hnn.to_torch(ours)
         started = time.perf_counter()
         try:
-            steps["torch.compile autograd"] = torch_step(torch.compile(twin))
+            steps["torch.compile autograd"] = torch_step(cast(torch.nn.Module, torch.compile(twin)))
             steps["torch.compile autograd"]()  # compiles
             notes.append(f"compilation took {time.perf_counter() - started:.0f} s (not timed)")
         except Exception as error:  # no C++ compiler, ...: report, keep the rest

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from handgrad import __version__
 
 # Order is the order shown in --help.
-SUBCOMMANDS = ("demo", "check", "train", "trajectories", "roots")
+SUBCOMMANDS = ("demo", "check", "train", "generate", "trajectories", "roots")
 
 
 class CLIError(Exception):

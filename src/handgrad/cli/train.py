@@ -3,6 +3,7 @@
     handgrad train --task cubic --optimizers sgd,rmsprop,adam [--epochs N] [--batch-size B]
         [--lr LR] [--seed S] [--device cpu|cuda] [--out DIR] [--resume]
         [--dist-timeout SECONDS]
+    handgrad train --task text[:PATH] --model gpt   (character-level language model)
 
 A thin layer over :func:`handgrad.train.compare_optimizers` and
 :func:`handgrad.plots.training.write_outputs`. Under
@@ -41,7 +42,14 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--task", default="cubic",
-        help="cubic (y = x^3), digits (scikit-learn's 8x8 digits) or csv:PATH (default: cubic)",
+        help="cubic (y = x^3), digits (scikit-learn's 8x8 digits), csv:PATH, or text[:PATH] "
+        "(next-character prediction on a UTF-8 text; default text: Python's documentation) "
+        "(default: cubic)",
+    )
+    parser.add_argument(
+        "--model", choices=("mlp", "gpt"), default=None,
+        help="mlp (the fully connected network of cubic, digits and csv) or gpt (a "
+        "transformer language model, for text) (default: the task's)",
     )
     parser.add_argument(
         "--target", metavar="COLUMN", default=None,
@@ -49,9 +57,9 @@ def register(subparsers: Any) -> None:
         "are classes; other numbers are regression)",
     )
     parser.add_argument(
-        "--optimizers", default=DEFAULT_OPTIMIZERS,
+        "--optimizers", default=None,
         help="comma-separated lowercase torch.optim names, plus 'momentum' and 'nesterov' "
-        f"(SGD with momentum 0.9) (default: {DEFAULT_OPTIMIZERS})",
+        f"(SGD with momentum 0.9) (default: {DEFAULT_OPTIMIZERS}; adamw for text)",
     )
     parser.add_argument("--epochs", type=int, default=None, help="default: per task")
     parser.add_argument("--batch-size", type=int, default=None,
@@ -81,7 +89,11 @@ def register(subparsers: Any) -> None:
 
 def default_out_dir(task: str) -> Path:
     """``runs/cubic``, ``runs/digits``, ``runs/csv-<file stem>``."""
-    name = f"csv-{Path(task[4:]).stem}" if task.startswith("csv:") else task
+    if task.startswith(("csv:", "text:")):
+        kind, _, path = task.partition(":")
+        name = f"{kind}-{Path(path).stem}"
+    else:
+        name = task
     return Path("runs") / re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
@@ -118,11 +130,11 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = out_dir / CHECKPOINT_FILE
     if args.resume and not checkpoint.is_file():
         raise CLIError(f"--resume: no checkpoint at {checkpoint}; start the run without --resume")
-    names = parse_optimizer_names(args.optimizers)
     timeout = distributed.DEFAULT_TIMEOUT if args.dist_timeout is None else args.dist_timeout
     if not 0 < timeout < 1e7:
         raise CLIError(f"--dist-timeout must be a positive number of seconds, got {timeout:g}")
-    task = load_task(args.task, seed=args.seed, target=args.target)
+    task = load_task(args.task, seed=args.seed, target=args.target, model=args.model)
+    names = parse_optimizer_names(args.optimizers or task.defaults.optimizers)
     device = str(distributed.local_device(args.device))
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          seed=args.seed, device=device, backend=args.backend)
@@ -175,5 +187,9 @@ def _train_and_report(
     rows = [{**document, "lr": run.lr}
             for document, run in zip(result.metrics()["runs"], result.runs, strict=True)]
     print(results_table(rows, task.kind == "classification"))
+    from handgrad.train.text import TextTask, text_report
+
+    if isinstance(task, TextTask):
+        print(text_report(result))
     print("wrote " + ", ".join(str(path) for path in [*written, checkpoint]))
     return 0

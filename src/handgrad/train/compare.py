@@ -171,7 +171,7 @@ def compare_optimizers(
     for name, (cls, options) in zip(optimizer_names, choices, strict=True):
         lr = config.lr if config.lr is not None else task.default_lr(name)
         # Parameters take the data's dtype: a float64 task trains a float64 network.
-        model = task.make_model(config.seed, config.backend).to(device, task.x_train.dtype)
+        model = task.make_model(config.seed, config.backend).to(device, task.parameter_dtype)
         if config.backend == "handgrad":
             # One contiguous buffer for the parameters and one for their gradients: the
             # optimizer then updates the whole network in one pass (same values, fewer calls).
@@ -198,6 +198,7 @@ def compare_optimizers(
         "backend": config.backend,
         "threads": config.threads,
         "world_size": 1 if replicas is None else replicas.world_size,
+        "task_info": task.checkpoint_info(),  # a text task's vocabulary and GPT shape
     }
     data = (task.x_train.to(device), task.y_train.to(device), task.x_test.to(device),
             task.y_test.to(device))
@@ -311,8 +312,9 @@ def _restore(
     parameters on ``device``, and torch's optimizer contract moves each state tensor to its
     parameter's device (``step`` stays on the CPU unless capturable or fused)."""
     saved = payload.get("settings", {})
-    # Checkpoints from before data-parallel training have no world_size: one process.
-    saved = {"world_size": 1, **saved}
+    # Checkpoints from before data-parallel training have no world_size: one process;
+    # those from before text tasks no task_info.
+    saved = {"world_size": 1, "task_info": {}, **saved}
     differences = [
         f"{key}={saved.get(key)!r} there, {value!r} here"
         for key, value in settings.items()

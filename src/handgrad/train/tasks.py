@@ -21,7 +21,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -32,7 +32,8 @@ from handgrad.train import seeds
 Kind = Literal["regression", "classification"]
 Backend = Literal["handgrad", "torch"]
 
-TASK_NAMES = ("cubic", "digits", "csv:PATH")
+TASK_NAMES = ("cubic", "digits", "csv:PATH", "text[:PATH]")
+MODELS = ("mlp", "gpt")  # --model: the tasks' fully connected networks, or a GPT (text)
 TEST_FRACTION = 0.2
 MAX_CLASSES_FOR_INTEGER_TARGET = 20
 
@@ -42,12 +43,14 @@ class TaskDefaults:
     """Training settings that reach the task's goal quickly.
 
     ``lr`` maps lowercase optimizer names to a tuned learning rate; an optimizer missing
-    from it uses its own default learning rate.
+    from it uses its own default learning rate. ``optimizers``: those ``handgrad train``
+    compares unless told otherwise.
     """
 
     epochs: int
     batch_size: int
     lr: Mapping[str, float] = field(default_factory=dict)
+    optimizers: str = "sgd,rmsprop,adam"
 
 
 @dataclass(frozen=True, eq=False)
@@ -76,6 +79,16 @@ class Task:
     @property
     def num_outputs(self) -> int:
         return len(self.class_names) if self.kind == "classification" else 1
+
+    @property
+    def parameter_dtype(self) -> torch.dtype:
+        """The dtype of the networks' parameters: the inputs' (a float64 task trains a
+        float64 network); a task of integer inputs (token ids) says its own."""
+        return self.x_train.dtype
+
+    def checkpoint_info(self) -> dict[str, Any]:
+        """What a checkpoint must carry to rebuild this task's model without the data."""
+        return {}
 
     def reference_model(self, seed: int) -> torch.nn.Sequential:
         """The network as plain ``torch.nn`` layers, initialized from ``seed`` alone.
@@ -122,13 +135,31 @@ class Task:
         return sha.hexdigest()
 
 
-def load_task(spec: str, *, seed: int = 0, target: str | None = None) -> Task:
-    """The task named by ``spec``: ``"cubic"``, ``"digits"`` or ``"csv:PATH"``.
+def load_task(
+    spec: str, *, seed: int = 0, target: str | None = None, model: str | None = None
+) -> Task:
+    """The task named by ``spec``: ``"cubic"``, ``"digits"``, ``"csv:PATH"`` or
+    ``"text[:PATH]"`` (:mod:`handgrad.train.text`).
 
     ``seed`` fixes the data's noise and the test split; ``target`` names the csv column to
-    predict (required for csv, refused otherwise).
+    predict (required for csv, refused otherwise); ``model`` (one of :data:`MODELS`,
+    default: the task's own) must suit the task: a GPT for text, an MLP for the others.
     """
     seeds.check_seed(seed)
+    if model is not None and model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; expected one of: {', '.join(MODELS)}")
+    if spec == "text" or spec.startswith("text:"):
+        if model not in (None, "gpt"):
+            raise ValueError(f"the text task trains a GPT, not --model {model}")
+        if target is not None:
+            raise ValueError("--target is only for csv tasks, not for the text task")
+        from handgrad.train.text import text_task
+
+        return text_task(Path(spec[len("text:") :]) if spec.startswith("text:") else None,
+                         seed=seed)
+    if model not in (None, "mlp"):
+        raise ValueError(f"--model {model} is for the text task (--task text); {spec!r} "
+                         "trains an MLP")
     if spec.startswith("csv:"):
         if not target:
             raise ValueError("the csv task needs the column to predict: --target COLUMN")
