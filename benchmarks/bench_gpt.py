@@ -7,7 +7,9 @@ The model: 4 blocks, d_model 128, 4 heads, context 128, batch 16, vocabulary 96,
 the CPU, tied head. One step is ``zero_grad``, forward, cross-entropy, backward, AdamW step.
 
 - **handgrad**: :class:`handgrad.nn.GPT`, :class:`handgrad.nn.CrossEntropyLoss`, the
-  hand-written ``backward``, :class:`handgrad.optim.AdamW`.
+  hand-written ``backward``, :class:`handgrad.optim.AdamW`, the parameters laid out in one
+  buffer by ``handgrad.nn.flatten_parameters`` (as ``handgrad train`` does); "plain" is the
+  same without that layout.
 - **torch eager**: the same weights in :class:`handgrad.nn.TorchGPT` (torch.nn layers and
   ``scaled_dot_product_attention(is_causal=True)``, as nanoGPT writes it), ``loss.backward()``,
   ``torch.optim.AdamW``.
@@ -52,10 +54,13 @@ def _batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
 
 
-def _models() -> tuple[hnn.GPT, torch.nn.Module]:
+def _models(flat: bool = True) -> tuple[hnn.GPT, torch.nn.Module]:
     torch.manual_seed(0)
     ours = hnn.GPT(VOCAB, CONTEXT, **CONFIG)
-    return ours, hnn.to_torch(ours)
+    reference = hnn.to_torch(ours)
+    if flat:
+        hnn.flatten_parameters(ours)
+    return ours, reference
 
 
 def handgrad_step(model: hnn.GPT) -> Callable[[], float]:
@@ -94,8 +99,10 @@ def torch_step(model: torch.nn.Module) -> Callable[[], float]:
 def timing(rounds: int, compiled: bool) -> str:
     """Paired rounds of handgrad, eager (and compiled) steps: a markdown table."""
     ours, reference = _models()
+    plain, _ = _models(flat=False)
     steps: dict[str, Callable[[], float]] = {
         "handgrad": handgrad_step(ours),
+        "handgrad, plain": handgrad_step(plain),
         "torch eager autograd": torch_step(reference),
     }
     notes = []
