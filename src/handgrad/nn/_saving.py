@@ -1,4 +1,5 @@
-"""Keeping less between forward and backward: what the transformer layers share.
+"""What the transformer layers share: keeping less between forward and backward, and
+handing gradients on in the right dtype.
 
 ``Module._remember(ctx, out)`` keeps ``out`` so that ``_recall`` can check a gradient's
 shape, dtype and device against it; for a layer whose output is large and not otherwise
@@ -9,6 +10,9 @@ expanded scalar) for ``_remember`` to keep instead.
 A layer's backward also sets ``self._saved = None`` once it has read its ctx: the ctx is
 spent, and its tensors are freed during the backward, as autograd frees a graph — not at the
 next forward.
+
+:func:`required` turns a child's optional input gradient into a tensor for composite
+modules; :func:`accumulate` hands a parameter its gradient in its own dtype (mixed precision).
 """
 
 from __future__ import annotations

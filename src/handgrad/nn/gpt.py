@@ -390,7 +390,9 @@ class GPT(Module):
                 tokens = torch.cat([tokens, following], dim=1)
         finally:
             self.train(was_training)
-            self._saved = None  # sampling is not a step to differentiate
+            for module in self.modules():  # sampling is not a step to differentiate
+                if isinstance(module, Module):
+                    module._saved = None
         return tokens[0] if single else tokens
 
 
