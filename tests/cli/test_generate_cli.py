@@ -97,6 +97,12 @@ def test_generate_refuses_a_missing_file_and_a_checkpoint_without_a_language_mod
     assert "holds no language model" in capsys.readouterr().err
 
 
-def test_model_gpt_is_refused_for_other_tasks(capsys: pytest.CaptureFixture[str]) -> None:
+def test_model_gpt_is_refused_for_other_tasks_and_mlp_for_text(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", "--task", f"text:{_text(tmp_path)}", "--model", "mlp"]) == 2
+    assert "the text task trains a GPT (--model gpt)" in capsys.readouterr().err
+    assert main(["train", "--task", f"text:{_text(tmp_path)}", "--model", "gpt:n_head=3"]) == 2
+    assert "not divisible by n_head=3" in capsys.readouterr().err
     assert main(["train", "--task", "cubic", "--model", "gpt"]) == 2
-    assert "--model gpt is for the text task" in capsys.readouterr().err
+    assert "--model gpt reads token ids: it trains on the text task" in capsys.readouterr().err

@@ -60,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
     from handgrad import nn as hnn
     from handgrad.train.checkpoint import load_checkpoint
+    from handgrad.train.models import parse_model
     from handgrad.train.text import sample
 
     if args.length < 0:
@@ -71,8 +72,9 @@ def run(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise CLIError(f"--seed must be a non-negative integer, got {args.seed}")
     payload = load_checkpoint(args.checkpoint)
-    info = payload.get("settings", {}).get("task_info") or {}
-    if "vocabulary" not in info or "gpt" not in info:
+    settings = payload.get("settings", {})
+    info = settings.get("task_info") or {}
+    if "vocabulary" not in info or not str(settings.get("model", "")).startswith("gpt"):
         raise CLIError(
             f"{args.checkpoint} holds no language model; train one with "
             "'handgrad train --task text'"
@@ -88,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
     if not runs:
         raise CLIError(f"{args.checkpoint} holds no trained run")
     chosen = min(runs, key=lambda r: r["history"][-1]["test_loss"] if r["history"] else 0.0)
-    gpt = hnn.GPT(len(info["vocabulary"]), **info["gpt"], device="meta")
+    spec = parse_model(settings["model"])  # every option, as the run resolved them
+    gpt = hnn.GPT(len(info["vocabulary"]), info["context_length"], **spec.options, device="meta")
     state = {key.removeprefix("gpt."): value for key, value in chosen["model"].items()}
     gpt.load_state_dict(state, assign=True)
     if gpt.tie_weights:

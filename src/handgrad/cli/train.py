@@ -3,7 +3,7 @@
     handgrad train --task cubic --optimizers sgd,rmsprop,adam [--epochs N] [--batch-size B]
         [--lr LR] [--seed S] [--device cpu|cuda] [--out DIR] [--resume]
         [--dist-timeout SECONDS]
-    handgrad train --task text[:PATH] --model gpt   (character-level language model)
+    handgrad train --task text[:PATH] [--model gpt]   (a character-level language model)
 
 A thin layer over :func:`handgrad.train.compare_optimizers` and
 :func:`handgrad.plots.training.write_outputs`. Under
@@ -47,11 +47,6 @@ def register(subparsers: Any) -> None:
         "(default: cubic)",
     )
     parser.add_argument(
-        "--model", choices=("mlp", "gpt"), default=None,
-        help="mlp (the fully connected network of cubic, digits and csv) or gpt (a "
-        "transformer language model, for text) (default: the task's)",
-    )
-    parser.add_argument(
         "--target", metavar="COLUMN", default=None,
         help="csv tasks: the column to predict (strings, or integers with at most 20 values, "
         "are classes; other numbers are regression)",
@@ -60,6 +55,11 @@ def register(subparsers: Any) -> None:
         "--optimizers", default=None,
         help="comma-separated lowercase torch.optim names, plus 'momentum' and 'nesterov' "
         f"(SGD with momentum 0.9) (default: {DEFAULT_OPTIMIZERS}; adamw for text)",
+    )
+    parser.add_argument(
+        "--model", metavar="NAME[:KEY=VALUE,...]", default=None,
+        help="the network, e.g. mlp:hidden=100x100,activation=sigmoid,dropout=0.1; "
+        + _models_help() + " (default: mlp, the task's network; gpt for text)",
     )
     parser.add_argument("--epochs", type=int, default=None, help="default: per task")
     parser.add_argument("--batch-size", type=int, default=None,
@@ -85,6 +85,12 @@ def register(subparsers: Any) -> None:
         "exiting with an error (default: 120)",
     )
     parser.set_defaults(func=run)
+
+
+def _models_help() -> str:
+    from handgrad.train.models import describe_models
+
+    return "models: " + describe_models()
 
 
 def default_out_dir(task: str) -> Path:
@@ -122,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
     from handgrad.train import distributed
     from handgrad.train.checkpoint import CHECKPOINT_FILE
     from handgrad.train.compare import TrainConfig
+    from handgrad.train.models import parse_model
     from handgrad.train.tasks import load_task
 
     out_dir = Path(args.out) if args.out else default_out_dir(args.task)
@@ -133,11 +140,12 @@ def run(args: argparse.Namespace) -> int:
     timeout = distributed.DEFAULT_TIMEOUT if args.dist_timeout is None else args.dist_timeout
     if not 0 < timeout < 1e7:
         raise CLIError(f"--dist-timeout must be a positive number of seconds, got {timeout:g}")
-    task = load_task(args.task, seed=args.seed, target=args.target, model=args.model)
+    task = load_task(args.task, seed=args.seed, target=args.target)
     names = parse_optimizer_names(args.optimizers or task.defaults.optimizers)
     device = str(distributed.local_device(args.device))
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                         seed=args.seed, device=device, backend=args.backend)
+                         seed=args.seed, device=device, backend=args.backend,
+                         model=parse_model(args.model or task.default_model))
     try:
         with distributed.process_group(device, timeout=timeout) as replicas:
             writer = replicas is None or replicas.is_writer

@@ -366,7 +366,7 @@ class MultiheadAttention(Module):
 
     # ------------------------------------------------------------------ backward
 
-    def backward(  # type: ignore[override]
+    def backward(
         self,
         grad_output: Tensor | tuple[Tensor, Tensor | None],
         input_grad: bool = True,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +32,6 @@ Kind = Literal["regression", "classification"]
 Backend = Literal["handgrad", "torch"]
 
 TASK_NAMES = ("cubic", "digits", "csv:PATH", "text[:PATH]")
-MODELS = ("mlp", "gpt")  # --model: the tasks' fully connected networks, or a GPT (text)
 TEST_FRACTION = 0.2
 MAX_CLASSES_FOR_INTEGER_TARGET = 20
 
@@ -81,41 +79,48 @@ class Task:
         return len(self.class_names) if self.kind == "classification" else 1
 
     @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one input (``(features,)`` for the tables here)."""
+        return tuple(self.x_train.shape[1:])
+
+    @property
     def parameter_dtype(self) -> torch.dtype:
         """The dtype of the networks' parameters: the inputs' (a float64 task trains a
         float64 network); a task of integer inputs (token ids) says its own."""
         return self.x_train.dtype
 
+    @property
+    def default_model(self) -> str:
+        """The model (:mod:`handgrad.train.models`) trained unless ``--model`` says otherwise."""
+        return "mlp"
+
+    def check_model(self, name: str) -> None:
+        """ValueError unless the registered model ``name`` can learn this task (a model's
+        builder refuses tasks it cannot read; a task refuses models it cannot feed)."""
+
     def checkpoint_info(self) -> dict[str, Any]:
         """What a checkpoint must carry to rebuild this task's model without the data."""
         return {}
 
-    def reference_model(self, seed: int) -> torch.nn.Sequential:
-        """The network as plain ``torch.nn`` layers, initialized from ``seed`` alone.
+    def reference_model(self, seed: int) -> torch.nn.Module:
+        """The task's network (its default model of :mod:`handgrad.train.models`) as plain
+        ``torch.nn`` layers, initialized from ``seed`` alone.
 
         Built inside ``fork_rng`` so that the caller's global RNG stream is left as it was.
         """
-        widths = [self.num_inputs, *self.hidden, self.num_outputs]
-        layers: list[torch.nn.Module] = []
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seeds.derived_seed(seed, seeds.INIT))
-            for depth, (fan_in, fan_out) in enumerate(itertools.pairwise(widths)):
-                layers.append(torch.nn.Linear(fan_in, fan_out))
-                if depth < len(widths) - 2:  # no activation or dropout after the output layer
-                    layers.append(torch.nn.ReLU())
-                    if self.dropout > 0:
-                        layers.append(torch.nn.Dropout(self.dropout))
-        return torch.nn.Sequential(*layers)
+        from handgrad.train.models import reference_model
+
+        return reference_model(self.default_model, self, seed)
 
     def make_model(self, seed: int, backend: Backend = "handgrad") -> torch.nn.Module:
         """The network for ``backend``: handgrad layers, or torch.nn (trained by autograd).
 
-        Both start from the same weights for the same ``seed``.
+        Both start from the same weights for the same ``seed``. Other networks:
+        :func:`handgrad.train.models.build_model`.
         """
-        model = self.reference_model(seed)
-        if backend == "torch":
-            return model
-        return hnn.from_torch(model)
+        from handgrad.train.models import build_model
+
+        return build_model(self.default_model, self, seed, backend)
 
     def make_loss(self, backend: Backend = "handgrad") -> torch.nn.Module:
         """Mean squared error for regression, cross-entropy for classification."""
@@ -135,31 +140,21 @@ class Task:
         return sha.hexdigest()
 
 
-def load_task(
-    spec: str, *, seed: int = 0, target: str | None = None, model: str | None = None
-) -> Task:
+def load_task(spec: str, *, seed: int = 0, target: str | None = None) -> Task:
     """The task named by ``spec``: ``"cubic"``, ``"digits"``, ``"csv:PATH"`` or
     ``"text[:PATH]"`` (:mod:`handgrad.train.text`).
 
     ``seed`` fixes the data's noise and the test split; ``target`` names the csv column to
-    predict (required for csv, refused otherwise); ``model`` (one of :data:`MODELS`,
-    default: the task's own) must suit the task: a GPT for text, an MLP for the others.
+    predict (required for csv, refused otherwise).
     """
     seeds.check_seed(seed)
-    if model is not None and model not in MODELS:
-        raise ValueError(f"unknown model {model!r}; expected one of: {', '.join(MODELS)}")
     if spec == "text" or spec.startswith("text:"):
-        if model not in (None, "gpt"):
-            raise ValueError(f"the text task trains a GPT, not --model {model}")
         if target is not None:
             raise ValueError("--target is only for csv tasks, not for the text task")
         from handgrad.train.text import text_task
 
-        return text_task(Path(spec[len("text:") :]) if spec.startswith("text:") else None,
-                         seed=seed)
-    if model not in (None, "mlp"):
-        raise ValueError(f"--model {model} is for the text task (--task text); {spec!r} "
-                         "trains an MLP")
+        path = Path(spec[len("text:") :]) if spec.startswith("text:") else None
+        return text_task(path, seed=seed)
     if spec.startswith("csv:"):
         if not target:
             raise ValueError("the csv task needs the column to predict: --target COLUMN")

@@ -21,29 +21,27 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
 
 from handgrad import nn as hnn
 from handgrad.train import seeds
-from handgrad.train.tasks import Backend, Task, TaskDefaults
+from handgrad.train.models import ModelOption, probability, register_model
+from handgrad.train.tasks import Task, TaskDefaults
 
 VALIDATION_FRACTION = 0.1
 VALIDATION_WINDOWS = 32
 MIN_CHARACTERS = 1000
 
-GPT_DEFAULTS: dict[str, Any] = {
-    "context_length": 64,
-    "n_layer": 3,
-    "n_head": 4,
-    "d_model": 128,
-    "dropout": 0.0,
-}
-"""The default model: small enough for a few minutes on two cores."""
+CONTEXT_LENGTH = 64
+"""Characters per window, the GPT's context: the task's (its windows), not the model's."""
+
+GPT_DEFAULTS: dict[str, Any] = {"n_layer": 3, "n_head": 4, "d_model": 128, "dropout": 0.0}
+"""The ``gpt`` model's defaults: small enough for a few minutes on two cores."""
 
 TEXT_DEFAULTS = TaskDefaults(
     epochs=3, batch_size=32, lr={"adamw": 3e-3, "adam": 3e-3}, optimizers="adamw"
@@ -145,48 +143,44 @@ class TextTask(Task):
     """A text as next-character classification over windows; the model is a GPT."""
 
     vocabulary: str = ""
-    gpt: dict[str, Any] = field(default_factory=dict)
+    context_length: int = CONTEXT_LENGTH
     entropy_bits: float = 0.0  # unigram entropy of the training split
 
     @property
     def parameter_dtype(self) -> torch.dtype:
         return torch.float32
 
-    def reference_model(self, seed: int) -> torch.nn.Module:  # type: ignore[override]
-        return TorchNextCharacterGPT(hnn.to_torch(self._gpt(seed)))
+    @property
+    def default_model(self) -> str:
+        return "gpt"
 
-    def make_model(self, seed: int, backend: Backend = "handgrad") -> torch.nn.Module:
-        if backend == "torch":
-            return self.reference_model(seed)
-        return NextCharacterGPT(self._gpt(seed))
-
-    def _gpt(self, seed: int) -> hnn.GPT:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seeds.derived_seed(seed, seeds.INIT))
-            return hnn.GPT(len(self.vocabulary), **self.gpt)
+    def check_model(self, name: str) -> None:
+        if name != "gpt":
+            raise ValueError(f"the text task trains a GPT (--model gpt), not --model {name}")
 
     def sample_prompt(self, length: int = 16) -> str:
         """The first characters of the validation text: a prompt to continue."""
         return Vocabulary(self.vocabulary).decode(self.x_test[0][:length])
 
     def checkpoint_info(self) -> dict[str, Any]:
-        """What ``handgrad generate`` needs to rebuild the model: vocabulary and shape."""
-        return {"vocabulary": self.vocabulary, "gpt": dict(self.gpt)}
+        """What ``handgrad generate`` needs beside the model spec: vocabulary and context."""
+        return {"vocabulary": self.vocabulary, "context_length": self.context_length}
 
     def digest(self) -> str:
-        return super().digest() + f"|{self.vocabulary}|{sorted(self.gpt.items())}"
+        return super().digest() + f"|{self.vocabulary}|{self.context_length}"
 
 
-def text_task(path: Path | None = None, *, seed: int = 0, **gpt: Any) -> TextTask:
-    """The text at ``path`` (default: :func:`default_text`) as a :class:`TextTask`; ``gpt``
-    overrides :data:`GPT_DEFAULTS` (context_length, n_layer, n_head, d_model, dropout)."""
+def text_task(
+    path: Path | None = None, *, seed: int = 0, context_length: int = CONTEXT_LENGTH
+) -> TextTask:
+    """The text at ``path`` (default: :func:`default_text`) as a :class:`TextTask` of
+    windows of ``context_length`` characters."""
     seeds.check_seed(seed)
     if path is None:
         name, text = default_text()
     else:
         name, text = str(path), read_text(path)
-    config = {**GPT_DEFAULTS, **gpt}
-    context = int(config["context_length"])
+    context = context_length
     split = int(len(text) * (1 - VALIDATION_FRACTION))
     train_text, validation_text = text[:split], text[split:]
     if len(validation_text) <= context + 1:
@@ -216,7 +210,7 @@ def text_task(path: Path | None = None, *, seed: int = 0, **gpt: Any) -> TextTas
         defaults=TEXT_DEFAULTS,
         class_names=tuple(vocabulary.characters),
         vocabulary=vocabulary.characters,
-        gpt=config,
+        context_length=context,
         entropy_bits=unigram_entropy(train_text),
     )
 
@@ -270,3 +264,50 @@ def text_report(result: Any) -> str:
     text = sample(best.model, task.vocabulary, prompt, 300, seed=0)
     lines += [f"sample ({best.optimizer}, temperature 0.8, prompt {prompt!r}):", text]
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------- the gpt model, by name
+
+
+def _positive(value: Any) -> int:
+    """A positive integer (``"4"`` or ``4``)."""
+    try:
+        number = int(value) if not isinstance(value, bool | float) else None
+    except ValueError:
+        number = None
+    if number is None or number < 1:
+        raise ValueError("expected a positive integer")
+    return number
+
+
+def gpt_model(task: Task, options: dict[str, Any]) -> torch.nn.Module:
+    """``--model gpt``: a :class:`handgrad.nn.GPT` for a text task (its vocabulary and
+    context), drawn with GPT-2's initialisation, as torch.nn layers (the registry converts
+    them for the handgrad backend)."""
+    if not isinstance(task, TextTask):
+        raise ValueError(
+            f"--model gpt reads token ids: it trains on the text task (--task text), "
+            f"not {task.name!r}"
+        )
+    gpt = hnn.GPT(len(task.vocabulary), task.context_length, **options)
+    return TorchNextCharacterGPT(hnn.to_torch(gpt))
+
+
+register_model(
+    "gpt",
+    gpt_model,
+    options={
+        "n_layer": ModelOption(_positive, f"blocks (default: {GPT_DEFAULTS['n_layer']})"),
+        "n_head": ModelOption(_positive, f"attention heads (default: {GPT_DEFAULTS['n_head']})"),
+        "d_model": ModelOption(_positive, f"features (default: {GPT_DEFAULTS['d_model']})"),
+        "dropout": ModelOption(probability, "dropout probability (default: 0)"),
+    },
+    defaults=lambda task: dict(GPT_DEFAULTS),
+    help="a GPT (transformer language model) for the text task",
+)
+hnn.register_conversion(
+    TorchNextCharacterGPT,
+    NextCharacterGPT,
+    to_handgrad=lambda source, convert: NextCharacterGPT(cast(hnn.GPT, convert(source.gpt, "gpt"))),
+    to_torch=lambda source, convert: TorchNextCharacterGPT(convert(source.gpt, "gpt")),
+)
