@@ -74,6 +74,18 @@ def _gelu_derivative(hidden: Tensor, activated: Tensor) -> Tensor:
     return cdf.addcmul_(gauss, hidden, value=_INV_SQRT_2PI)  # Φ(h) + h φ(h)
 
 
+def _given_back(layer: Module, kept: Tensor | None, given: Tensor | None) -> Tensor:
+    """The forward's input for ``layer``'s backward: kept by the layer, or given back."""
+    if kept is not None:
+        return kept
+    if given is None:
+        raise ValueError(
+            f"{layer._get_name()}.backward(): built with keep_input=False, it needs the "
+            "forward's input given back (backward(grad, input=...))"
+        )
+    return given
+
+
 class CausalSelfAttention(Module):
     """Each position attends to itself and the positions before it, in ``n_head`` heads.
 
@@ -86,7 +98,8 @@ class CausalSelfAttention(Module):
     [O_1 … O_H] (which proj's weight gradient needs and the attention backward reads as O);
     the backward recomputes the attention weights (B·H·T² numbers, more than all of those
     together) unless ``save_attention_weights`` is set, trading memory for one product and
-    softmax per layer.
+    softmax per layer. With ``keep_input=False`` x is not kept either: the caller gives it
+    back to ``backward`` (a :class:`Block` rebuilds it from its LayerNorm).
     """
 
     save_attention_weights = False
@@ -100,6 +113,7 @@ class CausalSelfAttention(Module):
                 f"CausalSelfAttention: d_model={d_model} is not divisible by n_head={n_head}"
             )
         self.n_head = n_head
+        self.keep_input = True
         self.qkv = Linear(d_model, 3 * d_model, bias=bias, **factory)
         self.proj = Linear(d_model, d_model, bias=bias, **factory)
         self.dropout = dropout  # on the attention weights and on the output
@@ -126,11 +140,16 @@ class CausalSelfAttention(Module):
             out=merged.view(batch, length, heads, head_dim).transpose(1, 2)
         )
         out, dropped = F.dropout_forward(_linear(self.proj, merged), self.dropout, self.training)
-        self._remember((input, attention, merged, dropped), stand_in(out))
+        kept = input if self.keep_input else None
+        self._remember((kept, attention, merged, dropped), stand_in(out))
         return out
 
-    def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
-        input, attention, merged, dropped = self._recall(grad_output)
+    def backward(
+        self, grad_output: Tensor, input_grad: bool = True, input: Tensor | None = None
+    ) -> Tensor | None:
+        """dL/d(input); the forward's input is given back as ``input`` when not kept."""
+        kept, attention, merged, dropped = self._recall(grad_output)
+        input = _given_back(self, kept, input)
         self._saved = None  # spent: free the kept tensors now, as autograd frees its graph
         batch, length, width = grad_output.shape
         heads = self.n_head
@@ -154,13 +173,15 @@ class MLP(Module):
     Backward: dW₂ += gᵀ GELU(h), d(GELU(h)) = g W₂, dh = d(GELU(h)) ⊙ GELU′(h), then
     W₁'s like any Linear. Memory: the forward keeps x and h = W₁x + b₁ only; GELU(h) is
     recomputed from h in backward — one element-wise pass instead of keeping a second
-    (B, T, 4C) tensor per block — and gives Φ(h) for GELU′ on the way.
+    (B, T, 4C) tensor per block — and gives Φ(h) for GELU′ on the way. With
+    ``keep_input=False`` x is not kept either: the caller gives it back to ``backward``.
     """
 
     def __init__(
         self, d_model: int, hidden: int, dropout: float = 0.0, bias: bool = True, **factory: Any
     ) -> None:
         super().__init__()
+        self.keep_input = True
         self.fc = Linear(d_model, hidden, bias=bias, **factory)
         self.proj = Linear(hidden, d_model, bias=bias, **factory)
         self.dropout = dropout
@@ -169,11 +190,15 @@ class MLP(Module):
         hidden = _linear(self.fc, input)
         activated = torch.nn.functional.gelu(hidden)
         out, dropped = F.dropout_forward(_linear(self.proj, activated), self.dropout, self.training)
-        self._remember((input, hidden, dropped), stand_in(out))
+        self._remember((input if self.keep_input else None, hidden, dropped), stand_in(out))
         return out
 
-    def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
-        input, hidden, dropped = self._recall(grad_output)
+    def backward(
+        self, grad_output: Tensor, input_grad: bool = True, input: Tensor | None = None
+    ) -> Tensor | None:
+        """dL/d(input); the forward's input is given back as ``input`` when not kept."""
+        kept, hidden, dropped = self._recall(grad_output)
+        input = _given_back(self, kept, input)
         self._saved = None  # spent: free the kept tensors now
         grad = F.dropout_backward(grad_output, dropped)
         activated = torch.nn.functional.gelu(hidden)  # recomputed (see the class docstring)
@@ -184,7 +209,13 @@ class MLP(Module):
 
 
 class Block(Module):
-    """x + attn(ln_1(x)), then + mlp(ln_2(·)): a pre-norm transformer block."""
+    """x + attn(ln_1(x)), then + mlp(ln_2(·)): a pre-norm transformer block.
+
+    Memory: a LayerNorm keeps x̂ for its backward, and the layer after it would keep the
+    LayerNorm's output y = γ ⊙ x̂ + β for its weight gradient: the same numbers twice. So
+    attn and mlp do not keep their inputs; the backward rebuilds each from its LayerNorm
+    (:meth:`LayerNorm.recompute_output`, one pass) and gives it back.
+    """
 
     def __init__(
         self,
@@ -200,6 +231,7 @@ class Block(Module):
         self.attn = CausalSelfAttention(d_model, n_head, dropout, bias, **factory)
         self.ln_2 = LayerNorm(d_model, bias=bias, **factory)
         self.mlp = MLP(d_model, dim_feedforward, dropout, bias, **factory)
+        self.attn.keep_input = self.mlp.keep_input = False  # rebuilt from ln_1, ln_2
 
     def forward(self, input: Tensor) -> Tensor:
         attended = self.attn(self.ln_1(input))
@@ -215,8 +247,10 @@ class Block(Module):
         attended_dtype, transformed_dtype = self._recall(grad_output)
         self._saved = None
         g = grad_output
-        g = g + required(self.ln_2.backward(required(self.mlp.backward(g.to(transformed_dtype)))))
-        g = g + required(self.ln_1.backward(required(self.attn.backward(g.to(attended_dtype)))))
+        through_mlp = self.mlp.backward(g.to(transformed_dtype), input=self.ln_2.recompute_output())
+        g = g + required(self.ln_2.backward(required(through_mlp)))
+        through_attn = self.attn.backward(g.to(attended_dtype), input=self.ln_1.recompute_output())
+        g = g + required(self.ln_1.backward(required(through_attn)))
         return g
 
 
@@ -324,14 +358,14 @@ class GPT(Module):
         )
         for block in self.blocks:
             x = block(x)
-        features = self.ln_f(x)
-        logits = _linear(self.head, features)
-        self._remember((features, dropped), stand_in(logits))
+        logits = _linear(self.head, self.ln_f(x))  # (ln_f's output is rebuilt in backward)
+        self._remember((dropped,), stand_in(logits))
         return logits
 
     def backward(self, grad_output: Tensor, input_grad: bool = True) -> None:
         """Accumulate every parameter's gradient from dL/dlogits; returns None (token ids)."""
-        features, dropped = self._recall(grad_output)
+        (dropped,) = self._recall(grad_output)
+        features = self.ln_f.recompute_output()
         self._saved = None  # spent: free the kept tensors now
         # head: dW += gᵀ features (with tied weights this is the first of the token
         # embedding's two gradient contributions; the lookup's comes last)

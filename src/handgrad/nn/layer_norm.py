@@ -104,6 +104,17 @@ class LayerNorm(_Norm):
         self._remember(ctx, stand_in(out))  # the next layer keeps out if it needs it
         return out
 
+    def recompute_output(self) -> Tensor:
+        """The last forward's output y = γ ⊙ x̂ + β, rebuilt from the x̂ it keeps (one pass):
+        a layer that reads y (a Linear's weight gradient) need not keep a copy of it."""
+        if self._saved is None:
+            raise ValueError(
+                f"{self._get_name()}.recompute_output() called before forward(), or after "
+                "backward() freed what forward kept"
+            )
+        xhat, _, weight, bias, _ = self._saved[0]
+        return F.layer_norm_output(xhat, weight, bias)
+
     def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
         ctx = self._recall(grad_output)
         self._saved = None  # spent: x̂ and r are freed now, not at the next forward

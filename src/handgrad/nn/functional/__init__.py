@@ -47,6 +47,7 @@ from handgrad.nn.functional.embedding import (
 from handgrad.nn.functional.layer_norm import (
     layer_norm_backward,
     layer_norm_forward,
+    layer_norm_output,
     rms_norm_backward,
     rms_norm_forward,
 )
@@ -112,6 +113,7 @@ __all__ = [
     "l1_forward",
     "layer_norm_backward",
     "layer_norm_forward",
+    "layer_norm_output",
     "leaky_relu_backward",
     "leaky_relu_forward",
     "linear_backward",

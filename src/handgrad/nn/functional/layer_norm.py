@@ -53,13 +53,16 @@ def layer_norm_forward(
     centred = x - x.mean(dims, keepdim=True)
     rstd = torch.rsqrt((centred * centred).mean(dims, keepdim=True) + eps)
     xhat = centred * rstd  # (not in place: autograd may differentiate a forward, to check it)
+    return layer_norm_output(xhat, weight, bias), (xhat, rstd, weight, bias, normalized_ndim)
+
+
+def layer_norm_output(xhat: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
+    """y = γ ⊙ x̂ + β (γ, β left out when None): LayerNorm's output from its normalised x̂."""
     if weight is None:
-        out = xhat if bias is None else xhat + bias
-    elif bias is None:
-        out = xhat * weight
-    else:
-        out = torch.addcmul(bias, xhat, weight)
-    return out, (xhat, rstd, weight, bias, normalized_ndim)
+        return xhat if bias is None else xhat + bias
+    if bias is None:
+        return xhat * weight
+    return torch.addcmul(bias, xhat, weight)
 
 
 def layer_norm_backward(
