@@ -38,7 +38,9 @@ from handgrad.nn.activations import (
 )
 from handgrad.nn.attention import MultiheadAttention
 from handgrad.nn.container import Residual, Sequential
+from handgrad.nn.conv import Conv1d, Conv2d, ConvTranspose2d
 from handgrad.nn.convert import TorchResidual, from_torch, register_conversion, to_torch
+from handgrad.nn.dropout import Dropout2d
 from handgrad.nn.embedding import Embedding
 from handgrad.nn.flat import flatten_parameters
 from handgrad.nn.global_dropout import GlobalBatchDropout
@@ -49,18 +51,30 @@ from handgrad.nn.layer_norm import LayerNorm, RMSNorm
 from handgrad.nn.layers import Dropout, Flatten, Linear
 from handgrad.nn.loss import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss
 from handgrad.nn.module import Module
+from handgrad.nn.normalization import BatchNorm1d, BatchNorm2d, GroupNorm
+from handgrad.nn.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 from handgrad.nn.transformer import TransformerEncoderLayer
+from handgrad.nn.unflatten import Unflatten
 
 __all__ = [
     "ELU",
     "GELU",
     "GPT",
+    "AdaptiveAvgPool2d",
+    "AvgPool2d",
     "BCEWithLogitsLoss",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "Conv1d",
+    "Conv2d",
+    "ConvTranspose2d",
     "CrossEntropyLoss",
     "Dropout",
+    "Dropout2d",
     "Embedding",
     "Flatten",
     "GlobalBatchDropout",
+    "GroupNorm",
     "HuberLoss",
     "Identity",
     "L1Loss",
@@ -69,6 +83,7 @@ __all__ = [
     "Linear",
     "LogSoftmax",
     "MSELoss",
+    "MaxPool2d",
     "Module",
     "MultiheadAttention",
     "RMSNorm",
@@ -83,6 +98,7 @@ __all__ = [
     "TorchGPT",
     "TorchResidual",
     "TransformerEncoderLayer",
+    "Unflatten",
     "accumulate_grad",
     "flatten_parameters",
     "from_torch",

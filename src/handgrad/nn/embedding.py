@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from handgrad.nn import functional as F
-from handgrad.nn._saving import accumulate, stand_in
+from handgrad.nn._saving import accumulate, output_stand_in, recall_once
 from handgrad.nn.convert import register_conversion
 from handgrad.nn.module import Module
 
@@ -121,13 +121,12 @@ class Embedding(Module):
             with torch.no_grad():
                 F.embedding_renorm_(weight, input, self.max_norm, self.norm_type)
         out, ctx = F.embedding_forward(input, weight, self.padding_idx)
-        self._remember(ctx, stand_in(out))  # only the indices are needed
+        self._remember(ctx, output_stand_in(out))  # only the indices are needed
         return out
 
     def backward(self, grad_output: Tensor, input_grad: bool = True) -> None:
         """Accumulates dW; returns None (integer input, no gradient)."""
-        ctx = self._recall(grad_output)
-        self._saved = None  # spent
+        ctx = recall_once(self, grad_output)
         grad_weight = F.embedding_backward(
             grad_output, ctx, sparse=self.sparse, scale_grad_by_freq=self.scale_grad_by_freq
         )

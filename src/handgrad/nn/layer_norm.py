@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from handgrad.nn import functional as F
-from handgrad.nn._saving import accumulate, stand_in
+from handgrad.nn._saving import RELEASED, accumulate, output_stand_in, recall_once
 from handgrad.nn.convert import register_conversion
 from handgrad.nn.module import Module
 
@@ -101,13 +101,13 @@ class LayerNorm(_Norm):
         out, ctx = F.layer_norm_forward(
             input, len(self.normalized_shape), self.weight, self.bias, self.eps
         )
-        self._remember(ctx, stand_in(out))  # the next layer keeps out if it needs it
+        self._remember(ctx, output_stand_in(out))  # the next layer keeps out if it needs it
         return out
 
     def recompute_output(self) -> Tensor:
         """The last forward's output y = γ ⊙ x̂ + β, rebuilt from the x̂ it keeps (one pass):
         a layer that reads y (a Linear's weight gradient) need not keep a copy of it."""
-        if self._saved is None:
+        if self._saved is None or self._saved[0] is RELEASED:
             raise ValueError(
                 f"{self._get_name()}.recompute_output() called before forward(), or after "
                 "backward() freed what forward kept"
@@ -116,8 +116,7 @@ class LayerNorm(_Norm):
         return F.layer_norm_output(xhat, weight, bias)
 
     def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
-        ctx = self._recall(grad_output)
-        self._saved = None  # spent: x̂ and r are freed now, not at the next forward
+        ctx = recall_once(self, grad_output)
         grad_input, grad_weight, grad_bias = F.layer_norm_backward(grad_output, ctx, input_grad)
         if self.weight is not None and grad_weight is not None:
             accumulate(self.weight, grad_weight)
@@ -168,12 +167,11 @@ class RMSNorm(_Norm):
         x = self._check_input(x)
         eps = torch.finfo(x.dtype).eps if self.eps is None else self.eps
         out, ctx = F.rms_norm_forward(x, len(self.normalized_shape), self.weight, eps)
-        self._remember(ctx, stand_in(out))
+        self._remember(ctx, output_stand_in(out))
         return out
 
     def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
-        ctx = self._recall(grad_output)
-        self._saved = None  # spent: x̂ and r are freed now, not at the next forward
+        ctx = recall_once(self, grad_output)
         grad_input, grad_weight = F.rms_norm_backward(grad_output, ctx, input_grad)
         if self.weight is not None and grad_weight is not None:
             accumulate(self.weight, grad_weight)

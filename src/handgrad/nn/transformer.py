@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from handgrad.nn._saving import required
+from handgrad.nn._saving import output_stand_in, recall_once, required
 from handgrad.nn.activations import GELU, ReLU
 from handgrad.nn.attention import MultiheadAttention
 from handgrad.nn.convert import register_conversion
@@ -126,14 +126,15 @@ class TransformerEncoderLayer(Module):
         else:
             x = self.norm1(x + self._sa_block(x, src_mask, src_key_padding_mask, is_causal))
             x = self.norm2(x + self._ff_block(x))
-        return self._remember((), x)
+        self._remember((), output_stand_in(x))
+        return x
 
     def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
         """dL/d(src); every child accumulates its own parameter gradients.
 
         A residual y = x + f(x) gives dx = g + f′(x)ᵀ g; a norm after it comes first in reverse.
         """
-        self._recall(grad_output)
+        recall_once(self, grad_output)
         g = grad_output
         if self.norm_first:
             g = g + required(self.norm2.backward(self._ff_block_backward(g)))

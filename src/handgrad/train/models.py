@@ -325,11 +325,6 @@ register_model(
 
 DEFAULT_MODEL = "mlp"
 
-# Models registered by their tasks' modules, imported here for that alone.
-from handgrad.train import text as _text  # noqa: E402, F401  (registers "gpt")
-
-# Models registered by the modules of their tasks (imported for that alone).
-
 __all__ = [
     "DEFAULT_MODEL",
     "ModelEntry",
@@ -348,3 +343,7 @@ __all__ = [
     "resolve_model",
     "widths",
 ]
+
+# Models in modules of their own register themselves when imported.
+from handgrad.train import cnn as _cnn  # noqa: E402, F401  (the "cnn" model)
+from handgrad.train import text as _text  # noqa: E402, F401  (the "gpt" model)
