@@ -112,7 +112,9 @@ def test_wrong_shape_is_torchs_runtime_error_naming_the_shapes() -> None:
 def test_backward_frees_what_forward_kept() -> None:
     norm = hn.LayerNorm(3)
     out = norm(torch.randn(2, 3))
+    torch.testing.assert_close(norm.recompute_output(), out)
     norm.backward(torch.ones_like(out))
-    assert norm._saved is None
-    with pytest.raises(ValueError, match="before forward"):
+    with pytest.raises(ValueError, match="called twice for one forward"):
         norm.backward(torch.ones_like(out))
+    with pytest.raises(ValueError, match="after backward"):
+        norm.recompute_output()
