@@ -3,8 +3,8 @@
 DP-SGD with Poisson sampling rate q and noise multiplier σ is a subsampled Gaussian
 mechanism; composing T of its steps and converting to (ε, δ)-DP is delicate numerical work
 that a well-kept library does: this module only hands the schedule to Opacus's accountant
-(Rényi DP by default, Mironov 2017 / Mironov et al. 2019; "prv" and "gdp" too). Opacus is an
-optional extra: ``pip install "handgrad[privacy]"``.
+(Rényi DP by default, Mironov 2017 / Mironov et al. 2019; "prv", Gopi et al. 2021, too).
+Opacus is an optional extra: ``pip install "handgrad[privacy]"``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 from handgrad.privacy.sampling import check_sample_rate
 
-MECHANISMS = ("rdp", "prv", "gdp")
+MECHANISMS = ("rdp", "prv")  # Opacus calls its "gdp" experimental (it can underestimate ε)
 
 
 def _create(mechanism: str) -> Any:
@@ -23,8 +23,7 @@ def _create(mechanism: str) -> Any:
         from opacus.accountants import create_accountant
     except ImportError as error:
         raise ImportError(
-            "the privacy accountant needs Opacus: pip install 'handgrad[privacy]' "
-            f"({error})"
+            f"the privacy accountant needs Opacus: pip install 'handgrad[privacy]' ({error})"
         ) from error
     return create_accountant(mechanism)
 
