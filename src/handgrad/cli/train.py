@@ -53,6 +53,11 @@ def register(subparsers: Any) -> None:
         help="comma-separated lowercase torch.optim names, plus 'momentum' and 'nesterov' "
         f"(SGD with momentum 0.9) (default: {DEFAULT_OPTIMIZERS})",
     )
+    parser.add_argument(
+        "--model", metavar="NAME[:KEY=VALUE,...]", default=None,
+        help="the network, e.g. mlp:hidden=100x100,activation=sigmoid,dropout=0.1; "
+        + _models_help() + " (default: mlp, the task's network)",
+    )
     parser.add_argument("--epochs", type=int, default=None, help="default: per task")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="1 is per-sample training (default: per task)")
@@ -77,6 +82,12 @@ def register(subparsers: Any) -> None:
         "exiting with an error (default: 120)",
     )
     parser.set_defaults(func=run)
+
+
+def _models_help() -> str:
+    from handgrad.train.models import describe_models
+
+    return "models: " + describe_models()
 
 
 def default_out_dir(task: str) -> Path:
@@ -110,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
     from handgrad.train import distributed
     from handgrad.train.checkpoint import CHECKPOINT_FILE
     from handgrad.train.compare import TrainConfig
+    from handgrad.train.models import DEFAULT_MODEL, parse_model
     from handgrad.train.tasks import load_task
 
     out_dir = Path(args.out) if args.out else default_out_dir(args.task)
@@ -125,7 +137,8 @@ def run(args: argparse.Namespace) -> int:
     task = load_task(args.task, seed=args.seed, target=args.target)
     device = str(distributed.local_device(args.device))
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                         seed=args.seed, device=device, backend=args.backend)
+                         seed=args.seed, device=device, backend=args.backend,
+                         model=parse_model(args.model or DEFAULT_MODEL))
     try:
         with distributed.process_group(device, timeout=timeout) as replicas:
             writer = replicas is None or replicas.is_writer

@@ -5,6 +5,8 @@
   ``handgrad train`` runs; returns a :class:`ComparisonResult`;
 - :func:`write_metrics` — metrics.json (the PNGs: :func:`handgrad.plots.training.write_outputs`);
 - :class:`EpochSampler` — seeded shuffled global batches (shardable with :func:`shard`);
+- :func:`build_model` / :func:`register_model` — networks by name (``"mlp:hidden=100x100"``),
+  the registry ``--model`` reads (:mod:`handgrad.train.models`);
 - :func:`fit` — any one model (handgrad or torch.nn) on a task;
 - :func:`run_epoch`, :func:`train_epoch`, :func:`evaluate` — the loop's pieces;
 - :func:`save_checkpoint` / :func:`load_checkpoint` — atomic, ``weights_only=True``.
@@ -20,6 +22,8 @@ _MODULE_OF = {
     "ComparisonResult": "compare",
     "EpochRecord": "trainer",
     "EpochSampler": "sampler",
+    "ModelOption": "models",
+    "ModelSpec": "models",
     "RunResult": "compare",
     "Task": "tasks",
     "TaskDefaults": "tasks",
@@ -27,10 +31,13 @@ _MODULE_OF = {
     "TrainingDiverged": "trainer",
     "compare_data_parallel": "compare",
     "compare_optimizers": "compare",
+    "build_model": "models",
     "evaluate": "trainer",
     "fit": "trainer",
     "load_checkpoint": "checkpoint",
     "load_task": "tasks",
+    "parse_model": "models",
+    "register_model": "models",
     "run_epoch": "trainer",
     "save_checkpoint": "checkpoint",
     "shard": "sampler",

@@ -23,6 +23,7 @@ from handgrad.optim import names
 from handgrad.train import checkpoint as ckpt
 from handgrad.train import distributed, seeds
 from handgrad.train.metrics import metrics_document
+from handgrad.train.models import DEFAULT_MODEL, ModelSpec, build_model, resolve_model
 from handgrad.train.sampler import EpochSampler
 from handgrad.train.tasks import Backend, Task, load_task
 from handgrad.train.trainer import EpochRecord, intra_op_threads, run_epoch
@@ -39,6 +40,9 @@ class TrainConfig:
 
     ``threads`` is torch's intra-op thread count while training, one by default (see
     :func:`~handgrad.train.trainer.intra_op_threads`); ``None`` keeps the caller's.
+
+    ``model`` names the network (:mod:`handgrad.train.models`): ``"mlp"`` (the task's),
+    ``"mlp:hidden=100x100,activation=sigmoid,dropout=0.1"``, or any registered model.
     """
 
     epochs: int | None = None
@@ -48,6 +52,7 @@ class TrainConfig:
     device: str = "cpu"
     backend: Backend = "handgrad"
     threads: int | None = 1
+    model: str | ModelSpec = DEFAULT_MODEL
 
 
 @dataclass
@@ -161,6 +166,7 @@ def compare_optimizers(
     _check_config(config, epochs, batch_size, config.lr)
     if resume and checkpoint is None:
         raise ValueError("resume=True needs the checkpoint path to resume from")
+    model_spec = resolve_model(config.model, task)
     choices = [resolve_optimizer(name, config.backend) for name in optimizer_names]
     device = torch.device(config.device)
     replicas = distributed.current_replicas()
@@ -171,7 +177,8 @@ def compare_optimizers(
     for name, (cls, options) in zip(optimizer_names, choices, strict=True):
         lr = config.lr if config.lr is not None else task.default_lr(name)
         # Parameters take the data's dtype: a float64 task trains a float64 network.
-        model = task.make_model(config.seed, config.backend).to(device, task.x_train.dtype)
+        model = build_model(model_spec, task, config.seed, config.backend)
+        model = model.to(device, task.x_train.dtype)
         if config.backend == "handgrad":
             # One contiguous buffer for the parameters and one for their gradients: the
             # optimizer then updates the whole network in one pass (same values, fewer calls).
@@ -188,6 +195,7 @@ def compare_optimizers(
     settings = {
         "task": task.name,
         "task_digest": task.digest(),
+        "model": str(model_spec),
         "optimizers": optimizer_names,
         "lr": [run.lr for run in runs],
         "epochs": epochs,
@@ -215,7 +223,9 @@ def compare_optimizers(
         if resume:
             assert checkpoint is not None
             payload = ckpt.load_checkpoint(checkpoint)
-            done = _restore(payload, checkpoint, settings, runs, steppers, device)
+            # Checkpoints from before --model trained the task's default network.
+            legacy = {"model": str(resolve_model(DEFAULT_MODEL, task))}
+            done = _restore(payload, checkpoint, settings, runs, steppers, device, legacy)
         for epoch in range(done + 1, epochs + 1):
             batches = sampler.batches(epoch)
             for run, loss_fn, stepper in zip(runs, losses, steppers, strict=True):
@@ -304,6 +314,7 @@ def _restore(
     runs: Sequence[RunResult],
     steppers: Sequence[torch.optim.Optimizer],
     device: torch.device,
+    legacy: dict[str, Any] | None = None,
 ) -> int:
     """Load the checkpoint's state into the runs; returns the number of epochs it holds.
 
@@ -312,7 +323,7 @@ def _restore(
     parameter's device (``step`` stays on the CPU unless capturable or fused)."""
     saved = payload.get("settings", {})
     # Checkpoints from before data-parallel training have no world_size: one process.
-    saved = {"world_size": 1, **saved}
+    saved = {"world_size": 1, **(legacy or {}), **saved}
     differences = [
         f"{key}={saved.get(key)!r} there, {value!r} here"
         for key, value in settings.items()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -77,32 +76,30 @@ class Task:
     def num_outputs(self) -> int:
         return len(self.class_names) if self.kind == "classification" else 1
 
-    def reference_model(self, seed: int) -> torch.nn.Sequential:
-        """The network as plain ``torch.nn`` layers, initialized from ``seed`` alone.
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one input (``(features,)`` for the tables here)."""
+        return tuple(self.x_train.shape[1:])
+
+    def reference_model(self, seed: int) -> torch.nn.Module:
+        """The task's network (the default ``mlp`` of :mod:`handgrad.train.models`) as plain
+        ``torch.nn`` layers, initialized from ``seed`` alone.
 
         Built inside ``fork_rng`` so that the caller's global RNG stream is left as it was.
         """
-        widths = [self.num_inputs, *self.hidden, self.num_outputs]
-        layers: list[torch.nn.Module] = []
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seeds.derived_seed(seed, seeds.INIT))
-            for depth, (fan_in, fan_out) in enumerate(itertools.pairwise(widths)):
-                layers.append(torch.nn.Linear(fan_in, fan_out))
-                if depth < len(widths) - 2:  # no activation or dropout after the output layer
-                    layers.append(torch.nn.ReLU())
-                    if self.dropout > 0:
-                        layers.append(torch.nn.Dropout(self.dropout))
-        return torch.nn.Sequential(*layers)
+        from handgrad.train.models import DEFAULT_MODEL, reference_model
+
+        return reference_model(DEFAULT_MODEL, self, seed)
 
     def make_model(self, seed: int, backend: Backend = "handgrad") -> torch.nn.Module:
         """The network for ``backend``: handgrad layers, or torch.nn (trained by autograd).
 
-        Both start from the same weights for the same ``seed``.
+        Both start from the same weights for the same ``seed``. Other networks:
+        :func:`handgrad.train.models.build_model`.
         """
-        model = self.reference_model(seed)
-        if backend == "torch":
-            return model
-        return hnn.from_torch(model)
+        from handgrad.train.models import DEFAULT_MODEL, build_model
+
+        return build_model(DEFAULT_MODEL, self, seed, backend)
 
     def make_loss(self, backend: Backend = "handgrad") -> torch.nn.Module:
         """Mean squared error for regression, cross-entropy for classification."""
