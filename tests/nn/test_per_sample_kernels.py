@@ -125,3 +125,122 @@ def test_two_d_norms_allocate_nothing_of_batch_times_parameters() -> None:
                                 profile_memory=True) as prof:  # fmt: skip
         linear_grad_sample(grad_out, x)
     assert max(event.cpu_memory_usage for event in prof.events()) >= full
+
+
+def test_factored_grad_sample_of_a_weight_shaped_otherwise(device: torch.device) -> None:
+    """A (out, c, k) weight against inputs unfolded to c · k features (a convolution's
+    layout): materialised and summed in the weight's own shape."""
+    x, grad_out, weight, bias = operands((3, (4,), 6, 2), device)
+    expected = reference(x, grad_out, weight, bias)[0].reshape(3, 2, 3, 2)
+    factored = FactoredGradSample(grad_out, x, param_shape=(2, 3, 2))
+    assert factored.shape == (3, 2, 3, 2)
+    assert_matches(factored.materialize(), expected)
+    buffer = torch.zeros_like(expected)
+    assert factored.materialize(buffer).data_ptr() == buffer.data_ptr()
+    assert_matches(buffer, expected)
+    c = torch.rand(3, dtype=torch.float64, device=device)
+    assert_matches(factored.weighted_sum(c), torch.einsum("i,i...->...", c, expected))
+    assert_matches(factored.norms_squared(), expected.pow(2).sum((1, 2, 3)))
+
+
+# ----------------------------------------------------------------------------- other layers
+def per_example(function, params: tuple, batched: tuple) -> tuple:  # type: ignore[no-untyped-def]
+    """vmap over examples of grad of Σ g_i ⊙ function(params, input_i) (g_i the last of
+    ``batched``), for the parameters."""
+
+    def contribution(*args: Tensor) -> Tensor:
+        *p, x_i, g_i = args
+        return (g_i * function(*p, x_i.unsqueeze(0)).squeeze(0)).sum()
+
+    argnums = tuple(range(len(params)))
+    in_dims = (None,) * len(params) + (0,) * len(batched)
+    return torch.func.vmap(torch.func.grad(contribution, argnums), in_dims)(*params, *batched)
+
+
+@pytest.mark.parametrize(
+    ("spatial", "stride", "padding", "dilation", "groups"),
+    [(1, 1, 0, 1, 1), (1, 2, 1, 2, 1), (2, 1, 1, 1, 1), (2, 2, 0, 1, 2), (2, 1, 2, 2, 1),
+     (1, 1, 1, 1, 3)],
+)  # fmt: skip
+def test_conv_grad_sample(
+    spatial: int, stride: int, padding: int, dilation: int, groups: int
+) -> None:
+    from handgrad.nn.functional.per_sample import conv_grad_sample_factors, grouped_grad_sample
+
+    conv = torch.nn.functional.conv1d if spatial == 1 else torch.nn.functional.conv2d
+    kernel = (3,) * spatial
+    x = torch.randn(3, 6, *(7,) * spatial, dtype=torch.float64)
+    weight = torch.randn(6, 6 // groups, *kernel, dtype=torch.float64)
+    bias = torch.randn(6, dtype=torch.float64)
+    out = conv(x, weight, bias, stride, padding, dilation, groups)
+    g = torch.randn_like(out)
+
+    def layer(w: Tensor, b: Tensor, x_i: Tensor) -> Tensor:
+        return conv(x_i, w, b, stride, padding, dilation, groups)
+
+    expected_w, expected_b = per_example(layer, (weight, bias), (x, g))
+    left, right = conv_grad_sample_factors(
+        x, g, kernel, (stride,) * spatial, (padding,) * spatial, (dilation,) * spatial
+    )
+    if groups == 1:
+        factored = FactoredGradSample(left, right, weight.shape)
+        assert_matches(factored.materialize(), expected_w, "dW_i")
+        assert_matches(factored.norms_squared(), expected_w.flatten(1).pow(2).sum(1), "‖dW_i‖²")
+    else:
+        got = grouped_grad_sample(left, right, groups).view(3, *weight.shape)
+        assert_matches(got, expected_w, "dW_i (groups)")
+    assert_matches(g.flatten(2).sum(2), expected_b, "db_i")
+
+
+@pytest.mark.parametrize("kind", ["layer", "group", "batch_eval"])
+def test_norm_affine_grad_sample(kind: str) -> None:
+    from handgrad.nn.functional.per_sample import norm_affine_grad_sample
+
+    TF = torch.nn.functional
+    x = torch.randn(4, 6, 5, dtype=torch.float64)
+    if kind == "layer":  # γ, β over the last dim
+        weight, bias = torch.randn(5, dtype=torch.float64), torch.randn(5, dtype=torch.float64)
+        xhat = TF.layer_norm(x, (5,))
+
+        def layer(w: Tensor, b: Tensor, x_i: Tensor) -> Tensor:
+            return TF.layer_norm(x_i, (5,), w, b)
+
+        channel_dims: tuple[int, ...] = (2,)
+    else:  # γ, β per channel (dim 1)
+        weight, bias = torch.randn(6, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
+        mean, var = torch.randn(6, dtype=torch.float64), torch.rand(6, dtype=torch.float64) + 0.5
+        if kind == "group":
+            xhat = TF.group_norm(x, 3)
+
+            def layer(w: Tensor, b: Tensor, x_i: Tensor) -> Tensor:
+                return TF.group_norm(x_i, 3, w, b)
+        else:  # BatchNorm in eval mode: fixed statistics, an affine map per example
+            xhat = TF.batch_norm(x, mean, var, training=False)
+
+            def layer(w: Tensor, b: Tensor, x_i: Tensor) -> Tensor:
+                return TF.batch_norm(x_i, mean, var, w, b, training=False)
+
+        channel_dims = (1,)
+    g = torch.randn_like(x)
+    expected_w, expected_b = per_example(layer, (weight, bias), (x, g))
+    got_w, got_b = norm_affine_grad_sample(g, xhat, channel_dims)
+    assert_matches(got_w, expected_w, "dγ_i")
+    assert_matches(got_b, expected_b, "dβ_i")
+
+
+@pytest.mark.parametrize("padding_idx", [None, 2])
+def test_embedding_grad_sample(padding_idx: int | None) -> None:
+    from handgrad.nn.functional.per_sample import embedding_grad_sample_factors
+
+    table = torch.randn(7, 3, dtype=torch.float64)
+    indices = torch.tensor([[1, 2, 1, 4], [2, 2, 0, 6], [5, 5, 5, 5]])
+    g = torch.randn(3, 4, 3, dtype=torch.float64)
+
+    def contribution(e: Tensor, idx_i: Tensor, g_i: Tensor) -> Tensor:
+        return (g_i * torch.nn.functional.embedding(idx_i, e, padding_idx)).sum()
+
+    expected = torch.func.vmap(torch.func.grad(contribution), (None, 0, 0))(table, indices, g)
+    left, right = embedding_grad_sample_factors(g, indices, 7, padding_idx)
+    factored = FactoredGradSample(left, right)
+    assert_matches(factored.materialize(), expected, "dE_i")
+    assert_matches(factored.norms_squared(), expected.flatten(1).pow(2).sum(1), "‖dE_i‖²")

@@ -30,7 +30,7 @@ examples through the batch statistics).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
 
@@ -75,18 +75,26 @@ class FactoredGradSample:
     """Per-sample gradients G_i = Σ_t a_{i,t} b_{i,t}ᵀ of a (out × in) weight, kept as factors.
 
     ``left`` is (N, ..., out) — the layer's grad_output — and ``right`` (N, ..., in) — its
-    input; t runs over the middle dimensions (none for 2-D factors). A weight used twice in
-    one backward gets both pairs (:meth:`add`): G_i is then the sum over all pairs, which is
-    again of this form with the positions of the pairs laid end to end.
+    input; t runs over the middle dimensions (none for 2-D factors). ``param_shape`` is the
+    weight's own shape when it is not (out, in) but holds out · in numbers in that order (a
+    convolution's (out, in, kh, kw) against its unfolded input); :meth:`materialize` and
+    :meth:`weighted_sum` give that shape. A weight used twice in one backward gets both pairs
+    (:meth:`add`): G_i is then the sum over all pairs, again of this form with the positions
+    of the pairs laid end to end.
     """
 
-    def __init__(self, left: Tensor, right: Tensor) -> None:
+    def __init__(
+        self, left: Tensor, right: Tensor, param_shape: Sequence[int] | None = None
+    ) -> None:
         self.pairs: list[tuple[Tensor, Tensor]] = [(left, right)]
+        self.param_shape = torch.Size(
+            (left.shape[-1], right.shape[-1]) if param_shape is None else param_shape
+        )
 
     @property
     def shape(self) -> torch.Size:
-        left, right = self.pairs[0]
-        return torch.Size((left.shape[0], left.shape[-1], right.shape[-1]))
+        """(batch, *param_shape), the shape of the materialised per-sample gradients."""
+        return torch.Size((self.pairs[0][0].shape[0], *self.param_shape))
 
     @property
     def dtype(self) -> torch.dtype:
@@ -97,7 +105,7 @@ class FactoredGradSample:
 
     def add(self, other: FactoredGradSample) -> FactoredGradSample:
         """G_i + G'_i, still factored (the pairs of both)."""
-        combined = FactoredGradSample(*self.pairs[0])
+        combined = FactoredGradSample(*self.pairs[0], self.param_shape)
         combined.pairs = self.pairs + other.pairs
         return combined
 
@@ -117,21 +125,24 @@ class FactoredGradSample:
         return F.linear_grad_sample_norms(left, right, bias=False)[0]
 
     def weighted_sum(self, weights: Tensor) -> Tensor:
-        """Σ_i c_i G_i, shape (out, in), as one matrix product per pair."""
+        """Σ_i c_i G_i, of shape ``param_shape``, as one matrix product per pair."""
         total = None
         for left, right in self.pairs:
             part = F.linear_grad_sample_weighted_sum(left, right, weights, bias=False)[0]
             total = part if total is None else total.add_(part)
         assert total is not None
-        return total
+        return total.view(self.param_shape)
 
     def materialize(self, out: Tensor | None = None, accumulate: bool = False) -> Tensor:
-        """G as a (N, out, in) tensor, written into ``out`` (or added to it) when given."""
+        """G as a (N, *param_shape) tensor, written into ``out`` (or added to it) when given."""
+        left, right = self.pairs[0]
+        matrix_shape = (len(self), left.shape[-1], right.shape[-1])
+        target = None if out is None else out.view(matrix_shape)
         for left, right in self.pairs:
-            out = F.linear_grad_sample(left, right, False, out, accumulate)[0]
+            target = F.linear_grad_sample(left, right, False, target, accumulate)[0]
             accumulate = True
-        assert out is not None
-        return out
+        assert target is not None
+        return target.view(self.shape)
 
 
 GradSample = Tensor | FactoredGradSample
@@ -142,7 +153,8 @@ def grad_sample_norms_squared(grad_sample: GradSample) -> Tensor:
     """‖per-sample gradient_i‖² for each example i, shape (batch,)."""
     if isinstance(grad_sample, FactoredGradSample):
         return grad_sample.norms_squared()
-    return grad_sample.reshape(len(grad_sample), -1).pow(2).sum(1)
+    # The norm reduces in one pass; pow(2) first would form a second (batch × parameters).
+    return torch.linalg.vector_norm(grad_sample.reshape(len(grad_sample), -1), dim=1).square_()
 
 
 def grad_sample_weighted_sum(grad_sample: GradSample, weights: Tensor) -> Tensor:
@@ -181,36 +193,36 @@ def store_per_sample(module: torch.nn.Module, grad_output: Any, ctx: Any) -> Non
         _accumulate(parameters[name], grad_sample)
 
 
-def _accumulate(param: Tensor, grad_sample: GradSample) -> None:
-    factored = _mode == "factored"
+def _accumulate(param: Tensor, new: GradSample) -> None:
+    """param.grad_sample += new: stored when there is none; factored + factored stays
+    factored; anything with a tensor becomes a tensor (added in place into a kept one)."""
     current: GradSample | None = getattr(param, "grad_sample", None)
-    if current is not None and tuple(current.shape) != tuple(grad_sample.shape):
+    if current is not None and tuple(current.shape) != tuple(new.shape):
         raise ValueError(
             f"a parameter of shape {tuple(param.shape)} already holds grad_sample of shape "
-            f"{tuple(current.shape)} and this backward gives {tuple(grad_sample.shape)}: "
+            f"{tuple(current.shape)} and this backward gives {tuple(new.shape)}: "
             "clear grad_sample between batches (DPOptimizer.zero_grad() does, or "
             "handgrad.nn.per_sample.clear_grad_sample)"
         )
-    if isinstance(grad_sample, FactoredGradSample):
-        if factored and (current is None or isinstance(current, FactoredGradSample)):
-            param.grad_sample = grad_sample if current is None else current.add(grad_sample)  # type: ignore[attr-defined]
+    if _mode == "tensors" and isinstance(new, FactoredGradSample):
+        if isinstance(current, Tensor):  # formed straight into the kept tensor
+            new.materialize(current, accumulate=True)
             return
-        if isinstance(current, Tensor):
-            grad_sample.materialize(current, accumulate=True)
-            return
-        param.grad_sample = grad_sample.materialize()  # type: ignore[attr-defined]
-        if current is not None:  # a factored one held: now a tensor of both
-            current.materialize(param.grad_sample, accumulate=True)  # type: ignore[attr-defined]
-        return
+        new = new.materialize()
     if current is None:
-        param.grad_sample = grad_sample  # type: ignore[attr-defined]
-    elif isinstance(current, Tensor):
-        current.add_(grad_sample)
+        param.grad_sample = new  # type: ignore[attr-defined]
+    elif isinstance(current, FactoredGradSample) and isinstance(new, FactoredGradSample):
+        param.grad_sample = current.add(new)  # type: ignore[attr-defined]
     else:
-        param.grad_sample = current.materialize().add_(grad_sample)  # type: ignore[attr-defined]
+        total = current if isinstance(current, Tensor) else current.materialize()
+        if isinstance(new, FactoredGradSample):
+            new.materialize(total, accumulate=True)
+        else:
+            total.add_(new)
+        param.grad_sample = total  # type: ignore[attr-defined]
 
 
-def clear_grad_sample(params: Iterator[Tensor] | list[Tensor], set_to_none: bool = True) -> None:
+def clear_grad_sample(params: Iterable[Tensor], set_to_none: bool = True) -> None:
     """Drop every ``p.grad_sample`` (or zero the tensors in place with ``set_to_none=False``,
     keeping their memory for the next backward to add into, as ``zero_grad`` keeps ``.grad``)."""
     for param in params:
@@ -219,3 +231,10 @@ def clear_grad_sample(params: Iterator[Tensor] | list[Tensor], set_to_none: bool
             param.grad_sample = None  # type: ignore[attr-defined]
         else:
             current.zero_()
+
+
+def empty_grad_sample(params: Iterable[Tensor]) -> None:
+    """Per-sample gradients of an empty batch: ``p.grad_sample`` of shape (0, *p.shape)
+    (DP-SGD's step on an empty Poisson batch is then the noise alone)."""
+    for param in params:
+        param.grad_sample = param.new_zeros((0, *param.shape))  # type: ignore[attr-defined]

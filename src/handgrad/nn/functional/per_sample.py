@@ -31,6 +31,8 @@ Inputs follow :func:`handgrad.nn.functional.linear_backward`: ``grad_out`` of sh
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -66,8 +68,7 @@ def linear_grad_sample(
             grad_weight = weight_out.addcmul_(g_col, x_row)
         else:
             grad_weight = torch.mul(g_col, x_row, out=weight_out)
-        grad_bias = grad_out.clone() if bias else None
-        return grad_weight, grad_bias
+        return grad_weight, (linear_bias_grad_sample(grad_out) if bias else None)
     g_seq, x_seq = _as_sequences(grad_out, x)
     g_t = g_seq.transpose(1, 2)  # (N, out, T)
     if weight_out is None:
@@ -76,8 +77,14 @@ def linear_grad_sample(
         grad_weight = weight_out.baddbmm_(g_t, x_seq)
     else:
         grad_weight = torch.bmm(g_t, x_seq, out=weight_out)
-    grad_bias = g_seq.sum(1) if bias else None
-    return grad_weight, grad_bias
+    return grad_weight, (linear_bias_grad_sample(grad_out) if bias else None)
+
+
+def linear_bias_grad_sample(grad_out: Tensor) -> Tensor:
+    """Per-sample db_i = Σ_t g_{i,t}, shape (N, out): a copy of g for a (N, out) gradient."""
+    if grad_out.dim() == 2:
+        return grad_out.clone()
+    return grad_out.reshape(grad_out.shape[0], -1, grad_out.shape[-1]).sum(1)
 
 
 def linear_grad_sample_norms(
@@ -119,3 +126,70 @@ def linear_grad_sample_weighted_sum(
     grad_weight = torch.mm(rows.t(), x.reshape(-1, x.shape[-1]))
     grad_bias = rows.sum(0) if bias else None
     return grad_weight, grad_bias
+
+
+# ----------------------------------------------------------------------------- other layers
+#
+# The same idea for the other layer families: the batch gradient's sum over examples left
+# undone. A convolution is a fully connected layer applied at every output position to the
+# window of input it sees (the unfolded input), so its per-sample weight gradient has the
+# same two factors; a normalisation layer's affine parameters and an embedding table are
+# summed over positions only.
+
+
+def conv_grad_sample_factors(
+    x_conv: Tensor,
+    grad_out: Tensor,
+    kernel_size: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+) -> tuple[Tensor, Tensor]:
+    """The factors (N, L, O) and (N, L, C·k) of a convolution's per-sample weight gradient,
+    dW_i = Σ_l g_{i,l} u_{i,l}ᵀ (one group), u_{i,l} the window of x_i that output position l
+    sees, flattened channel-major like the weight's (O, C, *k) (torch's ``unfold``).
+
+    1-D convolutions are unfolded as 2-D ones of height 1.
+    """
+    if x_conv.dim() == 3:  # (N, C, L) as (N, C, 1, L)
+        x_conv, grad_out = x_conv.unsqueeze(2), grad_out.unsqueeze(2)
+        kernel_size, stride = (1, *kernel_size), (1, *stride)
+        padding, dilation = (0, *padding), (1, *dilation)
+    windows = torch.nn.functional.unfold(
+        x_conv, tuple(kernel_size), tuple(dilation), tuple(padding), tuple(stride)
+    )  # (N, C·k, L)
+    return grad_out.flatten(2).transpose(1, 2), windows.transpose(1, 2)
+
+
+def grouped_grad_sample(left: Tensor, right: Tensor, groups: int) -> Tensor:
+    """Per-sample Σ_l a_{i,l} b_{i,l}ᵀ within each of ``groups`` blocks: left (N, L, G·Og),
+    right (N, L, G·Cg·k) → (N, G·Og, Cg·k) — group j's outputs meet only group j's inputs."""
+    batch, positions = left.shape[:2]
+    a = left.reshape(batch, positions, groups, -1)
+    b = right.reshape(batch, positions, groups, -1)
+    return torch.einsum("nlgo,nlgc->ngoc", a, b).flatten(1, 2)
+
+
+def norm_affine_grad_sample(
+    grad_out: Tensor, xhat: Tensor, channel_dims: Sequence[int]
+) -> tuple[Tensor, Tensor]:
+    """Per-sample (dγ_i, dβ_i) of y = γ ⊙ x̂ + β with γ, β spanning ``channel_dims`` of x:
+    dγ_i = Σ g_i ⊙ x̂_i and dβ_i = Σ g_i over every other dimension but the batch's (0)."""
+    summed = [d for d in range(1, grad_out.dim()) if d not in channel_dims]
+    if not summed:
+        return grad_out * xhat, grad_out.clone()
+    return (grad_out * xhat).sum(summed), grad_out.sum(summed)
+
+
+def embedding_grad_sample_factors(
+    grad_out: Tensor, indices: Tensor, num_embeddings: int, padding_idx: int | None = None
+) -> tuple[Tensor, Tensor]:
+    """The factors (N, T, V) and (N, T, D) of an embedding table's per-sample gradient,
+    dE_i = Σ_t e_{idx_{i,t}} g_{i,t}ᵀ: the one-hot rows of the indices and the gradients
+    (rows of ``padding_idx`` get none). ‖dE_i‖² = Σ_{t,s} [idx_t = idx_s] g_t·g_s then comes
+    from the Gram matrices without forming the (N, V, D) tensor."""
+    one_hot = torch.nn.functional.one_hot(indices.reshape(indices.shape[0], -1), num_embeddings)
+    one_hot = one_hot.to(grad_out.dtype)
+    if padding_idx is not None:
+        one_hot[..., padding_idx] = 0
+    return one_hot, grad_out.reshape(indices.shape[0], -1, grad_out.shape[-1])
