@@ -155,6 +155,9 @@ def test_wraps_any_optimizer_and_zero_grad_clears_grad_samples() -> None:
         optimizer.zero_grad()
         assert all(p.grad_sample is None and p.grad is None for p in optimizer.params)
     optimizer = DPOptimizer(torch_opt, 0.0, 1.0, 3)
+    optimizer.add_param_group({"params": [torch.zeros(2, dtype=torch.float64)]})
+    assert len(torch_opt.param_groups) == 2
+    optimizer.param_groups.pop()
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 1, 0.5)
     for param, sample in zip(optimizer.params, samples, strict=True):
         param.grad_sample = sample

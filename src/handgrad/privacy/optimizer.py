@@ -74,6 +74,10 @@ class DPOptimizer(torch.optim.Optimizer):
     the steps taken (for the accountant).
     """
 
+    per_sample = "factored"
+    """What a trainer passes to ``backward(..., per_sample=...)`` for this optimizer (the
+    factored form: the clipping never forms a fully connected layer's per-sample gradients)."""
+
     def __init__(
         self,
         optimizer: torch.optim.Optimizer,
@@ -126,6 +130,9 @@ class DPOptimizer(torch.optim.Optimizer):
     @defaults.setter
     def defaults(self, defaults: dict[str, Any]) -> None:
         self.original_optimizer.defaults = defaults
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        self.original_optimizer.add_param_group(param_group)
 
     def state_dict(self) -> dict[str, Any]:
         return self.original_optimizer.state_dict()
