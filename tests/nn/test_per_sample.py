@@ -96,15 +96,18 @@ def check_against_vmap(model: hn.Module, x: Tensor, loss_fn: hn.Module, target: 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 @pytest.mark.parametrize("batch", [1, 5])
 @pytest.mark.parametrize("per_sample", [True, "factored"])
-def test_every_loss_both_reductions(reduction: str, batch: int, per_sample: bool | str) -> None:
+def test_every_loss_both_reductions(
+    reduction: str, batch: int, per_sample: bool | str, device: torch.device
+) -> None:
     """Every loss, each behind a network with another activation (the four cases together
     cover every activation, with and without a residual block)."""
     offset = 2 * (reduction == "sum") + (batch == 5)
     for index, (loss_fn, target, denominator) in enumerate(losses_and_targets(3, batch, reduction)):
         choice = (index + 7 * offset) % len(ACTIVATIONS)
         torch.manual_seed(choice)
-        model = network([4, 6, 3], ACTIVATIONS[choice], residual=choice % 2 == 0)
-        x = torch.randn(batch, 4, dtype=torch.float64)
+        model = network([4, 6, 3], ACTIVATIONS[choice], residual=choice % 2 == 0).to(device)
+        x = torch.randn(batch, 4, dtype=torch.float64, device=device)
+        target = target.to(device)
         check_against_vmap(model, x, loss_fn, target,
                            denominator if reduction == "mean" else 1, per_sample)  # fmt: skip
 

@@ -28,34 +28,36 @@ def torch_model() -> torch.nn.Module:
 
 @pytest.mark.parametrize("per_sample", [True, "factored"])
 @pytest.mark.parametrize(("noise", "reduction"), [(0.0, "mean"), (0.0, "sum"), (0.8, "mean")])
-def test_training_matches_opacus(per_sample: bool | str, noise: float, reduction: str) -> None:
+def test_training_matches_opacus(
+    per_sample: bool | str, noise: float, reduction: str, device: torch.device
+) -> None:
     n, sample_rate, clip = 64, 0.2, 0.5
-    data = torch.randn(n, 6, dtype=torch.float64)
-    labels = torch.randint(0, 3, (n,))
+    data = torch.randn(n, 6, dtype=torch.float64).to(device)
+    labels = torch.randint(0, 3, (n,)).to(device)
     batches = list(poisson_batches(n, sample_rate, STEPS, torch.Generator().manual_seed(5)))
     expected_batch = int(n * sample_rate)
 
-    reference = opacus.GradSampleModule(torch_model(), loss_reduction=reduction)
+    reference = opacus.GradSampleModule(torch_model().to(device), loss_reduction=reduction)
     reference_optimizer = opacus.optimizers.DPOptimizer(
         torch.optim.Adam(reference.parameters(), lr=0.05), noise_multiplier=noise,
         max_grad_norm=clip, expected_batch_size=expected_batch, loss_reduction=reduction,
-        generator=torch.Generator().manual_seed(9),
+        generator=torch.Generator(device).manual_seed(9),
     )  # fmt: skip
     reference_accountant = opacus.accountants.RDPAccountant()
     reference_optimizer.attach_step_hook(
         reference_accountant.get_optimizer_hook_fn(sample_rate=sample_rate)
     )
-    model = hn.from_torch(torch_model())
+    model = hn.from_torch(torch_model().to(device))
     optimizer = DPOptimizer(
         Adam(model.parameters(), lr=0.05), noise_multiplier=noise, max_grad_norm=clip,
         expected_batch_size=expected_batch, loss_reduction=reduction,
-        generator=torch.Generator().manual_seed(9),
+        generator=torch.Generator(device).manual_seed(9),
     )  # fmt: skip
     accountant = PrivacyAccountant()
     loss_fn = hn.CrossEntropyLoss(reduction=reduction)
     clipped = 0
 
-    for batch in batches:
+    for batch in (b.to(device) for b in batches):
         assert len(batch) > 0  # (Opacus's GradSampleModule needs a non-empty batch)
         reference_optimizer.zero_grad()
         torch.nn.functional.cross_entropy(
