@@ -8,11 +8,12 @@ optimizer, then epoch 2, ...) so that a checkpoint always holds every run at the
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 from torch import Tensor
@@ -144,6 +145,7 @@ def compare_optimizers(
     *,
     checkpoint: str | os.PathLike[str] | None = None,
     resume: bool = False,
+    checkpoint_every: float = ckpt.CHECKPOINT_EVERY,
     on_epoch: EpochCallback | None = None,
 ) -> ComparisonResult:
     """Train one model per optimizer on ``task`` and measure every epoch.
@@ -151,10 +153,15 @@ def compare_optimizers(
     All runs start from the same initial weights (drawn from ``config.seed``) and see the
     same batches in the same order (:class:`EpochSampler`). With ``checkpoint``, the state
     of every run (model, optimizer, history, seconds), the RNG states and the epoch are
-    written there atomically after every epoch; with ``resume`` the runs continue from that
-    file and end bit for bit where an uninterrupted run ends. A checkpoint made with other
-    settings is a :class:`CheckpointError`. ``on_epoch(optimizer, record)`` is called after
-    each epoch of each run (progress bars).
+    written there atomically: before the first epoch (so that a folder that cannot take it
+    fails before any training), then after an epoch once ``checkpoint_every`` seconds have
+    passed since the last write (0: after every epoch), after the last epoch, and — the last
+    finished epoch, kept in memory — when training is interrupted by any exception
+    (KeyboardInterrupt included), which is then re-raised (:class:`~.checkpoint.Checkpointer`).
+    With ``resume`` the runs continue from that file and end bit for bit where an
+    uninterrupted run ends. A checkpoint made with other settings, or with a field that
+    cannot be right, is a :class:`CheckpointError`. ``on_epoch(optimizer, record)`` is
+    called after each epoch of each run (progress bars).
 
     The caller's global RNG state is left untouched: training runs on a forked RNG seeded
     from ``config.seed`` (dropout draws from it).
@@ -175,6 +182,7 @@ def compare_optimizers(
     _check_config(config, epochs, batch_size, config.lr)
     if resume and checkpoint is None:
         raise ValueError("resume=True needs the checkpoint path to resume from")
+    ckpt.check_interval(checkpoint_every)
     model_spec = resolve_model(config.model, task)
     choices = [resolve_optimizer(name, config.backend) for name in optimizer_names]
     device = torch.device(config.device)
@@ -182,6 +190,12 @@ def compare_optimizers(
     if config.dp is not None and replicas is not None:
         raise ValueError("dp (DP-SGD) runs in one process; launch without torchrun")
     schedule = None if config.dp is None else PoissonSchedule(len(task.x_train), batch_size)
+    # Rank 0 alone writes; the checkpoint's every field comes from state all ranks share.
+    checkpointer = (
+        ckpt.Checkpointer(checkpoint, checkpoint_every)
+        if checkpoint is not None and (replicas is None or replicas.is_writer)
+        else None
+    )
 
     runs: list[RunResult] = []
     losses: list[torch.nn.Module] = []
@@ -240,25 +254,43 @@ def compare_optimizers(
             payload = ckpt.load_checkpoint(checkpoint)
             # Checkpoints from before --model trained the task's default network.
             legacy = {"model": str(resolve_model(DEFAULT_MODEL, task))}
-            done = _restore(payload, checkpoint, settings, runs, steppers, device, legacy)
-        for epoch in range(done + 1, epochs + 1):
-            if schedule is None:
-                batches = sampler.batches(epoch)
-            else:  # every optimizer sees the same Poisson batches
-                batches = list(schedule.batches(config.seed, epoch))
-            for run, loss_fn, stepper in zip(runs, losses, steppers, strict=True):
-                start = time.perf_counter()
-                record = run_epoch(
-                    run.model, loss_fn, stepper, data, batches,
-                    epoch=epoch, kind=task.kind, label=run.optimizer, replicas=replicas,
-                )
-                run.seconds += time.perf_counter() - start
-                run.history.append(record)
-                if on_epoch is not None:
-                    on_epoch(run.optimizer, record)
-            if checkpoint is not None and (replicas is None or replicas.is_writer):
-                snapshot = _snapshot(settings, epoch, runs, steppers, device)
-                ckpt.save_checkpoint(checkpoint, snapshot)
+            done = _restore(payload, checkpoint, settings, runs, steppers, device, task.kind,
+                            legacy)
+
+        # Each record as the checkpoint stores it, made once: a snapshot then costs the
+        # tensors' copies, not a walk over the whole history.
+        histories = [[record.as_dict() for record in run.history] for run in runs]
+
+        def snapshot(epoch: int) -> ckpt.Snapshot:
+            return lambda frozen: _snapshot(settings, epoch, runs, steppers, histories, device,
+                                            frozen)
+
+        if checkpointer is not None:
+            checkpointer.write(snapshot(done)(False))
+        try:
+            for epoch in range(done + 1, epochs + 1):
+                if schedule is None:
+                    batches = sampler.batches(epoch)
+                else:  # every optimizer sees the same Poisson batches
+                    batches = list(schedule.batches(config.seed, epoch))
+                for run, loss_fn, stepper, history in zip(runs, losses, steppers, histories,
+                                                          strict=True):
+                    start = time.perf_counter()
+                    record = run_epoch(
+                        run.model, loss_fn, stepper, data, batches,
+                        epoch=epoch, kind=task.kind, label=run.optimizer, replicas=replicas,
+                    )
+                    run.seconds += time.perf_counter() - start
+                    run.history.append(record)
+                    history.append(record.as_dict())
+                    if on_epoch is not None:
+                        on_epoch(run.optimizer, record)
+                if checkpointer is not None:
+                    checkpointer.epoch_done(snapshot(epoch), last=epoch == epochs)
+        except BaseException:
+            if checkpointer is not None:
+                checkpointer.flush()  # the last finished epoch, if it is not on disk yet
+            raise
     privacy = None
     if config.dp is not None and schedule is not None:
         privacy = {
@@ -274,11 +306,12 @@ def compare_optimizers(
 def _compare_in_group(
     task: Task | str, optimizers: str | Sequence[str], config: TrainConfig,
     checkpoint: str | os.PathLike[str] | None, resume: bool, timeout: float,
+    checkpoint_every: float,
 ) -> ComparisonResult | None:
     # One process of compare_data_parallel: rank 0 returns the result (the others' are equal).
     with distributed.process_group(config.device, timeout=timeout) as replicas:
         result = compare_optimizers(task, optimizers, config, checkpoint=checkpoint,
-                                    resume=resume)
+                                    resume=resume, checkpoint_every=checkpoint_every)
         return result if replicas is None or replicas.is_writer else None
 
 
@@ -291,6 +324,7 @@ def compare_data_parallel(
     checkpoint: str | os.PathLike[str] | None = None,
     resume: bool = False,
     timeout: float = distributed.DEFAULT_TIMEOUT,
+    checkpoint_every: float = ckpt.CHECKPOINT_EVERY,
 ) -> ComparisonResult:
     """:func:`compare_optimizers` data-parallel in ``processes`` fresh processes on this
     machine (gloo on the CPU); returns rank 0's result.
@@ -305,7 +339,8 @@ def compare_data_parallel(
             "launch with torchrun for one GPU per process"
         )
     result: ComparisonResult = distributed.launch(
-        _compare_in_group, processes, task, optimizers, config, checkpoint, resume, timeout
+        _compare_in_group, processes, task, optimizers, config, checkpoint, resume, timeout,
+        checkpoint_every,
     )
     return result
 
@@ -315,8 +350,13 @@ def _snapshot(
     epoch: int,
     runs: Sequence[RunResult],
     steppers: Sequence[torch.optim.Optimizer],
+    histories: Sequence[list[dict[str, Any]]],
     device: torch.device,
+    frozen: bool,
 ) -> dict[str, Any]:
+    """The checkpoint's payload now. ``frozen``: with copies of the tensors (state_dicts
+    hold the live ones) and of the history lists, so that training on cannot change it."""
+    copy = ckpt.detached_copy if frozen else (lambda value: value)
     return {
         "settings": settings,
         "epoch": epoch,
@@ -324,12 +364,12 @@ def _snapshot(
         "runs": [
             {
                 "optimizer": run.optimizer,
-                "model": run.model.state_dict(),
-                "optimizer_state": stepper.state_dict(),
-                "history": [record.as_dict() for record in run.history],
+                "model": copy(run.model.state_dict()),
+                "optimizer_state": copy(stepper.state_dict()),
+                "history": list(history),  # the records' dicts are never changed
                 "seconds": run.seconds,
             }
-            for run, stepper in zip(runs, steppers, strict=True)
+            for run, stepper, history in zip(runs, steppers, histories, strict=True)
         ],
     }
 
@@ -341,14 +381,20 @@ def _restore(
     runs: Sequence[RunResult],
     steppers: Sequence[torch.optim.Optimizer],
     device: torch.device,
+    kind: str,
     legacy: dict[str, Any] | None = None,
 ) -> int:
     """Load the checkpoint's state into the runs; returns the number of epochs it holds.
 
-    The payload was read onto the CPU: ``load_state_dict`` copies weights into the model's
-    parameters on ``device``, and torch's optimizer contract moves each state tensor to its
-    parameter's device (``step`` stays on the CPU unless capturable or fused)."""
-    saved = payload.get("settings", {})
+    Every field is checked before anything is loaded: the settings against this run's, the
+    epoch against the run's length, each run's name, history, seconds and tensors against
+    what this run would have written. The payload was read onto the CPU:
+    ``load_state_dict`` copies weights into the model's parameters on ``device``, and
+    torch's optimizer contract moves each state tensor to its parameter's device (``step``
+    stays on the CPU unless capturable or fused)."""
+    saved = payload.get("settings")
+    if not isinstance(saved, dict):
+        raise ckpt.CheckpointError(f"checkpoint {path} is damaged: it has no settings")
     # Checkpoints from before data-parallel training have no world_size: one process.
     saved = {"world_size": 1, **(legacy or {}), **saved}
     differences = [
@@ -364,6 +410,9 @@ def _restore(
             + "; ".join(differences)
             + "); resume with the same arguments, or start afresh without resuming"
         )
+    epoch = _check_fields(payload, settings, runs, kind)
+    if isinstance(epoch, str):
+        raise ckpt.CheckpointError(f"checkpoint {path} is damaged: {epoch}")
     try:
         for run, stepper, state in zip(runs, steppers, payload["runs"], strict=True):
             run.model.load_state_dict(state["model"])
@@ -371,11 +420,82 @@ def _restore(
             run.history = [EpochRecord.from_dict(figures) for figures in state["history"]]
             run.seconds = float(state["seconds"])
         ckpt.restore_rng_states(payload["rng"], device)
-        return int(payload["epoch"])
-    except (KeyError, ValueError, RuntimeError, TypeError) as error:
+    except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as error:
         raise ckpt.CheckpointError(
             f"checkpoint {path} is incomplete or damaged: {error}"
         ) from error
+    return epoch
+
+
+def _is_number(value: object) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_fields(
+    payload: dict[str, Any], settings: dict[str, Any], runs: Sequence[RunResult], kind: str
+) -> int | str:
+    """The checkpoint's epoch, or what is wrong with it (a phrase) — every field that
+    :func:`_snapshot` writes, checked against what this run would write."""
+    epoch, epochs = payload.get("epoch"), settings["epochs"]
+    if not isinstance(epoch, int) or isinstance(epoch, bool):
+        return f"its epoch is {epoch!r}, not a whole number"
+    if not 0 <= epoch <= epochs:
+        return f"it claims epoch {epoch} of a {epochs}-epoch run"
+    states = payload.get("runs")
+    if not isinstance(states, list) or len(states) != len(runs):
+        return f"it holds {len(states) if isinstance(states, list) else 'no'} runs, not {len(runs)}"
+    rng = payload.get("rng")
+    if not isinstance(rng, dict) or not isinstance(rng.get("cpu"), torch.Tensor):
+        return "it has no random-number generator state"
+    for run, state in zip(runs, states, strict=True):
+        if not isinstance(state, dict) or state.get("optimizer") != run.optimizer:
+            return f"its runs are not {', '.join(r.optimizer for r in runs)} in that order"
+        name = run.optimizer
+        seconds = state.get("seconds")
+        if not _is_number(seconds) or not 0 <= seconds < math.inf:
+            return f"{name}: training time {seconds!r} is not a number of seconds"
+        history = state.get("history")
+        if not isinstance(history, list) or len(history) != epoch:
+            count = len(history) if isinstance(history, list) else "no"
+            return f"{name}: {count} epochs of history for epoch {epoch}"
+        for number, figures in enumerate(history, start=1):
+            problem = _check_record(figures, number, kind)
+            if problem:
+                return f"{name}, epoch {number} of the history: {problem}"
+        weights = state.get("model")
+        expected = run.model.state_dict()
+        if not isinstance(weights, dict) or set(weights) != set(expected):
+            return f"{name}: the model's tensors are not this network's ({', '.join(expected)})"
+        for key, tensor in expected.items():
+            saved = weights[key]
+            if not isinstance(saved, torch.Tensor) or (saved.shape, saved.dtype) != (
+                tensor.shape, tensor.dtype
+            ):
+                what = (f"{tuple(saved.shape)} {saved.dtype}" if isinstance(saved, torch.Tensor)
+                        else type(saved).__name__)
+                return (f"{name}: {key} is {what}, this network's is "
+                        f"{tuple(tensor.shape)} {tensor.dtype}")
+        optimizer_state = state.get("optimizer_state")
+        if not isinstance(optimizer_state, dict) or not isinstance(
+            optimizer_state.get("param_groups"), list
+        ) or not isinstance(optimizer_state.get("state"), dict):
+            return f"{name}: the optimizer state is not a torch.optim state_dict"
+    return epoch
+
+
+def _check_record(figures: Any, number: int, kind: str) -> str:
+    if not isinstance(figures, dict) or figures.get("epoch") != number:
+        return "out of order"
+    for key in ("train_loss", "test_loss"):
+        value = figures.get(key)
+        if not _is_number(value) or not math.isfinite(value) or value < 0:
+            return f"{key} is {value!r}, not a finite loss"
+    accuracy = figures.get("test_accuracy")
+    if kind == "classification" and (not _is_number(accuracy) or not 0 <= accuracy <= 1):
+        return f"test_accuracy is {accuracy!r}, not a fraction"
+    if kind != "classification" and accuracy is not None:
+        return "a test accuracy in a regression run"
+    return ""
 
 
 __all__ = [
