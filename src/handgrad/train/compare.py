@@ -21,10 +21,11 @@ from torch.optim import Optimizer
 
 from handgrad import nn as hnn
 from handgrad.optim import names
+from handgrad.privacy.training import DPSettings, PoissonSchedule, epsilon_spent, private
 from handgrad.train import checkpoint as ckpt
 from handgrad.train import distributed, seeds
 from handgrad.train.metrics import metrics_document
-from handgrad.train.models import DEFAULT_MODEL, ModelSpec, build_model, resolve_model
+from handgrad.train.models import ModelSpec, build_model, resolve_model
 from handgrad.train.sampler import EpochSampler
 from handgrad.train.tasks import Backend, Task, load_task
 from handgrad.train.trainer import EpochRecord, intra_op_threads, run_epoch
@@ -53,7 +54,10 @@ class TrainConfig:
     device: str = "cpu"
     backend: Backend = "handgrad"
     threads: int | None = 1
-    model: str | ModelSpec = DEFAULT_MODEL
+    model: str | ModelSpec | None = None  # None: the task's own (mlp; gpt for text)
+    dp: DPSettings | None = None
+    """DP-SGD (:mod:`handgrad.privacy`): every optimizer wrapped in a DPOptimizer, Poisson
+    batches (Opacus's loader: ⌈n/B⌉ steps an epoch at rate 1/⌈n/B⌉), ε reported at δ."""
 
 
 @dataclass
@@ -79,9 +83,11 @@ class ComparisonResult:
     epochs: int
     batch_size: int
     runs: list[RunResult]
+    privacy: dict[str, Any] | None = None
+    """With ``TrainConfig.dp``: the settings, the schedule and ``epsilon`` (ε at ``delta``)."""
 
     def metrics(self) -> dict[str, Any]:
-        return metrics_document(self.task.name, self.runs)
+        return metrics_document(self.task.name, self.runs, self.privacy)
 
     def predictions(self) -> dict[str, Tensor]:
         """Each run's model output on the test inputs (CPU, eval mode)."""
@@ -127,6 +133,9 @@ def _check_config(config: TrainConfig, epochs: int, batch_size: int, lr: float |
         raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {config.device!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {config.device!r} asked for, but CUDA is not available here")
+    if config.dp is not None and config.backend != "handgrad":
+        raise ValueError("dp (DP-SGD) needs backend='handgrad': the per-sample gradients come "
+                         "from the hand-written backward")  # fmt: skip
 
 
 def compare_optimizers(
@@ -174,10 +183,14 @@ def compare_optimizers(
     if resume and checkpoint is None:
         raise ValueError("resume=True needs the checkpoint path to resume from")
     ckpt.check_interval(checkpoint_every)
-    model_spec = resolve_model(config.model, task)
+    model_spec = resolve_model(config.model or task.default_model, task)
+    task.check_model(model_spec.name)
     choices = [resolve_optimizer(name, config.backend) for name in optimizer_names]
     device = torch.device(config.device)
     replicas = distributed.current_replicas()
+    if config.dp is not None and replicas is not None:
+        raise ValueError("dp (DP-SGD) runs in one process; launch without torchrun")
+    schedule = None if config.dp is None else PoissonSchedule(len(task.x_train), batch_size)
     # Rank 0 alone writes; the checkpoint's every field comes from state all ranks share.
     checkpointer = (
         ckpt.Checkpointer(checkpoint, checkpoint_every)
@@ -192,7 +205,7 @@ def compare_optimizers(
         lr = config.lr if config.lr is not None else task.default_lr(name)
         # Parameters take the data's dtype: a float64 task trains a float64 network.
         model = build_model(model_spec, task, config.seed, config.backend)
-        model = model.to(device, task.x_train.dtype)
+        model = model.to(device, task.parameter_dtype)
         if config.backend == "handgrad":
             # One contiguous buffer for the parameters and one for their gradients: the
             # optimizer then updates the whole network in one pass (same values, fewer calls).
@@ -202,6 +215,8 @@ def compare_optimizers(
         if lr is not None:
             options = {**options, "lr": lr}
         stepper = cls(model.parameters(), **options)
+        if config.dp is not None and schedule is not None:
+            stepper = private(stepper, config.dp, schedule)
         runs.append(RunResult(name, float(stepper.param_groups[0]["lr"]), model))
         losses.append(task.make_loss(config.backend))
         steppers.append(stepper)
@@ -220,6 +235,8 @@ def compare_optimizers(
         "backend": config.backend,
         "threads": config.threads,
         "world_size": 1 if replicas is None else replicas.world_size,
+        "task_info": task.checkpoint_info(),  # a text task's vocabulary and context
+        "dp": None if config.dp is None else config.dp.as_dict(),
     }
     data = (task.x_train.to(device), task.y_train.to(device), task.x_test.to(device),
             task.y_test.to(device))
@@ -238,7 +255,7 @@ def compare_optimizers(
             assert checkpoint is not None
             payload = ckpt.load_checkpoint(checkpoint)
             # Checkpoints from before --model trained the task's default network.
-            legacy = {"model": str(resolve_model(DEFAULT_MODEL, task))}
+            legacy = {"model": str(resolve_model(task.default_model, task))}
             done = _restore(payload, checkpoint, settings, runs, steppers, device, task.kind,
                             legacy)
 
@@ -254,7 +271,10 @@ def compare_optimizers(
             checkpointer.write(snapshot(done)(False))
         try:
             for epoch in range(done + 1, epochs + 1):
-                batches = sampler.batches(epoch)
+                if schedule is None:
+                    batches = sampler.batches(epoch)
+                else:  # every optimizer sees the same Poisson batches
+                    batches = list(schedule.batches(config.seed, epoch))
                 for run, loss_fn, stepper, history in zip(runs, losses, steppers, histories,
                                                           strict=True):
                     start = time.perf_counter()
@@ -273,7 +293,16 @@ def compare_optimizers(
             if checkpointer is not None:
                 checkpointer.flush()  # the last finished epoch, if it is not on disk yet
             raise
-    return ComparisonResult(task, epochs, batch_size, runs)
+    privacy = None
+    if config.dp is not None and schedule is not None:
+        privacy = {
+            **config.dp.as_dict(),
+            "sample_rate": schedule.sample_rate,
+            "steps": epochs * schedule.steps_per_epoch,
+            "epsilon": epsilon_spent(config.dp, schedule, epochs),
+            "accountant": "rdp",
+        }
+    return ComparisonResult(task, epochs, batch_size, runs, privacy)
 
 
 def _compare_in_group(
@@ -368,8 +397,9 @@ def _restore(
     saved = payload.get("settings")
     if not isinstance(saved, dict):
         raise ckpt.CheckpointError(f"checkpoint {path} is damaged: it has no settings")
-    # Checkpoints from before data-parallel training have no world_size: one process.
-    saved = {"world_size": 1, **(legacy or {}), **saved}
+    # Checkpoints from before data-parallel training have no world_size: one process;
+    # those from before text tasks no task_info.
+    saved = {"world_size": 1, "task_info": {}, **(legacy or {}), **saved}
     differences = [
         f"{key}={saved.get(key)!r} there, {value!r} here"
         for key, value in settings.items()
