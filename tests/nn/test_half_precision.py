@@ -613,6 +613,32 @@ def test_the_helper_leaves_float32_and_float64_to_the_kernel() -> None:
     assert wrapped.__name__ == "forward"  # functools.wraps: the docs see the kernel's name
 
 
+def test_the_helper_rounds_every_gradient_of_a_tuple_and_passes_extra_arguments() -> None:
+    def forward(x: Tensor, weight: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        return x * weight, (x, weight)
+
+    def backward(
+        grad: Tensor, ctx: tuple[Tensor, Tensor], input_grad: bool = True
+    ) -> tuple[Tensor | None, Tensor]:
+        x, weight = ctx
+        assert grad.dtype == x.dtype == weight.dtype == torch.float32
+        return (grad * weight if input_grad else None), (grad * x).sum(0)
+
+    wrapped = _common.half_in_float32(forward)
+    wrapped_backward = _common.half_in_float32_backward(backward)
+    x = torch.tensor([[1.5, -2.0], [0.1, 3.0]], dtype=torch.float16)
+    weight = torch.tensor([1 / 3, 0.7], dtype=torch.float16)
+    out, ctx = wrapped(x, weight)
+    assert torch.equal(out, (x.float() * weight.float()).half())
+    grad = torch.tensor([[0.3, 1.0], [-1.1, 2.0]], dtype=torch.float16)
+    dx, dw = wrapped_backward(grad, ctx)
+    assert dx.dtype == dw.dtype == torch.float16
+    assert torch.equal(dw, (grad.float() * x.float()).sum(0).half())
+    none, dw = wrapped_backward(grad, ctx, input_grad=False)
+    assert none is None
+    assert dw.dtype == torch.float16
+
+
 # ----------------------------------------------------------------------------- the table
 
 

@@ -44,7 +44,7 @@ def _operand(value: float, like: Tensor) -> Tensor:
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 _Forward = TypeVar("_Forward", bound=Callable[..., tuple[Tensor, Ctx]])
-_Backward = TypeVar("_Backward", bound=Callable[[Any, Ctx], Tensor])
+_Backward = TypeVar("_Backward", bound=Callable[..., Any])
 
 
 class Float32Ctx(NamedTuple):
@@ -89,16 +89,25 @@ def half_in_float32(forward: _Forward) -> _Forward:
     return cast(_Forward, kernel)
 
 
+def _to_dtype(result: Any, dtype: torch.dtype) -> Any:
+    if isinstance(result, Tensor):
+        return result.to(dtype)
+    if isinstance(result, tuple):  # (dx, dγ, dβ) of a normalisation; None where not asked for
+        return tuple(_to_dtype(r, dtype) for r in result)
+    return result
+
+
 def half_in_float32_backward(backward: _Backward) -> _Backward:
-    """The backward ``(grad, ctx) -> dx`` of a :func:`half_in_float32` forward: given its
-    :class:`Float32Ctx`, the upstream gradient (a half tensor, or a number for a loss) goes
-    to float32, the float32 backward runs on the float32 ctx and its result is rounded once
-    to the half dtype. Any other ctx calls the kernel itself."""
+    """The backward ``(grad, ctx, *args) -> dx`` (or a tuple of gradients) of a
+    :func:`half_in_float32` forward: given its :class:`Float32Ctx`, the upstream gradient (a
+    half tensor, or a number for a loss) goes to float32, the float32 backward runs on the
+    float32 ctx and every gradient it returns is rounded once to the half dtype. Any other
+    ctx calls the kernel itself."""
 
     @functools.wraps(backward)
-    def kernel(grad: Any, ctx: Ctx) -> Tensor:
+    def kernel(grad: Any, ctx: Ctx, *args: Any, **kwargs: Any) -> Any:
         if type(ctx) is Float32Ctx:
-            return backward(_to_float32(grad), ctx.ctx).to(ctx.dtype)
-        return backward(grad, ctx)
+            return _to_dtype(backward(_to_float32(grad), ctx.ctx, *args, **kwargs), ctx.dtype)
+        return backward(grad, ctx, *args, **kwargs)
 
     return cast(_Backward, kernel)
