@@ -6,6 +6,9 @@ Each operation is a pair of functions, CS231n style::
     dx = relu_backward(grad_out, ctx)
 
 ``ctx`` is a tuple holding exactly what the backward needs; nothing is hidden anywhere else.
+(For a float16/bfloat16 input the activation, softmax, normalisation and loss kernels compute
+in float32 and round once; their ctx is then a :class:`Float32Ctx`: the float32 kernel's ctx
+and the half dtype.)
 The kernels trust their arguments (the modules in :mod:`handgrad.nn` check shapes, dtypes and
 devices and raise the errors); they never use autograd, so they run under
 ``torch.inference_mode()``.
@@ -18,7 +21,7 @@ One file per family of layers (``linear``, ``activations``, ``shape``, ``losses`
 package re-exports every kernel, so ``handgrad.nn.functional.relu_forward`` is the name to use.
 """
 
-from handgrad.nn.functional._common import Ctx
+from handgrad.nn.functional._common import Ctx, Float32Ctx
 from handgrad.nn.functional.activations import (
     elu_backward,
     elu_forward,
@@ -90,6 +93,7 @@ from handgrad.nn.functional.shape import (
 __all__ = [
     "REDUCTIONS",
     "Ctx",
+    "Float32Ctx",
     "adaptive_avg_pool2d_backward",
     "adaptive_avg_pool2d_forward",
     "avg_pool2d_backward",
