@@ -35,8 +35,10 @@ patterns, so every binade is sampled), pairs that are equal, one ulp apart and a
 Huber's kink, ±inf and NaN; logits rows from scale 2⁻¹⁶ to 2¹⁰, ±inf and NaN logits, ignored
 targets, class weights, label smoothing and probability targets; each reduction.
 
-``python -m tests.nn.test_half_precision`` prints the largest errors, ours and torch's, per
-case and reduction (finite inputs; torch 2.13 on CPU). The cases where either is worst:
+The activation and loss tests run on each device of tests/conftest.py (torch's own
+kernels there are the bar). ``python -m tests.nn.test_half_precision`` prints the largest
+errors, ours and torch's, per case and reduction (finite inputs; torch 2.13 on CPU). The
+cases where either is worst:
 
     max ulps, ours / torch            float16                     bfloat16
                                  forward     backward        forward     backward
@@ -83,6 +85,7 @@ from handgrad.nn.functional import _common
 
 HALF = [pytest.param(torch.float16, id="float16"), pytest.param(torch.bfloat16, id="bfloat16")]
 HALF_DTYPES = (torch.float16, torch.bfloat16)
+CPU = torch.device("cpu")
 _MANTISSA_BITS = {torch.float16: 11, torch.bfloat16: 8}  # the implicit bit included
 
 # ----------------------------------------------------------------------------- error in ulps
@@ -283,14 +286,16 @@ ACTIVATIONS = [
 ]  # fmt: skip
 
 
-def activation_errors(case: Activation, dtype: torch.dtype) -> list[Errors]:
+def activation_errors(
+    case: Activation, dtype: torch.dtype, device: torch.device = CPU
+) -> list[Errors]:
     """The forward, and the backward with g = 1 and with random g, on every value of dtype."""
-    x = every_value(dtype)
+    x = every_value(dtype).to(device)
     x64, finite = x.double(), x.isfinite()
     value, slope = case.value(x64), case.slope(x64)
     generator = torch.Generator().manual_seed(0)
     results = []
-    random = random_halves(dtype, x.shape, generator)
+    random = random_halves(dtype, x.shape, generator).to(device)
     for name, g in (("1", torch.ones_like(x)), ("random", random)):
         out, grad = run_ours(case.ours(), (x,), g)
         out_t, grad_t = run_theirs(case.theirs(), (x,), g)
@@ -304,8 +309,10 @@ def activation_errors(case: Activation, dtype: torch.dtype) -> list[Errors]:
 
 @pytest.mark.parametrize("dtype", HALF)
 @pytest.mark.parametrize("case", ACTIVATIONS, ids=lambda c: c.name)
-def test_activation_is_as_exact_as_torch(case: Activation, dtype: torch.dtype) -> None:
-    for errors in activation_errors(case, dtype):
+def test_activation_is_as_exact_as_torch(
+    case: Activation, dtype: torch.dtype, device: torch.device
+) -> None:
+    for errors in activation_errors(case, dtype, device):
         errors.check()
 
 
@@ -451,12 +458,14 @@ LOSSES = [
 REDUCTIONS = ["none", "mean", "sum"]
 
 
-def loss_errors(case: Loss, dtype: torch.dtype, reduction: str) -> list[Errors]:
+def loss_errors(
+    case: Loss, dtype: torch.dtype, reduction: str, device: torch.device = CPU
+) -> list[Errors]:
     """Forward and backward; "none" on the whole (64, ·) batch with a random upstream
     gradient, "mean"/"sum" as 16 losses of 4 rows each (4 samples for cross-entropy) with
     upstream gradient 1."""
-    prediction, target = case.inputs(dtype, reduction)
-    options = case.options(dtype)
+    prediction, target = (t.to(device) for t in case.inputs(dtype, reduction))
+    options = {name: value.to(device) for name, value in case.options(dtype).items()}
     options64 = {k: v.double() for k, v in options.items()}
     if reduction == "none":
         batches = [(prediction, target)]
@@ -468,10 +477,10 @@ def loss_errors(case: Loss, dtype: torch.dtype, reduction: str) -> list[Errors]:
         theirs_fn = case.theirs(reduction=reduction, **options)
         out_t = theirs_fn(p, t)
         if reduction == "none":
-            g = random_halves(dtype, tuple(out_t.shape), generator)
+            g = random_halves(dtype, tuple(out_t.shape), generator).to(device)
             out, grad = run_ours(case.ours(reduction=reduction, **options), (p, t), g)
         else:
-            g = torch.ones((), dtype=dtype)
+            g = torch.ones((), dtype=dtype, device=device)
             out, grad = run_ours(case.ours(reduction=reduction, **options), (p, t), 1.0)
         _, grad_t = run_theirs(theirs_fn, (p, t), g)
         t64 = t.double() if t.is_floating_point() else t
@@ -498,8 +507,10 @@ def loss_errors(case: Loss, dtype: torch.dtype, reduction: str) -> list[Errors]:
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("dtype", HALF)
 @pytest.mark.parametrize("case", LOSSES, ids=lambda c: c.name)
-def test_loss_is_as_exact_as_torch(case: Loss, dtype: torch.dtype, reduction: str) -> None:
-    for errors in loss_errors(case, dtype, reduction):
+def test_loss_is_as_exact_as_torch(
+    case: Loss, dtype: torch.dtype, reduction: str, device: torch.device
+) -> None:
+    for errors in loss_errors(case, dtype, reduction, device):
         errors.check()
 
 
