@@ -21,7 +21,12 @@ One file per family of layers (``linear``, ``activations``, ``shape``, ``losses`
 package re-exports every kernel, so ``handgrad.nn.functional.relu_forward`` is the name to use.
 """
 
-from handgrad.nn.functional._common import Ctx, Float32Ctx
+from handgrad.nn.functional._common import (
+    Ctx,
+    Float32Ctx,
+    half_in_float32,
+    half_in_float32_backward,
+)
 from handgrad.nn.functional.activations import (
     elu_backward,
     elu_forward,
@@ -124,6 +129,8 @@ __all__ = [
     "gelu_forward",
     "group_norm_backward",
     "group_norm_forward",
+    "half_in_float32",
+    "half_in_float32_backward",
     "huber_backward",
     "huber_forward",
     "l1_backward",
