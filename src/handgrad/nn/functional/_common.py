@@ -74,7 +74,8 @@ def half_in_float32(forward: _Forward) -> _Forward:
     :class:`Float32Ctx` that names the half dtype, and :func:`half_in_float32_backward` runs
     the backward in float32 too. (That ctx takes twice the memory of a half one: torch keeps
     the half input and recomputes.) Any other ``x`` calls the kernel itself: float32 and
-    float64 give the same bits as without the decorator, at ~0.3 µs more per call.
+    float64 give the same bits as without the decorator, at ~0.5 µs more per call (median
+    of paired timings: a dtype check and a call frame; sigmoid of 64 floats takes ~1.6 µs).
     """
 
     @functools.wraps(forward)
