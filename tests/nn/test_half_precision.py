@@ -28,6 +28,11 @@ carry float32's error, and ours may be one spacing further than torch's where th
 float32 formulas differ (at most ~1.5 spacings in the tables below, in tails such as
 σ′(16.6) and GELU-tanh(−5.1) in float16).
 
+Softmax, log-softmax, LayerNorm and RMSNorm couple the entries of a row, which count as
+finite inputs only where the whole row is; their inputs are rows of logits over the scales
+below, rows on a large offset (LayerNorm's x − μ cancels), rows of 256, and rows with ±inf
+or NaN; their parameters' gradients are checked too.
+
 The inputs: for the activations every value of the dtype (all finite ones, subnormals and
 both zeros included, ±inf and NaN), with an upstream gradient of 1 and of random halves; for
 the losses predictions and targets spread over the dtype's magnitudes (uniform over bit
@@ -35,8 +40,8 @@ patterns, so every binade is sampled), pairs that are equal, one ulp apart and a
 Huber's kink, ±inf and NaN; logits rows from scale 2⁻¹⁶ to 2¹⁰, ±inf and NaN logits, ignored
 targets, class weights, label smoothing and probability targets; each reduction.
 
-The activation and loss tests run on each device of tests/conftest.py (torch's own
-kernels there are the bar). ``python -m tests.nn.test_half_precision`` prints the largest
+Every comparison with torch runs on each device of tests/conftest.py (torch's own kernels
+there are the bar). ``python -m tests.nn.test_half_precision`` prints the largest
 errors, ours and torch's, per case and reduction (finite inputs; torch 2.13 on CPU). The
 cases where either is worst:
 
@@ -51,24 +56,34 @@ cases where either is worst:
     CrossEntropyLoss, none      0.5 / 15.4  0.5 / 19.4      0.5 / 189   0.5 / 239
     CE(probabilities), none     0.5 / 1.85  0.5 / 106       0.5 / 1.21  0.5 / 283
     MSELoss, none               0.5 / 1.79  0.5 / 1.3       0.5 / 1.56  0.5 / 1.1
+    Softmax                     0.5 / 0.5   0.5 / 510       0.5 / 0.5   237 / 400
+    LogSoftmax                  0.51 / 1870 0.5 / 37.5      256 / 256   0.5 / 62.3
+    LayerNorm (dx, dγ, dβ)      0.56 / 0.5  2.28 / 14500    0.5 / 0.5   1.24 / 32300
+    RMSNorm                     0.5 / 1.8e5 0.5 / 2.0e6     0.5 / 63500 0.5 / 1.0e6
+    SiLU                        0.5 / 0.5   0.5 / 0.5       245 / 245   249 / 249
     (ReLU, LeakyReLU, ELU, Softplus, L1Loss, HuberLoss: ≤ 0.5 for both, but Huber's
     backward, torch's up to 1.21, and its float16 sum forward, torch's 1.11.)
 
-Where ours is above 0.5 ulp, torch's float32 kernel is as far: float32's own limits, the
-same for both. In bfloat16 (float32's exponent range) σ(x) is 0 below x = −88.7, 1 − σ(x)
-above x = 17, 1 − |tanh x| above |x| ≈ 9, 1 + tanh u below x ≈ −6 (GELU(tanh)), and BCE's
-(1 − t)x + softplus(−x) cancels to 0 for t = 0, x ≪ 0, where the true values are normal
-bfloat16 numbers (256 ulps: a result of 0 for a nonzero reference); 0.134x² overflows beyond
-|x| ≈ 5e19, making GELU(tanh)'s gradient 0 · inf = NaN, as torch's. In float16: the
-subnormal outputs described above and the same cancellations, milder (1 + tanh u for
-x ∈ [−5, −4], 15 ulps, BCE at x = −9.6, 4 ulps where torch gives 0). Torch's larger
+Where ours is more than a few ulps off, torch's is as far: float32's own limits, the same
+for both. In bfloat16 (float32's exponent range) σ(x) (and SiLU's xσ(x)) is 0 below
+x = −88.7, 1 − σ(x) above x = 17, 1 − |tanh x| above |x| ≈ 9, 1 + tanh u below x ≈ −6
+(GELU(tanh)), and BCE's (1 − t)x + softplus(−x) cancels to 0 for t = 0, x ≪ 0, where the
+true values are normal bfloat16 numbers (256 ulps: a result of 0 for a nonzero
+reference); 0.134x² overflows beyond |x| ≈ 5e19, making GELU(tanh)'s gradient
+0 · inf = NaN, as torch's. In float16: the subnormal outputs described above and the same
+cancellations, milder (1 + tanh u for x ∈ [−5, −4], 15 ulps, BCE at x = −9.6, 4 ulps where
+torch gives 0). Torch's larger
 errors: sigmoid's and tanh's gradients from the rounded half output (1 − y is 0 once y
 rounds to 1: from x = 8.3 in float16), GELU's 1 + erf(x/√2) cancelling for x ≪ 0, BCE and
-cross-entropy composed of half-precision operations, each rounded.
+cross-entropy composed of half-precision operations, each rounded, and the normalisations'
+statistics in half precision (mean(x²) underflows in float16 for a row at scale 2⁻⁸; at
+2⁻¹⁶ torch's RMSNorm gives 0.17 for 0.0019). Softmax's and log-softmax's bfloat16 figures
+are float32's too: y(g − ⟨g, y⟩) is 0 where y rounds to 1 and log y to 0.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 from collections.abc import Callable
@@ -259,6 +274,11 @@ def _elu(alpha: float) -> tuple[Any, Any]:
     )
 
 
+def _silu_slope(x: Tensor) -> Tensor:
+    below, above = torch.sigmoid(x), torch.sigmoid(-x)
+    return below + x * below * above  # σ(x)(1 + x(1 − σ(x))), with 1 − σ(x) kept as σ(−x)
+
+
 ACTIVATIONS = [
     Activation("ReLU", hn.ReLU, torch.nn.ReLU, torch.relu, lambda x: (x > 0).double()),
     Activation(
@@ -283,6 +303,7 @@ ACTIVATIONS = [
         "Softplus(0.5, 6)", lambda: hn.Softplus(beta=0.5, threshold=6.0),
         lambda: torch.nn.Softplus(beta=0.5, threshold=6.0), *_softplus(0.5, 6.0),
     ),
+    Activation("SiLU", hn.SiLU, torch.nn.SiLU, torch.nn.functional.silu, _silu_slope),
 ]  # fmt: skip
 
 
@@ -514,6 +535,115 @@ def test_loss_is_as_exact_as_torch(
         errors.check()
 
 
+# ----------------------------------------------------------------------------- along rows
+
+
+@dataclass
+class RowCase:
+    """A module that couples the entries of a row (the last dim): softmax, normalisation."""
+
+    name: str
+    ours: Callable[[torch.nn.Module], hn.Module]  # from the torch twin, parameters included
+    theirs: Callable[[torch.dtype], torch.nn.Module]  # in the given dtype
+
+
+def _drawn(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """γ and β drawn (rounded to the half dtype), so that the parameters matter."""
+    generator = torch.Generator().manual_seed(9)
+    with torch.no_grad():
+        for param in module.parameters():
+            param.copy_(torch.randn(param.shape, generator=generator).mul(2).to(dtype))
+    return module
+
+
+def _row_inputs(dtype: torch.dtype) -> list[Tensor]:
+    """The logits of the losses above (64 rows of 7 at scales 2⁻¹⁶ .. 2¹⁰, a constant row);
+    rows of 7 on an offset 2⁻⁴ .. 2¹² times their spread (the mean cancels in x − μ), a row
+    with +inf, one with −inf, one with NaN (apart: the parameter gradients sum over rows);
+    8 rows of 256."""
+    generator = torch.Generator().manual_seed(10)
+    offsets = 2.0 ** torch.linspace(-4, 12, 32, dtype=torch.float64).unsqueeze(1)
+    shifted = (1 + torch.randn(32, 7, generator=generator, dtype=torch.float64) / offsets) * 3
+    special = torch.randn(3, 7, generator=generator, dtype=torch.float64)
+    special[0, 2], special[1, 4], special[2, 6] = math.inf, -math.inf, math.nan
+    wide = torch.randn(8, 256, generator=generator, dtype=torch.float64) * 4
+    narrow = torch.cat([_logits(dtype).double(), shifted])
+    return [narrow.to(dtype), special.to(dtype), wide.to(dtype)]
+
+
+ROW_CASES = [
+    RowCase("Softmax", lambda m: hn.Softmax(dim=-1), lambda dtype: torch.nn.Softmax(dim=-1)),
+    RowCase(
+        "LogSoftmax", lambda m: hn.LogSoftmax(dim=1), lambda dtype: torch.nn.LogSoftmax(dim=1)
+    ),
+    RowCase(
+        "LayerNorm", hn.from_torch,
+        lambda dtype: _drawn(torch.nn.LayerNorm(7, dtype=dtype), dtype),
+    ),
+    RowCase(
+        "LayerNorm(no affine, eps=0.1)", hn.from_torch,
+        lambda dtype: torch.nn.LayerNorm(7, eps=0.1, elementwise_affine=False, dtype=dtype),
+    ),
+    RowCase(
+        "RMSNorm", hn.from_torch, lambda dtype: _drawn(torch.nn.RMSNorm(7, dtype=dtype), dtype)
+    ),
+]  # fmt: skip
+
+
+def _in_float64(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """The float64 twin of a half module, with its half parameters and eps (RMSNorm's
+    default ε is the input dtype's machine epsilon)."""
+    reference = copy.deepcopy(module).double()
+    if isinstance(reference, torch.nn.RMSNorm) and reference.eps is None:
+        reference.eps = torch.finfo(dtype).eps
+    return reference
+
+
+def row_errors(case: RowCase, dtype: torch.dtype, device: torch.device = CPU) -> list[Errors]:
+    """Forward, input gradient and parameter gradients (random upstream gradient), each
+    row's entries counted as finite only where the whole row is."""
+    generator = torch.Generator().manual_seed(11)
+    results = []
+    for x in _row_inputs(dtype):
+        x = x.to(device)
+        theirs = case.theirs(dtype).to(device)
+        if x.shape[-1] != 7 and not isinstance(theirs, (torch.nn.Softmax, torch.nn.LogSoftmax)):
+            continue  # the normalisations take rows of 7
+        ours = case.ours(theirs)
+        reference = _in_float64(theirs, dtype)
+        g = random_halves(dtype, tuple(x.shape), generator).to(device)
+        finite = x.isfinite().all(-1, keepdim=True).expand(x.shape)
+        out, grad = run_ours(ours, (x,), g)
+        leaf = x.detach().clone().requires_grad_(True)
+        out_t = theirs(leaf)
+        grads_t = torch.autograd.grad(out_t, [leaf, *theirs.parameters()], g)
+        leaf64 = x.double().requires_grad_(True)
+        out64 = reference(leaf64)
+        grads64 = torch.autograd.grad(out64, [leaf64, *reference.parameters()], g.double())
+        what = f"{case.name} {dtype} {tuple(x.shape)}"
+        results.append(Errors.measure(f"{what} forward", out, out_t.detach(), out64, finite))
+        results.append(Errors.measure(f"{what} backward", grad, grads_t[0], grads64[0], finite))
+        rows_finite = finite.all()  # a parameter's gradient sums over every row
+        params = dict(ours.named_parameters())
+        names = [name for name, _ in theirs.named_parameters()]
+        for name, got, exact in zip(names, grads_t[1:], grads64[1:], strict=True):
+            grad_param = params[name].grad
+            assert grad_param is not None
+            results.append(
+                Errors.measure(f"{what} backward (d{name})", grad_param, got, exact, rows_finite)
+            )
+    return results
+
+
+@pytest.mark.parametrize("dtype", HALF)
+@pytest.mark.parametrize("case", ROW_CASES, ids=lambda c: c.name)
+def test_softmax_and_normalisation_are_as_exact_as_torch(
+    case: RowCase, dtype: torch.dtype, device: torch.device
+) -> None:
+    for errors in row_errors(case, dtype, device):
+        errors.check()
+
+
 # ----------------------------------------------------------------------------- the issue's points
 
 
@@ -536,6 +666,17 @@ def test_gelu_of_minus_3_156_is_not_zero(dtype: torch.dtype) -> None:
     expected = _gelu(x.double())
     assert expected.item() == pytest.approx(-0.00252, rel=1e-2)
     assert ulp_error(hn.GELU()(x), expected, dtype).item() <= 0.5
+
+
+def test_layer_norm_recomputes_its_half_output_bit_for_bit() -> None:
+    """LayerNorm rebuilds y from the x̂ it keeps (for the next layer's backward): in a half
+    dtype from the float32 x̂, rounded once, as forward gave it."""
+    layer = hn.from_torch(_drawn(torch.nn.LayerNorm(7, dtype=torch.bfloat16), torch.bfloat16))
+    x = _row_inputs(torch.bfloat16)[0]
+    out = layer(x)
+    again = layer.recompute_output()
+    assert again.dtype == torch.bfloat16
+    assert torch.equal(again, out)
 
 
 # ----------------------------------------------------------------------------- the helper
@@ -563,6 +704,16 @@ _KERNELS: list[tuple[str, Any, Any, Callable[[Tensor], tuple[Any, ...]]]] = [
         "cross-entropy labels", F.cross_entropy_of_labels_forward, F.cross_entropy_backward,
         lambda x: (x, torch.arange(x.shape[0]) % x.shape[1], "sum"),
     ),
+    ("silu", F.silu_forward, F.silu_backward, lambda x: (x,)),
+    ("softmax", F.softmax_forward, F.softmax_backward, lambda x: (x, 1)),
+    ("log-softmax", F.log_softmax_forward, F.log_softmax_backward, lambda x: (x, 0)),
+    (
+        "layer norm", F.layer_norm_forward, F.layer_norm_backward,
+        lambda x: (x, 1, x[0].abs(), x[1], 1e-5),
+    ),
+    ("layer norm, no affine", F.layer_norm_forward, F.layer_norm_backward,
+        lambda x: (x, 2, None, None, 0.1)),
+    ("rms norm", F.rms_norm_forward, F.rms_norm_backward, lambda x: (x, 1, x[0].abs(), 1e-3)),
 ]  # fmt: skip
 
 
@@ -592,6 +743,9 @@ def test_a_half_kernel_is_the_float32_kernel_rounded_once(
             got, expected = (got,), (expected,)
         assert len(got) == len(expected)
         for mine, theirs in zip(got, expected, strict=True):
+            if theirs is None:  # no γ, β
+                assert mine is None
+                continue
             assert mine.dtype == dtype
             assert torch.equal(mine, theirs.to(dtype))
 
@@ -657,12 +811,17 @@ def test_the_helper_rounds_every_gradient_of_a_tuple_and_passes_extra_arguments(
 # ----------------------------------------------------------------------------- the table
 
 
+def _worst(errors: Tensor, finite: Tensor) -> float:
+    return errors[finite].max().item() if finite.any() else 0.0
+
+
 def table() -> str:
     """The largest ulp error, ours and torch's, per case and dtype (finite inputs)."""
     header = f"{'case':<58} {'dtype':<9} {'fwd ours':>9} {'torch':>8} {'bwd ours':>9} {'torch':>8}"
     lines = [header]
     for dtype in HALF_DTYPES:
         rows = [(c.name, activation_errors(c, dtype)) for c in ACTIVATIONS]
+        rows += [(c.name, row_errors(c, dtype)) for c in ROW_CASES]
         for loss in LOSSES:
             for reduction in REDUCTIONS:
                 rows.append((f"{loss.name} {reduction}", loss_errors(loss, dtype, reduction)))
@@ -671,8 +830,8 @@ def table() -> str:
             for part in ("forward", "backward"):
                 mine = [e for e in errors if f" {part}" in e.what]
                 worst[part] = (
-                    max(e.ours_error[e.finite].max().item() for e in mine),
-                    max(e.theirs_error[e.finite].max().item() for e in mine),
+                    max(_worst(e.ours_error, e.finite) for e in mine),
+                    max(_worst(e.theirs_error, e.finite) for e in mine),
                 )
             (f, ft), (b, bt) = worst["forward"], worst["backward"]
             lines.append(

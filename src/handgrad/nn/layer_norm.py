@@ -112,7 +112,11 @@ class LayerNorm(_Norm):
                 f"{self._get_name()}.recompute_output() called before forward(), or after "
                 "backward() freed what forward kept"
             )
-        xhat, _, weight, bias, _ = self._saved[0]
+        ctx = self._saved[0]
+        if type(ctx) is F.Float32Ctx:  # a half input: x̂ kept in float32, y rounded once
+            xhat, _, weight, bias, _ = ctx.ctx
+            return F.layer_norm_output(xhat, weight, bias).to(ctx.dtype)
+        xhat, _, weight, bias, _ = ctx
         return F.layer_norm_output(xhat, weight, bias)
 
     def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
