@@ -31,7 +31,9 @@ float32 formulas differ (at most ~1.5 spacings in the tables below, in tails suc
 Softmax, log-softmax, LayerNorm and RMSNorm couple the entries of a row, which count as
 finite inputs only where the whole row is; their inputs are rows of logits over the scales
 below, rows on a large offset (LayerNorm's x − μ cancels), rows of 256, and rows with ±inf
-or NaN; their parameters' gradients are checked too.
+or NaN; their parameters' gradients are checked too. GroupNorm and BatchNorm (training,
+eval, without affine) normalise channels on offsets 3·4^c, sample i scaled by 2^(i−4) (the
+mean cancels in x − μ); BatchNorm's updated running statistics are checked as well.
 
 The inputs: for the activations every value of the dtype (all finite ones, subnormals and
 both zeros included, ±inf and NaN), with an upstream gradient of 1 and of random halves; for
@@ -61,6 +63,8 @@ cases where either is worst:
     LayerNorm (dx, dγ, dβ)      0.56 / 0.5  2.28 / 14500    0.5 / 0.5   1.24 / 32300
     RMSNorm                     0.5 / 1.8e5 0.5 / 2.0e6     0.5 / 63500 0.5 / 1.0e6
     SiLU                        0.5 / 0.5   0.5 / 0.5       245 / 245   249 / 249
+    GroupNorm                   0.5 / 0.5   0.5 / 86.7      0.5 / 0.5   0.5 / 362
+    BatchNorm2d (training)      0.5 / 139   0.5 / 199       0.5 / 123   0.5 / 244
     (ReLU, LeakyReLU, ELU, Softplus, L1Loss, HuberLoss: ≤ 0.5 for both, but Huber's
     backward, torch's up to 1.21, and its float16 sum forward, torch's 1.11.)
 
@@ -97,6 +101,7 @@ from torch import Tensor
 import handgrad.nn as hn
 from handgrad.nn import functional as F
 from handgrad.nn.functional import _common
+from handgrad.nn.per_sample import per_sample_gradients
 
 HALF = [pytest.param(torch.float16, id="float16"), pytest.param(torch.bfloat16, id="bfloat16")]
 HALF_DTYPES = (torch.float16, torch.bfloat16)
@@ -644,6 +649,127 @@ def test_softmax_and_normalisation_are_as_exact_as_torch(
         errors.check()
 
 
+# ----------------------------------------------------------------------------- over channels
+
+
+@dataclass
+class ChannelCase:
+    """A normalisation over channels (axis 1): GroupNorm, BatchNorm in training and eval."""
+
+    name: str
+    theirs: Callable[[torch.dtype], torch.nn.Module]  # in the given dtype
+    shape: tuple[int, ...] = (8, 4, 3, 3)
+
+
+def _with_running_statistics(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """γ, β and the running statistics drawn; eval mode (the running statistics normalise)."""
+    generator = torch.Generator().manual_seed(12)
+    with torch.no_grad():
+        module.running_mean.copy_(torch.randn(4, generator=generator).mul(5).to(dtype))
+        module.running_var.copy_(torch.rand(4, generator=generator).add(0.05).mul(9).to(dtype))
+    return _drawn(module, dtype).eval()
+
+
+CHANNEL_CASES = [
+    ChannelCase("GroupNorm(2, 4)", lambda dtype: _drawn(torch.nn.GroupNorm(2, 4), dtype).to(dtype)),
+    ChannelCase("BatchNorm2d", lambda dtype: _drawn(torch.nn.BatchNorm2d(4, dtype=dtype), dtype)),
+    ChannelCase(
+        "BatchNorm2d(eval)",
+        lambda dtype: _with_running_statistics(torch.nn.BatchNorm2d(4, dtype=dtype), dtype),
+    ),
+    ChannelCase(
+        "BatchNorm1d(no affine)",
+        lambda dtype: torch.nn.BatchNorm1d(4, affine=False, dtype=dtype), shape=(16, 4),
+    ),
+]  # fmt: skip
+
+
+def _channel_input(dtype: torch.dtype, shape: tuple[int, ...]) -> Tensor:
+    """Channel c on an offset 3·4^c (the mean cancels in x − μ), sample i scaled by 2^(i−4)."""
+    generator = torch.Generator().manual_seed(13)
+    x = torch.randn(shape, generator=generator, dtype=torch.float64)
+    scale = 2.0 ** torch.arange(-4.0, shape[0] - 4.0, dtype=torch.float64)
+    offset = 3.0 * 4.0 ** torch.arange(4.0, dtype=torch.float64)
+    view = (-1, *[1] * (len(shape) - 1))
+    return (x * scale.view(view) + offset.view(1, -1, *[1] * (len(shape) - 2))).to(dtype)
+
+
+def channel_errors(
+    case: ChannelCase, dtype: torch.dtype, device: torch.device = CPU
+) -> list[Errors]:
+    """Forward, input and parameter gradients (random upstream gradient), and the running
+    statistics after the step (BatchNorm in training)."""
+    theirs = case.theirs(dtype).to(device)
+    ours = hn.from_torch(copy.deepcopy(theirs)).train(theirs.training)
+    reference = _in_float64(theirs, dtype)
+    x = _channel_input(dtype, case.shape).to(device)
+    g = random_halves(dtype, tuple(x.shape), torch.Generator().manual_seed(14)).to(device)
+    finite = torch.ones_like(x, dtype=torch.bool)
+    out, grad = run_ours(ours, (x,), g)
+    leaf = x.detach().clone().requires_grad_(True)
+    out_t = theirs(leaf)
+    grads_t = torch.autograd.grad(out_t, [leaf, *theirs.parameters()], g)
+    leaf64 = x.double().requires_grad_(True)
+    out64 = reference(leaf64)
+    grads64 = torch.autograd.grad(out64, [leaf64, *reference.parameters()], g.double())
+    what = f"{case.name} {dtype}"
+    results = [
+        Errors.measure(f"{what} forward", out, out_t.detach(), out64, finite),
+        Errors.measure(f"{what} backward", grad, grads_t[0], grads64[0], finite),
+    ]
+    params = dict(ours.named_parameters())
+    names = [name for name, _ in theirs.named_parameters()]
+    all_finite = torch.tensor(True, device=device)
+    for name, got, exact in zip(names, grads_t[1:], grads64[1:], strict=True):
+        grad_param = params[name].grad
+        assert grad_param is not None
+        results.append(
+            Errors.measure(f"{what} backward (d{name})", grad_param, got, exact, all_finite)
+        )
+    buffers = dict(ours.named_buffers())
+    for name, theirs_buffer in theirs.named_buffers():
+        if theirs_buffer.is_floating_point():  # num_batches_tracked aside
+            exact = dict(reference.named_buffers())[name]
+            results.append(
+                Errors.measure(f"{what} forward ({name})", buffers[name], theirs_buffer, exact,
+                               all_finite)
+            )  # fmt: skip
+    return results
+
+
+@pytest.mark.parametrize("dtype", HALF)
+@pytest.mark.parametrize("case", CHANNEL_CASES, ids=lambda c: c.name)
+def test_group_and_batch_norm_are_as_exact_as_torch(
+    case: ChannelCase, dtype: torch.dtype, device: torch.device
+) -> None:
+    for errors in channel_errors(case, dtype, device):
+        errors.check()
+
+
+@pytest.mark.parametrize("make", [
+    lambda: torch.nn.GroupNorm(2, 4),
+    lambda: torch.nn.BatchNorm2d(4).eval(),
+], ids=["GroupNorm", "BatchNorm2d(eval)"])  # fmt: skip
+def test_per_sample_gradients_of_a_half_normalisation_are_float32_rounded_once(
+    make: Callable[[], torch.nn.Module],
+) -> None:
+    """The per-sample dγ_i, dβ_i read the float32 ctx: computed in float32, rounded once."""
+    x = _channel_input(torch.float32, (3, 4, 2, 2)).to(torch.bfloat16)
+    g = random_halves(torch.bfloat16, tuple(x.shape), torch.Generator().manual_seed(15))
+    source = _drawn(make(), torch.bfloat16)
+    half = hn.from_torch(copy.deepcopy(source).to(torch.bfloat16)).train(source.training)
+    single = hn.from_torch(copy.deepcopy(source).float()).train(source.training)
+    half(x)
+    with per_sample_gradients():  # what backward(..., per_sample=True) of a container does
+        half.backward(g)
+    single(x.float())
+    with per_sample_gradients():
+        single.backward(g.float())
+    for (name, got), expected in zip(half.named_parameters(), single.parameters(), strict=True):
+        assert got.grad_sample.dtype == torch.bfloat16, name
+        assert torch.equal(got.grad_sample, expected.grad_sample.to(torch.bfloat16)), name
+
+
 # ----------------------------------------------------------------------------- the issue's points
 
 
@@ -714,6 +840,18 @@ _KERNELS: list[tuple[str, Any, Any, Callable[[Tensor], tuple[Any, ...]]]] = [
     ("layer norm, no affine", F.layer_norm_forward, F.layer_norm_backward,
         lambda x: (x, 2, None, None, 0.1)),
     ("rms norm", F.rms_norm_forward, F.rms_norm_backward, lambda x: (x, 1, x[0].abs(), 1e-3)),
+    (
+        "group norm", F.group_norm_forward, F.group_norm_backward,
+        lambda x: (x, 5, x[0].abs(), x[1], 1e-5),
+    ),
+    (
+        "batch norm", F.batch_norm_forward, F.batch_norm_backward,
+        lambda x: (x, x[2].clone(), x[3].abs(), x[0].abs(), x[1], True, 0.1, 1e-5),
+    ),
+    (
+        "batch norm eval", F.batch_norm_forward, F.batch_norm_backward,
+        lambda x: (x, x[2].clone(), x[3].abs(), x[0].abs(), None, False, 0.1, 1e-5),
+    ),
 ]  # fmt: skip
 
 
@@ -748,6 +886,20 @@ def test_a_half_kernel_is_the_float32_kernel_rounded_once(
                 continue
             assert mine.dtype == dtype
             assert torch.equal(mine, theirs.to(dtype))
+
+
+@pytest.mark.parametrize("dtype", HALF)
+def test_batch_norm_rounds_its_half_running_statistics_once(dtype: torch.dtype) -> None:
+    generator = torch.Generator().manual_seed(16)
+    x = (torch.randn(16, 5, generator=generator) * 3 + 40).to(dtype)
+    mean, var = torch.randn(5, generator=generator).to(dtype), torch.rand(5).add(1).to(dtype)
+    mean32, var32 = mean.float(), var.float()
+    F.batch_norm_forward(x, mean, var, None, None, True, 0.3, 1e-5)
+    F.batch_norm_forward(x.float(), mean32, var32, None, None, True, 0.3, 1e-5)
+    assert mean.dtype == var.dtype == dtype
+    assert torch.equal(mean, mean32.to(dtype))
+    assert torch.equal(var, var32.to(dtype))
+    assert not torch.equal(mean.float(), mean32)  # rounded: the float32 update has more digits
 
 
 def test_the_helper_leaves_float32_and_float64_to_the_kernel() -> None:
@@ -822,6 +974,7 @@ def table() -> str:
     for dtype in HALF_DTYPES:
         rows = [(c.name, activation_errors(c, dtype)) for c in ACTIVATIONS]
         rows += [(c.name, row_errors(c, dtype)) for c in ROW_CASES]
+        rows += [(c.name, channel_errors(c, dtype)) for c in CHANNEL_CASES]
         for loss in LOSSES:
             for reduction in REDUCTIONS:
                 rows.append((f"{loss.name} {reduction}", loss_errors(loss, dtype, reduction)))

@@ -112,12 +112,10 @@ class LayerNorm(_Norm):
                 f"{self._get_name()}.recompute_output() called before forward(), or after "
                 "backward() freed what forward kept"
             )
-        ctx = self._saved[0]
-        if type(ctx) is F.Float32Ctx:  # a half input: x̂ kept in float32, y rounded once
-            xhat, _, weight, bias, _ = ctx.ctx
-            return F.layer_norm_output(xhat, weight, bias).to(ctx.dtype)
+        ctx, half = F.unwrap_float32_ctx(self._saved[0])
         xhat, _, weight, bias, _ = ctx
-        return F.layer_norm_output(xhat, weight, bias)
+        out = F.layer_norm_output(xhat, weight, bias)
+        return out if half is None else out.to(half)  # a half input: x̂ in float32, y rounded
 
     def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
         ctx = recall_once(self, grad_output)

@@ -26,6 +26,8 @@ from handgrad.nn.functional._common import (
     Float32Ctx,
     half_in_float32,
     half_in_float32_backward,
+    half_in_float32_updating,
+    unwrap_float32_ctx,
 )
 from handgrad.nn.functional.activations import (
     elu_backward,
@@ -160,6 +162,7 @@ __all__ = [
     "group_norm_forward",
     "half_in_float32",
     "half_in_float32_backward",
+    "half_in_float32_updating",
     "huber_backward",
     "huber_forward",
     "l1_backward",
@@ -196,4 +199,5 @@ __all__ = [
     "softplus_forward",
     "tanh_backward",
     "tanh_forward",
+    "unwrap_float32_ctx",
 ]

@@ -78,16 +78,40 @@ def half_in_float32(forward: _Forward) -> _Forward:
     of paired timings: a dtype check and a call frame; sigmoid of 64 floats takes ~1.6 µs).
     """
 
-    @functools.wraps(forward)
-    def kernel(x: Tensor, *args: Any, **kwargs: Any) -> tuple[Tensor, Ctx]:
-        if x.dtype in HALF_DTYPES:
-            args = tuple(_to_float32(a) for a in args)
-            kwargs = {name: _to_float32(a) for name, a in kwargs.items()}
-            out, ctx = forward(x.float(), *args, **kwargs)
-            return out.to(x.dtype), Float32Ctx(x.dtype, ctx)
-        return forward(x, *args, **kwargs)
+    return half_in_float32_updating()(forward)
 
-    return cast(_Forward, kernel)
+
+def half_in_float32_updating(*positions: int) -> Callable[[_Forward], _Forward]:
+    """:func:`half_in_float32` for a forward that also updates some of its arguments in place
+    (batch norm's running statistics): ``positions`` index them among the arguments after
+    ``x``. A half one is updated in its float32 copy and rounded back into place once, as
+    torch updates a half running statistic from its float32 arithmetic."""
+
+    def decorate(forward: _Forward) -> _Forward:
+        @functools.wraps(forward)
+        def kernel(x: Tensor, *args: Any, **kwargs: Any) -> tuple[Tensor, Ctx]:
+            if x.dtype not in HALF_DTYPES:
+                return forward(x, *args, **kwargs)
+            args32 = tuple(_to_float32(a) for a in args)
+            kwargs = {name: _to_float32(a) for name, a in kwargs.items()}
+            out, ctx = forward(x.float(), *args32, **kwargs)
+            for i in positions:
+                if args32[i] is not args[i]:  # a half tensor: its float32 copy was updated
+                    args[i].copy_(args32[i])
+            return out.to(x.dtype), Float32Ctx(x.dtype, ctx)
+
+        return cast(_Forward, kernel)
+
+    return decorate
+
+
+def unwrap_float32_ctx(ctx: Ctx) -> tuple[Ctx, torch.dtype | None]:
+    """(the kernel's own ctx, the half dtype its results round to): for code other than the
+    backward that reads a ctx (per-sample gradients, recomputed outputs); None for a ctx that
+    is not a :class:`Float32Ctx`."""
+    if type(ctx) is Float32Ctx:
+        return ctx.ctx, ctx.dtype
+    return ctx, None
 
 
 def _to_dtype(result: Any, dtype: torch.dtype) -> Any:
