@@ -8,32 +8,45 @@ optimizer, then epoch 2, ...) so that a checkpoint always holds every run at the
 
 from __future__ import annotations
 
+import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
 
 from handgrad import nn as hnn
 from handgrad.optim import names
 from handgrad.train import checkpoint as ckpt
 from handgrad.train import distributed, seeds
-from handgrad.train.metrics import metrics_document
+from handgrad.train import optimizers as setup
+from handgrad.train import status as status_of
+from handgrad.train.metrics import environment_document, metrics_document
 from handgrad.train.models import DEFAULT_MODEL, ModelSpec, build_model, resolve_model
 from handgrad.train.sampler import EpochSampler
-from handgrad.train.tasks import Backend, Task, load_task
-from handgrad.train.trainer import EpochRecord, intra_op_threads, run_epoch
+from handgrad.train.schedules import Schedule, make_scheduler, parse_schedule
+from handgrad.train.status import RunStatus
+from handgrad.train.tasks import Backend, Kind, Task, load_task
+from handgrad.train.trainer import (
+    EpochRecord,
+    TrainingDiverged,
+    evaluate,
+    intra_op_threads,
+    run_epoch,
+)
 
 EpochCallback = Callable[[str, EpochRecord], None]
+EpochEndCallback = Callable[[int, Sequence["RunResult"]], None]
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to train. ``None`` means the task's tuned default (``lr``: per optimizer).
+    """How to train. ``None`` means the task's default (``lr``: per optimizer, see below).
 
     ``backend="torch"`` trains the same network as plain torch.nn with torch.optim and
     autograd: the reference handgrad is compared with.
@@ -43,6 +56,17 @@ class TrainConfig:
 
     ``model`` names the network (:mod:`handgrad.train.models`): ``"mlp"`` (the task's),
     ``"mlp:hidden=100x100,activation=sigmoid,dropout=0.1"``, or any registered model.
+
+    ``options`` maps an optimizer's name (as in the list of optimizers) to its constructor
+    arguments, ``{"sgd": {"momentum": 0.9, "nesterov": True}}``; Muon's and SparseAdam's
+    companion AdamW takes its own under ``"adamw"`` (:mod:`handgrad.train.optimizers`).
+
+    ``schedule`` is a learning-rate schedule of :mod:`handgrad.train.schedules`
+    (``"cosine"``, ``"warmup:epochs=2+cosine"``, ...), stepped after every epoch.
+
+    The learning rate of a run is ``options[name]["lr"]`` if given, else ``lr`` if given,
+    else :func:`~handgrad.train.setup.default_lr`: the task's tuned rate (or the
+    optimizer's own default) scaled to the batch size.
     """
 
     epochs: int | None = None
@@ -53,39 +77,61 @@ class TrainConfig:
     backend: Backend = "handgrad"
     threads: int | None = 1
     model: str | ModelSpec = DEFAULT_MODEL
+    options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    schedule: str | Schedule | None = None
 
 
 @dataclass
 class RunResult:
-    """One optimizer's run: its trained model, per-epoch history and training seconds."""
+    """One optimizer's run: its trained model, per-epoch history, training seconds and how
+    it ended (``status``; None until training is over)."""
 
     optimizer: str
     lr: float
     model: torch.nn.Module
     history: list[EpochRecord] = field(default_factory=list)
     seconds: float = 0.0
+    status: RunStatus | None = None
+    initial_loss: float | None = None
+    arguments: dict[str, Any] = field(default_factory=dict)
 
     @property
     def final(self) -> EpochRecord:
         return self.history[-1]
 
+    @property
+    def diverged(self) -> bool:
+        return self.status is not None and self.status.state == "diverged"
+
 
 @dataclass
 class ComparisonResult:
-    """Every optimizer's run on one task; ``metrics()`` is the metrics.json document."""
+    """Every optimizer's run on one task; ``metrics()`` is the metrics.json document
+    (``config``: the resolved settings, see :func:`compare_optimizers`)."""
 
     task: Task
     epochs: int
     batch_size: int
     runs: list[RunResult]
+    config: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, Any]:
-        return metrics_document(self.task.name, self.runs)
+        return metrics_document(self.task.name, self.runs, config=self.config,
+                                environment=self.environment)
+
+    @property
+    def failed(self) -> list[RunResult]:
+        """The runs that did not train (diverged, or not learning)."""
+        return [run for run in self.runs if run.status is not None and not run.status.trained]
 
     def predictions(self) -> dict[str, Tensor]:
-        """Each run's model output on the test inputs (CPU, eval mode)."""
+        """Each run's model output on the test inputs (CPU, eval mode); diverged runs are
+        left out (their weights are not finite)."""
         outputs = {}
         for run in self.runs:
+            if run.diverged:
+                continue
             device = next(run.model.parameters()).device
             was_training = run.model.training
             run.model.eval()
@@ -95,20 +141,11 @@ class ComparisonResult:
         return outputs
 
 
-# Optimizers that cannot train the tasks' networks, and why (said before any training).
-UNSUITABLE = {
-    "sparseadam": "sparseadam needs sparse gradients (embeddings); these networks' are dense",
-}
-
-
 def resolve_optimizer(name: str, backend: Backend) -> tuple[type[Optimizer], dict[str, Any]]:
     """The class (handgrad's, or torch's own for ``backend="torch"``) and the constructor
     arguments for an optimizer name of :mod:`handgrad.optim.names` (``"adam"``,
     ``"momentum"``, ...)."""
-    if name in UNSUITABLE:
-        raise ValueError(UNSUITABLE[name])
-    lookup = names.torch_optimizer_class if backend == "torch" else None
-    return names.resolve_optimizer(name, lookup)
+    return setup.resolve(name, backend)
 
 
 def _check_config(config: TrainConfig, epochs: int, batch_size: int, lr: float | None) -> None:
@@ -128,6 +165,24 @@ def _check_config(config: TrainConfig, epochs: int, batch_size: int, lr: float |
         raise ValueError(f"device {config.device!r} asked for, but CUDA is not available here")
 
 
+def _run_lrs(
+    name: str, config: TrainConfig, task: Task, batch_size: int
+) -> tuple[float, float | None]:
+    """The learning rate of run ``name`` and of its companion AdamW (Muon, SparseAdam)."""
+    options = config.options.get(name, {})
+    lr = options.get("lr", config.lr)
+    if lr is None:
+        lr = setup.default_lr(name, task, batch_size, config.backend)
+    if name not in setup.PARTIAL:
+        return lr, None
+    companion = options.get(setup.COMPANION, {})
+    companion_lr = companion.get("lr") if isinstance(companion, Mapping) else None
+    if companion_lr is None:
+        companion_lr = config.lr if config.lr is not None else setup.default_lr(
+            setup.COMPANION, task, batch_size, config.backend)
+    return lr, companion_lr
+
+
 def compare_optimizers(
     task: Task | str,
     optimizers: str | Sequence[str],
@@ -136,16 +191,26 @@ def compare_optimizers(
     checkpoint: str | os.PathLike[str] | None = None,
     resume: bool = False,
     on_epoch: EpochCallback | None = None,
+    on_epoch_end: EpochEndCallback | None = None,
 ) -> ComparisonResult:
     """Train one model per optimizer on ``task`` and measure every epoch.
 
     All runs start from the same initial weights (drawn from ``config.seed``) and see the
     same batches in the same order (:class:`EpochSampler`). With ``checkpoint``, the state
-    of every run (model, optimizer, history, seconds), the RNG states and the epoch are
-    written there atomically after every epoch; with ``resume`` the runs continue from that
-    file and end bit for bit where an uninterrupted run ends. A checkpoint made with other
-    settings is a :class:`CheckpointError`. ``on_epoch(optimizer, record)`` is called after
-    each epoch of each run (progress bars).
+    of every run (model, optimizer, scheduler, history, seconds, status), the RNG states and
+    the epoch are written there atomically after every epoch; with ``resume`` the runs
+    continue from that file and end bit for bit where an uninterrupted run ends. A
+    checkpoint made with other settings is a :class:`CheckpointError`.
+    ``on_epoch(optimizer, record)`` is called after each epoch of each run (progress), and
+    ``on_epoch_end(epoch, runs)`` once all runs have done the epoch.
+
+    Every run ends with a :class:`~handgrad.train.status.RunStatus`: a run whose loss
+    becomes NaN or infinite stops there as *diverged* (epoch and step recorded) while the
+    others train on; a run whose final training loss is not below its initial one is *not
+    learning*. Settings that cannot work (an unknown optimizer argument, a value the
+    optimizer refuses, SparseAdam on dense gradients) are ``ValueError``s before any
+    training. The result's ``config`` holds every setting as resolved (defaults filled in:
+    each optimizer's full argument list, the model's options, the schedule).
 
     The caller's global RNG state is left untouched: training runs on a forked RNG seeded
     from ``config.seed`` (dropout draws from it).
@@ -167,15 +232,24 @@ def compare_optimizers(
     if resume and checkpoint is None:
         raise ValueError("resume=True needs the checkpoint path to resume from")
     model_spec = resolve_model(config.model, task)
-    choices = [resolve_optimizer(name, config.backend) for name in optimizer_names]
+    schedule = parse_schedule(config.schedule)
+    for name in config.options:
+        if name not in optimizer_names:
+            raise ValueError(
+                f"settings given for {name}, which is not among the optimizers trained "
+                f"({', '.join(optimizer_names)})"
+            )
+    for name in optimizer_names:
+        resolve_optimizer(name, config.backend)  # an unknown name fails before any work
     device = torch.device(config.device)
     replicas = distributed.current_replicas()
 
     runs: list[RunResult] = []
     losses: list[torch.nn.Module] = []
     steppers: list[torch.optim.Optimizer] = []
-    for name, (cls, options) in zip(optimizer_names, choices, strict=True):
-        lr = config.lr if config.lr is not None else task.default_lr(name)
+    schedulers: list[LRScheduler | None] = []
+    for name in optimizer_names:
+        lr, companion_lr = _run_lrs(name, config, task, batch_size)
         # Parameters take the data's dtype: a float64 task trains a float64 network.
         model = build_model(model_spec, task, config.seed, config.backend)
         model = model.to(device, task.x_train.dtype)
@@ -185,12 +259,16 @@ def compare_optimizers(
             hnn.flatten_parameters(model)
         if replicas is not None:
             distributed.shard_dropout(model, replicas.window)
-        if lr is not None:
-            options = {**options, "lr": lr}
-        stepper = cls(model.parameters(), **options)
-        runs.append(RunResult(name, float(stepper.param_groups[0]["lr"]), model))
+        stepper = setup.make_optimizer(
+            name, model, lr, config.options.get(name), companion_lr=companion_lr,
+            backend=config.backend,
+        )
+        arguments = setup.resolved_arguments(stepper)
+        runs.append(RunResult(name, float(stepper.param_groups[0]["lr"]), model,
+                              arguments=arguments))
         losses.append(task.make_loss(config.backend))
         steppers.append(stepper)
+        schedulers.append(make_scheduler(schedule, stepper, epochs))
 
     settings = {
         "task": task.name,
@@ -198,6 +276,8 @@ def compare_optimizers(
         "model": str(model_spec),
         "optimizers": optimizer_names,
         "lr": [run.lr for run in runs],
+        "arguments": [run.arguments for run in runs],
+        "schedule": str(schedule),
         "epochs": epochs,
         "batch_size": batch_size,
         "seed": config.seed,
@@ -223,25 +303,98 @@ def compare_optimizers(
         if resume:
             assert checkpoint is not None
             payload = ckpt.load_checkpoint(checkpoint)
-            # Checkpoints from before --model trained the task's default network.
-            legacy = {"model": str(resolve_model(DEFAULT_MODEL, task))}
-            done = _restore(payload, checkpoint, settings, runs, steppers, device, legacy)
+            # Checkpoints from before these settings existed trained with their defaults.
+            legacy = {"model": str(resolve_model(DEFAULT_MODEL, task)),
+                      "schedule": "constant", "arguments": settings["arguments"]}
+            done = _restore(payload, checkpoint, settings, runs, steppers, schedulers,
+                            device, legacy)
+        else:
+            for run, loss_fn in zip(runs, losses, strict=True):
+                # The first training loss (whole split, eval mode: no dropout draw) is what
+                # the final one is judged against.
+                run.initial_loss, _ = evaluate(run.model, loss_fn, data[0], data[1], task.kind)
         for epoch in range(done + 1, epochs + 1):
             batches = sampler.batches(epoch)
-            for run, loss_fn, stepper in zip(runs, losses, steppers, strict=True):
+            for run, loss_fn, stepper, scheduler in zip(runs, losses, steppers, schedulers,
+                                                        strict=True):
+                if run.diverged:
+                    continue
                 start = time.perf_counter()
-                record = run_epoch(
-                    run.model, loss_fn, stepper, data, batches,
-                    epoch=epoch, kind=task.kind, label=run.optimizer, replicas=replicas,
-                )
+                try:
+                    record = run_epoch(
+                        run.model, loss_fn, stepper, data, batches,
+                        epoch=epoch, kind=task.kind, label=run.optimizer, replicas=replicas,
+                    )
+                except TrainingDiverged as error:
+                    run.seconds += time.perf_counter() - start
+                    run.status = status_of.diverged(run.initial_loss, epoch, error.step,
+                                                    error.loss, error.what)
+                    continue
+                if scheduler is not None:
+                    scheduler.step()
                 run.seconds += time.perf_counter() - start
                 run.history.append(record)
                 if on_epoch is not None:
                     on_epoch(run.optimizer, record)
             if checkpoint is not None and (replicas is None or replicas.is_writer):
-                snapshot = _snapshot(settings, epoch, runs, steppers, device)
+                snapshot = _snapshot(settings, epoch, runs, steppers, schedulers, device)
                 ckpt.save_checkpoint(checkpoint, snapshot)
-    return ComparisonResult(task, epochs, batch_size, runs)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, runs)
+        for run, loss_fn in zip(runs, losses, strict=True):
+            if not run.diverged:
+                run.status = _final_status(run, loss_fn, data, task.kind, epochs)
+    config_document = _config_document(task, config, model_spec, schedule, epochs, batch_size,
+                                       runs, 1 if replicas is None else replicas.world_size)
+    environment = environment_document(device, config.threads)
+    return ComparisonResult(task, epochs, batch_size, runs, config_document, environment)
+
+
+def _final_status(
+    run: RunResult, loss_fn: torch.nn.Module, data: tuple[Tensor, Tensor, Tensor, Tensor],
+    kind: Kind, epochs: int,
+) -> RunStatus:
+    """Trained or not learning, from the training loss of the final network (measured as
+    the initial one was); a non-finite one is a divergence after the last step."""
+    final, _ = evaluate(run.model, loss_fn, data[0], data[1], kind)
+    initial = run.initial_loss if run.initial_loss is not None else math.inf
+    if not math.isfinite(final):
+        return status_of.diverged(run.initial_loss, epochs, None, final, "training loss")
+    return status_of.judge(initial, final)
+
+
+def _config_document(
+    task: Task, config: TrainConfig, model_spec: ModelSpec, schedule: Schedule, epochs: int,
+    batch_size: int, runs: Sequence[RunResult], world_size: int,
+) -> dict[str, Any]:
+    """Every setting of the comparison, resolved (metrics.json's ``config``)."""
+    return {
+        "task": task.name,
+        "kind": task.kind,
+        "model": {"spec": str(model_spec), "name": model_spec.name,
+                  "options": setup.json_value(dict(model_spec.options))},
+        "optimizers": [
+            {"name": run.optimizer, "lr": run.lr, "arguments": run.arguments}
+            for run in runs
+        ],
+        "lr_given": config.lr,
+        "lr_rule": {
+            "reference_batch_size": task.defaults.batch_size,
+            "linear": sorted(setup.LINEAR_SCALING),
+            "rule": "lr = lr_ref * min(1, B / B_ref) ** k; k = 1 for the linear family, "
+                    "1/2 for the others",
+        },
+        "schedule": str(schedule),
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "seed": config.seed,
+        "device": config.device,
+        "backend": config.backend,
+        "threads": config.threads,
+        "world_size": world_size,
+        "train_size": len(task.x_train),
+        "test_size": len(task.x_test),
+    }
 
 
 def _compare_in_group(
@@ -288,6 +441,7 @@ def _snapshot(
     epoch: int,
     runs: Sequence[RunResult],
     steppers: Sequence[torch.optim.Optimizer],
+    schedulers: Sequence[LRScheduler | None],
     device: torch.device,
 ) -> dict[str, Any]:
     return {
@@ -301,10 +455,27 @@ def _snapshot(
                 "optimizer_state": stepper.state_dict(),
                 "history": [record.as_dict() for record in run.history],
                 "seconds": run.seconds,
+                "initial_loss": run.initial_loss,
+                # None while training; a diverged run keeps its status (and stops there).
+                "status": None if run.status is None else run.status.as_dict(),
+                "scheduler_state": None if scheduler is None else scheduler.state_dict(),
             }
-            for run, stepper in zip(runs, steppers, strict=True)
+            for run, stepper, scheduler in zip(runs, steppers, schedulers, strict=True)
         ],
     }
+
+
+def _argument_differences(saved: Any, here: list[dict[str, Any]], names: list[str]) -> list[str]:
+    """``sgd.momentum=0 there, 0.9 here`` for each optimizer argument that differs."""
+    if not isinstance(saved, list) or len(saved) != len(here):
+        return [] if saved == here else [f"arguments={saved!r} there, {here!r} here"]
+    found = []
+    for name, old, new in zip(names, saved, here, strict=True):
+        old = old if isinstance(old, dict) else {}
+        for key in sorted(set(old) | set(new)):
+            if key != "lr" and old.get(key) != new.get(key):  # lr: said once, above
+                found.append(f"{name}.{key}={old.get(key)!r} there, {new.get(key)!r} here")
+    return found
 
 
 def _restore(
@@ -313,6 +484,7 @@ def _restore(
     settings: dict[str, Any],
     runs: Sequence[RunResult],
     steppers: Sequence[torch.optim.Optimizer],
+    schedulers: Sequence[LRScheduler | None],
     device: torch.device,
     legacy: dict[str, Any] | None = None,
 ) -> int:
@@ -327,8 +499,10 @@ def _restore(
     differences = [
         f"{key}={saved.get(key)!r} there, {value!r} here"
         for key, value in settings.items()
-        if key != "task_digest" and saved.get(key) != value
+        if key not in ("task_digest", "arguments") and saved.get(key) != value
     ]
+    differences += _argument_differences(saved.get("arguments"), settings["arguments"],
+                                         settings["optimizers"])
     if not differences and saved.get("task_digest") != settings["task_digest"]:
         differences.append("the task's data differ")
     if differences:
@@ -338,14 +512,22 @@ def _restore(
             + "); resume with the same arguments, or start afresh without resuming"
         )
     try:
-        for run, stepper, state in zip(runs, steppers, payload["runs"], strict=True):
+        for run, stepper, scheduler, state in zip(runs, steppers, schedulers, payload["runs"],
+                                                  strict=True):
             run.model.load_state_dict(state["model"])
             stepper.load_state_dict(state["optimizer_state"])
+            if scheduler is not None:
+                scheduler.load_state_dict(state["scheduler_state"])
             run.history = [EpochRecord.from_dict(figures) for figures in state["history"]]
             run.seconds = float(state["seconds"])
+            # Checkpoints from before run statuses: no initial loss, and no run diverged.
+            initial = state.get("initial_loss")
+            run.initial_loss = None if initial is None else float(initial)
+            saved_status = state.get("status")
+            run.status = None if saved_status is None else RunStatus.from_dict(saved_status)
         ckpt.restore_rng_states(payload["rng"], device)
         return int(payload["epoch"])
-    except (KeyError, ValueError, RuntimeError, TypeError) as error:
+    except (KeyError, ValueError, RuntimeError, TypeError, AttributeError) as error:
         raise ckpt.CheckpointError(
             f"checkpoint {path} is incomplete or damaged: {error}"
         ) from error

@@ -33,7 +33,22 @@ if TYPE_CHECKING:
 
 
 class TrainingDiverged(ArithmeticError):
-    """The loss became NaN or infinite; the message names the run, the epoch and the step."""
+    """The loss became NaN or infinite; the message names the run, the epoch and the step.
+
+    The same facts as attributes: ``loss`` (the value), ``what`` (``"training loss"`` or
+    ``"test loss"``), ``epoch`` and ``step`` (1-based; None where not known, or for the test
+    loss measured after the epoch's last step).
+    """
+
+    def __init__(
+        self, message: str, *, loss: float = math.nan, what: str = "training loss",
+        epoch: int | None = None, step: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.loss = loss
+        self.what = what
+        self.epoch = epoch
+        self.step = step
 
 
 @dataclass(frozen=True)
@@ -167,7 +182,7 @@ def train_step(
     else:
         closure()
     if not math.isfinite(losses[0]):
-        raise TrainingDiverged(f"the training loss is {losses[0]}")
+        raise TrainingDiverged(f"the training loss is {losses[0]}", loss=losses[0])
     if not closure_driven:
         optimizer.step()
     return losses[0]
@@ -207,7 +222,7 @@ def train_epoch(
         except TrainingDiverged as error:
             raise TrainingDiverged(
                 f"{label} diverged at epoch {epoch}, step {step}: {error}; "
-                "try a smaller learning rate"
+                "try a smaller learning rate", loss=error.loss, epoch=epoch, step=step,
             ) from None
         total += loss * len(batch)
         count += len(batch)
@@ -257,7 +272,8 @@ def run_epoch(
     if not math.isfinite(test_loss):
         raise TrainingDiverged(
             f"{label} diverged at epoch {epoch}, after its last step: the test loss is "
-            f"{test_loss}; try a smaller learning rate"
+            f"{test_loss}; try a smaller learning rate",
+            loss=test_loss, what="test loss", epoch=epoch,
         )
     return EpochRecord(epoch, train_loss, test_loss, accuracy)
 
