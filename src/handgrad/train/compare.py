@@ -259,9 +259,10 @@ def compare_optimizers(
             hnn.flatten_parameters(model)
         if replicas is not None:
             distributed.shard_dropout(model, replicas.window)
+        options = {**setup.RUN_DEFAULTS.get(name, {}), **task.defaults.options.get(name, {}),
+                   **config.options.get(name, {})}
         stepper = setup.make_optimizer(
-            name, model, lr, config.options.get(name), companion_lr=companion_lr,
-            backend=config.backend,
+            name, model, lr, options, companion_lr=companion_lr, backend=config.backend,
         )
         arguments = setup.resolved_arguments(stepper)
         runs.append(RunResult(name, float(stepper.param_groups[0]["lr"]), model,
