@@ -7,6 +7,82 @@ for a torch (or Python) that moved it, and each has a test in ``tests/test_compa
 (the name still exists in the pinned torch; the fallback behaves). Nothing else in ``src/``
 imports a private torch name. ``torch._foreach_*`` kernels are not listed: they are fair to
 use anywhere, with a plain-loop fallback where they are absent.
+
+The private names, one entry per thing read:
+
+1. torch's module hook registries: a module's own (``_forward_pre_hooks``,
+   ``_forward_hooks``, ``_backward_pre_hooks``, ``_backward_hooks``) and the global ones
+   (``torch.nn.modules.module._global_*_hooks``) — :func:`forward_runs_alone`;
+2. ``Module._compiled_call_impl`` (set by ``module.compile()``) — :func:`forward_runs_alone`;
+3. ``torch._C._get_tracing_state`` (``torch.jit.trace`` recording) — :func:`forward_runs_alone`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+# --------------------------------------------------------------- 1-3: Module.__call__'s checks
+
+
+def _hook_registries() -> tuple[dict[Any, Any], ...] | None:
+    """torch's four global module hook registries, or None where torch moved them."""
+    try:
+        from torch.nn.modules import module as torch_module
+
+        return (
+            torch_module._global_forward_pre_hooks,
+            torch_module._global_forward_hooks,
+            torch_module._global_backward_pre_hooks,
+            torch_module._global_backward_hooks,
+        )
+    except AttributeError:
+        return None
+
+
+def _reads_module_state() -> bool:
+    """Whether a torch module still keeps its hooks and compiled call where we read them."""
+    probe = torch.nn.Module()
+    names = ("_forward_pre_hooks", "_forward_hooks", "_backward_pre_hooks", "_backward_hooks")
+    return all(isinstance(getattr(probe, name, None), dict) for name in names) and (
+        getattr(probe, "_compiled_call_impl", False) is None
+    )
+
+
+_GLOBAL_HOOKS = _hook_registries()
+_tracing_state: Callable[[], Any] | None = getattr(torch._C, "_get_tracing_state", None)
+
+
+if _GLOBAL_HOOKS is not None and _tracing_state is not None and _reads_module_state():
+    _forward_pre, _forward, _backward_pre, _backward = _GLOBAL_HOOKS
+    _tracing: Callable[[], Any] = _tracing_state
+
+    def forward_runs_alone(module: torch.nn.Module) -> bool:
+        """Whether torch's ``Module.__call__`` would run ``module.forward`` and nothing else:
+        no hook on the module or registered globally (``register_module_forward_hook`` and
+        friends), no compiled call (``module.compile()``), no trace being recorded
+        (``torch.jit.trace``). The conditions are those of torch's ``_call_impl``.
+
+        Fallback, for a torch that moved any of these: always False (every call goes through
+        torch's ``__call__``: correct, only slower).
+        """
+        return not (
+            module._compiled_call_impl is not None
+            or module._forward_pre_hooks
+            or module._forward_hooks
+            or module._backward_pre_hooks
+            or module._backward_hooks
+            or _forward_pre
+            or _forward
+            or _backward_pre
+            or _backward
+            or _tracing()
+        )
+
+else:  # pragma: no cover - exercised by tests/test_compat.py through a reload
+
+    def forward_runs_alone(module: torch.nn.Module) -> bool:
+        """The fallback: torch's ``Module.__call__`` always runs."""
+        return False

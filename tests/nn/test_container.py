@@ -3,7 +3,9 @@ in float64 and against finite differences."""
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
+from typing import Any
 
 import pytest
 import torch
@@ -102,3 +104,73 @@ def test_nested_sequentials_pass_input_grad_false_to_the_first_layer_only() -> N
     reference(x).sum().backward()
     for got, expected in zip(net.parameters(), reference.parameters(), strict=True):
         assert_matches(got.grad, expected.grad)
+
+
+def _chain(activation: type[hn.Module], widths: tuple[int, ...]) -> hn.Sequential:
+    torch.manual_seed(0)
+    layers: list[hn.Module] = []
+    for index, (fan_in, fan_out) in enumerate(itertools.pairwise(widths)):
+        if index:
+            layers.append(activation())
+        layers.append(hn.Linear(fan_in, fan_out, dtype=torch.float64))
+    return hn.Sequential(*layers)
+
+
+@pytest.mark.parametrize("activation", [hn.Sigmoid, hn.ReLU, hn.Tanh], ids=lambda a: a.__name__)
+@pytest.mark.parametrize("widths", [(1, 100, 1), (3, 5, 4, 2)], ids=str)
+@pytest.mark.parametrize("shape", [(1,), (6,), (2, 3)], ids=str)
+@pytest.mark.parametrize("input_grad", [True, False])
+def test_sequential_gives_the_bits_of_its_layers_called_one_by_one(
+    activation: type[hn.Module], widths: tuple[int, ...], shape: tuple[int, ...], input_grad: bool
+) -> None:
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(*shape, widths[0], generator=generator, dtype=torch.float64)
+    grad = torch.randn(*shape, widths[-1], generator=generator, dtype=torch.float64)
+    net, by_hand = _chain(activation, widths), _chain(activation, widths)
+    out = net(x)
+    grad_x = net.backward(grad, input_grad=input_grad)
+    expected = x
+    for layer in by_hand:
+        expected = layer(expected)
+    upstream = grad
+    for position in range(len(by_hand) - 1, -1, -1):
+        upstream = by_hand[position].backward(upstream, input_grad=input_grad or position > 0)
+    assert torch.equal(out, expected)
+    assert (grad_x is None) is (upstream is None) is (not input_grad)
+    if input_grad:
+        assert torch.equal(grad_x, upstream)
+    for got, reference in zip(net.parameters(), by_hand.parameters(), strict=True):
+        assert torch.equal(got.grad, reference.grad)
+
+
+def test_each_layer_of_a_sequential_keeps_its_own_ctx() -> None:
+    net = _chain(hn.Sigmoid, (2, 3, 1))
+    x = torch.randn(4, 2, dtype=torch.float64)
+    out = net(x)
+    grad = torch.randn(4, 1, dtype=torch.float64)
+    # Backward through the layers one by one, after the container's forward.
+    manual = net[0].backward(net[1].backward(net[2].backward(grad)))
+    manual_grads = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    assert torch.equal(net.backward(grad), manual)
+    assert all(torch.equal(p.grad, g) for p, g in zip(net.parameters(), manual_grads, strict=True))
+    assert torch.equal(out, net[2]._saved[1])
+
+
+def test_a_layer_subclass_with_its_own_forward_and_backward_works_in_a_sequential() -> None:
+    class Doubled(hn.Linear):
+        def forward(self, input: torch.Tensor) -> torch.Tensor:
+            return super().forward(input) * 2
+
+        def backward(self, grad_output: torch.Tensor, input_grad: bool = True) -> Any:
+            return super().backward(grad_output * 2, input_grad)
+
+    torch.manual_seed(0)
+    doubled = Doubled(2, 3, dtype=torch.float64)
+    net = hn.Sequential(doubled, hn.Sigmoid())
+    x = torch.randn(4, 2, dtype=torch.float64)
+    result = check_module(net, x)
+    assert result.passed, result.report()
+    plain = hn.Linear(2, 3, dtype=torch.float64)
+    plain.load_state_dict(doubled.state_dict())
+    assert torch.equal(net(x), torch.sigmoid(plain(x) * 2))

@@ -193,9 +193,21 @@ def test_cross_entropy_target_shapes() -> None:
         loss_fn(torch.randn(3, 4), torch.zeros(3, dtype=torch.bool))
 
 
-def test_cross_entropy_all_ignored_with_mean_is_refused_not_nan() -> None:
-    with pytest.raises(ValueError, match="every target equals ignore_index=-100"):
-        hn.CrossEntropyLoss()(torch.randn(2, 3), torch.tensor([-100, -100]))
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.15])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_with_every_target_ignored_is_torchs_nan_or_zero(
+    label_smoothing: float, reduction: str
+) -> None:
+    logits = torch.randn(3, 4, dtype=torch.float64)
+    target = torch.full((3,), -100)
+    kwargs = {"label_smoothing": label_smoothing, "reduction": reduction}
+    leaf = logits.clone().requires_grad_(True)
+    expected = torch.nn.CrossEntropyLoss(**kwargs)(leaf, target)
+    expected.sum().backward()
+    loss_fn = hn.CrossEntropyLoss(**kwargs)
+    got = loss_fn(logits, target)
+    torch.testing.assert_close(got, expected.detach(), equal_nan=True, rtol=0, atol=0)
+    assert torch.equal(loss_fn.backward(1.0), leaf.grad)  # zeros, as autograd's
 
 
 def test_cross_entropy_argument_checks() -> None:

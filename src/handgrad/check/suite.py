@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from handgrad.check.module import check_module
-from handgrad.nn import from_torch
+from handgrad.nn import TorchResidual, from_torch
 from handgrad.tables import format_table, markdown_table
 
 # (relative, absolute floor) per dtype: float64 to a few hundred ulps, float32 to 1e-4.
@@ -238,6 +238,16 @@ def _cases() -> list[_Case]:
                 ),
             ),
             (5, 2, 3),
+        ),
+        _Case(
+            "residual net: nested Sequential, Residual blocks (identity, projection)",
+            lambda: nn.Sequential(
+                nn.Linear(4, 8),
+                TorchResidual(nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 8))),
+                TorchResidual(nn.Sequential(nn.Linear(8, 6), nn.GELU()), nn.Linear(8, 6)),
+                nn.Sequential(nn.ReLU(), nn.Linear(6, 2)),
+            ),
+            (7, 4),
         ),
     ]
     return cases

@@ -7,8 +7,7 @@ from collections.abc import Iterator
 
 from torch import Tensor
 
-from handgrad.nn.functional import Ctx
-from handgrad.nn.module import Module, direct_calls_allowed
+from handgrad.nn.module import Module
 
 
 class Sequential(Module):
@@ -57,60 +56,27 @@ class Sequential(Module):
         return [module for module in self._modules.values() if isinstance(module, Module)]
 
     def forward(self, input: Tensor) -> Tensor:
-        x = input
-        layers = [module for module in self._modules.values() if isinstance(module, Module)]
-        # Chainable layers without hooks run through their ctx functions (no per-layer
-        # __call__, no grad_output checks in backward); the rest are called as usual.
-        # Each layer still keeps its own ctx, as if called. The per-layer condition is the
-        # instance half of Module.__call__'s, written out (a method call per layer measured
-        # as much as the checks); the global half is checked once.
-        direct = direct_calls_allowed()
-        ctxs: list[Ctx | None] = []
+        layers = self._layers()
         for module in layers:
-            if (
-                direct
-                and module._chainable
-                and module._compiled_call_impl is None
-                and not (
-                    module._forward_pre_hooks
-                    or module._forward_hooks
-                    or module._backward_pre_hooks
-                    or module._backward_hooks
-                )
-            ):
-                x, ctx = module._forward_ctx(x)
-                object.__setattr__(module, "_saved", (ctx, x))
-                ctxs.append(ctx)
-            else:
-                x = module(x)
-                ctxs.append(None)
-        return self._remember((layers, ctxs), x)
+            input = module(input)
+        return self._remember((layers,), input)
 
     def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
-        (layers, ctxs) = self._recall(grad_output)
+        (layers,) = self._recall(grad_output)
         grad = grad_output
-        # A gradient is vouched for when it is grad_output (checked against the output just
-        # now) or came from a chained layer (our kernels give the input's shape); one from any
-        # other layer is checked by the next layer's own backward.
-        vouched = True
-        for position in range(len(layers) - 1, -1, -1):
-            module, ctx = layers[position], ctxs[position]
-            # Only the first layer may skip its input gradient: nothing upstream needs it.
-            wanted = input_grad or position > 0
-            if ctx is not None and vouched:
-                upstream = module._backward_ctx(grad, ctx, wanted)
-            else:
-                upstream = module.backward(grad, input_grad=wanted)
-                vouched = ctx is not None
-            if position == 0:
-                return upstream
-            if upstream is None:
+        for position in range(len(layers) - 1, 0, -1):
+            module = layers[position]
+            grad = module.backward(grad, input_grad=True)
+            if grad is None:
                 raise ValueError(
-                    f"Sequential: layer {position} ({module._get_name()}) returned "
-                    "None from backward(input_grad=True); the layer before it needs a gradient"
+                    f"Sequential: layer {position} ({module._get_name()}) returned None from "
+                    "backward(input_grad=True); the layer before it needs a gradient"
                 )
-            grad = upstream
-        return grad if input_grad else None  # no layers: the identity
+        if not layers:  # the identity
+            return grad if input_grad else None
+        # Only the first layer may skip its input gradient: nothing before it needs one.
+        first: Tensor | None = layers[0].backward(grad, input_grad=input_grad)
+        return first
 
 
 class Residual(Module):

@@ -58,11 +58,11 @@ class GlobalBatchDropout(Module):
     def extra_repr(self) -> str:
         return f"p={self.p}, global batch"
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, input: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:
-            return self._remember((None,), x)
-        scale = global_mask(self.p, self.window, x)
-        return self._remember((scale,), x * scale)
+            return self._remember((None,), input)
+        scale = global_mask(self.p, self.window, input)
+        return self._remember((scale,), input * scale)
 
     def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
         (scale,) = self._recall(grad_output)
@@ -79,10 +79,10 @@ class TorchGlobalBatchDropout(torch.nn.Module):
         self.p = float(p)
         self.window = window
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, input: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:
-            return x
-        return x * global_mask(self.p, self.window, x)
+            return input
+        return input * global_mask(self.p, self.window, input)
 
 
 __all__ = ["GlobalBatchDropout", "ShardWindow", "TorchGlobalBatchDropout", "global_mask"]

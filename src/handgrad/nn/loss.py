@@ -225,8 +225,14 @@ class CrossEntropyLoss(_Loss):
                 if self.weight is None and self.label_smoothing == 0.0:
                     loss, ctx = F.cross_entropy_of_labels_forward(logits, target, self.reduction)
                     return self._remember(ctx, loss)
-            else:
-                self._check_targets(target, n_classes)
+            elif self._check_targets(target, n_classes):
+                # Every target ignored: torch's answer, 0/0 = NaN for the mean (0 summed), and
+                # a zero gradient (every coefficient is 0; the kernel would give 0 · ∞).
+                loss, _ = F.cross_entropy_forward(
+                    logits, target, self.weight, self.ignore_index, self.label_smoothing,
+                    self.reduction,
+                )  # fmt: skip
+                return self._remember((None, logits), loss)
         loss, ctx = F.cross_entropy_forward(
             logits, target, self.weight, self.ignore_index, self.label_smoothing, self.reduction
         )
@@ -242,8 +248,8 @@ class CrossEntropyLoss(_Loss):
         low, high = torch.aminmax(target)
         return low.item() >= 0 and high.item() < n_classes
 
-    def _check_targets(self, target: Tensor, n_classes: int) -> None:
-        """ValueError for a target out of range or (for mean) every target ignored."""
+    def _check_targets(self, target: Tensor, n_classes: int) -> bool:
+        """ValueError for a target out of range; whether every target is ignore_index."""
         name = self._get_name()
         kept = target[target != self.ignore_index]
         if kept.numel() and (kept.min() < 0 or kept.max() >= n_classes):
@@ -252,13 +258,11 @@ class CrossEntropyLoss(_Loss):
                 f"{name}: target {bad} is out of range for {n_classes} classes "
                 f"(expected 0..{n_classes - 1} or ignore_index={self.ignore_index})"
             )
-        if self.reduction == "mean" and kept.numel() == 0:
-            raise ValueError(
-                f"{name}: every target equals ignore_index={self.ignore_index}; "
-                "reduction='mean' would be 0/0"
-            )
+        return kept.numel() == 0
 
     def _kernel_backward(self, grad: Tensor | float, ctx: Ctx) -> Tensor:
+        if ctx[0] is None:  # every target ignored: ctx[1] is the logits
+            return torch.zeros_like(ctx[1])
         return F.cross_entropy_backward(grad, ctx)
 
 
