@@ -76,3 +76,27 @@ def test_without_torchs_private_names_every_call_goes_through_torch(
         monkeypatch.undo()
         importlib.reload(compat)
     assert compat.forward_runs_alone(torch.nn.Linear(1, 1))
+
+
+# --------------------------------------------------------------------------- process group
+
+
+def test_default_process_group_store_is_found_and_falls_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch.distributed as dist
+
+    assert hasattr(dist.distributed_c10d, "_get_default_store")  # the pinned torch has it
+    assert compat.default_process_group_store() is None  # no group in this process
+    store = dist.HashStore()
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        found = compat.default_process_group_store()
+        assert found is not None
+        found.set("k", "v")  # type: ignore[attr-defined]
+        assert found.get("k") == b"v"  # type: ignore[attr-defined]
+        assert store.num_keys() >= 1  # it is (a view of) the store the group was given
+        monkeypatch.delattr(dist.distributed_c10d, "_get_default_store")
+        assert compat.default_process_group_store() is None  # the fallback
+    finally:
+        dist.destroy_process_group()

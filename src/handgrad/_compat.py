@@ -14,7 +14,9 @@ The private names, one entry per thing read:
    ``_forward_hooks``, ``_backward_pre_hooks``, ``_backward_hooks``) and the global ones
    (``torch.nn.modules.module._global_*_hooks``) — :func:`forward_runs_alone`;
 2. ``Module._compiled_call_impl`` (set by ``module.compile()``) — :func:`forward_runs_alone`;
-3. ``torch._C._get_tracing_state`` (``torch.jit.trace`` recording) — :func:`forward_runs_alone`.
+3. ``torch._C._get_tracing_state`` (``torch.jit.trace`` recording) — :func:`forward_runs_alone`;
+4. ``torch.distributed.distributed_c10d._get_default_store`` (the default process group's
+   store) — :func:`default_process_group_store`.
 """
 
 from __future__ import annotations
@@ -86,3 +88,26 @@ else:  # pragma: no cover - exercised by tests/test_compat.py through a reload
     def forward_runs_alone(module: torch.nn.Module) -> bool:
         """The fallback: torch's ``Module.__call__`` always runs."""
         return False
+
+
+# --------------------------------------------------------------- 4: the process group's store
+
+
+def default_process_group_store() -> object | None:
+    """The key-value store of torch.distributed's default process group (the rendezvous
+    store every rank shares), or None when there is no group or this torch hides it.
+
+    Used by :mod:`handgrad.train.distributed` to leave each rank's pid and, on failure, its
+    reason where the other ranks can read them. Fallback, for a torch without the name:
+    None, and a rank that loses a peer says so without naming which rank it was.
+    """
+    import torch.distributed as dist
+
+    getter = getattr(dist.distributed_c10d, "_get_default_store", None)
+    if getter is None or not (dist.is_available() and dist.is_initialized()):
+        return None
+    try:
+        store: object = getter()
+    except (RuntimeError, ValueError):
+        return None
+    return store

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from handgrad import __version__
-from handgrad.files import write_atomically
+from handgrad.files import lock_folder, write_atomically
 from handgrad.tables import html_table, markdown_table
 
 # The comparison of the original assignment: SGD with momentum, RMSprop and Adam.
@@ -185,7 +185,9 @@ def run_demo(
     """Run the three parts of the assignment and write the report into ``out_dir``.
 
     ``epochs`` overrides the cubic task's default (the tests use a short run); ``log``
-    receives one line as each part starts.
+    receives one line as each part starts. The folder is locked while the demo writes it
+    (:func:`handgrad.files.lock_folder`): a second demo into it fails at once with
+    :class:`~handgrad.files.OutputInUseError`.
     """
     started = time.perf_counter()
     # Refuse bad settings before the first part runs, not after it.
@@ -199,22 +201,21 @@ def run_demo(
     directory = Path(out_dir)
     if directory.exists() and not directory.is_dir():
         raise ValueError(f"out_dir {str(directory)!r} exists and is not a directory")
-    directory.mkdir(parents=True, exist_ok=True)
     say = log or (lambda line: None)
+    with lock_folder(directory):  # one writer per report folder: a second one is refused
+        say("checking forward and backward passes against autograd ...")
+        checks, passed = _checks_section(device)
+        say("training the cubic fit with SGD, RMSprop and Adam ...")
+        optimizers = _optimizers_section(directory, device, epochs)
+        say("solving x^2 - 6x + 4 = 0 by gradient descent ...")
+        roots = _roots_section(directory)
 
-    say("checking forward and backward passes against autograd ...")
-    checks, passed = _checks_section(device)
-    say("training the cubic fit with SGD, RMSprop and Adam ...")
-    optimizers = _optimizers_section(directory, device, epochs)
-    say("solving x^2 - 6x + 4 = 0 by gradient descent ...")
-    roots = _roots_section(directory)
-
-    header = (
-        f"handgrad {__version__}, torch {torch.__version__}, Python "
-        f"{platform.python_version()}, device {device}."
-    )
-    markdown, page = _render([checks, optimizers, roots], header)
-    write_atomically(directory / "report.md", markdown.encode("utf-8"))
-    write_atomically(directory / "report.html", page.encode("utf-8"))
+        header = (
+            f"handgrad {__version__}, torch {torch.__version__}, Python "
+            f"{platform.python_version()}, device {device}."
+        )
+        markdown, page = _render([checks, optimizers, roots], header)
+        write_atomically(directory / "report.md", markdown.encode("utf-8"))
+        write_atomically(directory / "report.html", page.encode("utf-8"))
     files = [*sorted(directory.glob("*.png")), directory / "report.md", directory / "report.html"]
     return DemoReport(directory, passed, files, time.perf_counter() - started)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -362,6 +363,8 @@ def _lose_a_peer(mode: str, timeout: float, meeting: Path, kind: str = "cpu") ->
         if replicas.rank == 1:
             if mode == "dies":
                 os._exit(3)
+            if mode == "raises":
+                raise ValueError("disk on fire")
             time.sleep(timeout + 2)  # hangs past the timeout, then leaves quietly
             return
         started = time.monotonic()
@@ -379,20 +382,27 @@ def _lose_a_peer(mode: str, timeout: float, meeting: Path, kind: str = "cpu") ->
         pytest.param("cuda", 10.0, id="nccl", marks=NEEDS_TWO_GPUS),
     ],
 )
-@pytest.mark.parametrize("mode", ["dies", "hangs"])
-def test_a_lost_peer_makes_the_other_rank_fail_in_bounded_time(
+@pytest.mark.parametrize("mode", ["dies", "raises", "hangs"])
+def test_a_lost_peer_makes_the_other_rank_fail_in_bounded_time_naming_it(
     mode: str, kind: str, timeout: float, tmp_path: Path
 ) -> None:
     with pytest.raises(DistributedError) as caught:
         distributed.launch(_lose_a_peer, 2, mode, timeout, tmp_path, kind)
     message = str(caught.value)
     assert "rank 0 (exit code 1): DistributedError: rank 0 of 2: the gradient all-reduce" in message
-    assert f"(timeout {timeout:g} s): another process died or stopped responding" in message
     waited = float(message.split("[after ")[1].split(" s]")[0])
-    assert waited < timeout + 3
+    assert waited < timeout + 5  # the timeout, and the grace for naming the peer
+    lost = f"the gradient all-reduce failed (timeout {timeout:g} s): "
+    peer = re.escape(lost) + r"rank 1 \(pid \d+\) "
     if mode == "dies":
+        died = r"died without a word \(a crash, or killed by a signal\)"
+        assert re.search(peer + died, message), message
         assert "rank 1 (exit code 3): it died without a report" in message
+    elif mode == "raises":
+        assert re.search(peer + r"failed: ValueError: disk on fire", message), message
+        assert "rank 1 (exit code 1): ValueError: disk on fire" in message
     else:
+        assert lost + "another process died or stopped responding" in message
         assert waited >= timeout - 0.5  # it did wait for the hung peer, up to the timeout
 
 

@@ -3,27 +3,35 @@
     handgrad train --task cubic --optimizers sgd,rmsprop,adam [--epochs N] [--batch-size B]
         [--model mlp:hidden=100x100,activation=sigmoid] [--opt sgd.momentum=0.9 ...]
         [--lr LR] [--schedule cosine] [--seed S] [--device cpu|cuda] [--out DIR] [--resume]
-        [--config run.toml] [--quiet] [--dist-timeout SECONDS]
+        [--config run.toml] [--quiet] [--checkpoint-every SECONDS] [--dist-timeout SECONDS]
 
 A thin layer over :func:`handgrad.train.compare_optimizers` and
 :func:`handgrad.plots.training.write_outputs`. Under
 ``torchrun --nproc-per-node N -m handgrad train`` it trains data-parallel (``--batch-size``
 stays the global batch); rank 0 alone prints and writes the files.
+
+The output folder is locked for the whole run (:func:`handgrad.files.lock_folder`): a second
+``train`` into it is refused at once. The checkpoint is written before the first epoch (the
+check that the folder can take it), every ``--checkpoint-every`` seconds, after the last
+epoch, and on Ctrl-C or SIGTERM (the last finished epoch).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from handgrad.cli import CLIError
+from handgrad.cli import CLIError, sigterm_raises
+from handgrad.files import WriteError, lock_folder
 from handgrad.tables import format_table
 
 if TYPE_CHECKING:
-    from handgrad.train.compare import TrainConfig
+    from handgrad.train.compare import ComparisonResult, TrainConfig
     from handgrad.train.tasks import Task
 
 DEFAULT_OPTIMIZERS = "sgd,rmsprop,adam"
@@ -50,9 +58,9 @@ def register(subparsers: Any) -> None:
         description=(
             "Train one model per optimizer from the same initial weights on the same batch "
             "order; print a table and write metrics.json, loss_curves.png, predictions.png "
-            "(regression), predictions.csv and checkpoint.pt (after every epoch) into --out. "
-            "Each run ends trained, diverged or not learning; the exit status is 1 when "
-            "any run did not train (its outputs are written all the same)."
+            "(regression), predictions.csv and checkpoint.pt into --out. Each run ends "
+            "trained, diverged or not learning; the exit status is 1 when any run did not "
+            "train (its outputs are written all the same)."
         ),
     )
     parser.add_argument(
@@ -119,6 +127,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--quiet", action="store_true", default=None,
                         help="no progress on stderr (by default: a bar on a terminal, one "
                         "line per epoch elsewhere)")
+    parser.add_argument(
+        "--checkpoint-every", metavar="SECONDS", type=float, default=None,
+        help="write checkpoint.pt after an epoch once this many seconds have passed since the "
+        "last write (0: after every epoch); always before the first epoch, after the last "
+        "and on Ctrl-C or SIGTERM (default: 60)",
+    )
     parser.add_argument(
         "--dist-timeout", metavar="SECONDS", type=float, default=None,
         help="under torchrun: how long a process waits for a dead or stuck peer before "
@@ -222,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
     """
     from handgrad.optim.names import parse_optimizer_names
     from handgrad.train import distributed
-    from handgrad.train.checkpoint import CHECKPOINT_FILE
+    from handgrad.train.checkpoint import CHECKPOINT_EVERY, CHECKPOINT_FILE
     from handgrad.train.compare import TrainConfig
     from handgrad.train.models import DEFAULT_MODEL, parse_model
     from handgrad.train.schedules import parse_schedule
@@ -241,49 +255,44 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--dist-timeout must be a positive number of seconds, got {timeout:g}")
     model = parse_model(args.model or DEFAULT_MODEL)
     schedule = parse_schedule(args.schedule)
-    task = load_task(args.task, seed=args.seed, target=args.target)
-    device = str(distributed.local_device(args.device))
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                         seed=args.seed, device=device, backend=args.backend,
-                         threads=args.threads, model=model, options=args.options,
-                         schedule=schedule)
-    try:
-        with distributed.process_group(device, timeout=timeout) as replicas:
-            writer = replicas is None or replicas.is_writer
-            return _train_and_report(task, names, config, out_dir, args.resume, writer,
-                                     args.quiet)
-    except distributed.DistributedError as error:
-        raise CLIError(str(error)) from None
-
-
-def _train_and_report(
-    task: Task, names: list[str], config: TrainConfig, out_dir: Path, resume: bool,
-    writer: bool, quiet: bool = False,
-) -> int:
-    """Train; the writer (rank 0, or the only process) shows progress, prints and writes."""
-    from handgrad.cli.progress import EpochProgress
-    from handgrad.plots.training import write_outputs
-    from handgrad.train.checkpoint import CHECKPOINT_FILE
-    from handgrad.train.compare import compare_optimizers
-
-    checkpoint = out_dir / CHECKPOINT_FILE
-    epochs = config.epochs if config.epochs is not None else task.defaults.epochs
-    mode = "quiet" if quiet or not writer else "auto"
-    try:
-        with EpochProgress(f"train {task.name}", names, epochs, mode=mode) as progress:
-            result = compare_optimizers(
-                task, names, config, checkpoint=checkpoint, resume=resume,
-                on_epoch=progress.run_done, on_epoch_end=progress.epoch_done,
-            )
-    except KeyboardInterrupt:
-        if writer and checkpoint.is_file():
-            print(f"the last finished epoch is in {checkpoint}; add --resume to continue",
-                  file=sys.stderr)
-        raise
-
-    if not writer:
-        return 0 if not result.failed else EXIT_NOT_TRAINED
-    written = write_outputs(result, out_dir)
+    every = CHECKPOINT_EVERY if args.checkpoint_every is None else args.checkpoint_every
+    if not 0 <= every < math.inf:
+        raise CLIError(f"--checkpoint-every must be a number of seconds >= 0, got {every:g}")
+    # Rank 0 alone writes, so rank 0 alone locks (the others would find its lock).
+    info = distributed.process_info()
+    writer = info is None or info.rank == 0
+    try:  # before training, not after: the plots need matplotlib
+        from handgrad.plots.training import write_outputs
+    except ImportError as error:
+        raise CLIError(
+            f"the plots need matplotlib ({error}); install it with: pip install 'handgrad[all]'"
+        ) from None
+    with lock_folder(out_dir) if writer else contextlib.nullcontext(out_dir):
+        task = load_task(args.task, seed=args.seed, target=args.target)
+        if writer:
+            for note in task.notes:
+                print(f"handgrad train: warning: {note}", file=sys.stderr)
+        device = str(distributed.local_device(args.device))
+        config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                             seed=args.seed, device=device, backend=args.backend,
+                             threads=args.threads, model=model, options=args.options,
+                             schedule=schedule)
+        checkpoint = out_dir / CHECKPOINT_FILE
+        try:
+            # Every rank trains in the group and leaves it together with the others; rank 0
+            # writes the outputs after that, so no peer waits on (or is torn from) its writes.
+            with distributed.process_group(device, timeout=timeout) as replicas:
+                writer = replicas is None or replicas.is_writer
+                result = _train(task, names, config, checkpoint, args.resume, writer, every,
+                                args.quiet)
+        except distributed.DistributedError as error:
+            raise CLIError(str(error)) from None
+        if not writer:
+            return 0 if not result.failed else EXIT_NOT_TRAINED
+        try:
+            written = write_outputs(result, out_dir)
+        except WriteError as error:
+            raise _with_resume_hint(error, checkpoint) from error
     rows = [{**document, "lr": run.lr,
              "status_short": run.status.short() if run.status is not None else ""}
             for document, run in zip(result.metrics()["runs"], result.runs, strict=True)]
@@ -297,3 +306,43 @@ def _train_and_report(
               file=sys.stderr)
         return EXIT_NOT_TRAINED
     return 0
+
+
+def _train(
+    task: Task, names: list[str], config: TrainConfig, checkpoint: Path, resume: bool,
+    writer: bool, checkpoint_every: float, quiet: bool = False,
+) -> ComparisonResult:
+    """Train; the writer (rank 0, or the only process) shows progress and writes the
+    checkpoint."""
+    from handgrad.cli.progress import EpochProgress
+    from handgrad.train.compare import compare_optimizers
+
+    epochs = config.epochs if config.epochs is not None else task.defaults.epochs
+    mode = "quiet" if quiet or not writer else "auto"
+    try:
+        with EpochProgress(f"train {task.name}", names, epochs, mode=mode) as progress, \
+                sigterm_raises():  # SIGTERM, like Ctrl-C, saves the last finished epoch
+            return compare_optimizers(
+                task, names, config, checkpoint=checkpoint, resume=resume,
+                checkpoint_every=checkpoint_every, on_epoch=progress.run_done,
+                on_epoch_end=progress.epoch_done,
+            )
+    except KeyboardInterrupt:
+        if writer and checkpoint.is_file():
+            print(f"the last finished epoch is in {checkpoint}; add --resume to continue",
+                  file=sys.stderr)
+        raise
+    except WriteError as error:
+        raise _with_resume_hint(error, checkpoint) from error
+
+
+def _with_resume_hint(error: WriteError, checkpoint: Path) -> WriteError:
+    """The same error, saying what the checkpoint (intact: writes are atomic) still holds."""
+    from handgrad.train.checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        epoch = load_checkpoint(checkpoint)["epoch"]
+    except (OSError, CheckpointError):
+        return error
+    hint = f"{checkpoint.name} holds epoch {epoch}: make room, then add --resume"
+    return WriteError(error.errno, f"{error.strerror}; {hint}", error.filename)

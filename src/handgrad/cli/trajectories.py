@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from handgrad.cli import CLIError
+from handgrad.files import lock_file
 from handgrad.landscapes.functions2d import FUNCTIONS, get_function
 from handgrad.landscapes.trajectories import Trajectory, run_trajectories
 from handgrad.optim.names import parse_optimizer_names
@@ -107,8 +108,9 @@ def run(args: argparse.Namespace) -> int:
             f"drawing needs matplotlib ({error}); install it with: pip install 'handgrad[all]'"
         ) from None
 
-    trajectories = run_trajectories(function, optimizers, steps=args.steps, lr=args.lr)
-    save_png(plot_trajectories(function, trajectories), out)
+    with lock_file(out):  # one writer per output file: a second run is refused at once
+        trajectories = run_trajectories(function, optimizers, steps=args.steps, lr=args.lr)
+        save_png(plot_trajectories(function, trajectories), out)
     distances = [function.distance_to_minimum(t.final_point) for t in trajectories]
     print(f"{function.name}: f(x, y) = {function.formula}, start {function.start}")
     print(_results_table(trajectories, distances))

@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 from torch import Tensor
@@ -190,6 +190,7 @@ def compare_optimizers(
     *,
     checkpoint: str | os.PathLike[str] | None = None,
     resume: bool = False,
+    checkpoint_every: float = ckpt.CHECKPOINT_EVERY,
     on_epoch: EpochCallback | None = None,
     on_epoch_end: EpochEndCallback | None = None,
 ) -> ComparisonResult:
@@ -198,9 +199,14 @@ def compare_optimizers(
     All runs start from the same initial weights (drawn from ``config.seed``) and see the
     same batches in the same order (:class:`EpochSampler`). With ``checkpoint``, the state
     of every run (model, optimizer, scheduler, history, seconds, status), the RNG states and
-    the epoch are written there atomically after every epoch; with ``resume`` the runs
-    continue from that file and end bit for bit where an uninterrupted run ends. A
-    checkpoint made with other settings is a :class:`CheckpointError`.
+    the epoch are written there atomically: before the first epoch (so that a folder that
+    cannot take it fails before any training), then after an epoch once ``checkpoint_every``
+    seconds have passed since the last write (0: after every epoch), after the last epoch,
+    and — the last finished epoch, kept in memory — when training is interrupted by any
+    exception (KeyboardInterrupt included), which is then re-raised
+    (:class:`~.checkpoint.Checkpointer`). With ``resume`` the runs continue from that file
+    and end bit for bit where an uninterrupted run ends. A checkpoint made with other
+    settings, or with a field that cannot be right, is a :class:`CheckpointError`.
     ``on_epoch(optimizer, record)`` is called after each epoch of each run (progress), and
     ``on_epoch_end(epoch, runs)`` once all runs have done the epoch.
 
@@ -231,6 +237,7 @@ def compare_optimizers(
     _check_config(config, epochs, batch_size, config.lr)
     if resume and checkpoint is None:
         raise ValueError("resume=True needs the checkpoint path to resume from")
+    ckpt.check_interval(checkpoint_every)
     model_spec = resolve_model(config.model, task)
     schedule = parse_schedule(config.schedule)
     for name in config.options:
@@ -243,6 +250,12 @@ def compare_optimizers(
         resolve_optimizer(name, config.backend)  # an unknown name fails before any work
     device = torch.device(config.device)
     replicas = distributed.current_replicas()
+    # Rank 0 alone writes; the checkpoint's every field comes from state all ranks share.
+    checkpointer = (
+        ckpt.Checkpointer(checkpoint, checkpoint_every)
+        if checkpoint is not None and (replicas is None or replicas.is_writer)
+        else None
+    )
 
     runs: list[RunResult] = []
     losses: list[torch.nn.Module] = []
@@ -308,40 +321,58 @@ def compare_optimizers(
             legacy = {"model": str(resolve_model(DEFAULT_MODEL, task)),
                       "schedule": "constant", "arguments": settings["arguments"]}
             done = _restore(payload, checkpoint, settings, runs, steppers, schedulers,
-                            device, legacy)
+                            device, task.kind, legacy)
         else:
             for run, loss_fn in zip(runs, losses, strict=True):
                 # The first training loss (whole split, eval mode: no dropout draw) is what
                 # the final one is judged against.
                 run.initial_loss, _ = evaluate(run.model, loss_fn, data[0], data[1], task.kind)
-        for epoch in range(done + 1, epochs + 1):
-            batches = sampler.batches(epoch)
-            for run, loss_fn, stepper, scheduler in zip(runs, losses, steppers, schedulers,
-                                                        strict=True):
-                if run.diverged:
-                    continue
-                start = time.perf_counter()
-                try:
-                    record = run_epoch(
-                        run.model, loss_fn, stepper, data, batches,
-                        epoch=epoch, kind=task.kind, label=run.optimizer, replicas=replicas,
-                    )
-                except TrainingDiverged as error:
+
+        # Each record as the checkpoint stores it, made once: a snapshot then costs the
+        # tensors' copies, not a walk over the whole history.
+        histories = [[record.as_dict() for record in run.history] for run in runs]
+
+        def snapshot(epoch: int) -> ckpt.Snapshot:
+            return lambda frozen: _snapshot(settings, epoch, runs, steppers, schedulers,
+                                            histories, device, frozen)
+
+        if checkpointer is not None:
+            checkpointer.write(snapshot(done)(False))
+        try:
+            for epoch in range(done + 1, epochs + 1):
+                batches = sampler.batches(epoch)
+                for run, loss_fn, stepper, scheduler, history in zip(
+                    runs, losses, steppers, schedulers, histories, strict=True
+                ):
+                    if run.diverged:
+                        continue
+                    start = time.perf_counter()
+                    try:
+                        record = run_epoch(
+                            run.model, loss_fn, stepper, data, batches,
+                            epoch=epoch, kind=task.kind, label=run.optimizer,
+                            replicas=replicas,
+                        )
+                    except TrainingDiverged as error:
+                        run.seconds += time.perf_counter() - start
+                        run.status = status_of.diverged(run.initial_loss, epoch, error.step,
+                                                        error.loss, error.what)
+                        continue
+                    if scheduler is not None:
+                        scheduler.step()
                     run.seconds += time.perf_counter() - start
-                    run.status = status_of.diverged(run.initial_loss, epoch, error.step,
-                                                    error.loss, error.what)
-                    continue
-                if scheduler is not None:
-                    scheduler.step()
-                run.seconds += time.perf_counter() - start
-                run.history.append(record)
-                if on_epoch is not None:
-                    on_epoch(run.optimizer, record)
-            if checkpoint is not None and (replicas is None or replicas.is_writer):
-                snapshot = _snapshot(settings, epoch, runs, steppers, schedulers, device)
-                ckpt.save_checkpoint(checkpoint, snapshot)
-            if on_epoch_end is not None:
-                on_epoch_end(epoch, runs)
+                    run.history.append(record)
+                    history.append(record.as_dict())
+                    if on_epoch is not None:
+                        on_epoch(run.optimizer, record)
+                if checkpointer is not None:
+                    checkpointer.epoch_done(snapshot(epoch), last=epoch == epochs)
+                if on_epoch_end is not None:
+                    on_epoch_end(epoch, runs)
+        except BaseException:
+            if checkpointer is not None:
+                checkpointer.flush()  # the last finished epoch, if it is not on disk yet
+            raise
         for run, loss_fn in zip(runs, losses, strict=True):
             if not run.diverged:
                 run.status = _final_status(run, loss_fn, data, task.kind, epochs)
@@ -401,11 +432,12 @@ def _config_document(
 def _compare_in_group(
     task: Task | str, optimizers: str | Sequence[str], config: TrainConfig,
     checkpoint: str | os.PathLike[str] | None, resume: bool, timeout: float,
+    checkpoint_every: float,
 ) -> ComparisonResult | None:
     # One process of compare_data_parallel: rank 0 returns the result (the others' are equal).
     with distributed.process_group(config.device, timeout=timeout) as replicas:
         result = compare_optimizers(task, optimizers, config, checkpoint=checkpoint,
-                                    resume=resume)
+                                    resume=resume, checkpoint_every=checkpoint_every)
         return result if replicas is None or replicas.is_writer else None
 
 
@@ -418,6 +450,7 @@ def compare_data_parallel(
     checkpoint: str | os.PathLike[str] | None = None,
     resume: bool = False,
     timeout: float = distributed.DEFAULT_TIMEOUT,
+    checkpoint_every: float = ckpt.CHECKPOINT_EVERY,
 ) -> ComparisonResult:
     """:func:`compare_optimizers` data-parallel in ``processes`` fresh processes on this
     machine (gloo on the CPU); returns rank 0's result.
@@ -432,7 +465,8 @@ def compare_data_parallel(
             "launch with torchrun for one GPU per process"
         )
     result: ComparisonResult = distributed.launch(
-        _compare_in_group, processes, task, optimizers, config, checkpoint, resume, timeout
+        _compare_in_group, processes, task, optimizers, config, checkpoint, resume, timeout,
+        checkpoint_every,
     )
     return result
 
@@ -443,8 +477,13 @@ def _snapshot(
     runs: Sequence[RunResult],
     steppers: Sequence[torch.optim.Optimizer],
     schedulers: Sequence[LRScheduler | None],
+    histories: Sequence[list[dict[str, Any]]],
     device: torch.device,
+    frozen: bool,
 ) -> dict[str, Any]:
+    """The checkpoint's payload now. ``frozen``: with copies of the tensors (state_dicts
+    hold the live ones) and of the history lists, so that training on cannot change it."""
+    copy = ckpt.detached_copy if frozen else (lambda value: value)
     return {
         "settings": settings,
         "epoch": epoch,
@@ -452,16 +491,17 @@ def _snapshot(
         "runs": [
             {
                 "optimizer": run.optimizer,
-                "model": run.model.state_dict(),
-                "optimizer_state": stepper.state_dict(),
-                "history": [record.as_dict() for record in run.history],
+                "model": copy(run.model.state_dict()),
+                "optimizer_state": copy(stepper.state_dict()),
+                "history": list(history),  # the records' dicts are never changed
                 "seconds": run.seconds,
                 "initial_loss": run.initial_loss,
                 # None while training; a diverged run keeps its status (and stops there).
                 "status": None if run.status is None else run.status.as_dict(),
-                "scheduler_state": None if scheduler is None else scheduler.state_dict(),
+                "scheduler_state": None if scheduler is None else copy(scheduler.state_dict()),
             }
-            for run, stepper, scheduler in zip(runs, steppers, schedulers, strict=True)
+            for run, stepper, scheduler, history in zip(runs, steppers, schedulers, histories,
+                                                        strict=True)
         ],
     }
 
@@ -487,14 +527,20 @@ def _restore(
     steppers: Sequence[torch.optim.Optimizer],
     schedulers: Sequence[LRScheduler | None],
     device: torch.device,
+    kind: str,
     legacy: dict[str, Any] | None = None,
 ) -> int:
     """Load the checkpoint's state into the runs; returns the number of epochs it holds.
 
-    The payload was read onto the CPU: ``load_state_dict`` copies weights into the model's
-    parameters on ``device``, and torch's optimizer contract moves each state tensor to its
-    parameter's device (``step`` stays on the CPU unless capturable or fused)."""
-    saved = payload.get("settings", {})
+    Every field is checked before anything is loaded: the settings against this run's, the
+    epoch against the run's length, each run's name, history, seconds and tensors against
+    what this run would have written. The payload was read onto the CPU:
+    ``load_state_dict`` copies weights into the model's parameters on ``device``, and
+    torch's optimizer contract moves each state tensor to its parameter's device (``step``
+    stays on the CPU unless capturable or fused)."""
+    saved = payload.get("settings")
+    if not isinstance(saved, dict):
+        raise ckpt.CheckpointError(f"checkpoint {path} is damaged: it has no settings")
     # Checkpoints from before data-parallel training have no world_size: one process.
     saved = {"world_size": 1, **(legacy or {}), **saved}
     differences = [
@@ -512,6 +558,9 @@ def _restore(
             + "; ".join(differences)
             + "); resume with the same arguments, or start afresh without resuming"
         )
+    epoch = _check_fields(payload, settings, runs, kind)
+    if isinstance(epoch, str):
+        raise ckpt.CheckpointError(f"checkpoint {path} is damaged: {epoch}")
     try:
         for run, stepper, scheduler, state in zip(runs, steppers, schedulers, payload["runs"],
                                                   strict=True):
@@ -527,11 +576,97 @@ def _restore(
             saved_status = state.get("status")
             run.status = None if saved_status is None else RunStatus.from_dict(saved_status)
         ckpt.restore_rng_states(payload["rng"], device)
-        return int(payload["epoch"])
-    except (KeyError, ValueError, RuntimeError, TypeError, AttributeError) as error:
+    except (KeyError, ValueError, RuntimeError, TypeError, IndexError, AttributeError) as error:
         raise ckpt.CheckpointError(
             f"checkpoint {path} is incomplete or damaged: {error}"
         ) from error
+    return epoch
+
+
+def _is_number(value: object) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_fields(
+    payload: dict[str, Any], settings: dict[str, Any], runs: Sequence[RunResult], kind: str
+) -> int | str:
+    """The checkpoint's epoch, or what is wrong with it (a phrase) — every field that
+    :func:`_snapshot` writes, checked against what this run would write."""
+    epoch, epochs = payload.get("epoch"), settings["epochs"]
+    if not isinstance(epoch, int) or isinstance(epoch, bool):
+        return f"its epoch is {epoch!r}, not a whole number"
+    if not 0 <= epoch <= epochs:
+        return f"it claims epoch {epoch} of a {epochs}-epoch run"
+    states = payload.get("runs")
+    if not isinstance(states, list) or len(states) != len(runs):
+        return f"it holds {len(states) if isinstance(states, list) else 'no'} runs, not {len(runs)}"
+    rng = payload.get("rng")
+    if not isinstance(rng, dict) or not isinstance(rng.get("cpu"), torch.Tensor):
+        return "it has no random-number generator state"
+    for run, state in zip(runs, states, strict=True):
+        if not isinstance(state, dict) or state.get("optimizer") != run.optimizer:
+            return f"its runs are not {', '.join(r.optimizer for r in runs)} in that order"
+        name = run.optimizer
+        seconds = state.get("seconds")
+        if not _is_number(seconds) or not 0 <= seconds < math.inf:
+            return f"{name}: training time {seconds!r} is not a number of seconds"
+        status = state.get("status")
+        if status is not None and not (isinstance(status, dict)
+                                       and status.get("state") in status_of.STATES):
+            return f"{name}: its status {status!r} is not a run status"
+        # A run that diverged stopped there: its history ends before that epoch.
+        stopped = status.get("epoch") if status and status["state"] == "diverged" else None
+        if stopped is not None and (not isinstance(stopped, int) or not 1 <= stopped <= epoch):
+            return f"{name}: it diverged at epoch {stopped!r} of a checkpoint at epoch {epoch}"
+        length = epoch if stopped is None else stopped - 1
+        initial = state.get("initial_loss")
+        if initial is not None and (not _is_number(initial) or not 0 <= initial < math.inf):
+            return f"{name}: initial loss {initial!r} is not a finite loss"
+        history = state.get("history")
+        if not isinstance(history, list) or len(history) != length:
+            count = len(history) if isinstance(history, list) else "no"
+            return f"{name}: {count} epochs of history for epoch {length}"
+        for number, figures in enumerate(history, start=1):
+            problem = _check_record(figures, number, kind)
+            if problem:
+                return f"{name}, epoch {number} of the history: {problem}"
+        weights = state.get("model")
+        expected = run.model.state_dict()
+        if not isinstance(weights, dict) or set(weights) != set(expected):
+            return f"{name}: the model's tensors are not this network's ({', '.join(expected)})"
+        for key, tensor in expected.items():
+            saved = weights[key]
+            if not isinstance(saved, torch.Tensor) or (saved.shape, saved.dtype) != (
+                tensor.shape, tensor.dtype
+            ):
+                what = (f"{tuple(saved.shape)} {saved.dtype}" if isinstance(saved, torch.Tensor)
+                        else type(saved).__name__)
+                return (f"{name}: {key} is {what}, this network's is "
+                        f"{tuple(tensor.shape)} {tensor.dtype}")
+        optimizer_state = state.get("optimizer_state")
+        parts = (optimizer_state.get("parts") if isinstance(optimizer_state, dict)
+                 and "parts" in optimizer_state else {"": optimizer_state})  # Partitioned
+        if not isinstance(parts, dict) or not all(
+            isinstance(part, dict) and isinstance(part.get("param_groups"), list)
+            and isinstance(part.get("state"), dict) for part in parts.values()
+        ):
+            return f"{name}: the optimizer state is not a torch.optim state_dict"
+    return epoch
+
+
+def _check_record(figures: Any, number: int, kind: str) -> str:
+    if not isinstance(figures, dict) or figures.get("epoch") != number:
+        return "out of order"
+    for key in ("train_loss", "test_loss"):
+        value = figures.get(key)
+        if not _is_number(value) or not math.isfinite(value) or value < 0:
+            return f"{key} is {value!r}, not a finite loss"
+    accuracy = figures.get("test_accuracy")
+    if kind == "classification" and (not _is_number(accuracy) or not 0 <= accuracy <= 1):
+        return f"test_accuracy is {accuracy!r}, not a fraction"
+    if kind != "classification" and accuracy is not None:
+        return "a test accuracy in a regression run"
+    return ""
 
 
 __all__ = [

@@ -15,7 +15,10 @@ the gradient one process computes on it.
 The process group comes from torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
 ``MASTER_ADDR``, ``MASTER_PORT``); gloo on the CPU, nccl on CUDA. Its timeout bounds every
 collective: a peer that dies or hangs makes the others raise :class:`DistributedError`
-instead of waiting for ever. :func:`launch` starts the processes from Python instead.
+instead of waiting for ever. Each rank leaves its pid (and host) in the group's store on
+joining and, when it fails, the reason; the error of a rank that loses a peer names which
+rank that was and why (its recorded reason, or that its process is gone without one: a
+crash or a signal). :func:`launch` starts the processes from Python instead.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -35,10 +39,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import Tensor
 
+from handgrad._compat import default_process_group_store
 from handgrad.nn.global_dropout import GlobalBatchDropout, ShardWindow, TorchGlobalBatchDropout
 
 DEFAULT_TIMEOUT = 120.0  # seconds a collective may wait for a peer
 DEFAULT_BUCKET_BYTES = 4 * 2**20
+STORE_WAIT = datetime.timedelta(seconds=5)  # for the notes on peers in the group's store
 
 # The timeout of the group joined by process_group, for the messages of current_replicas.
 _joined_timeout: float | None = None
@@ -106,6 +112,7 @@ class Replicas:
         *,
         timeout: float | None = DEFAULT_TIMEOUT,
         bucket_bytes: int = DEFAULT_BUCKET_BYTES,
+        store: Any | None = None,
     ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
@@ -116,6 +123,7 @@ class Replicas:
         self.timeout = None if timeout is None else _check_timeout(timeout)  # None: unknown
         self.bucket_bytes = bucket_bytes
         self.window = ShardWindow()
+        self.notes = PeerNotes(store)
 
     @property
     def is_writer(self) -> bool:
@@ -195,6 +203,17 @@ class Replicas:
         if bucket:
             yield bucket
 
+    def leave_together(self) -> None:
+        """Wait until every rank is here (bounded by the group's timeout): the last
+        collective before the group is destroyed."""
+        try:
+            if dist.get_backend() == "nccl":
+                dist.barrier(device_ids=[torch.cuda.current_device()])
+            else:
+                dist.barrier()
+        except RuntimeError as error:
+            raise self._lost_peer("the closing barrier", error) from error
+
     def _all_reduce(self, flat: Tensor, what: str) -> None:
         try:
             dist.all_reduce(flat, op=dist.ReduceOp.SUM)
@@ -202,12 +221,103 @@ class Replicas:
             raise self._lost_peer(what, error) from error
 
     def _lost_peer(self, what: str, error: BaseException) -> DistributedError:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = _first_line(error)
         limit = "" if self.timeout is None else f" (timeout {self.timeout:g} s)"
-        return DistributedError(
-            f"rank {self.rank} of {self.world_size}: {what} failed{limit}: "
-            f"another process died or stopped responding: {reason}"
+        lost = self.notes.lost_peers(self.rank, self.world_size)
+        # The backend's own words only when there is nothing better: they name an address.
+        who = "; ".join(lost) if lost else (
+            f"another process died or stopped responding ({reason})"
         )
+        return DistributedError(
+            f"rank {self.rank} of {self.world_size}: {what} failed{limit}: {who}"
+        )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _process_gone(pid: int) -> bool:
+    """Whether process ``pid`` on this machine has ended (a zombie has ended too)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    with contextlib.suppress(OSError, IndexError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    return False
+
+
+class PeerNotes:
+    """What the ranks leave for one another in the group's key-value store: each rank's host
+    and pid on joining, and the reason when it fails. A rank that loses a peer reads them to
+    say which rank is gone and why. Every store access is best effort, bounded by
+    :data:`STORE_WAIT`: the notes must never turn a clear error into a hang. Without a store
+    (``None``), nothing is noted and nothing is known."""
+
+    def __init__(self, store: Any | None) -> None:
+        # Keys of a restarted torchrun job must not be read as this attempt's.
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        self.prefix = f"handgrad/{attempt}/"
+        self.store = None
+        if store is not None:
+            with contextlib.suppress(Exception):
+                self.store = store.clone()  # its own connection, with a short timeout
+                self.store.set_timeout(STORE_WAIT)
+
+    def _set(self, key: str, value: str) -> None:
+        if self.store is not None:
+            with contextlib.suppress(Exception):
+                self.store.set(self.prefix + key, value)
+
+    def _get(self, key: str) -> str | None:
+        if self.store is None:
+            return None
+        with contextlib.suppress(Exception):
+            if self.store.check([self.prefix + key]):
+                return bytes(self.store.get(self.prefix + key)).decode("utf-8", "replace")
+        return None
+
+    def joined(self, rank: int) -> None:
+        """Note this process (host and pid) as ``rank``."""
+        self._set(f"process/{rank}", f"{socket.gethostname()} {os.getpid()}")
+
+    def failed(self, rank: int, error: BaseException) -> None:
+        """Note why ``rank`` is leaving the group early."""
+        self._set(f"failure/{rank}", f"{type(error).__name__}: {_first_line(error)}")
+
+    def lost_peers(self, rank: int, world_size: int, grace: float = 2.0) -> list[str]:
+        """A phrase for every other rank that has failed or whose process is gone. A peer's
+        sockets close a moment before its process ends: the question is asked again for up
+        to ``grace`` seconds while no answer is found."""
+        deadline = time.monotonic() + grace
+        while True:
+            phrases = self._lost_peers_now(rank, world_size)
+            if phrases or self.store is None or time.monotonic() >= deadline:
+                return phrases
+            time.sleep(0.05)
+
+    def _lost_peers_now(self, rank: int, world_size: int) -> list[str]:
+        here = socket.gethostname()
+        phrases = []
+        for other in range(world_size):
+            if other == rank:
+                continue
+            host, _, pid_text = (self._get(f"process/{other}") or "").partition(" ")
+            pid = int(pid_text) if pid_text.isdigit() else None
+            named = f"rank {other}"
+            if pid is not None:
+                named += f" (pid {pid})" if host == here else f" (pid {pid} on {host})"
+            failure = self._get(f"failure/{other}")
+            if failure is not None:
+                phrases.append(f"{named} failed: {failure}")
+            elif pid is not None and host == here and _process_gone(pid):
+                phrases.append(f"{named} died without a word (a crash, or killed by a signal)")
+        return phrases
 
 
 def backend_for(device: torch.device) -> str:
@@ -226,7 +336,10 @@ def process_group(
     or None when this is a single process (no launcher, or ``WORLD_SIZE=1``).
 
     ``timeout`` (seconds) bounds the rendezvous and every collective. On CUDA each process
-    uses ``cuda:LOCAL_RANK``. The group is destroyed on leaving the block.
+    uses ``cuda:LOCAL_RANK``. A block that ends normally ends with a barrier, so that the
+    ranks leave together (none tears its connections down while another still works in
+    the group); one that raises notes its error for the others (:class:`PeerNotes`). The
+    group is destroyed on leaving the block.
     """
     timeout = _check_timeout(timeout)
     info = process_info(environ)
@@ -256,8 +369,17 @@ def process_group(
         ) from error
     global _joined_timeout
     _joined_timeout = timeout
+    replicas = Replicas(info.rank, info.world_size, timeout=timeout,
+                        store=default_process_group_store())
+    replicas.notes.joined(info.rank)
     try:
-        yield Replicas(info.rank, info.world_size, timeout=timeout)
+        yield replicas
+    except BaseException as error:
+        # Before this process leaves (and its peers' collectives fail), say why.
+        replicas.notes.failed(info.rank, error)
+        raise
+    else:
+        replicas.leave_together()
     finally:
         _joined_timeout = None
         with contextlib.suppress(RuntimeError, ValueError):
@@ -269,7 +391,8 @@ def current_replicas() -> Replicas | None:
     it has a single process (training then takes the one-process path, bit for bit)."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return None
-    return Replicas(dist.get_rank(), dist.get_world_size(), timeout=_joined_timeout)
+    return Replicas(dist.get_rank(), dist.get_world_size(), timeout=_joined_timeout,
+                    store=default_process_group_store())
 
 
 def local_device(device: str | torch.device) -> torch.device:
