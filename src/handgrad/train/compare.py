@@ -625,7 +625,10 @@ def _check_fields(
         history = state.get("history")
         if not isinstance(history, list) or len(history) != length:
             count = len(history) if isinstance(history, list) else "no"
-            return f"{name}: {count} epochs of history for epoch {length}"
+            if stopped is not None:
+                return (f"{name}: {count} epochs of history, but it diverged in epoch "
+                        f"{stopped}")
+            return f"{name}: {count} epochs of history for epoch {epoch}"
         for number, figures in enumerate(history, start=1):
             problem = _check_record(figures, number, kind)
             if problem:
