@@ -343,3 +343,6 @@ __all__ = [
     "resolve_model",
     "widths",
 ]
+
+# Models in modules of their own register themselves when imported.
+from handgrad.train import cnn as _cnn  # noqa: E402, F401  (the "cnn" model)
