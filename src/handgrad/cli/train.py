@@ -4,6 +4,7 @@
         [--model mlp:hidden=100x100,activation=sigmoid] [--opt sgd.momentum=0.9 ...]
         [--lr LR] [--schedule cosine] [--seed S] [--device cpu|cuda] [--out DIR] [--resume]
         [--config run.toml] [--quiet] [--checkpoint-every SECONDS] [--dist-timeout SECONDS]
+        [--dp max_grad_norm=C,noise_multiplier=S[,delta=D]]
 
 A thin layer over :func:`handgrad.train.compare_optimizers` and
 :func:`handgrad.plots.training.write_outputs`. Under
@@ -120,6 +121,12 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--threads", type=int, default=None,
                         help="torch's intra-op threads while training (default: 1)")
+    parser.add_argument(
+        "--dp", metavar="max_grad_norm=C,noise_multiplier=S[,delta=D]", default=None,
+        help="train with DP-SGD (handgrad.privacy): clip each example's gradient to C, add "
+        "Gaussian noise of std S*C, Poisson batches; reports ε at δ (default 1e-5) beside "
+        "the accuracy",
+    )
     parser.add_argument("--out", metavar="DIR", default=None,
                         help="output directory (default: runs/TASK)")
     parser.add_argument("--resume", action="store_true", default=None,
@@ -178,6 +185,11 @@ def _config_value(path: str, key: str, value: Any, action: argparse.Action) -> A
         return ",".join(value)
     if key == "model" and isinstance(value, dict):
         return value  # a table: parse_model reads it
+    if key == "dp" and isinstance(value, dict):  # [dp] max_grad_norm = 1.0 ...: as --dp
+        for item, number in value.items():
+            if not isinstance(number, int | float) or isinstance(number, bool):
+                raise CLIError(f"config {path}: dp.{item} = {number!r}: expected a number")
+        return ",".join(f"{item}={number!r}" for item, number in value.items())
     if action.nargs == 0:  # a flag
         expected, ok = "true or false", isinstance(value, bool)
     elif action.type is int:
@@ -208,10 +220,12 @@ def default_out_dir(task: str) -> Path:
 
 
 def results_table(rows: list[dict[str, Any]], classification: bool) -> str:
-    """The results as an aligned text table, one row per optimizer; a run without figures
-    (diverged in its first epoch) shows ``-``."""
+    """The results as an aligned text table, one row per optimizer (with ε for DP-SGD); a
+    run without figures (diverged in its first epoch) shows ``-``."""
+    private = any("epsilon" in row for row in rows)
     header = ["optimizer", "lr", "train loss", "test loss"]
     header += ["test accuracy"] if classification else []
+    header += ["ε"] if private else []
     header += ["seconds", "status"]
     body = []
 
@@ -222,6 +236,9 @@ def results_table(rows: list[dict[str, Any]], classification: bool) -> str:
         cells = [row["optimizer"], f"{row['lr']:g}", number(row["train_loss"], ".4g"),
                  number(row["test_loss"], ".4g")]
         cells += [number(row.get("test_accuracy"), ".4f")] if classification else []
+        if private:
+            epsilon = row.get("epsilon")
+            cells += ["inf" if epsilon is None else f"{epsilon:.3g}"]
         cells += [f"{row['seconds']:.2f}", row.get("status_short", row.get("status", ""))]
         body.append(cells)
     return format_table(header, body, right=range(1, len(header) - 1))
@@ -235,6 +252,7 @@ def run(args: argparse.Namespace) -> int:
     others exit with an error within ``--dist-timeout`` seconds.
     """
     from handgrad.optim.names import parse_optimizer_names
+    from handgrad.privacy.training import DPSettings
     from handgrad.train import distributed
     from handgrad.train.checkpoint import CHECKPOINT_EVERY, CHECKPOINT_FILE
     from handgrad.train.compare import TrainConfig
@@ -255,6 +273,13 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--dist-timeout must be a positive number of seconds, got {timeout:g}")
     model = parse_model(args.model or DEFAULT_MODEL)
     schedule = parse_schedule(args.schedule)
+    try:
+        dp = None if args.dp is None else DPSettings.parse(args.dp)
+    except ValueError as error:
+        raise CLIError(str(error)) from None
+    if dp is not None and args.backend != "handgrad":
+        raise CLIError("--dp needs --backend handgrad: the per-sample gradients come from "
+                       "the hand-written backward")
     every = CHECKPOINT_EVERY if args.checkpoint_every is None else args.checkpoint_every
     if not 0 <= every < math.inf:
         raise CLIError(f"--checkpoint-every must be a number of seconds >= 0, got {every:g}")
@@ -276,7 +301,7 @@ def run(args: argparse.Namespace) -> int:
         config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                              seed=args.seed, device=device, backend=args.backend,
                              threads=args.threads, model=model, options=args.options,
-                             schedule=schedule)
+                             schedule=schedule, dp=dp)
         checkpoint = out_dir / CHECKPOINT_FILE
         try:
             # Every rank trains in the group and leaves it together with the others; rank 0

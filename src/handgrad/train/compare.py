@@ -22,6 +22,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from handgrad import nn as hnn
 from handgrad.optim import names
+from handgrad.privacy.training import DPSettings, PoissonSchedule, epsilon_spent, private
 from handgrad.train import checkpoint as ckpt
 from handgrad.train import distributed, seeds
 from handgrad.train import optimizers as setup
@@ -79,6 +80,9 @@ class TrainConfig:
     model: str | ModelSpec = DEFAULT_MODEL
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     schedule: str | Schedule | None = None
+    dp: DPSettings | None = None
+    """DP-SGD (:mod:`handgrad.privacy`): every optimizer wrapped in a DPOptimizer, Poisson
+    batches (Opacus's loader: ⌈n/B⌉ steps an epoch at rate 1/⌈n/B⌉), ε reported at δ."""
 
 
 @dataclass
@@ -115,10 +119,12 @@ class ComparisonResult:
     runs: list[RunResult]
     config: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
+    privacy: dict[str, Any] | None = None
+    """With ``TrainConfig.dp``: the settings, the schedule and ``epsilon`` (ε at ``delta``)."""
 
     def metrics(self) -> dict[str, Any]:
         return metrics_document(self.task.name, self.runs, config=self.config,
-                                environment=self.environment)
+                                environment=self.environment, privacy=self.privacy)
 
     @property
     def failed(self) -> list[RunResult]:
@@ -163,6 +169,9 @@ def _check_config(config: TrainConfig, epochs: int, batch_size: int, lr: float |
         raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {config.device!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {config.device!r} asked for, but CUDA is not available here")
+    if config.dp is not None and config.backend != "handgrad":
+        raise ValueError("dp (DP-SGD) needs backend='handgrad': the per-sample gradients come "
+                         "from the hand-written backward")  # fmt: skip
 
 
 def _run_lrs(
@@ -250,6 +259,9 @@ def compare_optimizers(
         resolve_optimizer(name, config.backend)  # an unknown name fails before any work
     device = torch.device(config.device)
     replicas = distributed.current_replicas()
+    if config.dp is not None and replicas is not None:
+        raise ValueError("dp (DP-SGD) runs in one process; launch without torchrun")
+    poisson = None if config.dp is None else PoissonSchedule(len(task.x_train), batch_size)
     # Rank 0 alone writes; the checkpoint's every field comes from state all ranks share.
     checkpointer = (
         ckpt.Checkpointer(checkpoint, checkpoint_every)
@@ -278,6 +290,8 @@ def compare_optimizers(
             name, model, lr, options, companion_lr=companion_lr, backend=config.backend,
         )
         arguments = setup.resolved_arguments(stepper)
+        if config.dp is not None and poisson is not None:
+            stepper = private(stepper, config.dp, poisson)
         runs.append(RunResult(name, float(stepper.param_groups[0]["lr"]), model,
                               arguments=arguments))
         losses.append(task.make_loss(config.backend))
@@ -300,6 +314,7 @@ def compare_optimizers(
         "backend": config.backend,
         "threads": config.threads,
         "world_size": 1 if replicas is None else replicas.world_size,
+        "dp": None if config.dp is None else config.dp.as_dict(),
     }
     data = (task.x_train.to(device), task.y_train.to(device), task.x_test.to(device),
             task.y_test.to(device))
@@ -319,7 +334,7 @@ def compare_optimizers(
             payload = ckpt.load_checkpoint(checkpoint)
             # Checkpoints from before these settings existed trained with their defaults.
             legacy = {"model": str(resolve_model(DEFAULT_MODEL, task)),
-                      "schedule": "constant", "arguments": settings["arguments"]}
+                      "schedule": "constant", "arguments": settings["arguments"], "dp": None}
             done = _restore(payload, checkpoint, settings, runs, steppers, schedulers,
                             device, task.kind, legacy)
         else:
@@ -340,7 +355,10 @@ def compare_optimizers(
             checkpointer.write(snapshot(done)(False))
         try:
             for epoch in range(done + 1, epochs + 1):
-                batches = sampler.batches(epoch)
+                if poisson is None:
+                    batches = sampler.batches(epoch)
+                else:  # every optimizer sees the same Poisson batches
+                    batches = list(poisson.batches(config.seed, epoch))
                 for run, loss_fn, stepper, scheduler, history in zip(
                     runs, losses, steppers, schedulers, histories, strict=True
                 ):
@@ -379,7 +397,17 @@ def compare_optimizers(
     config_document = _config_document(task, config, model_spec, schedule, epochs, batch_size,
                                        runs, 1 if replicas is None else replicas.world_size)
     environment = environment_document(device, config.threads)
-    return ComparisonResult(task, epochs, batch_size, runs, config_document, environment)
+    privacy = None
+    if config.dp is not None and poisson is not None:
+        privacy = {
+            **config.dp.as_dict(),
+            "sample_rate": poisson.sample_rate,
+            "steps": epochs * poisson.steps_per_epoch,
+            "epsilon": epsilon_spent(config.dp, poisson, epochs),
+            "accountant": "rdp",
+        }
+    return ComparisonResult(task, epochs, batch_size, runs, config_document, environment,
+                            privacy)
 
 
 def _final_status(
@@ -424,6 +452,7 @@ def _config_document(
         "backend": config.backend,
         "threads": config.threads,
         "world_size": world_size,
+        "dp": None if config.dp is None else config.dp.as_dict(),
         "train_size": len(task.x_train),
         "test_size": len(task.x_test),
     }

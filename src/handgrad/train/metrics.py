@@ -6,10 +6,12 @@
      "config": {...every setting, resolved...},
      "environment": {"handgrad": ..., "torch": ..., "python": ..., "numpy": ...,
                      "device": ..., "threads": ...},
+     "privacy": {...},                   # --dp only: its settings, schedule and epsilon
      "runs": [{"optimizer": "adam", "status": "trained",
                "outcome": {"reason": ..., "initial_train_loss": ..., ...},
                "lr": ..., "train_loss": ..., "test_loss": ...,
                "test_accuracy": ...,            # classification only, a fraction in [0, 1]
+               "epsilon": ...,                  # --dp only: ε at δ (null: no noise)
                "seconds": ..., "history": [{"epoch": 1, "train_loss": ..., ...}, ...]}]}
 
 The document's JSON Schema ships with the package, ``metrics.schema.json`` beside this
@@ -19,6 +21,7 @@ module (:func:`load_schema`); every field is described there.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 from collections.abc import Mapping, Sequence
@@ -46,7 +49,7 @@ class RunFigures(Protocol):
     history: list[EpochRecord]
 
 
-def _run_document(run: RunFigures) -> dict[str, Any]:
+def _run_document(run: RunFigures, privacy: Mapping[str, Any] | None) -> dict[str, Any]:
     last = run.history[-1] if run.history else None
     status: RunStatus | None = getattr(run, "status", None)
     document: dict[str, Any] = {"optimizer": run.optimizer}
@@ -61,6 +64,8 @@ def _run_document(run: RunFigures) -> dict[str, Any]:
     document["test_loss"] = None if last is None else last.test_loss
     if last is not None and last.test_accuracy is not None:
         document["test_accuracy"] = last.test_accuracy
+    if privacy is not None:
+        document["epsilon"] = _finite_or_none(privacy["epsilon"])
     document["seconds"] = run.seconds
     document["history"] = [record.as_dict() for record in run.history]
     return document
@@ -72,10 +77,16 @@ def metrics_document(
     *,
     config: Mapping[str, Any] | None = None,
     environment: Mapping[str, Any] | None = None,
+    privacy: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The metrics dictionary; each run's headline figures are those of its last epoch
-    (``None`` for a run that diverged in its first epoch)."""
-    documents = [_run_document(run) for run in runs]
+    (``None`` for a run that diverged in its first epoch).
+
+    A DP-SGD comparison (``privacy``: its settings, schedule and ε) also gives every run its
+    ``epsilon``: the same for all (the same Poisson schedule; for a run that diverged, the
+    bound of the whole schedule, which covers the steps it took), null when infinite (no
+    noise)."""
+    documents = [_run_document(run, privacy) for run in runs]
     document: dict[str, Any] = {"task": task, "format": FORMAT, "version": VERSION}
     if all("status" in run for run in documents):
         document["summary"] = {
@@ -86,8 +97,14 @@ def metrics_document(
         document["config"] = dict(config)
     if environment is not None:
         document["environment"] = dict(environment)
+    if privacy is not None:
+        document["privacy"] = {**privacy, "epsilon": _finite_or_none(privacy["epsilon"])}
     document["runs"] = documents
     return document
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 def environment_document(device: str | torch.device = "cpu",
@@ -132,9 +149,12 @@ def write_metrics(
     *,
     config: Mapping[str, Any] | None = None,
     environment: Mapping[str, Any] | None = None,
+    privacy: Mapping[str, Any] | None = None,
 ) -> None:
     """Write :func:`metrics_document` to ``path`` (see :func:`write_document`)."""
-    write_document(path, metrics_document(task, runs, config=config, environment=environment))
+    document = metrics_document(task, runs, config=config, environment=environment,
+                                privacy=privacy)
+    write_document(path, document)
 
 
 def load_schema() -> dict[str, Any]:
