@@ -26,7 +26,7 @@ from handgrad.train.metrics import (
     write_metrics,
 )
 from handgrad.train.status import diverged, judge
-from handgrad.train.tasks import cubic_task, digits_task
+from handgrad.train.tasks import cubic_task, digits_task, load_task
 from handgrad.train.trainer import EpochRecord
 
 jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is not installed (.[dev])")
@@ -178,3 +178,20 @@ def test_a_nan_never_reaches_the_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="Out of range float values are not JSON compliant"):
         write_document(tmp_path / "m.json", result.metrics())
     assert list(tmp_path.iterdir()) == []
+
+
+def test_config_records_the_csv_target_and_the_data(tmp_path: Path) -> None:
+    """A csv run's record names the column it predicted and the data it saw (a digest that
+    changes with the file's contents)."""
+    rows = "\n".join(f"{i},{i % 3},{'ab'[i % 2]}" for i in range(40))
+    (tmp_path / "t.csv").write_text("x,z,label\n" + rows + "\n")
+    config = TrainConfig(epochs=1, batch_size=8, backend="torch")
+    task = load_task(f"csv:{tmp_path / 't.csv'}", target="label")
+    document = compare_optimizers(task, "adam", config).metrics()
+    validate(json.loads(json.dumps(document, allow_nan=False)))
+    assert document["config"]["target"] == "label"
+    assert document["config"]["data_digest"] == task.digest()
+    (tmp_path / "t.csv").write_text("x,z,label\n" + rows.replace("39,0", "39,2") + "\n")
+    assert load_task(f"csv:{tmp_path / 't.csv'}", target="label").digest() != task.digest()
+    assert compare_optimizers("cubic", "adam", TrainConfig(epochs=1, backend="torch")
+                              ).metrics()["config"]["target"] is None

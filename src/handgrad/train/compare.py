@@ -430,7 +430,9 @@ def _config_document(
     """Every setting of the comparison, resolved (metrics.json's ``config``)."""
     return {
         "task": task.name,
+        "target": task.target,
         "kind": task.kind,
+        "data_digest": task.digest(),
         "model": {"spec": str(model_spec), "name": model_spec.name,
                   "options": setup.json_value(dict(model_spec.options))},
         "optimizers": [

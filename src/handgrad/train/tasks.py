@@ -99,6 +99,7 @@ class Task:
     class_names: tuple[str, ...] = ()
     dropout: float = 0.0
     notes: tuple[str, ...] = ()  # what the user should know about the data (skipped rows)
+    target: str | None = None  # csv tasks: the column predicted
 
     @property
     def num_inputs(self) -> int:
@@ -296,6 +297,7 @@ def csv_task(path: Path, target: str, *, seed: int = 0) -> Task:
         class_names=class_names,
         defaults=TaskDefaults(epochs=100, batch_size=32, lr=CSV_LR, options=MINIBATCH_RPROP),
         notes=notes,
+        target=target,
     )
 
 
