@@ -67,7 +67,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--config", metavar="FILE.toml", default=None,
         help="read settings from a TOML file: keys are the long options (batch-size = 8), "
-        "[opt.NAME] tables the optimizers' arguments; options given here win",
+        "[opt.NAME] tables the optimizers' arguments, a [dp] table --dp's; options given "
+        "here win",
     )
     parser.add_argument(
         "--task", default=None,
