@@ -168,6 +168,7 @@ def test_an_empty_poisson_batch_is_a_step_of_noise_alone() -> None:
         (["--dp", "noise_multiplier=1"], "give max_grad_norm"),
         (["--dp", "max_grad_norm=1,noise_multiplier=-2"], "noise_multiplier must be"),
         (["--dp", DP, "--backend", "torch"], "--dp needs --backend handgrad"),
+        (["--dp", DP, "--optimizers", "sgd,lbfgs"], "lbfgs evaluates several"),
     ],
 )
 def test_dp_errors_are_one_line(

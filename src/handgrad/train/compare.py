@@ -261,6 +261,11 @@ def compare_optimizers(
     replicas = distributed.current_replicas()
     if config.dp is not None and replicas is not None:
         raise ValueError("dp (DP-SGD) runs in one process; launch without torchrun")
+    if config.dp is not None and "lbfgs" in optimizer_names:
+        # L-BFGS re-evaluates the loss within a step (its line search); DP-SGD privatises
+        # one gradient per step, and the accountant counts exactly those.
+        raise ValueError("dp (DP-SGD) takes one noisy gradient per step; lbfgs evaluates "
+                         "several within a step: train it without dp")  # fmt: skip
     poisson = None if config.dp is None else PoissonSchedule(len(task.x_train), batch_size)
     # Rank 0 alone writes; the checkpoint's every field comes from state all ranks share.
     checkpointer = (
