@@ -19,6 +19,7 @@ schedule's first value.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,6 +116,14 @@ def _parse_part(text: str, item: str) -> SchedulePart:
         number = parse_scalar(value)
         if isinstance(number, bool) or not isinstance(number, int | float):
             raise ValueError(f"schedule {text!r}: {key}={value!r} is not a number")
+        # torch checks none of these: a negative eta_min or gamma would turn the learning
+        # rate negative (gradient ascent) part-way through the run.
+        if not math.isfinite(number):
+            raise ValueError(f"schedule {text!r}: {key}={value!r} is not a finite number")
+        if key == "eta_min" and number < 0:
+            raise ValueError(f"schedule {text!r}: eta_min must be >= 0, got {value}")
+        if key == "gamma" and number <= 0:
+            raise ValueError(f"schedule {text!r}: gamma must be > 0, got {value}")
         given[key] = number
     missing = [key for key, default in spec.options.items()
                if default is REQUIRED and key not in given]
