@@ -4,6 +4,7 @@ environment on record, each run's status, accuracy for classification, never a N
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import os
@@ -190,7 +191,7 @@ def test_config_records_the_csv_target_and_the_data(tmp_path: Path) -> None:
     document = compare_optimizers(task, "adam", config).metrics()
     validate(json.loads(json.dumps(document, allow_nan=False)))
     assert document["config"]["target"] == "label"
-    assert document["config"]["data_digest"] == task.digest()
+    assert document["config"]["data_digest"] == hashlib.sha256(task.digest().encode()).hexdigest()
     (tmp_path / "t.csv").write_text("x,z,label\n" + rows.replace("39,0", "39,2") + "\n")
     assert load_task(f"csv:{tmp_path / 't.csv'}", target="label").digest() != task.digest()
     assert compare_optimizers("cubic", "adam", TrainConfig(epochs=1, backend="torch")

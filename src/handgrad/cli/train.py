@@ -5,6 +5,7 @@
         [--lr LR] [--schedule cosine] [--seed S] [--device cpu|cuda] [--out DIR] [--resume]
         [--config run.toml] [--quiet] [--checkpoint-every SECONDS] [--dist-timeout SECONDS]
         [--dp max_grad_norm=C,noise_multiplier=S[,delta=D]]
+    handgrad train --task text[:PATH] [--model gpt]   (a character-level language model)
 
 A thin layer over :func:`handgrad.train.compare_optimizers` and
 :func:`handgrad.plots.training.write_outputs`. Under
@@ -40,7 +41,7 @@ DEFAULT_OPTIMIZERS = "sgd,rmsprop,adam"
 
 # What an option is when neither the command line nor --config sets it.
 DEFAULTS: dict[str, Any] = {
-    "task": "cubic", "optimizers": DEFAULT_OPTIMIZERS, "seed": 0, "device": "cpu",
+    "task": "cubic", "seed": 0, "device": "cpu",
     "backend": "handgrad", "resume": False, "quiet": False, "threads": 1,
 }
 
@@ -72,7 +73,9 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--task", default=None,
-        help="cubic (y = x^3), digits (scikit-learn's 8x8 digits) or csv:PATH (default: cubic)",
+        help="cubic (y = x^3), digits (scikit-learn's 8x8 digits), csv:PATH, or text[:PATH] "
+        "(next-character prediction on a UTF-8 text; default text: Python's documentation) "
+        "(default: cubic)",
     )
     parser.add_argument(
         "--target", metavar="COLUMN", default=None,
@@ -84,7 +87,7 @@ def register(subparsers: Any) -> None:
         help="comma-separated lowercase names of handgrad.optim's optimizers, plus "
         "'momentum' and 'nesterov' (SGD with momentum 0.9); muon trains the 2-D weights and "
         "sparseadam the sparse-gradient layers, AdamW the rest "
-        f"(default: {DEFAULT_OPTIMIZERS})",
+        f"(default: {DEFAULT_OPTIMIZERS}; adamw for text)",
     )
     parser.add_argument(
         "--opt", metavar="NAME.KEY=VALUE", action="append", default=None,
@@ -95,7 +98,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--model", metavar="NAME[:KEY=VALUE,...]", default=None,
         help="the network, e.g. mlp:hidden=100x100,activation=sigmoid,dropout=0.1; "
-        + _models_help() + " (default: mlp, the task's network)",
+        + _models_help() + " (default: mlp, the task's network; gpt for text)",
     )
     parser.add_argument("--epochs", type=int, default=None, help="default: per task")
     parser.add_argument("--batch-size", type=int, default=None,
@@ -216,7 +219,11 @@ def _models_help() -> str:
 
 def default_out_dir(task: str) -> Path:
     """``runs/cubic``, ``runs/digits``, ``runs/csv-<file stem>``."""
-    name = f"csv-{Path(task[4:]).stem}" if task.startswith("csv:") else task
+    if task.startswith(("csv:", "text:")):
+        kind, _, path = task.partition(":")
+        name = f"{kind}-{Path(path).stem}"
+    else:
+        name = task
     return Path("runs") / re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
@@ -257,7 +264,7 @@ def run(args: argparse.Namespace) -> int:
     from handgrad.train import distributed
     from handgrad.train.checkpoint import CHECKPOINT_EVERY, CHECKPOINT_FILE
     from handgrad.train.compare import TrainConfig
-    from handgrad.train.models import DEFAULT_MODEL, parse_model
+    from handgrad.train.models import parse_model
     from handgrad.train.schedules import parse_schedule
     from handgrad.train.tasks import load_task
 
@@ -268,11 +275,13 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = out_dir / CHECKPOINT_FILE
     if args.resume and not checkpoint.is_file():
         raise CLIError(f"--resume: no checkpoint at {checkpoint}; start the run without --resume")
-    names = parse_optimizer_names(args.optimizers)
+    if args.optimizers is not None:
+        parse_optimizer_names(args.optimizers)  # a typo is reported before any data is read
     timeout = distributed.DEFAULT_TIMEOUT if args.dist_timeout is None else args.dist_timeout
     if not 0 < timeout < 1e7:
         raise CLIError(f"--dist-timeout must be a positive number of seconds, got {timeout:g}")
-    model = parse_model(args.model or DEFAULT_MODEL)
+    if args.model is not None:
+        parse_model(args.model)  # likewise
     schedule = parse_schedule(args.schedule)
     try:
         dp = None if args.dp is None else DPSettings.parse(args.dp)
@@ -295,6 +304,8 @@ def run(args: argparse.Namespace) -> int:
         ) from None
     with lock_folder(out_dir) if writer else contextlib.nullcontext(out_dir):
         task = load_task(args.task, seed=args.seed, target=args.target)
+        names = parse_optimizer_names(args.optimizers or task.defaults.optimizers)
+        model = parse_model(args.model or task.default_model)  # gpt for text, else mlp
         if writer:
             for note in task.notes:
                 print(f"handgrad train: warning: {note}", file=sys.stderr)
@@ -323,6 +334,10 @@ def run(args: argparse.Namespace) -> int:
              "status_short": run.status.short() if run.status is not None else ""}
             for document, run in zip(result.metrics()["runs"], result.runs, strict=True)]
     print(results_table(rows, task.kind == "classification"))
+    from handgrad.train.text import TextTask, text_report
+
+    if isinstance(task, TextTask):
+        print(text_report(result))
     print("wrote " + ", ".join(str(path) for path in [*written, checkpoint]))
     if result.failed:
         reasons = "; ".join(f"{run.optimizer}: {run.status.reason() if run.status else ''}"

@@ -181,20 +181,22 @@ def plot_predictions(result: ComparisonResult, path: str | os.PathLike[str]) -> 
 
 def predictions_table(result: ComparisonResult) -> tuple[list[str], list[list[str]]]:
     """The test split's targets and every run's prediction, as text cells: the header
-    (``row``, ``target``, then one column per run) and one row per test example. Class
-    names for classification (the csv's own labels), numbers (``repr``: exact) for
-    regression. A diverged run's column is empty."""
+    (``row``, ``target``, then one column per run) and one row per test example (per
+    predicted position, in order, for a sequence task such as text's windows). Class names
+    for classification (the csv's own labels, the text's characters), numbers (``repr``:
+    exact) for regression. A diverged run's column is empty."""
     task = result.task
     predictions = result.predictions()
     header = ["row", "target", *(run.optimizer for run in result.runs)]
     columns: list[Sequence[str]] = []
     if task.kind == "classification":
         names = task.class_names
-        columns.append([names[int(label)] for label in task.y_test])
+        # Classes along dim 1 of the output; a sequence's targets are one per position.
+        columns.append([names[int(label)] for label in task.y_test.reshape(-1)])
         for run in result.runs:
             output = predictions.get(run.optimizer)
             columns.append([] if output is None else
-                           [names[int(index)] for index in output.argmax(dim=1)])
+                           [names[int(index)] for index in output.argmax(dim=1).reshape(-1)])
     else:
         columns.append([repr(float(value)) for value in task.y_test[:, 0]])
         for run in result.runs:
@@ -202,7 +204,7 @@ def predictions_table(result: ComparisonResult) -> tuple[list[str], list[list[st
             columns.append([] if output is None else
                            [repr(float(value)) for value in output[:, 0]])
     rows = []
-    for index in range(len(task.y_test)):
+    for index in range(len(columns[0])):
         rows.append([str(index + 1)]
                     + [column[index] if column else "" for column in columns])
     return header, rows

@@ -8,6 +8,7 @@ optimizer, then epoch 2, ...) so that a checkpoint always holds every run at the
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import time
@@ -28,7 +29,7 @@ from handgrad.train import distributed, seeds
 from handgrad.train import optimizers as setup
 from handgrad.train import status as status_of
 from handgrad.train.metrics import environment_document, metrics_document
-from handgrad.train.models import DEFAULT_MODEL, ModelSpec, build_model, resolve_model
+from handgrad.train.models import ModelSpec, build_model, resolve_model
 from handgrad.train.sampler import EpochSampler
 from handgrad.train.schedules import Schedule, make_scheduler, parse_schedule
 from handgrad.train.status import RunStatus
@@ -36,9 +37,9 @@ from handgrad.train.tasks import Backend, Kind, Task, load_task
 from handgrad.train.trainer import (
     EpochRecord,
     TrainingDiverged,
-    evaluate,
     intra_op_threads,
     run_epoch,
+    training_loss,
 )
 
 EpochCallback = Callable[[str, EpochRecord], None]
@@ -77,7 +78,7 @@ class TrainConfig:
     device: str = "cpu"
     backend: Backend = "handgrad"
     threads: int | None = 1
-    model: str | ModelSpec = DEFAULT_MODEL
+    model: str | ModelSpec | None = None  # None: the task's own (mlp; gpt for text)
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     schedule: str | Schedule | None = None
     dp: DPSettings | None = None
@@ -247,7 +248,8 @@ def compare_optimizers(
     if resume and checkpoint is None:
         raise ValueError("resume=True needs the checkpoint path to resume from")
     ckpt.check_interval(checkpoint_every)
-    model_spec = resolve_model(config.model, task)
+    model_spec = resolve_model(config.model or task.default_model, task)
+    task.check_model(model_spec.name)
     schedule = parse_schedule(config.schedule)
     for name in config.options:
         if name not in optimizer_names:
@@ -282,7 +284,7 @@ def compare_optimizers(
         lr, companion_lr = _run_lrs(name, config, task, batch_size)
         # Parameters take the data's dtype: a float64 task trains a float64 network.
         model = build_model(model_spec, task, config.seed, config.backend)
-        model = model.to(device, task.x_train.dtype)
+        model = model.to(device, task.parameter_dtype)
         if config.backend == "handgrad":
             # One contiguous buffer for the parameters and one for their gradients: the
             # optimizer then updates the whole network in one pass (same values, fewer calls).
@@ -319,6 +321,7 @@ def compare_optimizers(
         "backend": config.backend,
         "threads": config.threads,
         "world_size": 1 if replicas is None else replicas.world_size,
+        "task_info": task.checkpoint_info(),  # a text task's vocabulary and context
         "dp": None if config.dp is None else config.dp.as_dict(),
     }
     data = (task.x_train.to(device), task.y_train.to(device), task.x_test.to(device),
@@ -338,7 +341,7 @@ def compare_optimizers(
             assert checkpoint is not None
             payload = ckpt.load_checkpoint(checkpoint)
             # Checkpoints from before these settings existed trained with their defaults.
-            legacy = {"model": str(resolve_model(DEFAULT_MODEL, task)),
+            legacy = {"model": str(resolve_model(task.default_model, task)),
                       "schedule": "constant", "arguments": settings["arguments"], "dp": None}
             done = _restore(payload, checkpoint, settings, runs, steppers, schedulers,
                             device, task.kind, legacy)
@@ -346,7 +349,8 @@ def compare_optimizers(
             for run, loss_fn in zip(runs, losses, strict=True):
                 # The first training loss (whole split, eval mode: no dropout draw) is what
                 # the final one is judged against.
-                run.initial_loss, _ = evaluate(run.model, loss_fn, data[0], data[1], task.kind)
+                run.initial_loss = training_loss(run.model, loss_fn, data[0], data[1],
+                                                 task.kind)
 
         # Each record as the checkpoint stores it, made once: a snapshot then costs the
         # tensors' copies, not a walk over the whole history.
@@ -421,7 +425,7 @@ def _final_status(
 ) -> RunStatus:
     """Trained or not learning, from the training loss of the final network (measured as
     the initial one was); a non-finite one is a divergence after the last step."""
-    final, _ = evaluate(run.model, loss_fn, data[0], data[1], kind)
+    final = training_loss(run.model, loss_fn, data[0], data[1], kind)
     initial = run.initial_loss if run.initial_loss is not None else math.inf
     if not math.isfinite(final):
         return status_of.diverged(run.initial_loss, epochs, None, final, "training loss")
@@ -437,7 +441,9 @@ def _config_document(
         "task": task.name,
         "target": task.target,
         "kind": task.kind,
-        "data_digest": task.digest(),
+        # Task.digest, hashed once more: one 64-digit form for every task (a text task's
+        # digest also spells out its vocabulary).
+        "data_digest": hashlib.sha256(task.digest().encode()).hexdigest(),
         "model": {"spec": str(model_spec), "name": model_spec.name,
                   "options": setup.json_value(dict(model_spec.options))},
         "optimizers": [
@@ -577,8 +583,9 @@ def _restore(
     saved = payload.get("settings")
     if not isinstance(saved, dict):
         raise ckpt.CheckpointError(f"checkpoint {path} is damaged: it has no settings")
-    # Checkpoints from before data-parallel training have no world_size: one process.
-    saved = {"world_size": 1, **(legacy or {}), **saved}
+    # Checkpoints from before data-parallel training have no world_size: one process;
+    # those from before text tasks no task_info.
+    saved = {"world_size": 1, "task_info": {}, **(legacy or {}), **saved}
     differences = [
         f"{key}={saved.get(key)!r} there, {value!r} here"
         for key, value in settings.items()

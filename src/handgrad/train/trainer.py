@@ -258,6 +258,26 @@ def evaluate(
     return loss, accuracy
 
 
+EVAL_CHUNK = 1024
+"""Examples per forward pass of :func:`training_loss`: the whole training split of a text
+task (thousands of windows through a GPT) would not fit in memory at once."""
+
+
+def training_loss(
+    model: torch.nn.Module, loss_fn: torch.nn.Module, x: Tensor, y: Tensor, kind: Kind,
+    chunk: int = EVAL_CHUNK,
+) -> float:
+    """The mean loss on the whole of ``(x, y)`` in eval mode, ``chunk`` examples at a time
+    (each chunk's mean weighted by its size: the mean over every example)."""
+    if len(x) <= chunk:
+        return evaluate(model, loss_fn, x, y, kind)[0]
+    total = 0.0
+    for start in range(0, len(x), chunk):
+        part = slice(start, start + chunk)
+        total += evaluate(model, loss_fn, x[part], y[part], kind)[0] * len(x[part])
+    return total / len(x)
+
+
 def run_epoch(
     model: torch.nn.Module,
     loss_fn: torch.nn.Module,
