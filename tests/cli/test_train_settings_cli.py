@@ -130,6 +130,8 @@ def test_every_setting_from_a_config_file_and_the_command_line_wins(
         ("device = \"tpu\"\n", "device = 'tpu': expected one of cpu, cuda"),
         ("quiet = 1\n", "quiet = 1: expected true or false"),
         ("config = \"other.toml\"\n", "unknown key 'config'"),
+        ("[dp]\nmax_grad_norm = true\n", "dp.max_grad_norm = True: expected a number"),
+        ("dp = 3\n", "dp = 3: expected a string"),
     ],
 )
 def test_bad_config_keys_and_values(
