@@ -78,13 +78,30 @@ def make_folder(path: str | os.PathLike[str]) -> Path:
     return folder
 
 
+def current_umask() -> int:
+    """The process's file-creation mask. Read from ``/proc/self/status`` where Linux has it;
+    elsewhere by setting it and putting it back at once (``os.umask`` can only be read so)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomically(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same directory and
     ``os.replace`` (atomic on POSIX and Windows).
 
     The temporary file is fsynced before the rename, so a crash or SIGKILL at any moment
     leaves ``path`` either untouched or complete; on error the temporary file is removed and
-    the ``OSError`` is raised as a :class:`WriteError` naming ``path``.
+    the ``OSError`` is raised as a :class:`WriteError` naming ``path``. The file gets the
+    mode an ordinary ``open(path, "w")`` gives, 0o666 less the umask (``mkstemp`` alone
+    would leave it private, 0o600).
     """
     target = Path(path)
     make_folder(target.parent)
@@ -96,6 +113,8 @@ def write_atomically(path: str | os.PathLike[str], data: bytes) -> None:
         raise _write_error(error, target) from error
     try:
         with os.fdopen(fd, "wb") as handle:
+            if hasattr(os, "fchmod"):  # POSIX
+                os.fchmod(handle.fileno(), 0o666 & ~current_umask())
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -190,6 +209,7 @@ __all__ = [
     "FOLDER_LOCK",
     "OutputInUseError",
     "WriteError",
+    "current_umask",
     "describe_os_error",
     "lock_file",
     "lock_folder",
