@@ -37,7 +37,8 @@ def test_the_starting_rate_is_the_given_then_the_tuned_then_the_own() -> None:
     task = small_task()
     assert starting_rate("adam", task, 0.5) == 0.5
     assert starting_rate("adam", task) == task.default_lr("adam")
-    assert starting_rate("lion", task) == 1e-4  # lion-pytorch's default
+    assert starting_rate("lion", task) == task.default_lr("lion")
+    assert starting_rate("rprop", task) == 0.01  # no tuned rate: torch's own default
 
 
 def test_the_sweep_chooses_the_lowest_validation_loss_and_says_so() -> None:
