@@ -263,3 +263,8 @@ def test_gpt(tie_weights: bool, batch: int, reduction: str, per_sample: bool | s
         sample = materialized(param.grad_sample)
         assert_matches(sample, expected[name], f"{name}.grad_sample")
         assert_matches(sample.sum(0), param.grad, f"Σ {name}.grad_sample", scale_floor=1e-3)
+        assert_matches(grad_sample_norms_squared(param.grad_sample),
+                       grad_sample_norms_squared(sample), f"‖{name}.grad_sample‖")  # fmt: skip
+    if tie_weights and per_sample == "factored":  # head and lookup, still factored
+        assert isinstance(model.token_embedding.weight.grad_sample, FactoredGradSample)
+        assert len(model.token_embedding.weight.grad_sample.pairs) == 2
