@@ -268,3 +268,20 @@ def test_gpt(tie_weights: bool, batch: int, reduction: str, per_sample: bool | s
     if tie_weights and per_sample == "factored":  # head and lookup, still factored
         assert isinstance(model.token_embedding.weight.grad_sample, FactoredGradSample)
         assert len(model.token_embedding.weight.grad_sample.pairs) == 2
+
+
+@pytest.mark.parametrize("norm", [hn.LayerNorm, hn.RMSNorm])
+def test_norms_in_half_precision_round_the_float32_result_once(norm: type) -> None:
+    """A bfloat16 input is normalised in float32 (handgrad.nn.functional.half_in_float32);
+    its per-sample gradients are the float32 ones of the same numbers, rounded once."""
+    half = norm(4, eps=1e-5, dtype=torch.bfloat16)  # (RMSNorm eps=None: the dtype's eps)
+    full = norm(4, eps=1e-5, dtype=torch.float32)
+    x = torch.randn(3, 2, 4).to(torch.bfloat16)
+    g = torch.randn(3, 2, 4).to(torch.bfloat16)
+    half(x)
+    full(x.float())
+    half.backward(g, per_sample=True)
+    full.backward(g.float(), per_sample=True)
+    for (name, ours), reference in zip(half.named_parameters(), full.parameters(), strict=True):
+        assert ours.grad_sample.dtype == torch.bfloat16, name
+        assert torch.equal(ours.grad_sample, reference.grad_sample.to(torch.bfloat16)), name
