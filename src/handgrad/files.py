@@ -51,18 +51,23 @@ class OutputInUseError(RuntimeError):
         self.pid = pid
 
 
+def os_error_reason(error: OSError) -> str:
+    """The reason of an ``OSError`` in a few words ("No space left on device"), for callers
+    that name the path themselves (often by the option it came from)."""
+    return error.strerror or str(error) or type(error).__name__
+
+
 def describe_os_error(error: OSError) -> str:
     """One line for any ``OSError``: ``PATH: reason`` (just the reason when it names none)."""
     if isinstance(error, WriteError):
         return str(error)
-    reason = error.strerror or str(error) or type(error).__name__
+    reason = os_error_reason(error)
     return f"{error.filename}: {reason}" if error.filename is not None else reason
 
 
 def _write_error(error: OSError, path: Path) -> WriteError:
     code = error.errno if error.errno is not None else errno.EIO
-    reason = error.strerror or str(error) or type(error).__name__
-    return WriteError(code, reason, str(path))
+    return WriteError(code, os_error_reason(error), str(path))
 
 
 def make_folder(path: str | os.PathLike[str]) -> Path:
@@ -214,5 +219,6 @@ __all__ = [
     "lock_file",
     "lock_folder",
     "make_folder",
+    "os_error_reason",
     "write_atomically",
 ]

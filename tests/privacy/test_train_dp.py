@@ -179,3 +179,17 @@ def test_dp_errors_are_one_line(
     assert message in err
     assert err.count("\n") == 1
     assert out == ""
+
+
+def test_text_task_trains_a_gpt_with_dp(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--dp on the text task's GPT: per-sample gradients of embeddings, LayerNorm, attention
+    and the tied head (handgrad.nn.gpt); ε beside the validation loss."""
+    text = tmp_path / "text.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 40)
+    args = ["--task", f"text:{text}", "--model", "gpt:d_model=8,n_layer=1,n_head=2",
+            "--epochs", "1", "--dp", DP, "--out", str(tmp_path / "run")]  # fmt: skip
+    status, out, _ = train(capsys, *args)
+    assert status == 0, out
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["privacy"]["epsilon"] > 0
+    assert math.isfinite(metrics["runs"][0]["test_loss"])
