@@ -34,8 +34,8 @@ def test_cubic_run_writes_table_metrics_plots_and_checkpoint(
                            *QUICK, "--out", str(tmp_path), "--device", device.type)
     assert status == 0
     lines = out.splitlines()
-    assert lines[0].split() == ["optimizer", "lr", "train", "loss", "test", "loss", "seconds",
-                                "status"]
+    assert lines[0].split() == ["optimizer", "lr", "lr", "from", "train", "loss", "test", "loss",
+                                "seconds", "status"]
     assert set(lines[1]) == {"-", " "}  # the rule under the header
     assert [line.split()[0] for line in lines[2:4]] == ["sgd", "adam"]
     assert [line.split()[-1] for line in lines[2:4]] == ["trained", "trained"]
@@ -47,7 +47,8 @@ def test_cubic_run_writes_table_metrics_plots_and_checkpoint(
                              "seconds", "history"]
         assert [record["epoch"] for record in run["history"]] == [1, 2]
         assert run["test_loss"] == run["history"][-1]["test_loss"] > 0
-        assert line.split()[3] == f"{run['test_loss']:.4g}"
+        assert line.split()[2] == "default"  # the task's tuned rate
+        assert line.split()[4] == f"{run['test_loss']:.4g}"
     for png in ("loss_curves.png", "predictions.png"):
         assert (tmp_path / png).read_bytes().startswith(PNG_MAGIC)
     saved = ckpt.load_checkpoint(tmp_path / "checkpoint.pt")
@@ -69,7 +70,7 @@ def test_digits_run_reports_accuracy_and_no_prediction_plot(
                          "test_accuracy", "seconds", "history"]
     assert 0.5 < run["test_accuracy"] <= 1
     assert run["history"][0]["test_accuracy"] == run["test_accuracy"]
-    assert out.splitlines()[2].split()[4] == f"{run['test_accuracy']:.4f}"
+    assert out.splitlines()[2].split()[5] == f"{run['test_accuracy']:.4f}"
     assert not (tmp_path / "predictions.png").exists()
 
 
@@ -123,8 +124,8 @@ def test_divergence_names_the_epoch_and_step_and_the_others_finish(
                              *QUICK, "--out", str(tmp_path), "--quiet")
     assert status == 1  # trained, written, but not every run trained
     lines = out.splitlines()
-    assert lines[2].split()[:2] == ["sgd", "1e+06"]
-    assert lines[2].split()[2:4] == ["-", "-"]  # no epoch finished
+    assert lines[2].split()[:3] == ["sgd", "1e+06", "--opt"]
+    assert lines[2].split()[3:5] == ["-", "-"]  # no epoch finished
     assert re.search(r"  diverged e1 s\d+$", lines[2])
     assert lines[3].split()[0] == "adam"
     assert lines[3].endswith("trained")

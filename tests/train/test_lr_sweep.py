@@ -73,3 +73,47 @@ def test_the_comparison_then_runs_each_optimizer_at_its_chosen_rate() -> None:
     assert task.defaults.batch_size == 16
     comparison = compare_optimizers(task, "adam,lion", CONFIG)
     assert [run.lr for run in comparison.runs] == [0.02, 0.003]
+
+
+def test_a_sweep_round_trips_through_json_with_diverged_as_null() -> None:
+    result = SweepResult("sgd", ((0.1, 0.5), (1.0, math.inf)), 0.1, 3, 4)
+    document = result.as_dict()
+    assert document["candidates"] == [{"lr": 0.1, "validation_loss": 0.5},
+                                      {"lr": 1.0, "validation_loss": None}]
+    assert document["validation_fraction"] == 0.2
+    assert SweepResult.from_dict(document) == result
+    with pytest.raises(ValueError, match="not a learning-rate sweep"):
+        SweepResult.from_dict({"optimizer": "sgd"})
+
+
+def test_a_choice_at_the_edge_of_the_grid_is_said() -> None:
+    edge = SweepResult("sgd", ((0.1, 0.5), (1.0, 0.4)), 1.0, 3, 4)
+    inside = SweepResult("sgd", ((0.1, 0.5), (0.3, 0.3), (1.0, 0.4)), 0.3, 3, 4)
+    assert "at the edge of the grid" in edge.describe()
+    assert "edge" not in inside.describe()
+
+
+def test_the_sweep_keeps_each_optimizers_own_arguments_and_refuses_a_given_rate() -> None:
+    task = small_task()
+    options = {"sgd": {"momentum": 0.5}, "adam": {"betas": (0.8, 0.9)}}
+    config = dataclasses.replace(CONFIG, lr=0.01, options=options)
+    (result,) = sweep_learning_rates(task, ["adam"], config, factors=(1.0,))
+    alone = dataclasses.replace(config, options={"adam": {"betas": (0.8, 0.9)}})
+    run = compare_optimizers(validation_task(task), ["adam"], alone).runs[0]
+    assert result.candidates[0][1] == run.history[-1].test_loss
+    given = dataclasses.replace(CONFIG, options={"sgd": {"lr": 0.1}})
+    with pytest.raises(ValueError, match="learning rate of sgd is given in options"):
+        sweep_learning_rates(task, ["sgd", "adam"], given)
+
+
+def test_the_comparison_records_how_each_rate_was_chosen() -> None:
+    sweep = SweepResult("adam", ((0.02, 1.0),), 0.02, 3, 4)
+    task = with_chosen_rates(small_task(), [sweep], batch_size=16)
+    config = dataclasses.replace(CONFIG, lr_sweep=(sweep,), options={"sgd": {"lr": 0.1}})
+    comparison = compare_optimizers(task, "adam,sgd,lion", config)
+    assert [run.lr_source for run in comparison.runs] == ["swept", "option", "default"]
+    assert comparison.config["lr_sweep"] == [sweep.as_dict()]
+    assert [entry["lr_source"] for entry in comparison.config["optimizers"]] == [
+        "swept", "option", "default"]
+    given = compare_optimizers(small_task(), "adam", dataclasses.replace(CONFIG, lr=0.01))
+    assert given.runs[0].lr_source == "given"

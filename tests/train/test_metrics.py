@@ -96,6 +96,8 @@ def test_config_holds_every_setting_resolved(real_document: dict[str, Any]) -> N
     assert config["schedule"] == "cosine:eta_min=0"
     sgd, adam = config["optimizers"]
     assert sgd["lr"] == 1e4
+    assert (sgd["lr_source"], adam["lr_source"]) == ("option", "default")
+    assert config["lr_sweep"] == []
     assert sgd["arguments"]["momentum"] == 0
     assert adam["arguments"]["betas"] == [0.9, 0.999]  # a default, filled in
     assert adam["lr"] == pytest.approx(0.005 * (16 / 64) ** 0.5)  # the batch-size rule

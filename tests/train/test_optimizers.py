@@ -17,6 +17,7 @@ from handgrad.train.optimizers import (
     constructor_arguments,
     default_lr,
     make_optimizer,
+    resolve,
     scaled_lr,
 )
 from handgrad.train.tasks import Task, cubic_task
@@ -219,3 +220,11 @@ def test_sgd_trains_one_example_at_a_time_with_the_default_rate(
     else:
         assert run.final.test_loss < goal
     assert dataclasses.asdict(run.final)["epoch"] == epochs
+
+
+@pytest.mark.parametrize("name", sorted(public.lower() for public in handgrad.optim.BEYOND_TORCH))
+def test_backend_torch_names_an_optimizer_without_a_torch_optim_counterpart(name: str) -> None:
+    with pytest.raises(ValueError, match=f"optimizer '{name}' .* has no torch.optim counterpart"):
+        resolve(name, "torch")
+    cls, _ = resolve(name, "handgrad")
+    assert handgrad.optim.BEYOND_TORCH[cls.__name__] is cls

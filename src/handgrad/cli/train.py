@@ -2,9 +2,9 @@
 
     handgrad train --task cubic --optimizers sgd,rmsprop,adam [--epochs N] [--batch-size B]
         [--model mlp:hidden=100x100,activation=sigmoid] [--opt sgd.momentum=0.9 ...]
-        [--lr LR] [--schedule cosine] [--seed S] [--device cpu|cuda] [--out DIR] [--resume]
-        [--config run.toml] [--quiet] [--checkpoint-every SECONDS] [--dist-timeout SECONDS]
-        [--dp max_grad_norm=C,noise_multiplier=S[,delta=D]]
+        [--lr LR] [--sweep-lr] [--schedule cosine] [--seed S] [--device cpu|cuda] [--out DIR]
+        [--resume] [--config run.toml] [--quiet] [--checkpoint-every SECONDS]
+        [--dist-timeout SECONDS] [--dp max_grad_norm=C,noise_multiplier=S[,delta=D]]
     handgrad train --task text[:PATH] [--model gpt]   (a character-level language model)
 
 A thin layer over :func:`handgrad.train.compare_optimizers` and
@@ -42,7 +42,7 @@ DEFAULT_OPTIMIZERS = "sgd,rmsprop,adam"
 # What an option is when neither the command line nor --config sets it.
 DEFAULTS: dict[str, Any] = {
     "task": "cubic", "seed": 0, "device": "cpu",
-    "backend": "handgrad", "resume": False, "quiet": False, "threads": 1,
+    "backend": "handgrad", "resume": False, "quiet": False, "threads": 1, "sweep_lr": False,
 }
 
 # Exit status when training ran but a run did not train (diverged, or not learning); the
@@ -108,6 +108,15 @@ def register(subparsers: Any) -> None:
                         "optimizer, tuned at the task's batch size and scaled to --batch-size: "
                         "linearly for SGD-like optimizers, by the square root for adaptive "
                         "ones)")
+    parser.add_argument(
+        "--sweep-lr", action="store_true", default=None,
+        help="before the comparison, choose each optimizer's learning rate by a small sweep "
+        "on the same epochs, batch size, seed and model: r0 x (1/10, 1/3, 1, 3, 10) around "
+        "--lr or the default, each trained on 80%% of the training split and scored by its "
+        "loss on the other 20%%; the table and metrics.json say how each rate was chosen "
+        "(an optimizer whose rate --opt NAME.lr gives keeps it; --resume reuses the "
+        "checkpoint's choice)",
+    )
     parser.add_argument(
         "--schedule", metavar="SCHEDULE", default=None,
         help="learning-rate schedule, stepped every epoch: constant, cosine[:eta_min=X], "
@@ -227,11 +236,15 @@ def default_out_dir(task: str) -> Path:
     return Path("runs") / re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
+# The table's "lr from" column: how each rate was chosen (RunResult.lr_source).
+LR_SOURCES = {"default": "default", "given": "--lr", "option": "--opt", "swept": "swept"}
+
+
 def results_table(rows: list[dict[str, Any]], classification: bool) -> str:
     """The results as an aligned text table, one row per optimizer (with ε for DP-SGD); a
     run without figures (diverged in its first epoch) shows ``-``."""
     private = any("epsilon" in row for row in rows)
-    header = ["optimizer", "lr", "train loss", "test loss"]
+    header = ["optimizer", "lr", "lr from", "train loss", "test loss"]
     header += ["test accuracy"] if classification else []
     header += ["ε"] if private else []
     header += ["seconds", "status"]
@@ -241,7 +254,8 @@ def results_table(rows: list[dict[str, Any]], classification: bool) -> str:
         return "-" if value is None else format(value, form)
 
     for row in rows:
-        cells = [row["optimizer"], f"{row['lr']:g}", number(row["train_loss"], ".4g"),
+        cells = [row["optimizer"], f"{row['lr']:g}",
+                 LR_SOURCES.get(row.get("lr_source", ""), ""), number(row["train_loss"], ".4g"),
                  number(row["test_loss"], ".4g")]
         cells += [number(row.get("test_accuracy"), ".4f")] if classification else []
         if private:
@@ -249,7 +263,7 @@ def results_table(rows: list[dict[str, Any]], classification: bool) -> str:
             cells += ["inf" if epsilon is None else f"{epsilon:.3g}"]
         cells += [f"{row['seconds']:.2f}", row.get("status_short", row.get("status", ""))]
         body.append(cells)
-    return format_table(header, body, right=range(1, len(header) - 1))
+    return format_table(header, body, right=[1, *range(3, len(header) - 1)])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -320,6 +334,9 @@ def run(args: argparse.Namespace) -> int:
             # writes the outputs after that, so no peer waits on (or is torn from) its writes.
             with distributed.process_group(device, timeout=timeout) as replicas:
                 writer = replicas is None or replicas.is_writer
+                if args.sweep_lr:
+                    task, config = _with_swept_rates(task, names, config, checkpoint,
+                                                     args.resume, writer and not args.quiet)
                 result = _train(task, names, config, checkpoint, args.resume, writer, every,
                                 args.quiet)
         except distributed.DistributedError as error:
@@ -330,7 +347,7 @@ def run(args: argparse.Namespace) -> int:
             written = write_outputs(result, out_dir)
         except WriteError as error:
             raise _with_resume_hint(error, checkpoint) from error
-    rows = [{**document, "lr": run.lr,
+    rows = [{**document, "lr": run.lr, "lr_source": run.lr_source,
              "status_short": run.status.short() if run.status is not None else ""}
             for document, run in zip(result.metrics()["runs"], result.runs, strict=True)]
     print(results_table(rows, task.kind == "classification"))
@@ -338,6 +355,10 @@ def run(args: argparse.Namespace) -> int:
 
     if isinstance(task, TextTask):
         print(text_report(result))
+    if config.lr_sweep:
+        print("learning rates chosen by --sweep-lr:")
+        for sweep in config.lr_sweep:
+            print("  " + sweep.describe())
     print("wrote " + ", ".join(str(path) for path in [*written, checkpoint]))
     if result.failed:
         reasons = "; ".join(f"{run.optimizer}: {run.status.reason() if run.status else ''}"
@@ -347,6 +368,48 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_NOT_TRAINED
     return 0
+
+
+def _with_swept_rates(
+    task: Task, names: list[str], config: TrainConfig, checkpoint: Path, resume: bool,
+    talk: bool,
+) -> tuple[Task, TrainConfig]:
+    """The task and config of a comparison at swept learning rates
+    (:func:`handgrad.train.sweep_learning_rates`): each optimizer whose rate ``--opt NAME.lr``
+    does not give is swept (around ``--lr`` if given), and trains at its chosen rate. With
+    ``resume`` the sweep is the checkpoint's, not run again."""
+    import dataclasses
+
+    from handgrad.train.checkpoint import load_checkpoint
+    from handgrad.train.lr_sweep import SweepResult, sweep_learning_rates, with_chosen_rates
+
+    swept = [name for name in names if "lr" not in config.options.get(name, {})]
+    if not swept:
+        raise CLIError("--sweep-lr: every optimizer's learning rate is given by --opt "
+                       "NAME.lr; there is nothing to sweep")
+    if resume:
+        settings = load_checkpoint(checkpoint).get("settings")
+        saved = settings.get("lr_sweep") if isinstance(settings, dict) else None
+        if not saved:
+            raise CLIError(f"--sweep-lr --resume: the run in {checkpoint} did not sweep its "
+                           "learning rates; resume it without --sweep-lr")
+        try:
+            results = [SweepResult.from_dict(document) for document in saved]
+        except ValueError as error:
+            raise CLIError(f"checkpoint {checkpoint} is damaged: {error}") from None
+    else:
+        results = []
+        for name in swept:
+            if talk:
+                print(f"handgrad train: sweeping the learning rate of {name} ...",
+                      file=sys.stderr)
+            results += sweep_learning_rates(task, [name], config)
+            if talk:
+                print(f"handgrad train: {results[-1].describe()}", file=sys.stderr)
+    batch_size = config.batch_size if config.batch_size is not None else task.defaults.batch_size
+    # The comparison's lr stays None: each optimizer trains at its own chosen rate.
+    return (with_chosen_rates(task, results, batch_size),
+            dataclasses.replace(config, lr=None, lr_sweep=tuple(results)))
 
 
 def _train(

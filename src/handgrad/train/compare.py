@@ -28,6 +28,7 @@ from handgrad.train import checkpoint as ckpt
 from handgrad.train import distributed, seeds
 from handgrad.train import optimizers as setup
 from handgrad.train import status as status_of
+from handgrad.train.lr_sweep import SweepResult
 from handgrad.train.metrics import environment_document, metrics_document
 from handgrad.train.models import ModelSpec, build_model, resolve_model
 from handgrad.train.sampler import EpochSampler
@@ -84,6 +85,11 @@ class TrainConfig:
     dp: DPSettings | None = None
     """DP-SGD (:mod:`handgrad.privacy`): every optimizer wrapped in a DPOptimizer, Poisson
     batches (Opacus's loader: ⌈n/B⌉ steps an epoch at rate 1/⌈n/B⌉), ε reported at δ."""
+    lr_sweep: tuple[SweepResult, ...] = ()
+    """The learning-rate sweeps (:func:`handgrad.train.lr_sweep.sweep_learning_rates`) whose
+    chosen rates the task's defaults now hold (:func:`~handgrad.train.lr_sweep.with_chosen_rates`):
+    recorded in metrics.json and the checkpoint, and each swept run's rate said to be
+    ``"swept"``."""
 
 
 @dataclass
@@ -99,6 +105,10 @@ class RunResult:
     status: RunStatus | None = None
     initial_loss: float | None = None
     arguments: dict[str, Any] = field(default_factory=dict)
+    lr_source: str = "default"
+    """How ``lr`` was chosen: ``"default"`` (the task's table, or the optimizer's own),
+    ``"given"`` (``TrainConfig.lr``), ``"option"`` (``options[name]["lr"]``) or
+    ``"swept"`` (``TrainConfig.lr_sweep``)."""
 
     @property
     def final(self) -> EpochRecord:
@@ -191,6 +201,16 @@ def _run_lrs(
         companion_lr = config.lr if config.lr is not None else setup.default_lr(
             setup.COMPANION, task, batch_size, config.backend)
     return lr, companion_lr
+
+
+def _lr_source(name: str, config: TrainConfig) -> str:
+    """How run ``name``'s rate is chosen (:attr:`RunResult.lr_source`), in
+    :func:`_run_lrs`'s order."""
+    if "lr" in config.options.get(name, {}):
+        return "option"
+    if config.lr is not None:
+        return "given"
+    return "swept" if any(sweep.optimizer == name for sweep in config.lr_sweep) else "default"
 
 
 def compare_optimizers(
@@ -300,7 +320,7 @@ def compare_optimizers(
         if config.dp is not None and poisson is not None:
             stepper = private(stepper, config.dp, poisson)
         runs.append(RunResult(name, float(stepper.param_groups[0]["lr"]), model,
-                              arguments=arguments))
+                              arguments=arguments, lr_source=_lr_source(name, config)))
         losses.append(task.make_loss(config.backend))
         steppers.append(stepper)
         schedulers.append(make_scheduler(schedule, stepper, epochs))
@@ -323,6 +343,7 @@ def compare_optimizers(
         "world_size": 1 if replicas is None else replicas.world_size,
         "task_info": task.checkpoint_info(),  # a text task's vocabulary and context
         "dp": None if config.dp is None else config.dp.as_dict(),
+        "lr_sweep": [sweep.as_dict() for sweep in config.lr_sweep],
     }
     data = (task.x_train.to(device), task.y_train.to(device), task.x_test.to(device),
             task.y_test.to(device))
@@ -342,7 +363,8 @@ def compare_optimizers(
             payload = ckpt.load_checkpoint(checkpoint)
             # Checkpoints from before these settings existed trained with their defaults.
             legacy = {"model": str(resolve_model(task.default_model, task)),
-                      "schedule": "constant", "arguments": settings["arguments"], "dp": None}
+                      "schedule": "constant", "arguments": settings["arguments"], "dp": None,
+                      "lr_sweep": []}
             done = _restore(payload, checkpoint, settings, runs, steppers, schedulers,
                             device, task.kind, legacy)
         else:
@@ -447,10 +469,12 @@ def _config_document(
         "model": {"spec": str(model_spec), "name": model_spec.name,
                   "options": setup.json_value(dict(model_spec.options))},
         "optimizers": [
-            {"name": run.optimizer, "lr": run.lr, "arguments": run.arguments}
+            {"name": run.optimizer, "lr": run.lr, "lr_source": run.lr_source,
+             "arguments": run.arguments}
             for run in runs
         ],
         "lr_given": config.lr,
+        "lr_sweep": [sweep.as_dict() for sweep in config.lr_sweep],
         "lr_rule": {
             "reference_batch_size": task.defaults.batch_size,
             "linear": sorted(setup.LINEAR_SCALING),
@@ -589,8 +613,13 @@ def _restore(
     differences = [
         f"{key}={saved.get(key)!r} there, {value!r} here"
         for key, value in settings.items()
-        if key not in ("task_digest", "arguments") and saved.get(key) != value
+        if key not in ("task_digest", "arguments", "lr_sweep") and saved.get(key) != value
     ]
+    if saved.get("lr_sweep") != settings["lr_sweep"]:  # said short: the grids are long
+        swept = [[sweep.get("optimizer") if isinstance(sweep, dict) else sweep
+                  for sweep in sweeps or []]
+                 for sweeps in (saved.get("lr_sweep"), settings["lr_sweep"])]
+        differences.append(f"learning rates swept for {swept[0]} there, {swept[1]} here")
     differences += _argument_differences(saved.get("arguments"), settings["arguments"],
                                          settings["optimizers"])
     if not differences and saved.get("task_digest") != settings["task_digest"]:

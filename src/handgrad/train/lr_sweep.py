@@ -60,7 +60,37 @@ class SweepResult:
                 f"seed {self.seed} on {1 - VALIDATION_FRACTION:.0%} of the training split")
         if diverged:
             text += f" ({', '.join(diverged)} diverged)"
+        rates_only = [lr for lr, _ in self.candidates]
+        if len(rates_only) > 1 and self.chosen in (min(rates_only), max(rates_only)):
+            text += "; at the edge of the grid: a wider sweep may find better"
         return text + "."
+
+    def as_dict(self) -> dict[str, Any]:
+        """The sweep as JSON (metrics.json's ``config.lr_sweep``, the checkpoint's settings):
+        a diverged candidate's loss is ``None``."""
+        return {
+            "optimizer": self.optimizer,
+            "candidates": [{"lr": lr, "validation_loss": loss if math.isfinite(loss) else None}
+                           for lr, loss in self.candidates],
+            "chosen": self.chosen,
+            "epochs": self.epochs,
+            "seed": self.seed,
+            "validation_fraction": VALIDATION_FRACTION,
+        }
+
+    @classmethod
+    def from_dict(cls, document: Any) -> SweepResult:
+        """The inverse of :meth:`as_dict`; a ``ValueError`` saying what is wrong otherwise."""
+        try:
+            candidates = tuple(
+                (float(c["lr"]),
+                 math.inf if c["validation_loss"] is None else float(c["validation_loss"]))
+                for c in document["candidates"]
+            )
+            return cls(str(document["optimizer"]), candidates, float(document["chosen"]),
+                       int(document["epochs"]), int(document["seed"]))
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"not a learning-rate sweep: {document!r} ({error})") from None
 
 
 def validation_task(task: Task, fraction: float = VALIDATION_FRACTION) -> Task:
@@ -95,6 +125,10 @@ def _score(task: Task, name: str, config: TrainConfig) -> float:
     """The validation loss after training ``name`` with ``config``; +inf if it diverged."""
     from handgrad.train.compare import compare_optimizers
 
+    # Only this optimizer's arguments: compare_optimizers refuses those of optimizers it
+    # does not train.
+    options = {key: value for key, value in config.options.items() if key == name}
+    config = dataclasses.replace(config, options=options)
     try:
         run = compare_optimizers(task, [name], config).runs[0]
     except ArithmeticError:  # TrainingDiverged
@@ -114,12 +148,18 @@ def sweep_learning_rates(
 ) -> list[SweepResult]:
     """One :class:`SweepResult` per optimizer (see the module docstring). ``config`` is the
     comparison's (its ``lr``, if set, is every optimizer's starting rate); each run of the
-    sweep is ``config`` with one rate of the grid, on :func:`validation_task`."""
+    sweep is ``config`` with one rate of the grid, on :func:`validation_task`. Sweeping an
+    optimizer whose rate ``config.options`` sets (``{"sgd": {"lr": 0.1}}``) is a
+    ``ValueError``: that rate is the one given; sweep the others."""
     if not factors or any(not (f > 0 and math.isfinite(f)) for f in factors):
         raise ValueError(f"factors must be positive finite numbers, got {list(factors)!r}")
     held_out = validation_task(task)
     epochs = config.epochs if config.epochs is not None else task.defaults.epochs
     results = []
+    given = [name for name in optimizers if "lr" in config.options.get(name, {})]
+    if given:
+        raise ValueError(f"the learning rate of {', '.join(given)} is given in options; "
+                         "sweep the others, or drop it from options")
     for name in optimizers:
         start = starting_rate(name, task, config.lr)
         candidates = tuple(

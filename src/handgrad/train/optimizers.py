@@ -135,6 +135,17 @@ def resolve(name: str, backend: Backend = "handgrad") -> tuple[type[Optimizer], 
     """The class (handgrad's, or torch.optim's for ``backend="torch"``) and the arguments
     the name implies (``momentum`` → SGD with momentum 0.9)."""
     lookup = names.torch_optimizer_class if backend == "torch" else None
+    if backend == "torch":
+        from handgrad.optim import BEYOND_TORCH
+
+        beyond = {public.lower(): public for public in BEYOND_TORCH}
+        key = name.strip().lower()
+        if key in beyond:
+            raise ValueError(
+                f"optimizer {name!r} ({beyond[key]}) has no torch.optim counterpart for "
+                "backend 'torch'; train it with backend 'handgrad' (its reference is its "
+                "authors' implementation, see handgrad.optim.BEYOND_TORCH)"
+            )
     return names.resolve_optimizer(name, lookup)
 
 
