@@ -22,7 +22,7 @@ def test_run_demo_writes_a_report_with_every_part(tmp_path: Path, device: torch.
     assert (report.out_dir / "metrics.json").is_file()
     text = report.report.read_text(encoding="utf-8")
     assert "all passed" in text
-    for optimizer in ("| sgd |", "| rmsprop |", "| adam |"):
+    for optimizer in ("| sgd |", "| rmsprop |", "| adam |", "| lion |"):
         assert optimizer in text
     # Both roots of x^2 - 6x + 4 by descent on f^2 (Gauss-Newton step), to the last digit.
     assert "| gauss-newton | 0.7639320225002103, 5.23606797749979 | TWO_REAL |" in text

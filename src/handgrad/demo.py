@@ -2,9 +2,10 @@
 
 1. **Check the forward and backward passes** of every layer, loss and a few deep networks
    against torch.nn + autograd and finite differences (:func:`handgrad.check.run_checks`).
-2. **Compare optimizers** (SGD with momentum, RMSprop, Adam — all written by hand) training
-   the classic 1-100-1 network on y = x³ (:func:`handgrad.train.compare_optimizers`), and
-   their paths on the Rosenbrock function.
+2. **Compare optimizers** (SGD, RMSprop, Adam, and Lion from beyond torch.optim — all
+   written by hand) training the classic 1-100-1 network on y = x³
+   (:func:`handgrad.train.compare_optimizers`), and the textbook four's paths on the
+   Rosenbrock function.
 3. **Solve x² - 6x + 4 = 0 by gradient descent** on f(x)², beside Newton and the closed form
    (:func:`handgrad.roots.solve_quadratic`).
 
@@ -29,7 +30,9 @@ from handgrad.files import lock_folder, write_atomically
 from handgrad.tables import html_table, markdown_table
 
 # The comparison of the original assignment: SGD with momentum, RMSprop and Adam.
-DEMO_OPTIMIZERS = ("sgd", "rmsprop", "adam")
+# Lion: one of the optimizers beyond torch.optim (handgrad.optim.BEYOND_TORCH), proven equal
+# to its authors' lion-pytorch.
+DEMO_OPTIMIZERS = ("sgd", "rmsprop", "adam", "lion")
 QUADRATIC = (1.0, -6.0, 4.0)
 Table = tuple[list[str], list[list[str]]]
 
@@ -105,8 +108,10 @@ def _optimizers_section(out_dir: Path, device: str, epochs: int | None) -> _Sect
         f"noise σ = 0.1, test targets noise-free), {result.epochs} epochs of mini-batches of "
         f"{result.batch_size}, from the same initial weights and batch order for every "
         "optimizer. Gradients by the hand-written backward; updates by the hand-written "
-        "optimizers. Losses are mean squared errors in raw units. The last picture shows the "
-        "same optimizers on the Rosenbrock function.",
+        "optimizers (Lion, beyond torch.optim, checked against its authors' lion-pytorch), "
+        "each at the task's default learning rate. Losses are mean squared errors in raw "
+        "units. The last picture shows SGD, SGD with momentum, RMSprop and Adam on the "
+        "Rosenbrock function.",
         tables=[(["optimizer", "lr", "train MSE", "test MSE", "seconds"], body)],
         images=[path.name for path in written if path.suffix == ".png"] + ["trajectories.png"],
     )
