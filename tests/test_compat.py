@@ -24,8 +24,10 @@ def test_profiler_enabled_follows_the_profiler() -> None:
 def test_profiler_enabled_falls_back_to_true(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import torch
 
-    monkeypatch.delattr(torch.autograd, "_profiler_enabled")
+    assert compat._PROFILER_ENABLED is torch.autograd._profiler_enabled
+    monkeypatch.setattr(compat, "_PROFILER_ENABLED", None)  # a torch without it
     assert compat.profiler_enabled() is True
+    assert compat.step_wrapper_needed() is True
 
 
 def test_global_step_hooks_registered_follows_registration() -> None:
@@ -35,9 +37,11 @@ def test_global_step_hooks_registered_follows_registration() -> None:
     )
 
     assert compat.global_step_hooks_registered() is False
+    assert compat.step_wrapper_needed() is False
     for register in (register_optimizer_step_pre_hook, register_optimizer_step_post_hook):
         handle = register(lambda *args: None)
         assert compat.global_step_hooks_registered() is True
+        assert compat.step_wrapper_needed() is True
         handle.remove()
         assert compat.global_step_hooks_registered() is False
 

@@ -25,8 +25,7 @@ def profiler_enabled() -> bool:
     none records (a few µs a call, which a small network's step notices). Fallback: True, so
     the scopes are always entered, as torch does.
     """
-    check = getattr(torch.autograd, "_profiler_enabled", None)
-    return True if check is None else bool(check())
+    return True if _PROFILER_ENABLED is None else bool(_PROFILER_ENABLED())
 
 
 def global_step_hooks_registered() -> bool:
@@ -42,9 +41,17 @@ def global_step_hooks_registered() -> bool:
     return bool(_GLOBAL_PRE_HOOKS) or bool(_GLOBAL_POST_HOOKS)
 
 
-# Read once: torch registers into (and removes from) these same dicts.
+def step_wrapper_needed() -> bool:
+    """:func:`global_step_hooks_registered` or :func:`profiler_enabled`: whether torch's
+    ``step()`` wrapper has work to do for every optimizer (one call, on every step)."""
+    return global_step_hooks_registered() or profiler_enabled()
+
+
+# Read once: torch registers into (and removes from) these same dicts, and the profiler
+# check is a function.
 _GLOBAL_PRE_HOOKS = getattr(_torch_optimizer, "_global_optimizer_pre_hooks", None)
 _GLOBAL_POST_HOOKS = getattr(_torch_optimizer, "_global_optimizer_post_hooks", None)
+_PROFILER_ENABLED = getattr(torch.autograd, "_profiler_enabled", None)
 
 
 def privateuse1_backend_name() -> str:
