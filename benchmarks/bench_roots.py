@@ -10,8 +10,9 @@ The references run in the same process on the same coefficients:
 - numpy *plain*: the textbook stable formula, fast but wrong near double roots and at extreme
   exponents.
 
-Every equation must converge (checked), and the gd roots are compared with the accurate
-closed form (largest relative difference, in eps); the compiled path with the eager one (bitwise).
+Every equation must converge (checked), and the gauss-newton roots (the default method, once
+called "gd") are compared with the accurate closed form (largest relative difference, in eps);
+the compiled path with the eager one (bitwise).
 Prints a markdown table; the solvers run in interleaved rounds (one call of each per round, so
 that the load of a shared machine falls on all alike) and the times are the medians.
 """
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 
 from handgrad.roots import solve_quadratic
-from handgrad.roots.compiled import FUSED_STEPS, solve_gd_compiled
+from handgrad.roots.compiled import FUSED_STEPS, solve_gauss_newton_compiled
 
 EPS = 2.0**-52
 _SPLITTER = 134217729.0
@@ -158,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     compile_seconds = None
     if not args.no_compile:
         started = time.perf_counter()
-        result = solve_gd_compiled(a, b, c)
+        result = solve_gauss_newton_compiled(a, b, c)
         compile_seconds = time.perf_counter() - started
         same = all(
             torch.equal(*(torch.view_as_real(t) if t.is_complex() else t for t in pair))
@@ -170,19 +171,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         )
         stragglers = int((result.iterations > FUSED_STEPS).sum())
-        name = "handgrad gd (compiled)"
-        functions[name] = functools.partial(solve_gd_compiled, a, b, c)
+        name = "handgrad gauss-newton (compiled)"
+        functions[name] = functools.partial(solve_gauss_newton_compiled, a, b, c)
         notes[name] = check(result.roots, result.converged)
         notes[name] += "; bitwise equal to eager" if same else "; DIFFERS from eager"
         notes[name] += (
             f"; {stragglers} equations past the {FUSED_STEPS} fused steps (re-solved eagerly)"
         )
-    for method in ("gd", "closed"):
-        result = eager if method == "gd" else solve_quadratic(a, b, c, method)
+    for method in ("gauss-newton", "closed"):
+        result = eager if method == "gauss-newton" else solve_quadratic(a, b, c, method)
         name = f"handgrad {method} (eager)"
         functions[name] = functools.partial(solve_quadratic, a, b, c, method)
         notes[name] = check(result.roots, result.converged)
-        if method == "gd":
+        if method == "gauss-newton":
             notes[name] += f"; iterations mean {float(result.iterations.double().mean()):.2f}, "
             notes[name] += f"max {int(result.iterations.max())}"
     times = _interleaved_times(functions, repeats)
@@ -203,11 +204,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{seconds / plain_time:.2f} | {notes[name]} |"
         )
     if compile_seconds is not None:
-        fastest = min(times["handgrad gd (compiled)"]) / min(times["numpy accurate closed form"])
-        ratio = median["handgrad gd (compiled)"] / accurate_time
+        compiled_name = "handgrad gauss-newton (compiled)"
+        fastest = min(times[compiled_name]) / min(times["numpy accurate closed form"])
+        ratio = median[compiled_name] / accurate_time
         verdict = "met" if ratio <= 1.0 else "NOT met"
         print(
-            f"\nGoal (gd <= 1.0x numpy accurate): {verdict} by the compiled path, "
+            f"\nGoal (gauss-newton <= 1.0x numpy accurate): {verdict} by the compiled path, "
             f"{ratio:.2f}x (medians), {fastest:.2f}x (fastest calls)."
         )
         print(f"First compiled call (compilation included): {compile_seconds:.1f} s")

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
+
+import pytest
+import torch
+
 import handgrad._compat as compat
 
 
@@ -9,7 +14,95 @@ def test_compat_module_imports() -> None:
     assert compat.__doc__
 
 
-# --- optimizers ---------------------------------------------------------------------------
+# --------------------------------------------------------------------------- Module.__call__
+
+
+def test_the_hook_registries_read_are_torchs() -> None:
+    from torch.nn.modules import module as torch_module
+
+    assert compat._GLOBAL_HOOKS is not None
+    assert compat._GLOBAL_HOOKS[0] is torch_module._global_forward_pre_hooks
+    assert compat._GLOBAL_HOOKS[1] is torch_module._global_forward_hooks
+    assert compat._GLOBAL_HOOKS[2] is torch_module._global_backward_pre_hooks
+    assert compat._GLOBAL_HOOKS[3] is torch_module._global_backward_hooks
+    assert compat._tracing_state is torch._C._get_tracing_state
+    assert compat._reads_module_state()
+    assert compat.forward_runs_alone.__name__ == "forward_runs_alone"
+    assert compat.forward_runs_alone(torch.nn.Linear(1, 1))
+
+
+def test_forward_runs_alone_sees_each_thing_torchs_call_does() -> None:
+    from torch.nn.modules import module as torch_module
+
+    layer = torch.nn.Linear(1, 1)
+    handle = layer.register_forward_pre_hook(lambda module, args: None)
+    assert not compat.forward_runs_alone(layer)
+    handle.remove()
+    assert compat.forward_runs_alone(layer)
+    handle = torch_module.register_module_full_backward_hook(lambda module, gi, go: None)
+    try:
+        assert not compat.forward_runs_alone(layer)
+    finally:
+        handle.remove()
+    layer._compiled_call_impl = lambda *args: None  # what module.compile() sets
+    assert not compat.forward_runs_alone(layer)
+
+
+def test_without_torchs_private_names_every_call_goes_through_torch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fallback: a torch without the hook registries or the tracing state."""
+    import handgrad.nn as hnn
+
+    with pytest.MonkeyPatch.context() as without:
+        without.delattr(torch._C, "_get_tracing_state")
+        fallback = importlib.reload(compat)  # torch's own __call__ needs it back afterwards
+    try:
+        assert fallback._tracing_state is None
+        assert not fallback.forward_runs_alone(torch.nn.Linear(1, 1))
+        seen: list[str] = []
+        original = torch.nn.Module._call_impl
+        monkeypatch.setattr(
+            torch.nn.Module,
+            "_call_impl",
+            lambda self, *a, **k: seen.append(type(self).__name__) or original(self, *a, **k),
+        )
+        torch.manual_seed(0)
+        net = hnn.Sequential(hnn.Linear(2, 3), hnn.ReLU())
+        x = torch.randn(4, 2)
+        assert net(x).shape == (4, 3)
+        assert seen == ["Sequential", "Linear", "ReLU"]
+    finally:
+        monkeypatch.undo()
+        importlib.reload(compat)
+    assert compat.forward_runs_alone(torch.nn.Linear(1, 1))
+
+
+# --------------------------------------------------------------------------- process group
+
+
+def test_default_process_group_store_is_found_and_falls_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch.distributed as dist
+
+    assert hasattr(dist.distributed_c10d, "_get_default_store")  # the pinned torch has it
+    assert compat.default_process_group_store() is None  # no group in this process
+    store = dist.HashStore()
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        found = compat.default_process_group_store()
+        assert found is not None
+        found.set("k", "v")  # type: ignore[attr-defined]
+        assert found.get("k") == b"v"  # type: ignore[attr-defined]
+        assert store.num_keys() >= 1  # it is (a view of) the store the group was given
+        monkeypatch.delattr(dist.distributed_c10d, "_get_default_store")
+        assert compat.default_process_group_store() is None  # the fallback
+    finally:
+        dist.destroy_process_group()
+
+
+# --------------------------------------------------------------------------- handgrad.optim
 
 
 def test_profiler_enabled_follows_the_profiler() -> None:

@@ -24,8 +24,9 @@ def test_run_demo_writes_a_report_with_every_part(tmp_path: Path, device: torch.
     assert "all passed" in text
     for optimizer in ("| sgd |", "| rmsprop |", "| adam |"):
         assert optimizer in text
-    # Both roots of x^2 - 6x + 4 by gradient descent, to the last digit.
-    assert "| gd | 0.7639320225002103, 5.23606797749979 | TWO_REAL |" in text
+    # Both roots of x^2 - 6x + 4 by descent on f^2 (Gauss-Newton step), to the last digit.
+    assert "| gauss-newton | 0.7639320225002103, 5.23606797749979 | TWO_REAL |" in text
+    assert "| gd, lr = 0.0125 | 0.76393202249" in text  # a fixed step: 1e-12, not the last bit
     html = (report.out_dir / "report.html").read_text(encoding="utf-8")
     assert html.count("<img ") == 4
 

@@ -7,15 +7,121 @@ for a torch (or Python) that moved it, and each has a test in ``tests/test_compa
 (the name still exists in the pinned torch; the fallback behaves). Nothing else in ``src/``
 imports a private torch name. ``torch._foreach_*`` kernels are not listed: they are fair to
 use anywhere, with a plain-loop fallback where they are absent.
+
+The private names, one entry per thing read:
+
+1. torch's module hook registries: a module's own (``_forward_pre_hooks``,
+   ``_forward_hooks``, ``_backward_pre_hooks``, ``_backward_hooks``) and the global ones
+   (``torch.nn.modules.module._global_*_hooks``) — :func:`forward_runs_alone`;
+2. ``Module._compiled_call_impl`` (set by ``module.compile()``) — :func:`forward_runs_alone`;
+3. ``torch._C._get_tracing_state`` (``torch.jit.trace`` recording) — :func:`forward_runs_alone`;
+4. ``torch.distributed.distributed_c10d._get_default_store`` (the default process group's
+   store) — :func:`default_process_group_store`;
+5. torch's global optimizer step hook registries
+   (``torch.optim.optimizer._global_optimizer_pre_hooks``/``_post_hooks``) —
+   :func:`global_step_hooks_registered`, :func:`step_wrapper_needed`;
+6. ``torch.autograd._profiler_enabled`` (a profiler recording) — :func:`profiler_enabled`,
+   :func:`step_wrapper_needed`;
+7. ``torch._C._get_privateuse1_backend_name`` (where ``capturable=True`` is allowed) —
+   :func:`privateuse1_backend_name`.
 """
 
 from __future__ import annotations
 
-# --------------------------------------------------------------------------------------------
-# optimizers (handgrad.optim)
-# --------------------------------------------------------------------------------------------
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch.optim import optimizer as _torch_optimizer
+
+# --------------------------------------------------------------- 1-3: Module.__call__'s checks
+
+
+def _hook_registries() -> tuple[dict[Any, Any], ...] | None:
+    """torch's four global module hook registries, or None where torch moved them."""
+    try:
+        from torch.nn.modules import module as torch_module
+
+        return (
+            torch_module._global_forward_pre_hooks,
+            torch_module._global_forward_hooks,
+            torch_module._global_backward_pre_hooks,
+            torch_module._global_backward_hooks,
+        )
+    except AttributeError:
+        return None
+
+
+def _reads_module_state() -> bool:
+    """Whether a torch module still keeps its hooks and compiled call where we read them."""
+    probe = torch.nn.Module()
+    names = ("_forward_pre_hooks", "_forward_hooks", "_backward_pre_hooks", "_backward_hooks")
+    return all(isinstance(getattr(probe, name, None), dict) for name in names) and (
+        getattr(probe, "_compiled_call_impl", False) is None
+    )
+
+
+_GLOBAL_HOOKS = _hook_registries()
+_tracing_state: Callable[[], Any] | None = getattr(torch._C, "_get_tracing_state", None)
+
+
+if _GLOBAL_HOOKS is not None and _tracing_state is not None and _reads_module_state():
+    _forward_pre, _forward, _backward_pre, _backward = _GLOBAL_HOOKS
+    _tracing: Callable[[], Any] = _tracing_state
+
+    def forward_runs_alone(module: torch.nn.Module) -> bool:
+        """Whether torch's ``Module.__call__`` would run ``module.forward`` and nothing else:
+        no hook on the module or registered globally (``register_module_forward_hook`` and
+        friends), no compiled call (``module.compile()``), no trace being recorded
+        (``torch.jit.trace``). The conditions are those of torch's ``_call_impl``.
+
+        Fallback, for a torch that moved any of these: always False (every call goes through
+        torch's ``__call__``: correct, only slower).
+        """
+        return not (
+            module._compiled_call_impl is not None
+            or module._forward_pre_hooks
+            or module._forward_hooks
+            or module._backward_pre_hooks
+            or module._backward_hooks
+            or _forward_pre
+            or _forward
+            or _backward_pre
+            or _backward
+            or _tracing()
+        )
+
+else:  # pragma: no cover - exercised by tests/test_compat.py through a reload
+
+    def forward_runs_alone(module: torch.nn.Module) -> bool:
+        """The fallback: torch's ``Module.__call__`` always runs."""
+        return False
+
+
+# --------------------------------------------------------------- 4: the process group's store
+
+
+def default_process_group_store() -> object | None:
+    """The key-value store of torch.distributed's default process group (the rendezvous
+    store every rank shares), or None when there is no group or this torch hides it.
+
+    Used by :mod:`handgrad.train.distributed` to leave each rank's pid and, on failure, its
+    reason where the other ranks can read them. Fallback, for a torch without the name:
+    None, and a rank that loses a peer says so without naming which rank it was.
+    """
+    import torch.distributed as dist
+
+    getter = getattr(dist.distributed_c10d, "_get_default_store", None)
+    if getter is None or not (dist.is_available() and dist.is_initialized()):
+        return None
+    try:
+        store: object = getter()
+    except (RuntimeError, ValueError):
+        return None
+    return store
+
+
+# --------------------------------------------------------------- 5-7: handgrad.optim's step
 
 
 def profiler_enabled() -> bool:

@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 
 from handgrad import __version__
+from handgrad.files import lock_folder, write_atomically
+from handgrad.tables import html_table, markdown_table
 
 # The comparison of the original assignment: SGD with momentum, RMSprop and Adam.
 DEMO_OPTIMIZERS = ("sgd", "rmsprop", "adam")
@@ -55,23 +57,6 @@ class _Section:
     note: str = ""
 
 
-def _markdown_table(table: Table) -> str:
-    header, body = table
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in body]
-    return "\n".join(lines)
-
-
-def _html_table(table: Table) -> str:
-    header, body = table
-    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in header)
-    rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
-        for row in body
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
-
-
 def _checks_section(device: str) -> tuple[_Section, bool]:
     from handgrad.check import run_checks
 
@@ -91,10 +76,11 @@ def _checks_section(device: str) -> tuple[_Section, bool]:
 
 
 def _optimizers_section(out_dir: Path, device: str, epochs: int | None) -> _Section:
+    from handgrad.landscapes.functions2d import ROSENBROCK
+    from handgrad.landscapes.trajectories import run_trajectories
+    from handgrad.plots.training import write_outputs
     from handgrad.plots.trajectories import plot_trajectories, save_png
-    from handgrad.train import TrainConfig, compare_optimizers, write_outputs
-    from handgrad.train.functions2d import ROSENBROCK
-    from handgrad.train.trajectories import run_trajectories
+    from handgrad.train import TrainConfig, compare_optimizers
 
     result = compare_optimizers(
         "cubic", DEMO_OPTIMIZERS, TrainConfig(epochs=epochs, device=device)
@@ -128,17 +114,19 @@ def _optimizers_section(out_dir: Path, device: str, epochs: int | None) -> _Sect
 
 def _roots_section(out_dir: Path) -> _Section:
     from handgrad.plots.roots import plot_descent
-    from handgrad.roots import RootKind, format_root, solve_quadratic
+    from handgrad.roots import RootKind, default_learning_rate, format_root, solve_quadratic
 
     a, b, c = QUADRATIC
+    lr = float(default_learning_rate(a, b, c))
     rows = []
-    for method in ("gd", "newton", "closed"):
-        result = solve_quadratic(a, b, c, method=method, return_path=method == "gd")
+    for method in ("gauss-newton", "gd", "newton", "closed"):
+        rate = lr if method == "gd" else None
+        result = solve_quadratic(a, b, c, method, lr=rate, return_path=method == "gd")
         if method == "gd":
             plot_descent(result, out_dir / "quadratic_descent.png")
         rows.append(
             [
-                method,
+                method if method != "gd" else f"gd, lr = {lr:g}",
                 ", ".join(format_root(z) for z in result.roots.tolist()),
                 RootKind(int(result.kind)).name,
                 str(int(result.iterations)),
@@ -149,9 +137,12 @@ def _roots_section(out_dir: Path) -> _Section:
     exact = "3 ± √5 = 0.76393202250021030359…, 5.23606797749978969640…"
     return _Section(
         "3. x² - 6x + 4 = 0 by gradient descent",
-        "Gradient descent on L(x) = f(x)² with the hand-derived gradient L'(x) = 2 f(x) f'(x), "
-        "one start on each side of the vertex, a per-equation step normalisation; Newton's "
-        f"method and the numerically stable closed form beside it. Exact roots: {exact}.",
+        "Descent on L(x) = f(x)² with the hand-derived gradient L'(x) = 2 f(x) f'(x), one "
+        "start on each side of the vertex: gauss-newton takes the step 1/(2 f'(x)²), which "
+        "makes it Newton's method (exact to the last bit); gd is gradient descent with a fixed "
+        "learning rate, a quarter of the stability limit 1/|b² - 4ac| (converged to 1e-12; "
+        "drawn); Newton's method in plain floating point and the numerically stable closed "
+        f"form beside them. Exact roots: {exact}.",
         tables=[(["method", "roots", "kind", "iterations", "residual"], rows)],
         images=["quadratic_descent.png"],
     )
@@ -164,8 +155,8 @@ def _render(sections: Sequence[_Section], header: str) -> tuple[str, str]:
         md.append(f"## {section.title}\n\n{section.text}\n")
         body.append(f"<h2>{html.escape(section.title)}</h2><p>{html.escape(section.text)}</p>")
         for table in section.tables:
-            md.append(_markdown_table(table) + "\n")
-            body.append(_html_table(table))
+            md.append(markdown_table(*table) + "\n")
+            body.append(html_table(*table))
         if section.note:
             md.append(section.note + "\n")
             body.append(f"<p>{html.escape(section.note)}</p>")
@@ -184,13 +175,6 @@ def _render(sections: Sequence[_Section], header: str) -> tuple[str, str]:
     return "\n".join(md), page
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Write atomically: a reader sees the old report or the new one, never half of one."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
-
-
 def run_demo(
     out_dir: str | os.PathLike[str] = "handgrad-report",
     *,
@@ -201,7 +185,9 @@ def run_demo(
     """Run the three parts of the assignment and write the report into ``out_dir``.
 
     ``epochs`` overrides the cubic task's default (the tests use a short run); ``log``
-    receives one line as each part starts.
+    receives one line as each part starts. The folder is locked while the demo writes it
+    (:func:`handgrad.files.lock_folder`): a second demo into it fails at once with
+    :class:`~handgrad.files.OutputInUseError`.
     """
     started = time.perf_counter()
     # Refuse bad settings before the first part runs, not after it.
@@ -215,22 +201,21 @@ def run_demo(
     directory = Path(out_dir)
     if directory.exists() and not directory.is_dir():
         raise ValueError(f"out_dir {str(directory)!r} exists and is not a directory")
-    directory.mkdir(parents=True, exist_ok=True)
     say = log or (lambda line: None)
+    with lock_folder(directory):  # one writer per report folder: a second one is refused
+        say("checking forward and backward passes against autograd ...")
+        checks, passed = _checks_section(device)
+        say("training the cubic fit with SGD, RMSprop and Adam ...")
+        optimizers = _optimizers_section(directory, device, epochs)
+        say("solving x^2 - 6x + 4 = 0 by gradient descent ...")
+        roots = _roots_section(directory)
 
-    say("checking forward and backward passes against autograd ...")
-    checks, passed = _checks_section(device)
-    say("training the cubic fit with SGD, RMSprop and Adam ...")
-    optimizers = _optimizers_section(directory, device, epochs)
-    say("solving x^2 - 6x + 4 = 0 by gradient descent ...")
-    roots = _roots_section(directory)
-
-    header = (
-        f"handgrad {__version__}, torch {torch.__version__}, Python "
-        f"{platform.python_version()}, device {device}."
-    )
-    markdown, page = _render([checks, optimizers, roots], header)
-    _write_text(directory / "report.md", markdown)
-    _write_text(directory / "report.html", page)
+        header = (
+            f"handgrad {__version__}, torch {torch.__version__}, Python "
+            f"{platform.python_version()}, device {device}."
+        )
+        markdown, page = _render([checks, optimizers, roots], header)
+        write_atomically(directory / "report.md", markdown.encode("utf-8"))
+        write_atomically(directory / "report.html", page.encode("utf-8"))
     files = [*sorted(directory.glob("*.png")), directory / "report.md", directory / "report.html"]
     return DemoReport(directory, passed, files, time.perf_counter() - started)

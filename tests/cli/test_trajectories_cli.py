@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import re
@@ -39,7 +40,7 @@ def _table(stdout: str) -> dict[str, list[str]]:
     lines = stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("optimizer"))
     rows = {}
-    for line in lines[header + 1 :]:
+    for line in lines[header + 2 :]:  # below the rule
         if line.startswith("wrote "):
             break
         cells = re.split(r"\s{2,}", line.strip())
@@ -134,20 +135,37 @@ def test_bad_input_is_one_line_and_a_non_zero_exit(
 
 
 def test_a_failed_write_leaves_the_old_png_untouched(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "keep.png"
     out.write_bytes(b"old picture")
 
     def failing_replace(*args: object, **kwargs: object) -> None:
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     # The last moment of the write: the new PNG is complete in its temporary file.
     monkeypatch.setattr(os, "replace", failing_replace)
-    with pytest.raises(OSError, match="disk full"):
-        main(["trajectories", "--optimizers", "adam", "--steps", "3", "--out", str(out)])
+    status = main(["trajectories", "--optimizers", "adam", "--steps", "3", "--out", str(out)])
+    assert status == 74
+    assert capsys.readouterr().err == (
+        f"handgrad trajectories: error: cannot write {out}: No space left on device\n"
+    )
     assert out.read_bytes() == b"old picture"
     assert [p.name for p in tmp_path.iterdir()] == ["keep.png"]
+
+
+def test_out_naming_a_folder_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "picture.png"
+    out.mkdir()
+    status = main(["trajectories", "--optimizers", "adam", "--steps", "3", "--out", str(out)])
+    assert status == 74
+    err = capsys.readouterr().err
+    assert err.startswith(f"handgrad trajectories: error: cannot write {out}: ")
+    assert err.count("\n") == 1
+    assert out.is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["picture.png"]
 
 
 def test_missing_matplotlib_is_a_one_line_error(

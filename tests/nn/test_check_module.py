@@ -229,3 +229,91 @@ def test_any_scaled_gradient_is_caught(factor: float, batch: int) -> None:
     assert not result.tensor("input").passed
     assert result.tensor("weight").passed
     assert result.tensor("input").autograd_rel == pytest.approx(abs(factor - 1), rel=1e-3)
+
+
+class Product(hn.Module):
+    """y = scale · input ⊙ other, two inputs; ``mistake=True`` swaps the two gradients."""
+
+    def __init__(self, mistake: bool = False) -> None:
+        super().__init__()
+        self.mistake = mistake
+
+    def forward(self, input: Tensor, other: Tensor, scale: float = 1.0) -> Tensor:
+        self.saved = (input, other, scale)
+        return scale * input * other
+
+    def backward(self, grad_output: Tensor, input_grad: bool = True) -> tuple[Tensor, Tensor]:
+        input, other, scale = self.saved
+        d_input, d_other = scale * grad_output * other, scale * grad_output * input
+        return (d_other, d_input) if self.mistake else (d_input, d_other)
+
+
+def test_a_module_of_several_inputs_is_checked_input_by_input() -> None:
+    a, b = torch.randn(4, 3), torch.randn(4, 3)
+    result = check_module(Product(), (a, b), forward_kwargs={"scale": 3.0})
+    assert result.passed, result.report()
+    assert [t.name for t in result.tensors] == ["input", "other"]
+    wrong = check_module(Product(mistake=True), (a, b))
+    assert not wrong.tensor("input").passed
+    assert not wrong.tensor("other").passed
+
+
+def test_several_inputs_need_a_tuple_of_gradients() -> None:
+    class OneGradient(Product):
+        def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor:  # type: ignore[override]
+            return super().backward(grad_output)[0]
+
+    result = check_module(OneGradient(), (torch.randn(2), torch.randn(2)))
+    assert not result.passed
+    assert result.tensor("other").detail == (
+        "backward() returned a Tensor, expected a tuple of 2 gradients "
+        "(one per input, in argument order)"
+    )
+
+
+def test_an_integer_input_gets_no_gradient_checked() -> None:
+    class Pick(hn.Module):
+        def forward(self, input: Tensor, index: Tensor) -> Tensor:
+            self.saved = (input.shape, index)
+            return input[index]
+
+        def backward(self, grad_output: Tensor, input_grad: bool = True) -> tuple[Tensor, None]:
+            shape, index = self.saved
+            grad = torch.zeros(shape, dtype=grad_output.dtype)
+            return grad.index_add_(0, index, grad_output), None
+
+    result = check_module(Pick(), (torch.randn(5, 2), torch.tensor([4, 0, 4])))
+    assert result.passed, result.report()
+    assert [t.name for t in result.tensors] == ["input"]
+
+
+def test_catches_a_backward_that_assigns_grad_instead_of_adding() -> None:
+    class Assigns(StudentLinear):
+        def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor:
+            self.weight.grad = grad_output.T @ self.x  # the bug: overwrites what was there
+            hn.accumulate_grad(self.bias, grad_output.sum(0))
+            return grad_output @ self.weight
+
+    result = check_module(Assigns(3, 2), torch.randn(4, 3))
+    assert not result.passed
+    assert result.tensor("bias").passed
+    weight = result.tensor("weight")
+    assert weight.autograd_rel < 1e-12  # the first gradient is right: only accumulating is not
+    assert weight.detail.startswith("weight.grad was assigned, not added to")
+
+
+def test_catches_a_backward_that_replaces_grad_with_a_new_tensor() -> None:
+    class Replaces(StudentLinear):
+        def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor:
+            grad_weight = grad_output.T @ self.x
+            current = self.weight.grad
+            self.weight.grad = grad_weight if current is None else current + grad_weight
+            hn.accumulate_grad(self.bias, grad_output.sum(0))
+            return grad_output @ self.weight
+
+    result = check_module(Replaces(3, 2), torch.randn(4, 3))
+    assert not result.passed
+    assert result.tensor("weight").detail.startswith(
+        "weight.grad was replaced by another tensor: add into the one there"
+    )
+    assert "FAIL" in result.report()

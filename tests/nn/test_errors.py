@@ -193,9 +193,21 @@ def test_cross_entropy_target_shapes() -> None:
         loss_fn(torch.randn(3, 4), torch.zeros(3, dtype=torch.bool))
 
 
-def test_cross_entropy_all_ignored_with_mean_is_refused_not_nan() -> None:
-    with pytest.raises(ValueError, match="every target equals ignore_index=-100"):
-        hn.CrossEntropyLoss()(torch.randn(2, 3), torch.tensor([-100, -100]))
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.15])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_with_every_target_ignored_is_torchs_nan_or_zero(
+    label_smoothing: float, reduction: str
+) -> None:
+    logits = torch.randn(3, 4, dtype=torch.float64)
+    target = torch.full((3,), -100)
+    kwargs = {"label_smoothing": label_smoothing, "reduction": reduction}
+    leaf = logits.clone().requires_grad_(True)
+    expected = torch.nn.CrossEntropyLoss(**kwargs)(leaf, target)
+    expected.sum().backward()
+    loss_fn = hn.CrossEntropyLoss(**kwargs)
+    got = loss_fn(logits, target)
+    torch.testing.assert_close(got, expected.detach(), equal_nan=True, rtol=0, atol=0)
+    assert torch.equal(loss_fn.backward(1.0), leaf.grad)  # zeros, as autograd's
 
 
 def test_cross_entropy_argument_checks() -> None:
@@ -226,3 +238,28 @@ def test_sequential_refuses_one_instance_in_two_places() -> None:
     act = hn.ReLU()
     with pytest.raises(ValueError, match=r"module 3 is the same object as module 1 \(ReLU\)"):
         hn.Sequential(hn.Linear(2, 2), act, hn.Linear(2, 2), act)
+
+
+@pytest.mark.parametrize("module", ALL_MODULES, ids=lambda m: type(m).__name__)
+@pytest.mark.parametrize("grad_output", [1.0, None, [1.0, 2.0]], ids=["float", "None", "list"])
+def test_backward_of_a_non_tensor_is_a_type_error_naming_grad_output(module, grad_output) -> None:
+    module(torch.randn(4, 3))
+    with pytest.raises(TypeError, match=r"\.backward\(\): grad_output must be a torch\.Tensor"):
+        module.backward(grad_output)
+
+
+@pytest.mark.parametrize("grad", [None, 1, 1.0, torch.tensor(1.0)], ids=str)
+def test_loss_backward_takes_a_number_none_or_a_tensor(grad) -> None:
+    loss_fn = hn.MSELoss()
+    prediction, target = torch.randn(3, 2), torch.randn(3, 2)
+    loss_fn(prediction, target)
+    expected = 2 * (prediction - target) / prediction.numel()
+    torch.testing.assert_close(loss_fn.backward(grad), expected)
+
+
+@pytest.mark.parametrize("grad", ["a", [1.0], True], ids=str)
+def test_loss_backward_of_anything_else_is_a_type_error_naming_grad(grad) -> None:
+    loss_fn = hn.MSELoss()
+    loss_fn(torch.randn(3), torch.randn(3))
+    with pytest.raises(TypeError, match=r"MSELoss\.backward\(\): grad must be a number"):
+        loss_fn.backward(grad)

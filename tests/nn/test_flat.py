@@ -328,20 +328,25 @@ def test_a_gradient_of_the_wrong_shape_is_still_refused() -> None:
     ):
         hn.accumulate_grad(weight, torch.zeros(3, 7, dtype=torch.float64))
     assert weight.grad is None
-    assert hn.gradient_slot(weight) is not None
+    backward(net, *data())  # the slot is still used afterwards
+    assert weight.grad is net[0].weight.__dict__["_handgrad_flat_slot"].grad
 
 
-def test_gradient_slot_is_none_once_a_gradient_exists_or_without_flattening() -> None:
+def test_the_first_gradient_lands_in_its_slot_and_later_ones_add_to_it() -> None:
     net = make_net()
     weight = net[0].weight
-    assert hn.gradient_slot(weight) is None
-    hn.flatten_parameters(net)
-    slot = hn.gradient_slot(weight)
-    assert slot is not None
-    assert slot.shape == weight.shape
     backward(net, *data())
-    assert weight.grad is slot
-    assert hn.gradient_slot(weight) is None
+    assert weight.grad is not None
+    assert weight.grad._base is None  # no layout: a tensor of its own
+    net = make_net()
+    (layout,) = hn.flatten_parameters(net)
+    weight = net[0].weight
+    backward(net, *data())
+    assert weight.grad is layout.slots[0]
+    first = weight.grad.clone()
+    backward(net, *data())
+    assert weight.grad is layout.slots[0]
+    assert torch.equal(weight.grad, 2 * first)
 
 
 def test_benchmark_steps_with_and_without_flattening_agree() -> None:

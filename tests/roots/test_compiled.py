@@ -80,8 +80,8 @@ def test_compiled_error_free_arithmetic_is_bitwise_eager() -> None:
 
 
 def test_compiled_driver_matches_eager_solver(monkeypatch: pytest.MonkeyPatch) -> None:
-    """solve_gd_compiled's fused function and straggler re-solve, with torch.compile replaced
-    by the identity (so this runs eagerly): bitwise the eager solver, every field."""
+    """solve_gauss_newton_compiled's fused function and straggler re-solve, with torch.compile
+    replaced by the identity (so this runs eagerly): bitwise the eager solver, every field."""
     from handgrad.roots import compiled
 
     monkeypatch.setattr(
@@ -101,7 +101,7 @@ def test_compiled_driver_matches_eager_solver(monkeypatch: pytest.MonkeyPatch) -
     # No fused step leaves every lane running (the straggler path does all the work); the
     # default leaves the near-double ones; a hundred none.
     for fused_steps in (0, compiled.FUSED_STEPS, 100):
-        got = compiled.solve_gd_compiled(a, b, c, fused_steps=fused_steps)
+        got = compiled.solve_gauss_newton_compiled(a, b, c, fused_steps=fused_steps)
         assert got.roots.shape == (n, 2)
         assert got.roots.dtype == torch.complex128
         for field in ("roots", "kind", "iterations", "converged", "residual"):
@@ -111,3 +111,11 @@ def test_compiled_driver_matches_eager_solver(monkeypatch: pytest.MonkeyPatch) -
     assert int(eager.iterations[0]) == ROUGH_STEPS + 1  # linear: lands, then one polish
     assert bool(eager.converged[4:].all())
     assert bool((eager.iterations[8:] >= 1).all())
+
+
+def test_the_first_name_of_the_compiled_solver_still_works() -> None:
+    from handgrad.roots import compiled
+
+    assert compiled.solve_gd_compiled is compiled.solve_gauss_newton_compiled
+    with pytest.raises(ValueError, match="max_iter must be an integer from 1"):
+        compiled.solve_gauss_newton_compiled(*torch.ones(3, 4, dtype=torch.float64), max_iter=0)

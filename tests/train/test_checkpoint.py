@@ -1,7 +1,8 @@
-"""Checkpoints: atomic writes, safe loads, one clear error for every bad file."""
+"""Checkpoints: written whole or not at all, safe loads, one clear error for every bad file."""
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -9,7 +10,6 @@ import pytest
 import torch
 
 from handgrad.train import checkpoint as ckpt
-from handgrad.train.atomic import write_atomically
 
 
 def test_round_trip_keeps_tensors_and_plain_values(tmp_path: Path) -> None:
@@ -47,22 +47,6 @@ def test_a_failed_write_leaves_the_old_file_and_no_debris(tmp_path: Path) -> Non
         ckpt.save_checkpoint(path, {"epoch": 2, "bad": Unpicklable()})
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["ck.pt"]
-
-
-def test_write_atomically_cleans_up_when_the_rename_fails(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path = tmp_path / "out.json"
-    path.write_text("old")
-
-    def broken_replace(src: str, dst: str) -> None:
-        raise OSError("disk on fire")
-
-    monkeypatch.setattr(os, "replace", broken_replace)
-    with pytest.raises(OSError, match="disk on fire"):
-        write_atomically(path, b"new")
-    assert path.read_text() == "old"
-    assert os.listdir(tmp_path) == ["out.json"]
 
 
 def test_missing_checkpoint(tmp_path: Path) -> None:
@@ -157,3 +141,97 @@ def test_a_cpu_run_leaves_cuda_generators_alone() -> None:
     expected = torch.rand(2)
     ckpt.restore_rng_states(states, "cpu")
     assert torch.equal(torch.rand(2), expected)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_checkpointer_writes_on_the_interval_the_first_and_the_last_epoch(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    path = tmp_path / "ck.pt"
+    checkpointer = ckpt.Checkpointer(path, every=10.0, clock=clock)
+    checkpointer.write({"epoch": 0})
+    written = []
+    for epoch, seconds in enumerate([1, 1, 1, 8, 1, 1, 1], start=1):
+        clock.now += seconds
+        if checkpointer.epoch_done(lambda frozen, e=epoch: {"epoch": e}, last=epoch == 7):
+            written.append(epoch)
+    # 1: the first epoch (the state has its full size); 4: 10 s after 1; 7: the last
+    assert written == [1, 4, 7]
+    assert ckpt.load_checkpoint(path)["epoch"] == 7
+    assert not checkpointer.flush()  # nothing pending after the last epoch
+
+
+def test_checkpointer_every_0_writes_every_epoch(tmp_path: Path) -> None:
+    checkpointer = ckpt.Checkpointer(tmp_path / "ck.pt", every=0, clock=FakeClock())
+    assert all(
+        checkpointer.epoch_done(lambda frozen, e=e: {"epoch": e}, last=False) for e in range(1, 5)
+    )
+
+
+def test_checkpointer_keeps_a_frozen_copy_and_writes_it_on_flush(tmp_path: Path) -> None:
+    path = tmp_path / "ck.pt"
+    checkpointer = ckpt.Checkpointer(path, every=100.0, clock=FakeClock())
+    weight = torch.zeros(3)
+    asked: list[bool] = []
+
+    def snapshot(epoch: int) -> ckpt.Snapshot:
+        def payload(frozen: bool) -> dict[str, object]:
+            asked.append(frozen)
+            model = {"weight": weight}
+            return {"epoch": epoch, "model": ckpt.detached_copy(model) if frozen else model}
+        return payload
+
+    assert checkpointer.epoch_done(snapshot(1), last=False)  # the first epoch: written
+    assert not checkpointer.epoch_done(snapshot(2), last=False)  # kept, frozen
+    assert asked == [False, True]
+    weight.add_(5.0)  # epoch 3 trains on: the live tensors change
+    assert ckpt.load_checkpoint(path)["epoch"] == 1
+    assert checkpointer.flush()  # interrupted: the copy of epoch 2 is written
+    saved = ckpt.load_checkpoint(path)
+    assert saved["epoch"] == 2
+    assert torch.equal(saved["model"]["weight"], torch.zeros(3))
+    assert not checkpointer.flush()
+
+
+def test_detached_copy_shares_nothing_mutable() -> None:
+    state = {"a": [torch.ones(2), (torch.zeros(1), 3)], "b": {"c": torch.ones(1)}, "d": 1.5}
+    copy = ckpt.detached_copy(state)
+    state["a"][0].add_(1)
+    state["a"].append("x")
+    state["b"]["c"].add_(1)
+    assert torch.equal(copy["a"][0], torch.ones(2))
+    assert len(copy["a"]) == 2
+    assert torch.equal(copy["b"]["c"], torch.ones(1))
+    assert copy["d"] == 1.5
+
+
+def test_checkpointer_flush_failing_keeps_the_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "ck.pt"
+    checkpointer = ckpt.Checkpointer(path, every=100.0, clock=FakeClock())
+    checkpointer.epoch_done(lambda frozen: {"epoch": 1}, last=False)
+    checkpointer.epoch_done(lambda frozen: {"epoch": 2}, last=False)
+    before = path.read_bytes()
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    assert not checkpointer.flush()  # swallowed: the caller is handling another error
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["ck.pt"]
+
+
+@pytest.mark.parametrize("every", [-1.0, float("inf"), float("nan"), True, "60"])
+def test_checkpointer_interval_is_checked(tmp_path: Path, every: object) -> None:
+    with pytest.raises(ValueError, match="checkpoint_every must be a non-negative number"):
+        ckpt.Checkpointer(tmp_path / "ck.pt", every)  # type: ignore[arg-type]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
+import handgrad.optim
 from handgrad.train import checkpoint as ckpt
-from handgrad.train.compare import TrainConfig, compare_optimizers, parse_optimizers
+from handgrad.train.compare import TrainConfig, compare_optimizers, resolve_optimizer
 from handgrad.train.sampler import EpochSampler
 from handgrad.train.tasks import Backend, Task, cubic_task
 
@@ -110,12 +112,18 @@ def test_bad_settings_are_named(config: TrainConfig, message: str) -> None:
         compare_optimizers(small_task(), "adam", dataclasses.replace(config, backend="torch"))
 
 
-def test_parse_optimizers() -> None:
-    assert parse_optimizers(" SGD, adam ") == ["sgd", "adam"]
-    with pytest.raises(ValueError, match="comma-separated list"):
-        parse_optimizers("sgd,,adam")
-    with pytest.raises(ValueError, match="named more than once: adam"):
-        parse_optimizers("adam,sgd,Adam")
+def test_textbook_names_train_as_their_configuration() -> None:
+    for backend in ("handgrad", "torch"):
+        config = dataclasses.replace(SMALL, epochs=1, backend=backend)
+        result = compare_optimizers(small_task(), "momentum,nesterov", config)
+        assert [run.optimizer for run in result.runs] == ["momentum", "nesterov"]
+    for name, cls in (("sgd", handgrad.optim.SGD), ("momentum", handgrad.optim.SGD)):
+        found, options = resolve_optimizer(name, "handgrad")
+        assert found is cls
+        assert options == ({} if name == "sgd" else {"momentum": 0.9})
+    assert resolve_optimizer("nesterov", "torch") == (
+        torch.optim.SGD, {"momentum": 0.9, "nesterov": True}
+    )
 
 
 class Interrupt(Exception):
@@ -123,13 +131,17 @@ class Interrupt(Exception):
 
 
 @pytest.mark.parametrize(
-    ("dropout", "backend"), [(0.0, "torch"), (0.25, "torch"), (0.25, "handgrad")]
+    ("dropout", "backend", "every"),
+    [(0.0, "torch", 0.0), (0.25, "torch", 60.0), (0.25, "handgrad", 0.0),
+     (0.25, "handgrad", 60.0)],
 )
 def test_resume_after_an_interruption_ends_bit_for_bit_where_a_whole_run_ends(
-    tmp_path: Path, dropout: float, backend: Backend, device: torch.device
+    tmp_path: Path, dropout: float, backend: Backend, every: float, device: torch.device
 ) -> None:
     """On CUDA too: the checkpoint is saved from the device, read onto the CPU and resumed
-    onto the device again (dropout masks from the device's restored generator)."""
+    onto the device again (dropout masks from the device's restored generator).
+    ``every=0`` writes after every epoch; ``every=60`` writes epoch 2 only when the
+    interruption comes, from the copy kept in memory."""
     task = small_task(dropout)
     config = dataclasses.replace(SMALL, epochs=4, backend=backend, device=str(device))
     whole = compare_optimizers(task, "sgd,adam", config, checkpoint=tmp_path / "whole.pt")
@@ -141,7 +153,8 @@ def test_resume_after_an_interruption_ends_bit_for_bit_where_a_whole_run_ends(
             raise Interrupt  # sgd finished epoch 3, adam has not: mid-epoch for the checkpoint
 
     with pytest.raises(Interrupt):
-        compare_optimizers(task, "sgd,adam", config, checkpoint=path, on_epoch=stop_in_epoch_3)
+        compare_optimizers(task, "sgd,adam", config, checkpoint=path, on_epoch=stop_in_epoch_3,
+                           checkpoint_every=every)
     assert ckpt.load_checkpoint(path)["epoch"] == 2
     seen: list[tuple[str, int]] = []
     resumed = compare_optimizers(
@@ -209,3 +222,58 @@ def test_resume_needs_a_checkpoint(tmp_path: Path) -> None:
         compare_optimizers(small_task(), "adam", SMALL, checkpoint=tmp_path / "x.pt", resume=True)
     with pytest.raises(ValueError, match="resume=True needs the checkpoint path"):
         compare_optimizers(small_task(), "adam", SMALL, resume=True)
+
+
+def _tamper(payload: dict[str, Any], where: str, value: Any) -> None:
+    """Set the field at ``where`` (keys and list indices joined by slashes)."""
+    *parents, last = where.split("/")
+    node: Any = payload
+    for key in parents:
+        node = node[int(key)] if isinstance(node, list) else node[key]
+    if value is DELETE:
+        del node[last]
+    elif isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+DELETE = object()
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "message"),
+    [
+        ("epoch", 10**6, r"it claims epoch 1000000 of a 3-epoch run"),
+        ("epoch", -1, r"it claims epoch -1 of a 3-epoch run"),
+        ("epoch", 2.5, r"its epoch is 2.5, not a whole number"),
+        ("epoch", True, r"its epoch is True, not a whole number"),
+        ("settings", "x", r"it has no settings"),
+        ("runs", [], r"it holds 0 runs, not 2"),
+        ("rng", DELETE, r"it has no random-number generator state"),
+        ("runs/1/optimizer", "sgd", r"its runs are not sgd, adam in that order"),
+        ("runs/0/seconds", float("nan"), r"sgd: training time nan is not a number of seconds"),
+        ("runs/0/seconds", -1.0, r"sgd: training time -1.0"),
+        ("runs/1/history", [], r"adam: 0 epochs of history for epoch 3"),
+        ("runs/1/history/1/epoch", 5, r"adam, epoch 2 of the history: out of order"),
+        ("runs/0/history/0/test_loss", float("inf"), r"sgd, epoch 1 of the history: test_loss"),
+        ("runs/0/history/2/test_accuracy", 0.5,
+         r"sgd, epoch 3 of the history: a test accuracy in a regression run"),
+        ("runs/0/model/0.weight", torch.zeros(3), r"sgd: 0.weight is \(3,\) torch.float32"),
+        ("runs/0/model/0.bias", DELETE, r"sgd: the model's tensors are not this network's"),
+        ("runs/0/optimizer_state", {}, r"sgd: the optimizer state is not a torch.optim"),
+    ],
+)
+def test_every_checkpoint_field_is_checked(
+    tmp_path: Path, where: str, value: Any, message: str
+) -> None:
+    path = tmp_path / "ck.pt"
+    config = dataclasses.replace(SMALL, epochs=3)
+    compare_optimizers(small_task(), "sgd,adam", config, checkpoint=path)
+    payload = ckpt.load_checkpoint(path)
+    _tamper(payload, where, value)
+    ckpt.save_checkpoint(path, payload)
+    before = path.read_bytes()
+    with pytest.raises(ckpt.CheckpointError, match=rf"checkpoint {path} is damaged: {message}"):
+        compare_optimizers(small_task(), "sgd,adam", config, checkpoint=path, resume=True)
+    assert path.read_bytes() == before

@@ -146,6 +146,14 @@ def test_csv_integer_target_rule(tmp_path: Path) -> None:
         ("y\n1\n2\n", "y", ValueError, r"only the target column 'y'"),
         ("x,x,y\n1,2,3\n", "y", ValueError, r"header repeats column\(s\): x"),
         ("x,y\n1,2\n", "y", ValueError, r"has 1 data row; need at least 2"),
+        ("x,y\n1,2\n3e38,4\n4e38,5\n", "y", ValueError,
+         r"line 4, column 'x': the value is beyond float32's range \(±3.403e\+38\)"),
+        ("x,y\n1,2.5\n3,-1e39\n", "y", ValueError, r"line 3, column 'y': the value is beyond"),
+        ("x,y\n1,a\n2,b\n", "y", ValueError,
+         r"the test split is empty: each of its 2 classes has a single row.*at least 3"),
+        ("x,y\n1,a\n2,b\n3,c\n", "y", ValueError, r"each of its 3 classes .*at least 4"),
+        ("x" * 140_000 + ",y\n1,2\n", "y", ValueError,
+         r"line 1: cannot be read: field larger than field limit \(131072\); it is the header"),
     ],
 )
 def test_csv_errors_say_what_and_where(
@@ -154,6 +162,27 @@ def test_csv_errors_say_what_and_where(
     path = write(tmp_path, text)
     with pytest.raises(error, match=message):
         load_task(f"csv:{path}", target=target)
+
+
+def test_csv_rows_the_reader_cannot_read_are_named_and_the_others_used(tmp_path: Path) -> None:
+    huge = "1" * 140_000
+    rows = [f"{i},{i + 0.5}" for i in range(10)]
+    rows[3] = f"{huge},3.5"  # line 5
+    rows[7] = f'"a\n{huge}",7.5'  # a quoted field over lines 9-10
+    path = write(tmp_path, "x,y\n" + "\n".join(rows) + "\n")
+    task = load_task(f"csv:{path}", target="y")
+    assert len(task.x_train) + len(task.x_test) == 8
+    limit = "cannot be read: field larger than field limit (131072); row skipped"
+    assert task.notes == (f"{path} line 5: {limit}", f"{path} lines 9-10: {limit}")
+    # The rows used are exactly the readable ones.
+    used = torch.cat([task.y_train, task.y_test]).flatten().sort().values.tolist()
+    assert used == [i + 0.5 for i in range(10) if i not in (3, 7)]
+
+
+def test_csv_classification_with_a_class_of_two_rows_has_a_test_split(tmp_path: Path) -> None:
+    path = write(tmp_path, "x,y\n1,a\n2,b\n3,a\n")
+    task = load_task(f"csv:{path}", target="y")
+    assert (len(task.x_train), len(task.x_test)) == (2, 1)
 
 
 def test_csv_missing_file_and_missing_target(tmp_path: Path) -> None:

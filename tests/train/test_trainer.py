@@ -14,6 +14,7 @@ from handgrad.train.trainer import (
     EpochRecord,
     TrainingDiverged,
     evaluate,
+    needs_closure,
     run_epoch,
     train_epoch,
     train_step,
@@ -106,6 +107,44 @@ def test_lbfgs_steps_through_the_closure() -> None:
     after = evaluate(model, torch.nn.MSELoss(), x, y, "regression")[0]
     assert first == pytest.approx(before, rel=1e-12)
     assert after < 0.5 * before
+
+
+class HalvingSearch(torch.optim.Optimizer):
+    """A user's closure-driven optimizer under a name the trainer has never heard of: it
+    tries a gradient step and halves it until the loss falls."""
+
+    def __init__(self, params: object, lr: float = 1.0) -> None:
+        super().__init__(params, {"lr": lr})  # type: ignore[arg-type]
+
+    def step(self, closure):  # type: ignore[no-untyped-def, override]
+        start = closure()
+        params = [p for group in self.param_groups for p in group["params"]]
+        saved = [p.detach().clone() for p in params]
+        grads = [p.grad.detach().clone() for p in params]
+        step = self.param_groups[0]["lr"]
+        for _ in range(30):
+            with torch.no_grad():
+                for p, p0, g in zip(params, saved, grads, strict=True):
+                    p.copy_(p0 - step * g)
+            if closure() < start:
+                break
+            step /= 2
+        return start
+
+
+class LBFGS(torch.optim.SGD):
+    """Named like L-BFGS, stepped like SGD: the name must not matter."""
+
+
+def test_closure_driven_optimizers_are_recognised_by_their_step_not_their_name() -> None:
+    model, x, y = float64_cubic()
+    assert needs_closure(torch.optim.LBFGS(model.parameters()))
+    assert not needs_closure(LBFGS(model.parameters(), lr=0.1))
+    search = HalvingSearch(model.parameters())
+    assert needs_closure(search)
+    before = evaluate(model, torch.nn.MSELoss(), x, y, "regression")[0]
+    assert train_step(model, torch.nn.MSELoss(), search, x, y) == pytest.approx(before)
+    assert evaluate(model, torch.nn.MSELoss(), x, y, "regression")[0] < before
 
 
 def test_huge_learning_rate_stops_naming_epoch_and_step() -> None:

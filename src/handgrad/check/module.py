@@ -19,9 +19,12 @@ normwise relative error, max|hand − ref| / max|ref|.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import inspect
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -87,9 +90,10 @@ class ModuleCheckResult:
 
 def check_module(
     module: torch.nn.Module,
-    example_input: Tensor,
+    example_input: Tensor | tuple[Tensor, ...],
     *,
     target: Tensor | None = None,
+    forward_kwargs: dict[str, Any] | None = None,
     rtol: float = AUTOGRAD_RTOL,
     atol: float = AUTOGRAD_ATOL,
     fd_rtol: float = FD_RTOL,
@@ -102,13 +106,28 @@ def check_module(
 
     ``module(x)`` (or ``module(x, target)`` for a loss, whose ``backward`` then receives the
     upstream gradient as a float when the loss is a scalar) must be built from torch
-    operations so that autograd can differentiate it. A tensor passes when
-    max|hand − ref| ≤ atol + rtol · max|ref| against autograd, and likewise with
-    ``fd_atol``/``fd_rtol`` against finite differences on up to ``fd_samples`` entries of
-    each tensor (0 skips finite differences). The module and the input are not modified.
+    operations so that autograd can differentiate it. A module of several tensor inputs
+    gets them as a tuple, ``module(*example_input)``, and its ``backward`` must return a tuple
+    of one gradient per input in argument order (each named after forward's argument; an
+    integer input is not differentiated). ``forward_kwargs`` (masks, flags) are passed to
+    every forward and not differentiated.
+
+    A tensor passes when max|hand − ref| ≤ atol + rtol · max|ref| against autograd, and
+    likewise with ``fd_atol``/``fd_rtol`` against finite differences on up to ``fd_samples``
+    entries of each tensor (0 skips finite differences). A parameter also fails when
+    ``backward`` assigns ``.grad`` instead of adding to it, or replaces it with another
+    tensor: a second backward starts from gradients already there, as after
+    ``zero_grad(set_to_none=False)``, and must add into those same tensors (optimizers keep
+    them). The module and the inputs are not modified.
     """
-    if not isinstance(example_input, Tensor):
-        raise TypeError(f"check_module: example_input must be a Tensor, got {type(example_input)}")
+    several = isinstance(example_input, tuple)
+    given: tuple[object, ...] = example_input if several else (example_input,)  # type: ignore[assignment]
+    for value in given:
+        if not isinstance(value, Tensor):
+            raise TypeError(
+                "check_module: example_input must be a Tensor (or a tuple of Tensors), "
+                f"got {type(value)}"
+            )
     if not callable(getattr(module, "backward", None)):
         raise TypeError(
             f"check_module: {type(module).__name__} has no backward() to check "
@@ -119,14 +138,19 @@ def check_module(
             f"check_module: need fd_samples >= 0 and fd_step > 0, got {fd_samples} and {fd_step}"
         )
     reference = copy.deepcopy(module).to(torch.float64)
-    x = _to_float64(example_input)
+    xs = [_to_float64(value) for value in given]  # type: ignore[arg-type]
+    names = _input_names(module, len(xs)) if several else ["input"]
+    wanted = [x.is_floating_point() for x in xs]
     y = None if target is None else _to_float64(target)
-    wants_input_grad = x.is_floating_point()
+    kwargs = {
+        key: _to_float64(value) if isinstance(value, Tensor) else value
+        for key, value in (forward_kwargs or {}).items()
+    }
     rng_states = _RngReplay(reference, seed)
 
-    def run(net: torch.nn.Module, inp: Tensor) -> Tensor:
+    def run(net: torch.nn.Module, inputs: list[Tensor]) -> Tensor:
         with rng_states.replayed(net):
-            out = net(inp) if y is None else net(inp, y)
+            out = net(*inputs, **kwargs) if y is None else net(*inputs, y, **kwargs)
         if not isinstance(out, Tensor):
             raise TypeError(f"check_module: forward must return a Tensor, got {type(out)}")
         return out
@@ -136,9 +160,9 @@ def check_module(
     leaves = dict(graph.named_parameters())
     for param in leaves.values():
         param.requires_grad_(True)
-    x_leaf = x.clone().requires_grad_(wants_input_grad)
+    x_leaves = [x.clone().requires_grad_(w) for x, w in zip(xs, wanted, strict=True)]
     with torch.inference_mode(False), torch.enable_grad():
-        out = run(graph, x_leaf)
+        out = run(graph, x_leaves)
         if not out.requires_grad:
             raise ValueError(
                 f"check_module: autograd cannot differentiate {type(module).__name__}.forward "
@@ -146,55 +170,139 @@ def check_module(
             )
         generator = torch.Generator(device=out.device).manual_seed(seed)
         upstream = torch.randn(out.shape, generator=generator, dtype=out.dtype, device=out.device)
-        inputs = ([x_leaf] if wants_input_grad else []) + list(leaves.values())
+        input_names = [name for name, w in zip(names, wanted, strict=True) if w]
+        inputs = [leaf for leaf, w in zip(x_leaves, wanted, strict=True) if w]
+        inputs += list(leaves.values())
         found = torch.autograd.grad(out, inputs, upstream, allow_unused=True)
     expected = {
         name: torch.zeros_like(tensor) if grad is None else grad.detach()
-        for name, tensor, grad in zip(
-            (["input"] if wants_input_grad else []) + list(leaves),
-            inputs,
-            found,
-            strict=True,
-        )
+        for name, tensor, grad in zip(input_names + list(leaves), inputs, found, strict=True)
     }
 
     # 2. the hand-written backward
+    upstream_arg: Tensor | float = float(upstream) if y is not None and out.dim() == 0 else upstream
     hand = copy.deepcopy(reference)
     for param in hand.parameters():
         param.grad = None
     with torch.no_grad():
-        out = run(hand, x.clone())
-        upstream_arg: Tensor | float = (
-            float(upstream) if y is not None and out.dim() == 0 else upstream
-        )
-        grad_input = hand.backward(upstream_arg)  # type: ignore[operator]
+        run(hand, [x.clone() for x in xs])
+        returned = hand.backward(upstream_arg)  # type: ignore[operator]
     got: dict[str, Tensor | str] = {}
-    if wants_input_grad:
-        got["input"] = _as_gradient(grad_input, x, "backward() returned")
+    if several:
+        if not isinstance(returned, tuple | list) or len(returned) != len(xs):
+            problem = (
+                f"backward() returned {_describe(returned)}, expected a tuple of {len(xs)} "
+                "gradients (one per input, in argument order)"
+            )
+            got.update((name, problem) for name in input_names)
+        else:
+            for name, grad, x, w in zip(names, returned, xs, wanted, strict=True):
+                if w:
+                    got[name] = _as_gradient(grad, x, f"backward() returned for {name}")
+    elif wanted[0]:
+        got["input"] = _as_gradient(returned, xs[0], "backward() returned")
     for name, param in hand.named_parameters():
         got[name] = _as_gradient(param.grad, param, f"{name}.grad is")
 
+    # 2b. the hand-written backward again, onto gradients already there: must add into them
+    accumulated = _accumulation_problems(
+        reference, got, lambda net: run(net, [x.clone() for x in xs]), upstream_arg, seed
+    )
+
     # 3. finite differences, on a copy whose parameters are nudged in place
     nudged = copy.deepcopy(reference)
-    tensors = {"input": x.clone()} if wants_input_grad else {}
+    tensors = {name: x.clone() for name, x, w in zip(names, xs, wanted, strict=True) if w}
     tensors.update(dict(nudged.named_parameters()))
     probe = torch.Generator().manual_seed(seed)
 
     def objective() -> float:
+        current = [tensors.get(name, x) for name, x in zip(names, xs, strict=True)]
         with torch.no_grad():
-            return float((run(nudged, tensors.get("input", x)) * upstream).sum())
+            return float((run(nudged, current) * upstream).sum())
 
-    checks = [
-        _compare(
+    checks = []
+    for name in expected:
+        check = _compare(
             name,
             expected[name],
             got[name],
             _finite_differences(tensors[name], objective, fd_step, fd_samples, probe),
             (rtol, atol, fd_rtol, fd_atol),
         )
-        for name in expected
-    ]
+        if name in accumulated and check.passed:
+            check = dataclasses.replace(check, passed=False, detail=accumulated[name])
+        checks.append(check)
     return ModuleCheckResult(module=type(module).__name__, tensors=checks)
+
+
+def _input_names(module: torch.nn.Module, count: int) -> list[str]:
+    """forward's first ``count`` argument names (input0, input1, ... where it takes *args)."""
+    names: list[str] = []
+    for name, parameter in inspect.signature(module.forward).parameters.items():
+        if parameter.kind not in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD):
+            break
+        names.append(name)
+    if len(names) < count:
+        return [f"input{index}" for index in range(count)]
+    return names[:count]
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, tuple | list):
+        return f"a {type(value).__name__} of {len(value)}"
+    return "None" if value is None else f"a {type(value).__name__}"
+
+
+def _accumulation_problems(
+    reference: torch.nn.Module,
+    first: dict[str, Tensor | str],
+    forward: Callable[[torch.nn.Module], object],
+    upstream: Tensor | float,
+    seed: int,
+) -> dict[str, str]:
+    """Per parameter, why a backward onto existing gradients did not add into them (if so).
+
+    Each parameter starts with a random ``.grad``, R; afterwards ``.grad`` must be that same
+    tensor holding R + (the gradient of the first backward).
+    """
+    net = copy.deepcopy(reference)
+    generator = torch.Generator().manual_seed(seed + 1)
+    before: dict[str, tuple[Tensor, Tensor]] = {}
+    for name, param in net.named_parameters():
+        start = torch.randn(param.shape, generator=generator, dtype=param.dtype)
+        param.grad = start.to(param.device)
+        before[name] = (param.grad, param.grad.clone())
+    with torch.no_grad():
+        forward(net)
+        net.backward(upstream)  # type: ignore[operator]
+    problems: dict[str, str] = {}
+    for name, param in net.named_parameters():
+        gradient = first.get(name)
+        if not isinstance(gradient, Tensor):
+            continue  # reported already
+        kept, values = before[name]
+        if param.grad is None:
+            problems[name] = f"{name}.grad became None when backward ran onto a gradient"
+            continue
+        total = values + gradient.to(values.device)
+        if total.numel() == 0:
+            continue
+        tolerance = 1e-12 * max(float(total.abs().max()), 1.0)
+        if float((param.grad - total).abs().max()) > tolerance:
+            assigned = float((param.grad - gradient).abs().max()) <= tolerance
+            problems[name] = (
+                f"{name}.grad was assigned, not added to: backward must add dL/d{name} to the "
+                "gradient already there (handgrad.nn.accumulate_grad)"
+                if assigned
+                else f"{name}.grad after a second backward is not the old gradient plus "
+                "the new one"
+            )
+        elif param.grad is not kept:
+            problems[name] = (
+                f"{name}.grad was replaced by another tensor: add into the one there "
+                "(handgrad.nn.accumulate_grad), optimizers may hold it"
+            )
+    return problems
 
 
 # --------------------------------------------------------------------------- helpers

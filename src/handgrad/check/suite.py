@@ -27,7 +27,8 @@ import torch
 from torch import Tensor
 
 from handgrad.check.module import check_module
-from handgrad.nn import from_torch
+from handgrad.nn import TorchResidual, from_torch
+from handgrad.tables import format_table, markdown_table
 
 # (relative, absolute floor) per dtype: float64 to a few hundred ulps, float32 to 1e-4.
 TOLERANCES = {torch.float64: (1e-10, 1e-13), torch.float32: (1e-4, 1e-6)}
@@ -92,22 +93,11 @@ class CheckReport:
 
     def to_text(self) -> str:
         """An aligned table for the terminal, with a summary line."""
-        header, body = self.table()
-        widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-
-        def line(cells: list[str]) -> str:
-            padded = (cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
-            return "  ".join(padded).rstrip()
-
-        rule = "  ".join("-" * width for width in widths)
-        return "\n".join([line(header), rule, *(line(cells) for cells in body), "", self.summary()])
+        return "\n".join([format_table(*self.table()), "", self.summary()])
 
     def to_markdown(self) -> str:
         """A GitHub-flavoured Markdown table, with the summary below it."""
-        header, body = self.table()
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in c) + " |" for c in body]
-        return "\n".join([*lines, "", self.summary()])
+        return "\n".join([markdown_table(*self.table()), "", self.summary()])
 
 
 @dataclass(frozen=True)
@@ -249,8 +239,108 @@ def _cases() -> list[_Case]:
             ),
             (5, 2, 3),
         ),
+        _Case(
+            "residual net: nested Sequential, Residual blocks (identity, projection)",
+            lambda: nn.Sequential(
+                nn.Linear(4, 8),
+                TorchResidual(nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 8))),
+                TorchResidual(nn.Sequential(nn.Linear(8, 6), nn.GELU()), nn.Linear(8, 6)),
+                nn.Sequential(nn.ReLU(), nn.Linear(6, 2)),
+            ),
+            (7, 4),
+        ),
     ]
+    cases += _convolutional_cases()
     return cases
+
+
+def _convolutional_cases() -> list[_Case]:
+    """Convolutions, pooling, normalization, channel dropout, a CNN and a ResNet block."""
+    nn = torch.nn
+
+    def basic_block() -> torch.nn.Module:
+        block = nn.Sequential(
+            nn.Conv2d(4, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
+            nn.Conv2d(4, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4),
+        )  # fmt: skip
+        return nn.Sequential(TorchResidual(block), nn.ReLU())
+
+    return [
+        _Case("Conv1d(3, 4, 3, stride=2, padding=1)", lambda: nn.Conv1d(3, 4, 3, 2, 1), (2, 3, 9)),
+        _Case("Conv2d(3, 4, 3, padding=1)", lambda: nn.Conv2d(3, 4, 3, padding=1), (2, 3, 6, 6)),
+        _Case(
+            "Conv2d depthwise, stride 2, dilation 2, reflect",
+            lambda: nn.Conv2d(4, 8, 3, 2, 2, 2, groups=4, padding_mode="reflect"),
+            (2, 4, 7, 6),
+        ),
+        _Case(
+            "Conv2d(2, 3, 4, padding='same', circular)",
+            lambda: nn.Conv2d(2, 3, 4, padding="same", padding_mode="circular"),
+            (2, 2, 5, 6),
+        ),
+        _Case(
+            "ConvTranspose2d(4, 2, 3, stride 2, output_padding 1, groups 2)",
+            lambda: nn.ConvTranspose2d(4, 2, 3, 2, 1, 1, groups=2),
+            (2, 4, 3, 4),
+        ),
+        _Case(
+            "MaxPool2d(3, 2, 1, ceil_mode)",
+            lambda: nn.MaxPool2d(3, 2, 1, ceil_mode=True),
+            (2, 3, 7, 6),
+        ),
+        _Case(
+            "AvgPool2d(3, 2, 1, ceil_mode, exclude pad)",
+            lambda: nn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False),
+            (2, 3, 7, 6),
+        ),
+        _Case("AdaptiveAvgPool2d((2, 3))", lambda: nn.AdaptiveAvgPool2d((2, 3)), (2, 3, 5, 7)),
+        _Case("BatchNorm1d(4), training", lambda: _drawn(nn.BatchNorm1d(4)), (6, 4), scale=2.0),
+        _Case(
+            "BatchNorm2d(3), training", lambda: _drawn(nn.BatchNorm2d(3)), (3, 3, 4, 4), scale=2.0
+        ),
+        _Case(
+            "BatchNorm2d(3, momentum=None), eval",
+            lambda: _drawn(nn.BatchNorm2d(3, momentum=None)).eval(),
+            (3, 3, 4, 4),
+        ),
+        _Case("GroupNorm(2, 4)", lambda: _drawn(nn.GroupNorm(2, 4)), (3, 4, 3, 3), scale=2.0),
+        _Case("Dropout2d(0.3), training", lambda: nn.Dropout2d(0.3), (4, 5, 3, 3), cpu_only=True),
+        _Case(
+            "CNN: 2 x (conv, batchnorm, relu, maxpool), linear",
+            lambda: nn.Sequential(
+                nn.Conv2d(1, 4, 3, padding=1, bias=False),
+                nn.BatchNorm2d(4),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Conv2d(4, 8, 3, padding=1, bias=False),
+                nn.BatchNorm2d(8),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Flatten(),
+                nn.Linear(8 * 2 * 2, 5),
+            ),
+            (4, 1, 8, 8),
+        ),
+        _Case("ResNet basic block (Residual)", basic_block, (2, 4, 5, 5)),
+    ]
+
+
+def _drawn(norm: torch.nn.Module) -> torch.nn.Module:
+    """A normalization layer with γ, β (and running statistics) drawn at random: away from
+    the special 1 and 0, and drawn before the input, so that the input is not the upstream
+    gradient's draw (a gradient ∝ x, along which a normalization's output does not move)."""
+    with torch.no_grad():
+        for name, tensor in norm.named_parameters():
+            if name == "weight":
+                tensor.uniform_(0.5, 1.5)
+            else:
+                tensor.uniform_(-1.0, 1.0)
+        for name, buffer in norm.named_buffers():
+            if name == "running_mean":
+                buffer.uniform_(-1.0, 1.0)
+            elif name == "running_var":
+                buffer.uniform_(0.5, 2.0)
+    return norm
 
 
 def _mlp(widths: list[int], activations: list[torch.nn.Module]) -> torch.nn.Sequential:

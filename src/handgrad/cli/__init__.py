@@ -2,27 +2,77 @@
 
 Each subcommand lives in its own module ``handgrad.cli.<name>`` exposing
 ``register(subparsers) -> None`` (adds its parser and sets ``run`` as the default ``func``)
-and ``run(args) -> int``. Errors the user can fix are raised as :class:`CLIError` (or
-``ValueError``/``FileNotFoundError``) and printed as one line on stderr with exit status 2.
+and ``run(args) -> int``. Every error is one line on stderr, ``handgrad COMMAND: error: ...``,
+and an exit status that says which kind it was (:data:`EXIT_STATUS`): errors the user can
+fix are raised as :class:`CLIError` (or ``ValueError``/``FileNotFoundError``); any
+``OSError`` names the path and the reason (:func:`handgrad.files.describe_os_error`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 
 from handgrad import __version__
+from handgrad.files import OutputInUseError, WriteError, describe_os_error
 
 # Order is the order shown in --help.
 SUBCOMMANDS = ("demo", "check", "train", "trajectories", "roots")
 
+# The exit statuses of every subcommand (74 and 75 are sysexits.h's EX_IOERR, EX_TEMPFAIL).
+EXIT_OK = 0
+EXIT_USAGE = 2  # bad input: an option, a value, an input file
+EXIT_IO = 74  # a file could not be written or read (disk full, read-only, no permission, ...)
+EXIT_IN_USE = 75  # the output folder or file is being written by another handgrad process
+EXIT_INTERRUPTED = 130  # SIGINT (Ctrl-C)
+EXIT_BROKEN_PIPE = 141  # stdout's reader went away
+EXIT_TERMINATED = 143  # SIGTERM
+EXIT_STATUS = {
+    EXIT_OK: "success",
+    1: "the command ran but its result is a failure (a check failed, a root not found, "
+    "bad rows in a CSV)",
+    EXIT_USAGE: "bad input: an option, a value or an input file",
+    EXIT_IO: "a file could not be written (or read): disk full, read-only, no permission, "
+    "a folder where a file should be; the outputs written before are intact",
+    EXIT_IN_USE: "the output is being written by another handgrad process",
+    EXIT_INTERRUPTED: "interrupted by SIGINT (Ctrl-C)",
+    EXIT_BROKEN_PIPE: "the reader of the output went away",
+    EXIT_TERMINATED: "stopped by SIGTERM",
+}
+
 
 class CLIError(Exception):
     """A problem with the user's input, reported as one line and a non-zero exit."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread as Ctrl-C raises KeyboardInterrupt, so that the same
+    clean-up runs (``train`` saves its last finished epoch)."""
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated` in the main thread (elsewhere,
+    and outside the block, SIGTERM keeps its handler)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,19 +97,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(list(argv) if argv is not None else None)
     if getattr(args, "func", None) is None:
         parser.print_help()
-        return 2
+        return EXIT_USAGE
+
+    def fail(message: object, status: int) -> int:
+        print(f"handgrad {args.command}: error: {message}", file=sys.stderr)
+        return status
+
     try:
         status: int = args.func(args)
+    except OutputInUseError as error:
+        return fail(error, EXIT_IN_USE)
+    except WriteError as error:
+        return fail(error, EXIT_IO)
     except (CLIError, ValueError, FileNotFoundError, FileExistsError) as error:
-        print(f"handgrad {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"handgrad {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return fail(describe_os_error(error) if isinstance(error, OSError) else error, EXIT_USAGE)
+    except KeyboardInterrupt as error:
+        terminated = isinstance(error, Terminated)
+        print(f"handgrad {args.command}: {'terminated' if terminated else 'interrupted'}",
+              file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`handgrad check | head`): not our error. Point stdout at
         # devnull so the interpreter's final flush does not raise a second time.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return 141
+        return EXIT_BROKEN_PIPE
+    except OSError as error:  # an input that cannot be read, a write outside handgrad.files
+        return fail(describe_os_error(error), EXIT_IO)
     return status

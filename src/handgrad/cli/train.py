@@ -2,26 +2,35 @@
 
     handgrad train --task cubic --optimizers sgd,rmsprop,adam [--epochs N] [--batch-size B]
         [--lr LR] [--seed S] [--device cpu|cuda] [--out DIR] [--resume]
-        [--dist-timeout SECONDS]
+        [--checkpoint-every SECONDS] [--dist-timeout SECONDS]
 
 A thin layer over :func:`handgrad.train.compare_optimizers` and
-:func:`handgrad.train.write_outputs`. Under ``torchrun --nproc-per-node N -m handgrad train``
-it trains data-parallel (``--batch-size`` stays the global batch); rank 0 alone prints and
-writes the files.
+:func:`handgrad.plots.training.write_outputs`. Under
+``torchrun --nproc-per-node N -m handgrad train`` it trains data-parallel (``--batch-size``
+stays the global batch); rank 0 alone prints and writes the files.
+
+The output folder is locked for the whole run (:func:`handgrad.files.lock_folder`): a second
+``train`` into it is refused at once. The checkpoint is written before the first epoch (the
+check that the folder can take it), every ``--checkpoint-every`` seconds, after the last
+epoch, and on Ctrl-C or SIGTERM (the last finished epoch).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from handgrad.cli import CLIError
+from handgrad.cli import CLIError, sigterm_raises
+from handgrad.files import WriteError, lock_folder
+from handgrad.tables import format_table
 
 if TYPE_CHECKING:
-    from handgrad.train.compare import TrainConfig
+    from handgrad.train.compare import ComparisonResult, TrainConfig
     from handgrad.train.tasks import Task
 
 DEFAULT_OPTIMIZERS = "sgd,rmsprop,adam"
@@ -35,7 +44,7 @@ def register(subparsers: Any) -> None:
         description=(
             "Train one model per optimizer from the same initial weights on the same batch "
             "order; print a table and write metrics.json, loss_curves.png, predictions.png "
-            "(regression) and checkpoint.pt (after every epoch) into --out."
+            "(regression) and checkpoint.pt into --out."
         ),
     )
     parser.add_argument(
@@ -49,7 +58,13 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--optimizers", default=DEFAULT_OPTIMIZERS,
-        help=f"comma-separated lowercase torch.optim names (default: {DEFAULT_OPTIMIZERS})",
+        help="comma-separated lowercase torch.optim names, plus 'momentum' and 'nesterov' "
+        f"(SGD with momentum 0.9) (default: {DEFAULT_OPTIMIZERS})",
+    )
+    parser.add_argument(
+        "--model", metavar="NAME[:KEY=VALUE,...]", default=None,
+        help="the network, e.g. mlp:hidden=100x100,activation=sigmoid,dropout=0.1; "
+        + _models_help() + " (default: mlp, the task's network)",
     )
     parser.add_argument("--epochs", type=int, default=None, help="default: per task")
     parser.add_argument("--batch-size", type=int, default=None,
@@ -70,11 +85,23 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in DIR from DIR/checkpoint.pt (same arguments)")
     parser.add_argument(
+        "--checkpoint-every", metavar="SECONDS", type=float, default=None,
+        help="write checkpoint.pt after an epoch once this many seconds have passed since the "
+        "last write (0: after every epoch); always before the first epoch, after the last "
+        "and on Ctrl-C or SIGTERM (default: 60)",
+    )
+    parser.add_argument(
         "--dist-timeout", metavar="SECONDS", type=float, default=None,
         help="under torchrun: how long a process waits for a dead or stuck peer before "
         "exiting with an error (default: 120)",
     )
     parser.set_defaults(func=run)
+
+
+def _models_help() -> str:
+    from handgrad.train.models import describe_models
+
+    return "models: " + describe_models()
 
 
 def default_out_dir(task: str) -> Path:
@@ -83,24 +110,19 @@ def default_out_dir(task: str) -> Path:
     return Path("runs") / re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def format_table(rows: list[dict[str, Any]], classification: bool) -> str:
+def results_table(rows: list[dict[str, Any]], classification: bool) -> str:
     """The results as an aligned text table, one row per optimizer."""
     header = ["optimizer", "lr", "train loss", "test loss"]
     header += ["test accuracy"] if classification else []
     header += ["seconds"]
-    lines = [header]
+    body = []
     for row in rows:
         cells = [row["optimizer"], f"{row['lr']:g}", f"{row['train_loss']:.4g}",
                  f"{row['test_loss']:.4g}"]
         cells += [f"{row['test_accuracy']:.4f}"] if classification else []
         cells += [f"{row['seconds']:.2f}"]
-        lines.append(cells)
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
-                  for i, (cell, w) in enumerate(zip(line, widths, strict=True)))
-        for line in lines
-    )
+        body.append(cells)
+    return format_table(header, body, right=range(1, len(header)))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -109,44 +131,78 @@ def run(args: argparse.Namespace) -> int:
     Under torchrun every process trains its shard; a peer that dies or hangs makes the
     others exit with an error within ``--dist-timeout`` seconds.
     """
+    from handgrad.optim.names import parse_optimizer_names
     from handgrad.train import distributed
-    from handgrad.train.compare import TrainConfig, parse_optimizers
-    from handgrad.train.outputs import CHECKPOINT
+    from handgrad.train.checkpoint import CHECKPOINT_EVERY, CHECKPOINT_FILE
+    from handgrad.train.compare import TrainConfig
+    from handgrad.train.models import DEFAULT_MODEL, parse_model
     from handgrad.train.tasks import load_task
 
     out_dir = Path(args.out) if args.out else default_out_dir(args.task)
     if out_dir.exists() and not out_dir.is_dir():
         raise CLIError(f"--out {out_dir} is a file; expected a directory")
-    checkpoint = out_dir / CHECKPOINT
+    checkpoint = out_dir / CHECKPOINT_FILE
     if args.resume and not checkpoint.is_file():
         raise CLIError(f"--resume: no checkpoint at {checkpoint}; start the run without --resume")
-    names = parse_optimizers(args.optimizers)
+    names = parse_optimizer_names(args.optimizers)
     timeout = distributed.DEFAULT_TIMEOUT if args.dist_timeout is None else args.dist_timeout
     if not 0 < timeout < 1e7:
         raise CLIError(f"--dist-timeout must be a positive number of seconds, got {timeout:g}")
-    task = load_task(args.task, seed=args.seed, target=args.target)
-    device = str(distributed.local_device(args.device))
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                         seed=args.seed, device=device, backend=args.backend)
-    try:
-        with distributed.process_group(device, timeout=timeout) as replicas:
-            writer = replicas is None or replicas.is_writer
-            return _train_and_report(task, names, config, out_dir, args.resume, writer)
-    except distributed.DistributedError as error:
-        raise CLIError(str(error)) from None
+    model = parse_model(args.model or DEFAULT_MODEL)
+    every = CHECKPOINT_EVERY if args.checkpoint_every is None else args.checkpoint_every
+    if not 0 <= every < math.inf:
+        raise CLIError(f"--checkpoint-every must be a number of seconds >= 0, got {every:g}")
+    # Rank 0 alone writes, so rank 0 alone locks (the others would find its lock).
+    info = distributed.process_info()
+    writer = info is None or info.rank == 0
+    try:  # before training, not after: the plots need matplotlib
+        from handgrad.plots.training import write_outputs
+    except ImportError as error:
+        raise CLIError(
+            f"the plots need matplotlib ({error}); install it with: pip install 'handgrad[all]'"
+        ) from None
+    with lock_folder(out_dir) if writer else contextlib.nullcontext(out_dir):
+        task = load_task(args.task, seed=args.seed, target=args.target)
+        if writer:
+            for note in task.notes:
+                print(f"handgrad train: warning: {note}", file=sys.stderr)
+        device = str(distributed.local_device(args.device))
+        config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                             seed=args.seed, device=device, backend=args.backend,
+                             model=model)
+        checkpoint = out_dir / CHECKPOINT_FILE
+        try:
+            # Every rank trains in the group and leaves it together with the others; rank 0
+            # writes the outputs after that, so no peer waits on (or is torn from) its writes.
+            with distributed.process_group(device, timeout=timeout) as replicas:
+                writer = replicas is None or replicas.is_writer
+                result = _train(task, names, config, checkpoint, args.resume, writer, every)
+        except distributed.DistributedError as error:
+            raise CLIError(str(error)) from None
+        if not writer:
+            return 0
+        try:
+            written = write_outputs(result, out_dir)
+        except WriteError as error:
+            raise _with_resume_hint(error, checkpoint) from error
+    rows = [{**document, "lr": run.lr}
+            for document, run in zip(result.metrics()["runs"], result.runs, strict=True)]
+    print(results_table(rows, task.kind == "classification"))
+    print("wrote " + ", ".join(str(path) for path in [*written, checkpoint]))
+    return 0
 
 
-def _train_and_report(
-    task: Task, names: list[str], config: TrainConfig, out_dir: Path, resume: bool, writer: bool
-) -> int:
-    """Train; the writer (rank 0, or the only process) shows progress, prints and writes."""
+def _train(
+    task: Task, names: list[str], config: TrainConfig, checkpoint: Path, resume: bool,
+    writer: bool, checkpoint_every: float,
+) -> ComparisonResult:
+    """Train; the writer (rank 0, or the only process) shows progress and writes the
+    checkpoint."""
     from tqdm import tqdm
 
     from handgrad.train.compare import compare_optimizers
-    from handgrad.train.outputs import CHECKPOINT, write_outputs
     from handgrad.train.trainer import EpochRecord, TrainingDiverged
 
-    checkpoint = out_dir / CHECKPOINT
     epochs = config.epochs if config.epochs is not None else task.defaults.epochs
     bar = tqdm(total=max(epochs, 1) * len(names), unit="epoch", file=sys.stderr,
                disable=None if writer else True, desc=f"train {task.name}")
@@ -158,8 +214,11 @@ def _train_and_report(
         bar.refresh()
 
     try:
-        result = compare_optimizers(task, names, config, checkpoint=checkpoint,
-                                    resume=resume, on_epoch=on_epoch if writer else None)
+        with sigterm_raises():  # SIGTERM, like Ctrl-C, saves the last finished epoch
+            return compare_optimizers(
+                task, names, config, checkpoint=checkpoint, resume=resume,
+                checkpoint_every=checkpoint_every, on_epoch=on_epoch if writer else None,
+            )
     except TrainingDiverged as error:
         raise CLIError(str(error)) from None
     except KeyboardInterrupt:
@@ -167,14 +226,19 @@ def _train_and_report(
             print(f"the last finished epoch is in {checkpoint}; add --resume to continue",
                   file=sys.stderr)
         raise
+    except WriteError as error:
+        raise _with_resume_hint(error, checkpoint) from error
     finally:
         bar.close()
 
-    if not writer:
-        return 0
-    written = write_outputs(result, out_dir)
-    rows = [{**document, "lr": run.lr}
-            for document, run in zip(result.metrics()["runs"], result.runs, strict=True)]
-    print(format_table(rows, task.kind == "classification"))
-    print("wrote " + ", ".join(str(path) for path in [*written, checkpoint]))
-    return 0
+
+def _with_resume_hint(error: WriteError, checkpoint: Path) -> WriteError:
+    """The same error, saying what the checkpoint (intact: writes are atomic) still holds."""
+    from handgrad.train.checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        epoch = load_checkpoint(checkpoint)["epoch"]
+    except (OSError, CheckpointError):
+        return error
+    hint = f"{checkpoint.name} holds epoch {epoch}: make room, then add --resume"
+    return WriteError(error.errno, f"{error.strerror}; {hint}", error.filename)

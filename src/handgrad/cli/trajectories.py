@@ -15,8 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from handgrad.cli import CLIError
-from handgrad.train.functions2d import FUNCTIONS, get_function
-from handgrad.train.trajectories import Trajectory, run_trajectories
+from handgrad.files import lock_file
+from handgrad.landscapes.functions2d import FUNCTIONS, get_function
+from handgrad.landscapes.trajectories import Trajectory, run_trajectories
+from handgrad.optim.names import parse_optimizer_names
+from handgrad.tables import format_table
 
 DEFAULT_OPTIMIZERS = "sgd,momentum,rmsprop,adam"
 
@@ -59,42 +62,36 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def _parse_optimizers(text: str) -> list[str]:
-    names = [name.strip().lower() for name in text.split(",") if name.strip()]
-    if not names:
-        raise CLIError(f"--optimizers must name at least one optimizer, got {text!r}")
-    return names
-
-
-def _format_table(trajectories: list[Trajectory], distances: list[float | None]) -> str:
-    header = ("optimizer", "lr", "steps", "final point", "final value", "distance to minimum")
-    rows = [header]
+def _results_table(trajectories: list[Trajectory], distances: list[float | None]) -> str:
+    header = ["optimizer", "lr", "steps", "final point", "final value", "distance to minimum"]
+    rows = []
     for trajectory, distance in zip(trajectories, distances, strict=True):
         x, y = trajectory.final_point
         value = f"{trajectory.final_value:.4g}"
         if trajectory.diverged_at is not None:
             value += f" (diverged at step {trajectory.diverged_at})"
         rows.append(
-            (
+            [
                 trajectory.optimizer,
                 f"{trajectory.lr:g}",
                 str(trajectory.steps_taken),
                 f"({x:.6g}, {y:.6g})",
                 value,
                 "-" if distance is None else f"{distance:.3g}",
-            )
+            ]
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    )
+    return format_table(header, rows)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the optimizers, write the PNG, print the table; returns the exit status."""
     function = get_function(args.function)
-    optimizers = _parse_optimizers(args.optimizers)
+    try:
+        optimizers = parse_optimizer_names(args.optimizers)
+    except ValueError:
+        raise CLIError(
+            f"--optimizers must name at least one optimizer, each once, got {args.optimizers!r}"
+        ) from None
     if args.steps is not None and args.steps < 1:
         raise CLIError(f"--steps must be a positive integer, got {args.steps}")
     if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
@@ -111,10 +108,11 @@ def run(args: argparse.Namespace) -> int:
             f"drawing needs matplotlib ({error}); install it with: pip install 'handgrad[all]'"
         ) from None
 
-    trajectories = run_trajectories(function, optimizers, steps=args.steps, lr=args.lr)
-    save_png(plot_trajectories(function, trajectories), out)
+    with lock_file(out):  # one writer per output file: a second run is refused at once
+        trajectories = run_trajectories(function, optimizers, steps=args.steps, lr=args.lr)
+        save_png(plot_trajectories(function, trajectories), out)
     distances = [function.distance_to_minimum(t.final_point) for t in trajectories]
     print(f"{function.name}: f(x, y) = {function.formula}, start {function.start}")
-    print(_format_table(trajectories, distances))
+    print(_results_table(trajectories, distances))
     print(f"wrote {out}")
     return 0

@@ -25,38 +25,58 @@ kernel calls.
 
 from handgrad.nn import functional
 from handgrad.nn.activations import ELU, GELU, Identity, LeakyReLU, ReLU, Sigmoid, Softplus, Tanh
-from handgrad.nn.container import Sequential
-from handgrad.nn.convert import from_torch, to_torch
+from handgrad.nn.container import Residual, Sequential
+from handgrad.nn.conv import Conv1d, Conv2d, ConvTranspose2d
+from handgrad.nn.convert import TorchResidual, from_torch, register_conversion, to_torch
+from handgrad.nn.dropout import Dropout2d
 from handgrad.nn.flat import FlatLayout, flatten_parameters
-from handgrad.nn.gradients import accumulate_grad, gradient_slot
+from handgrad.nn.global_dropout import GlobalBatchDropout
+from handgrad.nn.gradients import accumulate_grad
 from handgrad.nn.layers import Dropout, Flatten, Linear
 from handgrad.nn.loss import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss
 from handgrad.nn.module import Module
+from handgrad.nn.normalization import BatchNorm1d, BatchNorm2d, GroupNorm
+from handgrad.nn.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
+from handgrad.nn.unflatten import Unflatten
 
 __all__ = [
     "ELU",
     "GELU",
+    "AdaptiveAvgPool2d",
+    "AvgPool2d",
     "BCEWithLogitsLoss",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "Conv1d",
+    "Conv2d",
+    "ConvTranspose2d",
     "CrossEntropyLoss",
     "Dropout",
+    "Dropout2d",
     "FlatLayout",
     "Flatten",
+    "GlobalBatchDropout",
+    "GroupNorm",
     "HuberLoss",
     "Identity",
     "L1Loss",
     "LeakyReLU",
     "Linear",
     "MSELoss",
+    "MaxPool2d",
     "Module",
     "ReLU",
+    "Residual",
     "Sequential",
     "Sigmoid",
     "Softplus",
     "Tanh",
+    "TorchResidual",
+    "Unflatten",
     "accumulate_grad",
     "flatten_parameters",
     "from_torch",
     "functional",
-    "gradient_slot",
+    "register_conversion",
     "to_torch",
 ]

@@ -18,22 +18,23 @@ class _Activation(Module):
     def _kernel_backward(self, grad_output: Tensor, ctx: Ctx) -> Tensor:
         raise NotImplementedError
 
-    _chainable = True
+    def _floating(self, x: Tensor) -> Tensor:
+        """``x`` if it is floating-point, else NotImplementedError as torch's kernel raises."""
+        if not x.is_floating_point():
+            raise NotImplementedError(
+                f"{self._get_name()}: not implemented for input of dtype {x.dtype} (as in "
+                f"torch.nn.{self._get_name()}); give a floating-point tensor"
+            )
+        return x
 
-    def forward(self, x: Tensor) -> Tensor:
-        out, ctx = self._forward_ctx(x)
+    def forward(self, input: Tensor) -> Tensor:
+        if not isinstance(input, Tensor):
+            self._check_tensor(input)  # raises the TypeError
+        out, ctx = self._kernel(input)
         return self._remember(ctx, out)
-
-    def _forward_ctx(self, x: Tensor) -> tuple[Tensor, Ctx]:
-        if not isinstance(x, Tensor):
-            self._check_tensor(x)  # raises the TypeError
-        return self._kernel(x)
 
     def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
         ctx = self._recall(grad_output)
-        return self._kernel_backward(grad_output, ctx) if input_grad else None
-
-    def _backward_ctx(self, grad_output: Tensor, ctx: Ctx, input_grad: bool) -> Tensor | None:
         return self._kernel_backward(grad_output, ctx) if input_grad else None
 
 
@@ -88,14 +89,15 @@ class LeakyReLU(_Activation):
         return f"negative_slope={self.negative_slope}"
 
     def _kernel(self, x: Tensor) -> tuple[Tensor, Ctx]:
-        return F.leaky_relu_forward(x, self.negative_slope)
+        return F.leaky_relu_forward(self._floating(x), self.negative_slope)
 
     def _kernel_backward(self, grad_output: Tensor, ctx: Ctx) -> Tensor:
         return F.leaky_relu_backward(grad_output, ctx)
 
 
 class ELU(_Activation):
-    """y = x for x > 0, else α(eˣ − 1); dx = g or g·α eˣ."""
+    """y = x for x > 0, else α(eˣ − 1); dx = g·α eˣ for x ≤ 0, else g (also for x = NaN:
+    torch's scalar kernel gives that too, its vectorised one NaN)."""
 
     def __init__(self, alpha: float = 1.0) -> None:
         super().__init__()
@@ -105,7 +107,7 @@ class ELU(_Activation):
         return f"alpha={self.alpha}"
 
     def _kernel(self, x: Tensor) -> tuple[Tensor, Ctx]:
-        return F.elu_forward(x, self.alpha)
+        return F.elu_forward(self._floating(x), self.alpha)
 
     def _kernel_backward(self, grad_output: Tensor, ctx: Ctx) -> Tensor:
         return F.elu_backward(grad_output, ctx)
@@ -124,7 +126,7 @@ class GELU(_Activation):
         return f"approximate={self.approximate!r}"
 
     def _kernel(self, x: Tensor) -> tuple[Tensor, Ctx]:
-        return F.gelu_forward(x, self.approximate)
+        return F.gelu_forward(self._floating(x), self.approximate)
 
     def _kernel_backward(self, grad_output: Tensor, ctx: Ctx) -> Tensor:
         return F.gelu_backward(grad_output, ctx)
@@ -144,7 +146,7 @@ class Softplus(_Activation):
         return f"beta={self.beta}, threshold={self.threshold}"
 
     def _kernel(self, x: Tensor) -> tuple[Tensor, Ctx]:
-        return F.softplus_forward(x, self.beta, self.threshold)
+        return F.softplus_forward(self._floating(x), self.beta, self.threshold)
 
     def _kernel_backward(self, grad_output: Tensor, ctx: Ctx) -> Tensor:
         return F.softplus_backward(grad_output, ctx)

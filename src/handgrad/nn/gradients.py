@@ -32,9 +32,6 @@ def accumulate_grad(param: Tensor, grad: Tensor) -> None:
     slot: FlatSlot | None = param.__dict__.get(FLAT_SLOT)
     if slot is not None:
         target = slot.grad
-        if grad is target:  # written in place by a layer that asked gradient_slot()
-            param.grad = grad
-            return
         if not slot.holds(param):
             del param.__dict__[FLAT_SLOT]  # the layout is gone: back to a gradient of its own
         elif (
@@ -50,20 +47,3 @@ def accumulate_grad(param: Tensor, grad: Tensor) -> None:
         with torch.inference_mode(False):
             grad = grad.clone()
     param.grad = grad
-
-
-def gradient_slot(param: Tensor) -> Tensor | None:
-    """The tensor :func:`accumulate_grad` would store ``param``'s next gradient in, or None.
-
-    Its slot in a :class:`handgrad.nn.FlatLayout`'s gradient buffer, while ``param.grad``
-    is None and the layout still holds. Kept for layers written before accumulate_grad
-    stored into the slot itself (a layer may write there with ``out=`` and hand the slot to
-    accumulate_grad, saving a copy); a layer needs nothing but accumulate_grad.
-    """
-    slot: FlatSlot | None = param.__dict__.get(FLAT_SLOT)
-    if slot is None or param.grad is not None:
-        return None
-    if not slot.holds(param):
-        del param.__dict__[FLAT_SLOT]
-        return None
-    return slot.grad

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from handgrad.nn import functional as F
-from handgrad.nn.gradients import accumulate_grad, gradient_slot
+from handgrad.nn.gradients import accumulate_grad
 from handgrad.nn.module import Module
 
 
@@ -69,23 +69,18 @@ class Linear(Module):
             f"bias={self.bias is not None}"
         )
 
-    _chainable = True
-
-    def forward(self, x: Tensor) -> Tensor:
-        out, ctx = self._forward_ctx(x)
-        return self._remember(ctx, out)
-
-    def _forward_ctx(self, x: Tensor) -> tuple[Tensor, F.Ctx]:
+    def forward(self, input: Tensor) -> Tensor:
         # Read from _parameters: attribute access to a parameter costs as much as this layer's
         # own work on a small input.
         parameters = self._parameters
         try:
-            return F.linear_forward(x, parameters["weight"], parameters["bias"])  # type: ignore[arg-type]
+            out, ctx = F.linear_forward(input, parameters["weight"], parameters["bias"])  # type: ignore[arg-type]
         except (AttributeError, TypeError, RuntimeError):
             # torch refuses every input the checks below refuse, so they run only then: on
             # small layers they would cost as much as the matrix multiply itself.
-            self._check_input(x)
+            self._check_input(input)
             raise
+        return self._remember(ctx, out)
 
     def _check_input(self, x: object) -> None:
         """TypeError/ValueError naming the problem with an input the kernel refused."""
@@ -97,25 +92,12 @@ class Linear(Module):
         self._check_like(x, self.weight, "input", "weight")
 
     def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
-        return self._backward_ctx(grad_output, self._recall(grad_output), input_grad)
-
-    def _backward_ctx(self, grad_output: Tensor, ctx: F.Ctx, input_grad: bool) -> Tensor | None:
+        ctx = self._recall(grad_output)
         _, weight, bias = ctx  # the parameters the forward used
-        # Flattened parameters (flatten_parameters) get their gradients written in place.
-        weight_out = gradient_slot(weight)
-        bias_out = None if bias is None else gradient_slot(bias)
-        grad_x, grad_weight, grad_bias = F.linear_backward(
-            grad_output, ctx, input_grad, weight_out, bias_out
-        )
-        if weight_out is None:
-            accumulate_grad(weight, grad_weight)
-        else:  # already in its slot: attach it
-            weight.grad = weight_out
-        if bias is not None and grad_bias is not None:
-            if bias_out is None:
-                accumulate_grad(bias, grad_bias)
-            else:
-                bias.grad = bias_out
+        grad_x, grad_weight, grad_bias = F.linear_backward(grad_output, ctx, input_grad)
+        accumulate_grad(weight, grad_weight)
+        if bias is not None:
+            accumulate_grad(bias, grad_bias)  # type: ignore[arg-type]
         return grad_x
 
 
@@ -136,8 +118,14 @@ class Dropout(Module):
     def extra_repr(self) -> str:
         return f"p={self.p}"
 
-    def forward(self, x: Tensor) -> Tensor:
-        out, ctx = F.dropout_forward(self._check_tensor(x), self.p, self.training, self.generator)
+    def forward(self, input: Tensor) -> Tensor:
+        x = self._check_tensor(input)
+        if self.training and 0.0 < self.p < 1.0 and not (x.is_floating_point() or x.is_complex()):
+            raise RuntimeError(  # torch's type: the scaled result cannot be cast back
+                f"{self!r}: an input of dtype {x.dtype} cannot hold x·m/(1 − p); "
+                "give a floating-point tensor"
+            )
+        out, ctx = F.dropout_forward(x, self.p, self.training, self.generator)
         return self._remember(ctx, out)
 
     def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
@@ -156,8 +144,8 @@ class Flatten(Module):
     def extra_repr(self) -> str:
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = self._check_tensor(x)
+    def forward(self, input: Tensor) -> Tensor:
+        x = self._check_tensor(input)
         try:
             out, ctx = F.flatten_forward(x, self.start_dim, self.end_dim)
         except (IndexError, RuntimeError) as error:

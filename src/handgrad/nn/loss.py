@@ -29,15 +29,32 @@ class _Loss(Module):
     def _kernel_backward(self, grad: Tensor | float, ctx: Ctx) -> Tensor:
         raise NotImplementedError
 
-    def backward(self, grad: Tensor | float = 1.0, input_grad: bool = True) -> Tensor:
-        """d(loss)/d(prediction), scaled by ``grad`` = d(objective)/d(loss).
+    def backward(self, grad: Tensor | float | None = 1.0, input_grad: bool = True) -> Tensor:
+        """d(loss)/d(input), scaled by ``grad`` = d(objective)/d(loss).
 
-        ``grad`` is a float, or a tensor of the loss's shape (useful with reduction="none").
-        ``input_grad`` exists only to match :meth:`Module.backward`: the gradient with
-        respect to the prediction is what a loss's backward is for, so it is always returned.
+        ``grad`` is a number (None means 1.0, as torch's ``loss.backward()``), or a tensor of
+        the loss's shape (useful with reduction="none"). ``input_grad`` exists only to match
+        :meth:`Module.backward`: the gradient with respect to the input (the prediction) is
+        what a loss's backward is for, so it is always returned; the target gets none.
         """
+        if grad is None:
+            grad = 1.0
+        elif isinstance(grad, int | float) and not isinstance(grad, bool):
+            grad = float(grad)
         ctx = self._recall(grad)
         return self._kernel_backward(grad, ctx)
+
+    def _recall(self, grad: Tensor | float) -> Ctx:
+        """:meth:`Module._recall`, which also takes a float (the upstream gradient of a loss)."""
+        if self._saved is None or isinstance(grad, Tensor):
+            return super()._recall(grad)  # type: ignore[arg-type]  # (or its ValueError)
+        if type(grad) is not float:
+            raise TypeError(
+                f"{self._get_name()}.backward(): grad must be a number (d(objective)/d(loss); "
+                "None means 1.0) or a tensor of the loss's shape, got "
+                f"{type(grad).__name__}"
+            )
+        return self._saved[0]
 
     def _check_prediction(self, prediction: object) -> Tensor:
         prediction = self._check_tensor(prediction, "prediction")
@@ -80,8 +97,8 @@ class _Loss(Module):
 class MSELoss(_Loss):
     """ℓ_i = (p_i − t_i)²; dℓ/dp_i = 2(p_i − t_i) (÷ n for mean)."""
 
-    def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
-        prediction, target = self._check_same_shape(prediction, target)
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        prediction, target = self._check_same_shape(input, target)
         loss, ctx = F.mse_forward(prediction, target, self.reduction)
         return self._remember(ctx, loss)
 
@@ -92,8 +109,8 @@ class MSELoss(_Loss):
 class L1Loss(_Loss):
     """ℓ_i = |p_i − t_i|; dℓ/dp_i = sign(p_i − t_i) (÷ n for mean)."""
 
-    def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
-        prediction, target = self._check_same_shape(prediction, target)
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        prediction, target = self._check_same_shape(input, target)
         loss, ctx = F.l1_forward(prediction, target, self.reduction)
         return self._remember(ctx, loss)
 
@@ -113,8 +130,8 @@ class HuberLoss(_Loss):
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}, delta={self.delta}"
 
-    def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
-        prediction, target = self._check_same_shape(prediction, target)
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        prediction, target = self._check_same_shape(input, target)
         loss, ctx = F.huber_forward(prediction, target, self.delta, self.reduction)
         return self._remember(ctx, loss)
 
@@ -162,8 +179,8 @@ class CrossEntropyLoss(_Loss):
             f"label_smoothing={self.label_smoothing}"
         )
 
-    def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
-        logits = self._check_prediction(prediction)
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        logits = self._check_prediction(input)
         target = self._check_tensor(target, "target")
         name = self._get_name()
         if logits.dim() == 0:
@@ -208,8 +225,14 @@ class CrossEntropyLoss(_Loss):
                 if self.weight is None and self.label_smoothing == 0.0:
                     loss, ctx = F.cross_entropy_of_labels_forward(logits, target, self.reduction)
                     return self._remember(ctx, loss)
-            else:
-                self._check_targets(target, n_classes)
+            elif self._check_targets(target, n_classes):
+                # Every target ignored: torch's answer, 0/0 = NaN for the mean (0 summed), and
+                # a zero gradient (every coefficient is 0; the kernel would give 0 · ∞).
+                loss, _ = F.cross_entropy_forward(
+                    logits, target, self.weight, self.ignore_index, self.label_smoothing,
+                    self.reduction,
+                )  # fmt: skip
+                return self._remember((None, logits), loss)
         loss, ctx = F.cross_entropy_forward(
             logits, target, self.weight, self.ignore_index, self.label_smoothing, self.reduction
         )
@@ -225,8 +248,8 @@ class CrossEntropyLoss(_Loss):
         low, high = torch.aminmax(target)
         return low.item() >= 0 and high.item() < n_classes
 
-    def _check_targets(self, target: Tensor, n_classes: int) -> None:
-        """ValueError for a target out of range or (for mean) every target ignored."""
+    def _check_targets(self, target: Tensor, n_classes: int) -> bool:
+        """ValueError for a target out of range; whether every target is ignore_index."""
         name = self._get_name()
         kept = target[target != self.ignore_index]
         if kept.numel() and (kept.min() < 0 or kept.max() >= n_classes):
@@ -235,13 +258,11 @@ class CrossEntropyLoss(_Loss):
                 f"{name}: target {bad} is out of range for {n_classes} classes "
                 f"(expected 0..{n_classes - 1} or ignore_index={self.ignore_index})"
             )
-        if self.reduction == "mean" and kept.numel() == 0:
-            raise ValueError(
-                f"{name}: every target equals ignore_index={self.ignore_index}; "
-                "reduction='mean' would be 0/0"
-            )
+        return kept.numel() == 0
 
     def _kernel_backward(self, grad: Tensor | float, ctx: Ctx) -> Tensor:
+        if ctx[0] is None:  # every target ignored: ctx[1] is the logits
+            return torch.zeros_like(ctx[1])
         return F.cross_entropy_backward(grad, ctx)
 
 
@@ -267,8 +288,8 @@ class BCEWithLogitsLoss(_Loss):
         self.register_buffer("weight", weight)
         self.register_buffer("pos_weight", pos_weight)
 
-    def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
-        logits, target = self._check_same_shape(prediction, target)
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        logits, target = self._check_same_shape(input, target)
         for name in ("weight", "pos_weight"):
             extra = getattr(self, name)
             if extra is None:

@@ -1,21 +1,25 @@
-"""Figures of an optimizer comparison: loss curves, and predictions for regression tasks.
+"""Figures of an optimizer comparison: loss curves, and predictions for regression tasks;
+:func:`write_outputs` writes them with ``metrics.json`` (the files of ``handgrad train``).
 
 Built on ``matplotlib.figure.Figure`` without pyplot, so drawing never needs a display, and
-saved atomically (a reader never sees half a PNG).
+saved atomically (a reader never sees half a PNG). This module reads
+:class:`~handgrad.train.compare.ComparisonResult`; the training package never imports plots.
 """
 
 from __future__ import annotations
 
 import io
 import os
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from handgrad.train.atomic import write_atomically
+from handgrad.files import write_atomically
+from handgrad.train.compare import ComparisonResult
+from handgrad.train.metrics import METRICS_FILE, write_metrics
 
-if TYPE_CHECKING:
-    from handgrad.train.compare import ComparisonResult
+LOSS_CURVES_FILE = "loss_curves.png"
+PREDICTIONS_FILE = "predictions.png"
 
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf")
@@ -86,3 +90,17 @@ def plot_predictions(result: ComparisonResult, path: str | os.PathLike[str]) -> 
     axes.grid(True, alpha=0.3)
     axes.legend(fontsize="small")
     _save(figure, path)
+
+
+def write_outputs(result: ComparisonResult, out_dir: str | os.PathLike[str]) -> list[Path]:
+    """Write ``metrics.json``, ``loss_curves.png`` and, for regression, ``predictions.png``
+    into ``out_dir`` (created if needed), each atomically; returns their paths."""
+    directory = Path(out_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = [directory / METRICS_FILE, directory / LOSS_CURVES_FILE]
+    write_metrics(written[0], result.task.name, result.runs)
+    plot_loss_curves(result, written[1])
+    if result.task.kind == "regression":
+        written.append(directory / PREDICTIONS_FILE)
+        plot_predictions(result, written[2])
+    return written

@@ -21,9 +21,9 @@ from matplotlib.colors import LogNorm, TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator, MaxNLocator
 
-from handgrad.train.atomic import write_atomically
-from handgrad.train.functions2d import Function2D, Point
-from handgrad.train.trajectories import Trajectory
+from handgrad.files import write_atomically
+from handgrad.landscapes.functions2d import Function2D, Point
+from handgrad.landscapes.trajectories import Trajectory
 
 # Display names for the lowercase optimizer names.
 _DISPLAY = {

@@ -1,4 +1,4 @@
-"""The "gd" method through torch.compile: the whole solver fused into one loop.
+"""The "gauss-newton" method through torch.compile: the whole solver fused into one loop.
 
 Eager torch runs every elementwise operation as its own pass over memory, and the solver has
 hundreds of them (error-free products are 17 operations each). Here one compiled function
@@ -42,7 +42,12 @@ from handgrad.roots.lanes import (
     setup_lanes,
 )
 from handgrad.roots.problem import RootKind, prepare
-from handgrad.roots.quadratic import QuadraticRoots, solve_quadratic
+from handgrad.roots.quadratic import (
+    QuadraticRoots,
+    check_max_iter,
+    check_positive,
+    solve_quadratic,
+)
 
 Outputs = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
 
@@ -127,7 +132,7 @@ def _compile(tol: float, steps: int) -> Any:
     return _compiled[key]
 
 
-def solve_gd_compiled(
+def solve_gauss_newton_compiled(
     a: Tensor,
     b: Tensor,
     c: Tensor,
@@ -136,7 +141,7 @@ def solve_gd_compiled(
     max_iter: int = 100,
     fused_steps: int = FUSED_STEPS,
 ) -> QuadraticRoots:
-    """``solve_quadratic(a, b, c)`` (method "gd") for flat float64 tensors, compiled.
+    """``solve_quadratic(a, b, c)`` (method "gauss-newton") for flat float64 tensors, compiled.
 
     Returns the same result, bitwise. Every lane takes ``fused_steps`` steps inside the compiled
     loop; the equations with a lane still running after that are solved again, from their
@@ -145,9 +150,13 @@ def solve_gd_compiled(
     constant).
     """
     if not (a.dtype == b.dtype == c.dtype == torch.float64) or a.dim() != 1:
-        raise ValueError("solve_gd_compiled takes flat float64 tensors a, b, c of one shape")
+        raise ValueError(
+            "solve_gauss_newton_compiled takes flat float64 tensors a, b, c of one shape"
+        )
     if not a.shape == b.shape == c.shape:
         raise ValueError(f"a, b, c must have one shape; got {a.shape}, {b.shape}, {c.shape}")
+    check_positive("tol", tol)
+    check_max_iter(max_iter)
     tol = UNIT_ROUNDOFF if tol is None else tol
     if a.shape[0] < 2:  # dynamic shapes specialise sizes 0 and 1: not worth a compilation
         return solve_quadratic(a, b, c, tol=tol, max_iter=max_iter)
@@ -167,6 +176,10 @@ def solve_gd_compiled(
         iterations=iterations,
         converged=converged,
         residual=residual,
-        method="gd",
+        method="gauss-newton",
         coefficients=(a, b, c),
     )
+
+
+# Its first name, from when the method was called "gd" (see handgrad.roots.descent).
+solve_gd_compiled = solve_gauss_newton_compiled

@@ -1,32 +1,29 @@
-"""The "gd" method: gradient descent on the loss L(x) = f(x)², with the gradient derived by hand.
+"""Monotone descents on f(y)² with a step chosen per step: "gauss-newton" and "newton".
 
-For f(x) = a x² + b x + c the loss and its derivative are
+For f(y) = A y² + B y + C the loss and its derivative are
 
-    L(x) = f(x)²,        L'(x) = 2 f(x) f'(x),        f'(x) = 2 a x + b,
+    L(y) = f(y)²,        L'(y) = 2 f(y) f'(y),        f'(y) = 2 A y + B,
 
-and every step is x_{k+1} = x_k - η_k L'(x_k) with η_k > 0. No fixed η works for all equations:
-near a root L''(x) = 2 f'(x)² = 2D, so a fixed step converges only for η < 1/D, and D spans
-hundreds of orders of magnitude. The default normalises the step per equation and per step,
-η_k = 1 / (2 f'(x_k)²) (Gauss–Newton for the least-squares loss f²), which makes the step
-exactly Newton's f/f': quadratic convergence, linear with ratio 1/2 at a double root.
+and every step is y_{k+1} = y_k - η_k L'(y_k) with η_k > 0. No fixed η works for all equations:
+near a root L''(y) = 2 f'(y)² = 2D, so a fixed step converges only for η < 1/D (see
+:mod:`handgrad.roots.fixed_step`, the "gd" method), and D spans hundreds of orders of
+magnitude. Normalising the step per equation and per step, η_k = 1 / (2 f'(y_k)²), is the
+Gauss–Newton method for the least-squares loss f², and it makes the step exactly Newton's
+f/f': quadratic convergence, linear with ratio 1/2 at a double root. That is why the method is
+called "gauss-newton", not "gd" (its first name, which ``solve_quadratic`` still accepts for
+it when no ``lr`` is given).
 
-The default method (:mod:`handgrad.roots.lanes`) runs two such descents per equation on the
-scaled equation A y² + B y + C = 0 (x = 2^k y, see :mod:`handgrad.roots.scaling`): one to each
-real root from outside it, the vertex between them as a barrier, or, for a complex pair, along
-the vertical line through the vertex. :func:`monotone_descent` here runs the descents;
-:func:`descend_roots` is the older layout (two real slots and a complex slot from the wide
-starts v ± R, v = -B/2A, R = sqrt(v² + |C/A|)), which the "newton" method keeps.
+The "gauss-newton" method (:mod:`handgrad.roots.lanes`) runs two such descents per equation on
+the scaled equation (x = 2^k y, see :mod:`handgrad.roots.scaling`): one to each real root from
+outside it, the vertex between them as a barrier, or, for a complex pair, along the vertical
+line through the vertex. :func:`monotone_descent` here runs the descents;
+:func:`descend_roots` is the older layout (two real slots and a complex slot), which the
+"newton" method keeps.
 
 A start stops when its step is at most ``tol`` · |y| (default: one unit roundoff, 2^-53) or
 below 2^-1060 (subnormal noise), or when f vanishes (converged), or when its iterate stops
-being finite (not converged); the default method also stops a start as soon as its step
+being finite (not converged); "gauss-newton" also stops a start as soon as its step
 predicts that the next one would be that small (see :func:`advance`).
-
-Fixed-step modes (the classroom version): with ``lr`` the update is x_{k+1} = x_k - lr · L'(x_k)
-exactly, in the user's (unscaled) variable; with ``optimizer`` a torch.optim-style optimizer
-class takes the steps from the same hand-written gradient. Both run in the complex plane, where
-the gradient of L = |f|² with respect to (Re z, Im z), written as a complex number, is
-2 f(z) conj(f'(z)) (on the real line: 2 f f').
 """
 
 from __future__ import annotations
@@ -39,7 +36,6 @@ import torch
 from torch import Tensor
 
 from handgrad.roots.problem import MethodResult, RootKind, ScaledQuadratic
-from handgrad.roots.scaling import ldexp
 
 StepFunction = Callable[[Tensor, tuple[Tensor, ...]], Tensor]
 
@@ -172,15 +168,6 @@ def monotone_descent(
     return Slots(y, iterations, converged, path)
 
 
-def outer_starts(vertex: Tensor, spread: Tensor) -> tuple[Tensor, Tensor]:
-    """The classroom starts v - R and v + R with R = |v| + sqrt|c/a|: outside both roots.
-
-    Written as (v ∓ |v|) ∓ sqrt|c/a|, where v ∓ |v| is exactly 0 or 2v, so that the start
-    next to the smaller root is not the rounding error of 2|v| - |v|.
-    """
-    return (vertex - vertex.abs()) - spread, (vertex + vertex.abs()) + spread
-
-
 def tight_starts(vertex: Tensor, spread: Tensor) -> tuple[Tensor, Tensor]:
     """v - R and v + R with R = sqrt(v² + s²), s = sqrt|C/A| widened by 2^-20: outside both roots.
 
@@ -287,95 +274,3 @@ def descend_roots(
             path.append(combine(r, w))
     roots = combine(real_slots.y, imag_slots.y)
     return MethodResult(roots, iterations, converged, scaled=True, path=path)
-
-
-def default_starts(problem: ScaledQuadratic) -> Tensor:
-    """Complex (n, 2) starts in x for the fixed-step modes: v ± R for real roots, v ∓ i sqrt|c/a|
-    for a complex pair, 0 for a linear equation; NaN where there is nothing to find."""
-    kind, a, b, c = problem.kind, problem.a, problem.b, problem.c
-    quadratic = (kind == RootKind.TWO_REAL) | (kind == RootKind.DOUBLE)
-    complex_pair = kind == RootKind.COMPLEX_PAIR
-    safe_a = torch.where(quadratic | complex_pair, a, 1.0)
-    vertex = -b / (2.0 * safe_a)
-    spread = torch.sqrt((c / safe_a).abs())
-    nan = torch.full_like(a, math.nan)
-    re = torch.stack(outer_starts(vertex, spread), dim=1)
-    re = torch.where(complex_pair[:, None], vertex[:, None].expand(-1, 2), re)
-    im = torch.where(complex_pair[:, None], torch.stack([-spread, spread], dim=1), 0.0)
-    linear = kind == RootKind.LINEAR
-    re = torch.where(linear[:, None], torch.stack([torch.zeros_like(a), nan], dim=1), re)
-    keep = (quadratic | complex_pair | linear)[:, None]
-    re, im = torch.where(keep, re, math.nan), torch.where(keep, im, math.nan)
-    scale = problem.k[:, None].expand(-1, 2)
-    return torch.complex(ldexp(re, scale), ldexp(im, scale))
-
-
-def loss_gradient(a: Tensor, b: Tensor, c: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
-    """f(z) and the gradient of L = |f|² in (Re z, Im z) as a complex number, 2 f conj(f')."""
-    f = (a * z + b) * z + c
-    slope = 2.0 * a * z + b
-    return f, 2.0 * f * slope.conj()
-
-
-def fixed_step(
-    a: Tensor,
-    b: Tensor,
-    c: Tensor,
-    starts: Tensor,
-    *,
-    lr: float | Tensor | None,
-    optimizer: Callable[..., torch.optim.Optimizer] | None,
-    tol: float | None,
-    max_iter: int | None,
-    record_path: bool,
-) -> MethodResult:
-    """The classroom descent in x: x <- x - lr L'(x), or ``optimizer`` steps on the same L'.
-
-    ``a, b, c``: flat float64 (n,); ``starts``: complex (n, 2), NaN slots do not run; ``lr`` a
-    float, or (without ``optimizer``) an (n, 1) tensor, one learning rate per equation. A start
-    has converged when |f(x)| <= tol · (|a| |x|² + |b| |x| + |c|) (default tol 1e-12, a backward
-    error); it stops, not converged, when x stops being finite or after max_iter steps.
-    """
-    tol = 1e-12 if tol is None else tol
-    max_iter = 10_000 if max_iter is None else max_iter
-    z = starts.clone()
-    ca, cb, cc = (t[:, None].to(z.dtype) for t in (a, b, c))
-    scale_a, scale_b, scale_c = (t.abs()[:, None] for t in (a, b, c))
-    running = torch.isfinite(z.real) & torch.isfinite(z.imag)
-    planned = running.clone()
-    converged = torch.zeros_like(running)
-    iterations = torch.zeros(z.shape, dtype=torch.int64, device=z.device)
-    path = [torch.where(running, z, complex(math.nan, math.nan))] if record_path else None
-    parameter = torch.where(running, z, 0.0).clone()
-    opt = None
-    if optimizer is not None:
-        opt = optimizer([parameter]) if lr is None else optimizer([parameter], lr=lr)
-    _, gradient = loss_gradient(ca, cb, cc, parameter)
-    for iteration in range(1, max_iter + 1):
-        if not bool(running.any()):
-            break
-        gradient = torch.where(running, gradient, 0.0)
-        previous = parameter.clone()
-        if opt is None:
-            assert lr is not None
-            updated = parameter - lr * gradient
-        else:
-            parameter.grad = gradient
-            opt.step()
-            updated = parameter.clone()
-        # Stopped starts stay where they stopped, whatever momentum the optimizer carries.
-        updated = torch.where(running, updated, previous)
-        parameter.copy_(updated)
-        f, gradient = loss_gradient(ca, cb, cc, updated)  # f for the test, L' for the next step
-        size = updated.abs()
-        scale = scale_a * size * size + scale_b * size + scale_c
-        failed = ~(torch.isfinite(f.abs()) & torch.isfinite(scale))
-        met = ~failed & (f.abs() <= tol * scale)
-        iterations = torch.where(running, iteration, iterations)
-        converged = converged | (running & met)
-        if path is not None:
-            path.append(torch.where(running, updated, complex(math.nan, math.nan)))
-        running = running & ~met & ~failed
-    roots = torch.where(converged, parameter, complex(math.nan, math.nan))
-    all_converged = (converged | ~planned).all(dim=1) & planned.any(dim=1)
-    return MethodResult(roots, iterations.amax(dim=1), all_converged, scaled=False, path=path)

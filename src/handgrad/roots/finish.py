@@ -72,7 +72,8 @@ def finish_roots(
     ``scaled``: the roots are in the scaled variable y (x = 2^k y). ``a, b, c``: the original
     flat coefficients. A complex pair's real part is the vertex -b/2a from the original
     coefficients (one rounding; in y it may have lost bits as a subnormal); equations with
-    roots too far apart for the scaling (``problem.separated``) get -c/b and -b/a.
+    roots too far apart for the scaling (``problem.separated``) get -c/b and -b/a. Both only
+    for ``scaled`` roots: the others (a fixed-step descent in x) are kept as they came.
     ``values``: |f| at each root of the scaled equation, where the method has it.
     """
     if not scaled:
@@ -94,9 +95,13 @@ def finish_roots(
         vertex = torch.where(b.abs() >= 1.0, (-0.5 * b) / safe_a, (-b / safe_a) * 0.5)
         pair = problem.kind == int(RootKind.COMPLEX_PAIR)
         re = (torch.where(pair, vertex, re[0]), torch.where(pair, vertex, re[1]))
-    safe_a, safe_b = torch.where(a == 0, 1.0, a), torch.where(b == 0, 1.0, b)
-    separated = problem.separated
-    re = (torch.where(separated, -c / safe_b, re[0]), torch.where(separated, -b / safe_a, re[1]))
-    im = (torch.where(separated, 0.0, im[0]), torch.where(separated, 0.0, im[1]))
+        # Roots too far apart for the scaling: the two linear equations they are.
+        safe_a, safe_b = torch.where(a == 0, 1.0, a), torch.where(b == 0, 1.0, b)
+        separated = problem.separated
+        re = (
+            torch.where(separated, -c / safe_b, re[0]),
+            torch.where(separated, -b / safe_a, re[1]),
+        )
+        im = (torch.where(separated, 0.0, im[0]), torch.where(separated, 0.0, im[1]))
     re, im = order(re, im, problem.kind)
     return re, im, residual

@@ -1,4 +1,4 @@
-"""The default "gd": every equation's two descents as two lanes of one arithmetic.
+"""The "gauss-newton" method (the default): every equation's two descents as two lanes.
 
 Each solvable equation gets two lanes. A lane is a one-dimensional gradient descent on the
 loss L(t) = P(t)² of a quadratic P(t) = α t² + β t + γ, γ a double-double (γ + γ_lo), with the
@@ -171,7 +171,7 @@ def lane_values(lanes: Lanes, t: Tensor) -> Tensor:
 def descend_lanes(
     problem: ScaledQuadratic, *, tol: float | None, max_iter: int | None, record_path: bool
 ) -> MethodResult:
-    """The default "gd" method, eagerly: both lanes of every equation by monotone_descent."""
+    """The "gauss-newton" method, eagerly: both lanes of every equation by monotone_descent."""
     lanes = setup_lanes(problem)
     n = problem.kind.shape[0]
     slots = monotone_descent(

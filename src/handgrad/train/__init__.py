@@ -3,8 +3,10 @@
 - :func:`load_task` — ``"cubic"``, ``"digits"`` or ``"csv:PATH"`` as a :class:`Task`;
 - :func:`compare_optimizers` — one model per optimizer, same weights and batches; what
   ``handgrad train`` runs; returns a :class:`ComparisonResult`;
-- :func:`write_outputs` — metrics.json and the PNGs of a comparison;
+- :func:`write_metrics` — metrics.json (the PNGs: :func:`handgrad.plots.training.write_outputs`);
 - :class:`EpochSampler` — seeded shuffled global batches (shardable with :func:`shard`);
+- :func:`build_model` / :func:`register_model` — networks by name (``"mlp:hidden=100x100"``),
+  the registry ``--model`` reads (:mod:`handgrad.train.models`);
 - :func:`fit` — any one model (handgrad or torch.nn) on a task;
 - :func:`run_epoch`, :func:`train_epoch`, :func:`evaluate` — the loop's pieces;
 - :func:`save_checkpoint` / :func:`load_checkpoint` — atomic, ``weights_only=True``.
@@ -20,6 +22,8 @@ _MODULE_OF = {
     "ComparisonResult": "compare",
     "EpochRecord": "trainer",
     "EpochSampler": "sampler",
+    "ModelOption": "models",
+    "ModelSpec": "models",
     "RunResult": "compare",
     "Task": "tasks",
     "TaskDefaults": "tasks",
@@ -27,17 +31,19 @@ _MODULE_OF = {
     "TrainingDiverged": "trainer",
     "compare_data_parallel": "compare",
     "compare_optimizers": "compare",
+    "build_model": "models",
     "evaluate": "trainer",
     "fit": "trainer",
     "load_checkpoint": "checkpoint",
     "load_task": "tasks",
+    "parse_model": "models",
+    "register_model": "models",
     "run_epoch": "trainer",
     "save_checkpoint": "checkpoint",
     "shard": "sampler",
     "train_epoch": "trainer",
     "train_step": "trainer",
     "write_metrics": "metrics",
-    "write_outputs": "outputs",
 }
 
 __all__ = sorted(_MODULE_OF)

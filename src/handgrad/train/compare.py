@@ -8,20 +8,23 @@ optimizer, then epoch 2, ...) so that a checkpoint always holds every run at the
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 from torch import Tensor
+from torch.optim import Optimizer
 
 from handgrad import nn as hnn
-from handgrad.optim import optimizer_class as handgrad_optimizer_class
+from handgrad.optim import names
 from handgrad.train import checkpoint as ckpt
 from handgrad.train import distributed, seeds
 from handgrad.train.metrics import metrics_document
+from handgrad.train.models import DEFAULT_MODEL, ModelSpec, build_model, resolve_model
 from handgrad.train.sampler import EpochSampler
 from handgrad.train.tasks import Backend, Task, load_task
 from handgrad.train.trainer import EpochRecord, intra_op_threads, run_epoch
@@ -38,6 +41,9 @@ class TrainConfig:
 
     ``threads`` is torch's intra-op thread count while training, one by default (see
     :func:`~handgrad.train.trainer.intra_op_threads`); ``None`` keeps the caller's.
+
+    ``model`` names the network (:mod:`handgrad.train.models`): ``"mlp"`` (the task's),
+    ``"mlp:hidden=100x100,activation=sigmoid,dropout=0.1"``, or any registered model.
     """
 
     epochs: int | None = None
@@ -47,6 +53,7 @@ class TrainConfig:
     device: str = "cpu"
     backend: Backend = "handgrad"
     threads: int | None = 1
+    model: str | ModelSpec = DEFAULT_MODEL
 
 
 @dataclass
@@ -89,43 +96,20 @@ class ComparisonResult:
         return outputs
 
 
-def parse_optimizers(names: str | Sequence[str]) -> list[str]:
-    """``"sgd, Adam"`` or ``["sgd", "adam"]`` -> ``["sgd", "adam"]``; empty or repeated
-    names are a ``ValueError``."""
-    items = names.split(",") if isinstance(names, str) else list(names)
-    parsed = [item.strip().lower() for item in items]
-    if not parsed or any(not item for item in parsed):
-        raise ValueError(f"optimizers must be a comma-separated list of names, got {names!r}")
-    repeated = sorted({item for item in parsed if parsed.count(item) > 1})
-    if repeated:
-        raise ValueError(f"optimizer(s) named more than once: {', '.join(repeated)}")
-    return parsed
-
-
 # Optimizers that cannot train the tasks' networks, and why (said before any training).
 UNSUITABLE = {
     "sparseadam": "sparseadam needs sparse gradients (embeddings); these networks' are dense",
 }
 
 
-def optimizer_class(name: str, backend: Backend) -> Callable[..., torch.optim.Optimizer]:
-    """The class for a lowercase torch.optim name: handgrad's, or torch's own."""
+def resolve_optimizer(name: str, backend: Backend) -> tuple[type[Optimizer], dict[str, Any]]:
+    """The class (handgrad's, or torch's own for ``backend="torch"``) and the constructor
+    arguments for an optimizer name of :mod:`handgrad.optim.names` (``"adam"``,
+    ``"momentum"``, ...)."""
     if name in UNSUITABLE:
         raise ValueError(UNSUITABLE[name])
-    if backend == "handgrad":
-        cls: Callable[..., torch.optim.Optimizer] = handgrad_optimizer_class(name)
-        return cls
-    by_lower = {
-        public.lower(): obj
-        for public, obj in vars(torch.optim).items()
-        if isinstance(obj, type)
-        and issubclass(obj, torch.optim.Optimizer)
-        and obj is not torch.optim.Optimizer
-    }
-    if name not in by_lower:
-        known = ", ".join(sorted(by_lower))
-        raise ValueError(f"unknown optimizer {name!r}; expected one of: {known}")
-    return by_lower[name]
+    lookup = names.torch_optimizer_class if backend == "torch" else None
+    return names.resolve_optimizer(name, lookup)
 
 
 def _check_config(config: TrainConfig, epochs: int, batch_size: int, lr: float | None) -> None:
@@ -152,6 +136,7 @@ def compare_optimizers(
     *,
     checkpoint: str | os.PathLike[str] | None = None,
     resume: bool = False,
+    checkpoint_every: float = ckpt.CHECKPOINT_EVERY,
     on_epoch: EpochCallback | None = None,
 ) -> ComparisonResult:
     """Train one model per optimizer on ``task`` and measure every epoch.
@@ -159,10 +144,15 @@ def compare_optimizers(
     All runs start from the same initial weights (drawn from ``config.seed``) and see the
     same batches in the same order (:class:`EpochSampler`). With ``checkpoint``, the state
     of every run (model, optimizer, history, seconds), the RNG states and the epoch are
-    written there atomically after every epoch; with ``resume`` the runs continue from that
-    file and end bit for bit where an uninterrupted run ends. A checkpoint made with other
-    settings is a :class:`CheckpointError`. ``on_epoch(optimizer, record)`` is called after
-    each epoch of each run (progress bars).
+    written there atomically: before the first epoch (so that a folder that cannot take it
+    fails before any training), then after an epoch once ``checkpoint_every`` seconds have
+    passed since the last write (0: after every epoch), after the last epoch, and — the last
+    finished epoch, kept in memory — when training is interrupted by any exception
+    (KeyboardInterrupt included), which is then re-raised (:class:`~.checkpoint.Checkpointer`).
+    With ``resume`` the runs continue from that file and end bit for bit where an
+    uninterrupted run ends. A checkpoint made with other settings, or with a field that
+    cannot be right, is a :class:`CheckpointError`. ``on_epoch(optimizer, record)`` is
+    called after each epoch of each run (progress bars).
 
     The caller's global RNG state is left untouched: training runs on a forked RNG seeded
     from ``config.seed`` (dropout draws from it).
@@ -177,30 +167,41 @@ def compare_optimizers(
     """
     config = config or TrainConfig()
     task = load_task(task, seed=config.seed) if isinstance(task, str) else task
-    names = parse_optimizers(optimizers)
+    optimizer_names = names.parse_optimizer_names(optimizers)
     epochs = config.epochs if config.epochs is not None else task.defaults.epochs
     batch_size = config.batch_size if config.batch_size is not None else task.defaults.batch_size
     _check_config(config, epochs, batch_size, config.lr)
     if resume and checkpoint is None:
         raise ValueError("resume=True needs the checkpoint path to resume from")
-    classes = [optimizer_class(name, config.backend) for name in names]
+    ckpt.check_interval(checkpoint_every)
+    model_spec = resolve_model(config.model, task)
+    choices = [resolve_optimizer(name, config.backend) for name in optimizer_names]
     device = torch.device(config.device)
     replicas = distributed.current_replicas()
+    # Rank 0 alone writes; the checkpoint's every field comes from state all ranks share.
+    checkpointer = (
+        ckpt.Checkpointer(checkpoint, checkpoint_every)
+        if checkpoint is not None and (replicas is None or replicas.is_writer)
+        else None
+    )
 
     runs: list[RunResult] = []
     losses: list[torch.nn.Module] = []
     steppers: list[torch.optim.Optimizer] = []
-    for name, cls in zip(names, classes, strict=True):
+    for name, (cls, options) in zip(optimizer_names, choices, strict=True):
         lr = config.lr if config.lr is not None else task.default_lr(name)
         # Parameters take the data's dtype: a float64 task trains a float64 network.
-        model = task.make_model(config.seed, config.backend).to(device, task.x_train.dtype)
+        model = build_model(model_spec, task, config.seed, config.backend)
+        model = model.to(device, task.x_train.dtype)
         if config.backend == "handgrad":
             # One contiguous buffer for the parameters and one for their gradients: the
             # optimizer then updates the whole network in one pass (same values, fewer calls).
             hnn.flatten_parameters(model)
         if replicas is not None:
             distributed.shard_dropout(model, replicas.window)
-        stepper = cls(model.parameters(), **({} if lr is None else {"lr": lr}))
+        if lr is not None:
+            options = {**options, "lr": lr}
+        stepper = cls(model.parameters(), **options)
         runs.append(RunResult(name, float(stepper.param_groups[0]["lr"]), model))
         losses.append(task.make_loss(config.backend))
         steppers.append(stepper)
@@ -208,7 +209,8 @@ def compare_optimizers(
     settings = {
         "task": task.name,
         "task_digest": task.digest(),
-        "optimizers": names,
+        "model": str(model_spec),
+        "optimizers": optimizer_names,
         "lr": [run.lr for run in runs],
         "epochs": epochs,
         "batch_size": batch_size,
@@ -235,33 +237,54 @@ def compare_optimizers(
         if resume:
             assert checkpoint is not None
             payload = ckpt.load_checkpoint(checkpoint)
-            done = _restore(payload, checkpoint, settings, runs, steppers, device)
-        for epoch in range(done + 1, epochs + 1):
-            batches = sampler.batches(epoch)
-            for run, loss_fn, stepper in zip(runs, losses, steppers, strict=True):
-                start = time.perf_counter()
-                record = run_epoch(
-                    run.model, loss_fn, stepper, data, batches,
-                    epoch=epoch, kind=task.kind, label=run.optimizer, replicas=replicas,
-                )
-                run.seconds += time.perf_counter() - start
-                run.history.append(record)
-                if on_epoch is not None:
-                    on_epoch(run.optimizer, record)
-            if checkpoint is not None and (replicas is None or replicas.is_writer):
-                snapshot = _snapshot(settings, epoch, runs, steppers, device)
-                ckpt.save_checkpoint(checkpoint, snapshot)
+            # Checkpoints from before --model trained the task's default network.
+            legacy = {"model": str(resolve_model(DEFAULT_MODEL, task))}
+            done = _restore(payload, checkpoint, settings, runs, steppers, device, task.kind,
+                            legacy)
+
+        # Each record as the checkpoint stores it, made once: a snapshot then costs the
+        # tensors' copies, not a walk over the whole history.
+        histories = [[record.as_dict() for record in run.history] for run in runs]
+
+        def snapshot(epoch: int) -> ckpt.Snapshot:
+            return lambda frozen: _snapshot(settings, epoch, runs, steppers, histories, device,
+                                            frozen)
+
+        if checkpointer is not None:
+            checkpointer.write(snapshot(done)(False))
+        try:
+            for epoch in range(done + 1, epochs + 1):
+                batches = sampler.batches(epoch)
+                for run, loss_fn, stepper, history in zip(runs, losses, steppers, histories,
+                                                          strict=True):
+                    start = time.perf_counter()
+                    record = run_epoch(
+                        run.model, loss_fn, stepper, data, batches,
+                        epoch=epoch, kind=task.kind, label=run.optimizer, replicas=replicas,
+                    )
+                    run.seconds += time.perf_counter() - start
+                    run.history.append(record)
+                    history.append(record.as_dict())
+                    if on_epoch is not None:
+                        on_epoch(run.optimizer, record)
+                if checkpointer is not None:
+                    checkpointer.epoch_done(snapshot(epoch), last=epoch == epochs)
+        except BaseException:
+            if checkpointer is not None:
+                checkpointer.flush()  # the last finished epoch, if it is not on disk yet
+            raise
     return ComparisonResult(task, epochs, batch_size, runs)
 
 
 def _compare_in_group(
     task: Task | str, optimizers: str | Sequence[str], config: TrainConfig,
     checkpoint: str | os.PathLike[str] | None, resume: bool, timeout: float,
+    checkpoint_every: float,
 ) -> ComparisonResult | None:
     # One process of compare_data_parallel: rank 0 returns the result (the others' are equal).
     with distributed.process_group(config.device, timeout=timeout) as replicas:
         result = compare_optimizers(task, optimizers, config, checkpoint=checkpoint,
-                                    resume=resume)
+                                    resume=resume, checkpoint_every=checkpoint_every)
         return result if replicas is None or replicas.is_writer else None
 
 
@@ -274,6 +297,7 @@ def compare_data_parallel(
     checkpoint: str | os.PathLike[str] | None = None,
     resume: bool = False,
     timeout: float = distributed.DEFAULT_TIMEOUT,
+    checkpoint_every: float = ckpt.CHECKPOINT_EVERY,
 ) -> ComparisonResult:
     """:func:`compare_optimizers` data-parallel in ``processes`` fresh processes on this
     machine (gloo on the CPU); returns rank 0's result.
@@ -288,7 +312,8 @@ def compare_data_parallel(
             "launch with torchrun for one GPU per process"
         )
     result: ComparisonResult = distributed.launch(
-        _compare_in_group, processes, task, optimizers, config, checkpoint, resume, timeout
+        _compare_in_group, processes, task, optimizers, config, checkpoint, resume, timeout,
+        checkpoint_every,
     )
     return result
 
@@ -298,8 +323,13 @@ def _snapshot(
     epoch: int,
     runs: Sequence[RunResult],
     steppers: Sequence[torch.optim.Optimizer],
+    histories: Sequence[list[dict[str, Any]]],
     device: torch.device,
+    frozen: bool,
 ) -> dict[str, Any]:
+    """The checkpoint's payload now. ``frozen``: with copies of the tensors (state_dicts
+    hold the live ones) and of the history lists, so that training on cannot change it."""
+    copy = ckpt.detached_copy if frozen else (lambda value: value)
     return {
         "settings": settings,
         "epoch": epoch,
@@ -307,12 +337,12 @@ def _snapshot(
         "runs": [
             {
                 "optimizer": run.optimizer,
-                "model": run.model.state_dict(),
-                "optimizer_state": stepper.state_dict(),
-                "history": [record.as_dict() for record in run.history],
+                "model": copy(run.model.state_dict()),
+                "optimizer_state": copy(stepper.state_dict()),
+                "history": list(history),  # the records' dicts are never changed
                 "seconds": run.seconds,
             }
-            for run, stepper in zip(runs, steppers, strict=True)
+            for run, stepper, history in zip(runs, steppers, histories, strict=True)
         ],
     }
 
@@ -324,15 +354,22 @@ def _restore(
     runs: Sequence[RunResult],
     steppers: Sequence[torch.optim.Optimizer],
     device: torch.device,
+    kind: str,
+    legacy: dict[str, Any] | None = None,
 ) -> int:
     """Load the checkpoint's state into the runs; returns the number of epochs it holds.
 
-    The payload was read onto the CPU: ``load_state_dict`` copies weights into the model's
-    parameters on ``device``, and torch's optimizer contract moves each state tensor to its
-    parameter's device (``step`` stays on the CPU unless capturable or fused)."""
-    saved = payload.get("settings", {})
+    Every field is checked before anything is loaded: the settings against this run's, the
+    epoch against the run's length, each run's name, history, seconds and tensors against
+    what this run would have written. The payload was read onto the CPU:
+    ``load_state_dict`` copies weights into the model's parameters on ``device``, and
+    torch's optimizer contract moves each state tensor to its parameter's device (``step``
+    stays on the CPU unless capturable or fused)."""
+    saved = payload.get("settings")
+    if not isinstance(saved, dict):
+        raise ckpt.CheckpointError(f"checkpoint {path} is damaged: it has no settings")
     # Checkpoints from before data-parallel training have no world_size: one process.
-    saved = {"world_size": 1, **saved}
+    saved = {"world_size": 1, **(legacy or {}), **saved}
     differences = [
         f"{key}={saved.get(key)!r} there, {value!r} here"
         for key, value in settings.items()
@@ -346,6 +383,9 @@ def _restore(
             + "; ".join(differences)
             + "); resume with the same arguments, or start afresh without resuming"
         )
+    epoch = _check_fields(payload, settings, runs, kind)
+    if isinstance(epoch, str):
+        raise ckpt.CheckpointError(f"checkpoint {path} is damaged: {epoch}")
     try:
         for run, stepper, state in zip(runs, steppers, payload["runs"], strict=True):
             run.model.load_state_dict(state["model"])
@@ -353,11 +393,82 @@ def _restore(
             run.history = [EpochRecord.from_dict(figures) for figures in state["history"]]
             run.seconds = float(state["seconds"])
         ckpt.restore_rng_states(payload["rng"], device)
-        return int(payload["epoch"])
-    except (KeyError, ValueError, RuntimeError, TypeError) as error:
+    except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as error:
         raise ckpt.CheckpointError(
             f"checkpoint {path} is incomplete or damaged: {error}"
         ) from error
+    return epoch
+
+
+def _is_number(value: object) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_fields(
+    payload: dict[str, Any], settings: dict[str, Any], runs: Sequence[RunResult], kind: str
+) -> int | str:
+    """The checkpoint's epoch, or what is wrong with it (a phrase) — every field that
+    :func:`_snapshot` writes, checked against what this run would write."""
+    epoch, epochs = payload.get("epoch"), settings["epochs"]
+    if not isinstance(epoch, int) or isinstance(epoch, bool):
+        return f"its epoch is {epoch!r}, not a whole number"
+    if not 0 <= epoch <= epochs:
+        return f"it claims epoch {epoch} of a {epochs}-epoch run"
+    states = payload.get("runs")
+    if not isinstance(states, list) or len(states) != len(runs):
+        return f"it holds {len(states) if isinstance(states, list) else 'no'} runs, not {len(runs)}"
+    rng = payload.get("rng")
+    if not isinstance(rng, dict) or not isinstance(rng.get("cpu"), torch.Tensor):
+        return "it has no random-number generator state"
+    for run, state in zip(runs, states, strict=True):
+        if not isinstance(state, dict) or state.get("optimizer") != run.optimizer:
+            return f"its runs are not {', '.join(r.optimizer for r in runs)} in that order"
+        name = run.optimizer
+        seconds = state.get("seconds")
+        if not _is_number(seconds) or not 0 <= seconds < math.inf:
+            return f"{name}: training time {seconds!r} is not a number of seconds"
+        history = state.get("history")
+        if not isinstance(history, list) or len(history) != epoch:
+            count = len(history) if isinstance(history, list) else "no"
+            return f"{name}: {count} epochs of history for epoch {epoch}"
+        for number, figures in enumerate(history, start=1):
+            problem = _check_record(figures, number, kind)
+            if problem:
+                return f"{name}, epoch {number} of the history: {problem}"
+        weights = state.get("model")
+        expected = run.model.state_dict()
+        if not isinstance(weights, dict) or set(weights) != set(expected):
+            return f"{name}: the model's tensors are not this network's ({', '.join(expected)})"
+        for key, tensor in expected.items():
+            saved = weights[key]
+            if not isinstance(saved, torch.Tensor) or (saved.shape, saved.dtype) != (
+                tensor.shape, tensor.dtype
+            ):
+                what = (f"{tuple(saved.shape)} {saved.dtype}" if isinstance(saved, torch.Tensor)
+                        else type(saved).__name__)
+                return (f"{name}: {key} is {what}, this network's is "
+                        f"{tuple(tensor.shape)} {tensor.dtype}")
+        optimizer_state = state.get("optimizer_state")
+        if not isinstance(optimizer_state, dict) or not isinstance(
+            optimizer_state.get("param_groups"), list
+        ) or not isinstance(optimizer_state.get("state"), dict):
+            return f"{name}: the optimizer state is not a torch.optim state_dict"
+    return epoch
+
+
+def _check_record(figures: Any, number: int, kind: str) -> str:
+    if not isinstance(figures, dict) or figures.get("epoch") != number:
+        return "out of order"
+    for key in ("train_loss", "test_loss"):
+        value = figures.get(key)
+        if not _is_number(value) or not math.isfinite(value) or value < 0:
+            return f"{key} is {value!r}, not a finite loss"
+    accuracy = figures.get("test_accuracy")
+    if kind == "classification" and (not _is_number(accuracy) or not 0 <= accuracy <= 1):
+        return f"test_accuracy is {accuracy!r}, not a fraction"
+    if kind != "classification" and accuracy is not None:
+        return "a test accuracy in a regression run"
+    return ""
 
 
 __all__ = [
@@ -366,6 +477,5 @@ __all__ = [
     "TrainConfig",
     "compare_data_parallel",
     "compare_optimizers",
-    "optimizer_class",
-    "parse_optimizers",
+    "resolve_optimizer",
 ]

@@ -15,7 +15,10 @@ the gradient one process computes on it.
 The process group comes from torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
 ``MASTER_ADDR``, ``MASTER_PORT``); gloo on the CPU, nccl on CUDA. Its timeout bounds every
 collective: a peer that dies or hangs makes the others raise :class:`DistributedError`
-instead of waiting for ever. :func:`launch` starts the processes from Python instead.
+instead of waiting for ever. Each rank leaves its pid (and host) in the group's store on
+joining and, when it fails, the reason; the error of a rank that loses a peer names which
+rank that was and why (its recorded reason, or that its process is gone without one: a
+crash or a signal). :func:`launch` starts the processes from Python instead.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -35,10 +39,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import Tensor
 
-from handgrad.nn.module import Module as HandModule
+from handgrad._compat import default_process_group_store
+from handgrad.nn.global_dropout import GlobalBatchDropout, ShardWindow, TorchGlobalBatchDropout
 
 DEFAULT_TIMEOUT = 120.0  # seconds a collective may wait for a peer
 DEFAULT_BUCKET_BYTES = 4 * 2**20
+STORE_WAIT = datetime.timedelta(seconds=5)  # for the notes on peers in the group's store
 
 # The timeout of the group joined by process_group, for the messages of current_replicas.
 _joined_timeout: float | None = None
@@ -93,15 +99,6 @@ def _check_timeout(timeout: float) -> float:
     return float(timeout)
 
 
-@dataclass
-class ShardWindow:
-    """The rows ``[start, start + count)`` of a global batch of ``global_size`` that this rank
-    trains on; the trainer moves it every step, :class:`GlobalBatchDropout` reads it."""
-
-    global_size: int = 0
-    start: int = 0
-
-
 class Replicas:
     """The replicas' process group as the training loop sees it: sharding and all-reduce.
 
@@ -115,6 +112,7 @@ class Replicas:
         *,
         timeout: float | None = DEFAULT_TIMEOUT,
         bucket_bytes: int = DEFAULT_BUCKET_BYTES,
+        store: Any | None = None,
     ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
@@ -125,6 +123,7 @@ class Replicas:
         self.timeout = None if timeout is None else _check_timeout(timeout)  # None: unknown
         self.bucket_bytes = bucket_bytes
         self.window = ShardWindow()
+        self.notes = PeerNotes(store)
 
     @property
     def is_writer(self) -> bool:
@@ -204,6 +203,17 @@ class Replicas:
         if bucket:
             yield bucket
 
+    def leave_together(self) -> None:
+        """Wait until every rank is here (bounded by the group's timeout): the last
+        collective before the group is destroyed."""
+        try:
+            if dist.get_backend() == "nccl":
+                dist.barrier(device_ids=[torch.cuda.current_device()])
+            else:
+                dist.barrier()
+        except RuntimeError as error:
+            raise self._lost_peer("the closing barrier", error) from error
+
     def _all_reduce(self, flat: Tensor, what: str) -> None:
         try:
             dist.all_reduce(flat, op=dist.ReduceOp.SUM)
@@ -211,12 +221,103 @@ class Replicas:
             raise self._lost_peer(what, error) from error
 
     def _lost_peer(self, what: str, error: BaseException) -> DistributedError:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = _first_line(error)
         limit = "" if self.timeout is None else f" (timeout {self.timeout:g} s)"
-        return DistributedError(
-            f"rank {self.rank} of {self.world_size}: {what} failed{limit}: "
-            f"another process died or stopped responding: {reason}"
+        lost = self.notes.lost_peers(self.rank, self.world_size)
+        # The backend's own words only when there is nothing better: they name an address.
+        who = "; ".join(lost) if lost else (
+            f"another process died or stopped responding ({reason})"
         )
+        return DistributedError(
+            f"rank {self.rank} of {self.world_size}: {what} failed{limit}: {who}"
+        )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _process_gone(pid: int) -> bool:
+    """Whether process ``pid`` on this machine has ended (a zombie has ended too)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    with contextlib.suppress(OSError, IndexError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    return False
+
+
+class PeerNotes:
+    """What the ranks leave for one another in the group's key-value store: each rank's host
+    and pid on joining, and the reason when it fails. A rank that loses a peer reads them to
+    say which rank is gone and why. Every store access is best effort, bounded by
+    :data:`STORE_WAIT`: the notes must never turn a clear error into a hang. Without a store
+    (``None``), nothing is noted and nothing is known."""
+
+    def __init__(self, store: Any | None) -> None:
+        # Keys of a restarted torchrun job must not be read as this attempt's.
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        self.prefix = f"handgrad/{attempt}/"
+        self.store = None
+        if store is not None:
+            with contextlib.suppress(Exception):
+                self.store = store.clone()  # its own connection, with a short timeout
+                self.store.set_timeout(STORE_WAIT)
+
+    def _set(self, key: str, value: str) -> None:
+        if self.store is not None:
+            with contextlib.suppress(Exception):
+                self.store.set(self.prefix + key, value)
+
+    def _get(self, key: str) -> str | None:
+        if self.store is None:
+            return None
+        with contextlib.suppress(Exception):
+            if self.store.check([self.prefix + key]):
+                return bytes(self.store.get(self.prefix + key)).decode("utf-8", "replace")
+        return None
+
+    def joined(self, rank: int) -> None:
+        """Note this process (host and pid) as ``rank``."""
+        self._set(f"process/{rank}", f"{socket.gethostname()} {os.getpid()}")
+
+    def failed(self, rank: int, error: BaseException) -> None:
+        """Note why ``rank`` is leaving the group early."""
+        self._set(f"failure/{rank}", f"{type(error).__name__}: {_first_line(error)}")
+
+    def lost_peers(self, rank: int, world_size: int, grace: float = 2.0) -> list[str]:
+        """A phrase for every other rank that has failed or whose process is gone. A peer's
+        sockets close a moment before its process ends: the question is asked again for up
+        to ``grace`` seconds while no answer is found."""
+        deadline = time.monotonic() + grace
+        while True:
+            phrases = self._lost_peers_now(rank, world_size)
+            if phrases or self.store is None or time.monotonic() >= deadline:
+                return phrases
+            time.sleep(0.05)
+
+    def _lost_peers_now(self, rank: int, world_size: int) -> list[str]:
+        here = socket.gethostname()
+        phrases = []
+        for other in range(world_size):
+            if other == rank:
+                continue
+            host, _, pid_text = (self._get(f"process/{other}") or "").partition(" ")
+            pid = int(pid_text) if pid_text.isdigit() else None
+            named = f"rank {other}"
+            if pid is not None:
+                named += f" (pid {pid})" if host == here else f" (pid {pid} on {host})"
+            failure = self._get(f"failure/{other}")
+            if failure is not None:
+                phrases.append(f"{named} failed: {failure}")
+            elif pid is not None and host == here and _process_gone(pid):
+                phrases.append(f"{named} died without a word (a crash, or killed by a signal)")
+        return phrases
 
 
 def backend_for(device: torch.device) -> str:
@@ -235,7 +336,10 @@ def process_group(
     or None when this is a single process (no launcher, or ``WORLD_SIZE=1``).
 
     ``timeout`` (seconds) bounds the rendezvous and every collective. On CUDA each process
-    uses ``cuda:LOCAL_RANK``. The group is destroyed on leaving the block.
+    uses ``cuda:LOCAL_RANK``. A block that ends normally ends with a barrier, so that the
+    ranks leave together (none tears its connections down while another still works in
+    the group); one that raises notes its error for the others (:class:`PeerNotes`). The
+    group is destroyed on leaving the block.
     """
     timeout = _check_timeout(timeout)
     info = process_info(environ)
@@ -265,8 +369,17 @@ def process_group(
         ) from error
     global _joined_timeout
     _joined_timeout = timeout
+    replicas = Replicas(info.rank, info.world_size, timeout=timeout,
+                        store=default_process_group_store())
+    replicas.notes.joined(info.rank)
     try:
-        yield Replicas(info.rank, info.world_size, timeout=timeout)
+        yield replicas
+    except BaseException as error:
+        # Before this process leaves (and its peers' collectives fail), say why.
+        replicas.notes.failed(info.rank, error)
+        raise
+    else:
+        replicas.leave_together()
     finally:
         _joined_timeout = None
         with contextlib.suppress(RuntimeError, ValueError):
@@ -278,7 +391,8 @@ def current_replicas() -> Replicas | None:
     it has a single process (training then takes the one-process path, bit for bit)."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return None
-    return Replicas(dist.get_rank(), dist.get_world_size(), timeout=_joined_timeout)
+    return Replicas(dist.get_rank(), dist.get_world_size(), timeout=_joined_timeout,
+                    store=default_process_group_store())
 
 
 def local_device(device: str | torch.device) -> torch.device:
@@ -293,65 +407,9 @@ def local_device(device: str | torch.device) -> torch.device:
 # ---------------------------------------------------------------------- dropout on shards
 
 
-def _global_mask(p: float, window: ShardWindow, like: Tensor) -> Tensor:
-    """The scaled mask m/(1 − p) of the whole global batch, sliced to this rank's rows.
-
-    Drawn as one process draws it for the global batch (``bernoulli_(1 − p)`` on a tensor of
-    the global shape, from the global RNG that every rank seeds alike), so each rank keeps
-    its slice of the very mask a single process would use.
-    """
-    shape = (window.global_size, *like.shape[1:])
-    if p == 1.0:
-        full = torch.zeros(shape, dtype=like.dtype, device=like.device)
-    else:
-        full = torch.empty(shape, dtype=like.dtype, device=like.device).bernoulli_(1.0 - p)
-        full = full / (1.0 - p)
-    return full[window.start : window.start + len(like)]
-
-
-class GlobalBatchDropout(HandModule):
-    """handgrad's inverted dropout, with this rank's slice of the global batch's mask.
-
-    Forward y = x · m/(1 − p); backward dx = g · m/(1 − p) with the same slice.
-    """
-
-    def __init__(self, p: float, window: ShardWindow) -> None:
-        super().__init__()
-        self.p = float(p)
-        self.window = window
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}, global batch"
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.training or self.p == 0.0:
-            return self._remember((None,), x)
-        scale = _global_mask(self.p, self.window, x)
-        return self._remember((scale,), x * scale)
-
-    def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
-        (scale,) = self._recall(grad_output)
-        if not input_grad:
-            return None
-        return grad_output if scale is None else grad_output * scale
-
-
-class TorchGlobalBatchDropout(torch.nn.Module):
-    """The same for a torch.nn model trained by autograd (the reference backend)."""
-
-    def __init__(self, p: float, window: ShardWindow) -> None:
-        super().__init__()
-        self.p = float(p)
-        self.window = window
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        return x * _global_mask(self.p, self.window, x)
-
-
 def shard_dropout(model: torch.nn.Module, window: ShardWindow) -> torch.nn.Module:
-    """Swap every dropout layer of ``model`` (in place) for its global-batch version."""
+    """Swap every dropout layer of ``model`` (in place) for its global-batch version
+    (:mod:`handgrad.nn.global_dropout`), reading this rank's rows from ``window``."""
     from handgrad.nn import Dropout as HandDropout
 
     for parent in list(model.modules()):
@@ -451,10 +509,8 @@ def launch(fn: Callable[..., Any], world_size: int, *args: Any) -> Any:
 __all__ = [
     "DEFAULT_TIMEOUT",
     "DistributedError",
-    "GlobalBatchDropout",
     "ProcessInfo",
     "Replicas",
-    "ShardWindow",
     "current_replicas",
     "launch",
     "local_device",

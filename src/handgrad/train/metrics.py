@@ -13,8 +13,10 @@ import os
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from handgrad.train.atomic import write_atomically
+from handgrad.files import write_atomically
 from handgrad.train.trainer import EpochRecord
+
+METRICS_FILE = "metrics.json"
 
 
 class RunFigures(Protocol):

@@ -9,14 +9,16 @@
 - ``csv:PATH``: the user's own table, predicting the column named by ``target`` from all
   the others (which must be numeric). The target is treated as *classification* when it
   holds any non-numeric value, or only integers with at most
-  :data:`MAX_CLASSES_FOR_INTEGER_TARGET` distinct values; otherwise as *regression*.
+  :data:`MAX_CLASSES_FOR_INTEGER_TARGET` distinct values; otherwise as *regression*. A row
+  the csv module cannot read (a field over its limit of 131,072 characters) is skipped and
+  named in :attr:`Task.notes`; every other bad cell is an error naming its line and column.
+  Values must fit float32, the networks' dtype.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
-import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -68,6 +70,7 @@ class Task:
     defaults: TaskDefaults
     class_names: tuple[str, ...] = ()
     dropout: float = 0.0
+    notes: tuple[str, ...] = ()  # what the user should know about the data (skipped rows)
 
     @property
     def num_inputs(self) -> int:
@@ -77,32 +80,30 @@ class Task:
     def num_outputs(self) -> int:
         return len(self.class_names) if self.kind == "classification" else 1
 
-    def reference_model(self, seed: int) -> torch.nn.Sequential:
-        """The network as plain ``torch.nn`` layers, initialized from ``seed`` alone.
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one input (``(features,)`` for the tables here)."""
+        return tuple(self.x_train.shape[1:])
+
+    def reference_model(self, seed: int) -> torch.nn.Module:
+        """The task's network (the default ``mlp`` of :mod:`handgrad.train.models`) as plain
+        ``torch.nn`` layers, initialized from ``seed`` alone.
 
         Built inside ``fork_rng`` so that the caller's global RNG stream is left as it was.
         """
-        widths = [self.num_inputs, *self.hidden, self.num_outputs]
-        layers: list[torch.nn.Module] = []
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seeds.derived_seed(seed, seeds.INIT))
-            for depth, (fan_in, fan_out) in enumerate(itertools.pairwise(widths)):
-                layers.append(torch.nn.Linear(fan_in, fan_out))
-                if depth < len(widths) - 2:  # no activation or dropout after the output layer
-                    layers.append(torch.nn.ReLU())
-                    if self.dropout > 0:
-                        layers.append(torch.nn.Dropout(self.dropout))
-        return torch.nn.Sequential(*layers)
+        from handgrad.train.models import DEFAULT_MODEL, reference_model
+
+        return reference_model(DEFAULT_MODEL, self, seed)
 
     def make_model(self, seed: int, backend: Backend = "handgrad") -> torch.nn.Module:
         """The network for ``backend``: handgrad layers, or torch.nn (trained by autograd).
 
-        Both start from the same weights for the same ``seed``.
+        Both start from the same weights for the same ``seed``. Other networks:
+        :func:`handgrad.train.models.build_model`.
         """
-        model = self.reference_model(seed)
-        if backend == "torch":
-            return model
-        return hnn.from_torch(model)
+        from handgrad.train.models import DEFAULT_MODEL, build_model
+
+        return build_model(DEFAULT_MODEL, self, seed, backend)
 
     def make_loss(self, backend: Backend = "handgrad") -> torch.nn.Module:
         """Mean squared error for regression, cross-entropy for classification."""
@@ -229,7 +230,7 @@ def standardize(x_train: Tensor, x_test: Tensor) -> tuple[Tensor, Tensor]:
 
 def csv_task(path: Path, target: str, *, seed: int = 0) -> Task:
     """The user's table at ``path`` predicting ``target`` from every other column."""
-    header, rows, target_line_numbers = _read_csv(path)
+    header, rows, target_line_numbers, notes = _read_csv(path)
     if target not in header:
         raise ValueError(
             f"column {target!r} not found in {path}; columns are: {', '.join(header)}"
@@ -244,10 +245,19 @@ def csv_task(path: Path, target: str, *, seed: int = 0) -> Task:
         for line, row in zip(target_line_numbers, rows, strict=True)
     ]
     x = torch.tensor(features, dtype=torch.float32)
+    inputs = [name for i, name in enumerate(header) if i != t]
+    _check_float32(path, x, target_line_numbers, inputs)
     kind, y, class_names = _target(path, [row[t] for row in rows], target_line_numbers, target)
     if kind == "classification":
         train, test = stratified_split(y, TEST_FRACTION, seed)
+        if len(test) == 0:
+            raise ValueError(
+                f"{path}: the test split is empty: each of its {len(class_names)} classes has "
+                "a single row, and a class needs at least 2 rows to lend one to the test "
+                f"split; add rows (at least {len(rows) + 1}: a second row of one class)"
+            )
     else:
+        _check_float32(path, y, target_line_numbers, [target])
         train, test = random_split(len(rows), TEST_FRACTION, seed)
     x_train, x_test = standardize(x[train], x[test])
     return Task(
@@ -260,11 +270,27 @@ def csv_task(path: Path, target: str, *, seed: int = 0) -> Task:
         hidden=(64,),
         class_names=class_names,
         defaults=TaskDefaults(epochs=100, batch_size=32, lr={"adam": 0.003}),
+        notes=notes,
     )
 
 
-def _read_csv(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
-    """Header, data rows and each row's line number; blank lines are skipped."""
+def _check_float32(
+    path: Path, values: Tensor, lines: Sequence[int], columns: Sequence[str]
+) -> None:
+    """A ``ValueError`` naming the first cell that float32 cannot hold (it became ±inf)."""
+    overflow = torch.isinf(values)
+    if bool(overflow.any()):
+        row, column = (int(i) for i in torch.nonzero(overflow)[0])
+        raise ValueError(
+            f"{path} line {lines[row]}, column {columns[column]!r}: the value is beyond "
+            f"float32's range (±{torch.finfo(torch.float32).max:.4g}), the networks' dtype; "
+            "rescale the column"
+        )
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[list[str]], list[int], tuple[str, ...]]:
+    """Header, data rows, each row's line number, and the notes on rows skipped because the
+    csv module could not read them (a field over its size limit); blank lines are skipped."""
     if not path.exists():
         raise FileNotFoundError(f"csv file not found: {path}")
     if not path.is_file():
@@ -274,7 +300,21 @@ def _read_csv(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
         header: list[str] | None = None
         rows: list[list[str]] = []
         lines: list[int] = []
-        for row in reader:
+        notes: list[str] = []
+        while True:
+            first_line = reader.line_num + 1
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as error:  # the reader goes on with the next line
+                where = (f"lines {first_line}-{reader.line_num}"
+                         if reader.line_num > first_line else f"line {first_line}")
+                problem = f"{path} {where}: cannot be read: {error}"
+                if header is None:
+                    raise ValueError(f"{problem}; it is the header") from None
+                notes.append(f"{problem}; row skipped")
+                continue
             if not row or all(not cell.strip() for cell in row):
                 continue
             cells = [cell.strip() for cell in row]
@@ -295,7 +335,7 @@ def _read_csv(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
         raise ValueError(f"{path} is empty; expected a header row and data rows")
     if not rows:
         raise ValueError(f"{path} has a header but no data rows")
-    return header, rows, lines
+    return header, rows, lines, tuple(notes)
 
 
 def _number(path: Path, line: int, column: str, cell: str) -> float:

@@ -15,6 +15,8 @@ loop.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -92,9 +94,21 @@ def uses_autograd(model: torch.nn.Module) -> bool:
     return any(p.requires_grad for p in model.parameters())
 
 
-def _needs_closure(optimizer: torch.optim.Optimizer) -> bool:
-    # L-BFGS re-evaluates the loss several times per step, through the closure.
-    return type(optimizer).__name__ == "LBFGS"
+def needs_closure(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer.step`` must be given a closure: its ``closure`` parameter has no
+    default. L-BFGS (torch's and handgrad's) is written so, as it re-evaluates the loss several
+    times per step; so may any user's optimizer. Decided by what the step asks for, never by
+    the class's name."""
+    return _step_needs_closure(type(optimizer).step)
+
+
+@functools.cache
+def _step_needs_closure(step: Callable[..., Any]) -> bool:
+    try:
+        closure = inspect.signature(step).parameters.get("closure")
+    except (TypeError, ValueError):  # no readable signature: call it as step()
+        return False
+    return closure is not None and closure.default is inspect.Parameter.empty
 
 
 def train_step(
@@ -147,13 +161,14 @@ def train_step(
         losses.append(value)
         return value
 
-    if _needs_closure(optimizer):
+    closure_driven = needs_closure(optimizer)
+    if closure_driven:
         optimizer.step(closure)  # evaluates the closure one or more times
     else:
         closure()
     if not math.isfinite(losses[0]):
         raise TrainingDiverged(f"the training loss is {losses[0]}")
-    if not _needs_closure(optimizer):
+    if not closure_driven:
         optimizer.step()
     return losses[0]
 

@@ -13,7 +13,8 @@ devices and raise the errors); they never use autograd, so they run under
 Notation: ``g`` is the gradient arriving from above, dL/d(out); every backward returns
 dL/d(input) by the chain rule, written out in its docstring.
 
-One file per family of layers (``linear``, ``activations``, ``shape``, ``losses``); this
+One file per family of layers (``linear``, ``activations``, ``shape``, ``losses``, ``conv``,
+``pooling``, ``normalization``, ``dropout``); this
 package re-exports every kernel, so ``handgrad.nn.functional.relu_forward`` is the name to use.
 """
 
@@ -34,6 +35,17 @@ from handgrad.nn.functional.activations import (
     tanh_backward,
     tanh_forward,
 )
+from handgrad.nn.functional.conv import (
+    conv_backward,
+    conv_forward,
+    conv_input_grad,
+    conv_transpose_backward,
+    conv_transpose_forward,
+    conv_weight_grad,
+    pad_backward,
+    pad_forward,
+)
+from handgrad.nn.functional.dropout import feature_dropout_backward, feature_dropout_forward
 from handgrad.nn.functional.linear import (
     linear_backward,
     linear_forward,
@@ -54,6 +66,20 @@ from handgrad.nn.functional.losses import (
     mse_backward,
     mse_forward,
 )
+from handgrad.nn.functional.normalization import (
+    batch_norm_backward,
+    batch_norm_forward,
+    group_norm_backward,
+    group_norm_forward,
+)
+from handgrad.nn.functional.pooling import (
+    adaptive_avg_pool2d_backward,
+    adaptive_avg_pool2d_forward,
+    avg_pool2d_backward,
+    avg_pool2d_forward,
+    max_pool2d_backward,
+    max_pool2d_forward,
+)
 from handgrad.nn.functional.shape import (
     dropout_backward,
     dropout_forward,
@@ -64,9 +90,21 @@ from handgrad.nn.functional.shape import (
 __all__ = [
     "REDUCTIONS",
     "Ctx",
+    "adaptive_avg_pool2d_backward",
+    "adaptive_avg_pool2d_forward",
+    "avg_pool2d_backward",
+    "avg_pool2d_forward",
+    "batch_norm_backward",
+    "batch_norm_forward",
     "bce_with_logits_backward",
     "bce_with_logits_forward",
     "check_reduction",
+    "conv_backward",
+    "conv_forward",
+    "conv_input_grad",
+    "conv_transpose_backward",
+    "conv_transpose_forward",
+    "conv_weight_grad",
     "cross_entropy_backward",
     "cross_entropy_forward",
     "cross_entropy_of_labels_forward",
@@ -74,10 +112,14 @@ __all__ = [
     "dropout_forward",
     "elu_backward",
     "elu_forward",
+    "feature_dropout_backward",
+    "feature_dropout_forward",
     "flatten_backward",
     "flatten_forward",
     "gelu_backward",
     "gelu_forward",
+    "group_norm_backward",
+    "group_norm_forward",
     "huber_backward",
     "huber_forward",
     "l1_backward",
@@ -87,8 +129,12 @@ __all__ = [
     "linear_backward",
     "linear_forward",
     "log_softmax",
+    "max_pool2d_backward",
+    "max_pool2d_forward",
     "mse_backward",
     "mse_forward",
+    "pad_backward",
+    "pad_forward",
     "relu_backward",
     "relu_forward",
     "sigmoid_backward",

@@ -17,18 +17,12 @@ def linear_forward(x: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tens
 
 
 def linear_backward(
-    grad_out: Tensor,
-    ctx: Ctx,
-    input_grad: bool = True,
-    weight_out: Tensor | None = None,
-    bias_out: Tensor | None = None,
+    grad_out: Tensor, ctx: Ctx, input_grad: bool = True
 ) -> tuple[Tensor | None, Tensor, Tensor | None]:
     """(dx, dW, db) for y = x Wᵀ + b.
 
     dx = g W,   dW = Σ_rows gᵀ x,   db = Σ_rows g  (rows = every leading index of x).
     dx is None when ``input_grad`` is False (its matmul is skipped); db is None without bias.
-    dW and db are written into ``weight_out`` and ``bias_out`` when given (tensors of W's and
-    b's shape, such as the parameters' slots in a flat gradient buffer), saving a copy.
     """
     x, weight, bias = ctx
     if x.dim() == 2:  # the usual (batch, in) case needs no reshaping
@@ -38,16 +32,16 @@ def linear_backward(
         x_2d = x.reshape(-1, weight.shape[1])
     rows, out_features = grad_2d.shape
     if rows != 1:
-        grad_weight = torch.mm(grad_2d.t(), x_2d, out=weight_out)
+        grad_weight = torch.mm(grad_2d.t(), x_2d)
     else:
         # One row: gᵀx is an outer product (each entry one exact multiply, the same bits as
         # the GEMM), done as a broadcast multiply, (out, 1) · (1, in); a 1 × 1 gradient is its
         # own transpose (a view costs as much as a small kernel).
         grad_t = grad_2d if out_features == 1 else grad_2d.t()
-        grad_weight = torch.mul(grad_t, x_2d, out=weight_out)
+        grad_weight = torch.mul(grad_t, x_2d)
     grad_bias = None
     if bias is not None:
-        grad_bias = torch.sum(grad_2d, 0, out=bias_out)
+        grad_bias = grad_2d.sum(0)
     grad_x = None
     if input_grad:
         if out_features != 1 or (rows == 1 and grad_out.dim() == 2):

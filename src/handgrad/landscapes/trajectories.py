@@ -11,31 +11,24 @@ and the path p₀, p₁, … is recorded. A run that leaves the finite numbers (
 beyond the stability limit) stops at the step where that happened and says so, keeping the
 finite part of its path.
 
-Optimizer names are the lowercase torch.optim class names resolved through
-:func:`handgrad.optim.optimizer_class`, plus two names for the pictures in textbooks:
-``momentum`` (SGD with momentum 0.9) and ``nesterov`` (the same with Nesterov's look-ahead).
+Optimizer names are those of :mod:`handgrad.optim.names`: the lowercase torch.optim class
+names, plus ``momentum`` (SGD with momentum 0.9) and ``nesterov`` (the same with Nesterov's
+look-ahead), the names of the pictures in textbooks.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-import handgrad.optim
-from handgrad.train.functions2d import Function2D, Point
-
-OptimizerLookup = Callable[[str], type[Any]]
-
-# Textbook names for configurations of a torch.optim class.
-ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
-    "momentum": ("sgd", {"momentum": 0.9}),
-    "nesterov": ("sgd", {"momentum": 0.9, "nesterov": True}),
-}
+from handgrad.landscapes.functions2d import Function2D, Point
+from handgrad.optim import names
+from handgrad.optim.names import OptimizerLookup
 
 # Which of the function's learning rates (Function2D.learning_rates) an optimizer takes.
 # RAdam's first steps, before its variance estimate is trusted, are un-normalised gradient
@@ -94,23 +87,17 @@ def _canonical(name: str) -> str:
 def resolve_optimizer(
     name: str, lookup: OptimizerLookup | None = None
 ) -> tuple[type[Any], dict[str, Any]]:
-    """The optimizer class and the extra constructor arguments for a trajectory name.
+    """The optimizer class and the extra constructor arguments for a trajectory name
+    (:func:`handgrad.optim.names.resolve_optimizer`).
 
-    ``lookup`` maps a lowercase torch.optim name to a class; it defaults to
-    :func:`handgrad.optim.optimizer_class`. Raises ``ValueError`` naming the input for an
-    unknown name or an optimizer that cannot run on a plain 2-D point.
+    ``lookup`` maps a lowercase torch.optim name to a class; it defaults to handgrad's.
+    Raises ``ValueError`` naming the input for an unknown name or an optimizer that cannot
+    run on a plain 2-D point.
     """
     key = _canonical(name)
     if key in _UNSUPPORTED:
         raise ValueError(f"optimizer {name!r} cannot draw a trajectory: {_UNSUPPORTED[key]}")
-    base, extra = ALIASES.get(key, (key, {}))
-    find = lookup if lookup is not None else handgrad.optim.optimizer_class
-    try:
-        cls = find(base)
-    except ValueError as error:
-        aliases = ", ".join(sorted(ALIASES))
-        raise ValueError(f"{error}; or one of the trajectory names: {aliases}") from None
-    return cls, dict(extra)
+    return names.resolve_optimizer(key, lookup)
 
 
 def default_lr(function: Function2D, optimizer: str) -> float:

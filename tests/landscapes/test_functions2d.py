@@ -9,7 +9,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from handgrad.train.functions2d import FUNCTIONS, Function2D, get_function
+from handgrad.landscapes.functions2d import FUNCTIONS, Function2D, get_function
 
 NAMES = sorted(FUNCTIONS)
 
