@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-BENCHMARKS = ("train", "optim", "roots", "distributed", "conv")
+BENCHMARKS = ("train", "optim", "roots", "distributed", "conv", "privacy")
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 

@@ -24,6 +24,7 @@ LAYERS: dict[str, int] = {
     "handgrad": 0, "_compat": 0, "files": 0, "tables": 0,  # neutral: import no handgrad unit
     "nn": 1, "optim": 1, "roots": 1,                          # the core library
     "check": 2, "train": 2, "landscapes": 2,                  # built on the core
+    "privacy": 2,                                             # DP-SGD on nn's per-sample grads
     "plots": 3,                                               # pictures of library results
     "demo": 4, "cli": 4, "__main__": 5,                       # the command line
 }  # fmt: skip
@@ -35,6 +36,7 @@ FORBIDDEN: dict[str, set[str]] = {
     "check": {"train", "plots", "cli", "landscapes", "demo"},
     "train": {"plots", "cli", "landscapes", "check", "demo"},
     "landscapes": {"train", "plots", "cli", "check", "demo"},
+    "privacy": {"train", "plots", "cli", "landscapes", "check", "demo"},
 }
 NEUTRAL = {unit for unit, layer in LAYERS.items() if layer == 0}
 

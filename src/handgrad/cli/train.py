@@ -80,6 +80,12 @@ def register(subparsers: Any) -> None:
         help="torch: the same networks in torch.nn with torch.optim and autograd, the "
         "reference (default: handgrad)",
     )
+    parser.add_argument(
+        "--dp", metavar="max_grad_norm=C,noise_multiplier=S[,delta=D]", default=None,
+        help="train with DP-SGD (handgrad.privacy): clip each example's gradient to C, add "
+        "Gaussian noise of std S*C, Poisson batches; reports ε at δ (default 1e-5) beside "
+        "the accuracy",
+    )
     parser.add_argument("--out", metavar="DIR", default=None,
                         help="output directory (default: runs/TASK)")
     parser.add_argument("--resume", action="store_true",
@@ -111,15 +117,20 @@ def default_out_dir(task: str) -> Path:
 
 
 def results_table(rows: list[dict[str, Any]], classification: bool) -> str:
-    """The results as an aligned text table, one row per optimizer."""
+    """The results as an aligned text table, one row per optimizer (with ε for DP-SGD)."""
+    private = any("epsilon" in row for row in rows)
     header = ["optimizer", "lr", "train loss", "test loss"]
     header += ["test accuracy"] if classification else []
+    header += ["ε"] if private else []
     header += ["seconds"]
     body = []
     for row in rows:
         cells = [row["optimizer"], f"{row['lr']:g}", f"{row['train_loss']:.4g}",
                  f"{row['test_loss']:.4g}"]
         cells += [f"{row['test_accuracy']:.4f}"] if classification else []
+        if private:
+            epsilon = row.get("epsilon")
+            cells += ["inf" if epsilon is None else f"{epsilon:.3g}"]
         cells += [f"{row['seconds']:.2f}"]
         body.append(cells)
     return format_table(header, body, right=range(1, len(header)))
@@ -132,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
     others exit with an error within ``--dist-timeout`` seconds.
     """
     from handgrad.optim.names import parse_optimizer_names
+    from handgrad.privacy.training import DPSettings
     from handgrad.train import distributed
     from handgrad.train.checkpoint import CHECKPOINT_EVERY, CHECKPOINT_FILE
     from handgrad.train.compare import TrainConfig
@@ -149,6 +161,13 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < timeout < 1e7:
         raise CLIError(f"--dist-timeout must be a positive number of seconds, got {timeout:g}")
     model = parse_model(args.model or DEFAULT_MODEL)
+    try:
+        dp = None if args.dp is None else DPSettings.parse(args.dp)
+    except ValueError as error:
+        raise CLIError(str(error)) from None
+    if dp is not None and args.backend != "handgrad":
+        raise CLIError("--dp needs --backend handgrad: the per-sample gradients come from "
+                       "the hand-written backward")
     every = CHECKPOINT_EVERY if args.checkpoint_every is None else args.checkpoint_every
     if not 0 <= every < math.inf:
         raise CLIError(f"--checkpoint-every must be a number of seconds >= 0, got {every:g}")
@@ -169,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
         device = str(distributed.local_device(args.device))
         config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                              seed=args.seed, device=device, backend=args.backend,
-                             model=model)
+                             model=model, dp=dp)
         checkpoint = out_dir / CHECKPOINT_FILE
         try:
             # Every rank trains in the group and leaves it together with the others; rank 0

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from torch import Tensor
 
 from handgrad.nn.module import Module
+from handgrad.nn.per_sample import PerSample
 
 
 class Sequential(Module):
@@ -61,7 +62,13 @@ class Sequential(Module):
             input = module(input)
         return self._remember((layers,), input)
 
-    def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
+    def backward(
+        self, grad_output: Tensor, input_grad: bool = True, per_sample: PerSample = False
+    ) -> Tensor | None:
+        """Each layer's backward, last to first. ``per_sample=True`` also stores every
+        parameter's per-sample gradients, ``p.grad_sample`` (:mod:`handgrad.nn.per_sample`)."""
+        if per_sample:
+            return self._per_sample_backward(grad_output, input_grad, per_sample)
         (layers,) = self._recall(grad_output)
         grad = grad_output
         for position in range(len(layers) - 1, 0, -1):
@@ -114,7 +121,12 @@ class Residual(Module):
             )
         return self._remember((), out + skip)
 
-    def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
+    def backward(
+        self, grad_output: Tensor, input_grad: bool = True, per_sample: PerSample = False
+    ) -> Tensor | None:
+        """Both paths' backward, summed; ``per_sample=True`` as in :meth:`Sequential.backward`."""
+        if per_sample:
+            return self._per_sample_backward(grad_output, input_grad, per_sample)
         self._recall(grad_output)
         through_block = self.block.backward(grad_output, input_grad=input_grad)
         if self.shortcut is None:

@@ -18,8 +18,10 @@ from torch import Tensor
 from handgrad.nn._saving import output_stand_in, recall_once
 from handgrad.nn.convert import register_conversion
 from handgrad.nn.functional import conv as F
+from handgrad.nn.functional import per_sample as P
 from handgrad.nn.gradients import accumulate_grad
 from handgrad.nn.module import Module
+from handgrad.nn.per_sample import FactoredGradSample, GradSample
 
 
 def _tuple(value: int | Sequence[int], n: int, name: str, owner: str) -> tuple[int, ...]:
@@ -188,6 +190,28 @@ class _ConvNd(Module):
                 f"{self!r} on an input of shape {tuple(x.shape)}: {error}"
             ) from error
 
+    def _check_batched_for_per_sample(self, unbatched: bool) -> None:
+        if unbatched:
+            raise ValueError(
+                f"{self!r}: per-sample gradients need a batch dimension; the input was unbatched"
+            )
+
+    @staticmethod
+    def _per_sample_dict(
+        left: Tensor, right: Tensor, groups: int, shape: torch.Size, grad_output: Tensor,
+        has_bias: bool,
+    ) -> dict[str, GradSample]:  # fmt: skip
+        """{weight: Σ_l left_l right_lᵀ per example (factored for one group), bias: Σ g}."""
+        grads: dict[str, GradSample]
+        if groups == 1:
+            grads = {"weight": FactoredGradSample(left, right, shape)}
+        else:
+            grouped = P.grouped_grad_sample(left, right, groups)
+            grads = {"weight": grouped.view(len(left), *shape)}
+        if has_bias:
+            grads["bias"] = grad_output.flatten(2).sum(2)
+        return grads
+
     def _accumulate(self, ctx_params: tuple[Tensor, Tensor | None], grads: tuple[Any, ...]) -> None:
         weight, bias = ctx_params
         _, grad_weight, grad_bias = grads
@@ -237,6 +261,17 @@ class _Conv(_ConvNd):
         self._accumulate(params, grads)
         grad_x = grads[0]
         return grad_x.squeeze(0) if unbatched and grad_x is not None else grad_x
+
+    def per_sample_grads(self, grad_output: Tensor, ctx: Any) -> dict[str, GradSample]:
+        """dW_i = Σ_l g_{i,l} u_{i,l}ᵀ over output positions l, u_{i,l} the input window
+        that position sees (factored; per group when groups > 1), db_i = Σ_l g_{i,l}."""
+        (x_conv, weight, has_bias, geometry, _), _, unbatched = ctx
+        self._check_batched_for_per_sample(unbatched)
+        stride, padding, dilation, groups = geometry
+        left, right = P.conv_grad_sample_factors(
+            x_conv, grad_output, weight.shape[2:], stride, padding, dilation
+        )
+        return self._per_sample_dict(left, right, groups, weight.shape, grad_output, has_bias)
 
 
 class Conv1d(_Conv):
@@ -377,6 +412,21 @@ class ConvTranspose2d(_ConvNd):
         self._accumulate(params, grads)
         grad_x = grads[0]
         return grad_x.squeeze(0) if unbatched and grad_x is not None else grad_x
+
+    def per_sample_grads(self, grad_output: Tensor, ctx: Any) -> dict[str, GradSample]:
+        """The transposed convolution's weight gradient is the convolution's with input and
+        output exchanged: dW_i = Σ_t x_{i,t} v_{i,t}ᵀ over input positions t, v_{i,t} the
+        window of g_i that x_{i,t} was scattered to (factored; per group when groups > 1);
+        db_i = Σ g_i."""
+        (x, weight, has_bias, geometry), _, unbatched = ctx
+        self._check_batched_for_per_sample(unbatched)
+        stride, padding, dilation, groups = geometry
+        # As the convolution of g (input) with x (output): (N, L, C_in) of x and
+        # (N, L, C_out·k) of g's windows, over the input's L positions.
+        inputs, windows = P.conv_grad_sample_factors(
+            grad_output, x, weight.shape[2:], stride, padding, dilation
+        )
+        return self._per_sample_dict(inputs, windows, groups, weight.shape, grad_output, has_bias)
 
 
 def _conv_arguments(module: Any) -> dict[str, Any]:

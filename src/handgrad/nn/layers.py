@@ -8,8 +8,10 @@ import torch
 from torch import Tensor
 
 from handgrad.nn import functional as F
+from handgrad.nn.functional.per_sample import linear_bias_grad_sample
 from handgrad.nn.gradients import accumulate_grad
 from handgrad.nn.module import Module
+from handgrad.nn.per_sample import FactoredGradSample, GradSample, PerSample
 
 
 class Linear(Module):
@@ -91,7 +93,11 @@ class Linear(Module):
             )
         self._check_like(x, self.weight, "input", "weight")
 
-    def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
+    def backward(
+        self, grad_output: Tensor, input_grad: bool = True, per_sample: PerSample = False
+    ) -> Tensor | None:
+        if per_sample:  # also store p.grad_sample (handgrad.nn.per_sample)
+            return self._per_sample_backward(grad_output, input_grad, per_sample)
         ctx = self._recall(grad_output)
         _, weight, bias = ctx  # the parameters the forward used
         grad_x, grad_weight, grad_bias = F.linear_backward(grad_output, ctx, input_grad)
@@ -99,6 +105,21 @@ class Linear(Module):
         if bias is not None:
             accumulate_grad(bias, grad_bias)  # type: ignore[arg-type]
         return grad_x
+
+    def per_sample_grads(self, grad_output: Tensor, ctx: F.Ctx) -> dict[str, GradSample]:
+        """Example i's dW_i = Σ_t g_{i,t} x_{i,t}ᵀ (factored: never formed here) and
+        db_i = Σ_t g_{i,t}, t running over the input's middle dimensions
+        (:mod:`handgrad.nn.functional.per_sample`)."""
+        x, _, bias = ctx
+        if x.dim() < 2:
+            raise ValueError(
+                f"{self!r}: per-sample gradients need a batch dimension; "
+                f"got an input of shape {tuple(x.shape)}"
+            )
+        grads: dict[str, GradSample] = {"weight": FactoredGradSample(grad_output, x)}
+        if bias is not None:
+            grads["bias"] = linear_bias_grad_sample(grad_output)
+        return grads
 
 
 class Dropout(Module):

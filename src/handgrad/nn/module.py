@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from handgrad import _compat
+from handgrad.nn import per_sample as _per_sample
 from handgrad.nn.functional import Ctx
 
 
@@ -60,6 +61,21 @@ class Module(torch.nn.Module):
         parameter's ``.grad`` with :func:`handgrad.nn.accumulate_grad`."""
         raise NotImplementedError(f"{type(self).__name__} does not implement backward()")
 
+    def _per_sample_backward(
+        self, grad_output: Tensor, input_grad: bool, per_sample: _per_sample.PerSample
+    ) -> Any:
+        """``backward(grad_output, input_grad)`` storing per-sample gradients on the way.
+
+        What ``backward(..., per_sample=True)`` of a container (or of a layer with
+        parameters) does: ``if per_sample: return self._per_sample_backward(...)``. Every
+        module whose backward runs inside then stores ``p.grad_sample`` for its own
+        parameters (see :mod:`handgrad.nn.per_sample`: ``_recall`` does it, from the
+        layer's ``per_sample_grads``).
+        """
+        factored = _per_sample.check_per_sample(per_sample) and per_sample == "factored"
+        with _per_sample.per_sample_gradients(factored):
+            return self.backward(grad_output, input_grad)
+
     # ------------------------------------------------------------------ helpers for subclasses
 
     def _remember(self, ctx: Ctx, out: Tensor) -> Tensor:
@@ -98,6 +114,8 @@ class Module(torch.nn.Module):
                 f"{self._get_name()}.backward(): expected grad_output of dtype {out.dtype} on "
                 f"{out.device} (the output's), got {grad_output.dtype} on {grad_output.device}"
             )
+        if _per_sample._mode is not None:  # a backward(..., per_sample=True) is running
+            _per_sample.store_per_sample(self, grad_output, ctx)
         return ctx
 
     def _check_tensor(self, x: object, what: str = "input") -> Tensor:

@@ -17,8 +17,10 @@ from torch import Tensor
 from handgrad.nn._saving import output_stand_in, recall_once
 from handgrad.nn.convert import register_conversion
 from handgrad.nn.functional import normalization as F
+from handgrad.nn.functional import per_sample as P
 from handgrad.nn.gradients import accumulate_grad
 from handgrad.nn.module import Module
+from handgrad.nn.per_sample import GradSample
 
 
 def _accumulate(weight: Tensor | None, bias: Tensor | None, grads: tuple[Any, ...]) -> None:
@@ -193,6 +195,20 @@ class _BatchNorm(Module):
         _accumulate(weight, bias, grads)
         return grads[0]
 
+    def per_sample_grads(self, grad_output: Tensor, ctx: Any) -> dict[str, GradSample]:
+        """With the batch's statistics (training) there are none: μ and σ² mix the examples,
+        so no example's gradient is its own (Opacus refuses BatchNorm too). With the running
+        statistics (eval) y is an affine map of each example: dγ_i = Σ g_i ⊙ x̂_i,
+        dβ_i = Σ g_i over the spatial positions."""
+        (x, mean, invstd, _, has_bias, batch_stats), _, _ = ctx
+        if batch_stats:
+            raise ValueError(
+                f"{self!r}: per-sample gradients are not defined with the batch's statistics "
+                "(training mode): they mix the examples; use GroupNorm or LayerNorm, or eval()"
+            )
+        xhat = F.channel_affine(x, invstd, -mean * invstd)
+        return _affine_per_sample(grad_output, xhat, has_bias)
+
 
 class BatchNorm1d(_BatchNorm):
     """Batch normalisation of (N, C) or (N, C, L) inputs, as torch.nn.BatchNorm1d."""
@@ -294,6 +310,19 @@ class GroupNorm(Module):
         grads = F.group_norm_backward(grad_output, ctx, input_grad)
         _accumulate(weight, bias, grads)
         return grads[0]
+
+    def per_sample_grads(self, grad_output: Tensor, ctx: Any) -> dict[str, GradSample]:
+        """Each example is normalised by its own statistics: dγ_i = Σ g_i ⊙ x̂_i and
+        dβ_i = Σ g_i over the spatial positions, per channel."""
+        (x, mean, rstd, _, has_bias, num_groups), _, _ = ctx
+        xhat = ((x.reshape(x.shape[0], num_groups, -1) - mean) * rstd).view(x.shape)
+        return _affine_per_sample(grad_output, xhat, has_bias)
+
+
+def _affine_per_sample(grad_output: Tensor, xhat: Tensor, has_bias: bool) -> dict[str, GradSample]:
+    """Per-sample gradients of γ and β of y = γ x̂ + β, per channel (axis 1)."""
+    grad_weight, grad_bias = P.norm_affine_grad_sample(grad_output, xhat, (1,))
+    return {"weight": grad_weight, "bias": grad_bias} if has_bias else {"weight": grad_weight}
 
 
 def _norm_dtype(module: Any) -> torch.dtype | None:

@@ -98,7 +98,7 @@ def write_outputs(result: ComparisonResult, out_dir: str | os.PathLike[str]) -> 
     directory = Path(out_dir)
     directory.mkdir(parents=True, exist_ok=True)
     written = [directory / METRICS_FILE, directory / LOSS_CURVES_FILE]
-    write_metrics(written[0], result.task.name, result.runs)
+    write_metrics(written[0], result.task.name, result.runs, result.privacy)
     plot_loss_curves(result, written[1])
     if result.task.kind == "regression":
         written.append(directory / PREDICTIONS_FILE)

@@ -21,6 +21,7 @@ from torch.optim import Optimizer
 
 from handgrad import nn as hnn
 from handgrad.optim import names
+from handgrad.privacy.training import DPSettings, PoissonSchedule, epsilon_spent, private
 from handgrad.train import checkpoint as ckpt
 from handgrad.train import distributed, seeds
 from handgrad.train.metrics import metrics_document
@@ -54,6 +55,9 @@ class TrainConfig:
     backend: Backend = "handgrad"
     threads: int | None = 1
     model: str | ModelSpec = DEFAULT_MODEL
+    dp: DPSettings | None = None
+    """DP-SGD (:mod:`handgrad.privacy`): every optimizer wrapped in a DPOptimizer, Poisson
+    batches (Opacus's loader: ⌈n/B⌉ steps an epoch at rate 1/⌈n/B⌉), ε reported at δ."""
 
 
 @dataclass
@@ -79,9 +83,11 @@ class ComparisonResult:
     epochs: int
     batch_size: int
     runs: list[RunResult]
+    privacy: dict[str, Any] | None = None
+    """With ``TrainConfig.dp``: the settings, the schedule and ``epsilon`` (ε at ``delta``)."""
 
     def metrics(self) -> dict[str, Any]:
-        return metrics_document(self.task.name, self.runs)
+        return metrics_document(self.task.name, self.runs, self.privacy)
 
     def predictions(self) -> dict[str, Tensor]:
         """Each run's model output on the test inputs (CPU, eval mode)."""
@@ -127,6 +133,9 @@ def _check_config(config: TrainConfig, epochs: int, batch_size: int, lr: float |
         raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {config.device!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {config.device!r} asked for, but CUDA is not available here")
+    if config.dp is not None and config.backend != "handgrad":
+        raise ValueError("dp (DP-SGD) needs backend='handgrad': the per-sample gradients come "
+                         "from the hand-written backward")  # fmt: skip
 
 
 def compare_optimizers(
@@ -178,6 +187,9 @@ def compare_optimizers(
     choices = [resolve_optimizer(name, config.backend) for name in optimizer_names]
     device = torch.device(config.device)
     replicas = distributed.current_replicas()
+    if config.dp is not None and replicas is not None:
+        raise ValueError("dp (DP-SGD) runs in one process; launch without torchrun")
+    schedule = None if config.dp is None else PoissonSchedule(len(task.x_train), batch_size)
     # Rank 0 alone writes; the checkpoint's every field comes from state all ranks share.
     checkpointer = (
         ckpt.Checkpointer(checkpoint, checkpoint_every)
@@ -202,6 +214,8 @@ def compare_optimizers(
         if lr is not None:
             options = {**options, "lr": lr}
         stepper = cls(model.parameters(), **options)
+        if config.dp is not None and schedule is not None:
+            stepper = private(stepper, config.dp, schedule)
         runs.append(RunResult(name, float(stepper.param_groups[0]["lr"]), model))
         losses.append(task.make_loss(config.backend))
         steppers.append(stepper)
@@ -220,6 +234,7 @@ def compare_optimizers(
         "backend": config.backend,
         "threads": config.threads,
         "world_size": 1 if replicas is None else replicas.world_size,
+        "dp": None if config.dp is None else config.dp.as_dict(),
     }
     data = (task.x_train.to(device), task.y_train.to(device), task.x_test.to(device),
             task.y_test.to(device))
@@ -254,7 +269,10 @@ def compare_optimizers(
             checkpointer.write(snapshot(done)(False))
         try:
             for epoch in range(done + 1, epochs + 1):
-                batches = sampler.batches(epoch)
+                if schedule is None:
+                    batches = sampler.batches(epoch)
+                else:  # every optimizer sees the same Poisson batches
+                    batches = list(schedule.batches(config.seed, epoch))
                 for run, loss_fn, stepper, history in zip(runs, losses, steppers, histories,
                                                           strict=True):
                     start = time.perf_counter()
@@ -273,7 +291,16 @@ def compare_optimizers(
             if checkpointer is not None:
                 checkpointer.flush()  # the last finished epoch, if it is not on disk yet
             raise
-    return ComparisonResult(task, epochs, batch_size, runs)
+    privacy = None
+    if config.dp is not None and schedule is not None:
+        privacy = {
+            **config.dp.as_dict(),
+            "sample_rate": schedule.sample_rate,
+            "steps": epochs * schedule.steps_per_epoch,
+            "epsilon": epsilon_spent(config.dp, schedule, epochs),
+            "accountant": "rdp",
+        }
+    return ComparisonResult(task, epochs, batch_size, runs, privacy)
 
 
 def _compare_in_group(

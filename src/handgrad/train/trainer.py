@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 from torch import Tensor
 
+from handgrad.nn.per_sample import empty_grad_sample, per_sample_gradients
 from handgrad.train.sampler import EpochSampler
 from handgrad.train.tasks import Kind, Task
 
@@ -140,16 +141,26 @@ def train_step(
     hand_model, hand_loss = cast(Any, model), cast(Any, loss_fn)  # the .backward methods
     losses: list[float] = []
 
+    # DP-SGD (handgrad.privacy.DPOptimizer) needs every example's gradient: the backward
+    # then also stores them (handgrad.nn.per_sample), factored where a layer can.
+    per_sample = getattr(optimizer, "per_sample", False)
+
     def closure() -> float:
         optimizer.zero_grad()
         if replicas is not None and len(x) == 0:
             with torch.no_grad():
                 model(x)
             value = 0.0
+        elif per_sample and len(x) == 0:  # an empty Poisson batch: the step is noise alone
+            empty_grad_sample(model.parameters())
+            value = 0.0
         else:
             loss: Tensor = loss_fn(model(x), y)
             if by_autograd:
                 loss.backward()
+            elif per_sample:
+                with per_sample_gradients(factored=per_sample == "factored"):
+                    hand_model.backward(hand_loss.backward(), input_grad=False)
             else:
                 hand_model.backward(hand_loss.backward(), input_grad=False)
             value = float(loss.detach())
@@ -211,7 +222,7 @@ def train_epoch(
             ) from None
         total += loss * len(batch)
         count += len(batch)
-    return total / count
+    return total / count if count else 0.0  # (Poisson batches may all be empty)
 
 
 def evaluate(

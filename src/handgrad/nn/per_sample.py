@@ -1,0 +1,240 @@
+"""Per-sample gradients: a backward that also leaves each example's own parameter gradient.
+
+``model.backward(grad_output, per_sample=True)`` runs the usual backward (``.grad`` is
+accumulated as always) and also stores, for every parameter, ``p.grad_sample`` of shape
+(batch, *p.shape): example i's contribution to ``p.grad`` (Opacus's attribute). They sum to
+what ``.grad`` receives; for a mean-reduced loss each is the example's own gradient divided by
+the batch size, since the loss's backward already carries the 1/N.
+
+``per_sample="factored"`` stores, where a layer can, a :class:`FactoredGradSample` instead:
+the per-sample gradients kept as the two factors the backward holds (for a fully connected
+layer, dW_i = Σ_t g_{i,t} x_{i,t}ᵀ), whose norms and weighted sums — all that DP-SGD needs —
+are computed without ever forming the (batch × parameters) tensor
+(:mod:`handgrad.nn.functional.per_sample`).
+
+How a layer takes part — the one place a layer author writes anything: a module with
+parameters defines ::
+
+    def per_sample_grads(self, grad_output, ctx) -> dict[str, Tensor | FactoredGradSample]
+
+returning, for each of its own parameters by name, the per-sample gradients of shape
+(batch, *param.shape) (or their factored form), from the same ``grad_output`` and ``ctx``
+its ``backward`` receives. Nothing else changes: the mode is switched on for the whole
+backward by :func:`per_sample_gradients` (which ``backward(..., per_sample=...)`` of the
+containers uses), and ``Module._recall`` — the first line of every backward — calls
+:func:`store_per_sample` while it is on. Containers and modules without parameters need
+nothing. A module with parameters and no ``per_sample_grads`` refuses with a ValueError, as
+do layers whose per-sample gradients are not defined (BatchNorm in training mixes the
+examples through the batch statistics).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from handgrad.nn.functional import per_sample as F
+
+PerSample = bool | Literal["factored"]
+"""What ``backward(..., per_sample=...)`` takes: False, True (tensors) or "factored"."""
+
+_mode: Literal["tensors", "factored"] | None = None
+"""The per-sample mode of the backward running now (None: off). Read by Module._recall."""
+
+
+@contextmanager
+def per_sample_gradients(factored: bool = False) -> Iterator[None]:
+    """Every handgrad backward run inside stores per-sample gradients (``p.grad_sample``).
+
+    ``model.backward(grad, per_sample=True)`` is this around ``model.backward(grad)``; use it
+    directly for a module whose own ``backward`` does not take ``per_sample``. ``factored``
+    keeps the factored form where a layer gives one (see the module docstring). Not
+    thread-safe: one backward at a time per process.
+    """
+    global _mode
+    previous = _mode
+    _mode = "factored" if factored else "tensors"
+    try:
+        yield
+    finally:
+        _mode = previous
+
+
+def check_per_sample(per_sample: object) -> bool:
+    """True for ``per_sample`` True or "factored", False for False; ValueError otherwise."""
+    if per_sample is False or per_sample is True or per_sample == "factored":
+        return per_sample is not False
+    raise ValueError(f"per_sample must be False, True or 'factored', got {per_sample!r}")
+
+
+class FactoredGradSample:
+    """Per-sample gradients G_i = Σ_t a_{i,t} b_{i,t}ᵀ of a (out × in) weight, kept as factors.
+
+    ``left`` is (N, ..., out) — the layer's grad_output — and ``right`` (N, ..., in) — its
+    input; t runs over the middle dimensions (none for 2-D factors). ``param_shape`` is the
+    weight's own shape when it is not (out, in) but holds out · in numbers in that order (a
+    convolution's (out, in, kh, kw) against its unfolded input); :meth:`materialize` and
+    :meth:`weighted_sum` give that shape. A weight used twice in one backward gets both pairs
+    (:meth:`add`): G_i is then the sum over all pairs, again of this form with the positions
+    of the pairs laid end to end.
+    """
+
+    def __init__(
+        self, left: Tensor, right: Tensor, param_shape: Sequence[int] | None = None
+    ) -> None:
+        self.pairs: list[tuple[Tensor, Tensor]] = [(left, right)]
+        self.param_shape = torch.Size(
+            (left.shape[-1], right.shape[-1]) if param_shape is None else param_shape
+        )
+
+    @property
+    def shape(self) -> torch.Size:
+        """(batch, *param_shape), the shape of the materialised per-sample gradients."""
+        return torch.Size((self.pairs[0][0].shape[0], *self.param_shape))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.pairs[0][0].dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def add(self, other: FactoredGradSample) -> FactoredGradSample:
+        """G_i + G'_i, still factored (the pairs of both)."""
+        combined = FactoredGradSample(*self.pairs[0], self.param_shape)
+        combined.pairs = self.pairs + other.pairs
+        return combined
+
+    def _sequences(self) -> tuple[Tensor, Tensor]:
+        """All pairs as one (N, T, out), (N, T, in) pair: the positions end to end."""
+        batch = self.shape[0]
+        lefts = [left.reshape(batch, -1, left.shape[-1]) for left, _ in self.pairs]
+        rights = [right.reshape(batch, -1, right.shape[-1]) for _, right in self.pairs]
+        return torch.cat(lefts, 1), torch.cat(rights, 1)
+
+    def norms_squared(self) -> Tensor:
+        """‖G_i‖²_F for each example, shape (N,), without forming G_i (where it is cheaper)."""
+        if len(self.pairs) == 1:
+            left, right = self.pairs[0]
+        else:
+            left, right = self._sequences()
+        return F.linear_grad_sample_norms(left, right, bias=False)[0]
+
+    def weighted_sum(self, weights: Tensor) -> Tensor:
+        """Σ_i c_i G_i, of shape ``param_shape``, as one matrix product per pair."""
+        total = None
+        for left, right in self.pairs:
+            part = F.linear_grad_sample_weighted_sum(left, right, weights, bias=False)[0]
+            total = part if total is None else total.add_(part)
+        assert total is not None
+        return total.view(self.param_shape)
+
+    def materialize(self, out: Tensor | None = None, accumulate: bool = False) -> Tensor:
+        """G as a (N, *param_shape) tensor, written into ``out`` (or added to it) when given."""
+        left, right = self.pairs[0]
+        matrix_shape = (len(self), left.shape[-1], right.shape[-1])
+        target = None if out is None else out.view(matrix_shape)
+        for left, right in self.pairs:
+            target = F.linear_grad_sample(left, right, False, target, accumulate)[0]
+            accumulate = True
+        assert target is not None
+        return target.view(self.shape)
+
+
+GradSample = Tensor | FactoredGradSample
+"""A parameter's per-sample gradients: a (batch, *shape) tensor or its factored form."""
+
+
+def grad_sample_norms_squared(grad_sample: GradSample) -> Tensor:
+    """‖per-sample gradient_i‖² for each example i, shape (batch,)."""
+    if isinstance(grad_sample, FactoredGradSample):
+        return grad_sample.norms_squared()
+    # The norm reduces in one pass; pow(2) first would form a second (batch × parameters).
+    return torch.linalg.vector_norm(grad_sample.reshape(len(grad_sample), -1), dim=1).square_()
+
+
+def grad_sample_weighted_sum(grad_sample: GradSample, weights: Tensor) -> Tensor:
+    """Σ_i c_i · per-sample gradient_i, of the parameter's shape."""
+    if isinstance(grad_sample, FactoredGradSample):
+        return grad_sample.weighted_sum(weights)
+    weights = weights.to(grad_sample.dtype)
+    return torch.tensordot(weights, grad_sample, dims=1)
+
+
+def store_per_sample(module: torch.nn.Module, grad_output: Any, ctx: Any) -> None:
+    """Add ``module``'s per-sample gradients into ``p.grad_sample`` of its own parameters.
+
+    Called by ``Module._recall`` while :func:`per_sample_gradients` is on. A parameter's
+    ``grad_sample`` accumulates like its ``.grad``: None → stored; an existing one of the
+    same shape is added to (in place for tensors).
+    """
+    parameters = {name: p for name, p in module._parameters.items() if p is not None}
+    if not parameters:
+        return
+    compute = getattr(module, "per_sample_grads", None)
+    if compute is None:
+        raise ValueError(
+            f"{module._get_name()} cannot give per-sample gradients (per_sample=True): it has "
+            f"parameters ({', '.join(parameters)}) but no per_sample_grads(grad_output, ctx) "
+            "method; see handgrad.nn.per_sample"
+        )
+    grads = compute(grad_output, ctx)
+    missing = set(parameters) - set(grads)
+    if missing:
+        raise ValueError(
+            f"{module._get_name()}.per_sample_grads() gave no per-sample gradient for "
+            f"{sorted(missing)}"
+        )
+    for name, grad_sample in grads.items():
+        _accumulate(parameters[name], grad_sample)
+
+
+def _accumulate(param: Tensor, new: GradSample) -> None:
+    """param.grad_sample += new: stored when there is none; factored + factored stays
+    factored; anything with a tensor becomes a tensor (added in place into a kept one)."""
+    current: GradSample | None = getattr(param, "grad_sample", None)
+    if current is not None and tuple(current.shape) != tuple(new.shape):
+        raise ValueError(
+            f"a parameter of shape {tuple(param.shape)} already holds grad_sample of shape "
+            f"{tuple(current.shape)} and this backward gives {tuple(new.shape)}: "
+            "clear grad_sample between batches (DPOptimizer.zero_grad() does, or "
+            "handgrad.nn.per_sample.clear_grad_sample)"
+        )
+    if _mode == "tensors" and isinstance(new, FactoredGradSample):
+        if isinstance(current, Tensor):  # formed straight into the kept tensor
+            new.materialize(current, accumulate=True)
+            return
+        new = new.materialize()
+    if current is None:
+        param.grad_sample = new  # type: ignore[attr-defined]
+    elif isinstance(current, FactoredGradSample) and isinstance(new, FactoredGradSample):
+        param.grad_sample = current.add(new)  # type: ignore[attr-defined]
+    else:
+        total = current if isinstance(current, Tensor) else current.materialize()
+        if isinstance(new, FactoredGradSample):
+            new.materialize(total, accumulate=True)
+        else:
+            total.add_(new)
+        param.grad_sample = total  # type: ignore[attr-defined]
+
+
+def clear_grad_sample(params: Iterable[Tensor], set_to_none: bool = True) -> None:
+    """Drop every ``p.grad_sample`` (or zero the tensors in place with ``set_to_none=False``,
+    keeping their memory for the next backward to add into, as ``zero_grad`` keeps ``.grad``)."""
+    for param in params:
+        current = getattr(param, "grad_sample", None)
+        if set_to_none or not isinstance(current, Tensor):
+            param.grad_sample = None  # type: ignore[attr-defined]
+        else:
+            current.zero_()
+
+
+def empty_grad_sample(params: Iterable[Tensor]) -> None:
+    """Per-sample gradients of an empty batch: ``p.grad_sample`` of shape (0, *p.shape)
+    (DP-SGD's step on an empty Poisson batch is then the noise alone)."""
+    for param in params:
+        param.grad_sample = param.new_zeros((0, *param.shape))  # type: ignore[attr-defined]
