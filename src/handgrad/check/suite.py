@@ -108,6 +108,7 @@ class _Case:
     target: Callable[[Tensor], Tensor] | None = None  # loss cases: target from prediction
     scale: float = 1.0  # input spread
     cpu_only: bool = False  # torch draws dropout masks differently off the CPU
+    tokens: int = 0  # > 0: the input is token ids in [0, tokens) (no input gradient)
 
 
 def _class_indices(x: Tensor) -> Tensor:
@@ -251,7 +252,55 @@ def _cases() -> list[_Case]:
         ),
     ]
     cases += _convolutional_cases()
-    return cases
+    return cases + _transformer_cases()
+
+
+def _transformer_cases() -> list[_Case]:
+    """Embeddings, normalisation, softmax, attention (in the encoder layer) and a GPT."""
+    nn = torch.nn
+    from handgrad.nn import TorchGPT  # (an import here keeps this addition in one place)
+
+    def encoder(**kwargs: object) -> Callable[[], torch.nn.Module]:
+        return lambda: nn.TransformerEncoderLayer(8, 2, 12, dropout=0.0, **kwargs)  # type: ignore[arg-type]
+
+    return [
+        _Case("Embedding(11, 4)", lambda: nn.Embedding(11, 4), (3, 5), tokens=11),
+        # The norms follow a Linear: check_module's upstream gradient is drawn from the seed
+        # the input was drawn from, so g ∝ x, and a scale-invariant layer's dx is then ~0.
+        _Case(
+            "Linear + LayerNorm(6)",
+            lambda: nn.Sequential(nn.Linear(6, 6), nn.LayerNorm(6)),
+            (4, 3, 6),
+        ),
+        _Case(
+            "Linear + LayerNorm((3, 6), bias=False)",
+            lambda: nn.Sequential(nn.Linear(6, 6), nn.LayerNorm((3, 6), bias=False)),
+            (4, 3, 6),
+        ),
+        _Case(
+            "Linear + RMSNorm(6)", lambda: nn.Sequential(nn.Linear(6, 6), nn.RMSNorm(6)), (4, 3, 6)
+        ),
+        _Case(
+            "Linear + RMSNorm(6, eps=0.1, no affine)",
+            lambda: nn.Sequential(nn.Linear(6, 6), nn.RMSNorm(6, 0.1, False)),
+            (4, 6),
+        ),
+        _Case("SiLU", nn.SiLU, (4, 7), scale=3.0),
+        _Case("Softmax(dim=1)", lambda: nn.Softmax(1), (3, 5, 2), scale=3.0),
+        _Case("LogSoftmax(dim=-1)", lambda: nn.LogSoftmax(-1), (4, 7), scale=3.0),
+        _Case("TransformerEncoderLayer(8, 2), post-norm, relu", encoder(), (5, 3, 8)),
+        _Case(
+            "TransformerEncoderLayer(8, 2), pre-norm, gelu, batch_first",
+            encoder(activation="gelu", norm_first=True, batch_first=True),
+            (3, 5, 8),
+        ),
+        _Case(
+            "GPT: 2 blocks of causal self-attention and MLP, tied head",
+            lambda: TorchGPT(13, 8, n_layer=2, n_head=2, d_model=8),
+            (3, 8),
+            tokens=13,
+        ),
+    ]
 
 
 def _convolutional_cases() -> list[_Case]:
@@ -378,7 +427,10 @@ def _run_case(case: _Case, device: torch.device, dtype: torch.dtype, seed: int) 
     with _seeded(seed, device):
         reference = case.build().to(device=device, dtype=dtype)
         twin = from_torch(reference)
-        x = (torch.randn(case.shape, dtype=torch.float64) * case.scale).to(device, dtype)
+        if case.tokens:
+            x = torch.randint(0, case.tokens, case.shape, device=device)
+        else:
+            x = (torch.randn(case.shape, dtype=torch.float64) * case.scale).to(device, dtype)
         target = None if case.target is None else case.target(x)
 
     def forward(module: torch.nn.Module, inp: Tensor) -> Tensor:
@@ -387,12 +439,15 @@ def _run_case(case: _Case, device: torch.device, dtype: torch.dtype, seed: int) 
         return out
 
     # torch.nn + autograd
-    x_leaf = x.clone().requires_grad_(True)
+    x_leaf = x.clone().requires_grad_(not case.tokens)
     expected_out = forward(reference, x_leaf)
     generator = torch.Generator(device).manual_seed(seed + 2)
     upstream = torch.randn(expected_out.shape, generator=generator, dtype=dtype, device=device)
     params = list(reference.parameters())
-    expected_grads = torch.autograd.grad(expected_out, [x_leaf, *params], upstream)
+    leaves = params if case.tokens else [x_leaf, *params]
+    expected_grads = torch.autograd.grad(expected_out, leaves, upstream)
+    if case.tokens:
+        expected_grads = (torch.zeros(()), *expected_grads)  # token ids: no input gradient
 
     # handgrad
     with torch.no_grad():
@@ -402,7 +457,11 @@ def _run_case(case: _Case, device: torch.device, dtype: torch.dtype, seed: int) 
     missing = (float("inf"), float("inf"))  # a gradient the backward did not produce
     errors = [
         _errors(got_out, expected_out.detach()),
-        missing if got_input is None else _errors(got_input, expected_grads[0]),
+        (0.0, 0.0)
+        if case.tokens
+        else missing
+        if got_input is None
+        else _errors(got_input, expected_grads[0]),
     ]
     param_errors = [
         _errors(param.grad, expected)

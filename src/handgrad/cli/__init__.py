@@ -24,7 +24,7 @@ from handgrad import __version__
 from handgrad.files import OutputInUseError, WriteError, describe_os_error
 
 # Order is the order shown in --help.
-SUBCOMMANDS = ("demo", "check", "train", "trajectories", "roots")
+SUBCOMMANDS = ("demo", "check", "train", "generate", "trajectories", "roots")
 
 # The exit statuses of every subcommand (74 and 75 are sysexits.h's EX_IOERR, EX_TEMPFAIL).
 EXIT_OK = 0

@@ -3,6 +3,7 @@
     handgrad train --task cubic --optimizers sgd,rmsprop,adam [--epochs N] [--batch-size B]
         [--lr LR] [--seed S] [--device cpu|cuda] [--out DIR] [--resume]
         [--checkpoint-every SECONDS] [--dist-timeout SECONDS]
+    handgrad train --task text[:PATH] [--model gpt]   (a character-level language model)
 
 A thin layer over :func:`handgrad.train.compare_optimizers` and
 :func:`handgrad.plots.training.write_outputs`. Under
@@ -49,7 +50,9 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--task", default="cubic",
-        help="cubic (y = x^3), digits (scikit-learn's 8x8 digits) or csv:PATH (default: cubic)",
+        help="cubic (y = x^3), digits (scikit-learn's 8x8 digits), csv:PATH, or text[:PATH] "
+        "(next-character prediction on a UTF-8 text; default text: Python's documentation) "
+        "(default: cubic)",
     )
     parser.add_argument(
         "--target", metavar="COLUMN", default=None,
@@ -57,14 +60,14 @@ def register(subparsers: Any) -> None:
         "are classes; other numbers are regression)",
     )
     parser.add_argument(
-        "--optimizers", default=DEFAULT_OPTIMIZERS,
+        "--optimizers", default=None,
         help="comma-separated lowercase torch.optim names, plus 'momentum' and 'nesterov' "
-        f"(SGD with momentum 0.9) (default: {DEFAULT_OPTIMIZERS})",
+        f"(SGD with momentum 0.9) (default: {DEFAULT_OPTIMIZERS}; adamw for text)",
     )
     parser.add_argument(
         "--model", metavar="NAME[:KEY=VALUE,...]", default=None,
         help="the network, e.g. mlp:hidden=100x100,activation=sigmoid,dropout=0.1; "
-        + _models_help() + " (default: mlp, the task's network)",
+        + _models_help() + " (default: mlp, the task's network; gpt for text)",
     )
     parser.add_argument("--epochs", type=int, default=None, help="default: per task")
     parser.add_argument("--batch-size", type=int, default=None,
@@ -112,7 +115,11 @@ def _models_help() -> str:
 
 def default_out_dir(task: str) -> Path:
     """``runs/cubic``, ``runs/digits``, ``runs/csv-<file stem>``."""
-    name = f"csv-{Path(task[4:]).stem}" if task.startswith("csv:") else task
+    if task.startswith(("csv:", "text:")):
+        kind, _, path = task.partition(":")
+        name = f"{kind}-{Path(path).stem}"
+    else:
+        name = task
     return Path("runs") / re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
@@ -147,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
     from handgrad.train import distributed
     from handgrad.train.checkpoint import CHECKPOINT_EVERY, CHECKPOINT_FILE
     from handgrad.train.compare import TrainConfig
-    from handgrad.train.models import DEFAULT_MODEL, parse_model
+    from handgrad.train.models import parse_model
     from handgrad.train.tasks import load_task
 
     out_dir = Path(args.out) if args.out else default_out_dir(args.task)
@@ -156,11 +163,13 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = out_dir / CHECKPOINT_FILE
     if args.resume and not checkpoint.is_file():
         raise CLIError(f"--resume: no checkpoint at {checkpoint}; start the run without --resume")
-    names = parse_optimizer_names(args.optimizers)
+    if args.optimizers is not None:
+        parse_optimizer_names(args.optimizers)  # a typo is reported before any data is read
     timeout = distributed.DEFAULT_TIMEOUT if args.dist_timeout is None else args.dist_timeout
     if not 0 < timeout < 1e7:
         raise CLIError(f"--dist-timeout must be a positive number of seconds, got {timeout:g}")
-    model = parse_model(args.model or DEFAULT_MODEL)
+    if args.model is not None:
+        parse_model(args.model)  # likewise
     try:
         dp = None if args.dp is None else DPSettings.parse(args.dp)
     except ValueError as error:
@@ -182,6 +191,8 @@ def run(args: argparse.Namespace) -> int:
         ) from None
     with lock_folder(out_dir) if writer else contextlib.nullcontext(out_dir):
         task = load_task(args.task, seed=args.seed, target=args.target)
+        names = parse_optimizer_names(args.optimizers or task.defaults.optimizers)
+        model = parse_model(args.model or task.default_model)  # gpt for text, else mlp
         if writer:
             for note in task.notes:
                 print(f"handgrad train: warning: {note}", file=sys.stderr)
@@ -207,6 +218,10 @@ def run(args: argparse.Namespace) -> int:
     rows = [{**document, "lr": run.lr}
             for document, run in zip(result.metrics()["runs"], result.runs, strict=True)]
     print(results_table(rows, task.kind == "classification"))
+    from handgrad.train.text import TextTask, text_report
+
+    if isinstance(task, TextTask):
+        print(text_report(result))
     print("wrote " + ", ".join(str(path) for path in [*written, checkpoint]))
     return 0
 

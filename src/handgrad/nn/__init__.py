@@ -24,24 +24,43 @@ kernel calls.
 """
 
 from handgrad.nn import functional
-from handgrad.nn.activations import ELU, GELU, Identity, LeakyReLU, ReLU, Sigmoid, Softplus, Tanh
+from handgrad.nn.activations import (
+    ELU,
+    GELU,
+    Identity,
+    LeakyReLU,
+    LogSoftmax,
+    ReLU,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    Softplus,
+    Tanh,
+)
+from handgrad.nn.attention import MultiheadAttention
 from handgrad.nn.container import Residual, Sequential
 from handgrad.nn.conv import Conv1d, Conv2d, ConvTranspose2d
 from handgrad.nn.convert import TorchResidual, from_torch, register_conversion, to_torch
 from handgrad.nn.dropout import Dropout2d
+from handgrad.nn.embedding import Embedding
 from handgrad.nn.flat import FlatLayout, flatten_parameters
 from handgrad.nn.global_dropout import GlobalBatchDropout
+from handgrad.nn.gpt import GPT
+from handgrad.nn.gpt_torch import TorchGPT
 from handgrad.nn.gradients import accumulate_grad
+from handgrad.nn.layer_norm import LayerNorm, RMSNorm
 from handgrad.nn.layers import Dropout, Flatten, Linear
 from handgrad.nn.loss import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss
 from handgrad.nn.module import Module
 from handgrad.nn.normalization import BatchNorm1d, BatchNorm2d, GroupNorm
 from handgrad.nn.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
+from handgrad.nn.transformer import TransformerEncoderLayer
 from handgrad.nn.unflatten import Unflatten
 
 __all__ = [
     "ELU",
     "GELU",
+    "GPT",
     "AdaptiveAvgPool2d",
     "AvgPool2d",
     "BCEWithLogitsLoss",
@@ -53,6 +72,7 @@ __all__ = [
     "CrossEntropyLoss",
     "Dropout",
     "Dropout2d",
+    "Embedding",
     "FlatLayout",
     "Flatten",
     "GlobalBatchDropout",
@@ -60,18 +80,26 @@ __all__ = [
     "HuberLoss",
     "Identity",
     "L1Loss",
+    "LayerNorm",
     "LeakyReLU",
     "Linear",
+    "LogSoftmax",
     "MSELoss",
     "MaxPool2d",
     "Module",
+    "MultiheadAttention",
+    "RMSNorm",
     "ReLU",
     "Residual",
     "Sequential",
+    "SiLU",
     "Sigmoid",
+    "Softmax",
     "Softplus",
     "Tanh",
+    "TorchGPT",
     "TorchResidual",
+    "TransformerEncoderLayer",
     "Unflatten",
     "accumulate_grad",
     "flatten_parameters",

@@ -1,4 +1,5 @@
-"""How the convolutional layers keep (and let go of) what their backward needs.
+"""How the convolutional and transformer layers keep (and let go of) what their backward
+needs, and hand on gradients.
 
 ``Module._remember(ctx, out)`` keeps the context and the output itself (so that ``_recall``
 can check grad_output's shape, dtype and device) until the module's next forward. For a
@@ -12,6 +13,9 @@ the backward has run. So the layers of this family
   to the output's shape, with its dtype and device; the same checks pass, 4-8 bytes kept);
 - release their context in backward (:func:`recall_once`), as autograd frees its graph: a
   second backward of one forward is a ValueError that says so.
+
+:func:`required` turns a child's optional input gradient into a tensor for composite
+modules; :func:`accumulate` hands a parameter its gradient in its own dtype (mixed precision).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from handgrad.nn.functional import Ctx
+from handgrad.nn.gradients import accumulate_grad
 from handgrad.nn.module import Module
 
 
@@ -50,3 +55,23 @@ def recall_once(module: Module, grad_output: Tensor) -> Ctx:
     assert saved is not None
     object.__setattr__(module, "_saved", (RELEASED, saved[1]))
     return ctx
+
+
+def required(grad: Tensor | None) -> Tensor:
+    """The input gradient a child's ``backward`` returned where the caller needs one
+    (composite modules: ``backward(..., input_grad=True)`` never returns None; this says so
+    to the type checker, and raises plainly if a child breaks that promise)."""
+    if grad is None:
+        raise RuntimeError("a layer's backward returned None where an input gradient was needed")
+    return grad
+
+
+def accumulate(param: Tensor, grad: Tensor) -> None:
+    """:func:`handgrad.nn.accumulate_grad` of ``grad`` in the parameter's dtype.
+
+    Under ``torch.autocast`` a layer computes in bfloat16 from float32 (master) weights; its
+    weight gradient comes out in bfloat16 and lands on the float32 weight in float32, as
+    autograd's backward of the cast does. (``.to`` returns ``grad`` itself when the dtypes
+    already agree.)
+    """
+    accumulate_grad(param, grad.to(param.dtype))

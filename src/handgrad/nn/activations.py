@@ -150,3 +150,89 @@ class Softplus(_Activation):
 
     def _kernel_backward(self, grad_output: Tensor, ctx: Ctx) -> Tensor:
         return F.softplus_backward(grad_output, ctx)
+
+
+# ---------------------------------------------------------------- SiLU and the softmax family
+# Plain modules (forward/backward); the kernels live in handgrad.nn.functional.softmax.
+
+
+class SiLU(Module):
+    """y = x σ(x) (swish); dx = g σ(x)(1 + x(1 − σ(x))). Keeps x only (σ is recomputed).
+
+    ``inplace`` is accepted for torch.nn.SiLU's signature; the output is always a new tensor,
+    since the backward needs the input.
+    """
+
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+        self.inplace = inplace
+
+    def extra_repr(self) -> str:
+        return "inplace=True" if self.inplace else ""
+
+    def forward(self, input: Tensor) -> Tensor:
+        out, ctx = F.silu_forward(self._check_tensor(input))
+        return self._remember(ctx, out)
+
+    def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
+        ctx = self._recall(grad_output)
+        return F.silu_backward(grad_output, ctx) if input_grad else None
+
+
+def _softmax_dim(dim: int | None, input: Tensor, name: str) -> int:
+    """``dim``, or torch's deprecated implicit choice (0 for 0-, 1- and 3-d inputs, else 1)."""
+    if dim is not None:
+        if not -max(input.dim(), 1) <= dim < max(input.dim(), 1):
+            raise IndexError(
+                f"{name}: dim {dim} is out of range for an input of shape {tuple(input.shape)} "
+                f"(expected a dim in [{-max(input.dim(), 1)}, {max(input.dim(), 1) - 1}])"
+            )
+        return dim
+    import warnings  # here, not at the top: this section is appended to a shared file
+
+    warnings.warn(
+        f"Implicit dimension choice for {name.lower()} has been deprecated. "
+        "Change the call to include dim=X as an argument.",
+        stacklevel=4,
+    )
+    return 0 if input.dim() in (0, 1, 3) else 1
+
+
+class Softmax(Module):
+    """y = softmax(x) along ``dim``; dx = y ⊙ (g − ⟨g, y⟩) (the Jacobian-vector product)."""
+
+    def __init__(self, dim: int | None = None) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+    def forward(self, input: Tensor) -> Tensor:
+        input = self._check_tensor(input)
+        out, ctx = F.softmax_forward(input, _softmax_dim(self.dim, input, "Softmax"))
+        return self._remember(ctx, out)
+
+    def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
+        ctx = self._recall(grad_output)
+        return F.softmax_backward(grad_output, ctx) if input_grad else None
+
+
+class LogSoftmax(Module):
+    """y = log softmax(x) along ``dim``; dx = g − softmax(x) Σ g (softmax = e^y)."""
+
+    def __init__(self, dim: int | None = None) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+    def forward(self, input: Tensor) -> Tensor:
+        input = self._check_tensor(input)
+        out, ctx = F.log_softmax_forward(input, _softmax_dim(self.dim, input, "LogSoftmax"))
+        return self._remember(ctx, out)
+
+    def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
+        ctx = self._recall(grad_output)
+        return F.log_softmax_backward(grad_output, ctx) if input_grad else None

@@ -286,6 +286,9 @@ register_conversion(
     torch.nn.LeakyReLU, activations.LeakyReLU, lambda m: {"negative_slope": m.negative_slope}
 )
 register_conversion(torch.nn.ELU, activations.ELU, lambda m: {"alpha": m.alpha})
+register_conversion(torch.nn.SiLU, activations.SiLU, lambda m: {"inplace": m.inplace})
+register_conversion(torch.nn.Softmax, activations.Softmax, lambda m: {"dim": m.dim})
+register_conversion(torch.nn.LogSoftmax, activations.LogSoftmax, lambda m: {"dim": m.dim})
 register_conversion(torch.nn.GELU, activations.GELU, lambda m: {"approximate": m.approximate})
 register_conversion(
     torch.nn.Softplus, activations.Softplus, lambda m: {"beta": m.beta, "threshold": m.threshold}

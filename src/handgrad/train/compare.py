@@ -25,7 +25,7 @@ from handgrad.privacy.training import DPSettings, PoissonSchedule, epsilon_spent
 from handgrad.train import checkpoint as ckpt
 from handgrad.train import distributed, seeds
 from handgrad.train.metrics import metrics_document
-from handgrad.train.models import DEFAULT_MODEL, ModelSpec, build_model, resolve_model
+from handgrad.train.models import ModelSpec, build_model, resolve_model
 from handgrad.train.sampler import EpochSampler
 from handgrad.train.tasks import Backend, Task, load_task
 from handgrad.train.trainer import EpochRecord, intra_op_threads, run_epoch
@@ -54,7 +54,7 @@ class TrainConfig:
     device: str = "cpu"
     backend: Backend = "handgrad"
     threads: int | None = 1
-    model: str | ModelSpec = DEFAULT_MODEL
+    model: str | ModelSpec | None = None  # None: the task's own (mlp; gpt for text)
     dp: DPSettings | None = None
     """DP-SGD (:mod:`handgrad.privacy`): every optimizer wrapped in a DPOptimizer, Poisson
     batches (Opacus's loader: ⌈n/B⌉ steps an epoch at rate 1/⌈n/B⌉), ε reported at δ."""
@@ -183,7 +183,8 @@ def compare_optimizers(
     if resume and checkpoint is None:
         raise ValueError("resume=True needs the checkpoint path to resume from")
     ckpt.check_interval(checkpoint_every)
-    model_spec = resolve_model(config.model, task)
+    model_spec = resolve_model(config.model or task.default_model, task)
+    task.check_model(model_spec.name)
     choices = [resolve_optimizer(name, config.backend) for name in optimizer_names]
     device = torch.device(config.device)
     replicas = distributed.current_replicas()
@@ -204,7 +205,7 @@ def compare_optimizers(
         lr = config.lr if config.lr is not None else task.default_lr(name)
         # Parameters take the data's dtype: a float64 task trains a float64 network.
         model = build_model(model_spec, task, config.seed, config.backend)
-        model = model.to(device, task.x_train.dtype)
+        model = model.to(device, task.parameter_dtype)
         if config.backend == "handgrad":
             # One contiguous buffer for the parameters and one for their gradients: the
             # optimizer then updates the whole network in one pass (same values, fewer calls).
@@ -234,6 +235,7 @@ def compare_optimizers(
         "backend": config.backend,
         "threads": config.threads,
         "world_size": 1 if replicas is None else replicas.world_size,
+        "task_info": task.checkpoint_info(),  # a text task's vocabulary and context
         "dp": None if config.dp is None else config.dp.as_dict(),
     }
     data = (task.x_train.to(device), task.y_train.to(device), task.x_test.to(device),
@@ -253,7 +255,7 @@ def compare_optimizers(
             assert checkpoint is not None
             payload = ckpt.load_checkpoint(checkpoint)
             # Checkpoints from before --model trained the task's default network.
-            legacy = {"model": str(resolve_model(DEFAULT_MODEL, task))}
+            legacy = {"model": str(resolve_model(task.default_model, task))}
             done = _restore(payload, checkpoint, settings, runs, steppers, device, task.kind,
                             legacy)
 
@@ -395,8 +397,9 @@ def _restore(
     saved = payload.get("settings")
     if not isinstance(saved, dict):
         raise ckpt.CheckpointError(f"checkpoint {path} is damaged: it has no settings")
-    # Checkpoints from before data-parallel training have no world_size: one process.
-    saved = {"world_size": 1, **(legacy or {}), **saved}
+    # Checkpoints from before data-parallel training have no world_size: one process;
+    # those from before text tasks no task_info.
+    saved = {"world_size": 1, "task_info": {}, **(legacy or {}), **saved}
     differences = [
         f"{key}={saved.get(key)!r} there, {value!r} here"
         for key, value in settings.items()

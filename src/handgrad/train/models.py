@@ -346,3 +346,4 @@ __all__ = [
 
 # Models in modules of their own register themselves when imported.
 from handgrad.train import cnn as _cnn  # noqa: E402, F401  (the "cnn" model)
+from handgrad.train import text as _text  # noqa: E402, F401  (the "gpt" model)

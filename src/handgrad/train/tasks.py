@@ -23,7 +23,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -34,7 +34,7 @@ from handgrad.train import seeds
 Kind = Literal["regression", "classification"]
 Backend = Literal["handgrad", "torch"]
 
-TASK_NAMES = ("cubic", "digits", "csv:PATH")
+TASK_NAMES = ("cubic", "digits", "csv:PATH", "text[:PATH]")
 TEST_FRACTION = 0.2
 MAX_CLASSES_FOR_INTEGER_TARGET = 20
 
@@ -44,12 +44,14 @@ class TaskDefaults:
     """Training settings that reach the task's goal quickly.
 
     ``lr`` maps lowercase optimizer names to a tuned learning rate; an optimizer missing
-    from it uses its own default learning rate.
+    from it uses its own default learning rate. ``optimizers``: those ``handgrad train``
+    compares unless told otherwise.
     """
 
     epochs: int
     batch_size: int
     lr: Mapping[str, float] = field(default_factory=dict)
+    optimizers: str = "sgd,rmsprop,adam"
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,15 +87,34 @@ class Task:
         """The shape of one input (``(features,)`` for the tables here)."""
         return tuple(self.x_train.shape[1:])
 
+    @property
+    def parameter_dtype(self) -> torch.dtype:
+        """The dtype of the networks' parameters: the inputs' (a float64 task trains a
+        float64 network); a task of integer inputs (token ids) says its own."""
+        return self.x_train.dtype
+
+    @property
+    def default_model(self) -> str:
+        """The model (:mod:`handgrad.train.models`) trained unless ``--model`` says otherwise."""
+        return "mlp"
+
+    def check_model(self, name: str) -> None:
+        """ValueError unless the registered model ``name`` can learn this task (a model's
+        builder refuses tasks it cannot read; a task refuses models it cannot feed)."""
+
+    def checkpoint_info(self) -> dict[str, Any]:
+        """What a checkpoint must carry to rebuild this task's model without the data."""
+        return {}
+
     def reference_model(self, seed: int) -> torch.nn.Module:
-        """The task's network (the default ``mlp`` of :mod:`handgrad.train.models`) as plain
+        """The task's network (its default model of :mod:`handgrad.train.models`) as plain
         ``torch.nn`` layers, initialized from ``seed`` alone.
 
         Built inside ``fork_rng`` so that the caller's global RNG stream is left as it was.
         """
-        from handgrad.train.models import DEFAULT_MODEL, reference_model
+        from handgrad.train.models import reference_model
 
-        return reference_model(DEFAULT_MODEL, self, seed)
+        return reference_model(self.default_model, self, seed)
 
     def make_model(self, seed: int, backend: Backend = "handgrad") -> torch.nn.Module:
         """The network for ``backend``: handgrad layers, or torch.nn (trained by autograd).
@@ -101,9 +122,9 @@ class Task:
         Both start from the same weights for the same ``seed``. Other networks:
         :func:`handgrad.train.models.build_model`.
         """
-        from handgrad.train.models import DEFAULT_MODEL, build_model
+        from handgrad.train.models import build_model
 
-        return build_model(DEFAULT_MODEL, self, seed, backend)
+        return build_model(self.default_model, self, seed, backend)
 
     def make_loss(self, backend: Backend = "handgrad") -> torch.nn.Module:
         """Mean squared error for regression, cross-entropy for classification."""
@@ -124,12 +145,20 @@ class Task:
 
 
 def load_task(spec: str, *, seed: int = 0, target: str | None = None) -> Task:
-    """The task named by ``spec``: ``"cubic"``, ``"digits"`` or ``"csv:PATH"``.
+    """The task named by ``spec``: ``"cubic"``, ``"digits"``, ``"csv:PATH"`` or
+    ``"text[:PATH]"`` (:mod:`handgrad.train.text`).
 
     ``seed`` fixes the data's noise and the test split; ``target`` names the csv column to
     predict (required for csv, refused otherwise).
     """
     seeds.check_seed(seed)
+    if spec == "text" or spec.startswith("text:"):
+        if target is not None:
+            raise ValueError("--target is only for csv tasks, not for the text task")
+        from handgrad.train.text import text_task
+
+        path = Path(spec[len("text:") :]) if spec.startswith("text:") else None
+        return text_task(path, seed=seed)
     if spec.startswith("csv:"):
         if not target:
             raise ValueError("the csv task needs the column to predict: --target COLUMN")

@@ -35,6 +35,11 @@ from handgrad.nn.functional.activations import (
     tanh_backward,
     tanh_forward,
 )
+from handgrad.nn.functional.attention import (
+    AttentionCtx,
+    scaled_dot_product_attention_backward,
+    scaled_dot_product_attention_forward,
+)
 from handgrad.nn.functional.conv import (
     conv_backward,
     conv_forward,
@@ -46,6 +51,18 @@ from handgrad.nn.functional.conv import (
     pad_forward,
 )
 from handgrad.nn.functional.dropout import feature_dropout_backward, feature_dropout_forward
+from handgrad.nn.functional.embedding import (
+    embedding_backward,
+    embedding_forward,
+    embedding_renorm_,
+)
+from handgrad.nn.functional.layer_norm import (
+    layer_norm_backward,
+    layer_norm_forward,
+    layer_norm_output,
+    rms_norm_backward,
+    rms_norm_forward,
+)
 from handgrad.nn.functional.linear import (
     linear_backward,
     linear_forward,
@@ -86,9 +103,18 @@ from handgrad.nn.functional.shape import (
     flatten_backward,
     flatten_forward,
 )
+from handgrad.nn.functional.softmax import (
+    log_softmax_backward,
+    log_softmax_forward,
+    silu_backward,
+    silu_forward,
+    softmax_backward,
+    softmax_forward,
+)
 
 __all__ = [
     "REDUCTIONS",
+    "AttentionCtx",
     "Ctx",
     "adaptive_avg_pool2d_backward",
     "adaptive_avg_pool2d_forward",
@@ -112,6 +138,9 @@ __all__ = [
     "dropout_forward",
     "elu_backward",
     "elu_forward",
+    "embedding_backward",
+    "embedding_forward",
+    "embedding_renorm_",
     "feature_dropout_backward",
     "feature_dropout_forward",
     "flatten_backward",
@@ -124,11 +153,16 @@ __all__ = [
     "huber_forward",
     "l1_backward",
     "l1_forward",
+    "layer_norm_backward",
+    "layer_norm_forward",
+    "layer_norm_output",
     "leaky_relu_backward",
     "leaky_relu_forward",
     "linear_backward",
     "linear_forward",
     "log_softmax",
+    "log_softmax_backward",
+    "log_softmax_forward",
     "max_pool2d_backward",
     "max_pool2d_forward",
     "mse_backward",
@@ -137,8 +171,16 @@ __all__ = [
     "pad_forward",
     "relu_backward",
     "relu_forward",
+    "rms_norm_backward",
+    "rms_norm_forward",
+    "scaled_dot_product_attention_backward",
+    "scaled_dot_product_attention_forward",
     "sigmoid_backward",
     "sigmoid_forward",
+    "silu_backward",
+    "silu_forward",
+    "softmax_backward",
+    "softmax_forward",
     "softplus_backward",
     "softplus_forward",
     "tanh_backward",

@@ -1,0 +1,109 @@
+"""Layer normalisation and RMS normalisation over the trailing dimensions of an input.
+
+Both normalise each "row" — the last ``len(normalized_shape)`` dimensions taken together, n
+numbers — on its own, then scale (and shift) by learned per-feature parameters.
+
+LayerNorm:  μ = mean(x),  σ² = mean((x − μ)²)  (biased),  r = 1/√(σ² + ε),
+            x̂ = (x − μ) r,  y = γ ⊙ x̂ + β.
+RMSNorm:    r = 1/√(mean(x²) + ε),  x̂ = x r,  y = γ ⊙ x̂.
+
+The backward of both follows from one observation. With h = g ⊙ γ (the gradient reaching
+x̂), LayerNorm's x̂ is x − μ divided by its own root-mean-square, so
+
+    dx = r (h − mean(h) − x̂ mean(h ⊙ x̂))                       (LayerNorm)
+    dx = r (h − x̂ mean(h ⊙ x̂))                                 (RMSNorm: no mean removed)
+
+Derivation (LayerNorm, one row, n entries): ∂x̂_i/∂x_j = r(δ_ij − 1/n) − x̂_i x̂_j r/n,
+because ∂r/∂x_j = −r³ (x_j − μ)/n = −r² x̂_j/n. Then dx_j = Σ_i h_i ∂x̂_i/∂x_j
+= r h_j − r mean(h) − r x̂_j mean(h ⊙ x̂). RMSNorm drops the −1/n (no mean subtracted).
+
+The parameter gradients sum over every row: dγ = Σ_rows g ⊙ x̂, dβ = Σ_rows g.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from handgrad.nn.functional._common import Ctx
+
+
+def _row_dims(normalized_ndim: int) -> tuple[int, ...]:
+    return tuple(range(-normalized_ndim, 0))
+
+
+def _sum_over_rows(t: Tensor, normalized_ndim: int) -> Tensor:
+    """Σ over every leading (row) dimension: the shape of γ is left."""
+    leading = t.dim() - normalized_ndim
+    return t.sum(tuple(range(leading))) if leading else t
+
+
+def layer_norm_forward(
+    x: Tensor,
+    normalized_ndim: int,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    eps: float,
+) -> tuple[Tensor, Ctx]:
+    """y = γ ⊙ (x − μ)/√(σ² + ε) + β over the last ``normalized_ndim`` dims (see module doc).
+
+    Keeps x̂ and r for the backward (the same size as what torch keeps: x, μ and r).
+    """
+    dims = _row_dims(normalized_ndim)
+    centred = x - x.mean(dims, keepdim=True)
+    rstd = torch.rsqrt((centred * centred).mean(dims, keepdim=True) + eps)
+    xhat = centred * rstd  # (not in place: autograd may differentiate a forward, to check it)
+    return layer_norm_output(xhat, weight, bias), (xhat, rstd, weight, bias, normalized_ndim)
+
+
+def layer_norm_output(xhat: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
+    """y = γ ⊙ x̂ + β (γ, β left out when None): LayerNorm's output from its normalised x̂."""
+    if weight is None:
+        return xhat if bias is None else xhat + bias
+    if bias is None:
+        return xhat * weight
+    return torch.addcmul(bias, xhat, weight)
+
+
+def layer_norm_backward(
+    grad_out: Tensor, ctx: Ctx, input_grad: bool = True
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """(dx, dγ, dβ): dx = r (h − mean(h) − x̂ mean(h ⊙ x̂)), h = g ⊙ γ; dγ = Σ g ⊙ x̂, dβ = Σ g.
+
+    dγ/dβ are None without the parameters; dx is None when ``input_grad`` is False.
+    """
+    xhat, rstd, weight, bias, normalized_ndim = ctx
+    grad_weight = None if weight is None else _sum_over_rows(grad_out * xhat, normalized_ndim)
+    grad_bias = None if bias is None else _sum_over_rows(grad_out, normalized_ndim)
+    grad_x = None
+    if input_grad:
+        dims = _row_dims(normalized_ndim)
+        h = grad_out * weight if weight is not None else grad_out.clone()
+        mean_hx = (h * xhat).mean(dims, keepdim=True)
+        grad_x = h.sub_(h.mean(dims, keepdim=True)).addcmul_(xhat, mean_hx, value=-1).mul_(rstd)
+    return grad_x, grad_weight, grad_bias
+
+
+def rms_norm_forward(
+    x: Tensor, normalized_ndim: int, weight: Tensor | None, eps: float
+) -> tuple[Tensor, Ctx]:
+    """y = γ ⊙ x / √(mean(x²) + ε) over the last ``normalized_ndim`` dims. Keeps x̂ and r."""
+    dims = _row_dims(normalized_ndim)
+    rstd = torch.rsqrt((x * x).mean(dims, keepdim=True) + eps)
+    xhat = x * rstd
+    out = xhat if weight is None else xhat * weight
+    return out, (xhat, rstd, weight, normalized_ndim)
+
+
+def rms_norm_backward(
+    grad_out: Tensor, ctx: Ctx, input_grad: bool = True
+) -> tuple[Tensor | None, Tensor | None]:
+    """(dx, dγ): dx = r (h − x̂ mean(h ⊙ x̂)), h = g ⊙ γ; dγ = Σ_rows g ⊙ x̂."""
+    xhat, rstd, weight, normalized_ndim = ctx
+    grad_weight = None if weight is None else _sum_over_rows(grad_out * xhat, normalized_ndim)
+    grad_x = None
+    if input_grad:
+        h = grad_out * weight if weight is not None else grad_out.clone()
+        mean_hx = (h * xhat).mean(_row_dims(normalized_ndim), keepdim=True)
+        grad_x = h.addcmul_(xhat, mean_hx, value=-1).mul_(rstd)
+    return grad_x, grad_weight

@@ -1,0 +1,434 @@
+"""A GPT — a decoder-only transformer language model — with every gradient written by hand.
+
+    tokens (B, T) ──► token embedding + position embedding ──► dropout
+                  ──► N blocks:  x = x + attn(ln_1(x))     causal self-attention
+                                 x = x + mlp(ln_2(x))      4× wide GELU network
+                  ──► ln_f ──► head (a Linear to vocabulary logits, tied to the token embedding)
+
+Each class below has a ``forward`` that calls its parts in order and a ``backward`` that calls
+their backward in reverse. Two rules do all the work:
+
+- a residual y = x + f(x) sends its gradient g both ways: dx = g + f′(x)ᵀ g;
+- a parameter used twice collects both gradients: with the head tied to the token
+  embedding E (logits = h Eᵀ), dE = gᵀ h (from the head) + onehot(tokens)ᵀ d(embedding)
+  (from the lookup) — each backward *adds* its share into ``E.grad``, so the sum happens by
+  itself.
+
+Layout and initialisation follow GPT-2 (Radford et al., 2019) as nanoGPT writes it: weights
+N(0, 0.02²), the two projections into the residual stream N(0, (0.02/√(2N))²), zero biases.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, cast
+
+import torch
+from torch import Tensor
+
+from handgrad.nn import functional as F
+from handgrad.nn._saving import accumulate, output_stand_in, recall_once, required
+from handgrad.nn.convert import register_conversion
+from handgrad.nn.embedding import Embedding
+from handgrad.nn.gpt_torch import TorchGPT, convert_gpt
+from handgrad.nn.layer_norm import LayerNorm
+from handgrad.nn.layers import Linear
+from handgrad.nn.module import Module
+
+
+def _linear_backward(layer: Linear, grad: Tensor, x: Tensor, input_grad: bool = True) -> Any:
+    """Backward of y = x Wᵀ + b for ``layer``'s W and b and the input x the caller kept:
+    dW += gᵀx, db += Σ g accumulated; returns dx = g W (None without ``input_grad``).
+
+    Under ``torch.autocast`` the product ran in bfloat16 on a float32 x and W: dx is
+    returned, and dW, db accumulated, in the dtypes of x, W and b (as autograd's backward
+    of autocast's casts gives them).
+    """
+    ctx = (x, layer.weight, layer.bias)
+    grad_x, grad_weight, grad_bias = F.linear_backward(grad, ctx, input_grad)
+    accumulate(layer.weight, grad_weight)
+    if layer.bias is not None and grad_bias is not None:
+        accumulate(layer.bias, grad_bias)
+    return None if grad_x is None else grad_x.to(x.dtype)
+
+
+def _linear(layer: Linear, x: Tensor) -> Tensor:
+    """y = x Wᵀ + b with ``layer``'s parameters (the caller keeps x for the backward)."""
+    return torch.nn.functional.linear(x, layer.weight, layer.bias)
+
+
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def _gelu_derivative(hidden: Tensor, activated: Tensor) -> Tensor:
+    """GELU′(h) = Φ(h) + h φ(h) for GELU(h) = h Φ(h), reusing ``activated`` = GELU(h)'s buffer.
+
+    Φ(h) = GELU(h)/h is read off GELU's value (torch's erf-based kernel, a few ulps) instead
+    of a second erf, which costs more than the division; at h = 0 (0/0) Φ = ½. (For
+    subnormal h, below 1.2e-38 in float32, GELU(h) ≈ h/2 has lost bits and Φ with them.)
+    φ(h) = e^(−h²/2)/√(2π) is the standard normal density.
+    """
+    cdf = activated.div_(hidden).nan_to_num_(0.5)
+    gauss = torch.mul(hidden, hidden).mul_(-0.5)
+    torch.exp(gauss, out=gauss)  # e^(−h²/2)
+    return cdf.addcmul_(gauss, hidden, value=_INV_SQRT_2PI)  # Φ(h) + h φ(h)
+
+
+def _given_back(layer: Module, kept: Tensor | None, given: Tensor | None) -> Tensor:
+    """The forward's input for ``layer``'s backward: kept by the layer, or given back."""
+    if kept is not None:
+        return kept
+    if given is None:
+        raise ValueError(
+            f"{layer._get_name()}.backward(): built with keep_input=False, it needs the "
+            "forward's input given back (backward(grad, input=...))"
+        )
+    return given
+
+
+class CausalSelfAttention(Module):
+    """Each position attends to itself and the positions before it, in ``n_head`` heads.
+
+    qkv = x W_qkvᵀ + b (one product gives Q, K and V), per head O_h = softmax(Q_h K_hᵀ/√d
+    + causal mask) V_h, y = [O_1 … O_H] W_projᵀ + b. Backward: proj's, the attention
+    kernel's (dQ, dK, dV; :mod:`handgrad.nn.functional.attention`), then qkv's with the three
+    gradients side by side again as one (B, T, 3C) gradient.
+
+    Memory: kept are x, the heads' Q, K, V (one contiguous block) and the merged heads
+    [O_1 … O_H] (which proj's weight gradient needs and the attention backward reads as O);
+    the backward recomputes the attention weights (B·H·T² numbers, more than all of those
+    together) unless ``save_attention_weights`` is set, trading memory for one product and
+    softmax per layer. With ``keep_input=False`` x is not kept either: the caller gives it
+    back to ``backward`` (a :class:`Block` rebuilds it from its LayerNorm).
+    """
+
+    save_attention_weights = False
+
+    def __init__(
+        self, d_model: int, n_head: int, dropout: float = 0.0, bias: bool = True, **factory: Any
+    ) -> None:
+        super().__init__()
+        if d_model % n_head:
+            raise ValueError(
+                f"CausalSelfAttention: d_model={d_model} is not divisible by n_head={n_head}"
+            )
+        self.n_head = n_head
+        self.keep_input = True
+        self.qkv = Linear(d_model, 3 * d_model, bias=bias, **factory)
+        self.proj = Linear(d_model, d_model, bias=bias, **factory)
+        self.dropout = dropout  # on the attention weights and on the output
+
+    def forward(self, input: Tensor) -> Tensor:
+        batch, length, width = input.shape
+        heads = self.n_head
+        head_dim = width // heads
+        qkv = _linear(self.qkv, input).view(batch, length, 3, heads, head_dim)
+        # (B, T, 3, H, d) -> 3 × (B, H, T, d): one attention problem per (sequence, head)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).contiguous().unbind(0)
+        del qkv
+        attended, attention = F.scaled_dot_product_attention_forward(
+            q,
+            k,
+            v,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=True,
+            save_weights=self.save_attention_weights,
+        )
+        merged = attended.transpose(1, 2).reshape(batch, length, width)
+        del attended  # the ctx reads O from merged, which proj's backward needs anyway
+        attention = attention._replace(
+            out=merged.view(batch, length, heads, head_dim).transpose(1, 2)
+        )
+        out, dropped = F.dropout_forward(_linear(self.proj, merged), self.dropout, self.training)
+        kept = input if self.keep_input else None
+        self._remember((kept, attention, merged, dropped), output_stand_in(out))
+        return out
+
+    def backward(
+        self, grad_output: Tensor, input_grad: bool = True, input: Tensor | None = None
+    ) -> Tensor | None:
+        """dL/d(input); the forward's input is given back as ``input`` when not kept."""
+        kept, attention, merged, dropped = recall_once(self, grad_output)
+        input = _given_back(self, kept, input)
+        batch, length, width = grad_output.shape
+        heads = self.n_head
+        grad = F.dropout_backward(grad_output, dropped)
+        grad_merged = _linear_backward(self.proj, grad, merged)
+        del merged
+        grad_heads = grad_merged.view(batch, length, heads, width // heads).transpose(1, 2)
+        grad_q, grad_k, grad_v = F.scaled_dot_product_attention_backward(grad_heads, attention)
+        del attention, grad_heads, grad_merged
+        # back to qkv's layout (B, T, 3, H, d): the three gradients side by side
+        grad_qkv = torch.stack([g.transpose(1, 2) for g in (grad_q, grad_k, grad_v)], dim=2)
+        del grad_q, grad_k, grad_v
+        return _linear_backward(
+            self.qkv, grad_qkv.view(batch, length, 3 * width), input, input_grad
+        )
+
+
+class MLP(Module):
+    """y = W₂ GELU(W₁ x + b₁) + b₂, hidden width ``4 · d_model`` by default.
+
+    Backward: dW₂ += gᵀ GELU(h), d(GELU(h)) = g W₂, dh = d(GELU(h)) ⊙ GELU′(h), then
+    W₁'s like any Linear. Memory: the forward keeps x and h = W₁x + b₁ only; GELU(h) is
+    recomputed from h in backward — one element-wise pass instead of keeping a second
+    (B, T, 4C) tensor per block — and gives Φ(h) for GELU′ on the way. With
+    ``keep_input=False`` x is not kept either: the caller gives it back to ``backward``.
+    """
+
+    def __init__(
+        self, d_model: int, hidden: int, dropout: float = 0.0, bias: bool = True, **factory: Any
+    ) -> None:
+        super().__init__()
+        self.keep_input = True
+        self.fc = Linear(d_model, hidden, bias=bias, **factory)
+        self.proj = Linear(hidden, d_model, bias=bias, **factory)
+        self.dropout = dropout
+
+    def forward(self, input: Tensor) -> Tensor:
+        hidden = _linear(self.fc, input)
+        activated = torch.nn.functional.gelu(hidden)
+        out, dropped = F.dropout_forward(_linear(self.proj, activated), self.dropout, self.training)
+        self._remember((input if self.keep_input else None, hidden, dropped), output_stand_in(out))
+        return out
+
+    def backward(
+        self, grad_output: Tensor, input_grad: bool = True, input: Tensor | None = None
+    ) -> Tensor | None:
+        """dL/d(input); the forward's input is given back as ``input`` when not kept."""
+        kept, hidden, dropped = recall_once(self, grad_output)
+        input = _given_back(self, kept, input)
+        grad = F.dropout_backward(grad_output, dropped)
+        activated = torch.nn.functional.gelu(hidden)  # recomputed (see the class docstring)
+        grad_activated = _linear_backward(self.proj, grad, activated)
+        grad_hidden = grad_activated.mul_(_gelu_derivative(hidden, activated))
+        del activated, hidden, grad_activated
+        return _linear_backward(self.fc, grad_hidden, input, input_grad)
+
+
+class Block(Module):
+    """x + attn(ln_1(x)), then + mlp(ln_2(·)): a pre-norm transformer block.
+
+    Memory: a LayerNorm keeps x̂ for its backward, and the layer after it would keep the
+    LayerNorm's output y = γ ⊙ x̂ + β for its weight gradient: the same numbers twice. So
+    attn and mlp do not keep their inputs; the backward rebuilds each from its LayerNorm
+    (:meth:`LayerNorm.recompute_output`, one pass) and gives it back.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_head: int,
+        dim_feedforward: int,
+        dropout: float = 0.0,
+        bias: bool = True,
+        **factory: Any,
+    ) -> None:
+        super().__init__()
+        self.ln_1 = LayerNorm(d_model, bias=bias, **factory)
+        self.attn = CausalSelfAttention(d_model, n_head, dropout, bias, **factory)
+        self.ln_2 = LayerNorm(d_model, bias=bias, **factory)
+        self.mlp = MLP(d_model, dim_feedforward, dropout, bias, **factory)
+        self.attn.keep_input = self.mlp.keep_input = False  # rebuilt from ln_1, ln_2
+
+    def forward(self, input: Tensor) -> Tensor:
+        attended = self.attn(self.ln_1(input))
+        x = input + attended
+        transformed = self.mlp(self.ln_2(x))
+        out = x + transformed
+        # The branches' dtypes: under torch.autocast they compute in bfloat16 beside a float32
+        # residual stream, and each receives its gradient in its own dtype.
+        self._remember((attended.dtype, transformed.dtype), output_stand_in(out))
+        return out
+
+    def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
+        attended_dtype, transformed_dtype = recall_once(self, grad_output)
+        g = grad_output
+        through_mlp = self.mlp.backward(g.to(transformed_dtype), input=self.ln_2.recompute_output())
+        g = g + required(self.ln_2.backward(required(through_mlp)))
+        through_attn = self.attn.backward(g.to(attended_dtype), input=self.ln_1.recompute_output())
+        g = g + required(self.ln_1.backward(required(through_attn)))
+        return g
+
+
+class GPT(Module):
+    """A GPT language model: ``model(tokens)`` gives next-token logits (B, T, vocab_size).
+
+    Arguments: ``vocab_size``; ``context_length``, the longest sequence (the size of the
+    position table); ``n_layer`` blocks of ``n_head`` heads over ``d_model`` features; the
+    MLP's ``dim_feedforward`` (4 · d_model by default); ``dropout`` (embeddings, attention,
+    residual branches); ``bias`` for the Linear and LayerNorm layers; ``tie_weights``: the
+    head shares the token embedding's matrix (``head.weight is token_embedding.weight``).
+
+    ``backward(dL/dlogits)`` accumulates every parameter's gradient and returns None (the
+    input holds token ids). Train it with :class:`handgrad.nn.CrossEntropyLoss` on
+    ``logits.view(-1, vocab_size)`` and any optimizer; sample with :meth:`generate`.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        context_length: int,
+        n_layer: int = 4,
+        n_head: int = 4,
+        d_model: int = 128,
+        dim_feedforward: int | None = None,
+        dropout: float = 0.0,
+        bias: bool = True,
+        tie_weights: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        for name, value in (
+            ("vocab_size", vocab_size),
+            ("context_length", context_length),
+            ("n_layer", n_layer),
+            ("n_head", n_head),
+            ("d_model", d_model),
+        ):
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"GPT: {name} must be a positive int, got {value!r}")
+        if d_model % n_head:
+            raise ValueError(f"GPT: d_model={d_model} is not divisible by n_head={n_head}")
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
+        self.vocab_size = vocab_size
+        self.context_length = context_length
+        self.n_layer = n_layer
+        self.n_head = n_head
+        self.d_model = d_model
+        self.dim_feedforward = dim_feedforward or 4 * d_model
+        self.dropout = dropout
+        self.bias = bias
+        self.tie_weights = tie_weights
+
+        self.token_embedding = Embedding(vocab_size, d_model, **factory)
+        self.position_embedding = Embedding(context_length, d_model, **factory)
+        self.blocks = torch.nn.ModuleList(
+            Block(d_model, n_head, self.dim_feedforward, dropout, bias, **factory)
+            for _ in range(n_layer)
+        )
+        self.ln_f = LayerNorm(d_model, bias=bias, **factory)
+        self.head = Linear(d_model, vocab_size, bias=False, **factory)
+        if tie_weights:
+            self.head.weight = self.token_embedding.weight
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """GPT-2's initialisation (see the module docstring), drawn in module order."""
+        residual_std = 0.02 / math.sqrt(2 * self.n_layer)
+        with torch.no_grad():
+            for name, module in self.named_modules():
+                if isinstance(module, (Linear, Embedding)):
+                    std = residual_std if name.endswith(".proj") else 0.02
+                    module.weight.normal_(0.0, std)
+                    if isinstance(module, Linear) and module.bias is not None:
+                        module.bias.zero_()
+                elif isinstance(module, LayerNorm):
+                    module.reset_parameters()
+
+    def extra_repr(self) -> str:
+        return (
+            f"vocab_size={self.vocab_size}, context_length={self.context_length}, "
+            f"n_layer={self.n_layer}, n_head={self.n_head}, d_model={self.d_model}, "
+            f"tie_weights={self.tie_weights}"
+        )
+
+    def forward(self, input: Tensor) -> Tensor:
+        tokens = self._check_tensor(input)
+        if tokens.dim() != 2:
+            raise ValueError(
+                f"GPT: expected token ids of shape (batch, length), got {tuple(tokens.shape)}"
+            )
+        length = tokens.shape[1]
+        if length > self.context_length:
+            raise ValueError(
+                f"GPT: input of shape {tuple(tokens.shape)} has {length} positions, more than "
+                f"the position table holds (context_length={self.context_length}); crop it "
+                f"to the last {self.context_length} tokens"
+            )
+        positions = torch.arange(length, device=tokens.device)
+        x, dropped = F.dropout_forward(
+            self.token_embedding(tokens) + self.position_embedding(positions),
+            self.dropout,
+            self.training,
+        )
+        for block in self.blocks:
+            x = block(x)
+        logits = _linear(self.head, self.ln_f(x))  # (ln_f's output is rebuilt in backward)
+        self._remember((dropped,), output_stand_in(logits))
+        return logits
+
+    def backward(self, grad_output: Tensor, input_grad: bool = True) -> None:
+        """Accumulate every parameter's gradient from dL/dlogits; returns None (token ids)."""
+        (dropped,) = recall_once(self, grad_output)
+        features = self.ln_f.recompute_output()
+        # head: dW += gᵀ features (with tied weights this is the first of the token
+        # embedding's two gradient contributions; the lookup's comes last)
+        g = required(self.ln_f.backward(_linear_backward(self.head, grad_output, features)))
+        for block in reversed(self.blocks):
+            g = required(cast(Block, block).backward(g))
+        g = F.dropout_backward(g, dropped)
+        # x = tok[tokens] + pos[0..T): the sum's gradient reaches both; the position rows are
+        # shared by every sequence in the batch, so theirs sums over the batch.
+        self.position_embedding.backward(g.sum(0))
+        self.token_embedding.backward(g)
+        return None
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompt: Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """``prompt`` (T,) or (B, T) followed by ``max_new_tokens`` sampled tokens.
+
+        Each new token is drawn from softmax(logits / temperature) of the last position,
+        restricted to the ``top_k`` most likely tokens when given; ``temperature=0`` takes
+        the most likely token. The model looks at the last ``context_length`` tokens and runs
+        in evaluation mode (no dropout); its mode is restored afterwards.
+        """
+        if temperature < 0:
+            raise ValueError(f"GPT.generate: temperature must be >= 0, got {temperature}")
+        if top_k is not None and not top_k >= 1:
+            raise ValueError(f"GPT.generate: top_k must be a positive int, got {top_k}")
+        if max_new_tokens < 0:
+            raise ValueError(f"GPT.generate: max_new_tokens must be >= 0, got {max_new_tokens}")
+        tokens = self._check_tensor(prompt, "prompt")
+        single = tokens.dim() == 1
+        if single:
+            tokens = tokens.unsqueeze(0)
+        if tokens.shape[1] == 0:
+            raise ValueError("GPT.generate: the prompt needs at least one token")
+        was_training = self.training
+        self.eval()
+        try:
+            for _ in range(max_new_tokens):
+                logits = self(tokens[:, -self.context_length :])[:, -1, :]
+                if temperature == 0:
+                    following = logits.argmax(-1, keepdim=True)
+                else:
+                    logits = logits / temperature
+                    if top_k is not None:
+                        kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
+                        logits = logits.masked_fill(logits < kth, -math.inf)
+                    probabilities = torch.softmax(logits, dim=-1)
+                    following = torch.multinomial(probabilities, 1, generator=generator)
+                tokens = torch.cat([tokens, following], dim=1)
+        finally:
+            self.train(was_training)
+            for module in self.modules():  # sampling is not a step to differentiate
+                if isinstance(module, Module):
+                    module._saved = None
+        return tokens[0] if single else tokens
+
+
+register_conversion(
+    TorchGPT,
+    GPT,
+    to_handgrad=lambda source, convert: convert_gpt(source, GPT),
+    to_torch=lambda source, convert: convert_gpt(source, TorchGPT),
+)

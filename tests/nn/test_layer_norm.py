@@ -1,0 +1,120 @@
+"""LayerNorm and RMSNorm against torch.nn + autograd (float64), and their errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import handgrad.nn as hn
+from handgrad.check import check_module
+from tests.nn.helpers import assert_matches, hand_grads, torch_grads
+
+DOUBLE = torch.float64
+
+
+def _randomise(module: torch.nn.Module) -> None:
+    """γ and β away from their initial 1 and 0, so that the parameters matter."""
+    with torch.no_grad():
+        for param in module.parameters():
+            param.normal_()
+
+
+def _compare(reference: torch.nn.Module, x: torch.Tensor) -> None:
+    _randomise(reference)
+    ours = hn.from_torch(reference)
+    upstream = torch.randn(x.shape, dtype=x.dtype, device=x.device)
+    expected_out, expected_grad, expected_params = torch_grads(reference, x, upstream)
+    out, grad, params = hand_grads(ours, x, upstream)
+    # Measured against the data's scale (1): a row of one entry normalises to x̂ = 0, and
+    # the gradients that vanish by cancellation there are compared in absolute terms.
+    assert_matches(out, expected_out, "output", scale_floor=1.0)
+    assert_matches(grad, expected_grad, "input gradient", scale_floor=1.0)
+    assert len(params) == len(expected_params)
+    for got, want in zip(params, expected_params, strict=True):
+        assert_matches(got, want, "parameter gradient", scale_floor=1.0)
+
+
+@st.composite
+def norm_cases(draw: st.DrawFn) -> tuple[tuple[int, ...], int]:
+    shape = tuple(draw(st.lists(st.integers(1, 5), min_size=1, max_size=4)))
+    normalized = draw(st.integers(1, len(shape)))
+    return shape, normalized
+
+
+@given(norm_cases(), st.booleans(), st.booleans(), st.sampled_from([1e-5, 0.1]), st.booleans())
+def test_layer_norm_matches_torch(
+    case: tuple[tuple[int, ...], int], affine: bool, bias: bool, eps: float, as_int: bool
+) -> None:
+    shape, normalized = case
+    normalized_shape: int | tuple[int, ...] = shape[-normalized:]
+    if as_int and normalized == 1:
+        normalized_shape = shape[-1]
+    reference = torch.nn.LayerNorm(normalized_shape, eps, affine, bias, dtype=DOUBLE)
+    _compare(reference, torch.randn(shape, dtype=DOUBLE) * 3 + 1)
+
+
+@given(norm_cases(), st.booleans(), st.sampled_from([None, 1e-6, 0.1]))
+def test_rms_norm_matches_torch(
+    case: tuple[tuple[int, ...], int], affine: bool, eps: float | None
+) -> None:
+    shape, normalized = case
+    reference = torch.nn.RMSNorm(shape[-normalized:], eps, affine, dtype=DOUBLE)
+    _compare(reference, torch.randn(shape, dtype=DOUBLE) * 3 + 1)
+
+
+def test_on_each_device_and_dtype(device: torch.device, dtype: torch.dtype) -> None:
+    x = torch.randn(4, 3, 6, dtype=dtype, device=device)
+    _compare(torch.nn.LayerNorm(6, dtype=dtype, device=device), x)
+    _compare(torch.nn.RMSNorm([3, 6], dtype=dtype, device=device), x)
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        hn.LayerNorm(5),
+        hn.LayerNorm((2, 5), bias=False),
+        hn.RMSNorm(5),
+        hn.LayerNorm(5, elementwise_affine=False),
+    ],
+    ids=["layer", "layer-no-bias", "rms", "layer-no-affine"],
+)
+def test_finite_differences(module: hn.Module) -> None:
+    _randomise(module)
+    result = check_module(module, torch.randn(3, 2, 5))
+    assert result.passed, result.report()
+
+
+def test_parameters_state_dict_and_repr_mirror_torch() -> None:
+    for ours, theirs in (
+        (hn.LayerNorm((2, 3), bias=False), torch.nn.LayerNorm((2, 3), bias=False)),
+        (hn.RMSNorm(4, eps=1e-3), torch.nn.RMSNorm(4, eps=1e-3)),
+    ):
+        assert list(ours.state_dict()) == list(theirs.state_dict())
+        for a, b in zip(ours.state_dict().values(), theirs.state_dict().values(), strict=True):
+            assert torch.equal(a, b)
+        assert repr(ours) == repr(theirs)
+        assert not any(p.requires_grad for p in ours.parameters())
+
+
+def test_wrong_shape_is_torchs_runtime_error_naming_the_shapes() -> None:
+    with pytest.raises(RuntimeError, match=r"normalized_shape=\[4\].*\[\*, 4\].*\[2, 3\]"):
+        hn.LayerNorm(4)(torch.randn(2, 3))
+    with pytest.raises(RuntimeError, match=r"normalized_shape=\[2, 3\]"):
+        hn.RMSNorm((2, 3))(
+            torch.randn(
+                3,
+            )
+        )
+
+
+def test_backward_frees_what_forward_kept() -> None:
+    norm = hn.LayerNorm(3)
+    out = norm(torch.randn(2, 3))
+    torch.testing.assert_close(norm.recompute_output(), out)
+    norm.backward(torch.ones_like(out))
+    with pytest.raises(ValueError, match="called twice for one forward"):
+        norm.backward(torch.ones_like(out))
+    with pytest.raises(ValueError, match="after backward"):
+        norm.recompute_output()
