@@ -49,9 +49,10 @@ added (and after ``load_state_dict`` or unpickling). If the class is ``elementwi
 layout float32, float64 or complex, the group runs as one tensor: the same rule on lists of
 one (the layout's parameter and gradient buffers, and the state laid out the same way), a
 few kernel calls per step for the whole network. Each step first checks, cheaply, that the
-layout still holds (the parameters where the layout put them, each ``.grad`` its slot, the
-state the flat state with equal step counts); on any mismatch that step runs the
-per-parameter path: the same answer, slower. State that is not shaped like the parameters
+layout still holds (the parameters where the layout put them, each with a dense ``.grad``,
+which one ``torch._foreach_copy_`` gathers into the layout's gradient buffer; the state the
+flat state with equal step counts); on any mismatch that step runs the per-parameter path:
+the same answer, slower. State that is not shaped like the parameters
 (NAdam's ``mu_product``) keeps a group per-parameter.
 
 Per-call overhead matters at that size (a 1-100-1 network's step is ~20 µs of kernels), so

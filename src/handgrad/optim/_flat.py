@@ -12,17 +12,18 @@ same bits (tested against torch.optim).
 
 The check before each flat step (:meth:`FlatGroup.ready`) reads identities and data pointers
 the layout recorded, it infers nothing: the group still lists the layout's parameters; each
-is where the layout put it and its ``.grad`` is its slot (the same tensor object, still in
-the gradient buffer); each state entry is still the view the flat state gave it, with equal
-step counts. State that fails only the last check (after ``load_state_dict``, or an entry
-replaced by hand) is copied into new flat buffers once (:meth:`FlatGroup.adopt_state`);
-anything else runs the per-parameter path for that step.
+is where the layout put it and has a dense ``.grad`` (gathered into the layout's gradient
+buffer with one ``torch._foreach_copy_``, unless it already is its slot); each state entry
+is still the view the flat state gave it, with equal step counts. State that fails only the
+last check (after ``load_state_dict``, or an entry replaced by hand) is copied into new
+flat buffers once (:meth:`FlatGroup.adopt_state`); anything else runs the per-parameter path
+for that step.
 """
 
 from __future__ import annotations
 
-from itertools import chain
-from operator import attrgetter, is_, itemgetter
+from itertools import chain, repeat
+from operator import attrgetter, is_, is_not, itemgetter
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 
 _data_ptr = Tensor.data_ptr
 _grad_of = attrgetter("grad")
+_is_sparse = attrgetter("is_sparse")
 
 
 class FlatGroup:
@@ -45,6 +47,7 @@ class FlatGroup:
         self.group = group
         self.layout = layout
         self.pointers = layout.pointers + tuple(map(_data_ptr, layout.slots))
+        self.slot_list = list(layout.slots)
         # The flat state (adopt_state): the keys, one buffer per key, each parameter's state
         # dict and every view handed out (parameter by parameter, keys in order).
         self.keys: tuple[str, ...] | None = None
@@ -61,9 +64,10 @@ class FlatGroup:
 
     def ready(self, mapping: Any, keys: tuple[str, ...]) -> bool | None:
         """True: the flat update may run. False: the layout does not hold (the group lists
-        other parameters, one has moved, a ``.grad`` is not its slot): the per-parameter
-        path runs. None: the layout holds but the state is not the flat state (yet, or any
-        more, or the step counts differ): :meth:`adopt_state` may lay it out again.
+        other parameters, one has moved, one has no ``.grad`` or a sparse one): the
+        per-parameter path runs; otherwise the gradients are now in the layout's buffer.
+        None: the layout holds but the state is not the flat state (yet, or any more, or the
+        step counts differ): :meth:`adopt_state` may lay it out again.
 
         Runs before every flat step, so it reads identities and pointers only, with ``map``
         rather than Python loops; the per-parameter state dicts are found again (a lookup
@@ -74,10 +78,17 @@ class FlatGroup:
         params = self.group["params"]
         if len(params) != len(expected) or not all(map(is_, params, expected)):
             return False
-        if not all(map(is_, map(_grad_of, expected), layout.slots)):
-            return False
         if tuple(map(_data_ptr, chain(expected, layout.slots))) != self.pointers:
             return False
+        grads = list(map(_grad_of, expected))
+        if not all(map(is_, grads, layout.slots)):
+            # The gradients a backward stored (tensors of their own), gathered into the
+            # layout's gradient buffer with one call. torch's .grad setter has given each
+            # one its parameter's shape, dtype and device; a missing or sparse one leaves
+            # the step to the per-parameter path.
+            if not all(map(is_not, grads, repeat(None))) or any(map(_is_sparse, grads)):
+                return False
+            torch._foreach_copy_(self.slot_list, grads)
         if keys != self.keys or mapping is not self.mapping:
             return None
         if not keys:  # a rule without state (SGD without momentum)
