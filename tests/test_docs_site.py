@@ -63,3 +63,13 @@ def test_the_cli_reference_shows_every_subcommand_help(site: Path) -> None:
 def test_guides_and_derivations_are_built(site: Path) -> None:
     assert "accumulate_grad" in _page(site, "writing-a-layer")
     assert "vector–Jacobian product" in _page(site, "derivations")
+
+
+def test_the_training_guide_and_the_train_api_are_built(site: Path) -> None:
+    guide = _page(site, "training")
+    assert "How a run ends" in guide
+    assert "metrics.schema.json" in guide
+    api = _page(site, "api", "train")
+    for name in ("models.register_model", "optimizers.make_optimizer",
+                 "schedules.parse_schedule", "status.RunStatus", "metrics.load_schema"):
+        assert f'id="handgrad.train.{name}"' in api, name

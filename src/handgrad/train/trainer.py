@@ -34,7 +34,22 @@ if TYPE_CHECKING:
 
 
 class TrainingDiverged(ArithmeticError):
-    """The loss became NaN or infinite; the message names the run, the epoch and the step."""
+    """The loss became NaN or infinite; the message names the run, the epoch and the step.
+
+    The same facts as attributes: ``loss`` (the value), ``what`` (``"training loss"`` or
+    ``"test loss"``), ``epoch`` and ``step`` (1-based; None where not known, or for the test
+    loss measured after the epoch's last step).
+    """
+
+    def __init__(
+        self, message: str, *, loss: float = math.nan, what: str = "training loss",
+        epoch: int | None = None, step: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.loss = loss
+        self.what = what
+        self.epoch = epoch
+        self.step = step
 
 
 @dataclass(frozen=True)
@@ -178,7 +193,7 @@ def train_step(
     else:
         closure()
     if not math.isfinite(losses[0]):
-        raise TrainingDiverged(f"the training loss is {losses[0]}")
+        raise TrainingDiverged(f"the training loss is {losses[0]}", loss=losses[0])
     if not closure_driven:
         optimizer.step()
     return losses[0]
@@ -218,7 +233,7 @@ def train_epoch(
         except TrainingDiverged as error:
             raise TrainingDiverged(
                 f"{label} diverged at epoch {epoch}, step {step}: {error}; "
-                "try a smaller learning rate"
+                "try a smaller learning rate", loss=error.loss, epoch=epoch, step=step,
             ) from None
         total += loss * len(batch)
         count += len(batch)
@@ -241,6 +256,26 @@ def evaluate(
     if kind == "classification":
         accuracy = float((pred.argmax(dim=1) == y).double().mean())
     return loss, accuracy
+
+
+EVAL_CHUNK = 1024
+"""Examples per forward pass of :func:`training_loss`: the whole training split of a text
+task (thousands of windows through a GPT) would not fit in memory at once."""
+
+
+def training_loss(
+    model: torch.nn.Module, loss_fn: torch.nn.Module, x: Tensor, y: Tensor, kind: Kind,
+    chunk: int = EVAL_CHUNK,
+) -> float:
+    """The mean loss on the whole of ``(x, y)`` in eval mode, ``chunk`` examples at a time
+    (each chunk's mean weighted by its size: the mean over every example)."""
+    if len(x) <= chunk:
+        return evaluate(model, loss_fn, x, y, kind)[0]
+    total = 0.0
+    for start in range(0, len(x), chunk):
+        part = slice(start, start + chunk)
+        total += evaluate(model, loss_fn, x[part], y[part], kind)[0] * len(x[part])
+    return total / len(x)
 
 
 def run_epoch(
@@ -268,7 +303,8 @@ def run_epoch(
     if not math.isfinite(test_loss):
         raise TrainingDiverged(
             f"{label} diverged at epoch {epoch}, after its last step: the test loss is "
-            f"{test_loss}; try a smaller learning rate"
+            f"{test_loss}; try a smaller learning rate",
+            loss=test_loss, what="test loss", epoch=epoch,
         )
     return EpochRecord(epoch, train_loss, test_loss, accuracy)
 
