@@ -133,7 +133,8 @@ class Module(torch.nn.Module):
                 f"{self._get_name()}.backward(): expected grad_output of dtype {dtype} on "
                 f"{device} (the output's), got {grad_output.dtype} on {grad_output.device}"
             )
-        ctx = self._take()
+        ctx = saved[0]
+        object.__setattr__(self, "_saved", (RELEASED, saved[1]))  # (_take, inline: per call)
         if _per_sample._mode is not None:  # a backward(..., per_sample=True) is running
             _per_sample.store_per_sample(self, grad_output, ctx)
         return ctx
