@@ -4,7 +4,9 @@ Usage: ``python -m benchmarks [--quick] [--only optim,roots] [--no-write]``.
 
 Each benchmark module ``benchmarks/bench_<name>.py`` exposes ``main(argv) -> int`` and prints
 markdown (ratios against the torch/numpy reference measured in the same process). This runner
-collects their output under a description of the machine it ran on.
+collects their output, each section under the date and the machine it ran on, into
+RESULTS.md: the sections it ran replace their old versions, the others and the hand-written
+summary at the top are kept.
 """
 
 from __future__ import annotations
@@ -67,6 +69,28 @@ def run_benchmark(name: str, quick: bool) -> str:
     return buffer.getvalue() + footer
 
 
+def merge_results(previous: str, fresh: dict[str, str]) -> str:
+    """RESULTS.md with the ``fresh`` sections (name -> markdown) replacing those of
+    ``previous``; every other section and the hand-written summary above the first section
+    are kept (``--only`` refreshes part of the file without losing the rest). Sections are
+    written in the order of :data:`BENCHMARKS`, unknown old ones after them."""
+    title = "# Benchmark results\n"
+    head, *parts = ("\n" + previous).split("\n## ")
+    preamble = head.strip()
+    if preamble.startswith(title.strip()):
+        preamble = preamble[len(title.strip()):].strip()
+    sections: dict[str, str] = {}
+    for part in parts:
+        name, _, body = part.partition("\n")
+        sections[name.strip()] = body.strip()
+    sections.update({name: body.strip() for name, body in fresh.items()})
+    order = [name for name in BENCHMARKS if name in sections]
+    order += [name for name in sections if name not in BENCHMARKS]
+    blocks = [title] + ([preamble + "\n"] if preamble else [])
+    blocks += [f"## {name}\n\n{sections[name]}\n" for name in order]
+    return "\n".join(blocks)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="few repeats: a smoke run")
@@ -77,15 +101,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = sorted(set(names) - set(BENCHMARKS))
     if unknown:
         parser.error(f"unknown benchmark(s) {unknown}; expected names from {list(BENCHMARKS)}")
-    sections = [f"# Benchmark results\n\n{machine_description()}\n"]
+    machine = machine_description()
+    fresh: dict[str, str] = {}
     for name in names:
         print(f"running {name} ...", file=sys.stderr, flush=True)
-        sections.append(f"## {name}\n\n{run_benchmark(name, args.quick)}")
-    report = "\n".join(sections)
-    print(report)
+        # Each section names its own date and machine: --only refreshes some of them.
+        stamp = f"Run on {time.strftime('%Y-%m-%d')}{' (--quick)' if args.quick else ''}:\n\n"
+        fresh[name] = stamp + machine + "\n\n" + run_benchmark(name, args.quick)
+        print(f"## {name}\n\n{fresh[name]}", flush=True)
     if not args.no_write:
+        previous = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else ""
         temporary = RESULTS.with_suffix(".md.tmp")
-        temporary.write_text(report, encoding="utf-8")
+        temporary.write_text(merge_results(previous, fresh), encoding="utf-8")
         temporary.replace(RESULTS)
     return 0
 

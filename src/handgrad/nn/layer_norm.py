@@ -112,8 +112,10 @@ class LayerNorm(_Norm):
                 f"{self._get_name()}.recompute_output() called before forward(), or after "
                 "backward() freed what forward kept"
             )
-        xhat, _, weight, bias, _ = self._saved[0]
-        return F.layer_norm_output(xhat, weight, bias)
+        ctx, half = F.unwrap_float32_ctx(self._saved[0])
+        xhat, _, weight, bias, _ = ctx
+        out = F.layer_norm_output(xhat, weight, bias)
+        return out if half is None else out.to(half)  # a half input: x̂ in float32, y rounded
 
     def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
         ctx = recall_once(self, grad_output)

@@ -17,6 +17,7 @@ from torch import Tensor
 from handgrad.nn.convert import register_conversion
 from handgrad.nn.functional import normalization as F
 from handgrad.nn.functional import per_sample as P
+from handgrad.nn.functional import unwrap_float32_ctx
 from handgrad.nn.gradients import accumulate_grad
 from handgrad.nn.module import Module
 from handgrad.nn.per_sample import GradSample
@@ -199,14 +200,15 @@ class _BatchNorm(Module):
         so no example's gradient is its own (Opacus refuses BatchNorm too). With the running
         statistics (eval) y is an affine map of each example: dγ_i = Σ g_i ⊙ x̂_i,
         dβ_i = Σ g_i over the spatial positions."""
-        (x, mean, invstd, _, has_bias, batch_stats), _, _ = ctx
+        kernel_ctx, dtype = unwrap_float32_ctx(ctx[0])
+        x, mean, invstd, _, has_bias, batch_stats = kernel_ctx
         if batch_stats:
             raise ValueError(
                 f"{self!r}: per-sample gradients are not defined with the batch's statistics "
                 "(training mode): they mix the examples; use GroupNorm or LayerNorm, or eval()"
             )
         xhat = F.channel_affine(x, invstd, -mean * invstd)
-        return _affine_per_sample(grad_output, xhat, has_bias)
+        return _affine_per_sample(grad_output, xhat, has_bias, dtype)
 
 
 class BatchNorm1d(_BatchNorm):
@@ -313,14 +315,22 @@ class GroupNorm(Module):
     def per_sample_grads(self, grad_output: Tensor, ctx: Any) -> dict[str, GradSample]:
         """Each example is normalised by its own statistics: dγ_i = Σ g_i ⊙ x̂_i and
         dβ_i = Σ g_i over the spatial positions, per channel."""
-        (x, mean, rstd, _, has_bias, num_groups), _, _ = ctx
+        kernel_ctx, dtype = unwrap_float32_ctx(ctx[0])
+        x, mean, rstd, _, has_bias, num_groups = kernel_ctx
         xhat = ((x.reshape(x.shape[0], num_groups, -1) - mean) * rstd).view(x.shape)
-        return _affine_per_sample(grad_output, xhat, has_bias)
+        return _affine_per_sample(grad_output, xhat, has_bias, dtype)
 
 
-def _affine_per_sample(grad_output: Tensor, xhat: Tensor, has_bias: bool) -> dict[str, GradSample]:
-    """Per-sample gradients of γ and β of y = γ x̂ + β, per channel (axis 1)."""
+def _affine_per_sample(
+    grad_output: Tensor, xhat: Tensor, has_bias: bool, half: torch.dtype | None = None
+) -> dict[str, GradSample]:
+    """Per-sample gradients of γ and β of y = γ x̂ + β, per channel (axis 1). For a half
+    input (``half``: its dtype; x̂ is float32) in float32, rounded once."""
+    if half is not None:
+        grad_output = grad_output.float()
     grad_weight, grad_bias = P.norm_affine_grad_sample(grad_output, xhat, (1,))
+    if half is not None:
+        grad_weight, grad_bias = grad_weight.to(half), grad_bias.to(half)
     return {"weight": grad_weight, "bias": grad_bias} if has_bias else {"weight": grad_weight}
 
 

@@ -6,6 +6,9 @@ Each operation is a pair of functions, CS231n style::
     dx = relu_backward(grad_out, ctx)
 
 ``ctx`` is a tuple holding exactly what the backward needs; nothing is hidden anywhere else.
+(For a float16/bfloat16 input the activation, softmax, normalisation and loss kernels compute
+in float32 and round once; their ctx is then a :class:`Float32Ctx`: the float32 kernel's ctx
+and the half dtype.)
 The kernels trust their arguments (the modules in :mod:`handgrad.nn` check shapes, dtypes and
 devices and raise the errors); they never use autograd, so they run under
 ``torch.inference_mode()``.
@@ -18,7 +21,14 @@ One file per family of layers (``linear``, ``activations``, ``shape``, ``losses`
 package re-exports every kernel, so ``handgrad.nn.functional.relu_forward`` is the name to use.
 """
 
-from handgrad.nn.functional._common import Ctx
+from handgrad.nn.functional._common import (
+    Ctx,
+    Float32Ctx,
+    half_in_float32,
+    half_in_float32_backward,
+    half_in_float32_updating,
+    unwrap_float32_ctx,
+)
 from handgrad.nn.functional.activations import (
     elu_backward,
     elu_forward,
@@ -116,6 +126,7 @@ __all__ = [
     "REDUCTIONS",
     "AttentionCtx",
     "Ctx",
+    "Float32Ctx",
     "adaptive_avg_pool2d_backward",
     "adaptive_avg_pool2d_forward",
     "avg_pool2d_backward",
@@ -149,6 +160,9 @@ __all__ = [
     "gelu_forward",
     "group_norm_backward",
     "group_norm_forward",
+    "half_in_float32",
+    "half_in_float32_backward",
+    "half_in_float32_updating",
     "huber_backward",
     "huber_forward",
     "l1_backward",
@@ -185,4 +199,5 @@ __all__ = [
     "softplus_forward",
     "tanh_backward",
     "tanh_forward",
+    "unwrap_float32_ctx",
 ]

@@ -7,7 +7,12 @@ import math
 import torch
 from torch import Tensor
 
-from handgrad.nn.functional._common import Ctx, _operand
+from handgrad.nn.functional._common import (
+    Ctx,
+    _operand,
+    half_in_float32,
+    half_in_float32_backward,
+)
 
 # GELU constants: sqrt(2/pi) for the tanh form, 1/sqrt(2) and 1/sqrt(2*pi) for the exact one.
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -15,10 +20,10 @@ _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _GELU_CUBIC = 0.044715
 
-
-# float16 and bfloat16: the backward formulas below compute in float32 and round once, as
-# torch's element-wise kernels do (its CPU sigmoid kernel in float16 aside).
-_HALF = (torch.float16, torch.bfloat16)
+# float16 and bfloat16: a kernel of several steps is decorated with half_in_float32 (its
+# backward with half_in_float32_backward): it computes in float32 and rounds once, as torch's
+# CPU kernels do. ReLU and LeakyReLU are one correctly rounded operation in any dtype (a
+# comparison, a selection, one product) and run in the input's dtype.
 
 
 def relu_forward(x: Tensor) -> tuple[Tensor, Ctx]:
@@ -42,6 +47,7 @@ def relu_backward(grad_out: Tensor, ctx: Ctx) -> Tensor:
     return torch.nan_to_num(out, nan=1.0).sign_().mul_(grad_out)
 
 
+@half_in_float32
 def sigmoid_forward(x: Tensor) -> tuple[Tensor, Ctx]:
     """y = σ(x) = 1 / (1 + e^-x), overflow-free.
 
@@ -53,37 +59,35 @@ def sigmoid_forward(x: Tensor) -> tuple[Tensor, Ctx]:
     return out, (out,)
 
 
+@half_in_float32_backward
 def sigmoid_backward(grad_out: Tensor, ctx: Ctx) -> Tensor:
     """dx = g · σ(x)(1 − σ(x)) = (g · (1 − y)) · y, from the saved output y.
 
     Evaluated in that order, it is autograd's sigmoid gradient bit for bit (tested). In
-    float16 and bfloat16 it is computed in float32 and rounded once (torch does so for
-    bfloat16; its float16 CPU kernel rounds after each step, up to an ulp away).
+    float16 and bfloat16 it is computed in float32 from the float32 y and rounded once
+    (torch computes from the rounded y: 1 − y keeps no digit where y rounds to 1).
     """
     (out,) = ctx
-    if out.dtype in _HALF:
-        grad = sigmoid_backward(grad_out.float(), (out.float(),))
-        return grad.to(out.dtype)
     return torch.mul(grad_out, _operand(1.0, out) - out).mul_(out)
 
 
+@half_in_float32
 def tanh_forward(x: Tensor) -> tuple[Tensor, Ctx]:
     """y = tanh(x)."""
     out = torch.tanh(x)
     return out, (out,)
 
 
+@half_in_float32_backward
 def tanh_backward(grad_out: Tensor, ctx: Ctx) -> Tensor:
     """dx = g · (1 − tanh²(x)) = g · (1 − y)(1 + y), from the saved output.
 
     For |x| beyond ~0.55, 1 − y² loses the digits that y² shares with 1 (at x = 4.67 a
     quarter of them); 1 − y is exact there (Sterbenz: ½ ≤ y ≤ 1) and 1 + y has no
     cancellation, so (1 − y)(1 + y) keeps them: within an ulp or two of autograd's (fused)
-    value. In float16/bfloat16 in float32, rounded once, as torch does.
+    value.
     """
     (out,) = ctx
-    if out.dtype in _HALF:
-        return tanh_backward(grad_out.float(), (out.float(),)).to(out.dtype)
     one = _operand(1.0, out)
     return grad_out * ((one - out) * (one + out))
 
@@ -99,17 +103,20 @@ def leaky_relu_backward(grad_out: Tensor, ctx: Ctx) -> Tensor:
     return torch.where(x > 0, grad_out, grad_out * negative_slope)
 
 
+@half_in_float32
 def elu_forward(x: Tensor, alpha: float = 1.0) -> tuple[Tensor, Ctx]:
     """y = x for x > 0, else α(eˣ − 1) (expm1 keeps small |x| accurate)."""
     return torch.where(x > 0, x, alpha * torch.expm1(x.clamp_max(0))), (x, alpha)
 
 
+@half_in_float32_backward
 def elu_backward(grad_out: Tensor, ctx: Ctx) -> Tensor:
     """dx = g · α eˣ for x ≤ 0, else g (also at x = NaN, as autograd)."""
     x, alpha = ctx
     return torch.where(x <= 0, grad_out * (alpha * torch.exp(x.clamp_max(0))), grad_out)
 
 
+@half_in_float32
 def gelu_forward(x: Tensor, approximate: str = "none") -> tuple[Tensor, Ctx]:
     """GELU.
 
@@ -126,6 +133,7 @@ def gelu_forward(x: Tensor, approximate: str = "none") -> tuple[Tensor, Ctx]:
     return x * cdf, (x, approximate, cdf)
 
 
+@half_in_float32_backward
 def gelu_backward(grad_out: Tensor, ctx: Ctx) -> Tensor:
     """GELU's derivative.
 
@@ -142,6 +150,7 @@ def gelu_backward(grad_out: Tensor, ctx: Ctx) -> Tensor:
     return grad_out * (saved + x * pdf)
 
 
+@half_in_float32
 def softplus_forward(x: Tensor, beta: float = 1.0, threshold: float = 20.0) -> tuple[Tensor, Ctx]:
     """y = log(1 + e^(βx)) / β, and y = x where βx > threshold (linear regime, as torch)."""
     bx = x * beta
@@ -149,7 +158,16 @@ def softplus_forward(x: Tensor, beta: float = 1.0, threshold: float = 20.0) -> t
     return torch.where(bx > threshold, x, soft), (bx, threshold)
 
 
+@half_in_float32_backward
 def softplus_backward(grad_out: Tensor, ctx: Ctx) -> Tensor:
-    """dx = g · σ(βx), and g where βx > threshold."""
+    """dx = g · σ(βx), and g where βx > threshold.
+
+    torch.sigmoid gives 0 where e^(−βx) overflows (βx < −88.7 in float32, −709.8 in
+    float64), though σ(βx) is a subnormal number there still, down to βx ≈ −103.3 (−744.4);
+    there 1 + e^(βx) rounds to 1, so σ(βx) is e^(βx) to the last bit: taken where the
+    sigmoid is 0 (bfloat16 holds such numbers too).
+    """
     bx, threshold = ctx
-    return torch.where(bx > threshold, grad_out, grad_out * torch.sigmoid(bx))
+    slope = torch.sigmoid(bx)
+    slope = torch.where(slope == 0, torch.exp(bx), slope)
+    return torch.where(bx > threshold, grad_out, grad_out * slope)

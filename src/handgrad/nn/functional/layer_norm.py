@@ -18,6 +18,10 @@ because ∂r/∂x_j = −r³ (x_j − μ)/n = −r² x̂_j/n. Then dx_j = Σ_i h
 = r h_j − r mean(h) − r x̂_j mean(h ⊙ x̂). RMSNorm drops the −1/n (no mean subtracted).
 
 The parameter gradients sum over every row: dγ = Σ_rows g ⊙ x̂, dβ = Σ_rows g.
+
+float16 and bfloat16 inputs (and parameters) compute in float32, rounding y, dx, dγ and dβ
+once, as torch's CPU kernels do (:func:`~handgrad.nn.functional.half_in_float32`):
+the ctx then keeps float32 x̂ and r, wrapped in a ``Float32Ctx``.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from handgrad.nn.functional._common import Ctx
+from handgrad.nn.functional._common import Ctx, half_in_float32, half_in_float32_backward
 
 
 def _row_dims(normalized_ndim: int) -> tuple[int, ...]:
@@ -38,6 +42,7 @@ def _sum_over_rows(t: Tensor, normalized_ndim: int) -> Tensor:
     return t.sum(tuple(range(leading))) if leading else t
 
 
+@half_in_float32
 def layer_norm_forward(
     x: Tensor,
     normalized_ndim: int,
@@ -65,6 +70,7 @@ def layer_norm_output(xhat: Tensor, weight: Tensor | None, bias: Tensor | None) 
     return torch.addcmul(bias, xhat, weight)
 
 
+@half_in_float32_backward
 def layer_norm_backward(
     grad_out: Tensor, ctx: Ctx, input_grad: bool = True
 ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
@@ -84,6 +90,7 @@ def layer_norm_backward(
     return grad_x, grad_weight, grad_bias
 
 
+@half_in_float32
 def rms_norm_forward(
     x: Tensor, normalized_ndim: int, weight: Tensor | None, eps: float
 ) -> tuple[Tensor, Ctx]:
@@ -95,6 +102,7 @@ def rms_norm_forward(
     return out, (xhat, rstd, weight, normalized_ndim)
 
 
+@half_in_float32_backward
 def rms_norm_backward(
     grad_out: Tensor, ctx: Ctx, input_grad: bool = True
 ) -> tuple[Tensor | None, Tensor | None]:

@@ -1,4 +1,8 @@
-"""Loss kernels: forward gives the reduced loss, backward dL/d(prediction)."""
+"""Loss kernels: forward gives the reduced loss, backward dL/d(prediction).
+
+float16 and bfloat16 predictions compute in float32 and round the loss (and the gradient)
+once (:func:`~handgrad.nn.functional._common.half_in_float32`).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from handgrad.nn.functional._common import _DIVIDE_BY_COUNT_DTYPES, Ctx, _number, _operand
+from handgrad.nn.functional._common import (
+    _DIVIDE_BY_COUNT_DTYPES,
+    Ctx,
+    _number,
+    _operand,
+    half_in_float32,
+    half_in_float32_backward,
+)
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -52,6 +63,7 @@ def _times(t: Tensor, scale: Any) -> Tensor:
     return t * scale
 
 
+@half_in_float32
 def mse_forward(prediction: Tensor, target: Tensor, reduction: str = "mean") -> tuple[Tensor, Ctx]:
     """ℓ_i = (p_i − t_i)², reduced by mean (÷ n), sum or none."""
     check_reduction(reduction)
@@ -66,6 +78,7 @@ def mse_forward(prediction: Tensor, target: Tensor, reduction: str = "mean") -> 
     return _reduce(squares, reduction, n), (diff, reduction, n)
 
 
+@half_in_float32_backward
 def mse_backward(grad: Tensor | float, ctx: Ctx) -> Tensor:
     """dℓ/dp_i = 2(p_i − t_i) · g_i, g_i = g/n for mean."""
     diff, reduction, n = ctx
@@ -78,6 +91,7 @@ def mse_backward(grad: Tensor | float, ctx: Ctx) -> Tensor:
     return 2.0 * diff * scale
 
 
+@half_in_float32
 def l1_forward(prediction: Tensor, target: Tensor, reduction: str = "mean") -> tuple[Tensor, Ctx]:
     """ℓ_i = |p_i − t_i|."""
     check_reduction(reduction)
@@ -86,12 +100,14 @@ def l1_forward(prediction: Tensor, target: Tensor, reduction: str = "mean") -> t
     return _reduce(diff.abs(), reduction, n), (diff, reduction, n)
 
 
+@half_in_float32_backward
 def l1_backward(grad: Tensor | float, ctx: Ctx) -> Tensor:
     """dℓ/dp_i = sign(p_i − t_i) · g_i (0 where p_i = t_i, as autograd)."""
     diff, reduction, n = ctx
     return _times(torch.sign(diff), _per_element(grad, reduction, n))
 
 
+@half_in_float32
 def huber_forward(
     prediction: Tensor, target: Tensor, delta: float = 1.0, reduction: str = "mean"
 ) -> tuple[Tensor, Ctx]:
@@ -104,6 +120,7 @@ def huber_forward(
     return _reduce(loss, reduction, n), (diff, delta, reduction, n)
 
 
+@half_in_float32_backward
 def huber_backward(grad: Tensor | float, ctx: Ctx) -> Tensor:
     """dℓ/dp_i = clamp(d, −δ, δ) · g_i."""
     diff, delta, reduction, n = ctx
@@ -116,6 +133,7 @@ def log_softmax(x: Tensor, dim: int) -> Tensor:
     return shifted - torch.log(torch.exp(shifted).sum(dim, keepdim=True))
 
 
+@half_in_float32
 def cross_entropy_forward(
     logits: Tensor,
     target: Tensor,
@@ -164,6 +182,7 @@ def cross_entropy_forward(
     return _reduce(per_sample, reduction, denominator), ctx
 
 
+@half_in_float32
 def cross_entropy_of_labels_forward(
     logits: Tensor, target: Tensor, reduction: str = "mean"
 ) -> tuple[Tensor, Ctx]:
@@ -189,6 +208,7 @@ def cross_entropy_of_labels_forward(
     return _reduce(per_sample, reduction, count), ctx
 
 
+@half_in_float32_backward
 def cross_entropy_backward(grad: Tensor | float, ctx: Ctx) -> Tensor:
     """dℓ_i/dx_ic = (Σ_c' a_ic') softmax(x_i)_c − a_ic, times g_i (g/denominator for mean).
 
@@ -203,6 +223,7 @@ def cross_entropy_backward(grad: Tensor | float, ctx: Ctx) -> Tensor:
     return _times(coef.sum(class_dim, keepdim=True) * prob - coef, per_sample)
 
 
+@half_in_float32
 def bce_with_logits_forward(
     logits: Tensor,
     target: Tensor,
@@ -223,13 +244,25 @@ def bce_with_logits_forward(
     if weight is not None:
         loss = loss * weight
     n = logits.numel()
-    return _reduce(loss, reduction, n), (logits, target, weight, log_weight, reduction, n)
+    positive = target if pos_weight is None else pos_weight * target
+    ctx = (logits, target, weight, log_weight, positive, reduction, n)
+    return _reduce(loss, reduction, n), ctx
 
 
+@half_in_float32_backward
 def bce_with_logits_backward(grad: Tensor | float, ctx: Ctx) -> Tensor:
-    """dℓ_i/dx_i = w [(1 − t) − (1 + (p_w − 1) t) σ(−x)] · g_i  (= w(σ(x) − t) g_i if p_w = 1)."""
-    logits, target, weight, log_weight, reduction, n = ctx
-    local = (1.0 - target) - log_weight * torch.sigmoid(-logits)
+    """dℓ_i/dx_i = w [l σ(x) − p_w t] · g_i, l = 1 + (p_w − 1) t  (= w(σ(x) − t) g_i if p_w = 1).
+
+    With s = σ(−|x|) ≤ ½, the sigmoid that keeps its digits: for x < 0, σ(x) = s and the
+    bracket is l·s − p_w t; for x ≥ 0, σ(x) = 1 − s and it is (1 − t) − l·s (l − p_w t being
+    1 − t). Neither form cancels for a 0/1 target: t = 0, x ≪ 0 gives σ(x) itself (as torch;
+    1 − σ(−x) is 0 from x < −17 in float32), t = 1, x ≫ 0 gives −p_w σ(−x) (where torch's
+    σ(x) − 1 is 0).
+    """
+    logits, target, weight, log_weight, positive, reduction, n = ctx
+    s = torch.sigmoid(-logits.abs())
+    scaled = s if type(log_weight) is float else log_weight * s  # l = 1 without pos_weight
+    local = torch.where(logits < 0, scaled - positive, (1.0 - target) - scaled)
     if weight is not None:
         local = local * weight
     return _times(local, _per_element(grad, reduction, n))

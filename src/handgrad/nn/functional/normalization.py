@@ -21,6 +21,10 @@ and for x, μ and r depend on every x in S: ∂μ/∂x_j = 1/M and ∂r/∂x_j =
 the three-term input gradient: the gradient itself, minus its mean (μ moves with every x),
 minus its projection on x̂ (σ does too). With batch statistics from running averages (batch
 norm in eval mode) μ and r are constants and dx = r ĝ.
+
+float16 and bfloat16 inputs compute in float32 and round y, dx, dγ, dβ (and batch norm's
+updated running statistics) once, as torch's CPU kernels do
+(:func:`~handgrad.nn.functional.half_in_float32`); the ctx is then a ``Float32Ctx``.
 """
 
 from __future__ import annotations
@@ -28,7 +32,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from handgrad.nn.functional._common import Ctx
+from handgrad.nn.functional._common import (
+    Ctx,
+    half_in_float32,
+    half_in_float32_backward,
+    half_in_float32_updating,
+)
 
 
 def _per_channel(values: Tensor, dim: int) -> Tensor:
@@ -73,6 +82,7 @@ def channel_dot(a: Tensor, b: Tensor) -> Tensor:
     return total
 
 
+@half_in_float32_updating(0, 1)  # running_mean, running_var
 def batch_norm_forward(
     x: Tensor,
     running_mean: Tensor | None,
@@ -117,6 +127,7 @@ def batch_norm_forward(
     return out, (centered, None, invstd, weight, bias is not None, True)
 
 
+@half_in_float32_backward
 def batch_norm_backward(
     grad_out: Tensor, ctx: Ctx, input_grad: bool = True
 ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
@@ -154,6 +165,7 @@ def batch_norm_backward(
     return grad_x, grad_weight, grad_bias
 
 
+@half_in_float32
 def group_norm_forward(
     x: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None, eps: float
 ) -> tuple[Tensor, Ctx]:
@@ -172,6 +184,7 @@ def group_norm_forward(
     return out, (x, mean, rstd, weight, bias is not None, num_groups)
 
 
+@half_in_float32_backward
 def group_norm_backward(
     grad_out: Tensor, ctx: Ctx, input_grad: bool = True
 ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:

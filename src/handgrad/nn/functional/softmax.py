@@ -14,9 +14,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from handgrad.nn.functional._common import Ctx
+from handgrad.nn.functional._common import Ctx, half_in_float32, half_in_float32_backward
+
+# float16 and bfloat16: every kernel here computes in float32 and rounds once, as torch's CPU
+# kernels do (half_in_float32; tests/nn/test_half_precision.py measures the errors).
 
 
+@half_in_float32
 def softmax_forward(x: Tensor, dim: int) -> tuple[Tensor, Ctx]:
     """y = softmax(x) = e^(x − m) / Σ e^(x − m) along ``dim`` (m the row max: nothing overflows).
 
@@ -26,6 +30,7 @@ def softmax_forward(x: Tensor, dim: int) -> tuple[Tensor, Ctx]:
     return out, (out, dim)
 
 
+@half_in_float32_backward
 def softmax_backward(grad_out: Tensor, ctx: Ctx) -> Tensor:
     """dx = y ⊙ (g − ⟨g, y⟩), the dot product taken along ``dim`` (the softmax Jacobian times g).
 
@@ -36,12 +41,14 @@ def softmax_backward(grad_out: Tensor, ctx: Ctx) -> Tensor:
     return out * (grad_out - (grad_out * out).sum(dim, keepdim=True))
 
 
+@half_in_float32
 def log_softmax_forward(x: Tensor, dim: int) -> tuple[Tensor, Ctx]:
     """y = log softmax(x) = x − m − log Σ e^(x − m) along ``dim`` (torch's kernel)."""
     out = torch.log_softmax(x, dim)
     return out, (out, dim)
 
 
+@half_in_float32_backward
 def log_softmax_backward(grad_out: Tensor, ctx: Ctx) -> Tensor:
     """dx = g − softmax(x) · Σ g, the sum along ``dim``; softmax(x) = e^y is recomputed from y.
 
@@ -52,11 +59,13 @@ def log_softmax_backward(grad_out: Tensor, ctx: Ctx) -> Tensor:
     return grad_out - torch.exp(out) * grad_out.sum(dim, keepdim=True)
 
 
+@half_in_float32
 def silu_forward(x: Tensor) -> tuple[Tensor, Ctx]:
     """y = x σ(x) (SiLU, also called swish). Only x is kept: σ(x) is cheap to recompute."""
     return torch.nn.functional.silu(x), (x,)
 
 
+@half_in_float32_backward
 def silu_backward(grad_out: Tensor, ctx: Ctx) -> Tensor:
     """dx = g σ(x)(1 + x(1 − σ(x))), by the product rule and σ′ = σ(1 − σ)."""
     (x,) = ctx
