@@ -12,7 +12,7 @@ import pytest
 
 import handgrad.nn as hnn
 from handgrad.cli import SUBCOMMANDS
-from handgrad.optim import OPTIMIZERS
+from handgrad.optim import BEYOND_TORCH, OPTIMIZERS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,7 +48,8 @@ def test_every_public_nn_name_has_an_api_entry(site: Path) -> None:
 
 def test_every_optimizer_has_an_api_entry(site: Path) -> None:
     page = _page(site, "api", "optim")
-    missing = [name for name in OPTIMIZERS if f'id="handgrad.optim.{name}"' not in page]
+    names = [*OPTIMIZERS, *BEYOND_TORCH]
+    missing = [name for name in names if f'id="handgrad.optim.{name}"' not in page]
     assert missing == []
 
 
@@ -63,3 +64,13 @@ def test_the_cli_reference_shows_every_subcommand_help(site: Path) -> None:
 def test_guides_and_derivations_are_built(site: Path) -> None:
     assert "accumulate_grad" in _page(site, "writing-a-layer")
     assert "vector–Jacobian product" in _page(site, "derivations")
+
+
+def test_the_training_guide_and_the_train_api_are_built(site: Path) -> None:
+    guide = _page(site, "training")
+    assert "How a run ends" in guide
+    assert "metrics.schema.json" in guide
+    api = _page(site, "api", "train")
+    for name in ("models.register_model", "optimizers.make_optimizer",
+                 "schedules.parse_schedule", "status.RunStatus", "metrics.load_schema"):
+        assert f'id="handgrad.train.{name}"' in api, name

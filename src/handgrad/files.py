@@ -51,18 +51,23 @@ class OutputInUseError(RuntimeError):
         self.pid = pid
 
 
+def os_error_reason(error: OSError) -> str:
+    """The reason of an ``OSError`` in a few words ("No space left on device"), for callers
+    that name the path themselves (often by the option it came from)."""
+    return error.strerror or str(error) or type(error).__name__
+
+
 def describe_os_error(error: OSError) -> str:
     """One line for any ``OSError``: ``PATH: reason`` (just the reason when it names none)."""
     if isinstance(error, WriteError):
         return str(error)
-    reason = error.strerror or str(error) or type(error).__name__
+    reason = os_error_reason(error)
     return f"{error.filename}: {reason}" if error.filename is not None else reason
 
 
 def _write_error(error: OSError, path: Path) -> WriteError:
     code = error.errno if error.errno is not None else errno.EIO
-    reason = error.strerror or str(error) or type(error).__name__
-    return WriteError(code, reason, str(path))
+    return WriteError(code, os_error_reason(error), str(path))
 
 
 def make_folder(path: str | os.PathLike[str]) -> Path:
@@ -78,13 +83,30 @@ def make_folder(path: str | os.PathLike[str]) -> Path:
     return folder
 
 
+def current_umask() -> int:
+    """The process's file-creation mask. Read from ``/proc/self/status`` where Linux has it;
+    elsewhere by setting it and putting it back at once (``os.umask`` can only be read so)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomically(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same directory and
     ``os.replace`` (atomic on POSIX and Windows).
 
     The temporary file is fsynced before the rename, so a crash or SIGKILL at any moment
     leaves ``path`` either untouched or complete; on error the temporary file is removed and
-    the ``OSError`` is raised as a :class:`WriteError` naming ``path``.
+    the ``OSError`` is raised as a :class:`WriteError` naming ``path``. The file gets the
+    mode an ordinary ``open(path, "w")`` gives, 0o666 less the umask (``mkstemp`` alone
+    would leave it private, 0o600).
     """
     target = Path(path)
     make_folder(target.parent)
@@ -96,6 +118,8 @@ def write_atomically(path: str | os.PathLike[str], data: bytes) -> None:
         raise _write_error(error, target) from error
     try:
         with os.fdopen(fd, "wb") as handle:
+            if hasattr(os, "fchmod"):  # POSIX
+                os.fchmod(handle.fileno(), 0o666 & ~current_umask())
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -190,9 +214,11 @@ __all__ = [
     "FOLDER_LOCK",
     "OutputInUseError",
     "WriteError",
+    "current_umask",
     "describe_os_error",
     "lock_file",
     "lock_folder",
     "make_folder",
+    "os_error_reason",
     "write_atomically",
 ]

@@ -8,6 +8,7 @@ module imports nothing from handgrad: any package may use it.
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Collection, Sequence
 
 Row = Sequence[str]
@@ -57,4 +58,29 @@ def html_table(header: Row, rows: Sequence[Row]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-__all__ = ["format_table", "html_table", "markdown_table"]
+# A cell that starts with one of these is a formula to a spreadsheet (OWASP, "CSV
+# injection"): =, +, - and @ start formulas; a tab or carriage return is dropped by some
+# importers, which then read the next character as the start. A full-width equals sign is
+# read as "=" by some too.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\uff1d")
+
+
+def _is_finite_number(text: str) -> bool:
+    try:
+        value = float(text)
+    except ValueError:
+        return False
+    return math.isfinite(value)  # "-inf" is a name to a spreadsheet: =-inf
+
+
+def spreadsheet_safe(cell: str) -> str:
+    """``cell`` for a CSV file meant for spreadsheets: a cell a spreadsheet would run as a
+    formula (``=HYPERLINK(...)``, ``+cmd``, ``@SUM(...)``, ``-2+3``) gets an apostrophe in
+    front, which spreadsheets show as text; numbers (``-6``, ``+1e-3``, ``-inf``) and every
+    other cell are kept as they are ("-inf" is not a number to a spreadsheet)."""
+    if cell.startswith(_FORMULA_STARTS) and not _is_finite_number(cell):
+        return "'" + cell
+    return cell
+
+
+__all__ = ["format_table", "html_table", "markdown_table", "spreadsheet_safe"]

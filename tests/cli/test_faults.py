@@ -115,7 +115,7 @@ def test_a_second_train_into_a_folder_being_written_is_refused_at_once(
     assert "wrote " in stdout
     assert ckpt.load_checkpoint(folder / "checkpoint.pt")["settings"]["seed"] == 0
     assert sorted(p.name for p in folder.iterdir()) == [
-        "checkpoint.pt", "loss_curves.png", "metrics.json", "predictions.png"
+        "checkpoint.pt", "loss_curves.png", "metrics.json", "predictions.csv", "predictions.png"
     ]
 
 

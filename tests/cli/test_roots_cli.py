@@ -200,7 +200,7 @@ def test_plot_into_a_directory_is_one_line(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     status, _, err = run(capsys, "1", "-6", "4", "--plot", str(tmp_path))
-    assert status == 2
+    assert status == 74  # EXIT_IO, as every command that cannot write
     assert err.startswith(f"handgrad roots: error: cannot write --plot {tmp_path}: ")
     assert len(err.strip().splitlines()) == 1
 
@@ -426,9 +426,9 @@ def test_csv_write_errors_are_one_line_and_keep_the_old_file(
         def full(path: object, data: bytes) -> None:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-        monkeypatch.setattr("handgrad.roots._files.write_atomically", full)
+        monkeypatch.setattr("handgrad.cli.roots.write_atomically", full)
     status, _, err = run(capsys, "--csv", str(source), "--out", str(out))
-    assert status == 2
+    assert status == 74
     assert err.startswith(f"handgrad roots: error: cannot write --out {out}: ")
     assert len(err.strip().splitlines()) == 1
     if where == "disk-full":

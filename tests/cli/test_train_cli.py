@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -33,14 +34,17 @@ def test_cubic_run_writes_table_metrics_plots_and_checkpoint(
                            *QUICK, "--out", str(tmp_path), "--device", device.type)
     assert status == 0
     lines = out.splitlines()
-    assert lines[0].split() == ["optimizer", "lr", "train", "loss", "test", "loss", "seconds"]
+    assert lines[0].split() == ["optimizer", "lr", "train", "loss", "test", "loss", "seconds",
+                                "status"]
     assert set(lines[1]) == {"-", " "}  # the rule under the header
     assert [line.split()[0] for line in lines[2:4]] == ["sgd", "adam"]
+    assert [line.split()[-1] for line in lines[2:4]] == ["trained", "trained"]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["task"] == "cubic"
     assert [run["optimizer"] for run in metrics["runs"]] == ["sgd", "adam"]
     for run, line in zip(metrics["runs"], lines[2:4], strict=True):
-        assert list(run) == ["optimizer", "train_loss", "test_loss", "seconds", "history"]
+        assert list(run) == ["optimizer", "status", "outcome", "lr", "train_loss", "test_loss",
+                             "seconds", "history"]
         assert [record["epoch"] for record in run["history"]] == [1, 2]
         assert run["test_loss"] == run["history"][-1]["test_loss"] > 0
         assert line.split()[3] == f"{run['test_loss']:.4g}"
@@ -61,8 +65,8 @@ def test_digits_run_reports_accuracy_and_no_prediction_plot(
     assert status == 0
     assert "test accuracy" in out.splitlines()[0]
     (run,) = json.loads((tmp_path / "metrics.json").read_text())["runs"]
-    assert list(run) == ["optimizer", "train_loss", "test_loss", "test_accuracy", "seconds",
-                         "history"]
+    assert list(run) == ["optimizer", "status", "outcome", "lr", "train_loss", "test_loss",
+                         "test_accuracy", "seconds", "history"]
     assert 0.5 < run["test_accuracy"] <= 1
     assert run["history"][0]["test_accuracy"] == run["test_accuracy"]
     assert out.splitlines()[2].split()[4] == f"{run['test_accuracy']:.4f}"
@@ -85,7 +89,7 @@ def test_csv_task_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFi
     ("args", "message"),
     [
         (["--optimizers", "adam,nope"], "unknown optimizer 'nope'"),
-        (["--optimizers", "sparseadam"], "sparseadam needs sparse gradients"),
+        (["--optimizers", "sparseadam"], "sparseadam trains parameters with sparse gradients"),
         (["--epochs", "0"], "epochs must be a positive integer, got 0"),
         (["--task", "csv:/no/such.csv", "--target", "y"], "csv file not found: /no/such.csv"),
         (["--task", "csv:/no/such.csv"], "needs the column to predict: --target COLUMN"),
@@ -112,15 +116,25 @@ def test_cuda_without_a_gpu_is_a_clear_error(
     assert "CUDA is not available" in err
 
 
-def test_divergence_names_the_epoch_and_step(
+def test_divergence_names_the_epoch_and_step_and_the_others_finish(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    status, _, err = train(capsys, "--optimizers", "sgd", "--lr", "1e6", *QUICK,
-                           "--out", str(tmp_path))
-    assert status == 2
-    assert err.startswith("handgrad train: error: sgd diverged at epoch 1, step ")
-    assert "the training loss is " in err
-    assert not (tmp_path / "metrics.json").exists()
+    status, out, err = train(capsys, "--optimizers", "sgd,adam", "--opt", "sgd.lr=1e6",
+                             *QUICK, "--out", str(tmp_path), "--quiet")
+    assert status == 1  # trained, written, but not every run trained
+    lines = out.splitlines()
+    assert lines[2].split()[:2] == ["sgd", "1e+06"]
+    assert lines[2].split()[2:4] == ["-", "-"]  # no epoch finished
+    assert re.search(r"  diverged e1 s\d+$", lines[2])
+    assert lines[3].split()[0] == "adam"
+    assert lines[3].endswith("trained")
+    assert re.match(r"handgrad train: 1 of 2 runs did not train: sgd: diverged at epoch 1, "
+                    r"step \d+ \(training loss (nan|inf)\)$", err)
+    assert err.count("\n") == 1
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert [run["status"] for run in metrics["runs"]] == ["diverged", "trained"]
+    assert len(metrics["runs"][1]["history"]) == 2  # adam trained every epoch
+    assert (tmp_path / "loss_curves.png").read_bytes().startswith(PNG_MAGIC)
 
 
 def test_out_must_be_a_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -144,7 +158,8 @@ def test_ctrl_c_points_at_resume(
         return real_run_epoch(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(compare, "run_epoch", interrupted_in_epoch_2)
-    status, _, err = train(capsys, "--optimizers", "adam", *QUICK, "--out", str(tmp_path))
+    status, _, err = train(capsys, "--optimizers", "adam", *QUICK, "--out", str(tmp_path),
+                           "--quiet")
     assert status == 130
     assert err.splitlines() == [
         f"the last finished epoch is in {tmp_path}/checkpoint.pt; add --resume to continue",

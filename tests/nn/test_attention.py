@@ -462,6 +462,29 @@ def test_bad_inputs_name_the_shapes() -> None:
         ours.backward((torch.ones_like(out), torch.ones(2, 3, 3)))
 
 
+@pytest.mark.parametrize(
+    ("shapes", "kwargs", "match"),
+    [
+        (((2, 3, 4), (2, 5, 3), (2, 5, 4)), {}, r"key \(2, 5, 3\)"),
+        (((2, 3, 4), (2, 5, 4), (2, 4, 4)), {}, r"value \(2, 4, 4\)"),
+        (((3, 4), (5, 4), (5, 4)), {"attn_mask": torch.ones(3, 4, dtype=torch.bool)},
+         r"attn_mask of shape \(3, 4\) .* \(3, 5\)"),
+        (((3, 4), (5, 4), (5, 4)), {"attn_mask": torch.ones(3, 5, dtype=torch.int64)},
+         "torch.int64"),
+        (((3, 4), (3, 4), (3, 4)), {"attn_mask": torch.ones(3, 3, dtype=torch.bool),
+                                    "is_causal": True}, "not both"),
+    ],
+)  # fmt: skip
+def test_sdpa_bad_arguments_raise_torchs_runtime_error_naming_them(
+    shapes: tuple[tuple[int, ...], ...], kwargs: dict[str, object], match: str
+) -> None:
+    q, k, v = (torch.randn(shape) for shape in shapes)
+    with pytest.raises(RuntimeError):  # torch's type for each of these
+        torch.nn.functional.scaled_dot_product_attention(q, k, v, **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match=match):
+        F.scaled_dot_product_attention_forward(q, k, v, **kwargs)  # type: ignore[arg-type]
+
+
 def test_mha_on_each_device(device: torch.device) -> None:
     reference, ours = _pair(embed_dim=4, num_heads=2, batch_first=True)
     reference, ours = reference.to(device), ours.to(device)

@@ -51,6 +51,46 @@ def test_digits_reports_epsilon_in_table_and_metrics(
     assert all(0 <= run["test_accuracy"] <= 1 for run in metrics["runs"])
 
 
+def test_dp_metrics_follow_the_schema_with_config_file_and_opt(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--dp beside the experiment settings: given as a [dp] table of a --config file, with
+    --opt, a schedule and a model; every run has a status, metrics.json validates against
+    the shipped schema and records the DP settings in config and privacy."""
+    jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is not installed (.[dev])")
+    from handgrad.train.metrics import load_schema
+
+    (tmp_path / "run.toml").write_text(
+        'task = "digits"\noptimizers = ["sgd", "momentum"]\nepochs = 2\nbatch-size = 128\n'
+        'model = "mlp:hidden=16,activation=sigmoid"\nschedule = "cosine"\n'
+        "[dp]\nmax_grad_norm = 1.0\nnoise_multiplier = 0.8\ndelta = 1e-4\n"
+    )
+    out_dir = tmp_path / "out"
+    status, out, _ = train(capsys, "--config", str(tmp_path / "run.toml"),
+                           "--opt", "sgd.momentum=0.5", "--out", str(out_dir))  # fmt: skip
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    jsonschema.validate(metrics, load_schema(), cls=jsonschema.Draft202012Validator)
+    assert status == 0
+    assert metrics["config"]["dp"] == {"max_grad_norm": 1.0, "noise_multiplier": 0.8,
+                                       "delta": 1e-4}
+    assert metrics["privacy"]["delta"] == 1e-4
+    assert metrics["privacy"]["epsilon"] > 0
+    assert metrics["config"]["optimizers"][0]["arguments"]["momentum"] == 0.5
+    assert metrics["config"]["schedule"].startswith("cosine")
+    assert [run["status"] for run in metrics["runs"]] == ["trained", "trained"]
+    assert "ε" in out.splitlines()[0]
+    assert "status" in out.splitlines()[0]
+    # Without noise ε is infinite: null in the file, still valid.
+    status, _, _ = train(capsys, "--task", "cubic", "--optimizers", "adam", "--epochs", "1",
+                         "--batch-size", "64", "--dp", "max_grad_norm=1,noise_multiplier=0",
+                         "--out", str(tmp_path / "free"))  # fmt: skip
+    metrics = json.loads((tmp_path / "free" / "metrics.json").read_text())
+    jsonschema.validate(metrics, load_schema(), cls=jsonschema.Draft202012Validator)
+    assert metrics["privacy"]["epsilon"] is None
+    assert metrics["runs"][0]["epsilon"] is None
+    assert metrics["config"]["dp"]["noise_multiplier"] == 0
+
+
 def test_dp_run_is_dp_sgd_on_poisson_batches() -> None:
     """compare_optimizers with dp equals the hand-written DP-SGD loop: the same Poisson
     batches, DPOptimizer(SGD) and noise from the forked global RNG."""
@@ -128,6 +168,7 @@ def test_an_empty_poisson_batch_is_a_step_of_noise_alone() -> None:
         (["--dp", "noise_multiplier=1"], "give max_grad_norm"),
         (["--dp", "max_grad_norm=1,noise_multiplier=-2"], "noise_multiplier must be"),
         (["--dp", DP, "--backend", "torch"], "--dp needs --backend handgrad"),
+        (["--dp", DP, "--optimizers", "sgd,lbfgs"], "lbfgs evaluates several"),
     ],
 )
 def test_dp_errors_are_one_line(
@@ -138,3 +179,17 @@ def test_dp_errors_are_one_line(
     assert message in err
     assert err.count("\n") == 1
     assert out == ""
+
+
+def test_text_task_trains_a_gpt_with_dp(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--dp on the text task's GPT: per-sample gradients of embeddings, LayerNorm, attention
+    and the tied head (handgrad.nn.gpt); ε beside the validation loss."""
+    text = tmp_path / "text.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 40)
+    args = ["--task", f"text:{text}", "--model", "gpt:d_model=8,n_layer=1,n_head=2",
+            "--epochs", "1", "--dp", DP, "--out", str(tmp_path / "run")]  # fmt: skip
+    status, out, _ = train(capsys, *args)
+    assert status == 0, out
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["privacy"]["epsilon"] > 0
+    assert math.isfinite(metrics["runs"][0]["test_loss"])

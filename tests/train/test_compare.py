@@ -46,7 +46,9 @@ def test_every_run_starts_from_the_same_weights_and_batches(device: torch.device
                 torch.nn.functional.mse_loss(model(x[index]), y[index]).backward()
                 optimizer.step()
         assert states_equal(model, run.model)
-    assert [run.lr for run in result.runs] == [0.05, 0.005]  # the cubic task's tuned rates
+    # The cubic task's tuned rates at its reference batch of 64, scaled to batches of 16:
+    # linearly for SGD, by the square root for Adam.
+    assert [run.lr for run in result.runs] == [0.05 * 16 / 64, 0.005 * (16 / 64) ** 0.5]
     assert [record.epoch for record in result.runs[0].history] == [1, 2, 3]
 
 
@@ -57,7 +59,9 @@ def test_result_figures_and_metrics_document(device: torch.device) -> None:
     metrics = result.metrics()
     assert metrics["task"] == "cubic"
     (document,) = metrics["runs"]
-    assert list(document) == ["optimizer", "train_loss", "test_loss", "seconds", "history"]
+    assert list(document) == ["optimizer", "status", "outcome", "lr", "train_loss", "test_loss",
+                              "seconds", "history"]
+    assert document["status"] == "trained"
     assert document["test_loss"] == run.history[-1].test_loss
     assert document["seconds"] == run.seconds > 0
     assert len(document["history"]) == 3
@@ -196,7 +200,7 @@ def test_resume_of_a_finished_run_trains_nothing_more(tmp_path: Path) -> None:
     ("change", "message"),
     [
         ({"epochs": 5}, r"epochs=3 there, 5 here"),
-        ({"lr": 0.5}, r"lr=\[0.005\] there, \[0.5\] here"),
+        ({"lr": 0.5}, r"lr=\[0.0025\] there, \[0.5\] here"),
         ({"batch_size": 8}, r"batch_size=16 there, 8 here"),
     ],
 )

@@ -49,7 +49,12 @@ EXIT_STATUS = {
 
 
 class CLIError(Exception):
-    """A problem with the user's input, reported as one line and a non-zero exit."""
+    """A problem reported as one line and a non-zero exit: ``status`` (default
+    :data:`EXIT_USAGE`, the user's input; :data:`EXIT_IO` for a file that cannot be written)."""
+
+    def __init__(self, message: str, status: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class Terminated(KeyboardInterrupt):
@@ -109,7 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(error, EXIT_IN_USE)
     except WriteError as error:
         return fail(error, EXIT_IO)
-    except (CLIError, ValueError, FileNotFoundError, FileExistsError) as error:
+    except CLIError as error:
+        return fail(error, error.status)
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
         return fail(describe_os_error(error) if isinstance(error, OSError) else error, EXIT_USAGE)
     except KeyboardInterrupt as error:
         terminated = isinstance(error, Terminated)

@@ -87,6 +87,12 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(
                 f"no run of optimizer {args.optimizer!r} in {args.checkpoint} (it holds: {known})"
             )
+    # A run that diverged stopped with non-finite weights (handgrad.train.status).
+    diverged = [r for r in runs if (r.get("status") or {}).get("state") == "diverged"]
+    runs = [r for r in runs if r not in diverged]
+    if not runs and args.optimizer is not None and diverged:
+        raise CLIError(f"the {args.optimizer} run in {args.checkpoint} diverged: its weights "
+                       "are not finite; choose another run with --optimizer")
     if not runs:
         raise CLIError(f"{args.checkpoint} holds no trained run")
     chosen = min(runs, key=lambda r: r["history"][-1]["test_loss"] if r["history"] else 0.0)

@@ -24,7 +24,8 @@ from typing import Any, TextIO
 
 import torch
 
-from handgrad.cli import CLIError
+from handgrad.cli import EXIT_IO, CLIError
+from handgrad.files import os_error_reason, write_atomically
 from handgrad.roots import (
     QuadraticRoots,
     RootKind,
@@ -34,7 +35,6 @@ from handgrad.roots import (
     solve_quadratic,
     stability_limit,
 )
-from handgrad.roots._files import os_error_text, write_file
 from handgrad.roots.fixed_step import outcome_help
 from handgrad.roots.quadratic import MAX_ITER_LIMIT
 from handgrad.tables import format_table
@@ -297,7 +297,8 @@ def _plot_equation(
     try:
         written = plot_descent(plotted, args.plot)
     except OSError as error:
-        raise CLIError(f"cannot write --plot {args.plot}: {os_error_text(error)}") from None
+        raise CLIError(f"cannot write --plot {args.plot}: {os_error_reason(error)}",
+                       EXIT_IO) from None
     print(f"wrote {written}")
 
 
@@ -354,7 +355,8 @@ def run_sweep(args: argparse.Namespace, a: float, b: float, c: float) -> int:
         try:
             written = plot_sweep(a, b, c, by_lr, by_start, args.plot)
         except OSError as error:
-            raise CLIError(f"cannot write --plot {args.plot}: {os_error_text(error)}") from None
+            raise CLIError(f"cannot write --plot {args.plot}: {os_error_reason(error)}",
+                       EXIT_IO) from None
         print(f"wrote {written}")
     return 0
 
@@ -560,7 +562,7 @@ def run_csv(args: argparse.Namespace) -> int:
         with open(args.csv, encoding="utf-8", newline="") as handle:
             text = handle.read()
     except OSError as error:
-        raise CLIError(f"cannot read --csv {args.csv}: {os_error_text(error)}") from None
+        raise CLIError(f"cannot read --csv {args.csv}: {os_error_reason(error)}") from None
     except UnicodeDecodeError as error:
         raise CLIError(
             f"cannot read --csv {args.csv}: not UTF-8 text (byte {error.object[error.start]:#04x} "
@@ -591,9 +593,10 @@ def run_csv(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     try:
-        write_file(args.out, buffer.getvalue().encode("utf-8"))
+        write_atomically(args.out, buffer.getvalue().encode("utf-8"))
     except OSError as error:
-        raise CLIError(f"cannot write --out {args.out}: {os_error_text(error)}") from None
+        raise CLIError(f"cannot write --out {args.out}: {os_error_reason(error)}",
+                       EXIT_IO) from None
     unsolved = sum(1 for record in good if solved[record[0]][-1])
     print(
         f"solved {len(good)} of {len(records)} rows into {args.out}"

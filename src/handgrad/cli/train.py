@@ -1,8 +1,10 @@
 """``handgrad train``: compare optimizers on a task; metrics, plots, checkpoints, resume.
 
     handgrad train --task cubic --optimizers sgd,rmsprop,adam [--epochs N] [--batch-size B]
-        [--lr LR] [--seed S] [--device cpu|cuda] [--out DIR] [--resume]
-        [--checkpoint-every SECONDS] [--dist-timeout SECONDS]
+        [--model mlp:hidden=100x100,activation=sigmoid] [--opt sgd.momentum=0.9 ...]
+        [--lr LR] [--schedule cosine] [--seed S] [--device cpu|cuda] [--out DIR] [--resume]
+        [--config run.toml] [--quiet] [--checkpoint-every SECONDS] [--dist-timeout SECONDS]
+        [--dp max_grad_norm=C,noise_multiplier=S[,delta=D]]
     handgrad train --task text[:PATH] [--model gpt]   (a character-level language model)
 
 A thin layer over :func:`handgrad.train.compare_optimizers` and
@@ -37,6 +39,19 @@ if TYPE_CHECKING:
 DEFAULT_OPTIMIZERS = "sgd,rmsprop,adam"
 
 
+# What an option is when neither the command line nor --config sets it.
+DEFAULTS: dict[str, Any] = {
+    "task": "cubic", "seed": 0, "device": "cpu",
+    "backend": "handgrad", "resume": False, "quiet": False, "threads": 1,
+}
+
+# Exit status when training ran but a run did not train (diverged, or not learning); the
+# outputs of every run are written all the same.
+EXIT_NOT_TRAINED = 1
+
+_ACTIONS: dict[str, argparse.Action] = {}  # the parser's options by dest, for --config
+
+
 def register(subparsers: Any) -> None:
     """Add the ``train`` subcommand to the ``handgrad`` parser."""
     parser = subparsers.add_parser(
@@ -45,11 +60,19 @@ def register(subparsers: Any) -> None:
         description=(
             "Train one model per optimizer from the same initial weights on the same batch "
             "order; print a table and write metrics.json, loss_curves.png, predictions.png "
-            "(regression) and checkpoint.pt into --out."
+            "(regression), predictions.csv and checkpoint.pt into --out. Each run ends "
+            "trained, diverged or not learning; the exit status is 1 when any run did not "
+            "train (its outputs are written all the same)."
         ),
     )
     parser.add_argument(
-        "--task", default="cubic",
+        "--config", metavar="FILE.toml", default=None,
+        help="read settings from a TOML file: keys are the long options (batch-size = 8), "
+        "[opt.NAME] tables the optimizers' arguments, a [dp] table --dp's; options given "
+        "here win",
+    )
+    parser.add_argument(
+        "--task", default=None,
         help="cubic (y = x^3), digits (scikit-learn's 8x8 digits), csv:PATH, or text[:PATH] "
         "(next-character prediction on a UTF-8 text; default text: Python's documentation) "
         "(default: cubic)",
@@ -61,8 +84,16 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--optimizers", default=None,
-        help="comma-separated lowercase torch.optim names, plus 'momentum' and 'nesterov' "
-        f"(SGD with momentum 0.9) (default: {DEFAULT_OPTIMIZERS}; adamw for text)",
+        help="comma-separated lowercase names of handgrad.optim's optimizers, plus "
+        "'momentum' and 'nesterov' (SGD with momentum 0.9); muon trains the 2-D weights and "
+        "sparseadam the sparse-gradient layers, AdamW the rest "
+        f"(default: {DEFAULT_OPTIMIZERS}; adamw for text)",
+    )
+    parser.add_argument(
+        "--opt", metavar="NAME.KEY=VALUE", action="append", default=None,
+        help="an argument of optimizer NAME (repeatable): sgd.momentum=0.9, "
+        "sgd.nesterov=true, adam.betas=0.9,0.99, lbfgs.line_search_fn=strong_wolfe; "
+        "muon.adamw.KEY for the AdamW beside Muon or SparseAdam",
     )
     parser.add_argument(
         "--model", metavar="NAME[:KEY=VALUE,...]", default=None,
@@ -73,16 +104,27 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--batch-size", type=int, default=None,
                         help="1 is per-sample training (default: per task)")
     parser.add_argument("--lr", type=float, default=None,
-                        help="one learning rate for every optimizer (default: tuned per "
-                        "task and optimizer, else the optimizer's own)")
-    parser.add_argument("--seed", type=int, default=0, help="data noise, split, initial "
-                        "weights, batch order and dropout all follow it (default: 0)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+                        help="one learning rate for every optimizer (default: per task and "
+                        "optimizer, tuned at the task's batch size and scaled to --batch-size: "
+                        "linearly for SGD-like optimizers, by the square root for adaptive "
+                        "ones)")
     parser.add_argument(
-        "--backend", choices=("handgrad", "torch"), default="handgrad",
+        "--schedule", metavar="SCHEDULE", default=None,
+        help="learning-rate schedule, stepped every epoch: constant, cosine[:eta_min=X], "
+        "step:step_size=N[,gamma=G], exponential:gamma=G, warmup:epochs=N[,start_factor=F], "
+        "or a warmup then another: warmup:epochs=2+cosine (default: constant)",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="data noise, split, initial "
+                        "weights, batch order and dropout all follow it (default: 0)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                        help="default: cpu")
+    parser.add_argument(
+        "--backend", choices=("handgrad", "torch"), default=None,
         help="torch: the same networks in torch.nn with torch.optim and autograd, the "
         "reference (default: handgrad)",
     )
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch's intra-op threads while training (default: 1)")
     parser.add_argument(
         "--dp", metavar="max_grad_norm=C,noise_multiplier=S[,delta=D]", default=None,
         help="train with DP-SGD (handgrad.privacy): clip each example's gradient to C, add "
@@ -91,8 +133,11 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--out", metavar="DIR", default=None,
                         help="output directory (default: runs/TASK)")
-    parser.add_argument("--resume", action="store_true",
+    parser.add_argument("--resume", action="store_true", default=None,
                         help="continue the run in DIR from DIR/checkpoint.pt (same arguments)")
+    parser.add_argument("--quiet", action="store_true", default=None,
+                        help="no progress on stderr (by default: a bar on a terminal, one "
+                        "line per epoch elsewhere)")
     parser.add_argument(
         "--checkpoint-every", metavar="SECONDS", type=float, default=None,
         help="write checkpoint.pt after an epoch once this many seconds have passed since the "
@@ -105,6 +150,65 @@ def register(subparsers: Any) -> None:
         "exiting with an error (default: 120)",
     )
     parser.set_defaults(func=run)
+    _ACTIONS.update({action.dest: action for action in parser._actions
+                     if action.option_strings and action.dest != "help"})
+
+
+def apply_config(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` completed from ``--config`` (for the options not given on the command
+    line), then from :data:`DEFAULTS`; ``args.options`` becomes the optimizers' arguments,
+    the file's ``[opt.NAME]`` tables overridden key by key by ``--opt``.
+
+    Each key of the file must be one of the command's long options and its value of the
+    kind the option takes (a ``ValueError`` naming the file, the key and what is expected).
+    """
+    from handgrad.train.settings import optimizer_options, read_config
+
+    file = read_config(args.config) if args.config else {}
+    for key, value in file.items():
+        if key == "opt":
+            continue
+        action = _ACTIONS.get(key)
+        if action is None or key in ("config", "func"):
+            known = ", ".join(sorted(dest.replace("_", "-") for dest in _ACTIONS
+                                     if dest != "config"))
+            raise CLIError(f"config {args.config}: unknown key {key!r}; the keys are: {known}")
+        if getattr(args, key, None) is None:
+            setattr(args, key, _config_value(args.config, key, value, action))
+    for key, value in DEFAULTS.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    args.options = optimizer_options(args.opt or [], base=file.get("opt"))
+    return args
+
+
+def _config_value(path: str, key: str, value: Any, action: argparse.Action) -> Any:
+    """A config file's value for ``action``, checked as argparse would check the option's."""
+    name = key.replace("_", "-")
+    if key == "optimizers" and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return ",".join(value)
+    if key == "model" and isinstance(value, dict):
+        return value  # a table: parse_model reads it
+    if key == "dp" and isinstance(value, dict):  # [dp] max_grad_norm = 1.0 ...: as --dp
+        for item, number in value.items():
+            if not isinstance(number, int | float) or isinstance(number, bool):
+                raise CLIError(f"config {path}: dp.{item} = {number!r}: expected a number")
+        return ",".join(f"{item}={number!r}" for item, number in value.items())
+    if action.nargs == 0:  # a flag
+        expected, ok = "true or false", isinstance(value, bool)
+    elif action.type is int:
+        expected, ok = "an integer", isinstance(value, int) and not isinstance(value, bool)
+    elif action.type is float:
+        expected = "a number"
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    else:
+        expected, ok = "a string", isinstance(value, str)
+    if ok and action.choices is not None and value not in action.choices:
+        expected, ok = "one of " + ", ".join(map(str, action.choices)), False
+    if not ok:
+        raise CLIError(f"config {path}: {name} = {value!r}: expected {expected}")
+    return value
 
 
 def _models_help() -> str:
@@ -124,27 +228,33 @@ def default_out_dir(task: str) -> Path:
 
 
 def results_table(rows: list[dict[str, Any]], classification: bool) -> str:
-    """The results as an aligned text table, one row per optimizer (with ε for DP-SGD)."""
+    """The results as an aligned text table, one row per optimizer (with ε for DP-SGD); a
+    run without figures (diverged in its first epoch) shows ``-``."""
     private = any("epsilon" in row for row in rows)
     header = ["optimizer", "lr", "train loss", "test loss"]
     header += ["test accuracy"] if classification else []
     header += ["ε"] if private else []
-    header += ["seconds"]
+    header += ["seconds", "status"]
     body = []
+
+    def number(value: float | None, form: str) -> str:
+        return "-" if value is None else format(value, form)
+
     for row in rows:
-        cells = [row["optimizer"], f"{row['lr']:g}", f"{row['train_loss']:.4g}",
-                 f"{row['test_loss']:.4g}"]
-        cells += [f"{row['test_accuracy']:.4f}"] if classification else []
+        cells = [row["optimizer"], f"{row['lr']:g}", number(row["train_loss"], ".4g"),
+                 number(row["test_loss"], ".4g")]
+        cells += [number(row.get("test_accuracy"), ".4f")] if classification else []
         if private:
             epsilon = row.get("epsilon")
             cells += ["inf" if epsilon is None else f"{epsilon:.3g}"]
-        cells += [f"{row['seconds']:.2f}"]
+        cells += [f"{row['seconds']:.2f}", row.get("status_short", row.get("status", ""))]
         body.append(cells)
-    return format_table(header, body, right=range(1, len(header)))
+    return format_table(header, body, right=range(1, len(header) - 1))
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train, write the outputs, print the table; 0 on success.
+    """Train, write the outputs, print the table; 0 when every run trained,
+    :data:`EXIT_NOT_TRAINED` when one did not.
 
     Under torchrun every process trains its shard; a peer that dies or hangs makes the
     others exit with an error within ``--dist-timeout`` seconds.
@@ -155,8 +265,10 @@ def run(args: argparse.Namespace) -> int:
     from handgrad.train.checkpoint import CHECKPOINT_EVERY, CHECKPOINT_FILE
     from handgrad.train.compare import TrainConfig
     from handgrad.train.models import parse_model
+    from handgrad.train.schedules import parse_schedule
     from handgrad.train.tasks import load_task
 
+    args = apply_config(args)
     out_dir = Path(args.out) if args.out else default_out_dir(args.task)
     if out_dir.exists() and not out_dir.is_dir():
         raise CLIError(f"--out {out_dir} is a file; expected a directory")
@@ -170,6 +282,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--dist-timeout must be a positive number of seconds, got {timeout:g}")
     if args.model is not None:
         parse_model(args.model)  # likewise
+    schedule = parse_schedule(args.schedule)
     try:
         dp = None if args.dp is None else DPSettings.parse(args.dp)
     except ValueError as error:
@@ -199,23 +312,26 @@ def run(args: argparse.Namespace) -> int:
         device = str(distributed.local_device(args.device))
         config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                              seed=args.seed, device=device, backend=args.backend,
-                             model=model, dp=dp)
+                             threads=args.threads, model=model, options=args.options,
+                             schedule=schedule, dp=dp)
         checkpoint = out_dir / CHECKPOINT_FILE
         try:
             # Every rank trains in the group and leaves it together with the others; rank 0
             # writes the outputs after that, so no peer waits on (or is torn from) its writes.
             with distributed.process_group(device, timeout=timeout) as replicas:
                 writer = replicas is None or replicas.is_writer
-                result = _train(task, names, config, checkpoint, args.resume, writer, every)
+                result = _train(task, names, config, checkpoint, args.resume, writer, every,
+                                args.quiet)
         except distributed.DistributedError as error:
             raise CLIError(str(error)) from None
         if not writer:
-            return 0
+            return 0 if not result.failed else EXIT_NOT_TRAINED
         try:
             written = write_outputs(result, out_dir)
         except WriteError as error:
             raise _with_resume_hint(error, checkpoint) from error
-    rows = [{**document, "lr": run.lr}
+    rows = [{**document, "lr": run.lr,
+             "status_short": run.status.short() if run.status is not None else ""}
             for document, run in zip(result.metrics()["runs"], result.runs, strict=True)]
     print(results_table(rows, task.kind == "classification"))
     from handgrad.train.text import TextTask, text_report
@@ -223,38 +339,35 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(task, TextTask):
         print(text_report(result))
     print("wrote " + ", ".join(str(path) for path in [*written, checkpoint]))
+    if result.failed:
+        reasons = "; ".join(f"{run.optimizer}: {run.status.reason() if run.status else ''}"
+                            for run in result.failed)
+        count = len(result.failed)
+        print(f"handgrad train: {count} of {len(result.runs)} runs did not train: {reasons}",
+              file=sys.stderr)
+        return EXIT_NOT_TRAINED
     return 0
 
 
 def _train(
     task: Task, names: list[str], config: TrainConfig, checkpoint: Path, resume: bool,
-    writer: bool, checkpoint_every: float,
+    writer: bool, checkpoint_every: float, quiet: bool = False,
 ) -> ComparisonResult:
     """Train; the writer (rank 0, or the only process) shows progress and writes the
     checkpoint."""
-    from tqdm import tqdm
-
+    from handgrad.cli.progress import EpochProgress
     from handgrad.train.compare import compare_optimizers
-    from handgrad.train.trainer import EpochRecord, TrainingDiverged
 
     epochs = config.epochs if config.epochs is not None else task.defaults.epochs
-    bar = tqdm(total=max(epochs, 1) * len(names), unit="epoch", file=sys.stderr,
-               disable=None if writer else True, desc=f"train {task.name}")
-
-    def on_epoch(optimizer: str, record: EpochRecord) -> None:
-        # Position from the epoch itself, so that a resumed run starts the bar part-way.
-        bar.n = (record.epoch - 1) * len(names) + names.index(optimizer) + 1
-        bar.set_postfix_str(f"{optimizer} test loss {record.test_loss:.4g}", refresh=False)
-        bar.refresh()
-
+    mode = "quiet" if quiet or not writer else "auto"
     try:
-        with sigterm_raises():  # SIGTERM, like Ctrl-C, saves the last finished epoch
+        with EpochProgress(f"train {task.name}", names, epochs, mode=mode) as progress, \
+                sigterm_raises():  # SIGTERM, like Ctrl-C, saves the last finished epoch
             return compare_optimizers(
                 task, names, config, checkpoint=checkpoint, resume=resume,
-                checkpoint_every=checkpoint_every, on_epoch=on_epoch if writer else None,
+                checkpoint_every=checkpoint_every, on_epoch=progress.run_done,
+                on_epoch_end=progress.epoch_done,
             )
-    except TrainingDiverged as error:
-        raise CLIError(str(error)) from None
     except KeyboardInterrupt:
         if writer and checkpoint.is_file():
             print(f"the last finished epoch is in {checkpoint}; add --resume to continue",
@@ -262,8 +375,6 @@ def _train(
         raise
     except WriteError as error:
         raise _with_resume_hint(error, checkpoint) from error
-    finally:
-        bar.close()
 
 
 def _with_resume_hint(error: WriteError, checkpoint: Path) -> WriteError:

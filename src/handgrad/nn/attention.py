@@ -25,8 +25,17 @@ from torch import Tensor
 from handgrad.nn import functional as F
 from handgrad.nn._saving import accumulate, output_stand_in, recall_once
 from handgrad.nn.convert import copy_tensors, register_conversion
+from handgrad.nn.functional.per_sample import linear_bias_grad_sample
 from handgrad.nn.layers import Linear
 from handgrad.nn.module import Module
+from handgrad.nn.per_sample import (
+    FactoredGradSample,
+    GradSample,
+    PerSample,
+    per_sample_active,
+    per_sample_paused,
+    store_grad_samples,
+)
 
 
 def _canonical_mask(mask: Tensor | None, name: str, dtype: torch.dtype) -> Tensor | None:
@@ -366,16 +375,28 @@ class MultiheadAttention(Module):
 
     # ------------------------------------------------------------------ backward
 
+    # The in-projection's per-sample gradients exist only halfway through backward (after
+    # the attention kernel's), and out_proj runs on the (L·N, E) rows: this module stores the
+    # per-sample gradients of its parameters and of out_proj's itself (_store_per_sample).
+    stores_own_per_sample = True
+
     def backward(
         self,
         grad_output: Tensor | tuple[Tensor, Tensor | None],
         input_grad: bool = True,
+        per_sample: PerSample = False,
     ) -> tuple[Tensor, Tensor, Tensor] | None:
         """(d_query, d_key, d_value) from dL/d(attn_output) [and dL/d(attn_weights)].
 
         Accumulates the gradients of the in-projection, ``out_proj`` and ``bias_k``/``bias_v``.
         Returns None when ``input_grad`` is False (the projections' input products skipped).
+        ``per_sample=True`` also stores every parameter's ``grad_sample`` (batched input only):
+        for each projection W the factored Σ_t g_{i,t} x_{i,t}ᵀ over the example's positions,
+        as a Linear on a sequence.
         """
+        if per_sample:
+            # (a pair (grad_output, grad_weights) passes through to this backward unchanged)
+            return self._per_sample_backward(grad_output, input_grad, per_sample)  # type: ignore[arg-type]
         grad_weights = None
         if isinstance(grad_output, tuple):
             grad_output, grad_weights = grad_output
@@ -384,13 +405,29 @@ class MultiheadAttention(Module):
         query = inputs[0]  # (L, N, E)-shaped views of what forward was given
         tgt_len, bsz, E = query.shape
         heads, head_dim = self.num_heads, self.head_dim
+        storing = per_sample_active()
+        if storing and not batched:
+            raise ValueError(
+                f"{self._get_name()}: per-sample gradients need a batch dimension; the input "
+                f"was unbatched (query of shape {(tgt_len, E)})"
+            )
 
         g = grad_output
         if not batched:
             g = g.unsqueeze(1)
         elif self.batch_first:
             g = g.transpose(0, 1)
-        grad_merged = self.out_proj.backward(g.reshape(tgt_len * bsz, E))
+        if storing:  # out_proj's: Σ over the example's L positions of g (O_1 … O_H)ᵀ
+            merged = attention.out.transpose(0, 1).reshape(tgt_len, bsz, E)
+            out_grads: dict[str, GradSample] = {
+                "weight": FactoredGradSample(g.transpose(0, 1), merged.transpose(0, 1))
+            }
+            if self.out_proj.bias is not None:
+                out_grads["bias"] = linear_bias_grad_sample(g.transpose(0, 1))
+            store_grad_samples(self.out_proj, out_grads)
+            del merged
+        with per_sample_paused():  # (its rows are (position, example) pairs: stored above)
+            grad_merged = self.out_proj.backward(g.reshape(tgt_len * bsz, E))
         assert grad_merged is not None
         grad_attended = grad_merged.view(tgt_len, bsz * heads, head_dim).transpose(0, 1)
 
@@ -421,13 +458,17 @@ class MultiheadAttention(Module):
         grad_q = grad_q.transpose(0, 1).reshape(tgt_len, bsz, E)
         grad_k = grad_k.transpose(0, 1).reshape(-1, bsz, E)
         grad_v = grad_v.transpose(0, 1).reshape(-1, bsz, E)
+        bias_kv_grads = None
         if self.bias_k is not None and self.bias_v is not None:
             # the appended bias key/value is one row repeated over the batch: its gradients sum
+            bias_kv_grads = (grad_k[-1], grad_v[-1])  # (N, E): each example's own
             accumulate(self.bias_k, grad_k[-1:].sum(1, keepdim=True))
             accumulate(self.bias_v, grad_v[-1:].sum(1, keepdim=True))
             grad_k, grad_v = grad_k[:-1], grad_v[:-1]
 
         projected = (grad_q, grad_k, grad_v)
+        if storing:
+            self._store_per_sample(projected, inputs, bias_kv_grads)
         rows = [grad.reshape(-1, E) for grad in projected]
         flat_inputs = [x.reshape(-1, x.shape[-1]) for x in inputs]
         weight_grads = [g2.t().mm(x2) for g2, x2 in zip(rows, flat_inputs, strict=True)]
@@ -450,6 +491,43 @@ class MultiheadAttention(Module):
         elif self.batch_first:
             grads = [grad.transpose(0, 1) for grad in grads]
         return grads[0], grads[1], grads[2]
+
+    def _store_per_sample(
+        self,
+        projected: tuple[Tensor, Tensor, Tensor],
+        inputs: tuple[Tensor, Tensor, Tensor],
+        bias_kv_grads: tuple[Tensor, Tensor] | None,
+    ) -> None:
+        """Per-sample gradients of the in-projection (and bias_k/bias_v) from dQ, dK, dV and
+        the inputs, all (positions, N, features): example i's dW_q,i = Σ_t dQ_{t,i} q_{t,i}ᵀ
+        (likewise K, V), db_i = Σ_t [dQ; dK; dV]_{t,i}. The packed (3E, E) weight's is the
+        three stacked; in self-attention (one input x) it is Σ_t [dQ; dK; dV]_t x_tᵀ, a single
+        factored pair, otherwise one pair per input with the other blocks' rows zero."""
+        E = self.embed_dim
+        lefts = [grad.transpose(0, 1) for grad in projected]  # (N, positions, E)
+        rights = [x.transpose(0, 1) for x in inputs]
+        grads: dict[str, GradSample] = {}
+        if self.in_proj_weight is not None:
+            if inputs[0] is inputs[1] and inputs[1] is inputs[2]:
+                grads["in_proj_weight"] = FactoredGradSample(torch.cat(lefts, -1), rights[0])
+            else:
+                pairs = [
+                    FactoredGradSample(
+                        torch.nn.functional.pad(left, (E * block, E * (2 - block))), right
+                    )
+                    for block, (left, right) in enumerate(zip(lefts, rights, strict=True))
+                ]
+                grads["in_proj_weight"] = pairs[0].add(pairs[1]).add(pairs[2])
+        else:
+            for name, left, right in zip(("q", "k", "v"), lefts, rights, strict=True):
+                grads[f"{name}_proj_weight"] = FactoredGradSample(left, right)
+        if self.in_proj_bias is not None:
+            grads["in_proj_bias"] = torch.cat([linear_bias_grad_sample(g) for g in lefts], -1)
+        if bias_kv_grads is not None:
+            grad_k, grad_v = bias_kv_grads
+            grads["bias_k"] = grad_k.reshape(-1, 1, 1, E)
+            grads["bias_v"] = grad_v.reshape(-1, 1, 1, E)
+        store_grad_samples(self, grads)
 
 
 def _attention_arguments(m: Any) -> dict[str, Any]:

@@ -6,9 +6,12 @@ import torch
 from torch import Tensor
 
 from handgrad.nn import functional as F
+from handgrad.nn import per_sample as _per_sample
 from handgrad.nn._saving import accumulate, output_stand_in, recall_once
 from handgrad.nn.convert import register_conversion
+from handgrad.nn.functional import per_sample as P
 from handgrad.nn.module import Module
+from handgrad.nn.per_sample import FactoredGradSample, GradSample, PerSample
 
 _INDEX_DTYPES = (torch.int64, torch.int32)
 
@@ -124,14 +127,57 @@ class Embedding(Module):
         self._remember(ctx, output_stand_in(out))  # only the indices are needed
         return out
 
-    def backward(self, grad_output: Tensor, input_grad: bool = True) -> None:
-        """Accumulates dW; returns None (integer input, no gradient)."""
+    def backward(
+        self, grad_output: Tensor, input_grad: bool = True, per_sample: PerSample = False
+    ) -> None:
+        """Accumulates dW; returns None (integer input, no gradient). ``per_sample=True``
+        also stores ``weight.grad_sample`` (:meth:`per_sample_grads`)."""
+        if per_sample:
+            return self._per_sample_backward(grad_output, input_grad, per_sample)
         ctx = recall_once(self, grad_output)
         grad_weight = F.embedding_backward(
             grad_output, ctx, sparse=self.sparse, scale_grad_by_freq=self.scale_grad_by_freq
         )
         accumulate(self.weight, grad_weight)
         return None
+
+    def per_sample_grads(self, grad_output: Tensor, ctx: F.Ctx) -> dict[str, GradSample]:
+        """Example i's dW_i[k] = Σ_{t: input[i, t] = k} g_{i,t}: its gradient rows added into
+        the rows it looked up, none into ``padding_idx``'s. Materialised as one scatter-add,
+        or — under ``per_sample="factored"`` — kept as the pair (one-hot rows of the indices,
+        g) whose norms come from T × T Gram matrices without forming (N, V, D).
+
+        Refused: ``sparse=True`` (DP-SGD's noise is dense, so a sparse per-sample gradient
+        saves nothing) and ``scale_grad_by_freq`` (each position's scale counts its index
+        over the whole batch: the examples mix, and no example's gradient is its own).
+        """
+        indices, _, padding_idx = ctx
+        if self.sparse:
+            raise ValueError(
+                f"{self!r}: per-sample gradients of a sparse=True embedding are not supported "
+                "(the noise DP-SGD adds is dense, so a sparse per-sample gradient saves nothing); "
+                "build it with sparse=False"
+            )
+        if self.scale_grad_by_freq:
+            raise ValueError(
+                f"{self!r}: per-sample gradients are not defined with scale_grad_by_freq=True: "
+                "each position's gradient is divided by its index's count over the whole batch, "
+                "which mixes the examples"
+            )
+        if indices.dim() == 0:
+            raise ValueError(
+                f"{self!r}: per-sample gradients need a batch dimension; got a 0-d input"
+            )
+        if _per_sample._mode == "factored":
+            one_hot, rows = P.embedding_grad_sample_factors(
+                grad_output, indices, self.num_embeddings, padding_idx
+            )
+            return {"weight": FactoredGradSample(one_hot, rows)}
+        return {
+            "weight": P.embedding_grad_sample(
+                grad_output, indices, self.num_embeddings, padding_idx
+            )
+        }
 
 
 register_conversion(

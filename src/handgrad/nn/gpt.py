@@ -34,6 +34,12 @@ from handgrad.nn.gpt_torch import TorchGPT, convert_gpt
 from handgrad.nn.layer_norm import LayerNorm
 from handgrad.nn.layers import Linear
 from handgrad.nn.module import Module
+from handgrad.nn.per_sample import (
+    PerSample,
+    per_sample_active,
+    per_sample_paused,
+    store_grad_samples,
+)
 
 
 def _linear_backward(layer: Linear, grad: Tensor, x: Tensor, input_grad: bool = True) -> Any:
@@ -45,6 +51,8 @@ def _linear_backward(layer: Linear, grad: Tensor, x: Tensor, input_grad: bool = 
     of autocast's casts gives them).
     """
     ctx = (x, layer.weight, layer.bias)
+    if per_sample_active():  # the layer's own _recall does not run: store them here
+        store_grad_samples(layer, layer.per_sample_grads(grad, ctx))
     grad_x, grad_weight, grad_bias = F.linear_backward(grad, ctx, input_grad)
     accumulate(layer.weight, grad_weight)
     if layer.bias is not None and grad_bias is not None:
@@ -201,6 +209,8 @@ class MLP(Module):
         grad = F.dropout_backward(grad_output, dropped)
         activated = torch.nn.functional.gelu(hidden)  # recomputed (see the class docstring)
         grad_activated = _linear_backward(self.proj, grad, activated)
+        if per_sample_active():  # proj's factored per-sample gradient still reads activated
+            activated = activated.clone()
         grad_hidden = grad_activated.mul_(_gelu_derivative(hidden, activated))
         del activated, hidden, grad_activated
         return _linear_backward(self.fc, grad_hidden, input, input_grad)
@@ -359,8 +369,17 @@ class GPT(Module):
         self._remember((dropped,), output_stand_in(logits))
         return logits
 
-    def backward(self, grad_output: Tensor, input_grad: bool = True) -> None:
-        """Accumulate every parameter's gradient from dL/dlogits; returns None (token ids)."""
+    def backward(
+        self, grad_output: Tensor, input_grad: bool = True, per_sample: PerSample = False
+    ) -> None:
+        """Accumulate every parameter's gradient from dL/dlogits; returns None (token ids).
+
+        ``per_sample=True`` also stores each parameter's ``grad_sample``, one per sequence;
+        the tied matrix's holds both contributions, the head's Σ_t g_{i,t} h_{i,t}ᵀ and the
+        lookup's rows, as its ``.grad`` does.
+        """
+        if per_sample:
+            return self._per_sample_backward(grad_output, input_grad, per_sample)
         (dropped,) = recall_once(self, grad_output)
         features = self.ln_f.recompute_output()
         # head: dW += gᵀ features (with tied weights this is the first of the token
@@ -371,9 +390,20 @@ class GPT(Module):
         g = F.dropout_backward(g, dropped)
         # x = tok[tokens] + pos[0..T): the sum's gradient reaches both; the position rows are
         # shared by every sequence in the batch, so theirs sums over the batch.
-        self.position_embedding.backward(g.sum(0))
+        if per_sample_active():  # sequence i's own: its rows g_i into rows 0..T-1
+            self._store_position_grad_sample(g)
+        with per_sample_paused():  # (the summed rows are no example's)
+            self.position_embedding.backward(g.sum(0))
         self.token_embedding.backward(g)
         return None
+
+    def _store_position_grad_sample(self, grad: Tensor) -> None:
+        """The position table's per-sample gradients: sequence i looked up rows 0..T-1."""
+        table = self.position_embedding
+        batch, length = grad.shape[:2]
+        positions = torch.arange(length, device=grad.device).expand(batch, length)
+        ctx = (positions, table.weight.shape, table.padding_idx)
+        store_grad_samples(table, table.per_sample_grads(grad, ctx))
 
     @torch.no_grad()
     def generate(

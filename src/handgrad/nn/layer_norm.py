@@ -15,7 +15,9 @@ from torch import Tensor
 from handgrad.nn import functional as F
 from handgrad.nn._saving import RELEASED, accumulate, output_stand_in, recall_once
 from handgrad.nn.convert import register_conversion
+from handgrad.nn.functional import per_sample as P
 from handgrad.nn.module import Module
+from handgrad.nn.per_sample import GradSample, PerSample
 
 
 def _as_shape(normalized_shape: int | tuple[int, ...] | list[int] | torch.Size) -> tuple[int, ...]:
@@ -42,6 +44,27 @@ class _Norm(Module):
         if weight is not None:
             self._check_like(input, weight, "input", "weight")
         return input
+
+    def _affine_grad_sample(
+        self, grad_output: Tensor, xhat: Tensor, has_bias: bool, half: torch.dtype | None
+    ) -> dict[str, GradSample]:
+        """Per-sample dγ_i = Σ g_i ⊙ x̂_i and dβ_i = Σ g_i, summed over every position of
+        example i (the dimensions between the batch's and the normalised ones). For a half
+        input (``half``: its dtype; x̂ is float32) in float32, rounded once."""
+        normalized = len(self.normalized_shape)
+        if xhat.dim() <= normalized:
+            raise ValueError(
+                f"{self!r}: per-sample gradients need a batch dimension before the normalized "
+                f"ones; got an input of shape {tuple(xhat.shape)}"
+            )
+        if half is not None:
+            grad_output = grad_output.float()
+        grad_weight, grad_bias = P.norm_affine_grad_sample(
+            grad_output, xhat, range(xhat.dim() - normalized, xhat.dim())
+        )
+        if half is not None:
+            grad_weight, grad_bias = grad_weight.to(half), grad_bias.to(half)
+        return {"weight": grad_weight, "bias": grad_bias} if has_bias else {"weight": grad_weight}
 
 
 class LayerNorm(_Norm):
@@ -117,7 +140,11 @@ class LayerNorm(_Norm):
         out = F.layer_norm_output(xhat, weight, bias)
         return out if half is None else out.to(half)  # a half input: x̂ in float32, y rounded
 
-    def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
+    def backward(
+        self, grad_output: Tensor, input_grad: bool = True, per_sample: PerSample = False
+    ) -> Tensor | None:
+        if per_sample:  # also store p.grad_sample (per_sample_grads)
+            return self._per_sample_backward(grad_output, input_grad, per_sample)
         ctx = recall_once(self, grad_output)
         grad_input, grad_weight, grad_bias = F.layer_norm_backward(grad_output, ctx, input_grad)
         if self.weight is not None and grad_weight is not None:
@@ -125,6 +152,13 @@ class LayerNorm(_Norm):
         if self.bias is not None and grad_bias is not None:
             accumulate(self.bias, grad_bias)
         return grad_input
+
+    def per_sample_grads(self, grad_output: Tensor, ctx: Any) -> dict[str, GradSample]:
+        """Each example is normalised by its own statistics, so its gradients are its own:
+        dγ_i = Σ g_i ⊙ x̂_i, dβ_i = Σ g_i over the example's positions (a sequence's)."""
+        kernel_ctx, half = F.unwrap_float32_ctx(ctx)
+        xhat, _, _, bias, _ = kernel_ctx
+        return self._affine_grad_sample(grad_output, xhat, bias is not None, half)
 
 
 class RMSNorm(_Norm):
@@ -172,12 +206,21 @@ class RMSNorm(_Norm):
         self._remember(ctx, output_stand_in(out))
         return out
 
-    def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
+    def backward(
+        self, grad_output: Tensor, input_grad: bool = True, per_sample: PerSample = False
+    ) -> Tensor | None:
+        if per_sample:  # also store weight.grad_sample (per_sample_grads)
+            return self._per_sample_backward(grad_output, input_grad, per_sample)
         ctx = recall_once(self, grad_output)
         grad_input, grad_weight = F.rms_norm_backward(grad_output, ctx, input_grad)
         if self.weight is not None and grad_weight is not None:
             accumulate(self.weight, grad_weight)
         return grad_input
+
+    def per_sample_grads(self, grad_output: Tensor, ctx: Any) -> dict[str, GradSample]:
+        """dγ_i = Σ g_i ⊙ x̂_i over example i's positions (x̂ = x/√(mean(x²) + ε))."""
+        kernel_ctx, half = F.unwrap_float32_ctx(ctx)
+        return self._affine_grad_sample(grad_output, kernel_ctx[0], False, half)
 
 
 def _norm_arguments(m: Any) -> dict[str, Any]:

@@ -25,7 +25,9 @@ containers uses), and ``Module._recall`` â€” the first line of every backward â€
 :func:`store_per_sample` while it is on. Containers and modules without parameters need
 nothing. A module with parameters and no ``per_sample_grads`` refuses with a ValueError, as
 do layers whose per-sample gradients are not defined (BatchNorm in training mixes the
-examples through the batch statistics).
+examples through the batch statistics). A composite module whose parameters' per-sample
+gradients only exist inside its own backward (MultiheadAttention's in-projection) sets
+``stores_own_per_sample = True`` and calls :func:`store_grad_samples` there instead.
 """
 
 from __future__ import annotations
@@ -173,7 +175,7 @@ def store_per_sample(module: torch.nn.Module, grad_output: Any, ctx: Any) -> Non
     same shape is added to (in place for tensors).
     """
     parameters = {name: p for name, p in module._parameters.items() if p is not None}
-    if not parameters:
+    if not parameters or getattr(module, "stores_own_per_sample", False):
         return
     compute = getattr(module, "per_sample_grads", None)
     if compute is None:
@@ -182,12 +184,24 @@ def store_per_sample(module: torch.nn.Module, grad_output: Any, ctx: Any) -> Non
             f"parameters ({', '.join(parameters)}) but no per_sample_grads(grad_output, ctx) "
             "method; see handgrad.nn.per_sample"
         )
-    grads = compute(grad_output, ctx)
+    store_grad_samples(module, compute(grad_output, ctx))
+
+
+def store_grad_samples(module: torch.nn.Module, grads: dict[str, GradSample]) -> None:
+    """Add ``grads`` (per-sample gradients of ``module``'s own parameters, by name) into
+    their ``p.grad_sample``; ValueError if one of the module's parameters has none.
+
+    What :func:`store_per_sample` does with a layer's ``per_sample_grads``; called directly
+    by a composite module that computes its parameters' per-sample gradients inside its own
+    backward (it sets ``stores_own_per_sample = True`` so that ``_recall`` leaves it alone:
+    MultiheadAttention, whose in-projection's gradients exist only halfway through), or that
+    runs a child's backward itself (the GPT's head, its position table).
+    """
+    parameters = {name: p for name, p in module._parameters.items() if p is not None}
     missing = set(parameters) - set(grads)
     if missing:
         raise ValueError(
-            f"{module._get_name()}.per_sample_grads() gave no per-sample gradient for "
-            f"{sorted(missing)}"
+            f"{module._get_name()}: its per-sample gradients miss the parameters {sorted(missing)}"
         )
     for name, grad_sample in grads.items():
         _accumulate(parameters[name], grad_sample)
@@ -220,6 +234,25 @@ def _accumulate(param: Tensor, new: GradSample) -> None:
         else:
             total.add_(new)
         param.grad_sample = total  # type: ignore[attr-defined]
+
+
+def per_sample_active() -> bool:
+    """True while a ``backward(..., per_sample=...)`` runs (:func:`per_sample_gradients`)."""
+    return _mode is not None
+
+
+@contextmanager
+def per_sample_paused() -> Iterator[None]:
+    """Per-sample gradients off inside, as they were afterwards: a composite module runs a
+    child's backward on an input whose first dimension is not the batch's (flattened or
+    shared rows) and stores that child's per-sample gradients itself."""
+    global _mode
+    previous = _mode
+    _mode = None
+    try:
+        yield
+    finally:
+        _mode = previous
 
 
 def clear_grad_sample(params: Iterable[Tensor], set_to_none: bool = True) -> None:

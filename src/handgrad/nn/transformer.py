@@ -20,6 +20,7 @@ from handgrad.nn.convert import register_conversion
 from handgrad.nn.layer_norm import LayerNorm
 from handgrad.nn.layers import Dropout, Linear
 from handgrad.nn.module import Module
+from handgrad.nn.per_sample import PerSample, per_sample_active
 
 
 def _activation_module(activation: str | Module) -> Module:
@@ -129,12 +130,25 @@ class TransformerEncoderLayer(Module):
         self._remember((), output_stand_in(x))
         return x
 
-    def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
+    def backward(
+        self, grad_output: Tensor, input_grad: bool = True, per_sample: PerSample = False
+    ) -> Tensor | None:
         """dL/d(src); every child accumulates its own parameter gradients.
 
         A residual y = x + f(x) gives dx = g + f′(x)ᵀ g; a norm after it comes first in reverse.
+        ``per_sample=True`` also stores each parameter's ``grad_sample`` (every child gives
+        its own); it needs ``batch_first=True``: the children's per-sample gradients take the
+        first dimension for the batch.
         """
+        if per_sample:
+            return self._per_sample_backward(grad_output, input_grad, per_sample)
         recall_once(self, grad_output)
+        if per_sample_active() and (grad_output.dim() != 3 or not self.self_attn.batch_first):
+            raise ValueError(
+                f"{self._get_name()}: per-sample gradients need batch_first=True and a batched "
+                f"(N, S, E) input; got batch_first={self.self_attn.batch_first} and an output "
+                f"of shape {tuple(grad_output.shape)}"
+            )
         g = grad_output
         if self.norm_first:
             g = g + required(self.norm2.backward(self._ff_block_backward(g)))

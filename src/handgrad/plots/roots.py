@@ -18,8 +18,8 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from handgrad.files import write_atomically
 from handgrad.roots import QuadraticRoots, RootKind, StartOutcome, solve_quadratic
-from handgrad.roots._files import write_file
 from handgrad.roots.fixed_step import StartReport, outcome_label
 from handgrad.roots.sweep import SweepPoint, learning_rate_scale
 
@@ -38,7 +38,8 @@ _OUTCOME_STYLE = {  # marker, colour
 def _save(figure: Figure, path: str | os.PathLike[str]) -> Path:
     buffer = io.BytesIO()
     figure.savefig(buffer, format=Path(path).suffix.lstrip(".") or "png", dpi=110)
-    return write_file(path, buffer.getvalue())
+    write_atomically(path, buffer.getvalue())
+    return Path(path)
 
 
 def _as_result(result_or_coeffs: QuadraticRoots | Sequence[float]) -> QuadraticRoots:

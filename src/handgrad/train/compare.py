@@ -8,34 +8,47 @@ optimizer, then epoch 2, ...) so that a checkpoint always holds every run at the
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
 
 from handgrad import nn as hnn
 from handgrad.optim import names
 from handgrad.privacy.training import DPSettings, PoissonSchedule, epsilon_spent, private
 from handgrad.train import checkpoint as ckpt
 from handgrad.train import distributed, seeds
-from handgrad.train.metrics import metrics_document
+from handgrad.train import optimizers as setup
+from handgrad.train import status as status_of
+from handgrad.train.metrics import environment_document, metrics_document
 from handgrad.train.models import ModelSpec, build_model, resolve_model
 from handgrad.train.sampler import EpochSampler
-from handgrad.train.tasks import Backend, Task, load_task
-from handgrad.train.trainer import EpochRecord, intra_op_threads, run_epoch
+from handgrad.train.schedules import Schedule, make_scheduler, parse_schedule
+from handgrad.train.status import RunStatus
+from handgrad.train.tasks import Backend, Kind, Task, load_task
+from handgrad.train.trainer import (
+    EpochRecord,
+    TrainingDiverged,
+    intra_op_threads,
+    run_epoch,
+    training_loss,
+)
 
 EpochCallback = Callable[[str, EpochRecord], None]
+EpochEndCallback = Callable[[int, Sequence["RunResult"]], None]
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to train. ``None`` means the task's tuned default (``lr``: per optimizer).
+    """How to train. ``None`` means the task's default (``lr``: per optimizer, see below).
 
     ``backend="torch"`` trains the same network as plain torch.nn with torch.optim and
     autograd: the reference handgrad is compared with.
@@ -45,6 +58,17 @@ class TrainConfig:
 
     ``model`` names the network (:mod:`handgrad.train.models`): ``"mlp"`` (the task's),
     ``"mlp:hidden=100x100,activation=sigmoid,dropout=0.1"``, or any registered model.
+
+    ``options`` maps an optimizer's name (as in the list of optimizers) to its constructor
+    arguments, ``{"sgd": {"momentum": 0.9, "nesterov": True}}``; Muon's and SparseAdam's
+    companion AdamW takes its own under ``"adamw"`` (:mod:`handgrad.train.optimizers`).
+
+    ``schedule`` is a learning-rate schedule of :mod:`handgrad.train.schedules`
+    (``"cosine"``, ``"warmup:epochs=2+cosine"``, ...), stepped after every epoch.
+
+    The learning rate of a run is ``options[name]["lr"]`` if given, else ``lr`` if given,
+    else :func:`~handgrad.train.setup.default_lr`: the task's tuned rate (or the
+    optimizer's own default) scaled to the batch size.
     """
 
     epochs: int | None = None
@@ -55,6 +79,8 @@ class TrainConfig:
     backend: Backend = "handgrad"
     threads: int | None = 1
     model: str | ModelSpec | None = None  # None: the task's own (mlp; gpt for text)
+    options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    schedule: str | Schedule | None = None
     dp: DPSettings | None = None
     """DP-SGD (:mod:`handgrad.privacy`): every optimizer wrapped in a DPOptimizer, Poisson
     batches (Opacus's loader: ⌈n/B⌉ steps an epoch at rate 1/⌈n/B⌉), ε reported at δ."""
@@ -62,37 +88,57 @@ class TrainConfig:
 
 @dataclass
 class RunResult:
-    """One optimizer's run: its trained model, per-epoch history and training seconds."""
+    """One optimizer's run: its trained model, per-epoch history, training seconds and how
+    it ended (``status``; None until training is over)."""
 
     optimizer: str
     lr: float
     model: torch.nn.Module
     history: list[EpochRecord] = field(default_factory=list)
     seconds: float = 0.0
+    status: RunStatus | None = None
+    initial_loss: float | None = None
+    arguments: dict[str, Any] = field(default_factory=dict)
 
     @property
     def final(self) -> EpochRecord:
         return self.history[-1]
 
+    @property
+    def diverged(self) -> bool:
+        return self.status is not None and self.status.state == "diverged"
+
 
 @dataclass
 class ComparisonResult:
-    """Every optimizer's run on one task; ``metrics()`` is the metrics.json document."""
+    """Every optimizer's run on one task; ``metrics()`` is the metrics.json document
+    (``config``: the resolved settings, see :func:`compare_optimizers`)."""
 
     task: Task
     epochs: int
     batch_size: int
     runs: list[RunResult]
+    config: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
     privacy: dict[str, Any] | None = None
     """With ``TrainConfig.dp``: the settings, the schedule and ``epsilon`` (ε at ``delta``)."""
 
     def metrics(self) -> dict[str, Any]:
-        return metrics_document(self.task.name, self.runs, self.privacy)
+        return metrics_document(self.task.name, self.runs, config=self.config,
+                                environment=self.environment, privacy=self.privacy)
+
+    @property
+    def failed(self) -> list[RunResult]:
+        """The runs that did not train (diverged, or not learning)."""
+        return [run for run in self.runs if run.status is not None and not run.status.trained]
 
     def predictions(self) -> dict[str, Tensor]:
-        """Each run's model output on the test inputs (CPU, eval mode)."""
+        """Each run's model output on the test inputs (CPU, eval mode); diverged runs are
+        left out (their weights are not finite)."""
         outputs = {}
         for run in self.runs:
+            if run.diverged:
+                continue
             device = next(run.model.parameters()).device
             was_training = run.model.training
             run.model.eval()
@@ -102,20 +148,11 @@ class ComparisonResult:
         return outputs
 
 
-# Optimizers that cannot train the tasks' networks, and why (said before any training).
-UNSUITABLE = {
-    "sparseadam": "sparseadam needs sparse gradients (embeddings); these networks' are dense",
-}
-
-
 def resolve_optimizer(name: str, backend: Backend) -> tuple[type[Optimizer], dict[str, Any]]:
     """The class (handgrad's, or torch's own for ``backend="torch"``) and the constructor
     arguments for an optimizer name of :mod:`handgrad.optim.names` (``"adam"``,
     ``"momentum"``, ...)."""
-    if name in UNSUITABLE:
-        raise ValueError(UNSUITABLE[name])
-    lookup = names.torch_optimizer_class if backend == "torch" else None
-    return names.resolve_optimizer(name, lookup)
+    return setup.resolve(name, backend)
 
 
 def _check_config(config: TrainConfig, epochs: int, batch_size: int, lr: float | None) -> None:
@@ -138,6 +175,24 @@ def _check_config(config: TrainConfig, epochs: int, batch_size: int, lr: float |
                          "from the hand-written backward")  # fmt: skip
 
 
+def _run_lrs(
+    name: str, config: TrainConfig, task: Task, batch_size: int
+) -> tuple[float, float | None]:
+    """The learning rate of run ``name`` and of its companion AdamW (Muon, SparseAdam)."""
+    options = config.options.get(name, {})
+    lr = options.get("lr", config.lr)
+    if lr is None:
+        lr = setup.default_lr(name, task, batch_size, config.backend)
+    if name not in setup.PARTIAL:
+        return lr, None
+    companion = options.get(setup.COMPANION, {})
+    companion_lr = companion.get("lr") if isinstance(companion, Mapping) else None
+    if companion_lr is None:
+        companion_lr = config.lr if config.lr is not None else setup.default_lr(
+            setup.COMPANION, task, batch_size, config.backend)
+    return lr, companion_lr
+
+
 def compare_optimizers(
     task: Task | str,
     optimizers: str | Sequence[str],
@@ -147,21 +202,31 @@ def compare_optimizers(
     resume: bool = False,
     checkpoint_every: float = ckpt.CHECKPOINT_EVERY,
     on_epoch: EpochCallback | None = None,
+    on_epoch_end: EpochEndCallback | None = None,
 ) -> ComparisonResult:
     """Train one model per optimizer on ``task`` and measure every epoch.
 
     All runs start from the same initial weights (drawn from ``config.seed``) and see the
     same batches in the same order (:class:`EpochSampler`). With ``checkpoint``, the state
-    of every run (model, optimizer, history, seconds), the RNG states and the epoch are
-    written there atomically: before the first epoch (so that a folder that cannot take it
-    fails before any training), then after an epoch once ``checkpoint_every`` seconds have
-    passed since the last write (0: after every epoch), after the last epoch, and — the last
-    finished epoch, kept in memory — when training is interrupted by any exception
-    (KeyboardInterrupt included), which is then re-raised (:class:`~.checkpoint.Checkpointer`).
-    With ``resume`` the runs continue from that file and end bit for bit where an
-    uninterrupted run ends. A checkpoint made with other settings, or with a field that
-    cannot be right, is a :class:`CheckpointError`. ``on_epoch(optimizer, record)`` is
-    called after each epoch of each run (progress bars).
+    of every run (model, optimizer, scheduler, history, seconds, status), the RNG states and
+    the epoch are written there atomically: before the first epoch (so that a folder that
+    cannot take it fails before any training), then after an epoch once ``checkpoint_every``
+    seconds have passed since the last write (0: after every epoch), after the last epoch,
+    and — the last finished epoch, kept in memory — when training is interrupted by any
+    exception (KeyboardInterrupt included), which is then re-raised
+    (:class:`~.checkpoint.Checkpointer`). With ``resume`` the runs continue from that file
+    and end bit for bit where an uninterrupted run ends. A checkpoint made with other
+    settings, or with a field that cannot be right, is a :class:`CheckpointError`.
+    ``on_epoch(optimizer, record)`` is called after each epoch of each run (progress), and
+    ``on_epoch_end(epoch, runs)`` once all runs have done the epoch.
+
+    Every run ends with a :class:`~handgrad.train.status.RunStatus`: a run whose loss
+    becomes NaN or infinite stops there as *diverged* (epoch and step recorded) while the
+    others train on; a run whose final training loss is not below its initial one is *not
+    learning*. Settings that cannot work (an unknown optimizer argument, a value the
+    optimizer refuses, SparseAdam on dense gradients) are ``ValueError``s before any
+    training. The result's ``config`` holds every setting as resolved (defaults filled in:
+    each optimizer's full argument list, the model's options, the schedule).
 
     The caller's global RNG state is left untouched: training runs on a forked RNG seeded
     from ``config.seed`` (dropout draws from it).
@@ -185,12 +250,25 @@ def compare_optimizers(
     ckpt.check_interval(checkpoint_every)
     model_spec = resolve_model(config.model or task.default_model, task)
     task.check_model(model_spec.name)
-    choices = [resolve_optimizer(name, config.backend) for name in optimizer_names]
+    schedule = parse_schedule(config.schedule)
+    for name in config.options:
+        if name not in optimizer_names:
+            raise ValueError(
+                f"settings given for {name}, which is not among the optimizers trained "
+                f"({', '.join(optimizer_names)})"
+            )
+    for name in optimizer_names:
+        resolve_optimizer(name, config.backend)  # an unknown name fails before any work
     device = torch.device(config.device)
     replicas = distributed.current_replicas()
     if config.dp is not None and replicas is not None:
         raise ValueError("dp (DP-SGD) runs in one process; launch without torchrun")
-    schedule = None if config.dp is None else PoissonSchedule(len(task.x_train), batch_size)
+    if config.dp is not None and "lbfgs" in optimizer_names:
+        # L-BFGS re-evaluates the loss within a step (its line search); DP-SGD privatises
+        # one gradient per step, and the accountant counts exactly those.
+        raise ValueError("dp (DP-SGD) takes one noisy gradient per step; lbfgs evaluates "
+                         "several within a step: train it without dp")  # fmt: skip
+    poisson = None if config.dp is None else PoissonSchedule(len(task.x_train), batch_size)
     # Rank 0 alone writes; the checkpoint's every field comes from state all ranks share.
     checkpointer = (
         ckpt.Checkpointer(checkpoint, checkpoint_every)
@@ -201,8 +279,9 @@ def compare_optimizers(
     runs: list[RunResult] = []
     losses: list[torch.nn.Module] = []
     steppers: list[torch.optim.Optimizer] = []
-    for name, (cls, options) in zip(optimizer_names, choices, strict=True):
-        lr = config.lr if config.lr is not None else task.default_lr(name)
+    schedulers: list[LRScheduler | None] = []
+    for name in optimizer_names:
+        lr, companion_lr = _run_lrs(name, config, task, batch_size)
         # Parameters take the data's dtype: a float64 task trains a float64 network.
         model = build_model(model_spec, task, config.seed, config.backend)
         model = model.to(device, task.parameter_dtype)
@@ -212,14 +291,19 @@ def compare_optimizers(
             hnn.flatten_parameters(model)
         if replicas is not None:
             distributed.shard_dropout(model, replicas.window)
-        if lr is not None:
-            options = {**options, "lr": lr}
-        stepper = cls(model.parameters(), **options)
-        if config.dp is not None and schedule is not None:
-            stepper = private(stepper, config.dp, schedule)
-        runs.append(RunResult(name, float(stepper.param_groups[0]["lr"]), model))
+        options = {**setup.RUN_DEFAULTS.get(name, {}), **task.defaults.options.get(name, {}),
+                   **config.options.get(name, {})}
+        stepper = setup.make_optimizer(
+            name, model, lr, options, companion_lr=companion_lr, backend=config.backend,
+        )
+        arguments = setup.resolved_arguments(stepper)
+        if config.dp is not None and poisson is not None:
+            stepper = private(stepper, config.dp, poisson)
+        runs.append(RunResult(name, float(stepper.param_groups[0]["lr"]), model,
+                              arguments=arguments))
         losses.append(task.make_loss(config.backend))
         steppers.append(stepper)
+        schedulers.append(make_scheduler(schedule, stepper, epochs))
 
     settings = {
         "task": task.name,
@@ -227,6 +311,8 @@ def compare_optimizers(
         "model": str(model_spec),
         "optimizers": optimizer_names,
         "lr": [run.lr for run in runs],
+        "arguments": [run.arguments for run in runs],
+        "schedule": str(schedule),
         "epochs": epochs,
         "batch_size": batch_size,
         "seed": config.seed,
@@ -254,34 +340,53 @@ def compare_optimizers(
         if resume:
             assert checkpoint is not None
             payload = ckpt.load_checkpoint(checkpoint)
-            # Checkpoints from before --model trained the task's default network.
-            legacy = {"model": str(resolve_model(task.default_model, task))}
-            done = _restore(payload, checkpoint, settings, runs, steppers, device, task.kind,
-                            legacy)
+            # Checkpoints from before these settings existed trained with their defaults.
+            legacy = {"model": str(resolve_model(task.default_model, task)),
+                      "schedule": "constant", "arguments": settings["arguments"], "dp": None}
+            done = _restore(payload, checkpoint, settings, runs, steppers, schedulers,
+                            device, task.kind, legacy)
+        else:
+            for run, loss_fn in zip(runs, losses, strict=True):
+                # The first training loss (whole split, eval mode: no dropout draw) is what
+                # the final one is judged against.
+                run.initial_loss = training_loss(run.model, loss_fn, data[0], data[1],
+                                                 task.kind)
 
         # Each record as the checkpoint stores it, made once: a snapshot then costs the
         # tensors' copies, not a walk over the whole history.
         histories = [[record.as_dict() for record in run.history] for run in runs]
 
         def snapshot(epoch: int) -> ckpt.Snapshot:
-            return lambda frozen: _snapshot(settings, epoch, runs, steppers, histories, device,
-                                            frozen)
+            return lambda frozen: _snapshot(settings, epoch, runs, steppers, schedulers,
+                                            histories, device, frozen)
 
         if checkpointer is not None:
             checkpointer.write(snapshot(done)(False))
         try:
             for epoch in range(done + 1, epochs + 1):
-                if schedule is None:
+                if poisson is None:
                     batches = sampler.batches(epoch)
                 else:  # every optimizer sees the same Poisson batches
-                    batches = list(schedule.batches(config.seed, epoch))
-                for run, loss_fn, stepper, history in zip(runs, losses, steppers, histories,
-                                                          strict=True):
+                    batches = list(poisson.batches(config.seed, epoch))
+                for run, loss_fn, stepper, scheduler, history in zip(
+                    runs, losses, steppers, schedulers, histories, strict=True
+                ):
+                    if run.diverged:
+                        continue
                     start = time.perf_counter()
-                    record = run_epoch(
-                        run.model, loss_fn, stepper, data, batches,
-                        epoch=epoch, kind=task.kind, label=run.optimizer, replicas=replicas,
-                    )
+                    try:
+                        record = run_epoch(
+                            run.model, loss_fn, stepper, data, batches,
+                            epoch=epoch, kind=task.kind, label=run.optimizer,
+                            replicas=replicas,
+                        )
+                    except TrainingDiverged as error:
+                        run.seconds += time.perf_counter() - start
+                        run.status = status_of.diverged(run.initial_loss, epoch, error.step,
+                                                        error.loss, error.what)
+                        continue
+                    if scheduler is not None:
+                        scheduler.step()
                     run.seconds += time.perf_counter() - start
                     run.history.append(record)
                     history.append(record.as_dict())
@@ -289,20 +394,81 @@ def compare_optimizers(
                         on_epoch(run.optimizer, record)
                 if checkpointer is not None:
                     checkpointer.epoch_done(snapshot(epoch), last=epoch == epochs)
+                if on_epoch_end is not None:
+                    on_epoch_end(epoch, runs)
         except BaseException:
             if checkpointer is not None:
                 checkpointer.flush()  # the last finished epoch, if it is not on disk yet
             raise
+        for run, loss_fn in zip(runs, losses, strict=True):
+            if not run.diverged:
+                run.status = _final_status(run, loss_fn, data, task.kind, epochs)
+    config_document = _config_document(task, config, model_spec, schedule, epochs, batch_size,
+                                       runs, 1 if replicas is None else replicas.world_size)
+    environment = environment_document(device, config.threads)
     privacy = None
-    if config.dp is not None and schedule is not None:
+    if config.dp is not None and poisson is not None:
         privacy = {
             **config.dp.as_dict(),
-            "sample_rate": schedule.sample_rate,
-            "steps": epochs * schedule.steps_per_epoch,
-            "epsilon": epsilon_spent(config.dp, schedule, epochs),
+            "sample_rate": poisson.sample_rate,
+            "steps": epochs * poisson.steps_per_epoch,
+            "epsilon": epsilon_spent(config.dp, poisson, epochs),
             "accountant": "rdp",
         }
-    return ComparisonResult(task, epochs, batch_size, runs, privacy)
+    return ComparisonResult(task, epochs, batch_size, runs, config_document, environment,
+                            privacy)
+
+
+def _final_status(
+    run: RunResult, loss_fn: torch.nn.Module, data: tuple[Tensor, Tensor, Tensor, Tensor],
+    kind: Kind, epochs: int,
+) -> RunStatus:
+    """Trained or not learning, from the training loss of the final network (measured as
+    the initial one was); a non-finite one is a divergence after the last step."""
+    final = training_loss(run.model, loss_fn, data[0], data[1], kind)
+    initial = run.initial_loss if run.initial_loss is not None else math.inf
+    if not math.isfinite(final):
+        return status_of.diverged(run.initial_loss, epochs, None, final, "training loss")
+    return status_of.judge(initial, final)
+
+
+def _config_document(
+    task: Task, config: TrainConfig, model_spec: ModelSpec, schedule: Schedule, epochs: int,
+    batch_size: int, runs: Sequence[RunResult], world_size: int,
+) -> dict[str, Any]:
+    """Every setting of the comparison, resolved (metrics.json's ``config``)."""
+    return {
+        "task": task.name,
+        "target": task.target,
+        "kind": task.kind,
+        # Task.digest, hashed once more: one 64-digit form for every task (a text task's
+        # digest also spells out its vocabulary).
+        "data_digest": hashlib.sha256(task.digest().encode()).hexdigest(),
+        "model": {"spec": str(model_spec), "name": model_spec.name,
+                  "options": setup.json_value(dict(model_spec.options))},
+        "optimizers": [
+            {"name": run.optimizer, "lr": run.lr, "arguments": run.arguments}
+            for run in runs
+        ],
+        "lr_given": config.lr,
+        "lr_rule": {
+            "reference_batch_size": task.defaults.batch_size,
+            "linear": sorted(setup.LINEAR_SCALING),
+            "rule": "lr = lr_ref * min(1, B / B_ref) ** k; k = 1 for the linear family, "
+                    "1/2 for the others",
+        },
+        "schedule": str(schedule),
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "seed": config.seed,
+        "device": config.device,
+        "backend": config.backend,
+        "threads": config.threads,
+        "world_size": world_size,
+        "dp": None if config.dp is None else config.dp.as_dict(),
+        "train_size": len(task.x_train),
+        "test_size": len(task.x_test),
+    }
 
 
 def _compare_in_group(
@@ -352,6 +518,7 @@ def _snapshot(
     epoch: int,
     runs: Sequence[RunResult],
     steppers: Sequence[torch.optim.Optimizer],
+    schedulers: Sequence[LRScheduler | None],
     histories: Sequence[list[dict[str, Any]]],
     device: torch.device,
     frozen: bool,
@@ -370,10 +537,28 @@ def _snapshot(
                 "optimizer_state": copy(stepper.state_dict()),
                 "history": list(history),  # the records' dicts are never changed
                 "seconds": run.seconds,
+                "initial_loss": run.initial_loss,
+                # None while training; a diverged run keeps its status (and stops there).
+                "status": None if run.status is None else run.status.as_dict(),
+                "scheduler_state": None if scheduler is None else copy(scheduler.state_dict()),
             }
-            for run, stepper, history in zip(runs, steppers, histories, strict=True)
+            for run, stepper, scheduler, history in zip(runs, steppers, schedulers, histories,
+                                                        strict=True)
         ],
     }
+
+
+def _argument_differences(saved: Any, here: list[dict[str, Any]], names: list[str]) -> list[str]:
+    """``sgd.momentum=0 there, 0.9 here`` for each optimizer argument that differs."""
+    if not isinstance(saved, list) or len(saved) != len(here):
+        return [] if saved == here else [f"arguments={saved!r} there, {here!r} here"]
+    found = []
+    for name, old, new in zip(names, saved, here, strict=True):
+        old = old if isinstance(old, dict) else {}
+        for key in sorted(set(old) | set(new)):
+            if key != "lr" and old.get(key) != new.get(key):  # lr: said once, above
+                found.append(f"{name}.{key}={old.get(key)!r} there, {new.get(key)!r} here")
+    return found
 
 
 def _restore(
@@ -382,6 +567,7 @@ def _restore(
     settings: dict[str, Any],
     runs: Sequence[RunResult],
     steppers: Sequence[torch.optim.Optimizer],
+    schedulers: Sequence[LRScheduler | None],
     device: torch.device,
     kind: str,
     legacy: dict[str, Any] | None = None,
@@ -403,8 +589,10 @@ def _restore(
     differences = [
         f"{key}={saved.get(key)!r} there, {value!r} here"
         for key, value in settings.items()
-        if key != "task_digest" and saved.get(key) != value
+        if key not in ("task_digest", "arguments") and saved.get(key) != value
     ]
+    differences += _argument_differences(saved.get("arguments"), settings["arguments"],
+                                         settings["optimizers"])
     if not differences and saved.get("task_digest") != settings["task_digest"]:
         differences.append("the task's data differ")
     if differences:
@@ -417,13 +605,21 @@ def _restore(
     if isinstance(epoch, str):
         raise ckpt.CheckpointError(f"checkpoint {path} is damaged: {epoch}")
     try:
-        for run, stepper, state in zip(runs, steppers, payload["runs"], strict=True):
+        for run, stepper, scheduler, state in zip(runs, steppers, schedulers, payload["runs"],
+                                                  strict=True):
             run.model.load_state_dict(state["model"])
             stepper.load_state_dict(state["optimizer_state"])
+            if scheduler is not None:
+                scheduler.load_state_dict(state["scheduler_state"])
             run.history = [EpochRecord.from_dict(figures) for figures in state["history"]]
             run.seconds = float(state["seconds"])
+            # Checkpoints from before run statuses: no initial loss, and no run diverged.
+            initial = state.get("initial_loss")
+            run.initial_loss = None if initial is None else float(initial)
+            saved_status = state.get("status")
+            run.status = None if saved_status is None else RunStatus.from_dict(saved_status)
         ckpt.restore_rng_states(payload["rng"], device)
-    except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as error:
+    except (KeyError, ValueError, RuntimeError, TypeError, IndexError, AttributeError) as error:
         raise ckpt.CheckpointError(
             f"checkpoint {path} is incomplete or damaged: {error}"
         ) from error
@@ -457,9 +653,24 @@ def _check_fields(
         seconds = state.get("seconds")
         if not _is_number(seconds) or not 0 <= seconds < math.inf:
             return f"{name}: training time {seconds!r} is not a number of seconds"
+        status = state.get("status")
+        if status is not None and not (isinstance(status, dict)
+                                       and status.get("state") in status_of.STATES):
+            return f"{name}: its status {status!r} is not a run status"
+        # A run that diverged stopped there: its history ends before that epoch.
+        stopped = status.get("epoch") if status and status["state"] == "diverged" else None
+        if stopped is not None and (not isinstance(stopped, int) or not 1 <= stopped <= epoch):
+            return f"{name}: it diverged at epoch {stopped!r} of a checkpoint at epoch {epoch}"
+        length = epoch if stopped is None else stopped - 1
+        initial = state.get("initial_loss")
+        if initial is not None and (not _is_number(initial) or not 0 <= initial < math.inf):
+            return f"{name}: initial loss {initial!r} is not a finite loss"
         history = state.get("history")
-        if not isinstance(history, list) or len(history) != epoch:
+        if not isinstance(history, list) or len(history) != length:
             count = len(history) if isinstance(history, list) else "no"
+            if stopped is not None:
+                return (f"{name}: {count} epochs of history, but it diverged in epoch "
+                        f"{stopped}")
             return f"{name}: {count} epochs of history for epoch {epoch}"
         for number, figures in enumerate(history, start=1):
             problem = _check_record(figures, number, kind)
@@ -479,9 +690,12 @@ def _check_fields(
                 return (f"{name}: {key} is {what}, this network's is "
                         f"{tuple(tensor.shape)} {tensor.dtype}")
         optimizer_state = state.get("optimizer_state")
-        if not isinstance(optimizer_state, dict) or not isinstance(
-            optimizer_state.get("param_groups"), list
-        ) or not isinstance(optimizer_state.get("state"), dict):
+        parts = (optimizer_state.get("parts") if isinstance(optimizer_state, dict)
+                 and "parts" in optimizer_state else {"": optimizer_state})  # Partitioned
+        if not isinstance(parts, dict) or not all(
+            isinstance(part, dict) and isinstance(part.get("param_groups"), list)
+            and isinstance(part.get("state"), dict) for part in parts.values()
+        ):
             return f"{name}: the optimizer state is not a torch.optim state_dict"
     return epoch
 

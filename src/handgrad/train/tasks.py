@@ -35,6 +35,36 @@ Kind = Literal["regression", "classification"]
 Backend = Literal["handgrad", "torch"]
 
 TASK_NAMES = ("cubic", "digits", "csv:PATH", "text[:PATH]")
+
+# Learning rates at batch size 64, from `python -m benchmarks.tune_lr` (a sweep of three rates
+# per decade; the figures are in docs/training.md): the best rate or, where the best sits
+# next to divergence, the one below it. Adadelta, Rprop and Adafactor train well at their own
+# defaults.
+CUBIC_LR = {
+    "sgd": 0.05, "asgd": 0.05, "momentum": 0.02, "nesterov": 0.02, "lbfgs": 1.0,
+    "rmsprop": 0.003, "adam": 0.005, "adamw": 0.005, "adamax": 0.05, "nadam": 0.01,
+    "radam": 0.01, "adagrad": 0.1, "muon": 0.005,
+    # beyond torch.optim (handgrad.optim.BEYOND_TORCH): the same kind of sweep (3e-4..1)
+    "lion": 0.001, "sgdschedulefree": 0.03, "adamwschedulefree": 0.01, "prodigy": 0.03,
+    "adan": 0.03, "lamb": 0.003, "adopt": 0.03, "soap": 0.01,
+}
+DIGITS_LR = {
+    "sgd": 0.1, "asgd": 0.1, "momentum": 0.02, "nesterov": 0.02, "lbfgs": 1.0,
+    "rmsprop": 0.001, "adam": 0.002, "adamw": 0.002, "adamax": 0.005, "nadam": 0.003,
+    "radam": 0.005, "adagrad": 0.02, "muon": 0.005,
+    "lion": 3e-4, "sgdschedulefree": 0.3, "adamwschedulefree": 0.003, "prodigy": 0.1,
+    "adan": 0.003, "lamb": 0.003, "adopt": 0.003, "soap": 0.003,
+}
+# A user's table: standardized inputs like digits, so the adaptive optimizers' rates carry
+# over (they do not depend on the gradient's scale); SGD-like ones keep their own defaults,
+# as the targets' scale is unknown.
+CSV_LR = {name: lr for name, lr in DIGITS_LR.items()
+          if name not in ("sgd", "asgd", "momentum", "nesterov", "sgdschedulefree")
+          } | {"adam": 0.003}
+# Rprop's step sizes grow ×1.2 wherever the gradient's sign repeats, up to 50 (torch's
+# default, meant for full-batch training). On classification mini-batches the logits' scale
+# keeps its sign and runs away (digits: test loss 58 at accuracy 0.95): capped at 0.01.
+MINIBATCH_RPROP: dict[str, dict[str, Any]] = {"rprop": {"step_sizes": (1e-6, 0.01)}}
 TEST_FRACTION = 0.2
 MAX_CLASSES_FOR_INTEGER_TARGET = 20
 
@@ -43,14 +73,18 @@ MAX_CLASSES_FOR_INTEGER_TARGET = 20
 class TaskDefaults:
     """Training settings that reach the task's goal quickly.
 
-    ``lr`` maps lowercase optimizer names to a tuned learning rate; an optimizer missing
-    from it uses its own default learning rate. ``optimizers``: those ``handgrad train``
-    compares unless told otherwise.
+    ``lr`` maps lowercase optimizer names to a learning rate tuned at ``batch_size`` (the
+    reference batch of :func:`handgrad.train.optimizers.scaled_lr`; the sweeps:
+    ``python -m benchmarks.tune_lr``); an optimizer missing from it uses its own default
+    learning rate. ``options`` maps optimizer names to constructor arguments that differ from
+    the class's defaults on this task (the user's ``--opt`` wins). ``optimizers``: those
+    ``handgrad train`` compares unless told otherwise.
     """
 
     epochs: int
     batch_size: int
     lr: Mapping[str, float] = field(default_factory=dict)
+    options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     optimizers: str = "sgd,rmsprop,adam"
 
 
@@ -73,6 +107,7 @@ class Task:
     class_names: tuple[str, ...] = ()
     dropout: float = 0.0
     notes: tuple[str, ...] = ()  # what the user should know about the data (skipped rows)
+    target: str | None = None  # csv tasks: the column predicted
 
     @property
     def num_inputs(self) -> int:
@@ -191,9 +226,7 @@ def cubic_task(
         y_test=x_test**3,
         hidden=(100,),
         dropout=dropout,
-        defaults=TaskDefaults(
-            epochs=80, batch_size=64, lr={"adam": 0.005, "rmsprop": 0.003, "sgd": 0.05}
-        ),
+        defaults=TaskDefaults(epochs=80, batch_size=64, lr=CUBIC_LR),
     )
 
 
@@ -215,9 +248,8 @@ def digits_task(*, seed: int = 0) -> Task:
         y_test=y[test],
         hidden=(256,),
         class_names=tuple(str(digit) for digit in range(10)),
-        defaults=TaskDefaults(
-            epochs=20, batch_size=64, lr={"adam": 0.002, "rmsprop": 0.001, "sgd": 0.1}
-        ),
+        defaults=TaskDefaults(epochs=20, batch_size=64, lr=DIGITS_LR,
+                              options=MINIBATCH_RPROP),
     )
 
 
@@ -298,8 +330,9 @@ def csv_task(path: Path, target: str, *, seed: int = 0) -> Task:
         y_test=y[test],
         hidden=(64,),
         class_names=class_names,
-        defaults=TaskDefaults(epochs=100, batch_size=32, lr={"adam": 0.003}),
+        defaults=TaskDefaults(epochs=100, batch_size=32, lr=CSV_LR, options=MINIBATCH_RPROP),
         notes=notes,
+        target=target,
     )
 
 

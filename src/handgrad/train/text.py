@@ -253,13 +253,20 @@ def text_report(result: Any) -> str:
     task = result.task
     assert isinstance(task, TextTask)
     lines = [f"unigram entropy of the training text: {task.entropy_bits:.3f} bits/char"]
+    # A run that diverged has no figures worth reading and weights that are not finite.
+    finished = [run for run in result.runs if run.history and not run.diverged]
     for run in result.runs:
+        if run not in finished:
+            lines.append(f"{run.optimizer}: {run.status.reason() if run.status else 'no epoch'}")
+            continue
         validation = bits(run.final.test_loss)
         lines.append(
             f"{run.optimizer}: validation {validation:.3f} bits/char = "
             f"{validation / task.entropy_bits:.2f} x the unigram entropy"
         )
-    best = min(result.runs, key=lambda run: run.final.test_loss)
+    if not finished:
+        return "\n".join(lines)
+    best = min(finished, key=lambda run: run.final.test_loss)
     prompt = task.sample_prompt()
     text = sample(best.model, task.vocabulary, prompt, 300, seed=0)
     lines += [f"sample ({best.optimizer}, temperature 0.8, prompt {prompt!r}):", text]

@@ -34,7 +34,22 @@ if TYPE_CHECKING:
 
 
 class TrainingDiverged(ArithmeticError):
-    """The loss became NaN or infinite; the message names the run, the epoch and the step."""
+    """The loss became NaN or infinite; the message names the run, the epoch and the step.
+
+    The same facts as attributes: ``loss`` (the value), ``what`` (``"training loss"`` or
+    ``"test loss"``), ``epoch`` and ``step`` (1-based; None where not known, or for the test
+    loss measured after the epoch's last step).
+    """
+
+    def __init__(
+        self, message: str, *, loss: float = math.nan, what: str = "training loss",
+        epoch: int | None = None, step: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.loss = loss
+        self.what = what
+        self.epoch = epoch
+        self.step = step
 
 
 @dataclass(frozen=True)
@@ -93,6 +108,27 @@ def intra_op_threads(count: int | None) -> Iterator[None]:
 def uses_autograd(model: torch.nn.Module) -> bool:
     """Whether ``model`` is trained by autograd (a plain torch.nn module) rather than by hand."""
     return any(p.requires_grad for p in model.parameters())
+
+
+def set_optimizer_mode(optimizer: Any, training: bool) -> None:
+    """Put a schedule-free optimizer (one with ``train()``/``eval()``: handgrad's
+    SGDScheduleFree and AdamWScheduleFree, schedulefree's) in train mode before training
+    steps and in eval mode before the model is measured or saved: in eval mode the
+    parameters hold the averaged weights the method evaluates. Other optimizers are left
+    alone; a wrapper (DPOptimizer's ``original_optimizer``) or several optimizers acting as
+    one (``parts``) are switched inside. Switching to the mode it is in changes nothing."""
+    inner = getattr(optimizer, "original_optimizer", None)
+    if inner is not None:
+        set_optimizer_mode(inner, training)
+        return
+    parts = getattr(optimizer, "parts", None)
+    if isinstance(parts, dict):
+        for part in parts.values():
+            set_optimizer_mode(part, training)
+        return
+    switch = getattr(optimizer, "train" if training else "eval", None)
+    if callable(switch):
+        switch()
 
 
 def needs_closure(optimizer: torch.optim.Optimizer) -> bool:
@@ -178,7 +214,7 @@ def train_step(
     else:
         closure()
     if not math.isfinite(losses[0]):
-        raise TrainingDiverged(f"the training loss is {losses[0]}")
+        raise TrainingDiverged(f"the training loss is {losses[0]}", loss=losses[0])
     if not closure_driven:
         optimizer.step()
     return losses[0]
@@ -205,6 +241,7 @@ def train_epoch(
     ``epoch`` and the 1-based step within the epoch.
     """
     model.train()
+    set_optimizer_mode(optimizer, training=True)
     by_autograd = uses_autograd(model)
     total = 0.0
     count = 0
@@ -218,7 +255,7 @@ def train_epoch(
         except TrainingDiverged as error:
             raise TrainingDiverged(
                 f"{label} diverged at epoch {epoch}, step {step}: {error}; "
-                "try a smaller learning rate"
+                "try a smaller learning rate", loss=error.loss, epoch=epoch, step=step,
             ) from None
         total += loss * len(batch)
         count += len(batch)
@@ -243,6 +280,26 @@ def evaluate(
     return loss, accuracy
 
 
+EVAL_CHUNK = 1024
+"""Examples per forward pass of :func:`training_loss`: the whole training split of a text
+task (thousands of windows through a GPT) would not fit in memory at once."""
+
+
+def training_loss(
+    model: torch.nn.Module, loss_fn: torch.nn.Module, x: Tensor, y: Tensor, kind: Kind,
+    chunk: int = EVAL_CHUNK,
+) -> float:
+    """The mean loss on the whole of ``(x, y)`` in eval mode, ``chunk`` examples at a time
+    (each chunk's mean weighted by its size: the mean over every example)."""
+    if len(x) <= chunk:
+        return evaluate(model, loss_fn, x, y, kind)[0]
+    total = 0.0
+    for start in range(0, len(x), chunk):
+        part = slice(start, start + chunk)
+        total += evaluate(model, loss_fn, x[part], y[part], kind)[0] * len(x[part])
+    return total / len(x)
+
+
 def run_epoch(
     model: torch.nn.Module,
     loss_fn: torch.nn.Module,
@@ -264,11 +321,14 @@ def run_epoch(
         model, loss_fn, optimizer, x_train, y_train, batches, epoch=epoch, label=label,
         replicas=replicas,
     )
+    # Measured, saved and handed back with a schedule-free optimizer's averaged weights.
+    set_optimizer_mode(optimizer, training=False)
     test_loss, accuracy = evaluate(model, loss_fn, x_test, y_test, kind)
     if not math.isfinite(test_loss):
         raise TrainingDiverged(
             f"{label} diverged at epoch {epoch}, after its last step: the test loss is "
-            f"{test_loss}; try a smaller learning rate"
+            f"{test_loss}; try a smaller learning rate",
+            loss=test_loss, what="test loss", epoch=epoch,
         )
     return EpochRecord(epoch, train_loss, test_loss, accuracy)
 

@@ -171,6 +171,47 @@ def _dropout_scale(keep: Tensor, p: float, dtype: torch.dtype) -> Tensor:
     return keep.to(dtype).div_(1.0 - p)
 
 
+def _check_arguments(
+    query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None, is_causal: bool
+) -> None:
+    """RuntimeError (torch's type) naming the argument and the shapes for inputs that do not
+    fit together: Q (..., L, E), K (..., S, E), V (..., S, Ev), a mask broadcastable to
+    (..., L, S) that is boolean or of Q's dtype, and not both a mask and ``is_causal``."""
+    shapes = f"query {tuple(query.shape)}, key {tuple(key.shape)}, value {tuple(value.shape)}"
+    if min(query.dim(), key.dim(), value.dim()) < 2:
+        raise RuntimeError(
+            f"scaled_dot_product_attention: query, key and value need at least 2 dimensions "
+            f"(..., length, features), got {shapes}"
+        )
+    if query.shape[-1] != key.shape[-1] or key.shape[-2] != value.shape[-2]:
+        raise RuntimeError(
+            "scaled_dot_product_attention: expected query (..., L, E), key (..., S, E) and "
+            f"value (..., S, Ev), got {shapes}"
+        )
+    if attn_mask is None:
+        return
+    if is_causal:
+        raise RuntimeError(
+            "scaled_dot_product_attention: give attn_mask or is_causal=True, not both "
+            "(is_causal builds the causal mask itself)"
+        )
+    if attn_mask.dtype != torch.bool and attn_mask.dtype != query.dtype:
+        raise RuntimeError(
+            "scaled_dot_product_attention: expected attn_mask of dtype torch.bool or the "
+            f"query's {query.dtype}, got {attn_mask.dtype}"
+        )
+    expected = (*query.shape[:-1], key.shape[-2])
+    try:
+        fits = torch.broadcast_shapes(attn_mask.shape, expected)[-2:] == expected[-2:]
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise RuntimeError(
+            f"scaled_dot_product_attention: attn_mask of shape {tuple(attn_mask.shape)} does "
+            f"not broadcast to the scores' (..., L, S) = {expected} ({shapes})"
+        )
+
+
 def scaled_dot_product_attention_forward(
     query: Tensor,
     key: Tensor,
@@ -191,6 +232,7 @@ def scaled_dot_product_attention_forward(
     ``ctx.weights``, shaped (..., L, S); with ``save_weights=False`` they are not kept (the
     backward recomputes them) and ``ctx.weights`` is None.
     """
+    _check_arguments(query, key, value, attn_mask, is_causal)
     if scale is None:
         scale = 1.0 / math.sqrt(query.shape[-1])
     bias = _bias(attn_mask, is_causal, query, key)

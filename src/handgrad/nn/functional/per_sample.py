@@ -193,3 +193,20 @@ def embedding_grad_sample_factors(
     if padding_idx is not None:
         one_hot[..., padding_idx] = 0
     return one_hot, grad_out.reshape(indices.shape[0], -1, grad_out.shape[-1])
+
+
+def embedding_grad_sample(
+    grad_out: Tensor, indices: Tensor, num_embeddings: int, padding_idx: int | None = None
+) -> Tensor:
+    """Per-sample gradients (N, V, D) of an embedding table: dE_i[k] = Σ_{t: idx_{i,t} = k}
+    g_{i,t} — example i's gradient rows added into the rows it looked up (a scatter-add per
+    example, the batch gradient's scatter with the sum over examples left undone); the row
+    of ``padding_idx`` gets none."""
+    batch = indices.shape[0]
+    rows = grad_out.reshape(batch, -1, grad_out.shape[-1])  # (N, T, D)
+    index = indices.reshape(batch, -1, 1).expand(rows.shape)
+    grad = rows.new_zeros((batch, num_embeddings, rows.shape[-1]))
+    grad.scatter_add_(1, index, rows)
+    if padding_idx is not None:
+        grad[:, padding_idx] = 0
+    return grad
