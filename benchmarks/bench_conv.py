@@ -25,9 +25,10 @@ tensors (tracemalloc does not see torch's allocations). The resident set is read
 networks, the batch and the optimizers are built; then a warm-up step runs, the kernel's
 high-water mark is reset (``/proc/self/clear_refs``), one more step runs, and the peak is
 VmHWM minus that first reading: the memory training needs above the network and the batch,
-counting the optimizer state and whatever a side keeps between steps (a handgrad layer keeps
-its last forward's context until its next forward; autograd frees its graph in backward).
-Linux only.
+counting the optimizer state and whatever a side keeps between steps (both free what the
+forward kept in backward: autograd its graph, each handgrad module its context), and the
+first step's one-time allocations (kernel caches, heap growth), which differ between the
+sides by a fraction of a MiB. Linux only.
 """
 
 from __future__ import annotations
