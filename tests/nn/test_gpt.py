@@ -99,7 +99,8 @@ def test_the_gelu_derivative_in_row_chunks_gives_the_same_bits(
         model.backward(upstream) if model(tokens) is not None else None
         grads.append([p.grad for p in model.parameters()])
     for whole, chunked in zip(*grads, strict=True):
-        assert whole is not None and chunked is not None
+        assert whole is not None
+        assert chunked is not None
         assert torch.equal(whole, chunked)
     reference = hn.to_torch(_model())
     reference(tokens).backward(upstream)
