@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-BENCHMARKS = ("train", "optim", "roots", "distributed", "conv", "gpt", "privacy")
+BENCHMARKS = ("train", "optim", "roots", "distributed", "conv", "gpt", "privacy", "new_optim")
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 

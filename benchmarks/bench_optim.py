@@ -9,9 +9,10 @@ each ratio is the median of the rounds' paired ratios. The reference is torch wi
 CPU default is the slower single-tensor loop), and ``fused=True`` as a further column where
 torch has it. Ratios are ours/torch: below 1.0 we are faster.
 
-The ``flat`` layouts put every parameter in one buffer and every gradient in another (as
-``handgrad.nn.flatten_parameters`` does), for both sides: optimizers with flat updates (Adam,
-AdamW) then update the group as one tensor. ``flat`` is the 1-100-1 network's parameters.
+The ``flat`` layouts put every parameter in one buffer and every gradient in another, for
+both sides: ours by ``handgrad.nn.flatten_parameters`` (the layout handgrad's element-wise
+optimizers recognise and update as one tensor), torch's as the same views built by hand.
+``flat`` is the 1-100-1 network's parameters.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -118,7 +119,14 @@ def _make(
     generator = torch.Generator().manual_seed(0)
     params = [torch.randn(shape, generator=generator) for shape in shapes]
     grads = [torch.randn(shape, generator=generator) * 0.1 for shape in shapes]
-    if flat:
+    if flat and getattr(cls, "__module__", "").startswith("handgrad"):
+        from handgrad.nn import accumulate_grad, flatten_parameters
+
+        flatten_parameters(params)
+        for p, g in zip(params, grads, strict=True):
+            accumulate_grad(p, g)  # into its slot of the layout's gradient buffer
+        grads = [cast(torch.Tensor, p.grad) for p in params]
+    elif flat:
         params, grads = _one_buffer(params), _one_buffer(grads)
     for p, g in zip(params, grads, strict=True):
         p.grad = g.to_sparse() if name == "SparseAdam" else g

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch.optim import optimizer as _torch_optimizer
 
 # --------------------------------------------------------------- 1-3: Module.__call__'s checks
 
@@ -111,3 +112,45 @@ def default_process_group_store() -> object | None:
     except (RuntimeError, ValueError):
         return None
     return store
+
+
+# --------------------------------------------------------------------------------------------
+# optimizers (handgrad.optim)
+# --------------------------------------------------------------------------------------------
+
+
+def profiler_enabled() -> bool:
+    """Whether a torch profiler is recording (``torch.autograd._profiler_enabled``).
+
+    handgrad's optimizers skip torch's profiler scopes around ``step()``/``zero_grad()`` when
+    none records (a few µs a call, which a small network's step notices). Fallback: True, so
+    the scopes are always entered, as torch does.
+    """
+    check = getattr(torch.autograd, "_profiler_enabled", None)
+    return True if check is None else bool(check())
+
+
+def global_step_hooks_registered() -> bool:
+    """Whether a global optimizer step hook is registered
+    (``torch.optim.optimizer.register_optimizer_step_pre_hook``/``..._post_hook``).
+
+    torch keeps them in the module's private ``_global_optimizer_pre_hooks`` and
+    ``_global_optimizer_post_hooks``; registration is public, asking is not. Fallback: True,
+    so torch's step wrapper (which runs them) is always used.
+    """
+    if _GLOBAL_PRE_HOOKS is None or _GLOBAL_POST_HOOKS is None:
+        return True
+    return bool(_GLOBAL_PRE_HOOKS) or bool(_GLOBAL_POST_HOOKS)
+
+
+# Read once: torch registers into (and removes from) these same dicts.
+_GLOBAL_PRE_HOOKS = getattr(_torch_optimizer, "_global_optimizer_pre_hooks", None)
+_GLOBAL_POST_HOOKS = getattr(_torch_optimizer, "_global_optimizer_post_hooks", None)
+
+
+def privateuse1_backend_name() -> str:
+    """The name torch gives its out-of-tree device backend (``privateuseone`` unless renamed;
+    ``torch._C._get_privateuse1_backend_name``), one of the devices torch allows
+    ``capturable=True`` on. Fallback: ``"privateuseone"``."""
+    name = getattr(torch._C, "_get_privateuse1_backend_name", None)
+    return "privateuseone" if name is None else str(name())

@@ -1,4 +1,5 @@
-"""flatten_parameters: one buffer for the parameters, one for their gradients, same training."""
+"""flatten_parameters: one buffer for the parameters, one for their gradients (a FlatLayout),
+the same training."""
 
 from __future__ import annotations
 
@@ -59,7 +60,8 @@ def flat_grad_buffer(net: torch.nn.Module) -> Tensor:
 def test_parameters_become_views_of_one_buffer_with_values_unchanged() -> None:
     net = make_net()
     before = [(p, p.detach().clone()) for p in net.parameters()]
-    flat = hn.flatten_parameters(net)
+    (layout,) = hn.flatten_parameters(net)
+    flat = layout.data
     assert flat.dim() == 1
     assert flat.numel() == 7 * 3 + 7 + 5 * 7 + 5 + 5 + 1
     params = list(net.parameters())
@@ -83,7 +85,8 @@ def test_parameters_become_views_of_one_buffer_with_values_unchanged() -> None:
 )
 def test_training_is_bitwise_unchanged(make_optimizer) -> None:
     plain, flat_net = make_net(), make_net()
-    flat = hn.flatten_parameters(flat_net)
+    (layout,) = hn.flatten_parameters(flat_net)
+    flat = layout.data
     x, y = data()
     opt_plain, opt_flat = make_optimizer(plain.parameters()), make_optimizer(flat_net.parameters())
     for _ in range(4):
@@ -180,7 +183,8 @@ def test_backward_under_inference_mode_fills_the_buffer_with_normal_tensors() ->
 def test_flattening_under_inference_mode_leaves_trainable_parameters() -> None:
     net = make_net()
     with torch.inference_mode():
-        flat = hn.flatten_parameters(net)
+        (layout,) = hn.flatten_parameters(net)
+        flat = layout.data
     assert not flat.is_inference()
     optimizer = torch.optim.Adam(net.parameters(), lr=0.1)
     backward(net, *data())
@@ -206,7 +210,8 @@ def test_to_another_dtype_drops_the_layout_and_stays_correct() -> None:
     # Back on its own memory: the float32 slot is forgotten, not written into.
     pointers = {p.grad.data_ptr() for p in net.parameters()}
     assert len(pointers) == len(list(net.parameters()))
-    flat = hn.flatten_parameters(net)  # and flattening again restores the layout
+    (layout,) = hn.flatten_parameters(net)
+    flat = layout.data  # and flattening again restores the layout
     assert flat.dtype == torch.float64
     assert_tiles([p.grad for p in net.parameters()], flat_grad_buffer(net))
 
@@ -229,7 +234,8 @@ def test_assigning_data_drops_the_layout_for_that_parameter() -> None:
 
 def test_load_state_dict_keeps_the_layout() -> None:
     net, source = make_net(seed=0), make_net(seed=5)
-    flat = hn.flatten_parameters(net)
+    (layout,) = hn.flatten_parameters(net)
+    flat = layout.data
     net.load_state_dict(source.state_dict())
     assert_tiles(list(net.parameters()), flat)
     for p, q in zip(net.parameters(), source.parameters(), strict=True):
@@ -244,7 +250,8 @@ def test_load_state_dict_keeps_the_layout() -> None:
 
 def test_deepcopy_is_an_independent_correct_network() -> None:
     net = make_net()
-    flat = hn.flatten_parameters(net)
+    (layout,) = hn.flatten_parameters(net)
+    flat = layout.data
     twin = copy.deepcopy(net)
     x, y = data()
     backward(net, x, y)
@@ -260,10 +267,12 @@ def test_deepcopy_is_an_independent_correct_network() -> None:
     assert torch.equal(next(net.parameters()), make_net()[0].weight)
 
 
-def test_mixed_dtypes_get_one_buffer_each() -> None:
+def test_mixed_dtypes_get_one_layout_each() -> None:
     torch.manual_seed(0)
     net = hn.Sequential(hn.Linear(2, 3), hn.ReLU(), hn.Linear(3, 1, dtype=torch.float64))
-    flat = hn.flatten_parameters(net)
+    layout, second_layout = hn.flatten_parameters(net)
+    flat = layout.data
+    assert second_layout.params == (net[2].weight, net[2].bias)
     assert flat.dtype == torch.float32
     assert flat.numel() == 2 * 3 + 3
     assert_tiles([net[0].weight, net[0].bias], flat)
@@ -275,7 +284,8 @@ def test_a_torch_network_flattened_trains_as_before() -> None:
     torch.manual_seed(0)
     plain = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
     flat_net = copy.deepcopy(plain)
-    flat = hn.flatten_parameters(flat_net)
+    (layout,) = hn.flatten_parameters(flat_net)
+    flat = layout.data
     x, y = data(torch.float32)
     optimizers = [ho.Adam(plain.parameters(), lr=0.1), ho.Adam(flat_net.parameters(), lr=0.1)]
     for _ in range(3):
@@ -289,8 +299,8 @@ def test_a_torch_network_flattened_trains_as_before() -> None:
     assert_tiles(list(flat_net.parameters()), flat)
 
 
-def test_a_module_without_parameters_gives_an_empty_buffer() -> None:
-    assert hn.flatten_parameters(hn.ReLU()).numel() == 0
+def test_a_module_without_parameters_has_no_layout() -> None:
+    assert hn.flatten_parameters(hn.ReLU()) == ()
 
 
 def test_a_sparse_parameter_is_refused() -> None:
@@ -367,5 +377,31 @@ def test_a_saved_and_loaded_network_is_correct() -> None:
     for p, q in zip(net.parameters(), loaded.parameters(), strict=True):
         assert torch.equal(p, q)
         assert torch.equal(p.grad, q.grad)
-    flat = hn.flatten_parameters(loaded)  # flattening again restores the layout
+    (layout,) = hn.flatten_parameters(loaded)
+    flat = layout.data  # flattening again restores the layout
     assert_tiles(list(loaded.parameters()), flat)
+
+
+def test_the_layout_names_its_parameters_buffers_and_slots() -> None:
+    net = make_net()
+    (layout,) = hn.flatten_parameters(net)
+    assert isinstance(layout, hn.FlatLayout)
+    assert layout.params == tuple(net.parameters())
+    assert len(layout) == 6
+    assert layout.data.shape == layout.grad.shape == (7 * 3 + 7 + 5 * 7 + 5 + 5 + 1,)
+    assert_tiles(list(layout.slots), layout.grad)
+    assert "6 parameters" in repr(layout)
+    backward(net, *data())
+    assert all(p.grad is slot for p, slot in zip(net.parameters(), layout.slots, strict=True))
+    assert layout.holds()
+    net[0].weight.data = net[0].weight.detach().clone()
+    assert not layout.holds()
+
+
+def test_tensors_can_be_flattened_without_a_module() -> None:
+    params = [torch.ones(2, 3), torch.zeros(4)]
+    (layout,) = hn.flatten_parameters(params)
+    assert layout.params == tuple(params)
+    assert_tiles(params, layout.data)
+    with pytest.raises(ValueError, match="parameters 'parameter 0' and 'parameter 1' share"):
+        hn.flatten_parameters([params[0], params[0]])

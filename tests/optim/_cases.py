@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import Tensor
 
-import handgrad.optim._common as common
+import handgrad.optim._base as common
 from tests.optim.harness import (
     assert_matches_torch,
     assert_same_error,

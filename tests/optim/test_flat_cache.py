@@ -1,11 +1,11 @@
-"""The flat path's caches (handgrad/optim/_flat.py, FlatAdam in adam.py) never go stale.
+"""The flat path's records (handgrad/optim/_flat.py, FlatAdam in adam.py) never go stale.
 
-A flat group keeps the settings it read from its group and, for Adam, a prepared update
-(:class:`FlatAdam`) while the group's entries are the same objects; it keeps its layout
-record while parameters, gradients and state are the same tensors. Each test changes one of
-those between steps the way a user or a scheduler would, and checks that the next steps are
-still bit for bit torch.optim's on separate copies: a stale cache would apply an old learning
-rate, update a state tensor nobody reads any more, or count steps wrongly, and fail.
+A flat group keeps its flat state while each parameter's state entries are the views it
+handed out, and Adam keeps a prepared update (:class:`FlatAdam`) while the group's entries
+are the same objects. Each test changes one of those between steps the way a user or a
+scheduler would, and checks that the next steps are still bit for bit torch.optim's on
+separate copies: a stale record would apply an old learning rate, update a state tensor
+nobody reads any more, or count steps wrongly, and fail.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from handgrad.optim import Adam, AdamW
-from handgrad.optim._flat import flat_cache
+from handgrad.optim._base import flat_updates
 from handgrad.optim.adam import FlatAdam
 from tests.optim.test_flat_groups import Flat, assert_same, steps_match
 
@@ -35,9 +35,7 @@ def _pair(
 
 
 def _plan(optimizer: Adam) -> Any:
-    flat = flat_cache(optimizer).groups[0]
-    assert flat is not None
-    return flat.plan
+    return optimizer.__dict__["_handgrad_flat_adam"][id(optimizer.param_groups[0])]
 
 
 @pytest.mark.parametrize("cls", [Adam, AdamW])
@@ -46,7 +44,7 @@ def test_the_lean_update_is_taken_and_bitwise_torchs(cls: type[Adam], dtype: tor
     flat, reference, ours, theirs = _pair(cls, dtype, lr=0.01, betas=(0.8, 0.95), eps=1e-6)
     steps_match(flat, reference, ours, theirs, 20)
     assert isinstance(_plan(ours), FlatAdam)
-    assert flat_cache(ours).updates == 20
+    assert flat_updates(ours) == 20
 
 
 def _set(key: str, value: Any) -> Callable[[torch.optim.Optimizer], None]:
@@ -62,7 +60,7 @@ def _set(key: str, value: Any) -> Callable[[torch.optim.Optimizer], None]:
         _set("lr", 0.05),
         _set("betas", (0.5, 0.9)),
         _set("eps", 1e-2),
-        _set("weight_decay", 0.3),  # L2 decay: off the lean update, onto the generic body
+        _set("weight_decay", 0.3),  # L2 decay: off FlatAdam, onto the plain body
         _set("maximize", True),
         _set("foreach", False),  # off the flat path altogether (torch's reference body)
     ],
@@ -85,7 +83,7 @@ def test_a_scheduler_assigning_lr_every_step_is_followed() -> None:
         steps_match(flat, reference, ours, theirs, 1)
         for scheduler in schedulers:
             scheduler.step()
-    assert flat_cache(ours).updates == 8
+    assert flat_updates(ours) == 8
 
 
 def test_a_tensor_lr_changed_in_place_is_followed() -> None:
@@ -96,7 +94,7 @@ def test_a_tensor_lr_changed_in_place_is_followed() -> None:
     for optimizer in (ours, theirs):
         optimizer.param_groups[0]["lr"].fill_(0.1)
     steps_match(flat, reference, ours, theirs, 3)
-    assert flat_cache(ours).updates == 6
+    assert flat_updates(ours) == 6
 
 
 def test_a_state_tensor_replaced_by_hand_is_updated() -> None:
@@ -127,7 +125,7 @@ def test_load_state_dict_mid_run_replaces_the_cached_group() -> None:
     for optimizer in (ours, theirs):
         optimizer.load_state_dict(copy.deepcopy(saved))  # state tensors of their own
     steps_match(flat, reference, ours, theirs, 3)
-    assert flat_cache(ours).updates == 6
+    assert flat_updates(ours) == 6
 
 
 def test_a_new_param_group_leaves_the_cached_one_correct() -> None:
@@ -142,7 +140,7 @@ def test_a_new_param_group_leaves_the_cached_one_correct() -> None:
         extra_theirs.grad = torch.full_like(extra_theirs, 0.5)
         steps_match(flat, reference, ours, theirs, 1)
     assert_same([extra_ours], [extra_theirs])
-    assert flat_cache(ours).updates == 3 + 6  # both groups are flat (one tensor tiles itself)
+    assert flat_updates(ours) == 3 + 3  # the new group is no layout: per-parameter
 
 
 def test_a_state_dict_replaced_by_hand_is_followed() -> None:

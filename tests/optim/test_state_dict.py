@@ -11,37 +11,14 @@ import torch
 
 import handgrad.optim as hg
 from tests.optim.harness import assert_matches_torch, assert_state_dict_handover
+from tests.optim.rows import ROWS
 
-# Hyperparameters that create every state key each optimizer has.
+# Hyperparameters that create every state key each optimizer has (the rows' handover ones;
+# the handover itself is in test_against_torch.py).
 FULL_STATE: list[Any] = [
-    pytest.param(hg.SGD, torch.optim.SGD, {"lr": 0.05, "momentum": 0.9, "nesterov": True},
-                 id="SGD"),
-    pytest.param(hg.RMSprop, torch.optim.RMSprop,
-                 {"lr": 0.01, "momentum": 0.5, "centered": True, "weight_decay": 0.1},
-                 id="RMSprop"),
-    pytest.param(hg.Adam, torch.optim.Adam, {"lr": 0.02, "amsgrad": True, "weight_decay": 0.1},
-                 id="Adam"),
-    pytest.param(hg.AdamW, torch.optim.AdamW, {"lr": 0.02, "amsgrad": True}, id="AdamW"),
-    pytest.param(hg.Adamax, torch.optim.Adamax, {"lr": 0.02}, id="Adamax"),
-    pytest.param(hg.NAdam, torch.optim.NAdam, {"lr": 0.02, "weight_decay": 0.1}, id="NAdam"),
-    pytest.param(hg.RAdam, torch.optim.RAdam, {"lr": 0.02, "betas": (0.9, 0.9)}, id="RAdam"),
-]  # fmt: skip
+    pytest.param(row.ours, row.theirs, row.handover, id=row.name) for row in ROWS
+]
 DIRECTIONS = ["torch_to_ours", "ours_to_torch"]
-
-
-@pytest.mark.parametrize("direction", DIRECTIONS)
-@pytest.mark.parametrize(("ours", "theirs", "hyperparams"), FULL_STATE)
-def test_state_dict_handover_mid_run(
-    ours: Any,
-    theirs: Any,
-    hyperparams: dict[str, Any],
-    direction: str,
-    dtype: torch.dtype,
-    device: torch.device,
-) -> None:
-    assert_state_dict_handover(
-        ours, theirs, hyperparams, direction=direction, dtype=dtype, device=device
-    )
 
 
 @pytest.mark.parametrize(("ours", "theirs", "hyperparams"), FULL_STATE)

@@ -44,7 +44,9 @@ def register(subparsers: Any) -> None:
         "--optimizers",
         default=DEFAULT_OPTIMIZERS,
         help=(
-            "comma-separated lowercase torch.optim names, plus 'momentum' and 'nesterov' "
+            "comma-separated lowercase optimizer names: torch.optim's, lion, "
+            "sgdschedulefree, adamwschedulefree, prodigy, adan, lamb, adopt, soap, plus "
+            "'momentum' and 'nesterov' "
             f"(SGD with momentum 0.9) (default: {DEFAULT_OPTIMIZERS})"
         ),
     )

@@ -39,11 +39,13 @@ _FAMILY = {
     "radam": "sgd",
     "momentum": "momentum",
     "nesterov": "momentum",
+    "sgdschedulefree": "sgd",
 }
 # Adagrad's steps shrink like lr/√t, so it needs a larger lr to cover the same ground.
 _ADAPTIVE_LR_FACTOR = {"adagrad": 10.0}
 # Adadelta learns its own step scale; its lr is a multiplier, torch's default being 1.
-_FIXED_LR = {"adadelta": 1.0}
+# Prodigy estimates its step size d; lr (1 by default) only scales that estimate.
+_FIXED_LR = {"adadelta": 1.0, "prodigy": 1.0}
 
 _UNSUPPORTED = {
     "lbfgs": "it needs a closure that re-evaluates the function",
@@ -140,6 +142,12 @@ def run_trajectory(
     cls, extra = resolve_optimizer(optimizer, lookup)
     p = torch.tensor(start, dtype=torch.float64)
     opt = cls([p], lr=lr, **extra)
+    # A schedule-free optimizer (one with train()/eval()) steps in train mode, where p holds
+    # the point its gradients are taken at; the path drawn is its averaged point, which
+    # eval() puts in p (and train() takes back out) after every step.
+    schedule_free = callable(getattr(opt, "train", None))
+    if schedule_free:
+        opt.train()
 
     points = torch.empty(steps + 1, 2, dtype=torch.float64)
     values = torch.empty(steps + 1, dtype=torch.float64)
@@ -149,12 +157,16 @@ def run_trajectory(
     for step in range(1, steps + 1):
         p.grad = torch.stack(function.gradient(p[0], p[1]))
         opt.step()
+        if schedule_free:
+            opt.eval()
         value = function.value(p[0], p[1])
         if not (bool(torch.isfinite(p).all()) and math.isfinite(float(value))):
             diverged_at = step
             break
         points[step] = p
         values[step] = value
+        if schedule_free:
+            opt.train()
     kept = steps + 1 if diverged_at is None else diverged_at
     return Trajectory(
         optimizer=_canonical(optimizer),

@@ -15,8 +15,9 @@ A training step, with any torch.optim optimizer::
     net.backward(loss_fn.backward(), input_grad=False)  # the input needs no gradient
     optimizer.step()
 
-``flatten_parameters(net)`` lays every parameter (and gradient) end to end in one buffer, so
-that an optimizer can update a small network with a few kernel calls.
+``flatten_parameters(net)`` lays every parameter (and gradient) end to end in one buffer (a
+``FlatLayout``), so that an optimizer built afterwards updates a small network with a few
+kernel calls.
 ``from_torch``/``to_torch`` convert networks of these layers both ways (weights copied);
 ``handgrad.check.check_module`` verifies any module's backward, yours included
 (docs/writing-a-layer.md).
@@ -42,7 +43,7 @@ from handgrad.nn.conv import Conv1d, Conv2d, ConvTranspose2d
 from handgrad.nn.convert import TorchResidual, from_torch, register_conversion, to_torch
 from handgrad.nn.dropout import Dropout2d
 from handgrad.nn.embedding import Embedding
-from handgrad.nn.flat import flatten_parameters
+from handgrad.nn.flat import FlatLayout, flatten_parameters
 from handgrad.nn.global_dropout import GlobalBatchDropout
 from handgrad.nn.gpt import GPT
 from handgrad.nn.gpt_torch import TorchGPT
@@ -72,6 +73,7 @@ __all__ = [
     "Dropout",
     "Dropout2d",
     "Embedding",
+    "FlatLayout",
     "Flatten",
     "GlobalBatchDropout",
     "GroupNorm",

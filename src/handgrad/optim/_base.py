@@ -1,160 +1,222 @@
-"""The step loop that the element-wise optimizers share; each keeps its own update rule.
+"""handgrad.optim.Optimizer: the step loop every handgrad optimizer shares; each keeps its rule.
 
-An element-wise optimizer (Adam, RMSprop, Adadelta, ...) updates every parameter from its
-gradient and a few per-parameter state tensors of the same shape. What differs between them
-is only the update rule; this base owns the rest: the closure, the loop over groups, lazy
-state creation, the choice between the multi-tensor and the tensor-at-a-time body, and the
-group flags that older pickles lack. Still a plain :class:`torch.optim.Optimizer` subclass,
-never a torch optimizer.
+An optimizer is its update rule. This base owns everything around it, once: the closure,
+the loop over groups, each parameter's state (made at its first step), the step count,
+lists per device and dtype, complex parameters as (Re, Im) pairs, the choice of body, the
+group flags older state_dicts lack, and the flat fast path. It is a plain
+:class:`torch.optim.Optimizer` subclass (never a torch optimizer), so schedulers, hooks,
+``state_dict``/``load_state_dict`` and pickling behave as torch's.
 
-Flat groups (``_flat.py``). A group is flat at a step when every parameter has a dense
-gradient, the parameters are contiguous tensors of one dtype and device that tile one memory
-range in order (each starts where the previous ends, in one storage), the gradients tile a
-range the same way, and each state key's tensors do too, with equal ``step`` counts.
-``handgrad.nn.flatten_parameters`` lays a module out like that; torch.nn users can build it by
-hand. A class with ``flat_updates`` (Adam, AdamW, Adamax, RMSprop, Adadelta) then runs its
-tensor-at-a-time body once, on 1-D views spanning the whole group: a handful of kernel calls
-per step instead of a handful per parameter, which is most of a small network's step
-(1-100-1: 4 tensors, 301 elements). Every element sees the same operations and scalars as
-in the per-parameter update, so the results are the same bits (tested against torch.optim).
-State created at a flat group's first step lives in flat buffers (each ``state[p][key]`` a
-view; ``step`` a 0-d view), so later steps stay flat; state that does not tile (after
-``load_state_dict``) is copied into flat buffers once. The layout is re-checked at every step
-against a cached record (identities and data pointers: a replaced ``.grad``, re-homed or
-moved parameters, new state or a new param group fail it) and any mismatch takes the
-per-parameter path, never a different answer. ``_flat.flat_cache(opt).updates`` counts the
-flat group updates.
+A subclass declares (docs/writing-an-optimizer.md builds Lion this way)::
+
+    class Lion(Optimizer):
+        state_keys = ("exp_avg",)      # what each parameter keeps: zeros like it at first
+        elementwise = True             # each element's update reads only that element
+
+        def update(self, group, params, grads, state):
+            ...                        # the rule, on lists (torch._foreach_* ops)
+
+How a step runs, for each parameter group:
+
+1. Parameters without a gradient are skipped (as torch.optim does). A sparse gradient is
+   refused with RuntimeError unless the class sets ``sparse_gradients``.
+2. ``capturable=True`` off the devices torch allows it on raises AssertionError, as torch;
+   :meth:`Optimizer.check` refuses what else torch refuses at step time (default: nothing).
+3. A parameter without state gets :meth:`Optimizer.init_state` (default: zeros like it for
+   every key of :meth:`Optimizer.kept_state`; ``step`` a 0-d float tensor as torch makes it).
+4. ``step``, if kept, is counted here: +1 for every parameter with a gradient, before the
+   rule runs. The rule reads it (``t.item()``) and never increments it.
+5. The rule runs on lists that share one device and dtype, complex tensors as real views
+   (…, 2) unless ``complex_as_real`` is False: ``update(group, params, grads, state)``,
+   ``state[key]`` a list parallel to ``params``. Which body runs:
+
+   - ``update``: the rule on lists (multi-tensor). Required, and the only body a subclass
+     needs: it runs on every layout (0-d to n-d, float16 to complex, any size, flat groups).
+   - ``update_single`` (optional): the rule one tensor at a time, in torch's single-tensor
+     order; run for ``foreach=False``, ``differentiable=True`` and sparse gradients.
+   - ``update_large`` (optional, a fast path): tensors of at least
+     :data:`LARGE_TENSOR_ELEMENTS` elements, each on its own: all of its operations in a
+     row while it is in cache, temporaries in reused buffers (:attr:`Optimizer.scratch`).
+   - ``update_flat`` (optional, a fast path): flat groups (below).
+
+   A fast path is the same rule, measured at least 10% faster than ``update`` on a
+   benchmark row (the figure beside it) and tested to give ``update``'s bits
+   (tests/optim/test_against_torch.py, test_flat_groups.py).
+
+The flat fast path (``_flat.py``). A group whose parameters are exactly one
+:class:`handgrad.nn.FlatLayout`'s parameters, in order, is recognised when the group is
+added (and after ``load_state_dict`` or unpickling). If the class is ``elementwise`` and the
+layout float32, float64 or complex, the group runs as one tensor: the same rule on lists of
+one (the layout's parameter and gradient buffers, and the state laid out the same way), a
+few kernel calls per step for the whole network. Each step first checks, cheaply, that the
+layout still holds (the parameters where the layout put them, each ``.grad`` its slot, the
+state the flat state with equal step counts); on any mismatch that step runs the
+per-parameter path: the same answer, slower. State that is not shaped like the parameters
+(NAdam's ``mu_product``) keeps a group per-parameter.
 
 Per-call overhead matters at that size (a 1-100-1 network's step is ~20 µs of kernels), so
 ``step()`` calls torch's profiling/hook wrapper only while a profiler runs or a step hook is
 registered, and ``zero_grad()`` skips torch's profiler scope when no profiler runs; both
-behave as torch's otherwise.
+behave as torch's otherwise (see :mod:`handgrad._compat`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
-from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 
-from ._common import (
+from handgrad import _compat
+from handgrad.nn.flat import layout_of
+from handgrad.optim._common import (
+    Scratch,
+    check_capturable,
     fast_path,
+    group_by_device_and_dtype,
+    increment_steps,
     new_step,
-    params_with_grads,
+    real_view,
     restore_tensor_steps,
-    route,
-    scratch_of,
-    squeeze_scalar,
 )
-from ._flat import FlatGroup, build_flat_group, flat_cache
+from handgrad.optim._flat import FlatGroup
+
+Lists = dict[str, list[Any]]
+
+# float16 and bfloat16 layouts stay per-parameter: their CPU kernels compute in float32 and
+# round differently in the vectorised part of a tensor than in its tail, so one flat tensor
+# and separate tensors can differ in the last bit (measured: SGD in float16).
+_FLAT_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
+
+# At least this many elements: a tensor goes to ``update_large`` where a class has one. All
+# of its operations then run in a row while its data is still in cache, with temporaries in
+# reused buffers: faster than one multi-tensor kernel per operation, which streams every
+# tensor through memory once per operation and allocates fresh temporaries
+# (benchmarks/bench_optim.py, "4 params of 1M": Adam 0.36x of torch foreach with it, 1.04x
+# without, one thread; measured for issue 12).
+LARGE_TENSOR_ELEMENTS = 1 << 16
 
 
-class ElementwiseOptimizer(torch.optim.Optimizer):
-    """A torch.optim.Optimizer whose ``step()`` hands per-parameter lists to two bodies.
+class Optimizer(torch.optim.Optimizer):
+    """A torch.optim.Optimizer whose ``step()`` is written once: a subclass writes its rule.
 
-    A subclass declares:
+    Class attributes a subclass sets:
 
-    - ``body_lists``: the lists its bodies take, in argument order: ``"params"``, ``"grads"``,
-      then state keys. A state key the group does not keep (see :meth:`_state_keys`) arrives
-      as an empty list.
-    - ``hyperparameters``: the group entries handed to the bodies as keywords (``"betas"``
-      is handed over as ``beta1`` and ``beta2``); or it overrides :meth:`_settings`.
-    - ``flag_defaults``: group flags an older pickle may lack (``__setstate__`` fills them).
-    - ``sparse_error``: torch's RuntimeError message for a sparse gradient.
-    - :meth:`_single_tensor` and :meth:`_multi_tensor`: the two bodies of its update rule.
+    - ``state_keys``: the state each parameter keeps, in the order the rule reads it;
+      ``"step"`` is a 0-d count the base keeps. The state holds exactly these keys (see
+      :meth:`kept_state` for keys a group keeps only with some options).
+    - ``elementwise``: True when each element's new value depends only on that element's
+      parameter, gradient and state (Adam, SGD, Lion): then a flat group may run as one
+      tensor. False (the default) for rules that look at a whole tensor (norms, matrices).
+    - ``flag_defaults``: group entries an older state_dict or pickle may lack, and their
+      values (torch's defaults); filled in after ``load_state_dict`` and unpickling.
+    - ``sparse_gradients``: True when ``update_single`` takes sparse gradients; else a
+      sparse gradient raises RuntimeError(``sparse_error`` or "<Class> does not support
+      sparse gradients").
+    - ``scalar_state``: 0-d state keys older pickles stored as Python numbers (``step``).
+    - ``complex_as_real``: complex tensors reach the rule as real views (…, 2) (default;
+      torch's convention for rules that are not complex-linear). False: as they are (SGD,
+      whose rule is linear, as torch's SGD runs it).
 
-    With ``splits_large_tensors`` (the default) the fast path sends tensors of at least
-    ``LARGE_TENSOR_ELEMENTS`` elements to the tensor-at-a-time body with scratch buffers
-    (``scratch=`` keyword) and the others to the multi-tensor body; without it a group runs
-    one body or the other as a whole.
-
-    With ``flat_updates`` a flat group (see the module docstring) hands its bodies one 1-D
-    tensor per list; its steps arrive as one 1-D tensor of equal counts (read them with
-    :func:`step_value`).
-
-    Hooks a subclass may override where torch's bookkeeping differs: :meth:`_state_keys`
-    (optional state), :meth:`_init_state` (state that does not start at zeros),
-    :meth:`_check_params` (step-time refusals), :meth:`_fast` and :meth:`_settings`.
+    Methods: :meth:`update` (required), ``update_single``/``update_large``/``update_flat``
+    (optional bodies, see the module docstring), :meth:`kept_state`, :meth:`init_state`
+    and :meth:`check`.
     """
 
-    body_lists: ClassVar[tuple[str, ...]]
-    hyperparameters: ClassVar[tuple[str, ...]] = ()
+    state_keys: ClassVar[tuple[str, ...]] = ()
+    elementwise: ClassVar[bool] = False
     flag_defaults: ClassVar[dict[str, Any]] = {}
+    sparse_gradients: ClassVar[bool] = False
     sparse_error: ClassVar[str | None] = None
-    # 0-d state that old pickles stored as Python numbers.
     scalar_state: ClassVar[tuple[str, ...]] = ("step",)
-    splits_large_tensors: ClassVar[bool] = True
-    flat_updates: ClassVar[bool] = False
+    complex_as_real: ClassVar[bool] = True
+
+    # Optional bodies (same signature as update); None: not provided.
+    update_single: Callable[..., None] | None = None
+    update_large: Callable[..., None] | None = None
+    update_flat: Callable[..., None] | None = None
+
+    # -- what a subclass writes --------------------------------------------------------------
+
+    def update(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
+    ) -> None:
+        """The update rule on lists of one device and dtype (complex as real views).
+
+        ``state[key]`` is the list of the parameters' state tensors for each key of
+        :meth:`kept_state`, ``state["step"]`` already counts this step. Update ``params`` and
+        the state in place; never write into ``grads`` (they are the caller's ``.grad``).
+        """
+        raise NotImplementedError(f"{type(self).__name__} must define update()")
+
+    def kept_state(self, group: dict[str, Any]) -> tuple[str, ...]:
+        """The state keys this group keeps (default: ``state_keys``); e.g. Adam keeps
+        ``max_exp_avg_sq`` only with ``amsgrad``."""
+        return self.state_keys
+
+    def init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
+        """The state of ``p`` at its first step: for each kept key, zeros shaped like ``p``
+        (``step``: a 0-d zero as torch makes it). Override for state that starts elsewhere;
+        a key left out (SGD's momentum buffer, which starts as the first gradient) arrives in
+        :meth:`update` as None, and the tensor the rule puts in its place is kept."""
+        state: dict[str, Tensor] = {}
+        for key in self.kept_state(group):
+            if key == "step":
+                state["step"] = new_step(
+                    p, on_param_device=bool(group.get("capturable")), fused=group.get("fused")
+                )
+            else:
+                state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return state
+
+    def check(self, group: dict[str, Any], params: list[Tensor]) -> None:
+        """Refusals torch makes at step time for a group's parameters (default: none)."""
+
+    @property
+    def scratch(self) -> Scratch:
+        """Reusable temporaries for tensor-at-a-time bodies (not state: never saved)."""
+        scratch = self.__dict__.get("_handgrad_scratch")
+        if scratch is None:
+            scratch = self.__dict__["_handgrad_scratch"] = Scratch()
+        return scratch
+
+    # -- torch.optim.Optimizer's contract ----------------------------------------------------
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """torch's ``add_param_group``; a group that is one flat layout is recognised here."""
+        super().add_param_group(param_group)
+        self._recognise(self.param_groups[-1])
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        """torch's, then the group flags older state_dicts lack (``flag_defaults``), numbers
+        saved for 0-d state made tensors again, and flat groups recognised afresh (torch's
+        ``load_state_dict`` ends here too)."""
         super().__setstate__(state)
         for group in self.param_groups:
             for name, default in self.flag_defaults.items():
                 group.setdefault(name, default)
         restore_tensor_steps(self, keys=self.scalar_state)
+        self.__dict__["_handgrad_flat"] = {}
+        for group in self.param_groups:
+            self._recognise(group)
 
-    def _state_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
-        """The state tensors this group keeps (default: every state key in ``body_lists``)."""
-        return tuple(key for key in self.body_lists if key not in ("params", "grads"))
+    def register_step_pre_hook(self, hook: Callable[..., Any]) -> Any:
+        """torch's; from now on ``step()`` runs through torch's hook wrapper."""
+        self.__dict__["_handgrad_hooked"] = True
+        return super().register_step_pre_hook(hook)
 
-    def _init_state(self, p: Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
-        """First step of ``p``: a zero ``step`` and zeros shaped as ``p`` for the other keys."""
-        state["step"] = new_step(
-            p, on_param_device=bool(group.get("capturable")), fused=group.get("fused")
-        )
-        for key in self._state_keys(group):
-            if key != "step":
-                state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
-
-    def _check_params(self, group: dict[str, Any], params: list[Tensor]) -> None:
-        """Refusals torch makes at step time for a group's parameters (default: none)."""
-
-    def _fast(self, group: dict[str, Any], lists: dict[str, list[Tensor]]) -> bool:
-        """Whether the group takes the fast path (default: :func:`fast_path`)."""
-        return fast_path(group)
-
-    def _settings(self, group: dict[str, Any]) -> dict[str, Any]:
-        """The keyword arguments of the bodies, read from the group (a tensor lr as 0-d)."""
-        settings = {name: group[name] for name in self.hyperparameters if name != "betas"}
-        if "betas" in self.hyperparameters:
-            settings["beta1"], settings["beta2"] = group["betas"]
-        if "lr" in settings:
-            settings["lr"] = squeeze_scalar(settings["lr"])
-        return settings
-
-    def _single_tensor(self, *lists: list[Tensor], **settings: Any) -> None:
-        """The update rule one tensor at a time (the readable reference body)."""
-        raise NotImplementedError
-
-    def _multi_tensor(self, *lists: list[Tensor], **settings: Any) -> None:
-        """The update rule on whole lists of tensors (``torch._foreach_*``)."""
-        raise NotImplementedError
-
-    def _group_tensors(self, group: dict[str, Any]) -> dict[str, list[Tensor]]:
-        """Parameters with gradients and their state, created lazily on the first step."""
-        params, grads = params_with_grads(group, self.sparse_error)
-        lists: dict[str, list[Tensor]] = {key: [] for key in self.body_lists}
-        lists["params"], lists["grads"] = params, grads
-        kept = self._state_keys(group)
-        for p in params:
-            state = self.state[p]
-            if len(state) == 0:
-                self._init_state(p, group, state)
-            for key in kept:
-                lists[key].append(state[key])
-        return lists
+    def register_step_post_hook(self, hook: Callable[..., Any]) -> Any:
+        """torch's; from now on ``step()`` runs through torch's hook wrapper."""
+        self.__dict__["_handgrad_hooked"] = True
+        return super().register_step_post_hook(hook)
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One step for every parameter that has a gradient; returns ``closure()``."""
-        if type(self).step is ElementwiseOptimizer.step and (
-            self._optimizer_step_pre_hooks
-            or self._optimizer_step_post_hooks
-            or _global_optimizer_pre_hooks
-            or _global_optimizer_post_hooks
-            or torch.autograd._profiler_enabled()
+        if type(self).step is Optimizer.step and (
+            "_handgrad_hooked" in self.__dict__
+            or _compat.global_step_hooks_registered()
+            or _compat.profiler_enabled()
         ):
             return self._hooked_step() if closure is None else self._hooked_step(closure)
         return self._step(closure)
@@ -163,97 +225,10 @@ class ElementwiseOptimizer(torch.optim.Optimizer):
     # costs ~8 µs per call, so ours is marked as wrapped and calls the wrapper when needed.
     step.hooked = True  # type: ignore[attr-defined]
 
-    def _step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        # torch.no_grad() as a decorator costs a few µs per call; the switch itself does not.
-        grad_was_enabled = torch.is_grad_enabled()
-        torch._C._set_grad_enabled(False)
-        try:
-            for index, group in enumerate(self.param_groups):
-                if not (self.flat_updates and self._flat_step(index, group)):
-                    self._group_step(group)
-        finally:
-            torch._C._set_grad_enabled(grad_was_enabled)
-        return loss
-
-    _hooked_step = torch.optim.Optimizer.profile_hook_step(_step)
-
-    def _flat_step(self, index: int, group: dict[str, Any]) -> bool:
-        """The update of a flat group as one tensor; False (nothing done) if it is not flat.
-
-        While the group's entries are the same objects as at the last step (no scheduler
-        assigned ``lr``, no flag flipped), the flags, state keys and body keywords read then
-        are used again; any change reads them afresh.
-        """
-        cache = self.__dict__.get("_handgrad_flat") or flat_cache(self)
-        flat = cache.groups.get(index)
-        if flat is not None and flat.same_settings(group):
-            keys, settings = flat.keys, flat.settings
-        else:
-            if not fast_path(group) or group.get("capturable"):
-                return False
-            keys, settings = self._state_keys(group), None
-        if flat is None or not flat.current(group, self.state, keys):
-            flat = build_flat_group(
-                group, self.state, keys, lambda p, state: self._init_state(p, group, state)
-            )
-            cache.groups[index] = flat
-            if flat is None:
-                return False
-            if settings is not None:  # still the group's: only the layout was rebuilt
-                flat.remember_settings(group, settings)
-        if settings is None:
-            settings = self._settings(group)
-            flat.remember_settings(group, settings)
-        if type(self)._check_params is not ElementwiseOptimizer._check_params:
-            self._check_params(group, [flat.param])
-        self._flat_update(flat, settings)
-        cache.updates += 1
-        return True
-
-    def _flat_update(self, flat: FlatGroup, settings: dict[str, Any]) -> None:
-        """The update rule on a flat group: the tensor-at-a-time body on the 1-D views.
-
-        One tensor at a time, i.e. once (with reused scratch temporaries where the body takes
-        them): cheaper than a multi-tensor call on one-tensor lists, and the same operations
-        (the same bits). A subclass may run a leaner equivalent (Adam does).
-        """
-        lists = flat.lists
-        if lists is None:
-            lists = flat.lists = _flat_lists(flat, self.body_lists)
-        if self.splits_large_tensors:
-            self._single_tensor(*lists, scratch=scratch_of(self), **settings)
-        else:
-            self._single_tensor(*lists, **settings)
-
-    def _group_step(self, group: dict[str, Any]) -> None:
-        """The per-parameter update of one group (multi-tensor lists, large tensors alone)."""
-        lists = self._group_tensors(group)
-        if not lists["params"]:
-            return
-        self._check_params(group, lists["params"])
-        settings = self._settings(group)
-        fast = self._fast(group, lists)
-        if not self.splits_large_tensors:
-            body = self._multi_tensor if fast else self._single_tensor
-            body(*(lists[key] for key in self.body_lists), **settings)
-            return
-        multi, single = route(lists, fast)
-        if multi["params"]:
-            self._multi_tensor(*(multi[key] for key in self.body_lists), **settings)
-        if single["params"]:
-            scratch = scratch_of(self) if fast else None
-            self._single_tensor(
-                *(single[key] for key in self.body_lists), scratch=scratch, **settings
-            )
-
     def zero_grad(self, set_to_none: bool = True) -> None:
         """torch's ``zero_grad``; with ``set_to_none`` and no profiler running, without its
         profiler scope (a few µs per call that a small network's step notices)."""
-        if not set_to_none or torch.autograd._profiler_enabled():
+        if not set_to_none or _compat.profiler_enabled():
             super().zero_grad(set_to_none)
             return
         for group in self.param_groups:
@@ -261,17 +236,158 @@ class ElementwiseOptimizer(torch.optim.Optimizer):
                 if p.grad is not None:
                     p.grad = None
 
+    # -- the step ------------------------------------------------------------------------------
 
-def _flat_lists(flat: FlatGroup, body_lists: tuple[str, ...]) -> list[list[Tensor]]:
-    """A flat group's arguments for a body: one tensor per list (none for state not kept)."""
-    lists: list[list[Tensor]] = []
-    for key in body_lists:
-        if key == "params":
-            lists.append([flat.param])
-        elif key == "grads":
-            lists.append([flat.grad])
-        elif key in flat.buffers:
-            lists.append([flat.buffers[key]])
-        else:
-            lists.append([])
-    return lists
+    def _step(self, closure: Callable[[], Any] | None = None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        grad_was_enabled = torch.is_grad_enabled()
+        torch.set_grad_enabled(False)  # the updates are not recorded (a leaf may require grad)
+        try:
+            flats: dict[int, FlatGroup] = self.__dict__.get("_handgrad_flat") or {}
+            for group in self.param_groups:
+                flat = flats.get(id(group))
+                if flat is None or flat.group is not group or not self._flat_step(flat):
+                    self._group_step(group)
+        finally:
+            torch.set_grad_enabled(grad_was_enabled)
+        return loss
+
+    _hooked_step = torch.optim.Optimizer.profile_hook_step(_step)
+
+    def _group_step(self, group: dict[str, Any]) -> None:
+        """The per-parameter update of one group."""
+        params, grads, sparse = self._params_with_grads(group)
+        if not params:
+            return
+        if group.get("capturable"):
+            check_capturable(True, params)
+        self.check(group, params)
+        keys = self.kept_state(group)
+        tables = []
+        if keys:  # a rule without state makes no state entries (torch makes none)
+            states = self.state
+            for p in params:
+                table = states[p]
+                if not table:
+                    table.update(self.init_state(p, group))
+                tables.append(table)
+        lists: Lists = {key: [table.get(key) for table in tables] for key in keys}
+        if "step" in lists:
+            increment_steps(lists["step"])
+        single = self.update_single
+        if sparse or not fast_path(group):
+            self._run(single or self.update, group, params, grads, lists, tables)
+            return
+        large = self.update_large
+        if large is not None:
+            big = [p.numel() >= LARGE_TENSOR_ELEMENTS for p in params]
+            if any(big):
+                for part, body in ((False, self.update), (True, large)):
+                    chosen = [i for i, b in enumerate(big) if b == part]
+                    if chosen:
+                        self._run(body, group, [params[i] for i in chosen],
+                                  [grads[i] for i in chosen],
+                                  {k: [v[i] for i in chosen] for k, v in lists.items()},
+                                  [tables[i] for i in chosen] if tables else [])  # fmt: skip
+                return
+        self._run(self.update, group, params, grads, lists, tables)
+
+    def _run(
+        self,
+        body: Callable[..., None],
+        group: dict[str, Any],
+        params: list[Tensor],
+        grads: list[Tensor],
+        lists: Lists,
+        tables: list[dict[str, Any]],
+    ) -> None:
+        """``body`` on each (device, dtype) bucket, complex tensors as real views; state the
+        body created (where it found None) is kept."""
+        keys = list(lists)
+        columns = [lists[key] for key in keys]
+        # (``None in column`` would compare each tensor with None: slow.)
+        created = [i for i, column in enumerate(columns) if any(t is None for t in column)]
+        indices = list(range(len(params)))
+        for bucket in group_by_device_and_dtype([params, grads, indices, *columns]):
+            b_params, b_grads, b_indices, *b_columns = bucket
+            if self.complex_as_real and b_params[0].is_complex():
+                b_params, b_grads = _real(b_params), _real(b_grads)
+                b_columns = [_real(column) for column in b_columns]
+            b_state = dict(zip(keys, b_columns, strict=True))
+            body(group, b_params, b_grads, b_state)
+            for column in created:
+                for j, i in enumerate(b_indices):
+                    made = b_columns[column][j]
+                    if columns[column][i] is None and made is not None:
+                        if params[i].is_complex() and not made.is_complex():
+                            made = torch.view_as_complex(made)
+                        tables[i][keys[column]] = made
+
+    def _params_with_grads(self, group: dict[str, Any]) -> tuple[list[Tensor], list[Tensor], bool]:
+        """The group's parameters that have a gradient, those gradients, and whether any is
+        sparse (RuntimeError unless ``sparse_gradients``)."""
+        params, grads = [], []
+        sparse = False
+        for p in group["params"]:
+            grad = p.grad
+            if grad is None:
+                continue
+            if grad.is_sparse:
+                if not self.sparse_gradients:
+                    message = self.sparse_error or (
+                        f"{type(self).__name__} does not support sparse gradients"
+                    )
+                    raise RuntimeError(message)
+                sparse = True
+            params.append(p)
+            grads.append(grad)
+        return params, grads, sparse
+
+    # -- flat groups -----------------------------------------------------------------------------
+
+    def _recognise(self, group: dict[str, Any]) -> None:
+        """Remember ``group`` as flat if it is exactly one layout and the rule is elementwise."""
+        if not self.elementwise:
+            return
+        layout = layout_of(list(group["params"]))
+        if layout is None or layout.data.dtype not in _FLAT_DTYPES:
+            return
+        flats = self.__dict__.setdefault("_handgrad_flat", {})
+        flats[id(group)] = FlatGroup(group, layout)
+
+    def _flat_step(self, flat: FlatGroup) -> bool:
+        """The update of a recognised flat group as one tensor; False (nothing done) when the
+        layout does not hold this step (the per-parameter path then runs)."""
+        group = flat.group
+        if not fast_path(group) or group.get("capturable"):
+            return False
+        keys = self.kept_state(group)
+        ready = flat.ready(self.state, keys)
+        if not ready and (ready is False or not flat.adopt_state(self, keys)):
+            return False
+        if type(self).check is not Optimizer.check:
+            self.check(group, list(flat.layout.params))
+        flat.count_step()
+        body = self.update_flat
+        if body is None:
+            body = self.update
+            large = self.update_large
+            if large is not None and flat.layout.data.numel() >= LARGE_TENSOR_ELEMENTS:
+                body = large
+        body(group, *flat.arguments(self.complex_as_real))
+        self.__dict__["_handgrad_flat_updates"] = self.__dict__.get("_handgrad_flat_updates", 0) + 1
+        return True
+
+
+def _real(tensors: Iterable[Any]) -> list[Any]:
+    """Real views of complex tensors (None entries kept)."""
+    return [t if t is None else real_view(t) for t in tensors]
+
+
+def flat_updates(optimizer: torch.optim.Optimizer) -> int:
+    """How many group updates of ``optimizer`` took the flat path (tests read it to make sure
+    the path is taken where it should be)."""
+    return int(optimizer.__dict__.get("_handgrad_flat_updates", 0))

@@ -1,14 +1,17 @@
-"""Small pieces every handgrad optimizer shares: path selection, scalars, state and checks."""
+"""Small pieces the handgrad optimizers share: argument checks, scalars, steps and buffers.
+
+Nothing here is an update rule, and nothing here decides which body runs (``_base.py``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
-Kept = TypeVar("Kept")
+from handgrad import _compat
 
 # Multi-tensor kernels are a private torch API; without them every optimizer falls back to
 # its single-tensor body.
@@ -35,11 +38,6 @@ def as_float(value: float | Tensor) -> float:
     if isinstance(value, Tensor):
         return float(value.item())
     return float(value)
-
-
-def is_tensor_hyperparameter(value: object) -> bool:
-    """Whether a hyperparameter was given as a tensor (torch then keeps it on its device)."""
-    return isinstance(value, torch.Tensor)
 
 
 def squeeze_scalar(value: Any) -> Any:
@@ -126,9 +124,10 @@ def restore_tensor_steps(optimizer: torch.optim.Optimizer, keys: Iterable[str] =
 
 
 def group_by_device_and_dtype(
-    tensor_lists: Sequence[Sequence[Tensor]],
-) -> list[list[list[Tensor]]]:
-    """Split parallel lists into runs sharing the first list's (device, dtype).
+    tensor_lists: Sequence[Sequence[Any]],
+) -> list[list[list[Any]]]:
+    """Split parallel lists into runs sharing the first list's (device, dtype) (the first
+    list holds tensors; the others anything parallel to it).
 
     Multi-tensor kernels need one device and dtype per call. Lists shorter than the first
     (an absent optional state) come back empty.
@@ -169,37 +168,19 @@ def real_views(tensors: Sequence[Tensor]) -> list[Tensor]:
 _ONE = torch.tensor(1.0)
 
 
-def increment_steps(steps: list[Tensor], foreach: bool) -> None:
-    """``step += 1`` for every state step tensor."""
-    if foreach and steps:
-        if steps[0].is_cpu:
-            # The tensor overload is several times faster than the scalar one on many
-            # 0-d CPU tensors (measured: 200 steps, 0.2 ms vs 0.9 ms).
-            torch._foreach_add_(steps, _ONE, alpha=1.0)
-        else:
-            torch._foreach_add_(steps, 1.0)
-    else:
+def increment_steps(steps: list[Tensor]) -> None:
+    """``step += 1`` for every state step tensor (0-d counts, or a flat group's 1-D buffer)."""
+    if not steps:
+        return
+    if not FOREACH_AVAILABLE:
         for step in steps:
             step += 1
-
-
-def params_with_grads(
-    group: dict[str, Any], sparse_error: str | None
-) -> tuple[list[Tensor], list[Tensor]]:
-    """The group's parameters that have a gradient, and those gradients (others skipped).
-
-    ``sparse_error`` is torch's RuntimeError message for a sparse gradient (None: allowed).
-    """
-    params: list[Tensor] = []
-    grads: list[Tensor] = []
-    for p in group["params"]:
-        if p.grad is None:
-            continue
-        if sparse_error is not None and p.grad.is_sparse:
-            raise RuntimeError(sparse_error)
-        params.append(p)
-        grads.append(p.grad)
-    return params, grads
+    elif steps[0].is_cpu:
+        # The tensor overload is several times faster than the scalar one on many 0-d CPU
+        # tensors (measured: 200 steps, 0.2 ms vs 0.9 ms), and than ``+= 1`` on one.
+        torch._foreach_add_(steps, _ONE, alpha=1.0)
+    else:
+        torch._foreach_add_(steps, 1.0)
 
 
 def one_minus(beta: float | Tensor, dtype: torch.dtype) -> float:
@@ -210,12 +191,8 @@ def one_minus(beta: float | Tensor, dtype: torch.dtype) -> float:
 
 
 def step_value(step: Tensor) -> float:
-    """A ``state['step']`` (or other 0-d state) as a Python float.
-
-    A flat group (``_flat.py``) hands its bodies all of its steps as one 1-D tensor, whose
-    entries are equal: its first entry is the count.
-    """
-    return float(step.item()) if step.dim() == 0 else float(step.tolist()[0])
+    """A ``state['step']`` (or other 0-d state) as a Python float."""
+    return float(step.item())
 
 
 def step_values(steps: Sequence[Tensor]) -> list[float]:
@@ -229,18 +206,12 @@ def same_or_list(values: list[float]) -> float | list[float]:
     return first if all(v == first for v in values) else values
 
 
-# Above this many elements a tensor is updated on its own, all of its operations in a row
-# while its data is still in cache, with temporaries in reused scratch buffers: faster than
-# one multi-tensor kernel per operation, which streams every tensor through memory once per
-# operation and allocates fresh temporaries (benchmarks/bench_optim.py, "4 params of 1M").
-LARGE_TENSOR_ELEMENTS = 1 << 16
-
-
 class Scratch:
     """Reusable temporaries for tensor-at-a-time updates: flat buffers per (device, dtype).
 
     ``like(t, slot)`` is a buffer shaped as ``t`` whose contents are garbage; distinct slots
-    never alias. Kept on the optimizer, outside ``state``, so state_dicts are unaffected.
+    never alias. Kept on the optimizer (``Optimizer.scratch``), outside ``state``, so
+    state_dicts are unaffected.
     """
 
     def __init__(self) -> None:
@@ -264,18 +235,6 @@ class Scratch:
         view = buffer[: t.numel()].view(shape)
         self._views[view_key] = view
         return view
-
-
-def attached(optimizer: torch.optim.Optimizer, key: str, factory: Callable[[], Kept]) -> Kept:
-    """The object kept in ``optimizer.__dict__[key]``, made by ``factory()`` on first use.
-
-    Such objects (buffers, caches) are not optimizer state: torch's pickling and state dicts
-    leave them out, and they are made again on first use afterwards.
-    """
-    kept = optimizer.__dict__.get(key)
-    if kept is None:
-        kept = optimizer.__dict__[key] = factory()
-    return kept
 
 
 def add_sparse(
@@ -303,47 +262,24 @@ def add_sparse(
         dense.index_put_(tuple(indices), values if alpha is None else values * alpha, True)
 
 
-def scratch_of(optimizer: torch.optim.Optimizer) -> Scratch:
-    """The optimizer's :class:`Scratch`, created on first use (and after unpickling)."""
-    return attached(optimizer, "_handgrad_scratch", Scratch)
-
-
 def fast_path(group: dict[str, Any]) -> bool:
     """Whether a group takes our fast path: ``foreach`` not False, not ``differentiable``."""
     return resolve_foreach(group.get("foreach")) and not group.get("differentiable", False)
 
 
-def route(
-    lists: dict[str, list[Any]], fast: bool
-) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
-    """Split parallel per-parameter lists into (multi-tensor part, tensor-at-a-time part).
-
-    Off the fast path everything goes tensor-at-a-time (the reference body). On it, small
-    tensors go to the multi-tensor body and large ones (``LARGE_TENSOR_ELEMENTS``)
-    tensor-at-a-time with scratch buffers. Lists shorter than ``lists["params"]`` (absent
-    optional state) stay empty on both sides.
-    """
-    empty: dict[str, list[Any]] = {key: [] for key in lists}
-    if not fast:
-        return empty, lists
-    params = lists["params"]
-    large = [p.numel() >= LARGE_TENSOR_ELEMENTS for p in params]
-    if not any(large):
-        return lists, empty
-    if all(large):
-        return empty, lists
-    count = len(params)
-    small_part: dict[str, list[Any]] = {}
-    large_part: dict[str, list[Any]] = {}
-    for key, values in lists.items():
-        if len(values) != count:
-            small_part[key], large_part[key] = [], []
-            continue
-        small_part[key] = [v for v, big in zip(values, large, strict=True) if not big]
-        large_part[key] = [v for v, big in zip(values, large, strict=True) if big]
-    return small_part, large_part
-
-
 def out_like(scratch: Scratch | None, t: Tensor, slot: int = 0) -> Tensor | None:
     """An ``out=`` buffer shaped as ``t`` from ``scratch``, or None (allocate) without one."""
     return None if scratch is None else scratch.like(t, slot)
+
+
+# Where torch allows ``capturable=True``; elsewhere its step asserts.
+_CAPTURABLE_DEVICES = ("cuda", "xpu", "hpu", "xla", _compat.privateuse1_backend_name())
+
+
+def check_capturable(capturable: bool, tensors: Sequence[Tensor]) -> None:
+    """torch's check that ``capturable=True`` is only used on graph-capturable devices."""
+    if capturable and not all(t.device.type in _CAPTURABLE_DEVICES for t in tensors):
+        raise AssertionError(
+            "If capturable=True, params and state_steps must be on supported devices: "
+            f"{list(_CAPTURABLE_DEVICES)}."
+        )

@@ -1,187 +1,223 @@
-"""Flat groups: a parameter group that lives in one buffer is updated as one tensor.
+"""Flat groups: a parameter group that is one FlatLayout runs its rule as one tensor.
 
-A group is *flat* when its parameters are contiguous tensors of one dtype and device that
-tile one memory range in order (each starts where the previous one ends, in one storage),
-every one has a dense gradient, the gradients tile a range the same way, and each state
-key's tensors tile a range too, with all ``step`` counts equal. ``handgrad.nn``'s
-``flatten_parameters`` builds exactly that layout (users of torch.nn can build it by hand).
+:func:`handgrad.nn.flatten_parameters` lays a module's parameters end to end in one buffer
+and their gradients in another (a :class:`handgrad.nn.FlatLayout`). An optimizer recognises
+a group whose parameters are exactly one layout's, in order, when the group is added (see
+:class:`handgrad.optim.Optimizer`) and keeps a :class:`FlatGroup` for it. At the group's
+first flat step the optimizer's state for it is laid out the same way: one buffer per state
+key, each parameter's entry a view of its range (``step``: one 0-d view per parameter into a
+buffer of counts), so the rule runs once on the buffers instead of once per parameter. Every
+element sees the operations it would see in the per-parameter update, so the results are the
+same bits (tested against torch.optim).
 
-An element-wise update rule then runs once on 1-D views spanning the ranges instead of once
-per parameter: a few kernel calls per step whatever the number of tensors, which is what a
-small network's step costs (1-100-1: four tensors, 301 elements). Every element sees the
-same operations with the same scalars as in the per-parameter update, so the results are
-the same bits.
-
-:class:`FlatGroup` remembers the layout of one group; :meth:`FlatGroup.current` re-checks it
-at each step (pointers, shapes and state identities: a replaced ``.grad``, moved parameters,
-``load_state_dict`` or a new param group all fail it) and :func:`build_flat_group` rebuilds
-it, or returns None (the per-parameter path runs) on any mismatch.
+The check before each flat step (:meth:`FlatGroup.ready`) reads identities and data pointers
+the layout recorded, it infers nothing: the group still lists the layout's parameters; each
+is where the layout put it and its ``.grad`` is its slot (the same tensor object, still in
+the gradient buffer); each state entry is still the view the flat state gave it, with equal
+step counts. State that fails only the last check (after ``load_state_dict``, or an entry
+replaced by hand) is copied into new flat buffers once (:meth:`FlatGroup.adopt_state`);
+anything else runs the per-parameter path for that step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from itertools import chain
-from operator import is_, itemgetter
-from typing import Any
+from operator import attrgetter, is_, itemgetter
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from handgrad.optim._common import attached
+from handgrad.nn.flat import FlatLayout
+from handgrad.optim._common import real_view
+
+if TYPE_CHECKING:
+    from handgrad.optim._base import Optimizer
+
+_data_ptr = Tensor.data_ptr
+_grad_of = attrgetter("grad")
+_ONE = torch.tensor(1.0)
 
 
-def tiled_view(tensors: Sequence[Tensor]) -> Tensor | None:
-    """A 1-D view over ``tensors`` if they tile one memory range in order, else None.
+class FlatGroup:
+    """A parameter group recognised as ``layout``, and its state laid out flat (once made)."""
 
-    Each must be a dense contiguous tensor of the first one's dtype and device, in the
-    first one's storage, starting where the previous one ends.
-    """
-    first = tensors[0]
-    if first.layout != torch.strided:
-        return None
-    storage = first.untyped_storage().data_ptr()
-    dtype, device = first.dtype, first.device
-    size = first.element_size()
-    expected = first.data_ptr()
-    total = 0
-    for t in tensors:
-        if (
-            t.layout != torch.strided
-            or t.dtype != dtype
-            or t.device != device
-            or not t.is_contiguous()
-            or t.data_ptr() != expected
-            or t.untyped_storage().data_ptr() != storage
-        ):
+    def __init__(self, group: dict[str, Any], layout: FlatLayout) -> None:
+        self.group = group
+        self.layout = layout
+        self.pointers = layout.pointers + tuple(map(_data_ptr, layout.slots))
+        # The flat state (adopt_state): the keys, one buffer per key, each parameter's state
+        # dict and every view handed out (parameter by parameter, keys in order).
+        self.keys: tuple[str, ...] | None = None
+        self.buffers: dict[str, Tensor] = {}
+        self.steps: Tensor | None = None
+        self.mapping: Any = None
+        self.pick: Any = None  # a parameter's flat state entries, as a tuple
+        self.tables: tuple[dict[str, Any], ...] = ()
+        self.views: tuple[Tensor, ...] = ()
+        self.snapshot: tuple[tuple[Any, ...], tuple[Any, ...]] = ((), ())
+        self.tensors: tuple[Tensor, Tensor, dict[str, Tensor]] | None = None
+
+    # -- the check before each step -----------------------------------------------------------
+
+    def ready(self, mapping: Any, keys: tuple[str, ...]) -> bool | None:
+        """True: the flat update may run. False: the layout does not hold (the group lists
+        other parameters, one has moved, a ``.grad`` is not its slot): the per-parameter
+        path runs. None: the layout holds but the state is not the flat state (yet, or any
+        more, or the step counts differ): :meth:`adopt_state` may lay it out again.
+
+        Runs before every flat step, so it reads identities and pointers only, with ``map``
+        rather than Python loops; the per-parameter state dicts are found again (a lookup
+        hashes each parameter in Python) only when the state mapping's contents changed.
+        """
+        layout = self.layout
+        expected = layout.params
+        params = self.group["params"]
+        if len(params) != len(expected) or not all(map(is_, params, expected)):
+            return False
+        if not all(map(is_, map(_grad_of, expected), layout.slots)):
+            return False
+        if tuple(map(_data_ptr, chain(expected, layout.slots))) != self.pointers:
+            return False
+        if keys != self.keys or mapping is not self.mapping:
             return None
-        expected += t.numel() * size
-        total += t.numel()
-    return first.detach().as_strided((total,), (1,), first.storage_offset())
+        if not keys:  # a rule without state (SGD without momentum)
+            return True
+        snapshot = (tuple(mapping), tuple(mapping.values()))
+        if not _same_objects(snapshot, self.snapshot):
+            if not all(map(is_, map(mapping.get, expected), self.tables)):
+                return None
+            self.snapshot = snapshot
+        try:
+            entries = tuple(chain.from_iterable(map(self.pick, self.tables)))
+        except KeyError:
+            return None
+        if len(entries) != len(self.views) or not all(map(is_, entries, self.views)):
+            return None
+        steps = self.steps
+        if steps is not None:
+            counts = steps.tolist()
+            if counts.count(counts[0]) != len(counts):
+                return None
+        return True
+
+    # -- the flat state ----------------------------------------------------------------------
+
+    def adopt_state(self, optimizer: Optimizer, keys: tuple[str, ...]) -> bool:
+        """Lay the group's state out flat (made by ``init_state`` for parameters without
+        any); False, changing nothing, where it cannot be: a key missing after that, a state
+        tensor not shaped like its parameter, per-parameter 0-d state besides ``step``,
+        unequal step counts."""
+        if any(key != "step" and key in optimizer.scalar_state for key in keys):
+            return False  # a 0-d state per parameter (NAdam's mu_product): not one tensor
+        mapping = optimizer.state
+        params = self.layout.params
+        group = self.group
+        if not keys:  # nothing to lay out, and no state entry to make (torch makes none)
+            self.keys, self.buffers, self.steps, self.mapping = keys, {}, None, mapping
+            self.tables, self.views, self.tensors = (), (), None
+            return True
+        made = {
+            i: optimizer.init_state(p, group) for i, p in enumerate(params) if not mapping.get(p)
+        }
+        tables = [made.get(i) or mapping[p] for i, p in enumerate(params)]
+        columns: dict[str, list[Tensor]] = {}
+        for key in keys:
+            entries = [table.get(key) for table in tables]
+            column = [t for t in entries if isinstance(t, Tensor)]
+            if len(column) != len(entries) or not _fits(key, column, params):
+                return False
+            columns[key] = column
+        buffers: dict[str, Tensor] = {}
+        views: dict[str, list[Tensor]] = {}
+        for key, column in columns.items():
+            buffers[key], views[key] = _laid_flat(column, key == "step")
+        for i, p in enumerate(params):
+            if i in made:
+                mapping[p].update(made[i])
+            table = mapping[p]
+            for key in keys:
+                table[key] = views[key][i]
+        self.keys = keys
+        self.pick = _picker(keys)
+        self.buffers = buffers
+        self.steps = buffers.get("step")
+        self.mapping = mapping
+        self.tables = tuple(mapping[p] for p in params)
+        self.views = tuple(views[key][i] for i in range(len(params)) for key in keys)
+        self.snapshot = (tuple(mapping), tuple(mapping.values()))
+        self.tensors = None
+        return True
+
+    def count_step(self) -> None:
+        """``step += 1`` for every parameter of the group (one call on the counts buffer)."""
+        steps = self.steps
+        if steps is not None:
+            # A kept 0-d operand: a Python 1 becomes a new tensor at every call.
+            steps.add_(_ONE if steps.is_cpu else 1)
+
+    def arguments(
+        self, complex_as_real: bool = True
+    ) -> tuple[list[Tensor], list[Tensor], dict[str, list[Tensor]]]:
+        """The rule's ``params, grads, state`` for the group: lists of one tensor (real
+        views of complex buffers); ``state["step"]`` one 0-d count (all are equal). New lists
+        each step (a body may rebind their entries), of tensors made once."""
+        if self.tensors is None:
+            layout = self.layout
+            view = real_view if complex_as_real else _as_is
+            state = {
+                key: buffer[0] if key == "step" else view(buffer)
+                for key, buffer in self.buffers.items()
+            }
+            self.tensors = (view(layout.data), view(layout.grad), state)
+        param, grad, state = self.tensors
+        return [param], [grad], {key: [tensor] for key, tensor in state.items()}
 
 
-def _flat_copy(tensors: Sequence[Tensor]) -> tuple[Tensor, list[Tensor]]:
-    """A new 1-D buffer holding ``tensors`` one after another, and a view per tensor."""
-    first = tensors[0]
-    buffer = torch.empty(sum(t.numel() for t in tensors), dtype=first.dtype, device=first.device)
+def _picker(keys: tuple[str, ...]) -> Any:
+    """A function from a state dict to its entries for ``keys``, always as a tuple."""
+    if len(keys) == 1:
+        key = keys[0]
+        return lambda table: (table[key],)
+    return itemgetter(*keys)
+
+
+def _as_is(t: Tensor) -> Tensor:
+    return t
+
+
+def _fits(key: str, column: list[Tensor], params: tuple[Tensor, ...]) -> bool:
+    """Whether a state column can be laid flat: steps 0-d on one device and dtype with equal
+    counts; anything else shaped, typed and placed as its parameter."""
+    if key == "step":
+        first = column[0]
+        if any(t.dim() != 0 or t.dtype != first.dtype or t.device != first.device for t in column):
+            return False
+        counts = [t.item() for t in column]
+        return counts.count(counts[0]) == len(counts)
+    return all(
+        t.shape == p.shape and t.dtype == p.dtype and t.device == p.device
+        for t, p in zip(column, params, strict=True)
+    )
+
+
+def _laid_flat(column: list[Tensor], counts: bool) -> tuple[Tensor, list[Tensor]]:
+    """A new 1-D buffer holding ``column`` end to end (one entry per 0-d count) and a view
+    per tensor."""
+    first = column[0]
+    if counts:
+        buffer = torch.stack([t.detach() for t in column])
+        return buffer, [buffer[i] for i in range(len(column))]
+    with torch.inference_mode(False):
+        buffer = torch.empty(sum(t.numel() for t in column), dtype=first.dtype, device=first.device)
     views = []
     offset = 0
-    for t in tensors:
+    for t in column:
         view = buffer[offset : offset + t.numel()].view(t.shape)
         view.copy_(t)
         views.append(view)
         offset += t.numel()
     return buffer, views
-
-
-@dataclass
-class FlatGroup:
-    """The flat layout of one parameter group, as last verified."""
-
-    group: dict[str, Any]
-    state: Any  # the optimizer's state mapping it was built against
-    keys: tuple[str, ...]  # the state keys, in body order
-    params: tuple[Tensor, ...]
-    pointers: tuple[int, ...]  # data pointers of the parameters, then of the gradients
-    shapes: tuple[torch.Size, ...]
-    states: tuple[tuple[Tensor, ...], ...]  # per parameter: its state tensors, keys order
-    param: Tensor  # 1-D views spanning the whole group
-    grad: Tensor
-    buffers: dict[str, Tensor]  # per state key; "step" holds one entry per parameter
-    grads: list[Tensor] = field(default_factory=list)  # the grads last verified
-    lists: list[list[Tensor]] | None = None  # the bodies' arguments, kept by the optimizer
-    # The group's entries (values, in order) when ``settings`` were read from it; None when
-    # they cannot be trusted to stay put (a tensor entry may change in place).
-    entries: tuple[Any, ...] | None = None
-    settings: dict[str, Any] = field(default_factory=dict)  # the bodies' keywords
-    plan: Any = None  # an optimizer's own precomputed update for these settings
-
-    def __post_init__(self) -> None:
-        self.pick = itemgetter(*self.keys)  # a parameter's state tensors, in keys order
-        # Every state tensor, parameter by parameter in keys order: one identity pass.
-        self.state_tensors = tuple(t for tensors in self.states for t in tensors)
-        self.tables: tuple[dict[str, Any], ...] = ()  # each parameter's state dict
-        self.state_snapshot: tuple[tuple[Any, ...], tuple[Any, ...]] = ((), ())
-
-    def remember_settings(self, group: dict[str, Any], settings: dict[str, Any]) -> None:
-        """Keep ``settings`` (read from ``group`` now) for the steps until an entry changes.
-
-        Entries are compared by identity: a scheduler assigning ``group["lr"]`` puts a new
-        object there, which counts as a change even when equal. A tensor entry (a tensor
-        ``lr`` or betas) can change in place, so its settings are read again at every step.
-        """
-        self.settings = settings
-        self.plan = None
-        values = tuple(group.values())
-        self.entries = None if any(map(_holds_tensor, values)) else values
-
-    def same_settings(self, group: dict[str, Any]) -> bool:
-        """Whether ``group``'s entries are the very objects ``settings`` were read from."""
-        entries = self.entries
-        return (
-            entries is not None
-            and group is self.group
-            and len(group) == len(entries)
-            and all(map(is_, group.values(), entries))
-        )
-
-    def current(self, group: dict[str, Any], state: Any, keys: tuple[str, ...]) -> bool:
-        """Whether the layout still holds for ``group`` at this step.
-
-        Runs at every step of a flat group, so it is written for speed: ``map`` over
-        identities and pointers, and the full checks of a gradient only for a gradient
-        object not verified before. State is checked by identity of every state tensor (one
-        pass), so an entry replaced by hand, a state dict replaced or ``load_state_dict``
-        (new state, new groups) all fail it; so do unequal step counts.
-        """
-        if group is not self.group or state is not self.state or keys != self.keys:
-            return False
-        params = group["params"]
-        if len(params) != len(self.params) or not all(map(is_, params, self.params)):
-            return False
-        grads = [p.grad for p in params]
-        if not all(map(is_, grads, self.grads)):
-            for g, shape in zip(grads, self.shapes, strict=True):
-                if (
-                    g is None
-                    or g.layout != torch.strided
-                    or g.dtype != self.param.dtype
-                    or g.device != self.param.device
-                    or not g.is_contiguous()
-                    or g.shape != shape
-                ):
-                    return False
-            self.grads = grads  # none is None: checked above
-        # Parameters and gradients where they were (moved by .data =, set_ or .to()) ...
-        if tuple(map(_data_ptr, chain(params, grads))) != self.pointers:
-            return False
-        if not all(map(_is_contiguous, params)):  # ... and laid out as they were
-            return False
-        # Each parameter's state dict, found again only when the state mapping has changed:
-        # looking a tensor up hashes it in Python, and iterating the mapping does not.
-        snapshot = (tuple(state), tuple(state.values()))
-        if not _same_objects(snapshot, self.state_snapshot):
-            tables = tuple(map(state.get, params))
-            if None in tables:
-                return False
-            self.tables, self.state_snapshot = tables, snapshot
-        try:
-            kept = (
-                tuple(chain.from_iterable(map(self.pick, self.tables)))
-                if len(keys) > 1
-                else tuple(map(self.pick, self.tables))  # itemgetter of one key: the item
-            )
-        except KeyError:  # an entry removed
-            return False
-        if len(kept) != len(self.state_tensors) or not all(map(is_, kept, self.state_tensors)):
-            return False
-        steps = self.buffers.get("step")
-        if steps is not None:
-            counts = steps.tolist()
-            if counts.count(counts[0]) != len(counts):
-                return False
-        return True
 
 
 def _same_objects(
@@ -193,133 +229,3 @@ def _same_objects(
         and all(map(is_, now[0], before[0]))
         and all(map(is_, now[1], before[1]))
     )
-
-
-def _holds_tensor(value: Any) -> bool:
-    """Whether a group entry is a tensor or a tuple holding one (tensor betas)."""
-    if isinstance(value, Tensor):
-        return True
-    return isinstance(value, tuple) and any(isinstance(v, Tensor) for v in value)
-
-
-_data_ptr = Tensor.data_ptr
-_is_contiguous = Tensor.is_contiguous
-
-
-# float16 and bfloat16 are left out: torch's CPU ``_foreach_mul_(tensors, scalar)`` rounds the
-# scalar to the tensors' dtype first (β₂ = 0.99 becomes 0.98828125 in bfloat16) where
-# ``Tensor.mul_`` keeps it in float32, so torch.optim's foreach update, our reference, differs
-# in the last bit from the same update written with per-tensor kernels (measured). Such groups
-# take the per-parameter path, whose multi-tensor body matches torch's.
-_FLAT_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
-
-
-def build_flat_group(
-    group: dict[str, Any],
-    state: Any,
-    keys: tuple[str, ...],
-    init_state: Callable[[Tensor, dict[str, Any]], None],
-) -> FlatGroup | None:
-    """The flat layout of ``group`` (state created or re-tiled as needed), or None.
-
-    ``state`` is the optimizer's state mapping and ``keys`` the state keys the group keeps.
-    On the group's first step (no parameter has state) ``init_state(p, state[p])`` creates
-    each parameter's state, which is then copied into flat buffers; state that does not tile
-    (e.g. fresh from ``load_state_dict``) is copied the same way, once, and the state entries
-    re-pointed at the views. Nothing is changed when None is returned.
-    """
-    params = list(group["params"])
-    if not params or not keys:
-        return None
-    # Separately allocated parameters fail at the second one: cheap for groups never flat.
-    param = tiled_view(params)
-    if param is None or param.dtype not in _FLAT_DTYPES:
-        return None
-    grads = [p.grad for p in params]
-    if any(g is None for g in grads):
-        return None
-    dense = [g for g in grads if g is not None]
-    grad = tiled_view(dense)
-    if grad is None:
-        return None
-    if any(g.shape != p.shape or g.dtype != p.dtype for p, g in zip(params, dense, strict=True)):
-        return None
-    kept = [state.get(p) for p in params]
-    fresh = all(not each for each in kept)
-    if not fresh and not all(each and all(key in each for key in keys) for each in kept):
-        return None
-    if fresh:
-        news: list[dict[str, Any]] = [{} for _ in params]
-        for p, new in zip(params, news, strict=True):
-            init_state(p, new)
-        tables = news
-    else:
-        tables = [each for each in kept if each is not None]
-        if not _state_fits(params, tables, keys):
-            return None
-    buffers: dict[str, Tensor] = {}
-    columns: dict[str, list[Tensor]] = {}
-    for key in keys:
-        tensors = [table[key] for table in tables]
-        view = tiled_view(tensors)
-        if view is None:
-            view, tensors = _flat_copy(tensors)
-        buffers[key], columns[key] = view, tensors
-    for p, table, index in zip(params, tables, range(len(params)), strict=True):
-        target = state[p]
-        if fresh:
-            target.update(table)
-        for key in keys:
-            target[key] = columns[key][index]
-    return FlatGroup(
-        group=group,
-        state=state,
-        keys=keys,
-        params=tuple(params),
-        pointers=tuple(t.data_ptr() for t in chain(params, dense)),
-        shapes=tuple(p.shape for p in params),
-        states=tuple(tuple(state[p][key] for key in keys) for p in params),
-        param=param,
-        grad=grad,
-        buffers=buffers,
-        grads=list(dense),
-    )
-
-
-def _state_fits(params: list[Tensor], tables: list[dict[str, Any]], keys: tuple[str, ...]) -> bool:
-    """Whether existing state can be laid flat: shaped as the parameters, steps all equal."""
-    for key in keys:
-        column = [table[key] for table in tables]
-        if not all(isinstance(t, Tensor) for t in column):
-            return False
-        if key == "step":
-            if any(t.dim() != 0 for t in column):
-                return False
-            first = column[0]
-            if any(t.dtype != first.dtype or t.device != first.device for t in column):
-                return False
-            counts = [t.item() for t in column]
-            if counts.count(counts[0]) != len(counts):
-                return False
-            continue
-        for p, t in zip(params, column, strict=True):
-            if t.shape != p.shape or t.dtype != p.dtype or t.device != p.device:
-                return False
-    return True
-
-
-class FlatCache:
-    """Per optimizer: the flat layout of each group (by position) and a count of flat updates.
-
-    ``updates`` counts group updates that took the flat path; tests read it to make sure the
-    path is taken where it should be.
-    """
-
-    def __init__(self) -> None:
-        self.groups: dict[int, FlatGroup | None] = {}
-        self.updates = 0
-
-
-def flat_cache(optimizer: torch.optim.Optimizer) -> FlatCache:
-    """The optimizer's :class:`FlatCache`, created on first use (and after unpickling)."""
-    return attached(optimizer, "_handgrad_flat", FlatCache)

@@ -8,18 +8,11 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import ParamsT
 
-from handgrad.optim._base import ElementwiseOptimizer
-from handgrad.optim._bookkeeping import check_capturable
-from handgrad.optim._common import (
-    check_at_least,
-    check_lr,
-    group_by_device_and_dtype,
-    increment_steps,
-    real_views,
-)
+from handgrad.optim._base import Lists, Optimizer
+from handgrad.optim._common import check_at_least, check_lr, squeeze_scalar
 
 
-class Adadelta(ElementwiseOptimizer):
+class Adadelta(Optimizer):
     r"""Adadelta (Zeiler, 2012), as torch.optim.Adadelta.
 
     With learning rate γ, decay ρ and weight decay λ, starting from v = u = 0, each step does::
@@ -35,14 +28,12 @@ class Adadelta(ElementwiseOptimizer):
     pairs of real coordinates.
     """
 
-    body_lists = ("params", "grads", "square_avg", "acc_delta", "step")
-    hyperparameters = ("lr", "rho", "eps", "weight_decay", "maximize")
+    state_keys = ("step", "square_avg", "acc_delta")
+    elementwise = True
     flag_defaults: ClassVar[dict[str, Any]] = {
         "foreach": None, "maximize": False, "differentiable": False, "capturable": False,
     }  # fmt: skip
     sparse_error = "Adadelta does not support sparse gradients"
-    splits_large_tensors = False
-    flat_updates = True
 
     def __init__(
         self,
@@ -74,14 +65,28 @@ class Adadelta(ElementwiseOptimizer):
         }
         super().__init__(params, defaults)
 
-    def _check_params(self, group: dict[str, Any], params: list[Tensor]) -> None:
-        check_capturable(group["capturable"], params)
+    def update(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
+    ) -> None:
+        adadelta_multi_tensor(params, grads, state["square_avg"], state["acc_delta"],
+                              **_settings(group))  # fmt: skip
 
-    def _single_tensor(self, *lists: list[Tensor], **settings: Any) -> None:
-        adadelta_single_tensor(*lists, **settings)
+    def update_single(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
+    ) -> None:
+        adadelta_single_tensor(params, grads, state["square_avg"], state["acc_delta"],
+                               **_settings(group))  # fmt: skip
 
-    def _multi_tensor(self, *lists: list[Tensor], **settings: Any) -> None:
-        adadelta_multi_tensor(*lists, **settings)
+    # A fast path for flat groups, the single-tensor body (the same bits as update;
+    # tests/optim): FLAT_FIGURE.
+    update_flat = update_single
+
+
+def _settings(group: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "lr": squeeze_scalar(group["lr"]), "rho": group["rho"], "eps": group["eps"],
+        "weight_decay": group["weight_decay"], "maximize": group["maximize"],
+    }  # fmt: skip
 
 
 def adadelta_single_tensor(
@@ -89,7 +94,6 @@ def adadelta_single_tensor(
     grads: list[Tensor],
     square_avgs: list[Tensor],
     acc_deltas: list[Tensor],
-    steps: list[Tensor],
     *,
     lr: float | Tensor,
     rho: float,
@@ -97,21 +101,19 @@ def adadelta_single_tensor(
     weight_decay: float,
     maximize: bool,
 ) -> None:
-    """Adadelta one tensor at a time."""
-    for param, grad, square_avg, acc_delta, step in zip(
-        params, grads, square_avgs, acc_deltas, steps, strict=True
+    """Adadelta one tensor at a time (torch's order)."""
+    for param, grad, square_avg, acc_delta in zip(
+        params, grads, square_avgs, acc_deltas, strict=True
     ):
-        step += 1
         if maximize:
             grad = -grad
         if weight_decay != 0:
             grad = grad.add(param, alpha=weight_decay)
-        param_r, grad, square_avg, acc_delta = real_views([param, grad, square_avg, acc_delta])
         square_avg.mul_(rho).addcmul_(grad, grad, value=1 - rho)
         std = square_avg.add(eps).sqrt_()
         delta = acc_delta.add(eps).sqrt_().div_(std).mul_(grad)
         acc_delta.mul_(rho).addcmul_(delta, delta, value=1 - rho)
-        param_r.add_(delta, alpha=-lr)  # type: ignore[arg-type]
+        param.add_(delta, alpha=-lr)  # type: ignore[arg-type]
 
 
 def adadelta_multi_tensor(
@@ -119,7 +121,6 @@ def adadelta_multi_tensor(
     grads: list[Tensor],
     square_avgs: list[Tensor],
     acc_deltas: list[Tensor],
-    steps: list[Tensor],
     *,
     lr: float | Tensor,
     rho: float,
@@ -127,28 +128,23 @@ def adadelta_multi_tensor(
     weight_decay: float,
     maximize: bool,
 ) -> None:
-    """Adadelta on lists of tensors with ``torch._foreach_*``."""
-    for p_, g_, v_, u_, t_ in group_by_device_and_dtype(
-        [params, grads, square_avgs, acc_deltas, steps]
-    ):
-        p, g, v, u = real_views(p_), real_views(g_), real_views(v_), real_views(u_)
-        increment_steps(t_, foreach=True)
+    """Adadelta on lists of tensors of one device and dtype (``torch._foreach_*``)."""
+    if maximize:
+        grads = list(torch._foreach_neg(grads))
+    if weight_decay != 0:
+        # g is our own copy when maximize negated it; otherwise p.grad must stay untouched.
         if maximize:
-            g = list(torch._foreach_neg(g))
-        if weight_decay != 0:
-            # g is our own copy when maximize negated it; otherwise p.grad must stay untouched.
-            if maximize:
-                torch._foreach_add_(g, p, alpha=weight_decay)
-            else:
-                g = list(torch._foreach_add(g, p, alpha=weight_decay))
-        torch._foreach_mul_(v, rho)
-        torch._foreach_addcmul_(v, g, g, value=1 - rho)
-        std = torch._foreach_add(v, eps)
-        torch._foreach_sqrt_(std)
-        deltas = torch._foreach_add(u, eps)
-        torch._foreach_sqrt_(deltas)
-        torch._foreach_div_(deltas, std)
-        torch._foreach_mul_(deltas, g)
-        torch._foreach_mul_(u, rho)
-        torch._foreach_addcmul_(u, deltas, deltas, value=1 - rho)
-        torch._foreach_add_(p, deltas, alpha=-lr)  # type: ignore[arg-type]
+            torch._foreach_add_(grads, params, alpha=weight_decay)
+        else:
+            grads = list(torch._foreach_add(grads, params, alpha=weight_decay))
+    torch._foreach_mul_(square_avgs, rho)
+    torch._foreach_addcmul_(square_avgs, grads, grads, value=1 - rho)
+    std = torch._foreach_add(square_avgs, eps)
+    torch._foreach_sqrt_(std)
+    deltas = torch._foreach_add(acc_deltas, eps)
+    torch._foreach_sqrt_(deltas)
+    torch._foreach_div_(deltas, std)
+    torch._foreach_mul_(deltas, grads)
+    torch._foreach_mul_(acc_deltas, rho)
+    torch._foreach_addcmul_(acc_deltas, deltas, deltas, value=1 - rho)
+    torch._foreach_add_(params, deltas, alpha=-lr)  # type: ignore[arg-type]

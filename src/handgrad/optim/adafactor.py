@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import Tensor
-from torch.optim.optimizer import Optimizer, ParamsT
+from torch.optim.optimizer import ParamsT
 
-from handgrad.optim._bookkeeping import restore_group_flags
-from handgrad.optim._common import (
-    fast_path,
-    group_by_device_and_dtype,
-    increment_steps,
-    new_step,
-    squeeze_scalar,
-)
+from handgrad.optim._base import Lists, Optimizer
+from handgrad.optim._common import new_step, squeeze_scalar
 
 
 class Adafactor(Optimizer):
@@ -40,7 +33,14 @@ class Adafactor(Optimizer):
         θ   ← θ − α U / max(1, RMS(U)/d)
 
     Complex parameters and sparse gradients are refused at step with RuntimeError, as torch.
+    Unlike the other optimizers torch's Adafactor runs its single-tensor body unless asked for
+    ``foreach=True``; our default (foreach=None) is the multi-tensor body.
     """
+
+    # Each parameter keeps step and either (row_var, col_var) or variance.
+    state_keys = ("step", "row_var", "col_var", "variance")
+    flag_defaults: ClassVar[dict[str, Any]] = {"foreach": None}
+    sparse_error = "Adafactor does not support sparse gradients"
 
     def __init__(
         self,
@@ -79,67 +79,49 @@ class Adafactor(Optimizer):
         }
         super().__init__(params, defaults)
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        restore_group_flags(self, {"foreach": None})
+    def init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
+        grad = cast(Tensor, p.grad)  # state is made for parameters with a gradient
+        if grad.dim() > 1:
+            return {
+                "step": new_step(p),
+                "row_var": grad.new_zeros((*grad.shape[:-1], 1)),
+                "col_var": grad.new_zeros((*grad.shape[:-2], 1, grad.shape[-1])),
+            }
+        return {
+            "step": new_step(p),
+            "variance": torch.zeros_like(grad, memory_format=torch.preserve_format),
+        }
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """One Adafactor step on every parameter that has a gradient; returns the closure's loss.
+    def check(self, group: dict[str, Any], params: list[Tensor]) -> None:
+        if any(p.is_complex() for p in params):
+            raise RuntimeError("Adafactor does not support complex parameters")
 
-        Unlike the other optimizers torch's Adafactor runs its single-tensor body unless asked
-        for ``foreach=True``; our default (foreach=None) is the multi-tensor body.
-        """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params, grads, steps = [], [], []
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.is_complex():
-                    raise RuntimeError("Adafactor does not support complex parameters")
-                if p.grad.is_sparse:
-                    raise RuntimeError("Adafactor does not support sparse gradients")
-                state = self.state[p]
-                if len(state) == 0:
-                    state["step"] = new_step(p)
-                    if p.grad.dim() > 1:
-                        state["row_var"] = p.grad.new_zeros((*p.grad.shape[:-1], 1))
-                        state["col_var"] = p.grad.new_zeros(
-                            (*p.grad.shape[:-2], 1, p.grad.shape[-1])
-                        )
-                    else:
-                        state["variance"] = torch.zeros_like(
-                            p.grad, memory_format=torch.preserve_format
-                        )
-                params.append(p)
-                grads.append(p.grad)
-                steps.append(state["step"])
-            if not params:
-                continue
-            eps1, eps2 = group["eps"]
-            if eps1 is None:
-                # torch resolves ε₁ once, from the first parameter's dtype.
-                eps1 = torch.finfo(params[0].dtype).eps
-            multi = fast_path(group)
-            update = adafactor_multi_tensor if multi else adafactor_single_tensor
-            update(
-                params,
-                grads,
-                [self.state[p] for p in params],
-                steps,
-                lr=squeeze_scalar(group["lr"]),
-                beta2_decay=group["beta2_decay"],
-                eps1=eps1,
-                eps2=eps2,
-                d=group["d"],
-                weight_decay=group["weight_decay"],
-                maximize=group["maximize"],
-            )
-        return loss
+    def update(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
+    ) -> None:
+        adafactor_multi_tensor(params, grads, *_state_lists(state), **_settings(group))
+
+    def update_single(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
+    ) -> None:
+        adafactor_single_tensor(params, grads, *_state_lists(state), **_settings(group))
+
+
+def _settings(group: dict[str, Any]) -> dict[str, Any]:
+    eps1, eps2 = group["eps"]
+    if eps1 is None:
+        # torch resolves ε₁ once per group, from the first parameter's dtype.
+        first = next(p for p in group["params"] if p.grad is not None)
+        eps1 = torch.finfo(first.dtype).eps
+    return {
+        "lr": squeeze_scalar(group["lr"]), "beta2_decay": group["beta2_decay"], "eps1": eps1,
+        "eps2": eps2, "d": group["d"], "weight_decay": group["weight_decay"],
+        "maximize": group["maximize"],
+    }  # fmt: skip
+
+
+def _state_lists(state: Lists) -> tuple[list[Any], ...]:
+    return state["step"], state["row_var"], state["col_var"], state["variance"]
 
 
 def _rms(t: Tensor) -> float:
@@ -150,8 +132,10 @@ def _rms(t: Tensor) -> float:
 def adafactor_single_tensor(
     params: list[Tensor],
     grads: list[Tensor],
-    states: list[dict[str, Any]],
     steps: list[Tensor],
+    row_vars: list[Tensor | None],
+    col_vars: list[Tensor | None],
+    variances: list[Tensor | None],
     *,
     lr: float | Tensor,
     beta2_decay: float,
@@ -161,18 +145,20 @@ def adafactor_single_tensor(
     weight_decay: float,
     maximize: bool,
 ) -> None:
-    """Adafactor one tensor at a time."""
-    for param, grad, state, step_t in zip(params, grads, states, steps, strict=True):
+    """Adafactor one tensor at a time (torch's order); ``steps`` already count this step.
+
+    A matrix (or stack of matrices) has ``row_var`` and ``col_var``, anything else
+    ``variance`` (None in the other lists)."""
+    for i, (param, grad, step_t) in enumerate(zip(params, grads, steps, strict=True)):
         if maximize:
             grad = -grad
-        step_t += 1
         t = step_t.item()
         weight = t**beta2_decay
         alpha = max(eps2, _rms(param)) * min(lr, 1 / (t**0.5))
         if weight_decay != 0:
             param.mul_(1 - lr * weight_decay)
         if grad.dim() > 1:
-            row_var, col_var = state["row_var"], state["col_var"]
+            row_var, col_var = cast(Tensor, row_vars[i]), cast(Tensor, col_vars[i])
             row_mean = torch.norm(grad, dim=-1, keepdim=True).square_().div_(grad.size(-1))
             row_var.lerp_(row_mean, weight)
             col_mean = torch.norm(grad, dim=-2, keepdim=True).square_().div_(grad.size(-2))
@@ -180,7 +166,7 @@ def adafactor_single_tensor(
             var_estimate = row_var @ col_var
             var_estimate.div_(row_var.mean(dim=-2, keepdim=True).clamp_(min=eps1))
         else:
-            variance = state["variance"]
+            variance = cast(Tensor, variances[i])
             variance.lerp_(grad * grad, weight)
             var_estimate = variance.clone()
         update = var_estimate.clamp_(min=eps1 * eps1).rsqrt_().mul_(grad)
@@ -191,8 +177,10 @@ def adafactor_single_tensor(
 def adafactor_multi_tensor(
     params: list[Tensor],
     grads: list[Tensor],
-    states: list[dict[str, Any]],
     steps: list[Tensor],
+    row_vars: list[Tensor | None],
+    col_vars: list[Tensor | None],
+    variances: list[Tensor | None],
     *,
     lr: float | Tensor,
     beta2_decay: float,
@@ -202,43 +190,37 @@ def adafactor_multi_tensor(
     weight_decay: float,
     maximize: bool,
 ) -> None:
-    """Adafactor on lists of tensors with ``torch._foreach_*``: factored ones apart."""
+    """Adafactor on lists of tensors of one device and dtype (``torch._foreach_*``): the
+    factored ones apart from the others."""
     factored = [i for i, g in enumerate(grads) if g.dim() > 1]
     unfactored = [i for i, g in enumerate(grads) if g.dim() <= 1]
-    for indices, keys in ((factored, ("row_var", "col_var")), (unfactored, ("variance",))):
-        lists = [
-            [params[i] for i in indices],
-            [grads[i] for i in indices],
-            [steps[i] for i in indices],
-            *[[states[i][key] for i in indices] for key in keys],
-        ]
+    for indices, moments in ((factored, (row_vars, col_vars)), (unfactored, (variances,))):
         if not indices:
             continue
-        for p, g, t_, *moments in group_by_device_and_dtype(lists):
-            if maximize:
-                g = list(torch._foreach_neg(g))
-            increment_steps(t_, foreach=True)
-            counts = [s.item() for s in t_]
-            weights = [count**beta2_decay for count in counts]
-            alphas = [
-                max(eps2, _rms(param)) * min(lr, 1 / (count**0.5))
-                for param, count in zip(p, counts, strict=True)
-            ]
-            if weight_decay != 0:
-                torch._foreach_mul_(p, 1 - lr * weight_decay)
-            if len(moments) == 2:
-                var_estimates = _factored_estimates(g, moments[0], moments[1], weights, eps1)
-            else:
-                torch._foreach_lerp_(moments[0], torch._foreach_mul(g, g), weights)
-                var_estimates = [v.clone() for v in moments[0]]
-            torch._foreach_clamp_min_(var_estimates, eps1 * eps1)
-            torch._foreach_rsqrt_(var_estimates)
-            torch._foreach_mul_(var_estimates, g)
-            scales = [
-                -a / max(1.0, _rms(u) / d) for a, u in zip(alphas, var_estimates, strict=True)
-            ]
-            torch._foreach_mul_(var_estimates, scales)
-            torch._foreach_add_(p, var_estimates)
+        p = [params[i] for i in indices]
+        g = [grads[i] for i in indices]
+        kept = [[cast(Tensor, moment[i]) for i in indices] for moment in moments]
+        if maximize:
+            g = list(torch._foreach_neg(g))
+        counts = [steps[i].item() for i in indices]
+        weights = [count**beta2_decay for count in counts]
+        alphas = [
+            max(eps2, _rms(param)) * min(lr, 1 / (count**0.5))
+            for param, count in zip(p, counts, strict=True)
+        ]
+        if weight_decay != 0:
+            torch._foreach_mul_(p, 1 - lr * weight_decay)
+        if len(kept) == 2:
+            var_estimates = _factored_estimates(g, kept[0], kept[1], weights, eps1)
+        else:
+            torch._foreach_lerp_(kept[0], torch._foreach_mul(g, g), weights)
+            var_estimates = [v.clone() for v in kept[0]]
+        torch._foreach_clamp_min_(var_estimates, eps1 * eps1)
+        torch._foreach_rsqrt_(var_estimates)
+        torch._foreach_mul_(var_estimates, g)
+        scales = [-a / max(1.0, _rms(u) / d) for a, u in zip(alphas, var_estimates, strict=True)]
+        torch._foreach_mul_(var_estimates, scales)
+        torch._foreach_add_(p, var_estimates)
 
 
 def _factored_estimates(

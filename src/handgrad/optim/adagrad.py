@@ -8,22 +8,20 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import ParamsT
 
-from handgrad.optim._base import ElementwiseOptimizer
+from handgrad.optim._base import Lists, Optimizer
 from handgrad.optim._common import (
     add_sparse,
     check_at_least,
     check_fused_flags,
     check_fused_param,
     check_lr,
-    fast_path,
-    group_by_device_and_dtype,
-    increment_steps,
     new_step,
     real_views,
+    squeeze_scalar,
 )
 
 
-class Adagrad(ElementwiseOptimizer):
+class Adagrad(Optimizer):
     r"""Adagrad (Duchi, Hazan & Singer, 2011), as torch.optim.Adagrad.
 
     With learning rate γ, lr decay η, weight decay λ and accumulator s₀ = τ, step t does::
@@ -41,12 +39,12 @@ class Adagrad(ElementwiseOptimizer):
     single-tensor body (handgrad never records an update for autograd).
     """
 
-    body_lists = ("params", "grads", "sum", "step")
-    hyperparameters = ("lr", "lr_decay", "weight_decay", "eps", "maximize")
+    state_keys = ("step", "sum")
+    elementwise = True
     flag_defaults: ClassVar[dict[str, Any]] = {
         "foreach": None, "maximize": False, "differentiable": False, "fused": None,
     }  # fmt: skip
-    splits_large_tensors = False
+    sparse_gradients = True  # update_single updates only the rows a sparse gradient touches
 
     def __init__(
         self,
@@ -83,7 +81,7 @@ class Adagrad(ElementwiseOptimizer):
         # torch creates Adagrad's state eagerly, so a state_dict exists before the first step.
         for group in self.param_groups:
             for p in group["params"]:
-                self._init_state(p, group, self.state[p])
+                self.state[p].update(self.init_state(p, group))
 
     def share_memory(self) -> None:
         """Move every ``sum`` accumulator to shared memory (for multi-process training)."""
@@ -91,31 +89,40 @@ class Adagrad(ElementwiseOptimizer):
             for p in group["params"]:
                 self.state[p]["sum"].share_memory_()
 
-    def _init_state(self, p: Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
-        state["step"] = new_step(p, fused=group["fused"])
+    def init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
         # torch reads the accumulator start from the optimizer defaults, not the group.
         tau = self.defaults["initial_accumulator_value"]
-        state["sum"] = torch.full_like(
-            p, complex(tau, tau) if p.is_complex() else tau, memory_format=torch.preserve_format
-        )
+        return {
+            "step": new_step(p, fused=group["fused"]),
+            "sum": torch.full_like(
+                p, complex(tau, tau) if p.is_complex() else tau,
+                memory_format=torch.preserve_format,
+            ),
+        }  # fmt: skip
 
-    def _check_params(self, group: dict[str, Any], params: list[Tensor]) -> None:
+    def check(self, group: dict[str, Any], params: list[Tensor]) -> None:
         if group["fused"]:
             for p in params:
                 check_fused_param(p)
             if any(p.is_complex() or cast(Tensor, p.grad).is_sparse for p in params):
                 raise RuntimeError("`fused` does not support sparse grad or complex param")
 
-    def _fast(self, group: dict[str, Any], lists: dict[str, list[Tensor]]) -> bool:
-        # Sparse gradients take the single-tensor body, which updates only the touched rows.
-        multi = bool(group["fused"]) or fast_path(group)
-        return multi and not any(g.is_sparse for g in lists["grads"])
+    def update(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
+    ) -> None:
+        adagrad_multi_tensor(params, grads, state["sum"], state["step"], **_settings(group))
 
-    def _single_tensor(self, *lists: list[Tensor], **settings: Any) -> None:
-        adagrad_single_tensor(*lists, **settings)
+    def update_single(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
+    ) -> None:
+        adagrad_single_tensor(params, grads, state["sum"], state["step"], **_settings(group))
 
-    def _multi_tensor(self, *lists: list[Tensor], **settings: Any) -> None:
-        adagrad_multi_tensor(*lists, **settings)
+
+def _settings(group: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "lr": squeeze_scalar(group["lr"]), "lr_decay": group["lr_decay"],
+        "weight_decay": group["weight_decay"], "eps": group["eps"], "maximize": group["maximize"],
+    }  # fmt: skip
 
 
 def adagrad_single_tensor(
@@ -130,9 +137,8 @@ def adagrad_single_tensor(
     eps: float,
     maximize: bool,
 ) -> None:
-    """Adagrad one tensor at a time (dense and sparse gradients)."""
+    """Adagrad one tensor at a time (dense and sparse gradients), torch's order."""
     for param, grad, state_sum, step_t in zip(params, grads, sums, steps, strict=True):
-        step_t += 1
         step = step_t.item()
         if maximize:
             grad = -grad
@@ -155,10 +161,10 @@ def _sparse_update(
 ) -> None:
     # The update is not linear in g, so repeated indices must be summed first.
     grad = grad.coalesce()
-    indices, values = grad._indices(), grad._values()
+    indices, values = grad.indices(), grad.values()
 
     add_sparse(state_sum, indices, values.pow(2))
-    std_values = state_sum.sparse_mask(grad)._values().sqrt_().add_(eps)
+    std_values = state_sum.sparse_mask(grad).values().sqrt_().add_(eps)
     add_sparse(param, indices, values / std_values, alpha=-clr)
 
 
@@ -174,25 +180,22 @@ def adagrad_multi_tensor(
     eps: float,
     maximize: bool,
 ) -> None:
-    """Adagrad on lists of dense tensors with ``torch._foreach_*`` (one kernel per operation)."""
-    for p_, g_, s_, t_ in group_by_device_and_dtype([params, grads, sums, steps]):
-        p, g, s = real_views(p_), real_views(g_), real_views(s_)
-        increment_steps(t_, foreach=True)
+    """Adagrad on lists of dense tensors of one device and dtype (``torch._foreach_*``)."""
+    if maximize:
+        grads = list(torch._foreach_neg(grads))
+    if weight_decay != 0:
+        # g is our own copy when maximize negated it; otherwise p.grad must stay untouched.
         if maximize:
-            g = list(torch._foreach_neg(g))
-        if weight_decay != 0:
-            # g is our own copy when maximize negated it; otherwise p.grad must stay untouched.
-            if maximize:
-                torch._foreach_add_(g, p, alpha=weight_decay)
-            else:
-                g = list(torch._foreach_add(g, p, alpha=weight_decay))
-        minus_clr = [-lr / (1 + (step.item() - 1) * lr_decay) for step in t_]
-        torch._foreach_addcmul_(s, g, g, value=1)
-        std = torch._foreach_sqrt(s)
-        torch._foreach_add_(std, eps)
-        if weight_decay != 0 or maximize:
-            torch._foreach_mul_(g, minus_clr)  # type: ignore[arg-type]
-            numerator = g
+            torch._foreach_add_(grads, params, alpha=weight_decay)
         else:
-            numerator = list(torch._foreach_mul(g, minus_clr))  # type: ignore[arg-type]
-        torch._foreach_addcdiv_(p, numerator, std)
+            grads = list(torch._foreach_add(grads, params, alpha=weight_decay))
+    minus_clr = [-lr / (1 + (step.item() - 1) * lr_decay) for step in steps]
+    torch._foreach_addcmul_(sums, grads, grads, value=1)
+    std = torch._foreach_sqrt(sums)
+    torch._foreach_add_(std, eps)
+    if weight_decay != 0 or maximize:
+        torch._foreach_mul_(grads, minus_clr)  # type: ignore[arg-type]
+        numerator = grads
+    else:
+        numerator = list(torch._foreach_mul(grads, minus_clr))  # type: ignore[arg-type]
+    torch._foreach_addcdiv_(params, numerator, std)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from operator import is_
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from ._base import ElementwiseOptimizer
+from ._base import Lists, Optimizer
 from ._common import (
     Scratch,
     as_float,
@@ -17,22 +18,16 @@ from ._common import (
     check_fused_flags,
     check_fused_param,
     check_lr,
-    group_by_device_and_dtype,
-    increment_steps,
     one_minus,
     out_like,
-    real_view,
-    real_views,
     same_or_list,
-    scratch_of,
     squeeze_scalar,
     step_value,
     step_values,
 )
-from ._flat import FlatGroup
 
 
-class Adam(ElementwiseOptimizer):
+class Adam(Optimizer):
     r"""Adam, interchangeable with ``torch.optim.Adam`` (arguments, state, errors).
 
     For each parameter θ with gradient g, at step t (λ = weight_decay, γ = lr)::
@@ -52,16 +47,13 @@ class Adam(ElementwiseOptimizer):
     handgrad never records it for autograd).
     """
 
-    body_lists = ("params", "grads", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "step")
-    hyperparameters = (
-        "betas", "lr", "weight_decay", "eps", "amsgrad", "maximize", "decoupled_weight_decay",
-    )  # fmt: skip
+    state_keys = ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+    elementwise = True
     flag_defaults: ClassVar[dict[str, Any]] = {
         "amsgrad": False, "maximize": False, "foreach": None, "capturable": False,
         "differentiable": False, "decoupled_weight_decay": False, "fused": None,
     }  # fmt: skip
     sparse_error = "Adam does not support sparse gradients, please consider SparseAdam instead"
-    flat_updates = True
 
     def __init__(
         self,
@@ -117,34 +109,56 @@ class Adam(ElementwiseOptimizer):
         super().__init__(params, defaults)
         check_fused_flags(fused, foreach, differentiable)
 
-    def _state_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
+    def kept_state(self, group: dict[str, Any]) -> tuple[str, ...]:
         if group["amsgrad"]:
-            return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "step")
-        return ("exp_avg", "exp_avg_sq", "step")
+            return self.state_keys
+        return ("step", "exp_avg", "exp_avg_sq")
 
-    def _init_state(self, p: Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
+    def init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
         if group["fused"]:
             check_fused_param(p)
-        super()._init_state(p, group, state)
+        return super().init_state(p, group)
 
-    def _flat_update(self, flat: FlatGroup, settings: dict[str, Any]) -> None:
-        """A flat group's update: :class:`FlatAdam` where it applies, else the generic body."""
-        plan = flat.plan
+    def update(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
+    ) -> None:
+        adam_multi_tensor(params, grads, *_state_lists(state), **_settings(group))
+
+    def update_single(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
+    ) -> None:
+        adam_single_tensor(params, grads, *_state_lists(state), **_settings(group),
+                           scratch=self.scratch)  # fmt: skip
+
+    # A tensor of at least LARGE_TENSOR_ELEMENTS elements one at a time: the same bits.
+    update_large = update_single
+
+    def update_flat(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
+    ) -> None:
+        """A flat group's update: :class:`FlatAdam` where it applies, else :meth:`update`."""
+        plan = FlatAdam.for_group(self, group, params[0], state)
         if plan is None:
-            plan = flat.plan = FlatAdam.build(flat, settings, scratch_of(self)) or False
-        if plan:
-            plan()
+            self.update(group, params, grads, state)
         else:
-            super()._flat_update(flat, settings)
-
-    def _single_tensor(self, *lists: list[Tensor], **settings: Any) -> None:
-        _single_tensor_adam(*lists, **settings)
-
-    def _multi_tensor(self, *lists: list[Tensor], **settings: Any) -> None:
-        _multi_tensor_adam(*lists, **settings)
+            plan(params[0], grads[0], state)
 
 
-def _single_tensor_adam(
+def _settings(group: dict[str, Any]) -> dict[str, Any]:
+    """The bodies' keywords, read from the group (a 1-element tensor lr or beta as 0-d)."""
+    beta1, beta2 = group["betas"]
+    return {
+        "beta1": beta1, "beta2": beta2, "lr": squeeze_scalar(group["lr"]),
+        "weight_decay": group["weight_decay"], "eps": group["eps"], "amsgrad": group["amsgrad"],
+        "maximize": group["maximize"], "decoupled_weight_decay": group["decoupled_weight_decay"],
+    }  # fmt: skip
+
+
+def _state_lists(state: Lists) -> tuple[list[Tensor], ...]:
+    return state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq", []), state["step"]
+
+
+def adam_single_tensor(
     params: list[Tensor],
     grads: list[Tensor],
     exp_avgs: list[Tensor],
@@ -162,26 +176,24 @@ def _single_tensor_adam(
     decoupled_weight_decay: bool,
     scratch: Scratch | None = None,
 ) -> None:
-    """The update rule one tensor at a time: the readable reference body.
+    """The update rule one tensor at a time: the readable reference body (torch's order).
 
-    With ``scratch`` the temporaries (−g, g + λθ, the denominator) live in reused buffers.
+    Real tensors (complex ones as real views); ``steps`` already count this step. With
+    ``scratch`` the temporaries (−g, g + λθ, the denominator) live in reused buffers.
     """
     for i, param in enumerate(params):
         grad = torch.neg(grads[i], out=out_like(scratch, grads[i], 1)) if maximize else grads[i]
-        step_t = steps[i]
-        step_t += 1
         if weight_decay != 0:
             if decoupled_weight_decay:
                 param.mul_(as_float(1 - lr * weight_decay))
             else:
                 grad = torch.add(grad, param, alpha=weight_decay, out=out_like(scratch, grad, 1))
-        param, grad = real_view(param), real_view(grad)
-        exp_avg, exp_avg_sq = real_view(exp_avgs[i]), real_view(exp_avg_sqs[i])
+        exp_avg, exp_avg_sq = exp_avgs[i], exp_avg_sqs[i]
 
         exp_avg.lerp_(grad, one_minus(beta1, param.dtype))
         exp_avg_sq.mul_(as_float(beta2)).addcmul_(grad, grad, value=as_float(1 - beta2))
 
-        step = step_value(step_t)
+        step = step_value(steps[i])
         # Python scalars, or float32 0-d tensors for tensor betas/lr, exactly as torch.
         bias_correction1 = 1 - beta1**step
         bias_correction2 = 1 - beta2**step
@@ -190,7 +202,7 @@ def _single_tensor_adam(
 
         second_moment = exp_avg_sq
         if amsgrad:
-            max_exp_avg_sq = real_view(max_exp_avg_sqs[i])
+            max_exp_avg_sq = max_exp_avg_sqs[i]
             torch.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
             second_moment = max_exp_avg_sq
         denom = torch.sqrt(second_moment, out=out_like(scratch, second_moment))
@@ -198,40 +210,35 @@ def _single_tensor_adam(
         param.addcdiv_(exp_avg, denom, value=-as_float(step_size))
 
 
-# A kept operand for ``step += 1``: a Python number would be wrapped in a new tensor per call.
-_ONE = torch.tensor(1.0)
-
-
 class FlatAdam:
-    """Adam's update of one flat group, its scalars prepared once per settings.
+    """A fast path: Adam's update of a flat group, its scalar operands prepared once.
 
     The same operations, in the same order and with the same scalars, as
-    :func:`_single_tensor_adam` on the group's 1-D views, so the same bits; what it saves is
-    per-step Python: settings unpacked, real views taken and scalar operands wrapped once
-    (``1 − β₁``, ``β₂``, ``ε`` and the step's √(1 − β₂ᵗ) as kept 0-d tensors on the CPU,
-    where a Python number would become a new tensor per call and the kept one gives the same
-    bits; in the parameters' dtype, where an operand of another dtype measured ~1 µs slower
-    per kernel call). For real parameters without ``maximize`` or L2 weight decay (decoupled
-    decay is included); :meth:`build` returns None for the others, which run the generic body.
+    :func:`adam_single_tensor` (and :func:`adam_multi_tensor`, the plain body of a flat
+    group) on the group's one tensor, so the same bits (tests/optim: bitwise against the
+    plain body and torch.optim). What it saves is per-step Python: settings unpacked once,
+    and ``1 − β₁``, ``β₂``, ``ε`` and the step's √(1 − β₂ᵗ) kept as 0-d tensors on the CPU
+    (a Python number becomes a new tensor per kernel call; the kept one, in the
+    parameters' dtype, gives the same bits), instead of a multi-tensor call per operation on
+    lists of one. Measured for issue 12: the 1-100-1 flat row's step 1.3x faster than the
+    plain body (bench_optim ``flat``, paired rounds). For real parameters without
+    ``maximize`` or L2 weight decay (decoupled decay is included) and float hyperparameters;
+    :meth:`for_group` returns None for the others, which run the plain body.
     """
 
     __slots__ = (
-        "beta1", "beta2", "beta2_operand", "correction2_operand", "decay", "denom",
-        "eps_operand", "exp_avg",
-        "exp_avg_sq", "grad", "lr", "max_exp_avg_sq", "one", "one_minus_beta2", "param",
-        "steps", "weight1",
+        "amsgrad", "beta1", "beta2", "beta2_operand", "correction2_operand", "decay", "denom",
+        "entries", "eps_operand", "lr", "one_minus_beta2", "param", "weight1",
     )  # fmt: skip
 
-    def __init__(self, flat: FlatGroup, settings: dict[str, Any], denom: Tensor) -> None:
-        self.param, self.grad = flat.param, flat.grad
-        self.exp_avg, self.exp_avg_sq = flat.buffers["exp_avg"], flat.buffers["exp_avg_sq"]
-        self.max_exp_avg_sq = flat.buffers["max_exp_avg_sq"] if settings["amsgrad"] else None
-        self.steps = flat.buffers["step"]
-        self.denom = denom
+    def __init__(self, entries: tuple[Any, ...], settings: dict[str, Any], param: Tensor) -> None:
+        self.entries = entries
+        self.param = param
         beta1, beta2, lr = settings["beta1"], settings["beta2"], settings["lr"]
         self.beta1, self.beta2, self.lr = beta1, beta2, lr
-        on_cpu = self.param.is_cpu
-        dtype = self.param.dtype
+        self.amsgrad = settings["amsgrad"]
+        on_cpu = param.is_cpu
+        dtype = param.dtype
         weight1 = one_minus(beta1, dtype)
         # A kept 0-d weight takes lerp's tensor-weight kernel: the same formula and bits,
         # measured ~0.4 µs faster per call than the number overload.
@@ -243,32 +250,48 @@ class FlatAdam:
         eps = settings["eps"]
         self.eps_operand: float | Tensor = _kept(float(eps), dtype) if on_cpu else eps
         self.correction2_operand = _kept(1.0, dtype) if on_cpu else None
-        self.one: float | Tensor = _ONE if self.steps.is_cpu else 1
         weight_decay = settings["weight_decay"]
         self.decay = as_float(1 - lr * weight_decay) if weight_decay != 0 else None
+        self.denom = torch.empty_like(param)
 
     @classmethod
-    def build(cls, flat: FlatGroup, settings: dict[str, Any], scratch: Scratch) -> FlatAdam | None:
-        """The plan for ``flat`` under ``settings``, or None where it does not apply."""
+    def for_group(
+        cls, optimizer: torch.optim.Optimizer, group: dict[str, Any], param: Tensor, state: Lists
+    ) -> FlatAdam | None:
+        """The plan for this flat group, or None where it does not apply.
+
+        Kept while the group's entries are the very objects it was made from (a scheduler
+        assigning ``lr`` puts a new object there, even when equal) and the tensor is the same.
+        """
+        plans: dict[int, FlatAdam] = optimizer.__dict__.setdefault("_handgrad_flat_adam", {})
+        plan = plans.get(id(group))
+        if (
+            plan is not None
+            and plan.param is param
+            and len(group) == len(plan.entries)
+            and all(map(is_, group.values(), plan.entries))
+        ):
+            return plan
+        plans.pop(id(group), None)
+        settings = _settings(group)
         if (
             settings["maximize"]
             or (settings["weight_decay"] != 0 and not settings["decoupled_weight_decay"])
-            or flat.param.is_complex()
+            or param.is_complex()
             or any(isinstance(settings[name], Tensor) for name in ("lr", "beta1", "beta2"))
-            or "step" not in flat.buffers
+            or param.dtype not in (torch.float32, torch.float64)
         ):
             return None
-        return cls(flat, settings, scratch.like(flat.buffers["exp_avg_sq"]))
+        plan = plans[id(group)] = cls(tuple(group.values()), settings, param)
+        return plan
 
-    def __call__(self) -> None:
+    def __call__(self, param: Tensor, grad: Tensor, state: Lists) -> None:
         """One Adam step of the whole group (the rule in :class:`Adam`)."""
-        steps, param, grad, exp_avg = self.steps, self.param, self.grad, self.exp_avg
-        steps.add_(self.one)
-        step = steps.tolist()[0]  # equal counts: checked by the flat layout's record
+        exp_avg, exp_avg_sq = state["exp_avg"][0], state["exp_avg_sq"][0]
+        step = state["step"][0].item()
         if self.decay is not None:
             param.mul_(self.decay)
         exp_avg.lerp_(grad, self.weight1)
-        exp_avg_sq = self.exp_avg_sq
         exp_avg_sq.mul_(self.beta2_operand).addcmul_(grad, grad, value=self.one_minus_beta2)
 
         bias_correction1 = 1 - self.beta1**step
@@ -277,8 +300,8 @@ class FlatAdam:
         bias_correction2_sqrt = bias_correction2**0.5
 
         second_moment = exp_avg_sq
-        if self.max_exp_avg_sq is not None:
-            second_moment = self.max_exp_avg_sq
+        if self.amsgrad:
+            second_moment = state["max_exp_avg_sq"][0]
             torch.maximum(second_moment, exp_avg_sq, out=second_moment)
         denom = torch.sqrt(second_moment, out=self.denom)
         divisor = self.correction2_operand
@@ -302,7 +325,7 @@ def _kept(value: float, like: torch.dtype) -> Tensor:
         return torch.tensor(value, dtype=dtype)
 
 
-def _multi_tensor_adam(
+def adam_multi_tensor(
     params: list[Tensor],
     grads: list[Tensor],
     exp_avgs: list[Tensor],
@@ -319,44 +342,35 @@ def _multi_tensor_adam(
     maximize: bool,
     decoupled_weight_decay: bool,
 ) -> None:
-    """The same rule on whole lists of tensors (``torch._foreach_*``), per device and dtype."""
-    grouped = group_by_device_and_dtype(
-        [params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps]
+    """The same rule on whole lists of tensors (``torch._foreach_*``): one device and dtype,
+    real tensors (complex ones as real views), ``steps`` already counting this step."""
+    if weight_decay != 0 and decoupled_weight_decay:
+        torch._foreach_mul_(params, as_float(1 - lr * weight_decay))
+    if maximize:
+        grads = list(torch._foreach_neg(grads))
+        if weight_decay != 0 and not decoupled_weight_decay:
+            torch._foreach_add_(grads, params, alpha=weight_decay)
+    elif weight_decay != 0 and not decoupled_weight_decay:
+        grads = list(torch._foreach_add(grads, params, alpha=weight_decay))
+    torch._foreach_lerp_(exp_avgs, grads, one_minus(beta1, params[0].dtype))
+    torch._foreach_mul_(exp_avg_sqs, as_float(beta2))
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=as_float(1 - beta2))
+    del grads
+
+    values = step_values(steps)
+    corrections: dict[float, tuple[float, float]] = {}
+    for step in set(values):
+        bias_correction2_sqrt = (1 - beta2**step) ** 0.5
+        step_size = lr / (1 - beta1**step)
+        corrections[step] = (as_float(bias_correction2_sqrt), -as_float(step_size))
+
+    if amsgrad:
+        torch._foreach_maximum_(max_exp_avg_sqs, exp_avg_sqs)
+        denom = torch._foreach_sqrt(max_exp_avg_sqs)
+    else:
+        denom = torch._foreach_sqrt(exp_avg_sqs)
+    torch._foreach_div_(denom, same_or_list([corrections[s][0] for s in values]))
+    torch._foreach_add_(denom, eps)
+    torch._foreach_addcdiv_(
+        params, exp_avgs, denom, same_or_list([corrections[s][1] for s in values])
     )
-    for g_params, g_grads, g_exp_avgs, g_exp_avg_sqs, g_max_sqs, g_steps in grouped:
-        increment_steps(g_steps, foreach=True)
-        if weight_decay != 0 and decoupled_weight_decay:
-            torch._foreach_mul_(g_params, as_float(1 - lr * weight_decay))
-        g_params, g_exp_avgs, g_exp_avg_sqs = (
-            real_views(g_params), real_views(g_exp_avgs), real_views(g_exp_avg_sqs)
-        )  # fmt: skip
-        g_grads = real_views(g_grads)
-        if maximize:
-            g_grads = list(torch._foreach_neg(g_grads))
-            if weight_decay != 0 and not decoupled_weight_decay:
-                torch._foreach_add_(g_grads, g_params, alpha=weight_decay)
-        elif weight_decay != 0 and not decoupled_weight_decay:
-            g_grads = list(torch._foreach_add(g_grads, g_params, alpha=weight_decay))
-        torch._foreach_lerp_(g_exp_avgs, g_grads, one_minus(beta1, g_params[0].dtype))
-        torch._foreach_mul_(g_exp_avg_sqs, as_float(beta2))
-        torch._foreach_addcmul_(g_exp_avg_sqs, g_grads, g_grads, value=as_float(1 - beta2))
-        del g_grads
-
-        values = step_values(g_steps)
-        corrections: dict[float, tuple[float, float]] = {}
-        for step in set(values):
-            bias_correction2_sqrt = (1 - beta2**step) ** 0.5
-            step_size = lr / (1 - beta1**step)
-            corrections[step] = (as_float(bias_correction2_sqrt), -as_float(step_size))
-
-        if amsgrad:
-            g_max_sqs = real_views(g_max_sqs)
-            torch._foreach_maximum_(g_max_sqs, g_exp_avg_sqs)
-            denom = torch._foreach_sqrt(g_max_sqs)
-        else:
-            denom = torch._foreach_sqrt(g_exp_avg_sqs)
-        torch._foreach_div_(denom, same_or_list([corrections[s][0] for s in values]))
-        torch._foreach_add_(denom, eps)
-        torch._foreach_addcdiv_(
-            g_params, g_exp_avgs, denom, same_or_list([corrections[s][1] for s in values])
-        )

@@ -8,25 +8,22 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ._base import ElementwiseOptimizer
+from ._base import Lists, Optimizer
 from ._common import (
     Scratch,
     as_float,
     check_at_least,
     check_betas,
     check_lr,
-    group_by_device_and_dtype,
-    increment_steps,
     out_like,
-    real_view,
-    real_views,
     same_or_list,
+    squeeze_scalar,
     step_value,
     step_values,
 )
 
 
-class Adamax(ElementwiseOptimizer):
+class Adamax(Optimizer):
     r"""Adamax, interchangeable with ``torch.optim.Adamax`` (arguments, state, errors).
 
     For each parameter θ with gradient g at step t (γ = lr, λ = weight_decay)::
@@ -41,8 +38,8 @@ class Adamax(ElementwiseOptimizer):
     ``foreach=None`` runs the multi-tensor body.
     """
 
-    body_lists = ("params", "grads", "exp_avg", "exp_inf", "step")
-    hyperparameters = ("betas", "lr", "eps", "weight_decay", "maximize")
+    state_keys = ("step", "exp_avg", "exp_inf")
+    elementwise = True
     flag_defaults: ClassVar[dict[str, Any]] = {
         "foreach": None,
         "maximize": False,
@@ -50,7 +47,6 @@ class Adamax(ElementwiseOptimizer):
         "capturable": False,
     }
     sparse_error = "Adamax does not support sparse gradients"
-    flat_updates = True
 
     def __init__(
         self,
@@ -81,14 +77,33 @@ class Adamax(ElementwiseOptimizer):
         }
         super().__init__(params, defaults)
 
-    def _single_tensor(self, *lists: list[Tensor], **settings: Any) -> None:
-        _single_tensor_adamax(*lists, **settings)
+    def update(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
+    ) -> None:
+        adamax_multi_tensor(params, grads, state["exp_avg"], state["exp_inf"], state["step"],
+                            **_settings(group))  # fmt: skip
 
-    def _multi_tensor(self, *lists: list[Tensor], **settings: Any) -> None:
-        _multi_tensor_adamax(*lists, **settings)
+    def update_single(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
+    ) -> None:
+        adamax_single_tensor(params, grads, state["exp_avg"], state["exp_inf"], state["step"],
+                             **_settings(group), scratch=self.scratch)  # fmt: skip
+
+    # Fast paths, both the single-tensor body (the same bits as update; tests/optim): tensors
+    # of at least LARGE_TENSOR_ELEMENTS elements, and flat groups (FLAT_FIGURE).
+    update_large = update_single
+    update_flat = update_single
 
 
-def _single_tensor_adamax(
+def _settings(group: dict[str, Any]) -> dict[str, Any]:
+    beta1, beta2 = group["betas"]
+    return {
+        "beta1": beta1, "beta2": beta2, "lr": squeeze_scalar(group["lr"]), "eps": group["eps"],
+        "weight_decay": group["weight_decay"], "maximize": group["maximize"],
+    }  # fmt: skip
+
+
+def adamax_single_tensor(
     params: list[Tensor],
     grads: list[Tensor],
     exp_avgs: list[Tensor],
@@ -103,27 +118,24 @@ def _single_tensor_adamax(
     maximize: bool,
     scratch: Scratch | None = None,
 ) -> None:
-    """The update rule one tensor at a time: the readable reference body.
+    """The update rule one tensor at a time: the readable reference body (torch's order).
 
     With ``scratch`` the temporaries (−g, g + λθ, |g| + ε) live in reused buffers.
     """
     for i, param in enumerate(params):
         grad = torch.neg(grads[i], out=out_like(scratch, grads[i], 1)) if maximize else grads[i]
-        step_t = steps[i]
-        step_t += 1
         if weight_decay != 0:
             grad = torch.add(grad, param, alpha=weight_decay, out=out_like(scratch, grad, 1))
-        param, grad = real_view(param), real_view(grad)
-        exp_avg, exp_inf = real_view(exp_avgs[i]), real_view(exp_infs[i])
+        exp_avg, exp_inf = exp_avgs[i], exp_infs[i]
 
         exp_avg.lerp_(grad, 1 - beta1)
         bound = torch.abs(grad, out=out_like(scratch, grad)).add_(eps)
         torch.maximum(exp_inf.mul_(beta2), bound, out=exp_inf)
-        step_size = lr / (1 - beta1 ** step_value(step_t))
+        step_size = lr / (1 - beta1 ** step_value(steps[i]))
         param.addcdiv_(exp_avg, exp_inf, value=-as_float(step_size))
 
 
-def _multi_tensor_adamax(
+def adamax_multi_tensor(
     params: list[Tensor],
     grads: list[Tensor],
     exp_avgs: list[Tensor],
@@ -137,33 +149,25 @@ def _multi_tensor_adamax(
     weight_decay: float,
     maximize: bool,
 ) -> None:
-    """The same rule on whole lists of tensors (``torch._foreach_*``), per device and dtype."""
-    for g_params, g_grads, g_exp_avgs, g_exp_infs, g_steps in group_by_device_and_dtype(
-        [params, grads, exp_avgs, exp_infs, steps]
-    ):
-        increment_steps(g_steps, foreach=True)
-        g_params, g_exp_avgs, g_exp_infs = (
-            real_views(g_params), real_views(g_exp_avgs), real_views(g_exp_infs)
-        )  # fmt: skip
-        g_grads = real_views(g_grads)
-        if maximize:
-            g_grads = list(torch._foreach_neg(g_grads))
-            if weight_decay != 0:
-                torch._foreach_add_(g_grads, g_params, alpha=weight_decay)
-        elif weight_decay != 0:
-            g_grads = list(torch._foreach_add(g_grads, g_params, alpha=weight_decay))
+    """The same rule on whole lists of tensors (``torch._foreach_*``), one device and dtype."""
+    if maximize:
+        grads = list(torch._foreach_neg(grads))
+        if weight_decay != 0:
+            torch._foreach_add_(grads, params, alpha=weight_decay)
+    elif weight_decay != 0:
+        grads = list(torch._foreach_add(grads, params, alpha=weight_decay))
 
-        torch._foreach_lerp_(g_exp_avgs, g_grads, 1 - beta1)
-        torch._foreach_mul_(g_exp_infs, beta2)
-        # |g| + ε: into the temporaries we own, a fresh list when g is still p.grad.
-        if maximize or weight_decay != 0:
-            torch._foreach_abs_(g_grads)
-            bound = g_grads
-        else:
-            bound = list(torch._foreach_abs(g_grads))
-        torch._foreach_add_(bound, eps)
-        torch._foreach_maximum_(g_exp_infs, bound)
-        del bound, g_grads
+    torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+    torch._foreach_mul_(exp_infs, beta2)
+    # |g| + ε: into the temporaries we own, a fresh list when g is still p.grad.
+    if maximize or weight_decay != 0:
+        torch._foreach_abs_(grads)
+        bound = grads
+    else:
+        bound = list(torch._foreach_abs(grads))
+    torch._foreach_add_(bound, eps)
+    torch._foreach_maximum_(exp_infs, bound)
+    del bound, grads
 
-        step_sizes = [-as_float(lr / (1 - beta1**step)) for step in step_values(g_steps)]
-        torch._foreach_addcdiv_(g_params, g_exp_avgs, g_exp_infs, same_or_list(step_sizes))
+    step_sizes = [-as_float(lr / (1 - beta1**step)) for step in step_values(steps)]
+    torch._foreach_addcdiv_(params, exp_avgs, exp_infs, same_or_list(step_sizes))

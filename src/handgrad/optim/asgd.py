@@ -8,20 +8,16 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import ParamsT
 
-from handgrad.optim._base import ElementwiseOptimizer
-from handgrad.optim._bookkeeping import check_capturable
+from handgrad.optim._base import Lists, Optimizer
 from handgrad.optim._common import (
     check_at_least,
     check_lr,
-    group_by_device_and_dtype,
-    increment_steps,
-    real_views,
     scalar_dtype,
     squeeze_scalar,
 )
 
 
-class ASGD(ElementwiseOptimizer):
+class ASGD(Optimizer):
     r"""Averaged SGD (Polyak & Juditsky, 1992), as torch.optim.ASGD.
 
     With learning rate γ, decay λ (``lambd``), power α, averaging start t₀ and weight decay
@@ -37,13 +33,12 @@ class ASGD(ElementwiseOptimizer):
     parameters ā are what ASGD offers as its answer; θ itself keeps moving.
     """
 
-    body_lists = ("params", "grads", "ax", "mu", "eta", "step")
-    hyperparameters = ("lr", "lambd", "alpha", "t0", "weight_decay", "maximize")
+    state_keys = ("step", "eta", "mu", "ax")
+    elementwise = True
     flag_defaults: ClassVar[dict[str, Any]] = {
         "foreach": None, "maximize": False, "differentiable": False, "capturable": False,
     }  # fmt: skip
     sparse_error = "ASGD does not support sparse gradients"
-    splits_large_tensors = False
 
     def __init__(
         self,
@@ -85,21 +80,35 @@ class ASGD(ElementwiseOptimizer):
                             p_state[key], dtype=scalar_dtype(), device=p.device
                         )
 
-    def _init_state(self, p: Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
+    def init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
         lr0 = squeeze_scalar(group["lr"])
-        state["step"] = torch.zeros((), device=p.device, dtype=scalar_dtype())
-        state["eta"] = torch.as_tensor(lr0, device=p.device, dtype=scalar_dtype()).clone()
-        state["mu"] = torch.ones((), device=p.device, dtype=scalar_dtype())
-        state["ax"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return {
+            "step": torch.zeros((), device=p.device, dtype=scalar_dtype()),
+            "eta": torch.as_tensor(lr0, device=p.device, dtype=scalar_dtype()).clone(),
+            "mu": torch.ones((), device=p.device, dtype=scalar_dtype()),
+            "ax": torch.zeros_like(p, memory_format=torch.preserve_format),
+        }
 
-    def _check_params(self, group: dict[str, Any], params: list[Tensor]) -> None:
-        check_capturable(group["capturable"], params)
+    def update(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
+    ) -> None:
+        asgd_multi_tensor(params, grads, *_state_lists(state), **_settings(group))
 
-    def _single_tensor(self, *lists: list[Tensor], **settings: Any) -> None:
-        asgd_single_tensor(*lists, **settings)
+    def update_single(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
+    ) -> None:
+        asgd_single_tensor(params, grads, *_state_lists(state), **_settings(group))
 
-    def _multi_tensor(self, *lists: list[Tensor], **settings: Any) -> None:
-        asgd_multi_tensor(*lists, **settings)
+
+def _settings(group: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "lr": squeeze_scalar(group["lr"]), "lambd": group["lambd"], "alpha": group["alpha"],
+        "t0": group["t0"], "weight_decay": group["weight_decay"], "maximize": group["maximize"],
+    }  # fmt: skip
+
+
+def _state_lists(state: Lists) -> tuple[list[Tensor], ...]:
+    return state["ax"], state["mu"], state["eta"], state["step"]
 
 
 def asgd_single_tensor(
@@ -117,12 +126,10 @@ def asgd_single_tensor(
     weight_decay: float,
     maximize: bool,
 ) -> None:
-    """ASGD one tensor at a time."""
+    """ASGD one tensor at a time (torch's order); ``steps`` already count this step."""
     for param, grad, ax, mu, eta, step_t in zip(params, grads, axs, mus, etas, steps, strict=True):
         if maximize:
             grad = -grad
-        param, grad, ax = real_views([param, grad, ax])
-        step_t += 1
         if weight_decay != 0:
             grad = grad.add(param, alpha=weight_decay)
         eta_value = eta.item()
@@ -152,39 +159,34 @@ def asgd_multi_tensor(
     weight_decay: float,
     maximize: bool,
 ) -> None:
-    """ASGD on lists of tensors with ``torch._foreach_*``.
+    """ASGD on lists of tensors of one device and dtype (``torch._foreach_*``).
 
     Here the decay and the gradient step are one multiply-add, θ ← θ − η (g + λ θ), as in
     torch's multi-tensor body (the same value up to rounding).
     """
-    for p_, g_, ax_, mu_, eta_, t_ in group_by_device_and_dtype(
-        [params, grads, axs, mus, etas, steps]
-    ):
-        p, g, ax = real_views(p_), real_views(g_), real_views(ax_)
-        device = p[0].device
+    device = params[0].device
+    if maximize:
+        grads = list(torch._foreach_neg(grads))
+    if weight_decay != 0:
+        # g is our own copy when maximize negated it; otherwise p.grad must stay untouched.
         if maximize:
-            g = list(torch._foreach_neg(g))
-        increment_steps(t_, foreach=True)
-        if weight_decay != 0:
-            # g is our own copy when maximize negated it; otherwise p.grad must stay untouched.
-            if maximize:
-                torch._foreach_add_(g, p, alpha=weight_decay)
-                direction = g
-            else:
-                direction = list(torch._foreach_add(g, p, alpha=weight_decay))
-            torch._foreach_add_(direction, p, alpha=lambd)
+            torch._foreach_add_(grads, params, alpha=weight_decay)
+            direction = grads
         else:
-            direction = list(torch._foreach_add(g, p, alpha=lambd))
-        torch._foreach_addcmul_(p, direction, eta_, value=-1)
-        torch._foreach_addcmul_(ax, torch._foreach_sub(p, ax), mu_)
-        # η from the step read as a Python float (double precision), as torch's single-tensor
-        # body does; torch's multi-tensor body does this arithmetic in the float32 step dtype,
-        # ~1e-8 relative away. We keep one answer for both of our bodies: the accurate one.
-        counts = [step.item() for step in t_]
-        new_etas = [
-            torch.as_tensor(lr / ((1 + lambd * lr * count) ** alpha), device=device)
-            for count in counts
-        ]
-        new_mus = [torch.as_tensor(1 / max(1, count - t0), device=device) for count in counts]
-        torch._foreach_copy_(eta_, new_etas)
-        torch._foreach_copy_(mu_, new_mus)
+            direction = list(torch._foreach_add(grads, params, alpha=weight_decay))
+        torch._foreach_add_(direction, params, alpha=lambd)
+    else:
+        direction = list(torch._foreach_add(grads, params, alpha=lambd))
+    torch._foreach_addcmul_(params, direction, etas, value=-1)
+    torch._foreach_addcmul_(axs, torch._foreach_sub(params, axs), mus)
+    # η from the step read as a Python float (double precision), as torch's single-tensor
+    # body does; torch's multi-tensor body does this arithmetic in the float32 step dtype,
+    # ~1e-8 relative away. We keep one answer for both of our bodies: the accurate one.
+    counts = [step.item() for step in steps]
+    new_etas = [
+        torch.as_tensor(lr / ((1 + lambd * lr * count) ** alpha), device=device)
+        for count in counts
+    ]
+    new_mus = [torch.as_tensor(1 / max(1, count - t0), device=device) for count in counts]
+    torch._foreach_copy_(etas, new_etas)
+    torch._foreach_copy_(mus, new_mus)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch.optim.optimizer import Optimizer, ParamsT
+from torch.optim.optimizer import ParamsT
 
+from handgrad.optim._base import Lists, Optimizer
 from handgrad.optim._common import squeeze_scalar
 
 # The quintic's coefficients (Keller Jordan's Muon), chosen for a steep slope at zero.
@@ -37,6 +37,9 @@ class Muon(Optimizer):
     parameters and sparse gradients are refused at step (RuntimeError); parameters that are
     not 2-D at construction (ValueError).
     """
+
+    state_keys = ("momentum_buffer",)
+    sparse_error = "Muon does not support sparse gradients"
 
     def __init__(
         self,
@@ -80,47 +83,46 @@ class Muon(Optimizer):
                         f"size: {p.size()}"
                     )
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """One Muon step on every parameter that has a gradient; returns the closure's loss.
+    def check(self, group: dict[str, Any], params: list[Tensor]) -> None:
+        if any(p.is_complex() for p in params):
+            raise RuntimeError("Muon does not support complex parameters")
+
+    def update(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
+    ) -> None:
+        """One Muon step for matrices of one device and dtype.
 
         Matrices of one shape go through the Newton–Schulz iteration together, as one batch
         of matrix products (see :func:`batchable`); the others one at a time.
         """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params, grads, buffers = self._group_tensors(group)
-            settings = {
-                "lr": squeeze_scalar(group["lr"]),
-                "weight_decay": group["weight_decay"],
-                "momentum": group["momentum"],
-                "nesterov": group["nesterov"],
-                "ns_coefficients": group["ns_coefficients"],
-                "ns_steps": group["ns_steps"],
-                "eps": group["eps"],
-                "adjust_lr_fn": group["adjust_lr_fn"],
-            }
-            for indices in _same_shape_batches(params):
-                if len(indices) == 1:
-                    i = indices[0]
-                    muon_update(params[i], grads[i], buffers[i], **settings)
-                else:
-                    batch = [params[i] for i in indices]
-                    muon_update_batch(
-                        batch,
-                        [grads[i] for i in indices],
-                        [buffers[i] for i in indices],
-                        **settings,
-                        workspace=self._workspace(len(batch), batch[0]),
-                    )
-        return loss
+        buffers = state["momentum_buffer"]
+        settings = {
+            "lr": squeeze_scalar(group["lr"]),
+            "weight_decay": group["weight_decay"],
+            "momentum": group["momentum"],
+            "nesterov": group["nesterov"],
+            "ns_coefficients": group["ns_coefficients"],
+            "ns_steps": group["ns_steps"],
+            "eps": group["eps"],
+            "adjust_lr_fn": group["adjust_lr_fn"],
+        }
+        for indices in _same_shape_batches(params):
+            if len(indices) == 1:
+                i = indices[0]
+                muon_update(params[i], grads[i], buffers[i], **settings)
+            else:
+                batch = [params[i] for i in indices]
+                muon_update_batch(
+                    batch,
+                    [grads[i] for i in indices],
+                    [buffers[i] for i in indices],
+                    **settings,
+                    workspace=self._workspace(len(batch), batch[0]),
+                )
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        self._workspaces = {}  # not part of the state: rebuilt on the next step
+        self._workspaces = {}  # not part of the state: made again at the next step
 
     def _workspace(self, count: int, param: Tensor) -> BatchWorkspace:
         """The kept workspace for ``count`` matrices like ``param``, grown as needed."""
@@ -130,31 +132,6 @@ class Muon(Optimizer):
             workspace = BatchWorkspace(count, param)
             self._workspaces[key] = workspace
         return workspace
-
-    def _group_tensors(
-        self, group: dict[str, Any]
-    ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
-        """Parameters with gradients, the gradients and momentum buffers (created lazily).
-
-        Every parameter is checked before any is updated, as torch does.
-        """
-        params, grads, buffers = [], [], []
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            if p.is_complex():
-                raise RuntimeError("Muon does not support complex parameters")
-            if p.grad.is_sparse:
-                raise RuntimeError("Muon does not support sparse gradients")
-            state = self.state[p]
-            if "momentum_buffer" not in state:
-                state["momentum_buffer"] = torch.zeros_like(
-                    p.grad, memory_format=torch.preserve_format
-                )
-            params.append(p)
-            grads.append(p.grad)
-            buffers.append(state["momentum_buffer"])
-        return params, grads, buffers
 
 
 def muon_update(

@@ -8,25 +8,22 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ._base import ElementwiseOptimizer
+from ._base import Lists, Optimizer
 from ._common import (
     Scratch,
     as_float,
     check_at_least,
     check_betas,
     check_lr,
-    group_by_device_and_dtype,
-    increment_steps,
     out_like,
-    real_view,
-    real_views,
     same_or_list,
     scalar_dtype,
+    squeeze_scalar,
     step_values,
 )
 
 
-class NAdam(ElementwiseOptimizer):
+class NAdam(Optimizer):
     r"""NAdam, interchangeable with ``torch.optim.NAdam`` (arguments, state, errors).
 
     For each parameter θ with gradient g at step t (γ = lr, λ = weight_decay,
@@ -45,11 +42,8 @@ class NAdam(ElementwiseOptimizer):
     1-element tensor; ``foreach=None`` runs the multi-tensor body.
     """
 
-    body_lists = ("params", "grads", "exp_avg", "exp_avg_sq", "mu_product", "step")
-    hyperparameters = (
-        "betas", "lr", "eps", "weight_decay", "momentum_decay", "decoupled_weight_decay",
-        "maximize",
-    )  # fmt: skip
+    state_keys = ("step", "mu_product", "exp_avg", "exp_avg_sq")
+    elementwise = True
     flag_defaults: ClassVar[dict[str, Any]] = {
         "maximize": False, "foreach": None, "capturable": False, "differentiable": False,
         "decoupled_weight_decay": False,
@@ -91,18 +85,41 @@ class NAdam(ElementwiseOptimizer):
         }
         super().__init__(params, defaults)
 
-    def _init_state(self, p: Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
+    def init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
         device = p.device if group["capturable"] else torch.device("cpu")
-        state["step"] = torch.zeros((), dtype=scalar_dtype(), device=device)
-        state["mu_product"] = torch.ones((), dtype=scalar_dtype(), device=device)
-        state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return {
+            "step": torch.zeros((), dtype=scalar_dtype(), device=device),
+            "mu_product": torch.ones((), dtype=scalar_dtype(), device=device),
+            "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+            "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
+        }
 
-    def _single_tensor(self, *lists: list[Tensor], **settings: Any) -> None:
-        _single_tensor_nadam(*lists, **settings)
+    def update(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
+    ) -> None:
+        nadam_multi_tensor(params, grads, *_state_lists(state), **_settings(group))
 
-    def _multi_tensor(self, *lists: list[Tensor], **settings: Any) -> None:
-        _multi_tensor_nadam(*lists, **settings)
+    def update_single(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
+    ) -> None:
+        nadam_single_tensor(params, grads, *_state_lists(state), **_settings(group),
+                            scratch=self.scratch)  # fmt: skip
+
+    # A tensor of at least LARGE_TENSOR_ELEMENTS elements one at a time: the same bits.
+    update_large = update_single
+
+
+def _settings(group: dict[str, Any]) -> dict[str, Any]:
+    beta1, beta2 = group["betas"]
+    return {
+        "beta1": beta1, "beta2": beta2, "lr": squeeze_scalar(group["lr"]), "eps": group["eps"],
+        "weight_decay": group["weight_decay"], "momentum_decay": group["momentum_decay"],
+        "decoupled_weight_decay": group["decoupled_weight_decay"], "maximize": group["maximize"],
+    }  # fmt: skip
+
+
+def _state_lists(state: Lists) -> tuple[list[Tensor], ...]:
+    return state["exp_avg"], state["exp_avg_sq"], state["mu_product"], state["step"]
 
 
 def _momentum_coefficient(beta1: float, step: float, momentum_decay: float) -> float:
@@ -110,7 +127,7 @@ def _momentum_coefficient(beta1: float, step: float, momentum_decay: float) -> f
     return beta1 * (1.0 - 0.5 * 0.96 ** (step * momentum_decay))
 
 
-def _single_tensor_nadam(
+def nadam_single_tensor(
     params: list[Tensor],
     grads: list[Tensor],
     exp_avgs: list[Tensor],
@@ -128,21 +145,15 @@ def _single_tensor_nadam(
     maximize: bool,
     scratch: Scratch | None = None,
 ) -> None:
-    """The update rule one tensor at a time: the readable reference body.
+    """The update rule one tensor at a time: the readable reference body (torch's order).
 
     With ``scratch`` the temporaries (−g, g + λθ, the denominator) live in reused buffers.
     """
     for i, param in enumerate(params):
         grad = grads[i]
-        grad = real_view(torch.neg(grad, out=out_like(scratch, grad, 1)) if maximize else grad)
-        param, exp_avg, exp_avg_sq = (
-            real_view(param),
-            real_view(exp_avgs[i]),
-            real_view(exp_avg_sqs[i]),
-        )
-        step_t = steps[i]
-        step_t += 1
-        step = float(step_t.item())
+        grad = torch.neg(grad, out=out_like(scratch, grad, 1)) if maximize else grad
+        exp_avg, exp_avg_sq = exp_avgs[i], exp_avg_sqs[i]
+        step = float(steps[i].item())
         bias_correction2 = 1 - beta2**step
         if weight_decay != 0:
             if decoupled_weight_decay:
@@ -162,7 +173,7 @@ def _single_tensor_nadam(
         param.addcdiv_(exp_avg, denom, value=as_float(-lr * mu_next / (1.0 - mu_product * mu_next)))
 
 
-def _multi_tensor_nadam(
+def nadam_multi_tensor(
     params: list[Tensor],
     grads: list[Tensor],
     exp_avgs: list[Tensor],
@@ -179,51 +190,36 @@ def _multi_tensor_nadam(
     decoupled_weight_decay: bool,
     maximize: bool,
 ) -> None:
-    """The same rule on whole lists of tensors (``torch._foreach_*``), per device and dtype."""
-    for (
-        g_params,
-        g_grads,
-        g_exp_avgs,
-        g_exp_avg_sqs,
-        g_mu_products,
-        g_steps,
-    ) in group_by_device_and_dtype([params, grads, exp_avgs, exp_avg_sqs, mu_products, steps]):
-        increment_steps(g_steps, foreach=True)
-        g_params, g_exp_avgs, g_exp_avg_sqs = (
-            real_views(g_params), real_views(g_exp_avgs), real_views(g_exp_avg_sqs)
-        )  # fmt: skip
-        g_grads = real_views(g_grads)
-        if maximize:
-            g_grads = list(torch._foreach_neg(g_grads))
-        if weight_decay != 0:
-            if decoupled_weight_decay:
-                torch._foreach_mul_(g_params, as_float(1 - lr * weight_decay))
-            elif maximize:
-                torch._foreach_add_(g_grads, g_params, alpha=weight_decay)
-            else:
-                g_grads = list(torch._foreach_add(g_grads, g_params, alpha=weight_decay))
+    """The same rule on whole lists of tensors (``torch._foreach_*``), one device and dtype."""
+    if maximize:
+        grads = list(torch._foreach_neg(grads))
+    if weight_decay != 0:
+        if decoupled_weight_decay:
+            torch._foreach_mul_(params, as_float(1 - lr * weight_decay))
+        elif maximize:
+            torch._foreach_add_(grads, params, alpha=weight_decay)
+        else:
+            grads = list(torch._foreach_add(grads, params, alpha=weight_decay))
 
-        values = step_values(g_steps)
-        mus = [_momentum_coefficient(beta1, step, momentum_decay) for step in values]
-        mu_nexts = [_momentum_coefficient(beta1, step + 1, momentum_decay) for step in values]
-        torch._foreach_mul_(g_mu_products, mus)
-        products = step_values(g_mu_products)
+    values = step_values(steps)
+    mus = [_momentum_coefficient(beta1, step, momentum_decay) for step in values]
+    mu_nexts = [_momentum_coefficient(beta1, step + 1, momentum_decay) for step in values]
+    torch._foreach_mul_(mu_products, mus)
+    products = step_values(mu_products)
 
-        torch._foreach_lerp_(g_exp_avgs, g_grads, 1 - beta1)
-        torch._foreach_mul_(g_exp_avg_sqs, beta2)
-        torch._foreach_addcmul_(g_exp_avg_sqs, g_grads, g_grads, 1 - beta2)
-        denom = list(
-            torch._foreach_div(g_exp_avg_sqs, same_or_list([1 - beta2**s for s in values]))
-        )
-        torch._foreach_sqrt_(denom)
-        torch._foreach_add_(denom, eps)
+    torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+    torch._foreach_mul_(exp_avg_sqs, beta2)
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+    denom = list(torch._foreach_div(exp_avg_sqs, same_or_list([1 - beta2**s for s in values])))
+    torch._foreach_sqrt_(denom)
+    torch._foreach_add_(denom, eps)
 
-        grad_sizes = [
-            as_float(-lr * (1.0 - mu) / (1.0 - p)) for mu, p in zip(mus, products, strict=True)
-        ]
-        avg_sizes = [
-            as_float(-lr * mu_next / (1.0 - p * mu_next))
-            for mu_next, p in zip(mu_nexts, products, strict=True)
-        ]
-        torch._foreach_addcdiv_(g_params, g_grads, denom, same_or_list(grad_sizes))
-        torch._foreach_addcdiv_(g_params, g_exp_avgs, denom, same_or_list(avg_sizes))
+    grad_sizes = [
+        as_float(-lr * (1.0 - mu) / (1.0 - p)) for mu, p in zip(mus, products, strict=True)
+    ]
+    avg_sizes = [
+        as_float(-lr * mu_next / (1.0 - p * mu_next))
+        for mu_next, p in zip(mu_nexts, products, strict=True)
+    ]
+    torch._foreach_addcdiv_(params, grads, denom, same_or_list(grad_sizes))
+    torch._foreach_addcdiv_(params, exp_avgs, denom, same_or_list(avg_sizes))

@@ -8,23 +8,20 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ._base import ElementwiseOptimizer
+from ._base import Lists, Optimizer
 from ._common import (
     Scratch,
     as_float,
     check_at_least,
     check_betas,
     check_lr,
-    group_by_device_and_dtype,
-    increment_steps,
     out_like,
-    real_view,
-    real_views,
+    squeeze_scalar,
     step_values,
 )
 
 
-class RAdam(ElementwiseOptimizer):
+class RAdam(Optimizer):
     r"""RAdam, interchangeable with ``torch.optim.RAdam`` (arguments, state, errors).
 
     For each parameter θ with gradient g at step t (γ = lr, λ = weight_decay)::
@@ -42,8 +39,8 @@ class RAdam(ElementwiseOptimizer):
     ``foreach=None`` runs the multi-tensor body.
     """
 
-    body_lists = ("params", "grads", "exp_avg", "exp_avg_sq", "step")
-    hyperparameters = ("betas", "lr", "eps", "weight_decay", "decoupled_weight_decay", "maximize")
+    state_keys = ("step", "exp_avg", "exp_avg_sq")
+    elementwise = True
     flag_defaults: ClassVar[dict[str, Any]] = {
         "foreach": None, "maximize": False, "differentiable": False,
         "decoupled_weight_decay": False, "capturable": False,
@@ -81,11 +78,29 @@ class RAdam(ElementwiseOptimizer):
         }
         super().__init__(params, defaults)
 
-    def _single_tensor(self, *lists: list[Tensor], **settings: Any) -> None:
-        _single_tensor_radam(*lists, **settings)
+    def update(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
+    ) -> None:
+        radam_multi_tensor(params, grads, state["exp_avg"], state["exp_avg_sq"], state["step"],
+                           **_settings(group))  # fmt: skip
 
-    def _multi_tensor(self, *lists: list[Tensor], **settings: Any) -> None:
-        _multi_tensor_radam(*lists, **settings)
+    def update_single(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
+    ) -> None:
+        radam_single_tensor(params, grads, state["exp_avg"], state["exp_avg_sq"], state["step"],
+                            **_settings(group), scratch=self.scratch)  # fmt: skip
+
+    # No update_large: the single-tensor body follows torch's single-tensor order, whose
+    # rounding differs from the multi-tensor body's (one combined scalar per tensor).
+
+
+def _settings(group: dict[str, Any]) -> dict[str, Any]:
+    beta1, beta2 = group["betas"]
+    return {
+        "beta1": beta1, "beta2": beta2, "lr": squeeze_scalar(group["lr"]), "eps": group["eps"],
+        "weight_decay": group["weight_decay"],
+        "decoupled_weight_decay": group["decoupled_weight_decay"], "maximize": group["maximize"],
+    }  # fmt: skip
 
 
 def _rectification(beta2: float, step: float) -> float | None:
@@ -97,7 +112,7 @@ def _rectification(beta2: float, step: float) -> float | None:
     return ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
 
 
-def _single_tensor_radam(
+def radam_single_tensor(
     params: list[Tensor],
     grads: list[Tensor],
     exp_avgs: list[Tensor],
@@ -113,22 +128,16 @@ def _single_tensor_radam(
     maximize: bool,
     scratch: Scratch | None = None,
 ) -> None:
-    """The update rule one tensor at a time: the readable reference body.
+    """The update rule one tensor at a time: the readable reference body (torch's order).
 
     With ``scratch`` the temporaries (−g, g + λθ, m̂ and the adaptive factor) live in
     reused buffers.
     """
     for i, param in enumerate(params):
         grad = grads[i]
-        grad = real_view(torch.neg(grad, out=out_like(scratch, grad, 1)) if maximize else grad)
-        param, exp_avg, exp_avg_sq = (
-            real_view(param),
-            real_view(exp_avgs[i]),
-            real_view(exp_avg_sqs[i]),
-        )
-        step_t = steps[i]
-        step_t += 1
-        step = float(step_t.item())
+        grad = torch.neg(grad, out=out_like(scratch, grad, 1)) if maximize else grad
+        exp_avg, exp_avg_sq = exp_avgs[i], exp_avg_sqs[i]
+        step = float(steps[i].item())
         if weight_decay != 0:
             if decoupled_weight_decay:
                 param.mul_(as_float(1 - lr * weight_decay))
@@ -150,7 +159,7 @@ def _single_tensor_radam(
         param.sub_(update)
 
 
-def _multi_tensor_radam(
+def radam_multi_tensor(
     params: list[Tensor],
     grads: list[Tensor],
     exp_avgs: list[Tensor],
@@ -165,56 +174,48 @@ def _multi_tensor_radam(
     decoupled_weight_decay: bool,
     maximize: bool,
 ) -> None:
-    """The same rule on whole lists of tensors (``torch._foreach_*``), per device and dtype.
+    """The same rule on whole lists of tensors (``torch._foreach_*``), one device and dtype.
 
     Parameters are split by whether their step is rectified, so each part is one
     ``addcdiv`` (rectified) or one ``add`` (warming up) with a scalar per tensor.
     """
-    for g_params, g_grads, g_exp_avgs, g_exp_avg_sqs, g_steps in group_by_device_and_dtype(
-        [params, grads, exp_avgs, exp_avg_sqs, steps]
-    ):
-        increment_steps(g_steps, foreach=True)
-        g_params, g_exp_avgs, g_exp_avg_sqs = (
-            real_views(g_params), real_views(g_exp_avgs), real_views(g_exp_avg_sqs)
-        )  # fmt: skip
-        g_grads = real_views(g_grads)
-        if maximize:
-            g_grads = list(torch._foreach_neg(g_grads))
-        if weight_decay != 0:
-            if decoupled_weight_decay:
-                torch._foreach_mul_(g_params, as_float(1 - lr * weight_decay))
-            elif maximize:
-                torch._foreach_add_(g_grads, g_params, alpha=weight_decay)
-            else:
-                g_grads = list(torch._foreach_add(g_grads, g_params, alpha=weight_decay))
-        torch._foreach_lerp_(g_exp_avgs, g_grads, 1 - beta1)
-        torch._foreach_mul_(g_exp_avg_sqs, beta2)
-        torch._foreach_addcmul_(g_exp_avg_sqs, g_grads, g_grads, 1 - beta2)
-        del g_grads
+    if maximize:
+        grads = list(torch._foreach_neg(grads))
+    if weight_decay != 0:
+        if decoupled_weight_decay:
+            torch._foreach_mul_(params, as_float(1 - lr * weight_decay))
+        elif maximize:
+            torch._foreach_add_(grads, params, alpha=weight_decay)
+        else:
+            grads = list(torch._foreach_add(grads, params, alpha=weight_decay))
+    torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+    torch._foreach_mul_(exp_avg_sqs, beta2)
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+    del grads
 
-        rectified: list[int] = []
-        rectified_sizes: list[float] = []
-        warming: list[int] = []
-        warming_sizes: list[float] = []
-        for index, step in enumerate(step_values(g_steps)):
-            step_size = as_float(lr) / (1 - beta1**step)
-            rect = _rectification(beta2, step)
-            if rect is None:
-                warming.append(index)
-                warming_sizes.append(-step_size)
-            else:
-                rectified.append(index)
-                rectified_sizes.append(-step_size * rect * (1 - beta2**step) ** 0.5)
-        if warming:
-            # θ − γ m̂: one scalar per tensor, so scale a copy of m and add it.
-            scaled = torch._foreach_mul([g_exp_avgs[i] for i in warming], warming_sizes)
-            torch._foreach_add_([g_params[i] for i in warming], scaled)
-        if rectified:
-            denom = torch._foreach_sqrt([g_exp_avg_sqs[i] for i in rectified])
-            torch._foreach_add_(denom, eps)
-            torch._foreach_addcdiv_(
-                [g_params[i] for i in rectified],
-                [g_exp_avgs[i] for i in rectified],
-                denom,
-                rectified_sizes,
-            )
+    rectified: list[int] = []
+    rectified_sizes: list[float] = []
+    warming: list[int] = []
+    warming_sizes: list[float] = []
+    for index, step in enumerate(step_values(steps)):
+        step_size = as_float(lr) / (1 - beta1**step)
+        rect = _rectification(beta2, step)
+        if rect is None:
+            warming.append(index)
+            warming_sizes.append(-step_size)
+        else:
+            rectified.append(index)
+            rectified_sizes.append(-step_size * rect * (1 - beta2**step) ** 0.5)
+    if warming:
+        # θ − γ m̂: one scalar per tensor, so scale a copy of m and add it.
+        scaled = torch._foreach_mul([exp_avgs[i] for i in warming], warming_sizes)
+        torch._foreach_add_([params[i] for i in warming], scaled)
+    if rectified:
+        denom = torch._foreach_sqrt([exp_avg_sqs[i] for i in rectified])
+        torch._foreach_add_(denom, eps)
+        torch._foreach_addcdiv_(
+            [params[i] for i in rectified],
+            [exp_avgs[i] for i in rectified],
+            denom,
+            rectified_sizes,
+        )

@@ -8,21 +8,11 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ._base import ElementwiseOptimizer
-from ._common import (
-    Scratch,
-    as_float,
-    check_at_least,
-    check_lr,
-    group_by_device_and_dtype,
-    increment_steps,
-    out_like,
-    real_view,
-    real_views,
-)
+from ._base import Lists, Optimizer
+from ._common import Scratch, as_float, check_at_least, check_lr, out_like, squeeze_scalar
 
 
-class RMSprop(ElementwiseOptimizer):
+class RMSprop(Optimizer):
     r"""RMSprop, interchangeable with ``torch.optim.RMSprop`` (arguments, state, errors).
 
     For each parameter θ with gradient g (γ = lr, α = alpha, λ = weight_decay,
@@ -40,14 +30,13 @@ class RMSprop(ElementwiseOptimizer):
     ``foreach=None`` runs the multi-tensor body.
     """
 
-    body_lists = ("params", "grads", "square_avg", "grad_avg", "momentum_buffer", "step")
-    hyperparameters = ("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize")
+    state_keys = ("step", "square_avg", "momentum_buffer", "grad_avg")
+    elementwise = True
     flag_defaults: ClassVar[dict[str, Any]] = {
         "momentum": 0, "centered": False, "foreach": None, "maximize": False,
         "differentiable": False, "capturable": False,
     }  # fmt: skip
     sparse_error = "RMSprop does not support sparse gradients"
-    flat_updates = True
 
     def __init__(
         self,
@@ -82,24 +71,45 @@ class RMSprop(ElementwiseOptimizer):
         }
         super().__init__(params, defaults)
 
-    def _state_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
-        optional = (("grad_avg", group["centered"]), ("momentum_buffer", group["momentum"] > 0))
-        return ("square_avg", *(key for key, kept in optional if kept), "step")
+    def kept_state(self, group: dict[str, Any]) -> tuple[str, ...]:
+        optional = (("momentum_buffer", group["momentum"] > 0), ("grad_avg", group["centered"]))
+        return ("step", "square_avg", *(key for key, kept in optional if kept))
 
-    def _single_tensor(self, *lists: list[Tensor], **settings: Any) -> None:
-        _single_tensor_rmsprop(*lists, **settings)
+    def update(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
+    ) -> None:
+        rmsprop_multi_tensor(params, grads, *_state_lists(state), **_settings(group))
 
-    def _multi_tensor(self, *lists: list[Tensor], **settings: Any) -> None:
-        _multi_tensor_rmsprop(*lists, **settings)
+    def update_single(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
+    ) -> None:
+        rmsprop_single_tensor(params, grads, *_state_lists(state), **_settings(group),
+                              scratch=self.scratch)  # fmt: skip
+
+    # Fast paths, both the single-tensor body (the same bits as update; tests/optim): tensors
+    # of at least LARGE_TENSOR_ELEMENTS elements, and flat groups (FLAT_FIGURE).
+    update_large = update_single
+    update_flat = update_single
 
 
-def _single_tensor_rmsprop(
+def _settings(group: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "lr": squeeze_scalar(group["lr"]), "alpha": group["alpha"], "eps": group["eps"],
+        "weight_decay": group["weight_decay"], "momentum": group["momentum"],
+        "centered": group["centered"], "maximize": group["maximize"],
+    }  # fmt: skip
+
+
+def _state_lists(state: Lists) -> tuple[list[Tensor], ...]:
+    return state["square_avg"], state.get("grad_avg", []), state.get("momentum_buffer", [])
+
+
+def rmsprop_single_tensor(
     params: list[Tensor],
     grads: list[Tensor],
     square_avgs: list[Tensor],
     grad_avgs: list[Tensor],
     momentum_buffers: list[Tensor],
-    steps: list[Tensor],
     *,
     lr: float | Tensor,
     alpha: float,
@@ -110,20 +120,19 @@ def _single_tensor_rmsprop(
     maximize: bool,
     scratch: Scratch | None = None,
 ) -> None:
-    """The update rule one tensor at a time: the readable reference body.
+    """The update rule one tensor at a time: the readable reference body (torch's order).
 
     With ``scratch`` the temporaries (−g, g + λθ, the denominator) live in reused buffers.
     """
     for i, param in enumerate(params):
         grad = torch.neg(grads[i], out=out_like(scratch, grads[i], 1)) if maximize else grads[i]
-        steps[i] += 1
         if weight_decay != 0:
             grad = torch.add(grad, param, alpha=weight_decay, out=out_like(scratch, grad, 1))
-        param, grad, square_avg = real_view(param), real_view(grad), real_view(square_avgs[i])
+        square_avg = square_avgs[i]
 
         square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)
         if centered:
-            grad_avg = real_view(grad_avgs[i])
+            grad_avg = grad_avgs[i]
             grad_avg.lerp_(grad, 1 - alpha)
             avg = torch.addcmul(
                 square_avg, grad_avg, grad_avg, value=-1, out=out_like(scratch, square_avg)
@@ -132,20 +141,19 @@ def _single_tensor_rmsprop(
             avg = torch.sqrt(square_avg, out=out_like(scratch, square_avg))
         avg = avg.add_(eps)
         if momentum > 0:
-            buffer = real_view(momentum_buffers[i])
+            buffer = momentum_buffers[i]
             buffer.mul_(momentum).addcdiv_(grad, avg)
             param.add_(buffer, alpha=-as_float(lr))
         else:
             param.addcdiv_(grad, avg, value=-as_float(lr))
 
 
-def _multi_tensor_rmsprop(
+def rmsprop_multi_tensor(
     params: list[Tensor],
     grads: list[Tensor],
     square_avgs: list[Tensor],
     grad_avgs: list[Tensor],
     momentum_buffers: list[Tensor],
-    steps: list[Tensor],
     *,
     lr: float | Tensor,
     alpha: float,
@@ -155,36 +163,26 @@ def _multi_tensor_rmsprop(
     centered: bool,
     maximize: bool,
 ) -> None:
-    """The same rule on whole lists of tensors (``torch._foreach_*``)."""
-    grouped = group_by_device_and_dtype(
-        [params, grads, square_avgs, grad_avgs, momentum_buffers, steps]
-    )
-    for g_params, g_grads, g_square_avgs, g_grad_avgs, g_buffers, g_steps in grouped:
-        increment_steps(g_steps, foreach=True)
-        g_params, g_grads, g_square_avgs = (
-            real_views(g_params), real_views(g_grads), real_views(g_square_avgs)
-        )  # fmt: skip
-        if maximize:
-            g_grads = list(torch._foreach_neg(g_grads))
-            if weight_decay != 0:
-                torch._foreach_add_(g_grads, g_params, alpha=weight_decay)
-        elif weight_decay != 0:
-            g_grads = list(torch._foreach_add(g_grads, g_params, alpha=weight_decay))
+    """The same rule on whole lists of tensors (``torch._foreach_*``), one device and dtype."""
+    if maximize:
+        grads = list(torch._foreach_neg(grads))
+        if weight_decay != 0:
+            torch._foreach_add_(grads, params, alpha=weight_decay)
+    elif weight_decay != 0:
+        grads = list(torch._foreach_add(grads, params, alpha=weight_decay))
 
-        torch._foreach_mul_(g_square_avgs, alpha)
-        torch._foreach_addcmul_(g_square_avgs, g_grads, g_grads, value=1 - alpha)
-        if centered:
-            g_grad_avgs = real_views(g_grad_avgs)
-            torch._foreach_lerp_(g_grad_avgs, g_grads, 1 - alpha)
-            avg = torch._foreach_addcmul(g_square_avgs, g_grad_avgs, g_grad_avgs, value=-1)
-            torch._foreach_sqrt_(avg)
-        else:
-            avg = torch._foreach_sqrt(g_square_avgs)
-        torch._foreach_add_(avg, eps)
-        if momentum > 0:
-            g_buffers = real_views(g_buffers)
-            torch._foreach_mul_(g_buffers, momentum)
-            torch._foreach_addcdiv_(g_buffers, g_grads, avg)
-            torch._foreach_add_(g_params, g_buffers, alpha=-as_float(lr))
-        else:
-            torch._foreach_addcdiv_(g_params, g_grads, avg, value=-as_float(lr))
+    torch._foreach_mul_(square_avgs, alpha)
+    torch._foreach_addcmul_(square_avgs, grads, grads, value=1 - alpha)
+    if centered:
+        torch._foreach_lerp_(grad_avgs, grads, 1 - alpha)
+        avg = torch._foreach_addcmul(square_avgs, grad_avgs, grad_avgs, value=-1)
+        torch._foreach_sqrt_(avg)
+    else:
+        avg = torch._foreach_sqrt(square_avgs)
+    torch._foreach_add_(avg, eps)
+    if momentum > 0:
+        torch._foreach_mul_(momentum_buffers, momentum)
+        torch._foreach_addcdiv_(momentum_buffers, grads, avg)
+        torch._foreach_add_(params, momentum_buffers, alpha=-as_float(lr))
+    else:
+        torch._foreach_addcdiv_(params, grads, avg, value=-as_float(lr))

@@ -8,19 +8,11 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import ParamsT
 
-from handgrad.optim._base import ElementwiseOptimizer
-from handgrad.optim._bookkeeping import check_capturable
-from handgrad.optim._common import (
-    check_lr,
-    group_by_device_and_dtype,
-    increment_steps,
-    new_step,
-    real_views,
-    squeeze_scalar,
-)
+from handgrad.optim._base import Lists, Optimizer
+from handgrad.optim._common import check_lr, new_step, squeeze_scalar
 
 
-class Rprop(ElementwiseOptimizer):
+class Rprop(Optimizer):
     r"""Rprop (Riedmiller & Braun, 1993), as torch.optim.Rprop.
 
     Each coordinate keeps its own step size Δ (starting at the learning rate) and the previous
@@ -37,12 +29,12 @@ class Rprop(ElementwiseOptimizer):
     pairs of real coordinates.
     """
 
-    body_lists = ("params", "grads", "prev", "step_size", "step")
+    state_keys = ("step", "prev", "step_size")
+    elementwise = True
     flag_defaults: ClassVar[dict[str, Any]] = {
         "foreach": None, "maximize": False, "differentiable": False, "capturable": False,
     }  # fmt: skip
     sparse_error = "Rprop does not support sparse gradients"
-    splits_large_tensors = False
 
     def __init__(
         self,
@@ -70,29 +62,37 @@ class Rprop(ElementwiseOptimizer):
         }
         super().__init__(params, defaults)
 
-    def _init_state(self, p: Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
-        state["step"] = new_step(p, on_param_device=group["capturable"])
-        state["prev"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    def init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
         lr = squeeze_scalar(group["lr"])
         start = complex(lr, lr) if p.is_complex() else lr
-        state["step_size"] = torch.full_like(cast(Tensor, p.grad), start)
-
-    def _check_params(self, group: dict[str, Any], params: list[Tensor]) -> None:
-        check_capturable(group["capturable"], params)
-
-    def _settings(self, group: dict[str, Any]) -> dict[str, Any]:
-        etaminus, etaplus = group["etas"]
-        step_size_min, step_size_max = group["step_sizes"]
         return {
-            "etaminus": etaminus, "etaplus": etaplus, "step_size_min": step_size_min,
-            "step_size_max": step_size_max, "maximize": group["maximize"],
-        }  # fmt: skip
+            "step": new_step(p, on_param_device=group["capturable"]),
+            "prev": torch.zeros_like(p, memory_format=torch.preserve_format),
+            "step_size": torch.full_like(cast(Tensor, p.grad), start),
+        }
 
-    def _single_tensor(self, *lists: list[Tensor], **settings: Any) -> None:
-        rprop_single_tensor(*lists, **settings)
+    def update(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
+    ) -> None:
+        rprop_multi_tensor(params, grads, state["prev"], state["step_size"], **_settings(group))
 
-    def _multi_tensor(self, *lists: list[Tensor], **settings: Any) -> None:
-        rprop_multi_tensor(*lists, **settings)
+    def update_single(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
+    ) -> None:
+        rprop_single_tensor(params, grads, state["prev"], state["step_size"], **_settings(group))
+
+    # A fast path for flat groups, the single-tensor body (the same bits as update;
+    # tests/optim): FLAT_FIGURE.
+    update_flat = update_single
+
+
+def _settings(group: dict[str, Any]) -> dict[str, Any]:
+    etaminus, etaplus = group["etas"]
+    step_size_min, step_size_max = group["step_sizes"]
+    return {
+        "etaminus": etaminus, "etaplus": etaplus, "step_size_min": step_size_min,
+        "step_size_max": step_size_max, "maximize": group["maximize"],
+    }  # fmt: skip
 
 
 def _factors(sign: Tensor, etaminus: float, etaplus: float) -> Tensor:
@@ -106,7 +106,6 @@ def rprop_single_tensor(
     grads: list[Tensor],
     prevs: list[Tensor],
     step_sizes: list[Tensor],
-    steps: list[Tensor],
     *,
     etaminus: float,
     etaplus: float,
@@ -114,14 +113,10 @@ def rprop_single_tensor(
     step_size_max: float,
     maximize: bool,
 ) -> None:
-    """Rprop one tensor at a time."""
-    for param, grad, prev, step_size, step in zip(
-        params, grads, prevs, step_sizes, steps, strict=True
-    ):
-        step += 1
+    """Rprop one tensor at a time (torch's order)."""
+    for param, grad, prev, step_size in zip(params, grads, prevs, step_sizes, strict=True):
         if maximize:
             grad = -grad
-        param, grad, prev, step_size = real_views([param, grad, prev, step_size])
         factor = _factors(grad.mul(prev).sign(), etaminus, etaplus)
         step_size.mul_(factor).clamp_(step_size_min, step_size_max)
         # After a sign change the coordinate rests one step (and forgets the gradient).
@@ -135,7 +130,6 @@ def rprop_multi_tensor(
     grads: list[Tensor],
     prevs: list[Tensor],
     step_sizes: list[Tensor],
-    steps: list[Tensor],
     *,
     etaminus: float,
     etaplus: float,
@@ -143,24 +137,19 @@ def rprop_multi_tensor(
     step_size_max: float,
     maximize: bool,
 ) -> None:
-    """Rprop on lists of tensors with ``torch._foreach_*``."""
-    for p_, g_, prev_, size_, t_ in group_by_device_and_dtype(
-        [params, grads, prevs, step_sizes, steps]
-    ):
-        p, g, prev, size = real_views(p_), real_views(g_), real_views(prev_), real_views(size_)
-        increment_steps(t_, foreach=True)
-        signs = torch._foreach_mul(g, prev)
-        if maximize:
-            torch._foreach_neg_(signs)
-        # prev now becomes this step's (signed) gradient; it is zeroed below after sign flips.
-        torch._foreach_copy_(prev, g)
-        if maximize:
-            torch._foreach_neg_(prev)
-        torch._foreach_sign_(signs)
-        factors = [_factors(sign, etaminus, etaplus) for sign in signs]
-        torch._foreach_mul_(size, factors)
-        torch._foreach_clamp_min_(size, step_size_min)
-        torch._foreach_clamp_max_(size, step_size_max)
-        for grad, factor in zip(prev, factors, strict=True):
-            grad.masked_fill_(factor.eq(etaminus), 0)
-        torch._foreach_addcmul_(p, torch._foreach_sign(prev), size, value=-1)
+    """Rprop on lists of tensors of one device and dtype (``torch._foreach_*``)."""
+    signs = torch._foreach_mul(grads, prevs)
+    if maximize:
+        torch._foreach_neg_(signs)
+    # prev now becomes this step's (signed) gradient; it is zeroed below after sign flips.
+    torch._foreach_copy_(prevs, grads)
+    if maximize:
+        torch._foreach_neg_(prevs)
+    torch._foreach_sign_(signs)
+    factors = [_factors(sign, etaminus, etaplus) for sign in signs]
+    torch._foreach_mul_(step_sizes, factors)
+    torch._foreach_clamp_min_(step_sizes, step_size_min)
+    torch._foreach_clamp_max_(step_sizes, step_size_max)
+    for grad, factor in zip(prevs, factors, strict=True):
+        grad.masked_fill_(factor.eq(etaminus), 0)
+    torch._foreach_addcmul_(params, torch._foreach_sign(prevs), step_sizes, value=-1)

@@ -2,28 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
+from ._base import Lists, Optimizer
 from ._common import (
     Scratch,
     as_float,
     check_fused_flags,
     check_fused_param,
-    check_lr,
-    fast_path,
-    group_by_device_and_dtype,
     out_like,
-    params_with_grads,
-    route,
-    scratch_of,
+    squeeze_scalar,
 )
 
 
-class SGD(torch.optim.Optimizer):
+class SGD(Optimizer):
     r"""SGD, interchangeable with ``torch.optim.SGD`` (arguments, state, errors).
 
     For each parameter θ with gradient g (γ = lr, λ = weight_decay, μ = momentum,
@@ -41,6 +37,15 @@ class SGD(torch.optim.Optimizer):
     the same body; ``differentiable`` is accepted for compatibility.
     """
 
+    state_keys = ("momentum_buffer",)
+    elementwise = True
+    complex_as_real = False  # linear in g: complex arithmetic, as torch's SGD
+    flag_defaults: ClassVar[dict[str, Any]] = {
+        "nesterov": False, "maximize": False, "foreach": None, "differentiable": False,
+        "fused": False,
+    }  # fmt: skip
+    sparse_gradients = True
+
     def __init__(
         self,
         params: Iterable[Any],
@@ -55,7 +60,11 @@ class SGD(torch.optim.Optimizer):
         differentiable: bool = False,
         fused: bool | None = None,
     ) -> None:
-        check_lr(lr)
+        # torch's SGD compares with ``<`` (a NaN passes), unlike its other optimizers.
+        if isinstance(lr, Tensor) and lr.numel() != 1:
+            raise ValueError("Tensor lr must be 1-element")
+        if lr < 0.0:
+            raise ValueError(f"Invalid learning rate: {lr}")
         if momentum < 0.0:
             raise ValueError(f"Invalid momentum value: {momentum}")
         if weight_decay < 0.0:
@@ -77,61 +86,44 @@ class SGD(torch.optim.Optimizer):
         if fused:
             check_fused_flags(fused, foreach, differentiable)
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("nesterov", False)
-            group.setdefault("maximize", False)
-            group.setdefault("foreach", None)
-            group.setdefault("differentiable", False)
-            group.setdefault("fused", False)
+    def kept_state(self, group: dict[str, Any]) -> tuple[str, ...]:
+        return self.state_keys if group["momentum"] != 0 else ()
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """One SGD step for every parameter that has a gradient; returns ``closure()``."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params, grads = params_with_grads(group, sparse_error=None)
-            if not params:
-                continue
-            if group["fused"]:
-                for p in params:
-                    check_fused_param(p)
-            momentum = group["momentum"]
-            # None marks "no buffer yet": the first step copies the gradient into it.
-            buffers: list[Tensor | None] = (
-                [self.state[p].get("momentum_buffer") for p in params] if momentum != 0 else []
-            )
-            # Sparse gradients take the reference body, which handles them tensor by tensor.
-            fast = fast_path(group) and not any(g.is_sparse for g in grads)
-            multi, single = route({"params": params, "grads": grads, "buffers": buffers}, fast)
-            settings = {
-                "lr": group["lr"],
-                "momentum": momentum,
-                "dampening": group["dampening"],
-                "weight_decay": group["weight_decay"],
-                "nesterov": group["nesterov"],
-                "maximize": group["maximize"],
-            }
-            if multi["params"]:
-                _multi_tensor_sgd(multi["params"], multi["grads"], multi["buffers"], **settings)
-            if single["params"]:
-                scratch = scratch_of(self) if fast else None
-                _single_tensor_sgd(
-                    single["params"], single["grads"], single["buffers"], scratch=scratch,
-                    **settings,
-                )  # fmt: skip
-            if momentum != 0:
-                for part in (multi, single):
-                    for p, buffer in zip(part["params"], part["buffers"], strict=True):
-                        self.state[p]["momentum_buffer"] = buffer
-        return loss
+    def init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
+        # The momentum buffer starts as the first gradient: the rule makes it (from None).
+        return {}
+
+    def check(self, group: dict[str, Any], params: list[Tensor]) -> None:
+        if group["fused"]:
+            for p in params:
+                check_fused_param(p)
+
+    def update(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
+    ) -> None:
+        sgd_multi_tensor(params, grads, state.get("momentum_buffer", []), **_settings(group))
+
+    def update_single(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
+    ) -> None:
+        sgd_single_tensor(params, grads, state.get("momentum_buffer", []), **_settings(group),
+                          scratch=self.scratch)  # fmt: skip
+
+    # Fast paths, both the single-tensor body (the same bits as update; tests/optim): tensors
+    # of at least LARGE_TENSOR_ELEMENTS elements, and flat groups (FLAT_FIGURE).
+    update_large = update_single
+    update_flat = update_single
 
 
-def _single_tensor_sgd(
+def _settings(group: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "lr": squeeze_scalar(group["lr"]), "momentum": group["momentum"],
+        "dampening": group["dampening"], "weight_decay": group["weight_decay"],
+        "nesterov": group["nesterov"], "maximize": group["maximize"],
+    }  # fmt: skip
+
+
+def sgd_single_tensor(
     params: list[Tensor],
     grads: list[Tensor],
     buffers: list[Tensor | None],
@@ -144,14 +136,20 @@ def _single_tensor_sgd(
     maximize: bool,
     scratch: Scratch | None = None,
 ) -> None:
-    """The update rule one tensor at a time: the readable reference body.
+    """The update rule one tensor at a time: the readable reference body (torch's order).
 
-    With ``scratch`` the temporaries (−g, g + λθ, g + μb) live in a reused buffer.
+    A None buffer is made from the gradient (the first step) and left in ``buffers``. With
+    ``scratch`` the temporaries (−g, g + λθ, g + μb) live in a reused buffer; sparse
+    gradients never use it.
     """
     for i, param in enumerate(params):
-        grad = torch.neg(grads[i], out=out_like(scratch, grads[i])) if maximize else grads[i]
+        grad = grads[i]
+        temporaries = None if grad.is_sparse else scratch
+        grad = torch.neg(grad, out=out_like(temporaries, grad)) if maximize else grad
         if weight_decay != 0:
-            grad = torch.add(grad, param, alpha=as_float(weight_decay), out=out_like(scratch, grad))
+            grad = torch.add(
+                grad, param, alpha=as_float(weight_decay), out=out_like(temporaries, grad)
+            )
         if momentum != 0:
             buffer = buffers[i]
             if buffer is None:
@@ -160,13 +158,13 @@ def _single_tensor_sgd(
             else:
                 buffer.mul_(momentum).add_(grad, alpha=1 - dampening)
             if nesterov:
-                grad = torch.add(grad, buffer, alpha=momentum, out=out_like(scratch, grad))
+                grad = torch.add(grad, buffer, alpha=momentum, out=out_like(temporaries, grad))
             else:
                 grad = buffer
         param.add_(grad, alpha=-as_float(lr))
 
 
-def _multi_tensor_sgd(
+def sgd_multi_tensor(
     params: list[Tensor],
     grads: list[Tensor],
     buffers: list[Tensor | None],
@@ -178,37 +176,36 @@ def _multi_tensor_sgd(
     nesterov: bool,
     maximize: bool,
 ) -> None:
-    """The same rule on whole lists of tensors (``torch._foreach_*``)."""
-    indices = list(range(len(params)))
-    index_lists: list[list[Any]] = [params, grads, indices]
-    for g_params, g_grads, g_indices in group_by_device_and_dtype(index_lists):
-        if maximize:
-            g_grads = list(torch._foreach_neg(g_grads))
-            if weight_decay != 0:
-                torch._foreach_add_(g_grads, g_params, alpha=as_float(weight_decay))
-        elif weight_decay != 0:
-            g_grads = list(torch._foreach_add(g_grads, g_params, alpha=as_float(weight_decay)))
-        if momentum != 0:
-            g_buffers = [buffers[i] for i in g_indices]
-            if all(b is not None for b in g_buffers):
-                existing = [b for b in g_buffers if b is not None]
-                torch._foreach_mul_(existing, momentum)
-                torch._foreach_add_(existing, g_grads, alpha=1 - dampening)
-            else:
-                existing = []
-                for j, i in enumerate(g_indices):
-                    buffer = buffers[i]
-                    if buffer is None:
-                        buffer = buffers[i] = g_grads[j].detach().clone()
-                    else:
-                        buffer.mul_(momentum).add_(g_grads[j], alpha=1 - dampening)
-                    existing.append(buffer)
-            if nesterov:
-                # g may still be the caller's .grad: add into a copy, never into p.grad.
-                if not maximize and weight_decay == 0:
-                    g_grads = list(torch._foreach_add(g_grads, existing, alpha=momentum))
+    """The same rule on whole lists of tensors (``torch._foreach_*``), one device and dtype.
+
+    None buffers are made from the gradients (their first step) and left in ``buffers``.
+    """
+    if maximize:
+        grads = list(torch._foreach_neg(grads))
+        if weight_decay != 0:
+            torch._foreach_add_(grads, params, alpha=as_float(weight_decay))
+    elif weight_decay != 0:
+        grads = list(torch._foreach_add(grads, params, alpha=as_float(weight_decay)))
+    if momentum != 0:
+        if all(b is not None for b in buffers):
+            existing = [b for b in buffers if b is not None]
+            torch._foreach_mul_(existing, momentum)
+            torch._foreach_add_(existing, grads, alpha=1 - dampening)
+        else:
+            existing = []
+            for i, grad in enumerate(grads):
+                buffer = buffers[i]
+                if buffer is None:
+                    buffer = buffers[i] = grad.detach().clone()
                 else:
-                    torch._foreach_add_(g_grads, existing, alpha=momentum)
+                    buffer.mul_(momentum).add_(grad, alpha=1 - dampening)
+                existing.append(buffer)
+        if nesterov:
+            # g may still be the caller's .grad: add into a copy, never into p.grad.
+            if not maximize and weight_decay == 0:
+                grads = list(torch._foreach_add(grads, existing, alpha=momentum))
             else:
-                g_grads = existing
-        torch._foreach_add_(g_params, g_grads, alpha=-as_float(lr))
+                torch._foreach_add_(grads, existing, alpha=momentum)
+        else:
+            grads = existing
+    torch._foreach_add_(params, grads, alpha=-as_float(lr))

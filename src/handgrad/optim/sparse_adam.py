@@ -125,14 +125,14 @@ def sparse_adam_update(
         grad = -grad
     # The update is not linear in g: repeated indices must be summed first.
     grad = grad.coalesce()
-    indices, values = grad._indices(), grad._values()
+    indices, values = grad.indices(), grad.values()
     if values.numel() == 0:
         return
 
-    old_m = exp_avg.sparse_mask(grad)._values()
+    old_m = exp_avg.sparse_mask(grad).values()
     m_change = values.sub(old_m).mul_(1 - beta1)
     add_sparse(exp_avg, indices, m_change)
-    old_v = exp_avg_sq.sparse_mask(grad)._values()
+    old_v = exp_avg_sq.sparse_mask(grad).values()
     v_change = values.pow(2).sub_(old_v).mul_(1 - beta2)
     add_sparse(exp_avg_sq, indices, v_change)
     # The new moments on the touched entries, rebuilt from the changes (no dense gather).

@@ -9,7 +9,11 @@
   the registry ``--model`` reads (:mod:`handgrad.train.models`);
 - :func:`fit` — any one model (handgrad or torch.nn) on a task;
 - :func:`run_epoch`, :func:`train_epoch`, :func:`evaluate` — the loop's pieces;
-- :func:`save_checkpoint` / :func:`load_checkpoint` — atomic, ``weights_only=True``.
+- :func:`save_checkpoint` / :func:`load_checkpoint` — atomic, ``weights_only=True``;
+- :func:`set_optimizer_mode` — a schedule-free optimizer's train/eval switch (the loop
+  calls it around training steps and measurements);
+- :func:`sweep_learning_rates` / :func:`with_chosen_rates` — a learning-rate sweep per
+  optimizer before a comparison, each choice said (:class:`SweepResult`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ _MODULE_OF = {
     "ModelOption": "models",
     "ModelSpec": "models",
     "RunResult": "compare",
+    "SweepResult": "lr_sweep",
     "Task": "tasks",
     "TaskDefaults": "tasks",
     "TrainConfig": "compare",
@@ -40,9 +45,12 @@ _MODULE_OF = {
     "register_model": "models",
     "run_epoch": "trainer",
     "save_checkpoint": "checkpoint",
+    "set_optimizer_mode": "trainer",
     "shard": "sampler",
+    "sweep_learning_rates": "lr_sweep",
     "train_epoch": "trainer",
     "train_step": "trainer",
+    "with_chosen_rates": "lr_sweep",
     "write_metrics": "metrics",
 }
 

@@ -42,7 +42,7 @@ RUN_DEFAULTS: dict[str, dict[str, Any]] = {"lbfgs": {"line_search_fn": "strong_w
 
 # How the learning rate follows the batch size: lr ∝ B^exponent below the reference batch.
 # See scaled_lr for the derivation. Optimizers not named here are adaptive (exponent 1/2).
-LINEAR_SCALING = frozenset({"sgd", "momentum", "nesterov", "asgd", "lbfgs"})
+LINEAR_SCALING = frozenset({"sgd", "momentum", "nesterov", "asgd", "lbfgs", "sgdschedulefree"})
 
 
 def constructor_arguments(cls: type[Any]) -> dict[str, Any]:

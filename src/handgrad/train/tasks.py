@@ -44,17 +44,23 @@ CUBIC_LR = {
     "sgd": 0.05, "asgd": 0.05, "momentum": 0.02, "nesterov": 0.02, "lbfgs": 1.0,
     "rmsprop": 0.003, "adam": 0.005, "adamw": 0.005, "adamax": 0.05, "nadam": 0.01,
     "radam": 0.01, "adagrad": 0.1, "muon": 0.005,
+    # beyond torch.optim (handgrad.optim.BEYOND_TORCH): the same kind of sweep (3e-4..1)
+    "lion": 0.001, "sgdschedulefree": 0.03, "adamwschedulefree": 0.01, "prodigy": 0.03,
+    "adan": 0.03, "lamb": 0.003, "adopt": 0.03, "soap": 0.01,
 }
 DIGITS_LR = {
     "sgd": 0.1, "asgd": 0.1, "momentum": 0.02, "nesterov": 0.02, "lbfgs": 1.0,
     "rmsprop": 0.001, "adam": 0.002, "adamw": 0.002, "adamax": 0.005, "nadam": 0.003,
     "radam": 0.005, "adagrad": 0.02, "muon": 0.005,
+    "lion": 3e-4, "sgdschedulefree": 0.3, "adamwschedulefree": 0.003, "prodigy": 0.1,
+    "adan": 0.003, "lamb": 0.003, "adopt": 0.003, "soap": 0.003,
 }
 # A user's table: standardized inputs like digits, so the adaptive optimizers' rates carry
 # over (they do not depend on the gradient's scale); SGD-like ones keep their own defaults,
 # as the targets' scale is unknown.
 CSV_LR = {name: lr for name, lr in DIGITS_LR.items()
-          if name not in ("sgd", "asgd", "momentum", "nesterov")} | {"adam": 0.003}
+          if name not in ("sgd", "asgd", "momentum", "nesterov", "sgdschedulefree")
+          } | {"adam": 0.003}
 # Rprop's step sizes grow ×1.2 wherever the gradient's sign repeats, up to 50 (torch's
 # default, meant for full-batch training). On classification mini-batches the logits' scale
 # keeps its sign and runs away (digits: test loss 58 at accuracy 0.95): capped at 0.01.

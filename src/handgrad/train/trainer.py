@@ -110,6 +110,27 @@ def uses_autograd(model: torch.nn.Module) -> bool:
     return any(p.requires_grad for p in model.parameters())
 
 
+def set_optimizer_mode(optimizer: Any, training: bool) -> None:
+    """Put a schedule-free optimizer (one with ``train()``/``eval()``: handgrad's
+    SGDScheduleFree and AdamWScheduleFree, schedulefree's) in train mode before training
+    steps and in eval mode before the model is measured or saved: in eval mode the
+    parameters hold the averaged weights the method evaluates. Other optimizers are left
+    alone; a wrapper (DPOptimizer's ``original_optimizer``) or several optimizers acting as
+    one (``parts``) are switched inside. Switching to the mode it is in changes nothing."""
+    inner = getattr(optimizer, "original_optimizer", None)
+    if inner is not None:
+        set_optimizer_mode(inner, training)
+        return
+    parts = getattr(optimizer, "parts", None)
+    if isinstance(parts, dict):
+        for part in parts.values():
+            set_optimizer_mode(part, training)
+        return
+    switch = getattr(optimizer, "train" if training else "eval", None)
+    if callable(switch):
+        switch()
+
+
 def needs_closure(optimizer: torch.optim.Optimizer) -> bool:
     """Whether ``optimizer.step`` must be given a closure: its ``closure`` parameter has no
     default. L-BFGS (torch's and handgrad's) is written so, as it re-evaluates the loss several
@@ -220,6 +241,7 @@ def train_epoch(
     ``epoch`` and the 1-based step within the epoch.
     """
     model.train()
+    set_optimizer_mode(optimizer, training=True)
     by_autograd = uses_autograd(model)
     total = 0.0
     count = 0
@@ -299,6 +321,8 @@ def run_epoch(
         model, loss_fn, optimizer, x_train, y_train, batches, epoch=epoch, label=label,
         replicas=replicas,
     )
+    # Measured, saved and handed back with a schedule-free optimizer's averaged weights.
+    set_optimizer_mode(optimizer, training=False)
     test_loss, accuracy = evaluate(model, loss_fn, x_test, y_test, kind)
     if not math.isfinite(test_loss):
         raise TrainingDiverged(
