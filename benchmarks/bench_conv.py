@@ -22,12 +22,20 @@ in rounds; the ratio is the median of the rounds' paired ratios (< 1: handgrad f
 map every allocation of 64 KiB or more on its own (``MALLOC_MMAP_THRESHOLD_=65536``), so that a
 freed tensor's memory goes back to the system at once and the resident set follows the live
 tensors (tracemalloc does not see torch's allocations). The resident set is read once the
-networks, the batch and the optimizers are built; then a warm-up step runs, the kernel's
-high-water mark is reset (``/proc/self/clear_refs``), one more step runs, and the peak is
-VmHWM minus that first reading: the memory training needs above the network and the batch,
-counting the optimizer state and whatever a side keeps between steps (a handgrad layer keeps
-its last forward's context until its next forward; autograd frees its graph in backward).
-Linux only.
+networks, the batch and the optimizers are built (R0); a warm-up step runs; the resident set is
+read again (R1: the optimizer state, the gradients, the first step's one-time allocations such
+as kernel caches and heap growth); the kernel's high-water mark is reset
+(``/proc/self/clear_refs``), one more step runs, and two figures are reported:
+
+- **step**: VmHWM − R1, the memory a training step needs above what stays between steps (what
+  the forward keeps for the backward, gradients in flight, temporaries): the figure the
+  "keeps only what its backward needs" goal is about;
+- **total**: VmHWM − R0, the same plus the optimizer state and the first step's one-time
+  allocations (equal tensors on both sides; the one-time allocations differ by a fraction of
+  a MiB, which dominates the ratio of a small network such as LeNet).
+
+Both sides free what the forward kept in backward (autograd its graph, each handgrad module
+its context). Linux only.
 """
 
 from __future__ import annotations
@@ -154,21 +162,24 @@ def _status_kib(field: str) -> int:
     return int(match.group(1))
 
 
-def probe_peak(name: str, side: str) -> int:
-    """Peak bytes resident during a training step above what was resident before training
-    (the networks, the batch and the optimizers built, no step taken yet)."""
+def probe_peak(name: str, side: str) -> tuple[int, int]:
+    """(step, total): peak bytes resident during a training step above what was resident
+    after a warm-up step, and above what was resident before training (the networks, the
+    batch and the optimizers built, no step taken yet)."""
     ours, theirs = make_steps(name)
     step = ours if side == "handgrad" else theirs
     gc.collect()
     before = _status_kib("VmRSS")
     step()  # warm-up: optimizer state, caches (and what the step keeps until the next)
     gc.collect()
+    between = _status_kib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
     step()
-    return (_status_kib("VmHWM") - before) * 1024
+    peak = _status_kib("VmHWM")
+    return (peak - between) * 1024, (peak - before) * 1024
 
 
-def peak_in_subprocess(name: str, side: str, threads: int) -> int | None:
+def peak_in_subprocess(name: str, side: str, threads: int) -> tuple[int, int] | None:
     """:func:`probe_peak` in a fresh interpreter with glibc's mmap threshold fixed at 64 KiB
     (so that freed tensors leave the resident set); None where that cannot be done."""
     if not Path("/proc/self/clear_refs").exists():
@@ -183,7 +194,8 @@ def peak_in_subprocess(name: str, side: str, threads: int) -> int | None:
     if done.returncode != 0:
         print(f"_memory probe {name}:{side} failed: {done.stderr.strip()[-300:]}_")
         return None
-    return int(done.stdout.strip().splitlines()[-1])
+    step, total = done.stdout.strip().splitlines()[-1].split()
+    return int(step), int(total)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -204,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.probe:
         name, side = args.probe.split(":")
         torch.set_num_threads(threads[0] or default_threads)
-        print(probe_peak(name, side))
+        print(*probe_peak(name, side))
         return 0
     names = [n.strip() for n in args.nets.split(",") if n.strip()]
     unknown = sorted(set(names) - set(NETS))
@@ -214,28 +226,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         "float32, CPU, the same SGD (momentum 0.9, foreach) on both sides. Ratio = handgrad / "
         "torch autograd (< 1: handgrad faster), median of paired alternating rounds. Peak "
         "memory: resident set of a fresh process per side (glibc MALLOC_MMAP_THRESHOLD_=65536, "
-        "so freed tensors leave it), VmHWM over one step after a warm-up step, minus VmRSS "
-        "once the networks, batch and optimizers are built.\n"
+        "so freed tensors leave it), VmHWM over one step after a warm-up step; step: minus "
+        "VmRSS after the warm-up step (what a step needs above what stays between steps); "
+        "total: minus VmRSS once the networks, batch and optimizers are built (adds the "
+        "optimizer state and the first step's one-time allocations).\n"
     )
     try:
         for count in threads:
             torch.set_num_threads(count or default_threads)
             print(f"### {torch.get_num_threads()} torch thread(s)\n")
             print(
-                "| network | handgrad ms | torch ms | ratio | peak MiB handgrad | torch | ratio |"
+                "| network | handgrad ms | torch ms | ratio | step MiB handgrad | torch | ratio "
+                "| total MiB handgrad | torch | ratio |"
             )
-            print("|---|---|---|---|---|---|---|")
+            print("|---|---|---|---|---|---|---|---|---|---|")
             for name in names:
                 rounds, steps = (3, 1) if args.quick else ((15, 4) if name == "lenet" else (9, 1))
                 if name == "lenet" and not args.quick:
                     steps = 10
                 ours, theirs, ratio = time_steps(name, rounds, steps)
-                memory = ["-", "-", "-"]
+                memory = ["-"] * 6
                 if not args.no_memory:
-                    peaks = [peak_in_subprocess(name, s, count) for s in ("handgrad", "torch")]
-                    if peaks[0] is not None and peaks[1] is not None:
-                        memory = [f"{peaks[0] / 2**20:.1f}", f"{peaks[1] / 2**20:.1f}",
-                                  f"{peaks[0] / peaks[1]:.2f}"]  # fmt: skip
+                    mine, torch_peaks = (peak_in_subprocess(name, s, count)
+                                         for s in ("handgrad", "torch"))  # fmt: skip
+                    if mine is not None and torch_peaks is not None:
+                        memory = []
+                        for ours_bytes, torch_bytes in zip(mine, torch_peaks, strict=True):
+                            memory += [f"{ours_bytes / 2**20:.1f}", f"{torch_bytes / 2**20:.1f}",
+                                       f"{ours_bytes / torch_bytes:.2f}"]  # fmt: skip
                 print(
                     f"| {NETS[name][3]} | {ours * 1e3:.1f} | {theirs * 1e3:.1f} | {ratio:.2f} | "
                     + " | ".join(memory)

@@ -102,7 +102,7 @@ def test_default_process_group_store_is_found_and_falls_back(
         dist.destroy_process_group()
 
 
-# --- optimizers ---------------------------------------------------------------------------
+# --------------------------------------------------------------------------- handgrad.optim
 
 
 def test_profiler_enabled_follows_the_profiler() -> None:
@@ -117,8 +117,10 @@ def test_profiler_enabled_follows_the_profiler() -> None:
 def test_profiler_enabled_falls_back_to_true(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import torch
 
-    monkeypatch.delattr(torch.autograd, "_profiler_enabled")
+    assert compat._PROFILER_ENABLED is torch.autograd._profiler_enabled
+    monkeypatch.setattr(compat, "_PROFILER_ENABLED", None)  # a torch without it
     assert compat.profiler_enabled() is True
+    assert compat.step_wrapper_needed() is True
 
 
 def test_global_step_hooks_registered_follows_registration() -> None:
@@ -128,9 +130,11 @@ def test_global_step_hooks_registered_follows_registration() -> None:
     )
 
     assert compat.global_step_hooks_registered() is False
+    assert compat.step_wrapper_needed() is False
     for register in (register_optimizer_step_pre_hook, register_optimizer_step_post_hook):
         handle = register(lambda *args: None)
         assert compat.global_step_hooks_registered() is True
+        assert compat.step_wrapper_needed() is True
         handle.remove()
         assert compat.global_step_hooks_registered() is False
 
@@ -150,3 +154,44 @@ def test_privateuse1_backend_name(monkeypatch) -> None:  # type: ignore[no-untyp
     assert compat.privateuse1_backend_name() == "privateuseone"
     monkeypatch.delattr(torch._C, "_get_privateuse1_backend_name")
     assert compat.privateuse1_backend_name() == "privateuseone"
+
+
+# --------------------------------------------------------------------------- 5 and 8
+
+
+def test_share_step_hooks_uses_the_optimizers_registries_and_falls_back() -> None:
+    p = torch.zeros(2, requires_grad=True)
+    inner = torch.optim.SGD([p], lr=0.1)
+    wrapper = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    compat.share_step_hooks(wrapper, inner)
+    assert wrapper._optimizer_step_pre_hooks is inner._optimizer_step_pre_hooks
+    assert wrapper._optimizer_step_post_hooks is inner._optimizer_step_post_hooks
+    calls: list[str] = []
+    wrapper.register_step_pre_hook(lambda *_: calls.append("pre"))
+    p.grad = torch.ones(2)
+    inner.step()
+    assert calls == ["pre"]
+    # Fallback: an optimizer without the registries shares nothing.
+    other = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    own = other._optimizer_step_pre_hooks
+    compat.share_step_hooks(other, object())  # type: ignore[arg-type]
+    assert other._optimizer_step_pre_hooks is own
+
+
+def test_allow_negative_numbers_sets_argparses_matcher_and_falls_back() -> None:
+    import argparse
+    import re
+
+    pattern = re.compile(r"^-(\d|\.\d|inf|nan)", re.IGNORECASE)
+    parser = argparse.ArgumentParser()
+    assert isinstance(parser._negative_number_matcher, re.Pattern)  # the name still exists
+    compat.allow_negative_numbers(parser, pattern)
+    parser.add_argument("values", nargs="*", type=float)
+    assert parser.parse_args(["1", "-inf", "-6"]).values == [1.0, float("-inf"), -6.0]
+
+    class Bare:  # a parser without the private name: nothing is set
+        pass
+
+    bare = Bare()
+    compat.allow_negative_numbers(bare, pattern)
+    assert not hasattr(bare, "_negative_number_matcher")

@@ -16,7 +16,17 @@ The private names, one entry per thing read:
 2. ``Module._compiled_call_impl`` (set by ``module.compile()``) — :func:`forward_runs_alone`;
 3. ``torch._C._get_tracing_state`` (``torch.jit.trace`` recording) — :func:`forward_runs_alone`;
 4. ``torch.distributed.distributed_c10d._get_default_store`` (the default process group's
-   store) — :func:`default_process_group_store`.
+   store) — :func:`default_process_group_store`;
+5. torch's optimizer step hook registries: the global ones
+   (``torch.optim.optimizer._global_optimizer_pre_hooks``/``_post_hooks``) —
+   :func:`global_step_hooks_registered`, :func:`step_wrapper_needed` — and an optimizer's
+   own (``_optimizer_step_pre_hooks``/``_post_hooks``) — :func:`share_step_hooks`;
+6. ``torch.autograd._profiler_enabled`` (a profiler recording) — :func:`profiler_enabled`,
+   :func:`step_wrapper_needed`;
+7. ``torch._C._get_privateuse1_backend_name`` (where ``capturable=True`` is allowed) —
+   :func:`privateuse1_backend_name`;
+8. argparse's ``ArgumentParser._negative_number_matcher`` (Python's, not torch's) —
+   :func:`allow_negative_numbers`.
 """
 
 from __future__ import annotations
@@ -114,9 +124,7 @@ def default_process_group_store() -> object | None:
     return store
 
 
-# --------------------------------------------------------------------------------------------
-# optimizers (handgrad.optim)
-# --------------------------------------------------------------------------------------------
+# --------------------------------------------------------------- 5-7: handgrad.optim's step
 
 
 def profiler_enabled() -> bool:
@@ -126,8 +134,7 @@ def profiler_enabled() -> bool:
     none records (a few µs a call, which a small network's step notices). Fallback: True, so
     the scopes are always entered, as torch does.
     """
-    check = getattr(torch.autograd, "_profiler_enabled", None)
-    return True if check is None else bool(check())
+    return True if _PROFILER_ENABLED is None else bool(_PROFILER_ENABLED())
 
 
 def global_step_hooks_registered() -> bool:
@@ -143,9 +150,17 @@ def global_step_hooks_registered() -> bool:
     return bool(_GLOBAL_PRE_HOOKS) or bool(_GLOBAL_POST_HOOKS)
 
 
-# Read once: torch registers into (and removes from) these same dicts.
+def step_wrapper_needed() -> bool:
+    """:func:`global_step_hooks_registered` or :func:`profiler_enabled`: whether torch's
+    ``step()`` wrapper has work to do for every optimizer (one call, on every step)."""
+    return global_step_hooks_registered() or profiler_enabled()
+
+
+# Read once: torch registers into (and removes from) these same dicts, and the profiler
+# check is a function.
 _GLOBAL_PRE_HOOKS = getattr(_torch_optimizer, "_global_optimizer_pre_hooks", None)
 _GLOBAL_POST_HOOKS = getattr(_torch_optimizer, "_global_optimizer_post_hooks", None)
+_PROFILER_ENABLED = getattr(torch.autograd, "_profiler_enabled", None)
 
 
 def privateuse1_backend_name() -> str:
@@ -154,3 +169,30 @@ def privateuse1_backend_name() -> str:
     ``capturable=True`` on. Fallback: ``"privateuseone"``."""
     name = getattr(torch._C, "_get_privateuse1_backend_name", None)
     return "privateuseone" if name is None else str(name())
+
+
+def share_step_hooks(wrapper: torch.optim.Optimizer, optimizer: torch.optim.Optimizer) -> None:
+    """Make ``wrapper`` keep its step hooks in ``optimizer``'s registries (torch's
+    ``_optimizer_step_pre_hooks``/``_optimizer_step_post_hooks``), so that a hook registered
+    on either runs around either's ``step()`` (:class:`handgrad.privacy.DPOptimizer`, as
+    Opacus's wrapper does).
+
+    Fallback, for a torch that keeps them elsewhere: nothing is shared; the wrapper keeps
+    hooks of its own, which run around its own ``step()``.
+    """
+    names = ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks")
+    if all(isinstance(getattr(optimizer, name, None), dict) for name in names):
+        for name in names:
+            setattr(wrapper, name, getattr(optimizer, name))
+
+
+def allow_negative_numbers(parser: Any, pattern: Any) -> None:
+    """Let ``parser`` take arguments matching ``pattern`` (``-6``, ``-inf``) as positional
+    values, not as options, by setting argparse's private ``_negative_number_matcher``.
+
+    Fallback, for a Python without it: nothing changes; argparse then takes only what its
+    own matcher calls a negative number (``-6``, ``-1e-3``) as a value, and a negative
+    coefficient such as ``-inf`` needs ``--`` before the positional arguments.
+    """
+    if isinstance(getattr(parser, "_negative_number_matcher", None), type(pattern)):
+        parser._negative_number_matcher = pattern

@@ -12,6 +12,7 @@ from torch import Tensor
 
 import handgrad.nn as hn
 import handgrad.optim as ho
+from handgrad.optim._base import flat_updates
 
 
 def make_net(dtype: torch.dtype = torch.float64, seed: int = 0) -> hn.Sequential:
@@ -100,47 +101,54 @@ def test_training_is_bitwise_unchanged(make_optimizer) -> None:
     for p, q in zip(plain.parameters(), flat_net.parameters(), strict=True):
         assert torch.equal(p, q)
     assert_tiles(list(flat_net.parameters()), flat)  # the optimizers updated in place
-    assert_tiles([q.grad for q in flat_net.parameters()], flat_grad_buffer(flat_net))
+    if isinstance(opt_flat, ho.Optimizer):  # its flat step gathered the last gradients
+        assert torch.equal(layout.grad, gathered(flat_net))
 
 
-def test_gradients_tile_one_buffer_and_zero_grad_reuses_it() -> None:
-    net = make_net()
-    hn.flatten_parameters(net)
+def gathered(net: torch.nn.Module) -> Tensor:
+    """The parameters' gradients end to end, as a flat step gathers them."""
+    return torch.cat([p.grad.reshape(-1) for p in net.parameters()])
+
+
+def test_gradients_are_stored_as_without_a_layout_and_the_flat_step_gathers_them() -> None:
+    net, plain = make_net(), make_net()
+    (layout,) = hn.flatten_parameters(net)
     x, y = data()
     backward(net, x, y)
-    grads = [p.grad for p in net.parameters()]
-    buffer = flat_grad_buffer(net)
-    assert_tiles(grads, buffer)
-    pointers = [g.data_ptr() for g in grads]
-    first_values = [g.clone() for g in grads]
-
-    for p in net.parameters():  # zero_grad(set_to_none=True)
-        p.grad = None
-    backward(net, x, y)
-    assert [p.grad.data_ptr() for p in net.parameters()] == pointers  # the same memory
-    for p, value in zip(net.parameters(), first_values, strict=True):
-        assert torch.equal(p.grad, value)
+    backward(plain, x, y)
+    for p, q in zip(net.parameters(), plain.parameters(), strict=True):
+        assert p.grad._base is None  # a tensor of its own, as without flattening
+        assert torch.equal(p.grad, q.grad)
+    first = [p.grad.clone() for p in net.parameters()]
 
     backward(net, x, y)  # accumulates in place, as autograd: twice the gradient
-    for p, value in zip(net.parameters(), first_values, strict=True):
-        assert p.grad.data_ptr() == pointers.pop(0)
+    for p, value in zip(net.parameters(), first, strict=True):
         assert torch.equal(p.grad, 2 * value)
 
+    optimizer = ho.SGD(net.parameters(), lr=0.1)
+    optimizer.step()  # one flat step: the gradients gathered into the layout's buffer
+    assert flat_updates(optimizer) == 1
+    assert torch.equal(layout.grad, gathered(net))
+    assert torch.equal(layout.grad, 2 * torch.cat([g.reshape(-1) for g in first]))
 
-def test_zero_grad_without_set_to_none_accumulates_into_the_buffer() -> None:
+
+def test_zero_grad_without_set_to_none_accumulates_in_place() -> None:
     net = make_net()
-    hn.flatten_parameters(net)
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    (layout,) = hn.flatten_parameters(net)
+    optimizer = ho.SGD(net.parameters(), lr=0.0)
     x, y = data()
     backward(net, x, y)
     expected = [p.grad.clone() for p in net.parameters()]
-    buffer = flat_grad_buffer(net)
+    grads = [p.grad for p in net.parameters()]
     optimizer.zero_grad(set_to_none=False)
-    assert torch.count_nonzero(buffer) == 0
+    assert all(torch.count_nonzero(g) == 0 for g in grads)
     backward(net, x, y)
-    assert_tiles([p.grad for p in net.parameters()], buffer)
+    assert all(p.grad is g for p, g in zip(net.parameters(), grads, strict=True))
     for p, value in zip(net.parameters(), expected, strict=True):
         assert torch.equal(p.grad, value)
+    optimizer.step()
+    assert flat_updates(optimizer) == 1
+    assert torch.equal(layout.grad, gathered(net))
 
 
 def test_gradients_match_autograd() -> None:
@@ -175,7 +183,6 @@ def test_backward_under_inference_mode_fills_the_buffer_with_normal_tensors() ->
     for p in net.parameters():
         assert not p.grad.is_inference()
         p.grad.add_(1.0)  # would raise for an inference tensor outside inference mode
-    assert_tiles([p.grad for p in net.parameters()], flat_grad_buffer(net))
     for p, value in zip(net.parameters(), expected, strict=True):
         assert torch.equal(p.grad, value + 1.0)
 
@@ -245,7 +252,7 @@ def test_load_state_dict_keeps_the_layout() -> None:
     backward(source, x, y)
     for p, q in zip(net.parameters(), source.parameters(), strict=True):
         assert torch.equal(p.grad, q.grad)
-    assert_tiles([p.grad for p in net.parameters()], flat_grad_buffer(net))
+    assert layout.holds()
 
 
 def test_deepcopy_is_an_independent_correct_network() -> None:
@@ -328,20 +335,23 @@ def test_a_gradient_of_the_wrong_shape_is_still_refused() -> None:
     ):
         hn.accumulate_grad(weight, torch.zeros(3, 7, dtype=torch.float64))
     assert weight.grad is None
-    assert hn.gradient_slot(weight) is not None
+    backward(net, *data())  # and the next gradient is stored
+    assert weight.grad is not None
+    assert weight.grad.shape == (7, 3)
 
 
-def test_gradient_slot_is_none_once_a_gradient_exists_or_without_flattening() -> None:
+def test_a_gradient_already_in_its_slot_is_gathered_in_place() -> None:
+    """Gradients that are the layout's slots (flatten_parameters moved them there) are
+    used where they are; the flat step reads the buffer they tile."""
     net = make_net()
-    weight = net[0].weight
-    assert hn.gradient_slot(weight) is None
-    hn.flatten_parameters(net)
-    slot = hn.gradient_slot(weight)
-    assert slot is not None
-    assert slot.shape == weight.shape
     backward(net, *data())
-    assert weight.grad is slot
-    assert hn.gradient_slot(weight) is None
+    (layout,) = hn.flatten_parameters(net)
+    assert all(p.grad is s for p, s in zip(net.parameters(), layout.slots, strict=True))
+    expected = gathered(net)
+    optimizer = ho.SGD(net.parameters(), lr=0.1)
+    optimizer.step()
+    assert flat_updates(optimizer) == 1
+    assert torch.equal(layout.grad, expected)
 
 
 def test_benchmark_steps_with_and_without_flattening_agree() -> None:
@@ -391,8 +401,6 @@ def test_the_layout_names_its_parameters_buffers_and_slots() -> None:
     assert layout.data.shape == layout.grad.shape == (7 * 3 + 7 + 5 * 7 + 5 + 5 + 1,)
     assert_tiles(list(layout.slots), layout.grad)
     assert "6 parameters" in repr(layout)
-    backward(net, *data())
-    assert all(p.grad is slot for p, slot in zip(net.parameters(), layout.slots, strict=True))
     assert layout.holds()
     net[0].weight.data = net[0].weight.detach().clone()
     assert not layout.holds()

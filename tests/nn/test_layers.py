@@ -75,9 +75,13 @@ def test_gradients_accumulate_over_two_backward_calls(dtype) -> None:
         hand.backward(g)
     for got, expected in zip(hand.parameters(), reference.parameters(), strict=True):
         assert_matches(got.grad, expected.grad, "accumulated gradient")
-    # A second backward on the same forward accumulates again, as a retained graph would.
+    # A second backward of one forward is refused (the first released what forward kept,
+    # as autograd frees its graph); after a new forward, backward accumulates again.
     grad_before = hand[0].weight.grad.clone()
-    hand.backward(upstreams[1])
+    with pytest.raises(ValueError, match="called twice for one forward"):
+        hand.backward(upstreams[1])
+    assert torch.equal(hand[0].weight.grad, grad_before)
+    hand(batches[1])
     hand.backward(upstreams[1])
     assert not torch.equal(hand[0].weight.grad, grad_before)
     # zero_grad through an optimizer clears them (set_to_none).
@@ -242,6 +246,7 @@ def test_empty_sequential_passes_gradients_through() -> None:
     x = torch.randn(3)
     assert torch.equal(net(x), x)
     assert torch.equal(net.backward(x), x)
+    net(x)
     assert net.backward(x, input_grad=False) is None
 
 

@@ -45,10 +45,15 @@ def test_regression_losses(hand_type, torch_type, kwargs, reduction, device, dty
 def test_default_backward_grad_is_one(dtype) -> None:
     prediction, target = torch.randn(5, 2, dtype=dtype), torch.randn(5, 2, dtype=dtype)
     loss_fn = hn.MSELoss()
-    loss_fn(prediction, target)
-    assert_matches(loss_fn.backward(), 2 * (prediction - target) / prediction.numel())
-    assert_matches(loss_fn.backward(1.0), loss_fn.backward(torch.tensor(1.0, dtype=dtype)))
-    assert_matches(loss_fn.backward(3.0), 3 * loss_fn.backward())
+    def backward(grad: object = None) -> torch.Tensor:
+        loss_fn(prediction, target)  # each backward releases what its forward kept
+        return loss_fn.backward() if grad is None else loss_fn.backward(grad)
+
+    assert_matches(backward(), 2 * (prediction - target) / prediction.numel())
+    assert_matches(backward(1.0), backward(torch.tensor(1.0, dtype=dtype)))
+    assert_matches(backward(3.0), 3 * backward())
+    with pytest.raises(ValueError, match="called twice for one forward"):
+        loss_fn.backward(1.0)  # a number as upstream gradient is refused the same way
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import torch
 
+import handgrad.optim as hg
 import handgrad.optim._base as base
 from tests.optim._cases import (
     assert_capturable_on_cpu_refused,
@@ -272,3 +273,20 @@ def test_converges_on_least_squares(row: Row, device: torch.device) -> None:
         lambda params: row.ours(params, **hyperparams), steps=steps, device=device
     )
     torch.testing.assert_close(w, best, atol=atol, rtol=0)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_sgd_takes_a_nan_learning_rate_as_torch_does(momentum: float) -> None:
+    """torch.optim.SGD accepts lr=nan (its check is ``lr < 0``, false for NaN) and steps every
+    parameter to NaN; ours accepts it too and gives the same result (issue 16, item 5)."""
+    results = []
+    for cls in (hg.SGD, torch.optim.SGD):
+        p = torch.linspace(-1.0, 1.0, 5, dtype=torch.float64)
+        p.grad = torch.linspace(0.5, -0.5, 5, dtype=torch.float64)
+        optimizer = cls([p], lr=float("nan"), momentum=momentum)
+        assert math.isnan(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        results.append(p)
+    ours, theirs = results
+    assert bool(ours.isnan().all())
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=0, equal_nan=True)

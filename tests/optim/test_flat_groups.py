@@ -177,20 +177,20 @@ def _pair(dtype: torch.dtype = torch.float64) -> tuple[Flat, list[Tensor], Adam,
     return flat, reference, Adam(flat.params, lr=0.01), torch.optim.Adam(reference, lr=0.01)
 
 
-def test_a_replaced_gradient_falls_back_then_returns() -> None:
+def test_a_gradient_of_its_own_is_gathered_and_the_step_stays_flat() -> None:
     flat, reference, ours, theirs = _pair()
     steps_match(flat, reference, ours, theirs, 3)
     assert flat_updates(ours) == 3
     flat.set_grads()
-    flat.params[1].grad = flat.params[1].grad.clone()  # no longer its slot
+    flat.params[1].grad = flat.params[1].grad.clone()  # not its slot: gathered into it
     set_reference_grads(reference)
     ours.step()
     theirs.step()
     assert_same(flat.params, reference)
-    assert flat_updates(ours) == 3
-    flat.set_grads(fresh=True)  # zero_grad() and a backward: the slots again
+    assert flat_updates(ours) == 4
+    flat.set_grads(fresh=True)  # zero_grad() and a backward
     steps_match(flat, reference, ours, theirs, 3)
-    assert flat_updates(ours) == 6
+    assert flat_updates(ours) == 7
 
 
 def test_a_parameter_without_gradient_is_skipped_like_torch() -> None:

@@ -1,4 +1,4 @@
-"""The lean ``step()``/``zero_grad()`` of ElementwiseOptimizer behave as torch.optim's.
+"""The lean ``step()``/``zero_grad()`` of handgrad.optim.Optimizer behave as torch.optim's.
 
 Ours skip torch's profiler scope when no profiler runs and call the step hooks only when
 some are registered; these tests pin the behaviour that must not change: hooks (per

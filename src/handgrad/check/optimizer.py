@@ -310,7 +310,7 @@ def _set_gradients(params: list[Tensor], objective: _Objective, flat: bool) -> N
     for p, g in zip(params, objective.gradients(params), strict=True):
         if flat:
             p.grad = None
-            accumulate_grad(p, g)  # into its slot of the layout's gradient buffer
+            accumulate_grad(p, g)  # as a layer's backward does; the flat step gathers it
         else:
             p.grad = g
 

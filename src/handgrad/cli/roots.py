@@ -24,6 +24,7 @@ from typing import Any, TextIO
 
 import torch
 
+from handgrad import _compat
 from handgrad.cli import EXIT_IO, CLIError
 from handgrad.files import os_error_reason, write_atomically
 from handgrad.roots import (
@@ -67,7 +68,7 @@ def register(subparsers: Any) -> None:
             "not, 2 for a usage or file error."
         ),
     )
-    parser._negative_number_matcher = _NEGATIVE_NUMBER  # argparse's hook, see above
+    _compat.allow_negative_numbers(parser, _NEGATIVE_NUMBER)  # see above
     parser.add_argument("coefficients", nargs="*", type=float, metavar="A B C")
     parser.add_argument(
         "--method",

@@ -47,7 +47,7 @@ from handgrad.nn.flat import FlatLayout, flatten_parameters
 from handgrad.nn.global_dropout import GlobalBatchDropout
 from handgrad.nn.gpt import GPT
 from handgrad.nn.gpt_torch import TorchGPT
-from handgrad.nn.gradients import accumulate_grad, gradient_slot
+from handgrad.nn.gradients import accumulate_grad
 from handgrad.nn.layer_norm import LayerNorm, RMSNorm
 from handgrad.nn.layers import Dropout, Flatten, Linear
 from handgrad.nn.loss import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss
@@ -105,7 +105,6 @@ __all__ = [
     "flatten_parameters",
     "from_torch",
     "functional",
-    "gradient_slot",
     "register_conversion",
     "to_torch",
 ]

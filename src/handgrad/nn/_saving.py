@@ -1,18 +1,11 @@
-"""How the convolutional and transformer layers keep (and let go of) what their backward
-needs, and hand on gradients.
+"""Helpers for layers: gradients handed on, and two names kept from before the saving
+contract moved into :class:`~handgrad.nn.Module`.
 
-``Module._remember(ctx, out)`` keeps the context and the output itself (so that ``_recall``
-can check grad_output's shape, dtype and device) until the module's next forward. For a
-convolutional network that is costly: each layer's output and context are as large as an
-activation, and they stay alive through the backward and between steps. Measured on a ResNet
-training step (stem + 4 basic blocks, batch 32): 1.5x the peak memory of torch autograd,
-which keeps only the tensors its backward formulas use and frees each as soon as that part of
-the backward has run. So the layers of this family
-
-- hand ``_remember`` a stand-in for the output (:func:`output_stand_in`: one element expanded
-  to the output's shape, with its dtype and device; the same checks pass, 4-8 bytes kept);
-- release their context in backward (:func:`recall_once`), as autograd frees its graph: a
-  second backward of one forward is a ValueError that says so.
+Every module now keeps only its forward's context and its output's shape, dtype and device
+(``Module._remember``), and lets go of the context when its backward takes it
+(``Module._recall``): a second backward of one forward is a ValueError, as autograd frees its
+graph. :func:`output_stand_in` and :func:`recall_once` predate that and are now plain
+pass-throughs that layers written against them keep using.
 
 :func:`required` turns a child's optional input gradient into a tensor for composite
 modules; :func:`accumulate` hands a parameter its gradient in its own dtype (mixed precision).
@@ -24,37 +17,20 @@ from torch import Tensor
 
 from handgrad.nn.functional import Ctx
 from handgrad.nn.gradients import accumulate_grad
-from handgrad.nn.module import Module
+from handgrad.nn.module import RELEASED, Module
 
-
-class _Released:
-    """The context of a module whose backward has already run (a marker)."""
-
-    def __repr__(self) -> str:
-        return "<released>"
-
-
-RELEASED = _Released()
+__all__ = ["RELEASED", "accumulate", "output_stand_in", "recall_once", "required"]
 
 
 def output_stand_in(out: Tensor) -> Tensor:
-    """A tensor with ``out``'s shape, dtype and device that stores a single element."""
-    return out.new_empty(()).expand(out.shape)
+    """``out`` itself: ``Module._remember`` keeps only its shape, dtype and device."""
+    return out
 
 
 def recall_once(module: Module, grad_output: Tensor) -> Ctx:
-    """``module._recall(grad_output)``, releasing the context: the tensors it holds are freed
-    as soon as the backward that calls this is done with them."""
-    ctx = module._recall(grad_output)
-    if ctx is RELEASED:
-        raise ValueError(
-            f"{module._get_name()}.backward() called twice for one forward: the first backward "
-            "released what the forward saved (as autograd frees its graph); run forward again"
-        )
-    saved = module._saved
-    assert saved is not None
-    object.__setattr__(module, "_saved", (RELEASED, saved[1]))
-    return ctx
+    """``module._recall(grad_output)``, which releases the context (a second call is a
+    ValueError)."""
+    return module._recall(grad_output)
 
 
 def required(grad: Tensor | None) -> Tensor:

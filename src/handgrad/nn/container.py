@@ -70,19 +70,26 @@ class Sequential(Module):
         if per_sample:
             return self._per_sample_backward(grad_output, input_grad, per_sample)
         (layers,) = self._recall(grad_output)
-        grad = grad_output
+        if not layers:  # the identity
+            return grad_output if input_grad else None
+        # The gradient in flight is held by this list alone and handed to each layer by
+        # pop(), so that it is freed as soon as the layer that reads it is done (CPython
+        # moves a call's arguments into the callee's frame), not when the next one is: one
+        # activation-sized tensor less alive through a deep backward, as in autograd.
+        grads = [grad_output]
+        del grad_output
         for position in range(len(layers) - 1, 0, -1):
             module = layers[position]
-            grad = module.backward(grad, input_grad=True)
+            grad = module.backward(grads.pop(), input_grad=True)
             if grad is None:
                 raise ValueError(
                     f"Sequential: layer {position} ({module._get_name()}) returned None from "
                     "backward(input_grad=True); the layer before it needs a gradient"
                 )
-        if not layers:  # the identity
-            return grad if input_grad else None
+            grads.append(grad)
+            del grad
         # Only the first layer may skip its input gradient: nothing before it needs one.
-        first: Tensor | None = layers[0].backward(grad, input_grad=input_grad)
+        first: Tensor | None = layers[0].backward(grads.pop(), input_grad=input_grad)
         return first
 
 

@@ -15,7 +15,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from handgrad.nn._saving import output_stand_in, recall_once
 from handgrad.nn.convert import register_conversion
 from handgrad.nn.functional import conv as F
 from handgrad.nn.functional import per_sample as P
@@ -251,11 +250,11 @@ class _Conv(_ConvNd):
         )
         if unbatched:
             out = out.squeeze(0)
-        self._remember((ctx, (self.weight, self.bias), unbatched), output_stand_in(out))
+        self._remember((ctx, (self.weight, self.bias), unbatched), out)
         return out
 
     def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
-        ctx, params, unbatched = recall_once(self, grad_output)
+        ctx, params, unbatched = self._recall(grad_output)
         grad = grad_output.unsqueeze(0) if unbatched else grad_output
         grads = F.conv_backward(grad, ctx, input_grad)
         self._accumulate(params, grads)
@@ -402,11 +401,11 @@ class ConvTranspose2d(_ConvNd):
         )
         if unbatched:
             out = out.squeeze(0)
-        self._remember((ctx, (self.weight, self.bias), unbatched), output_stand_in(out))
+        self._remember((ctx, (self.weight, self.bias), unbatched), out)
         return out
 
     def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
-        ctx, params, unbatched = recall_once(self, grad_output)
+        ctx, params, unbatched = self._recall(grad_output)
         grad = grad_output.unsqueeze(0) if unbatched else grad_output
         grads = F.conv_transpose_backward(grad, ctx, input_grad)
         self._accumulate(params, grads)

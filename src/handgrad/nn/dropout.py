@@ -10,7 +10,6 @@ import warnings
 import torch
 from torch import Tensor
 
-from handgrad.nn._saving import output_stand_in, recall_once
 from handgrad.nn.convert import register_conversion
 from handgrad.nn.functional import dropout as F
 from handgrad.nn.module import Module
@@ -68,11 +67,11 @@ class Dropout2d(Module):
         out, ctx = F.feature_dropout_forward(x, self.p, self.training, self.generator)
         if self.inplace and out is not x:
             out = x.copy_(out)
-        self._remember(ctx, output_stand_in(out))
+        self._remember(ctx, out)
         return out
 
     def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
-        ctx = recall_once(self, grad_output)
+        ctx = self._recall(grad_output)
         return F.feature_dropout_backward(grad_output, ctx) if input_grad else None
 
 

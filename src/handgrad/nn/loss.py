@@ -54,7 +54,7 @@ class _Loss(Module):
                 "None means 1.0) or a tensor of the loss's shape, got "
                 f"{type(grad).__name__}"
             )
-        return self._saved[0]
+        return self._take()  # a number fits any loss
 
     def _check_prediction(self, prediction: object) -> Tensor:
         prediction = self._check_tensor(prediction, "prediction")

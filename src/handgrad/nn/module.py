@@ -23,6 +23,16 @@ from handgrad.nn import per_sample as _per_sample
 from handgrad.nn.functional import Ctx
 
 
+class _Released:
+    """The context of a module whose backward has already run (a marker)."""
+
+    def __repr__(self) -> str:
+        return "<released>"
+
+
+RELEASED: Any = _Released()
+
+
 class Module(torch.nn.Module):
     """Base class of every handgrad layer, loss and container.
 
@@ -36,10 +46,11 @@ class Module(torch.nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        # (ctx, output) of the last forward; None before the first. The output itself is kept
-        # (not its shape, dtype and device) because reading those three costs more per call
-        # than the check that uses them.
-        self._saved: tuple[Ctx, Tensor] | None = None
+        # (ctx, (shape, dtype, device) of the output) of the last forward; None before the
+        # first; ctx is RELEASED once backward has taken it. Not the output itself: most
+        # layers' backward never reads it, and keeping it would keep a second activation
+        # alive per layer (reading the three costs no more than the check reading them).
+        self._saved: tuple[Ctx, tuple[torch.Size, torch.dtype, torch.device]] | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """``forward(*args, **kwargs)``, through torch's ``Module.__call__`` when it has work.
@@ -79,43 +90,72 @@ class Module(torch.nn.Module):
     # ------------------------------------------------------------------ helpers for subclasses
 
     def _remember(self, ctx: Ctx, out: Tensor) -> Tensor:
-        """Keep the forward's ctx and output (to check grad_output) for backward; return out."""
+        """Keep the forward's ctx for backward, and the output's shape, dtype and device (to
+        check grad_output); return out.
+
+        What the module keeps is ctx alone: put in it only what the backward formula reads
+        (an input, a mask, a statistic), and the activations of a network are freed as soon
+        as no layer's backward needs them, as autograd frees what no backward node saved.
+        """
         # object.__setattr__ skips torch.nn.Module's parameter/buffer bookkeeping, a
         # noticeable cost per call for small layers; _saved is never a parameter or buffer.
-        object.__setattr__(self, "_saved", (ctx, out))
+        object.__setattr__(self, "_saved", (ctx, (out.shape, out.dtype, out.device)))
         return out
 
     def _recall(self, grad_output: Tensor) -> Ctx:
-        """The ctx of the last forward, after checking that ``grad_output`` fits its output.
+        """The ctx of the last forward, after checking that ``grad_output`` fits its output;
+        the module lets go of it (as autograd frees its graph in backward), so what it holds
+        is freed as soon as the backward that called this is done with it.
 
-        ValueError before any forward or for a gradient of another shape, dtype or device
-        than the output; TypeError for anything but a tensor.
+        ValueError before any forward, for a second backward of one forward, or for a
+        gradient of another shape, dtype or device than the output; TypeError for anything
+        but a tensor.
         """
-        if self._saved is None:
+        saved = self._saved
+        if saved is None or saved[0] is RELEASED:
+            self._take()  # raises the ValueError that says which
+        assert saved is not None
+        shape, dtype, device = saved[1]
+        if not isinstance(grad_output, Tensor):
+            raise TypeError(
+                f"{self._get_name()}.backward(): grad_output must be a torch.Tensor "
+                f"(dL/d(output), of the output's shape {tuple(shape)}), "
+                f"got {type(grad_output).__name__}"
+            )
+        if grad_output.shape != shape:
+            raise ValueError(
+                f"{self._get_name()}.backward(): expected grad_output of shape "
+                f"{tuple(shape)} (the output's), got {tuple(grad_output.shape)}"
+            )
+        # dtypes are singletons: `is` is exact and cheaper than a device comparison
+        if grad_output.dtype is not dtype or grad_output.device != device:
+            raise ValueError(
+                f"{self._get_name()}.backward(): expected grad_output of dtype {dtype} on "
+                f"{device} (the output's), got {grad_output.dtype} on {grad_output.device}"
+            )
+        ctx = saved[0]
+        object.__setattr__(self, "_saved", (RELEASED, saved[1]))  # (_take, inline: per call)
+        if _per_sample._mode is not None:  # a backward(..., per_sample=True) is running
+            _per_sample.store_per_sample(self, grad_output, ctx)
+        return ctx
+
+    def _take(self) -> Ctx:
+        """The ctx of the last forward, which the module lets go of (``_recall`` without
+        the checks of grad_output: for a backward whose upstream gradient is not a tensor)."""
+        saved = self._saved
+        if saved is None:
             raise ValueError(
                 f"{self._get_name()}.backward() called before forward(): "
                 "run the module on an input first"
             )
-        ctx, out = self._saved
-        if not isinstance(grad_output, Tensor):
-            raise TypeError(
-                f"{self._get_name()}.backward(): grad_output must be a torch.Tensor "
-                f"(dL/d(output), of the output's shape {tuple(out.shape)}), "
-                f"got {type(grad_output).__name__}"
-            )
-        if grad_output.shape != out.shape:
+        ctx = saved[0]
+        if ctx is RELEASED:
             raise ValueError(
-                f"{self._get_name()}.backward(): expected grad_output of shape "
-                f"{tuple(out.shape)} (the output's), got {tuple(grad_output.shape)}"
+                f"{self._get_name()}.backward() called twice for one forward: the first "
+                "backward released what the forward saved (as autograd frees its graph); "
+                "run forward again"
             )
-        # dtypes are singletons: `is` is exact and cheaper than a device comparison
-        if grad_output.dtype is not out.dtype or grad_output.device != out.device:
-            raise ValueError(
-                f"{self._get_name()}.backward(): expected grad_output of dtype {out.dtype} on "
-                f"{out.device} (the output's), got {grad_output.dtype} on {grad_output.device}"
-            )
-        if _per_sample._mode is not None:  # a backward(..., per_sample=True) is running
-            _per_sample.store_per_sample(self, grad_output, ctx)
+        object.__setattr__(self, "_saved", (RELEASED, saved[1]))
         return ctx
 
     def _check_tensor(self, x: object, what: str = "input") -> Tensor:

@@ -14,7 +14,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from handgrad.nn._saving import output_stand_in, recall_once
 from handgrad.nn.convert import register_conversion
 from handgrad.nn.functional import normalization as F
 from handgrad.nn.functional import per_sample as P
@@ -187,11 +186,11 @@ class _BatchNorm(Module):
             factor,
             self.eps,
         )
-        self._remember((ctx, self.weight, self.bias), output_stand_in(out))
+        self._remember((ctx, self.weight, self.bias), out)
         return out
 
     def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
-        ctx, weight, bias = recall_once(self, grad_output)
+        ctx, weight, bias = self._recall(grad_output)
         grads = F.batch_norm_backward(grad_output, ctx, input_grad)
         _accumulate(weight, bias, grads)
         return grads[0]
@@ -304,11 +303,11 @@ class GroupNorm(Module):
     def forward(self, input: Tensor) -> Tensor:
         x = self._check_input(input)
         out, ctx = F.group_norm_forward(x, self.num_groups, self.weight, self.bias, self.eps)
-        self._remember((ctx, self.weight, self.bias), output_stand_in(out))
+        self._remember((ctx, self.weight, self.bias), out)
         return out
 
     def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
-        ctx, weight, bias = recall_once(self, grad_output)
+        ctx, weight, bias = self._recall(grad_output)
         grads = F.group_norm_backward(grad_output, ctx, input_grad)
         _accumulate(weight, bias, grads)
         return grads[0]

@@ -14,7 +14,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from handgrad.nn._saving import output_stand_in, recall_once
 from handgrad.nn.convert import register_conversion
 from handgrad.nn.functional import pooling as F
 from handgrad.nn.module import Module
@@ -101,11 +100,11 @@ class MaxPool2d(_Pool2d):
             _pair(self.dilation, "dilation", "MaxPool2d"),
             self.ceil_mode,
         )
-        self._remember(ctx, output_stand_in(out))
+        self._remember(ctx, out)
         return (out, ctx[0]) if self.return_indices else out
 
     def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
-        ctx = recall_once(self, grad_output)
+        ctx = self._recall(grad_output)
         return F.max_pool2d_backward(grad_output, ctx) if input_grad else None
 
 
@@ -152,11 +151,11 @@ class AvgPool2d(_Pool2d):
             self.count_include_pad,
             self.divisor_override,
         )
-        self._remember(ctx, output_stand_in(out))
+        self._remember(ctx, out)
         return out
 
     def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
-        ctx = recall_once(self, grad_output)
+        ctx = self._recall(grad_output)
         return F.avg_pool2d_backward(grad_output, ctx) if input_grad else None
 
 
@@ -192,11 +191,11 @@ class AdaptiveAvgPool2d(_Pool2d):
     def forward(self, input: Tensor) -> Tensor:
         x = self._planes(input)
         out, ctx = self._run(F.adaptive_avg_pool2d_forward, x, self._target(x))
-        self._remember(ctx, output_stand_in(out))
+        self._remember(ctx, out)
         return out
 
     def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
-        ctx = recall_once(self, grad_output)
+        ctx = self._recall(grad_output)
         return F.adaptive_avg_pool2d_backward(grad_output, ctx) if input_grad else None
 
 

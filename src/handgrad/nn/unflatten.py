@@ -9,7 +9,6 @@ import torch
 from torch import Tensor
 
 from handgrad.nn import functional as F
-from handgrad.nn._saving import output_stand_in, recall_once
 from handgrad.nn.convert import register_conversion
 from handgrad.nn.module import Module
 
@@ -45,11 +44,11 @@ class Unflatten(Module):
             raise RuntimeError(
                 f"{self!r}: cannot unflatten an input of shape {tuple(x.shape)}: {error}"
             ) from error
-        self._remember((x.shape,), output_stand_in(out))
+        self._remember((x.shape,), out)
         return out
 
     def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
-        ctx = recall_once(self, grad_output)
+        ctx = self._recall(grad_output)
         return F.flatten_backward(grad_output, ctx) if input_grad else None
 
 

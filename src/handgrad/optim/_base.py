@@ -49,9 +49,10 @@ added (and after ``load_state_dict`` or unpickling). If the class is ``elementwi
 layout float32, float64 or complex, the group runs as one tensor: the same rule on lists of
 one (the layout's parameter and gradient buffers, and the state laid out the same way), a
 few kernel calls per step for the whole network. Each step first checks, cheaply, that the
-layout still holds (the parameters where the layout put them, each ``.grad`` its slot, the
-state the flat state with equal step counts); on any mismatch that step runs the
-per-parameter path: the same answer, slower. State that is not shaped like the parameters
+layout still holds (the parameters where the layout put them, each with a dense ``.grad``,
+which one ``torch._foreach_copy_`` gathers into the layout's gradient buffer; the state the
+flat state with equal step counts); on any mismatch that step runs the per-parameter path:
+the same answer, slower. State that is not shaped like the parameters
 (NAdam's ``mu_product``) keeps a group per-parameter.
 
 Per-call overhead matters at that size (a 1-100-1 network's step is ~20 µs of kernels), so
@@ -83,6 +84,9 @@ from handgrad.optim._common import (
 from handgrad.optim._flat import FlatGroup
 
 Lists = dict[str, list[Any]]
+
+# A kept operand for ``steps += 1`` on the CPU: a Python 1 becomes a new tensor per call.
+_ONE = torch.tensor(1.0)
 
 # float16 and bfloat16 layouts stay per-parameter: their CPU kernels compute in float32 and
 # round differently in the vectorised part of a tensor than in its tail, so one flat tensor
@@ -147,6 +151,8 @@ class Optimizer(torch.optim.Optimizer):
         ``state[key]`` is the list of the parameters' state tensors for each key of
         :meth:`kept_state`, ``state["step"]`` already counts this step. Update ``params`` and
         the state in place; never write into ``grads`` (they are the caller's ``.grad``).
+        Read the lists and the dict, rebind names freely (``grads = torch._foreach_neg(grads)``),
+        but do not modify them: a flat group hands the same ones to every step.
         """
         raise NotImplementedError(f"{type(self).__name__} must define update()")
 
@@ -214,9 +220,7 @@ class Optimizer(torch.optim.Optimizer):
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One step for every parameter that has a gradient; returns ``closure()``."""
         if type(self).step is Optimizer.step and (
-            "_handgrad_hooked" in self.__dict__
-            or _compat.global_step_hooks_registered()
-            or _compat.profiler_enabled()
+            "_handgrad_hooked" in self.__dict__ or _compat.step_wrapper_needed()
         ):
             return self._hooked_step() if closure is None else self._hooked_step(closure)
         return self._step(closure)
@@ -308,8 +312,13 @@ class Optimizer(torch.optim.Optimizer):
         body created (where it found None) is kept."""
         keys = list(lists)
         columns = [lists[key] for key in keys]
+        # State a rule makes itself (a key init_state leaves out); the default makes all.
         # (``None in column`` would compare each tensor with None: slow.)
-        created = [i for i, column in enumerate(columns) if any(t is None for t in column)]
+        created = (
+            [i for i, column in enumerate(columns) if any(t is None for t in column)]
+            if type(self).init_state is not Optimizer.init_state
+            else []
+        )
         indices = list(range(len(params)))
         for bucket in group_by_device_and_dtype([params, grads, indices, *columns]):
             b_params, b_grads, b_indices, *b_columns = bucket
@@ -370,7 +379,9 @@ class Optimizer(torch.optim.Optimizer):
             return False
         if type(self).check is not Optimizer.check:
             self.check(group, list(flat.layout.params))
-        flat.count_step()
+        steps = flat.steps
+        if steps is not None:  # step += 1 for every parameter of the group: one call
+            steps.add_(_ONE if steps.is_cpu else 1)
         body = self.update_flat
         if body is None:
             body = self.update

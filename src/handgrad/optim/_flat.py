@@ -12,17 +12,18 @@ same bits (tested against torch.optim).
 
 The check before each flat step (:meth:`FlatGroup.ready`) reads identities and data pointers
 the layout recorded, it infers nothing: the group still lists the layout's parameters; each
-is where the layout put it and its ``.grad`` is its slot (the same tensor object, still in
-the gradient buffer); each state entry is still the view the flat state gave it, with equal
-step counts. State that fails only the last check (after ``load_state_dict``, or an entry
-replaced by hand) is copied into new flat buffers once (:meth:`FlatGroup.adopt_state`);
-anything else runs the per-parameter path for that step.
+is where the layout put it and has a dense ``.grad`` (gathered into the layout's gradient
+buffer with one ``torch._foreach_copy_``, unless it already is its slot); each state entry
+is still the view the flat state gave it, with equal step counts. State that fails only the
+last check (after ``load_state_dict``, or an entry replaced by hand) is copied into new
+flat buffers once (:meth:`FlatGroup.adopt_state`); anything else runs the per-parameter path
+for that step.
 """
 
 from __future__ import annotations
 
-from itertools import chain
-from operator import attrgetter, is_, itemgetter
+from itertools import chain, repeat
+from operator import attrgetter, is_, is_not, itemgetter
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
 _data_ptr = Tensor.data_ptr
 _grad_of = attrgetter("grad")
-_ONE = torch.tensor(1.0)
+_is_sparse = attrgetter("is_sparse")
 
 
 class FlatGroup:
@@ -46,6 +47,7 @@ class FlatGroup:
         self.group = group
         self.layout = layout
         self.pointers = layout.pointers + tuple(map(_data_ptr, layout.slots))
+        self.slot_list = list(layout.slots)
         # The flat state (adopt_state): the keys, one buffer per key, each parameter's state
         # dict and every view handed out (parameter by parameter, keys in order).
         self.keys: tuple[str, ...] | None = None
@@ -56,15 +58,16 @@ class FlatGroup:
         self.tables: tuple[dict[str, Any], ...] = ()
         self.views: tuple[Tensor, ...] = ()
         self.snapshot: tuple[tuple[Any, ...], tuple[Any, ...]] = ((), ())
-        self.tensors: tuple[Tensor, Tensor, dict[str, Tensor]] | None = None
+        self.lists: tuple[list[Tensor], list[Tensor], dict[str, list[Tensor]]] | None = None
 
     # -- the check before each step -----------------------------------------------------------
 
     def ready(self, mapping: Any, keys: tuple[str, ...]) -> bool | None:
         """True: the flat update may run. False: the layout does not hold (the group lists
-        other parameters, one has moved, a ``.grad`` is not its slot): the per-parameter
-        path runs. None: the layout holds but the state is not the flat state (yet, or any
-        more, or the step counts differ): :meth:`adopt_state` may lay it out again.
+        other parameters, one has moved, one has no ``.grad`` or a sparse one): the
+        per-parameter path runs; otherwise the gradients are now in the layout's buffer.
+        None: the layout holds but the state is not the flat state (yet, or any more, or the
+        step counts differ): :meth:`adopt_state` may lay it out again.
 
         Runs before every flat step, so it reads identities and pointers only, with ``map``
         rather than Python loops; the per-parameter state dicts are found again (a lookup
@@ -75,10 +78,17 @@ class FlatGroup:
         params = self.group["params"]
         if len(params) != len(expected) or not all(map(is_, params, expected)):
             return False
-        if not all(map(is_, map(_grad_of, expected), layout.slots)):
-            return False
         if tuple(map(_data_ptr, chain(expected, layout.slots))) != self.pointers:
             return False
+        grads = list(map(_grad_of, expected))
+        if not all(map(is_, grads, layout.slots)):
+            # The gradients a backward stored (tensors of their own), gathered into the
+            # layout's gradient buffer with one call. torch's .grad setter has given each
+            # one its parameter's shape, dtype and device; a missing or sparse one leaves
+            # the step to the per-parameter path.
+            if not all(map(is_not, grads, repeat(None))) or any(map(_is_sparse, grads)):
+                return False
+            torch._foreach_copy_(self.slot_list, grads)
         if keys != self.keys or mapping is not self.mapping:
             return None
         if not keys:  # a rule without state (SGD without momentum)
@@ -115,7 +125,7 @@ class FlatGroup:
         group = self.group
         if not keys:  # nothing to lay out, and no state entry to make (torch makes none)
             self.keys, self.buffers, self.steps, self.mapping = keys, {}, None, mapping
-            self.tables, self.views, self.tensors = (), (), None
+            self.tables, self.views, self.lists = (), (), None
             return True
         made = {
             i: optimizer.init_state(p, group) for i, p in enumerate(params) if not mapping.get(p)
@@ -146,33 +156,27 @@ class FlatGroup:
         self.tables = tuple(mapping[p] for p in params)
         self.views = tuple(views[key][i] for i in range(len(params)) for key in keys)
         self.snapshot = (tuple(mapping), tuple(mapping.values()))
-        self.tensors = None
+        self.lists = None
         return True
-
-    def count_step(self) -> None:
-        """``step += 1`` for every parameter of the group (one call on the counts buffer)."""
-        steps = self.steps
-        if steps is not None:
-            # A kept 0-d operand: a Python 1 becomes a new tensor at every call.
-            steps.add_(_ONE if steps.is_cpu else 1)
 
     def arguments(
         self, complex_as_real: bool = True
     ) -> tuple[list[Tensor], list[Tensor], dict[str, list[Tensor]]]:
         """The rule's ``params, grads, state`` for the group: lists of one tensor (real
-        views of complex buffers); ``state["step"]`` one 0-d count (all are equal). New lists
-        each step (a body may rebind their entries), of tensors made once."""
-        if self.tensors is None:
+        views of complex buffers); ``state["step"]`` one 0-d count (all are equal).
+
+        The same lists at every step (making them afresh measured ~8% of the 1-100-1 step):
+        a rule reads them and may rebind its names, never modifies them.
+        """
+        if self.lists is None:
             layout = self.layout
             view = real_view if complex_as_real else _as_is
             state = {
-                key: buffer[0] if key == "step" else view(buffer)
+                key: [buffer[0] if key == "step" else view(buffer)]
                 for key, buffer in self.buffers.items()
             }
-            self.tensors = (view(layout.data), view(layout.grad), state)
-        param, grad, state = self.tensors
-        return [param], [grad], {key: [tensor] for key, tensor in state.items()}
-
+            self.lists = ([view(layout.data)], [view(layout.grad)], state)
+        return self.lists
 
 def _picker(keys: tuple[str, ...]) -> Any:
     """A function from a state dict to its entries for ``keys``, always as a tuple."""

@@ -105,7 +105,9 @@ class NAdam(Optimizer):
         nadam_single_tensor(params, grads, *_state_lists(state), **_settings(group),
                             scratch=self.scratch)  # fmt: skip
 
-    # A tensor of at least LARGE_TENSOR_ELEMENTS elements one at a time: the same bits.
+    # A fast path, the single-tensor body (the same bits as update; tests/optim): tensors of
+    # at least LARGE_TENSOR_ELEMENTS elements (bench_optim "4 params of 1M", ratio to torch
+    # foreach: 0.81, the plain body 0.98; issue 12).
     update_large = update_single
 
 

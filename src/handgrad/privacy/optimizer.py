@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from handgrad import _compat
 from handgrad.nn.per_sample import clear_grad_sample
 from handgrad.privacy.clipping import (
     batch_size_of,
@@ -103,8 +104,7 @@ class DPOptimizer(torch.optim.Optimizer):
         self.generator = generator
         self.last_norms: Tensor | None = None
         self.steps = 0
-        self._optimizer_step_pre_hooks = optimizer._optimizer_step_pre_hooks
-        self._optimizer_step_post_hooks = optimizer._optimizer_step_post_hooks
+        _compat.share_step_hooks(self, optimizer)
 
     # --------------------------------------------------------------- the wrapped optimizer's
     @property
