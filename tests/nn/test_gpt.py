@@ -82,6 +82,32 @@ def test_every_gradient_matches_autograd() -> None:
         assert_matches(mine.grad, theirs.grad, name)
 
 
+@pytest.mark.parametrize("chunk_elements", [32 * 5, 1])
+def test_the_gelu_derivative_in_row_chunks_gives_the_same_bits(
+    monkeypatch: pytest.MonkeyPatch, chunk_elements: int
+) -> None:
+    """The MLP's g ⊙ GELU′(h) runs in blocks of rows (5 rows of 32, a ragged last block; one
+    row each): every gradient has the same bits as in one block, and matches autograd."""
+    from handgrad.nn import gpt as gpt_module
+
+    tokens, _ = _batch(torch.Generator().manual_seed(4))  # 3 × 8 = 24 rows of width 32
+    upstream = torch.randn(3, CONTEXT, VOCAB, dtype=DOUBLE)
+    grads = []
+    for elements in (1 << 30, chunk_elements):
+        monkeypatch.setattr(gpt_module, "_GELU_CHUNK_ELEMENTS", elements)
+        model = _model()
+        model.backward(upstream) if model(tokens) is not None else None
+        grads.append([p.grad for p in model.parameters()])
+    for whole, chunked in zip(*grads, strict=True):
+        assert whole is not None
+        assert chunked is not None
+        assert torch.equal(whole, chunked)
+    reference = hn.to_torch(_model())
+    reference(tokens).backward(upstream)
+    for mine, theirs in zip(grads[1], reference.parameters(), strict=True):
+        assert_matches(mine, theirs.grad, "chunked GELU gradient")
+
+
 def test_the_tied_matrix_collects_both_gradients() -> None:
     """dE = (head's gᵀh) + (the lookup's scatter of the embedding gradient): their sum."""
     tied = _model()

@@ -68,8 +68,9 @@ def _linear(layer: Linear, x: Tensor) -> Tensor:
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
-def _gelu_derivative(hidden: Tensor, activated: Tensor) -> Tensor:
-    """GELU′(h) = Φ(h) + h φ(h) for GELU(h) = h Φ(h), reusing ``activated`` = GELU(h)'s buffer.
+def _gelu_derivative(hidden: Tensor, activated: Tensor, scratch: Tensor) -> Tensor:
+    """GELU′(h) = Φ(h) + h φ(h) for GELU(h) = h Φ(h), written into ``activated`` = GELU(h)'s
+    buffer (``scratch``, of the same shape, holds φ on the way).
 
     Φ(h) = GELU(h)/h is read off GELU's value (torch's erf-based kernel, a few ulps) instead
     of a second erf, which costs more than the division; at h = 0 (0/0) Φ = ½. (For
@@ -77,9 +78,33 @@ def _gelu_derivative(hidden: Tensor, activated: Tensor) -> Tensor:
     φ(h) = e^(−h²/2)/√(2π) is the standard normal density.
     """
     cdf = activated.div_(hidden).nan_to_num_(0.5)
-    gauss = torch.mul(hidden, hidden).mul_(-0.5)
+    gauss = torch.mul(hidden, hidden, out=scratch).mul_(-0.5)
     torch.exp(gauss, out=gauss)  # e^(−h²/2)
     return cdf.addcmul_(gauss, hidden, value=_INV_SQRT_2PI)  # Φ(h) + h φ(h)
+
+
+_GELU_CHUNK_ELEMENTS = 1 << 17
+"""Elements per chunk of :func:`_times_gelu_derivative`: 512 KiB of float32 per operand."""
+
+
+def _times_gelu_derivative(grad: Tensor, hidden: Tensor, activated: Tensor) -> Tensor:
+    """g ⊙ GELU′(h), in place in ``grad`` (``activated`` = GELU(h) is overwritten).
+
+    The derivative takes six element-wise passes; over whole (B, T, 4C) tensors each pass
+    streams them from memory again, so they run a block of rows at a time
+    (``_GELU_CHUNK_ELEMENTS``), whose operands stay in cache from one pass to the next.
+    Each element's arithmetic is the same as in one pass over the whole tensors (same bits).
+    """
+    width = hidden.shape[-1]
+    grad, activated = grad.contiguous(), activated.contiguous()  # (no-ops: fresh products)
+    grad2, hidden2, activated2 = (t.view(-1, width) for t in (grad, hidden.contiguous(), activated))
+    rows = max(1, _GELU_CHUNK_ELEMENTS // max(1, width))
+    scratch = hidden2.new_empty(min(rows, hidden2.shape[0]), width)
+    for start in range(0, hidden2.shape[0], rows):
+        chunk = slice(start, start + rows)
+        h = hidden2[chunk]
+        grad2[chunk].mul_(_gelu_derivative(h, activated2[chunk], scratch[: h.shape[0]]))
+    return grad
 
 
 def _given_back(layer: Module, kept: Tensor | None, given: Tensor | None) -> Tensor:
@@ -211,7 +236,7 @@ class MLP(Module):
         grad_activated = _linear_backward(self.proj, grad, activated)
         if per_sample_active():  # proj's factored per-sample gradient still reads activated
             activated = activated.clone()
-        grad_hidden = grad_activated.mul_(_gelu_derivative(hidden, activated))
+        grad_hidden = _times_gelu_derivative(grad_activated, hidden, activated)
         del activated, hidden, grad_activated
         return _linear_backward(self.fc, grad_hidden, input, input_grad)
 
