@@ -347,10 +347,14 @@ def test_checkpoints_on_an_interval_the_first_and_the_last_epoch(
 @pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_saves_the_last_finished_epoch_and_resume_is_bit_exact(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-    signum: int, status: int,
+    request: pytest.FixtureRequest, signum: int, status: int,
 ) -> None:
     args = ["train", "--optimizers", "sgd,adam", "--epochs", "5", "--batch-size", "16",
             "--seed", "2", "--checkpoint-every", "3600"]
+    # Python's own Ctrl-C handler, as in a terminal: a shell starts background jobs with
+    # SIGINT ignored (`pytest &`), and then no KeyboardInterrupt would come.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     real = compare.run_epoch
 
     def signalled_in_epoch_4(*a: Any, **kw: Any) -> Any:
