@@ -134,6 +134,27 @@ def test_every_writing_command_refuses_a_locked_output(
     assert f"{target} is being written by process {holder.pid}" in one_error_line(err, command)
 
 
+def test_roots_csv_refuses_an_out_file_being_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("1,-3,2\n")
+    target = tmp_path / "out.csv"
+    target.write_text("earlier results\n")
+    holder = hold_lock(target, "file")
+    try:
+        status, _, err = run(capsys, "roots", "--csv", str(source), "--out", str(target))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert status == 75
+    assert f"{target} is being written by process {holder.pid}" in one_error_line(err, "roots")
+    assert target.read_text() == "earlier results\n"  # untouched
+    status, _, _ = run(capsys, "roots", "--csv", str(source), "--out", str(target))
+    assert status == 0  # the kernel dropped the killed holder's lock
+    assert "1,-3,2" in target.read_text()
+
+
 def test_a_lock_left_by_a_killed_train_is_recovered(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

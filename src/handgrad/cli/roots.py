@@ -20,13 +20,14 @@ import math
 import re
 import sys
 import time
+from pathlib import Path
 from typing import Any, TextIO
 
 import torch
 
 from handgrad import _compat
 from handgrad.cli import EXIT_IO, CLIError
-from handgrad.files import os_error_reason, write_atomically
+from handgrad.files import lock_file, make_folder, os_error_reason, write_atomically
 from handgrad.roots import (
     QuadraticRoots,
     RootKind,
@@ -557,7 +558,19 @@ def _solve_csv_rows(
 
 
 def run_csv(args: argparse.Namespace) -> int:
-    """Solve every row of --csv IN into --out OUT; bad rows are reported, not fatal."""
+    """Solve every row of --csv IN into --out OUT; bad rows are reported, not fatal. --out is
+    locked for the whole run (:func:`handgrad.files.lock_file`): a second roots run writing
+    the same file is refused at once, naming the first one's pid (exit 75)."""
+    try:  # the lock file goes beside --out: its folder first, named by the option on error
+        make_folder(Path(args.out).parent)
+    except OSError as error:
+        raise CLIError(f"cannot write --out {args.out}: {os_error_reason(error)}",
+                       EXIT_IO) from None
+    with lock_file(args.out):
+        return _run_csv(args)
+
+
+def _run_csv(args: argparse.Namespace) -> int:
     progress = Progress(args.quiet)
     try:
         with open(args.csv, encoding="utf-8", newline="") as handle:
