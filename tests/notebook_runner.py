@@ -1,0 +1,40 @@
+"""Executing a notebook of notebooks/ in a fresh kernel, for the tests that keep them from rot."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def execute_notebook(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[Any], float]:
+    """Run ``notebooks/NAME`` top to bottom (skipped without the dev extra's nbclient,
+    nbformat, ipykernel); its code cells, every one executed, and the seconds it took.
+    A cell that raises fails the test with CellExecutionError naming the cell."""
+    nbclient = pytest.importorskip(
+        "nbclient", reason="nbclient is not installed (pip install .[dev])"
+    )
+    nbformat = pytest.importorskip(
+        "nbformat", reason="nbformat is not installed (pip install .[dev])"
+    )
+    pytest.importorskip("ipykernel", reason="ipykernel is not installed (pip install .[dev])")
+    monkeypatch.setenv("MPLBACKEND", "Agg")  # headless plots; the kernel inherits it
+    notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+    client = nbclient.NotebookClient(
+        notebook,
+        kernel_name="python3",
+        timeout=120,  # per cell
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
+    start = time.perf_counter()
+    client.execute()
+    seconds = time.perf_counter() - start
+    code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert all(cell.execution_count is not None for cell in code_cells)
+    return code_cells, seconds
