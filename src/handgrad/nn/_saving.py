@@ -1,11 +1,9 @@
-"""Helpers for layers: gradients handed on, and two names kept from before the saving
-contract moved into :class:`~handgrad.nn.Module`.
+"""Helpers for layers: gradients handed on.
 
 Every module now keeps only its forward's context and its output's shape, dtype and device
 (``Module._remember``), and lets go of the context when its backward takes it
 (``Module._recall``): a second backward of one forward is a ValueError, as autograd frees its
-graph. :func:`output_stand_in` and :func:`recall_once` predate that and are now plain
-pass-throughs that layers written against them keep using.
+graph; layers need nothing here for that.
 
 :func:`required` turns a child's optional input gradient into a tensor for composite
 modules; :func:`accumulate` hands a parameter its gradient in its own dtype (mixed precision).
@@ -15,22 +13,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from handgrad.nn.functional import Ctx
 from handgrad.nn.gradients import accumulate_grad
-from handgrad.nn.module import RELEASED, Module
+from handgrad.nn.module import RELEASED
 
-__all__ = ["RELEASED", "accumulate", "output_stand_in", "recall_once", "required"]
-
-
-def output_stand_in(out: Tensor) -> Tensor:
-    """``out`` itself: ``Module._remember`` keeps only its shape, dtype and device."""
-    return out
-
-
-def recall_once(module: Module, grad_output: Tensor) -> Ctx:
-    """``module._recall(grad_output)``, which releases the context (a second call is a
-    ValueError)."""
-    return module._recall(grad_output)
+__all__ = ["RELEASED", "accumulate", "required"]
 
 
 def required(grad: Tensor | None) -> Tensor:

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from handgrad.nn import functional as F
-from handgrad.nn._saving import accumulate, output_stand_in, recall_once
+from handgrad.nn._saving import accumulate
 from handgrad.nn.convert import copy_tensors, register_conversion
 from handgrad.nn.functional.per_sample import linear_bias_grad_sample
 from handgrad.nn.layers import Linear
@@ -370,7 +370,7 @@ class MultiheadAttention(Module):
         inputs = (query, key, value)
         weights_shape = None if attn_weights is None else attn_weights.shape
         ctx = (attention, inputs, weights, batched, average_attn_weights, weights_shape)
-        self._remember(ctx, output_stand_in(out))
+        self._remember(ctx, out)
         return out, attn_weights
 
     # ------------------------------------------------------------------ backward
@@ -400,7 +400,7 @@ class MultiheadAttention(Module):
         grad_weights = None
         if isinstance(grad_output, tuple):
             grad_output, grad_weights = grad_output
-        ctx = recall_once(self, grad_output)
+        ctx = self._recall(grad_output)
         attention, inputs, weights, batched, averaged, weights_shape = ctx
         query = inputs[0]  # (L, N, E)-shaped views of what forward was given
         tgt_len, bsz, E = query.shape

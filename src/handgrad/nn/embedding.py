@@ -7,7 +7,7 @@ from torch import Tensor
 
 from handgrad.nn import functional as F
 from handgrad.nn import per_sample as _per_sample
-from handgrad.nn._saving import accumulate, output_stand_in, recall_once
+from handgrad.nn._saving import accumulate
 from handgrad.nn.convert import register_conversion
 from handgrad.nn.functional import per_sample as P
 from handgrad.nn.module import Module
@@ -124,7 +124,7 @@ class Embedding(Module):
             with torch.no_grad():
                 F.embedding_renorm_(weight, input, self.max_norm, self.norm_type)
         out, ctx = F.embedding_forward(input, weight, self.padding_idx)
-        self._remember(ctx, output_stand_in(out))  # only the indices are needed
+        self._remember(ctx, out)  # only the indices are needed
         return out
 
     def backward(
@@ -134,7 +134,7 @@ class Embedding(Module):
         also stores ``weight.grad_sample`` (:meth:`per_sample_grads`)."""
         if per_sample:
             return self._per_sample_backward(grad_output, input_grad, per_sample)
-        ctx = recall_once(self, grad_output)
+        ctx = self._recall(grad_output)
         grad_weight = F.embedding_backward(
             grad_output, ctx, sparse=self.sparse, scale_grad_by_freq=self.scale_grad_by_freq
         )

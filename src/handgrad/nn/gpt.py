@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from handgrad.nn import functional as F
-from handgrad.nn._saving import accumulate, output_stand_in, recall_once, required
+from handgrad.nn._saving import accumulate, required
 from handgrad.nn.convert import register_conversion
 from handgrad.nn.embedding import Embedding
 from handgrad.nn.gpt_torch import TorchGPT, convert_gpt
@@ -174,14 +174,14 @@ class CausalSelfAttention(Module):
         )
         out, dropped = F.dropout_forward(_linear(self.proj, merged), self.dropout, self.training)
         kept = input if self.keep_input else None
-        self._remember((kept, attention, merged, dropped), output_stand_in(out))
+        self._remember((kept, attention, merged, dropped), out)
         return out
 
     def backward(
         self, grad_output: Tensor, input_grad: bool = True, input: Tensor | None = None
     ) -> Tensor | None:
         """dL/d(input); the forward's input is given back as ``input`` when not kept."""
-        kept, attention, merged, dropped = recall_once(self, grad_output)
+        kept, attention, merged, dropped = self._recall(grad_output)
         input = _given_back(self, kept, input)
         batch, length, width = grad_output.shape
         heads = self.n_head
@@ -222,14 +222,14 @@ class MLP(Module):
         hidden = _linear(self.fc, input)
         activated = torch.nn.functional.gelu(hidden)
         out, dropped = F.dropout_forward(_linear(self.proj, activated), self.dropout, self.training)
-        self._remember((input if self.keep_input else None, hidden, dropped), output_stand_in(out))
+        self._remember((input if self.keep_input else None, hidden, dropped), out)
         return out
 
     def backward(
         self, grad_output: Tensor, input_grad: bool = True, input: Tensor | None = None
     ) -> Tensor | None:
         """dL/d(input); the forward's input is given back as ``input`` when not kept."""
-        kept, hidden, dropped = recall_once(self, grad_output)
+        kept, hidden, dropped = self._recall(grad_output)
         input = _given_back(self, kept, input)
         grad = F.dropout_backward(grad_output, dropped)
         activated = torch.nn.functional.gelu(hidden)  # recomputed (see the class docstring)
@@ -273,11 +273,11 @@ class Block(Module):
         out = x + transformed
         # The branches' dtypes: under torch.autocast they compute in bfloat16 beside a float32
         # residual stream, and each receives its gradient in its own dtype.
-        self._remember((attended.dtype, transformed.dtype), output_stand_in(out))
+        self._remember((attended.dtype, transformed.dtype), out)
         return out
 
     def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
-        attended_dtype, transformed_dtype = recall_once(self, grad_output)
+        attended_dtype, transformed_dtype = self._recall(grad_output)
         g = grad_output
         through_mlp = self.mlp.backward(g.to(transformed_dtype), input=self.ln_2.recompute_output())
         g = g + required(self.ln_2.backward(required(through_mlp)))
@@ -391,7 +391,7 @@ class GPT(Module):
         for block in self.blocks:
             x = block(x)
         logits = _linear(self.head, self.ln_f(x))  # (ln_f's output is rebuilt in backward)
-        self._remember((dropped,), output_stand_in(logits))
+        self._remember((dropped,), logits)
         return logits
 
     def backward(
@@ -405,7 +405,7 @@ class GPT(Module):
         """
         if per_sample:
             return self._per_sample_backward(grad_output, input_grad, per_sample)
-        (dropped,) = recall_once(self, grad_output)
+        (dropped,) = self._recall(grad_output)
         features = self.ln_f.recompute_output()
         # head: dW += gᵀ features (with tied weights this is the first of the token
         # embedding's two gradient contributions; the lookup's comes last)

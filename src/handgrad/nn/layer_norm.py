@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from handgrad.nn import functional as F
-from handgrad.nn._saving import RELEASED, accumulate, output_stand_in, recall_once
+from handgrad.nn._saving import RELEASED, accumulate
 from handgrad.nn.convert import register_conversion
 from handgrad.nn.functional import per_sample as P
 from handgrad.nn.module import Module
@@ -124,7 +124,7 @@ class LayerNorm(_Norm):
         out, ctx = F.layer_norm_forward(
             input, len(self.normalized_shape), self.weight, self.bias, self.eps
         )
-        self._remember(ctx, output_stand_in(out))  # the next layer keeps out if it needs it
+        self._remember(ctx, out)  # the next layer keeps out if it needs it
         return out
 
     def recompute_output(self) -> Tensor:
@@ -145,7 +145,7 @@ class LayerNorm(_Norm):
     ) -> Tensor | None:
         if per_sample:  # also store p.grad_sample (per_sample_grads)
             return self._per_sample_backward(grad_output, input_grad, per_sample)
-        ctx = recall_once(self, grad_output)
+        ctx = self._recall(grad_output)
         grad_input, grad_weight, grad_bias = F.layer_norm_backward(grad_output, ctx, input_grad)
         if self.weight is not None and grad_weight is not None:
             accumulate(self.weight, grad_weight)
@@ -203,7 +203,7 @@ class RMSNorm(_Norm):
         x = self._check_input(x)
         eps = torch.finfo(x.dtype).eps if self.eps is None else self.eps
         out, ctx = F.rms_norm_forward(x, len(self.normalized_shape), self.weight, eps)
-        self._remember(ctx, output_stand_in(out))
+        self._remember(ctx, out)
         return out
 
     def backward(
@@ -211,7 +211,7 @@ class RMSNorm(_Norm):
     ) -> Tensor | None:
         if per_sample:  # also store weight.grad_sample (per_sample_grads)
             return self._per_sample_backward(grad_output, input_grad, per_sample)
-        ctx = recall_once(self, grad_output)
+        ctx = self._recall(grad_output)
         grad_input, grad_weight = F.rms_norm_backward(grad_output, ctx, input_grad)
         if self.weight is not None and grad_weight is not None:
             accumulate(self.weight, grad_weight)

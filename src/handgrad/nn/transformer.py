@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from handgrad.nn._saving import output_stand_in, recall_once, required
+from handgrad.nn._saving import required
 from handgrad.nn.activations import GELU, ReLU
 from handgrad.nn.attention import MultiheadAttention
 from handgrad.nn.convert import register_conversion
@@ -127,7 +127,7 @@ class TransformerEncoderLayer(Module):
         else:
             x = self.norm1(x + self._sa_block(x, src_mask, src_key_padding_mask, is_causal))
             x = self.norm2(x + self._ff_block(x))
-        self._remember((), output_stand_in(x))
+        self._remember((), x)
         return x
 
     def backward(
@@ -142,7 +142,7 @@ class TransformerEncoderLayer(Module):
         """
         if per_sample:
             return self._per_sample_backward(grad_output, input_grad, per_sample)
-        recall_once(self, grad_output)
+        self._recall(grad_output)
         if per_sample_active() and (grad_output.dim() != 3 or not self.self_attn.batch_first):
             raise ValueError(
                 f"{self._get_name()}: per-sample gradients need batch_first=True and a batched "
