@@ -115,7 +115,18 @@ class Module(torch.nn.Module):
         if saved is None or saved[0] is RELEASED:
             self._take()  # raises the ValueError that says which
         assert saved is not None
-        shape, dtype, device = saved[1]
+        ctx, meta = saved
+        # The usual case in one comparison (a tuple compares identical dtypes by identity);
+        # anything else goes through the checks one by one, which raise the error naming it.
+        if (
+            isinstance(grad_output, Tensor)
+            and (grad_output.shape, grad_output.dtype, grad_output.device) == meta
+        ):
+            object.__setattr__(self, "_saved", (RELEASED, meta))  # (_take, inline: per call)
+            if _per_sample._mode is not None:  # a backward(..., per_sample=True) is running
+                _per_sample.store_per_sample(self, grad_output, ctx)
+            return ctx
+        shape, dtype, device = meta
         if not isinstance(grad_output, Tensor):
             raise TypeError(
                 f"{self._get_name()}.backward(): grad_output must be a torch.Tensor "
@@ -133,11 +144,7 @@ class Module(torch.nn.Module):
                 f"{self._get_name()}.backward(): expected grad_output of dtype {dtype} on "
                 f"{device} (the output's), got {grad_output.dtype} on {grad_output.device}"
             )
-        ctx = saved[0]
-        object.__setattr__(self, "_saved", (RELEASED, saved[1]))  # (_take, inline: per call)
-        if _per_sample._mode is not None:  # a backward(..., per_sample=True) is running
-            _per_sample.store_per_sample(self, grad_output, ctx)
-        return ctx
+        raise AssertionError(f"unreachable: {meta} == {grad_output.shape}")  # pragma: no cover
 
     def _take(self) -> Ctx:
         """The ctx of the last forward, which the module lets go of (``_recall`` without
