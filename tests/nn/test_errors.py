@@ -263,3 +263,21 @@ def test_loss_backward_of_anything_else_is_a_type_error_naming_grad(grad) -> Non
     loss_fn(torch.randn(3), torch.randn(3))
     with pytest.raises(TypeError, match=r"MSELoss\.backward\(\): grad must be a number"):
         loss_fn.backward(grad)
+
+
+def test_loss_backward_with_a_number_before_forward_or_twice_is_a_value_error() -> None:
+    loss_fn = hn.MSELoss()
+    with pytest.raises(ValueError, match=r"MSELoss\.backward\(\) called before forward"):
+        loss_fn.backward(1.0)
+    loss_fn(torch.randn(3), torch.randn(3))
+    loss_fn.backward(2)  # an int is a number too
+    with pytest.raises(ValueError, match=r"MSELoss\.backward\(\) called twice"):
+        loss_fn.backward()
+
+
+def test_grad_output_of_another_dtype_is_a_value_error_naming_both() -> None:
+    layer = hn.Linear(2, 3)
+    layer(torch.randn(4, 2))
+    with pytest.raises(ValueError, match=r"expected grad_output of dtype torch\.float32 on cpu"):
+        layer.backward(torch.randn(4, 3, dtype=torch.float64))
+    layer.backward(torch.randn(4, 3))  # the failed check released nothing
