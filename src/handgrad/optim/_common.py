@@ -283,3 +283,64 @@ def check_capturable(capturable: bool, tensors: Sequence[Tensor]) -> None:
             "If capturable=True, params and state_steps must be on supported devices: "
             f"{list(_CAPTURABLE_DEVICES)}."
         )
+
+
+def check_adam_arguments(
+    lr: float | Tensor, eps: float, betas: Sequence[Any], weight_decay: float
+) -> None:
+    """torch's constructor checks of the Adam family (Adamax, NAdam, RAdam), in its order."""
+    check_lr(lr)
+    check_at_least("epsilon", eps)
+    check_betas(betas)
+    check_at_least("weight_decay", weight_decay)
+
+
+def decayed_gradient(
+    param: Tensor,
+    grad: Tensor,
+    *,
+    lr: float | Tensor,
+    weight_decay: float,
+    decoupled: bool,
+    maximize: bool,
+    scratch: Scratch | None,
+) -> Tensor:
+    """One tensor's gradient after ``maximize`` and weight decay, in torch's order::
+
+        g ← −g            if maximize
+        θ ← θ(1 − γλ)     if decoupled, else  g ← g + λθ
+
+    Never writes into ``grad`` (the caller's ``.grad``): a changed g lives in ``scratch``'s
+    slots 1 and 2 (fresh tensors without scratch).
+    """
+    if maximize:
+        grad = torch.neg(grad, out=out_like(scratch, grad, 1))
+    if weight_decay != 0:
+        if decoupled:
+            param.mul_(as_float(1 - lr * weight_decay))
+        else:
+            grad = torch.add(grad, param, alpha=weight_decay, out=out_like(scratch, grad, 2))
+    return grad
+
+
+def decayed_gradients(
+    params: list[Tensor],
+    grads: list[Tensor],
+    *,
+    lr: float | Tensor,
+    weight_decay: float,
+    decoupled: bool,
+    maximize: bool,
+) -> list[Tensor]:
+    """:func:`decayed_gradient` on lists (``torch._foreach_*``): a new list wherever g changes
+    (the caller may then write into it), ``grads`` itself otherwise."""
+    if maximize:
+        grads = list(torch._foreach_neg(grads))
+    if weight_decay != 0:
+        if decoupled:
+            torch._foreach_mul_(params, as_float(1 - lr * weight_decay))
+        elif maximize:
+            torch._foreach_add_(grads, params, alpha=weight_decay)
+        else:
+            grads = list(torch._foreach_add(grads, params, alpha=weight_decay))
+    return grads
