@@ -220,7 +220,29 @@ class _ConvNd(Module):
 
 
 class _Conv(_ConvNd):
-    """y = conv(x, w) + b (see :mod:`handgrad.nn.functional.conv` for the gradients)."""
+    """y = conv(x, w) + b (see :mod:`handgrad.nn.functional.conv` for the gradients).
+
+    Conv1d and Conv2d share torch's constructor signature (no ``output_padding``).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int] = 1,
+        padding: str | int | Sequence[int] = 0,
+        dilation: int | Sequence[int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, 0, groups,
+            bias, padding_mode, device, dtype,
+        )  # fmt: skip
 
     def _check_size(self, x: Tensor) -> None:
         """RuntimeError when the padded input is smaller than the (dilated) kernel."""
@@ -279,25 +301,6 @@ class Conv1d(_Conv):
 
     _spatial = 1
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int | Sequence[int],
-        stride: int | Sequence[int] = 1,
-        padding: str | int | Sequence[int] = 0,
-        dilation: int | Sequence[int] = 1,
-        groups: int = 1,
-        bias: bool = True,
-        padding_mode: str = "zeros",
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        super().__init__(
-            in_channels, out_channels, kernel_size, stride, padding, dilation, 0, groups,
-            bias, padding_mode, device, dtype,
-        )  # fmt: skip
-
 
 class Conv2d(_Conv):
     """2-D convolution over (N, C_in, H, W) or (C_in, H, W), as torch.nn.Conv2d:
@@ -305,25 +308,6 @@ class Conv2d(_Conv):
     (c over o's group). ``groups=in_channels`` is a depthwise convolution."""
 
     _spatial = 2
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int | Sequence[int],
-        stride: int | Sequence[int] = 1,
-        padding: str | int | Sequence[int] = 0,
-        dilation: int | Sequence[int] = 1,
-        groups: int = 1,
-        bias: bool = True,
-        padding_mode: str = "zeros",
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        super().__init__(
-            in_channels, out_channels, kernel_size, stride, padding, dilation, 0, groups,
-            bias, padding_mode, device, dtype,
-        )  # fmt: skip
 
 
 class ConvTranspose2d(_ConvNd):
