@@ -31,6 +31,27 @@ def _accumulate(weight: Tensor | None, bias: Tensor | None, grads: tuple[Any, ..
         accumulate_grad(bias, grad_bias)
 
 
+def _register_affine(
+    module: Module, size: int, affine: bool, bias: bool, factory: dict[str, Any]
+) -> None:
+    """``weight`` γ and ``bias`` β of ``size`` elements (uninitialised: reset_parameters sets
+    them) when ``affine``, β only with ``bias``; None entries otherwise, as torch registers
+    them."""
+    weight = torch.nn.Parameter(torch.empty(size, **factory), False) if affine else None
+    module.register_parameter("weight", weight)
+    bias_ = torch.nn.Parameter(torch.empty(size, **factory), False) if affine and bias else None
+    module.register_parameter("bias", bias_)
+
+
+def _reset_affine(weight: Tensor | None, bias: Tensor | None) -> None:
+    """γ = 1, β = 0 (those present)."""
+    with torch.no_grad():
+        if weight is not None:
+            weight.fill_(1)
+        if bias is not None:
+            bias.zero_()
+
+
 class _BatchNorm(Module):
     """y = γ (x − μ)/√(σ² + ε) + β per channel (axis 1), as torch.nn's batch norms.
 
@@ -69,15 +90,7 @@ class _BatchNorm(Module):
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.weight: torch.nn.Parameter | None
         self.bias: torch.nn.Parameter | None
-        if affine:
-            self.weight = torch.nn.Parameter(torch.empty(num_features, **factory), False)
-            if bias:
-                self.bias = torch.nn.Parameter(torch.empty(num_features, **factory), False)
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _register_affine(self, num_features, affine, bias, factory)
         self.running_mean: Tensor | None
         self.running_var: Tensor | None
         self.num_batches_tracked: Tensor | None
@@ -104,11 +117,7 @@ class _BatchNorm(Module):
     def reset_parameters(self) -> None:
         """The running statistics reset, γ = 1, β = 0 (nothing is drawn)."""
         self.reset_running_stats()
-        with torch.no_grad():
-            if self.weight is not None:
-                self.weight.fill_(1)
-            if self.bias is not None:
-                self.bias.zero_()
+        _reset_affine(self.weight, self.bias)
 
     def extra_repr(self) -> str:
         return (
@@ -251,24 +260,12 @@ class GroupNorm(Module):
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.weight: torch.nn.Parameter | None
         self.bias: torch.nn.Parameter | None
-        if affine:
-            self.weight = torch.nn.Parameter(torch.empty(num_channels, **factory), False)
-            if bias:
-                self.bias = torch.nn.Parameter(torch.empty(num_channels, **factory), False)
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _register_affine(self, num_channels, affine, bias, factory)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """γ = 1, β = 0."""
-        with torch.no_grad():
-            if self.weight is not None:
-                self.weight.fill_(1)
-            if self.bias is not None:
-                self.bias.zero_()
+        _reset_affine(self.weight, self.bias)
 
     def extra_repr(self) -> str:
         return (
