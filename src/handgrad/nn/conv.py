@@ -9,7 +9,7 @@ what the backward needs and hand the parameter gradients to ``accumulate_grad``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -218,12 +218,35 @@ class _ConvNd(Module):
         if bias is not None and grad_bias is not None:
             accumulate_grad(bias, grad_bias)
 
+    # ------------------------------------------------------------------ forward and backward
+
+    # The kernel's backward: (grad_x, grad_w, grad_b) from (grad_output, ctx, input_grad).
+    _kernel_backward: Callable[[Tensor, Any, bool], tuple[Any, ...]]
+
+    def _finish_forward(self, out: Tensor, ctx: Any, unbatched: bool) -> Tensor:
+        """Remember what backward needs; the output without its batch axis where the input
+        had none."""
+        if unbatched:
+            out = out.squeeze(0)
+        self._remember((ctx, (self.weight, self.bias), unbatched), out)
+        return out
+
+    def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
+        ctx, params, unbatched = self._recall(grad_output)
+        grad = grad_output.unsqueeze(0) if unbatched else grad_output
+        grads = self._kernel_backward(grad, ctx, input_grad)
+        self._accumulate(params, grads)
+        grad_x = grads[0]
+        return grad_x.squeeze(0) if unbatched and grad_x is not None else grad_x
+
 
 class _Conv(_ConvNd):
     """y = conv(x, w) + b (see :mod:`handgrad.nn.functional.conv` for the gradients).
 
     Conv1d and Conv2d share torch's constructor signature (no ``output_padding``).
     """
+
+    _kernel_backward = staticmethod(F.conv_backward)
 
     def __init__(
         self,
@@ -270,18 +293,7 @@ class _Conv(_ConvNd):
             self.groups,
             self.padding_mode,
         )
-        if unbatched:
-            out = out.squeeze(0)
-        self._remember((ctx, (self.weight, self.bias), unbatched), out)
-        return out
-
-    def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
-        ctx, params, unbatched = self._recall(grad_output)
-        grad = grad_output.unsqueeze(0) if unbatched else grad_output
-        grads = F.conv_backward(grad, ctx, input_grad)
-        self._accumulate(params, grads)
-        grad_x = grads[0]
-        return grad_x.squeeze(0) if unbatched and grad_x is not None else grad_x
+        return self._finish_forward(out, ctx, unbatched)
 
     def per_sample_grads(self, grad_output: Tensor, ctx: Any) -> dict[str, GradSample]:
         """dW_i = Σ_l g_{i,l} u_{i,l}ᵀ over output positions l, u_{i,l} the input window
@@ -318,6 +330,7 @@ class ConvTranspose2d(_ConvNd):
 
     _spatial = 2
     _transposed = True
+    _kernel_backward = staticmethod(F.conv_transpose_backward)
 
     def __init__(
         self,
@@ -383,18 +396,7 @@ class ConvTranspose2d(_ConvNd):
             self.groups,
             self.dilation,
         )
-        if unbatched:
-            out = out.squeeze(0)
-        self._remember((ctx, (self.weight, self.bias), unbatched), out)
-        return out
-
-    def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
-        ctx, params, unbatched = self._recall(grad_output)
-        grad = grad_output.unsqueeze(0) if unbatched else grad_output
-        grads = F.conv_transpose_backward(grad, ctx, input_grad)
-        self._accumulate(params, grads)
-        grad_x = grads[0]
-        return grad_x.squeeze(0) if unbatched and grad_x is not None else grad_x
+        return self._finish_forward(out, ctx, unbatched)
 
     def per_sample_grads(self, grad_output: Tensor, ctx: Any) -> dict[str, GradSample]:
         """The transposed convolution's weight gradient is the convolution's with input and
