@@ -93,7 +93,11 @@ class Muon(Optimizer):
         """One Muon step for matrices of one device and dtype.
 
         Matrices of one shape go through the Newton–Schulz iteration together, as one batch
-        of matrix products (see :func:`batchable`); the others one at a time.
+        of matrix products (see :func:`batchable`); the others one at a time. The batch is a
+        fast path (:func:`muon_update_batch`, the same bits as :func:`muon_update`;
+        tests/optim/test_muon_batch.py): bench_optim "200 params of 1,000" (25 × 40), one
+        thread, paired against one matrix at a time: 0.70 of its time (0.77 of torch, one at
+        a time 0.96); "10 params of 100x100": 1.03, neither faster (issue 12).
         """
         buffers = state["momentum_buffer"]
         settings = {
