@@ -4,6 +4,7 @@ vmap(grad) on the torch twin of the network, in float64."""
 from __future__ import annotations
 
 import itertools
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -319,23 +320,27 @@ def _per_sample_step(model: hn.Module, x: Tensor, target: Tensor) -> Tensor:
 
 def test_cleared_storage_is_reused_and_the_values_match_vmap() -> None:
     """After clear_grad_sample(set_to_none=True) the next backward writes into the cleared
-    tensor's memory (same address, no fresh pages), and the values are vmap(grad)'s."""
+    tensor (the same one: a weak reference to it still reaches it; no fresh pages), and the
+    values are vmap(grad)'s."""
     torch.manual_seed(0)
     model = network([4, 6, 3], hn.Tanh, residual=False)
     x, target = torch.randn(5, 4, dtype=torch.float64), torch.randint(0, 3, (5,))
-    address = _per_sample_step(model, x, target).data_ptr()
-    assert held_grad_sample_storage() == 0  # in use as grad_sample, not spare
+    last = weakref.ref(_per_sample_step(model, x, target))
+    assert held_grad_sample_storage(model.parameters()) == 0  # in use, not spare
     for _ in range(3):
         x = torch.randn(5, 4, dtype=torch.float64)
         expected = vmap_grad_samples(model, hn.CrossEntropyLoss(), x, target, 5)
         clear_grad_sample(model.parameters())
-        assert held_grad_sample_storage() > 0  # kept for the next backward
-        assert _per_sample_step(model, x, target).data_ptr() == address
+        assert held_grad_sample_storage(model.parameters()) == 5 * (6 * 4 + 3 * 6) * 8
+        assert _per_sample_step(model, x, target) is last()
         for name, param in model.named_parameters():
             assert_matches(param.grad_sample, expected[name], f"{name}.grad_sample")
-    release_grad_sample_storage(model.parameters())
     clear_grad_sample(model.parameters())
-    release_grad_sample_storage()
+    release_grad_sample_storage(model.parameters())
+    assert held_grad_sample_storage(model.parameters()) == 0
+    _per_sample_step(model, x, target)
+    clear_grad_sample(model.parameters())
+    release_grad_sample_storage()  # every parameter's
     assert held_grad_sample_storage() == 0
 
 
@@ -365,7 +370,7 @@ def test_a_kept_grad_sample_is_never_overwritten(kind: str) -> None:
     model = network([4, 6, 3], hn.Tanh, residual=False)
     x, target = torch.randn(5, 4, dtype=torch.float64), torch.randint(0, 3, (5,))
     old = _per_sample_step(model, x, target)
-    address = old.data_ptr()
+    address, last = old.data_ptr(), weakref.ref(old)
     kept = keep(old)
     before = read(kept).clone()
     del old
@@ -373,9 +378,9 @@ def test_a_kept_grad_sample_is_never_overwritten(kind: str) -> None:
     assert new.data_ptr() != address
     assert torch.equal(read(kept), before)  # untouched
     assert not torch.equal(new.reshape(-1)[: before.numel()], before.reshape(-1))
-    address = new.data_ptr()
+    last = weakref.ref(new)
     del kept, new
-    assert _per_sample_step(model, x, target).data_ptr() == address
+    assert _per_sample_step(model, x, target) is last()  # let go of: refilled again
 
 
 def test_spare_storage_that_does_not_fit_is_dropped() -> None:
@@ -392,6 +397,6 @@ def test_spare_storage_that_does_not_fit_is_dropped() -> None:
     loss_fn = hn.CrossEntropyLoss()
     loss_fn(model(x), target)
     model.backward(loss_fn.backward(), input_grad=False, per_sample="factored")
-    assert held_grad_sample_storage() == 0
+    assert held_grad_sample_storage(model.parameters()) == 0
     clear_grad_sample(model.parameters())  # factored ones: nothing to keep
-    assert held_grad_sample_storage() == 0
+    assert held_grad_sample_storage(model.parameters()) == 0

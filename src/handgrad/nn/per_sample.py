@@ -341,9 +341,11 @@ def release_grad_sample_storage(params: Iterable[Tensor] | None = None) -> None:
         _spares.pop(param, None)
 
 
-def held_grad_sample_storage() -> int:
-    """Bytes of memory kept by :func:`clear_grad_sample` for the next per-sample backward."""
-    return sum(spare.numel() * spare.element_size() for spare in _spares.values())
+def held_grad_sample_storage(params: Iterable[Tensor] | None = None) -> int:
+    """Bytes of memory :func:`clear_grad_sample` keeps for ``params``' next per-sample
+    backward (every parameter's with None)."""
+    spares = _spares.values() if params is None else (_spares.get(p) for p in params)
+    return sum(spare.numel() * spare.element_size() for spare in spares if spare is not None)
 
 
 def empty_grad_sample(params: Iterable[Tensor]) -> None:
