@@ -400,3 +400,20 @@ def test_spare_storage_that_does_not_fit_is_dropped() -> None:
     assert held_grad_sample_storage(model.parameters()) == 0
     clear_grad_sample(model.parameters())  # factored ones: nothing to keep
     assert held_grad_sample_storage(model.parameters()) == 0
+
+
+def test_spare_from_inference_mode_or_made_a_leaf_is_not_refilled() -> None:
+    """A spare formed under torch.inference_mode (an inference tensor, read-only outside)
+    or one someone marked requires_grad would refuse an in-place write: fresh memory."""
+    torch.manual_seed(3)
+    model = network([4, 6, 3], hn.Tanh, residual=False)
+    x, target = torch.randn(5, 4, dtype=torch.float64), torch.randint(0, 3, (5,))
+    expected = vmap_grad_samples(model, hn.CrossEntropyLoss(), x, target, 5)
+    with torch.inference_mode():
+        assert _per_sample_step(model, x, target).is_inference()
+    assert not _per_sample_step(model, x, target).is_inference()
+    model[0].weight.grad_sample.requires_grad_()
+    _per_sample_step(model, x, target)
+    for name, param in model.named_parameters():
+        assert not param.grad_sample.requires_grad
+        assert_matches(param.grad_sample, expected[name], f"{name}.grad_sample")

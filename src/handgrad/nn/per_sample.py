@@ -301,6 +301,8 @@ def _spare_for(param: Tensor, new: FactoredGradSample) -> Tensor | None:
         and spare.dtype == torch.promote_types(left.dtype, right.dtype)
         and spare.device == left.device
         and spare.is_contiguous()
+        and not spare.requires_grad  # (someone made it a leaf: out= would refuse)
+        and (not spare.is_inference() or torch.is_inference_mode_enabled())
     )
     if fits and _compat.sole_reference(spare):
         return spare
