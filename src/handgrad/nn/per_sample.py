@@ -40,10 +40,12 @@ convolution layer) writes it into the spare instead of into fresh memory. A spar
 only if nothing outside handgrad reaches its memory at that moment
 (:func:`handgrad._compat.sole_reference`: no reference to the old ``grad_sample``, no view,
 NumPy array or storage of it), so a ``grad_sample`` someone kept is never overwritten; it
-is then dropped and fresh memory used. The cost is that memory held between batches
-(as the gradient buffers ``zero_grad`` keeps); :func:`release_grad_sample_storage` frees it.
-``per_sample="factored"`` keeps nothing: a factored ``grad_sample`` holds the layer's
-factors, not a (batch × parameters) tensor.
+is then dropped and fresh memory used. The cost: that memory stays held from one batch
+to the next, as ``zero_grad`` keeps ``.grad`` buffers (Opacus holds its ``grad_sample``
+from a step to the next ``zero_grad``; this holds it past that too);
+:func:`release_grad_sample_storage` frees it, :func:`held_grad_sample_storage` tells how
+much it is. ``per_sample="factored"`` keeps nothing: a factored ``grad_sample`` holds the
+layer's factors, not a (batch × parameters) tensor.
 """
 
 from __future__ import annotations
