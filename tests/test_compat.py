@@ -178,25 +178,6 @@ def test_share_step_hooks_uses_the_optimizers_registries_and_falls_back() -> Non
     assert other._optimizer_step_pre_hooks is own
 
 
-def test_allow_negative_numbers_sets_argparses_matcher_and_falls_back() -> None:
-    import argparse
-    import re
-
-    pattern = re.compile(r"^-(\d|\.\d|inf|nan)", re.IGNORECASE)
-    parser = argparse.ArgumentParser()
-    assert isinstance(parser._negative_number_matcher, re.Pattern)  # the name still exists
-    compat.allow_negative_numbers(parser, pattern)
-    parser.add_argument("values", nargs="*", type=float)
-    assert parser.parse_args(["1", "-inf", "-6"]).values == [1.0, float("-inf"), -6.0]
-
-    class Bare:  # a parser without the private name: nothing is set
-        pass
-
-    bare = Bare()
-    compat.allow_negative_numbers(bare, pattern)
-    assert not hasattr(bare, "_negative_number_matcher")
-
-
 # --------------------------------------------------------------------------- sole_reference
 
 

@@ -25,9 +25,7 @@ The private names, one entry per thing read:
    :func:`step_wrapper_needed`;
 7. ``torch._C._get_privateuse1_backend_name`` (where ``capturable=True`` is allowed) —
    :func:`privateuse1_backend_name`;
-8. argparse's ``ArgumentParser._negative_number_matcher`` (Python's, not torch's) —
-   :func:`allow_negative_numbers`;
-9. ``Tensor._use_count`` and ``torch._C._storage_Use_Count`` (how many C++ references a
+8. ``Tensor._use_count`` and ``torch._C._storage_Use_Count`` (how many C++ references a
    tensor and its memory have) — :func:`sole_reference`.
 """
 
@@ -187,21 +185,6 @@ def share_step_hooks(wrapper: torch.optim.Optimizer, optimizer: torch.optim.Opti
     if all(isinstance(getattr(optimizer, name, None), dict) for name in names):
         for name in names:
             setattr(wrapper, name, getattr(optimizer, name))
-
-
-def allow_negative_numbers(parser: Any, pattern: Any) -> None:
-    """Let ``parser`` take arguments matching ``pattern`` (``-6``, ``-inf``) as positional
-    values, not as options, by setting argparse's private ``_negative_number_matcher``.
-
-    Fallback, for a Python without it: nothing changes; argparse then takes only what its
-    own matcher calls a negative number (``-6``, ``-1e-3``) as a value, and a negative
-    coefficient such as ``-inf`` needs ``--`` before the positional arguments.
-    """
-    if isinstance(getattr(parser, "_negative_number_matcher", None), type(pattern)):
-        parser._negative_number_matcher = pattern
-
-
-# --------------------------------------------------------------- 9: who else holds a tensor
 
 
 def sole_reference(tensor: torch.Tensor) -> bool:
