@@ -66,6 +66,8 @@ def _linear(layer: Linear, x: Tensor) -> Tensor:
 
 
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_MINUS_HALF_LOG2_E = -0.5 / math.log(2.0)
+"""−½ log₂ e: e^(−h²/2) = 2^(−h² log₂(e)/2)."""
 
 
 def _gelu_derivative(hidden: Tensor, activated: Tensor, scratch: Tensor) -> Tensor:
@@ -75,11 +77,13 @@ def _gelu_derivative(hidden: Tensor, activated: Tensor, scratch: Tensor) -> Tens
     Φ(h) = GELU(h)/h is read off GELU's value (torch's erf-based kernel, a few ulps) instead
     of a second erf, which costs more than the division; at h = 0 (0/0) Φ = ½. (For
     subnormal h, below 1.2e-38 in float32, GELU(h) ≈ h/2 has lost bits and Φ with them.)
-    φ(h) = e^(−h²/2)/√(2π) is the standard normal density.
+    φ(h) = e^(−h²/2)/√(2π) is the standard normal density, computed as 2^(−h² log₂(e)/2):
+    torch's exp2 kernel takes half the time of its exp here (measured, float32, AVX2), and
+    the rounded constant costs a relative |h²/2|·ε in φ, a few ulps where φ is not ~0.
     """
     cdf = activated.div_(hidden).nan_to_num_(0.5)
-    gauss = torch.mul(hidden, hidden, out=scratch).mul_(-0.5)
-    torch.exp(gauss, out=gauss)  # e^(−h²/2)
+    gauss = torch.mul(hidden, hidden, out=scratch).mul_(_MINUS_HALF_LOG2_E)
+    torch.exp2(gauss, out=gauss)  # e^(−h²/2)
     return cdf.addcmul_(gauss, hidden, value=_INV_SQRT_2PI)  # Φ(h) + h φ(h)
 
 
