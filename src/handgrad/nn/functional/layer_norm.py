@@ -29,6 +29,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from handgrad._compat import normalize_with_rstd
 from handgrad.nn.functional._common import Ctx, half_in_float32, half_in_float32_backward
 
 
@@ -53,12 +54,21 @@ def layer_norm_forward(
     """y = γ ⊙ (x − μ)/√(σ² + ε) + β over the last ``normalized_ndim`` dims (see module doc).
 
     Keeps x̂ and r for the backward (the same size as what torch keeps: x, μ and r).
+    x̂ and r come from torch's fused forward kernel where there is one
+    (:func:`handgrad._compat.normalize_with_rstd`, one pass), else from
+    :func:`normalize_plain`, the formulas op by op (the two agree to rounding).
     """
+    fused = normalize_with_rstd(x, x.shape[x.dim() - normalized_ndim :], eps)
+    xhat, rstd = normalize_plain(x, normalized_ndim, eps) if fused is None else fused
+    return layer_norm_output(xhat, weight, bias), (xhat, rstd, weight, bias, normalized_ndim)
+
+
+def normalize_plain(x: Tensor, normalized_ndim: int, eps: float) -> tuple[Tensor, Tensor]:
+    """(x̂, r): μ = mean(x), σ² = mean((x − μ)²), r = 1/√(σ² + ε), x̂ = (x − μ) r."""
     dims = _row_dims(normalized_ndim)
     centred = x - x.mean(dims, keepdim=True)
     rstd = torch.rsqrt((centred * centred).mean(dims, keepdim=True) + eps)
-    xhat = centred * rstd  # (not in place: autograd may differentiate a forward, to check it)
-    return layer_norm_output(xhat, weight, bias), (xhat, rstd, weight, bias, normalized_ndim)
+    return centred * rstd, rstd  # (not in place: autograd may differentiate a forward)
 
 
 def layer_norm_output(xhat: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
