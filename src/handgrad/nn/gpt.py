@@ -286,7 +286,8 @@ class Block(Module):
         through_mlp = self.mlp.backward(g.to(transformed_dtype), input=self.ln_2.recompute_output())
         g = g + required(self.ln_2.backward(required(through_mlp)))
         through_attn = self.attn.backward(g.to(attended_dtype), input=self.ln_1.recompute_output())
-        return g.add_(required(self.ln_1.backward(required(through_attn))))  # (g is ours now)
+        g = g + required(self.ln_1.backward(required(through_attn)))
+        return g
 
 
 class GPT(Module):
