@@ -26,9 +26,12 @@ the ctx then keeps float32 x̂ and r, wrapped in a ``Float32Ctx``.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
+from handgrad._compat import normalize_with_rstd
 from handgrad.nn.functional._common import Ctx, half_in_float32, half_in_float32_backward
 
 
@@ -53,12 +56,21 @@ def layer_norm_forward(
     """y = γ ⊙ (x − μ)/√(σ² + ε) + β over the last ``normalized_ndim`` dims (see module doc).
 
     Keeps x̂ and r for the backward (the same size as what torch keeps: x, μ and r).
+    x̂ and r come from torch's fused forward kernel where there is one
+    (:func:`handgrad._compat.normalize_with_rstd`, one pass), else from
+    :func:`normalize_plain`, the formulas op by op (the two agree to rounding).
     """
+    fused = normalize_with_rstd(x, x.shape[x.dim() - normalized_ndim :], eps)
+    xhat, rstd = normalize_plain(x, normalized_ndim, eps) if fused is None else fused
+    return layer_norm_output(xhat, weight, bias), (xhat, rstd, weight, bias, normalized_ndim)
+
+
+def normalize_plain(x: Tensor, normalized_ndim: int, eps: float) -> tuple[Tensor, Tensor]:
+    """(x̂, r): μ = mean(x), σ² = mean((x − μ)²), r = 1/√(σ² + ε), x̂ = (x − μ) r."""
     dims = _row_dims(normalized_ndim)
     centred = x - x.mean(dims, keepdim=True)
     rstd = torch.rsqrt((centred * centred).mean(dims, keepdim=True) + eps)
-    xhat = centred * rstd  # (not in place: autograd may differentiate a forward, to check it)
-    return layer_norm_output(xhat, weight, bias), (xhat, rstd, weight, bias, normalized_ndim)
+    return centred * rstd, rstd  # (not in place: autograd may differentiate a forward)
 
 
 def layer_norm_output(xhat: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
@@ -77,17 +89,26 @@ def layer_norm_backward(
     """(dx, dγ, dβ): dx = r (h − mean(h) − x̂ mean(h ⊙ x̂)), h = g ⊙ γ; dγ = Σ g ⊙ x̂, dβ = Σ g.
 
     dγ/dβ are None without the parameters; dx is None when ``input_grad`` is False.
+    Passes over the (rows × n) tensors are what costs, so each is used once: g ⊙ x̂ gives
+    dγ (its column sums) and, with h ⊙ x̂ = (g ⊙ x̂) ⊙ γ, the row sums Σ h ⊙ x̂ as the
+    matrix-vector product (g ⊙ x̂) γ; Σ h is g γ likewise (h itself is formed once, for dx).
     """
     xhat, rstd, weight, bias, normalized_ndim = ctx
-    grad_weight = None if weight is None else _sum_over_rows(grad_out * xhat, normalized_ndim)
-    grad_bias = None if bias is None else _sum_over_rows(grad_out, normalized_ndim)
-    grad_x = None
-    if input_grad:
-        dims = _row_dims(normalized_ndim)
-        h = grad_out * weight if weight is not None else grad_out.clone()
-        mean_hx = (h * xhat).mean(dims, keepdim=True)
-        grad_x = h.sub_(h.mean(dims, keepdim=True)).addcmul_(xhat, mean_hx, value=-1).mul_(rstd)
-    return grad_x, grad_weight, grad_bias
+    width = math.prod(xhat.shape[xhat.dim() - normalized_ndim :])
+    g, xhat = grad_out.reshape(-1, width), xhat.reshape(-1, width)  # rows × n
+    gx = g * xhat
+    grad_weight = None if weight is None else gx.sum(0).view(weight.shape)
+    grad_bias = None if bias is None else g.sum(0).view(bias.shape)
+    if not input_grad:
+        return None, grad_weight, grad_bias
+    if weight is None:
+        h, sum_h, sum_hx = g.clone(), g.sum(1, keepdim=True), gx.sum(1, keepdim=True)
+    else:
+        gamma = weight.reshape(width)
+        h, sum_h, sum_hx = g * gamma, torch.mv(g, gamma)[:, None], torch.mv(gx, gamma)[:, None]
+    grad_x = h.sub_(sum_h, alpha=1 / width).addcmul_(xhat, sum_hx, value=-1 / width)
+    grad_x.mul_(rstd.reshape(-1, 1))
+    return grad_x.view(grad_out.shape), grad_weight, grad_bias
 
 
 @half_in_float32
