@@ -206,28 +206,3 @@ def test_sole_reference_sees_every_other_holder_and_falls_back(monkeypatch) -> N
     assert not compat.sole_reference(tensor)
     monkeypatch.setattr(compat, "_TENSOR_USE_COUNT", None)
     assert compat._holders_of_a_lone_local() is None
-
-
-# --------------------------------------------------------------------------- LayerNorm
-
-
-def test_normalize_with_rstd_is_torchs_fused_forward_and_falls_back(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """x̂ and r from torch.native_layer_norm equal the plain formulas' to float64 round-off;
-    without the name the caller's plain formulas run (None)."""
-    from handgrad.nn.functional import layer_norm as kernels
-
-    assert compat._NATIVE_LAYER_NORM is torch.native_layer_norm
-    x = torch.randn(3, 4, 5, dtype=torch.float64) * 3 + 1
-    fused = compat.normalize_with_rstd(x, (4, 5), 1e-5)
-    assert fused is not None
-    plain = kernels.normalize_plain(x, 2, 1e-5)
-    for mine, reference in zip(fused, plain, strict=True):
-        assert mine.shape == reference.shape
-        torch.testing.assert_close(mine, reference, rtol=1e-13, atol=1e-13)
-    monkeypatch.setattr(compat, "_NATIVE_LAYER_NORM", None)  # a torch without it
-    assert compat.normalize_with_rstd(x, (4, 5), 1e-5) is None
-    weight, bias = torch.rand(4, 5, dtype=torch.float64), torch.randn(4, 5, dtype=torch.float64)
-    out, ctx = kernels.layer_norm_forward(x, 2, weight, bias, 1e-5)
-    torch.testing.assert_close(out, torch.nn.functional.layer_norm(x, (4, 5), weight, bias))
-    assert torch.equal(ctx[0], plain[0])
-    assert torch.equal(ctx[1], plain[1])

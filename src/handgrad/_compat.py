@@ -26,20 +26,16 @@ The private names, one entry per thing read:
 7. ``torch._C._get_privateuse1_backend_name`` (where ``capturable=True`` is allowed) —
    :func:`privateuse1_backend_name`;
 8. ``Tensor._use_count`` and ``torch._C._storage_Use_Count`` (how many C++ references a
-   tensor and its memory have) — :func:`sole_reference`;
-9. ``torch.native_layer_norm`` (no underscore, but undocumented: the fused layer-norm
-   *forward* kernel that also returns its row statistics) — :func:`normalize_with_rstd`.
+   tensor and its memory have) — :func:`sole_reference`.
 """
 
 from __future__ import annotations
 
-import functools
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import Tensor
 from torch.optim import optimizer as _torch_optimizer
 
 # --------------------------------------------------------------- 1-3: Module.__call__'s checks
@@ -238,36 +234,3 @@ def _holders_through_one_call(tensor: torch.Tensor) -> tuple[int, int, int, int]
 _TENSOR_USE_COUNT: Callable[[torch.Tensor], int] | None = getattr(torch.Tensor, "_use_count", None)
 _STORAGE_USE_COUNT: Callable[[int], int] | None = getattr(torch._C, "_storage_Use_Count", None)
 _SOLE_HOLDERS = _holders_of_a_lone_local()
-
-
-# --------------------------------------------------------------- 9: LayerNorm's fused forward
-
-_NATIVE_LAYER_NORM: Callable[..., Any] | None = getattr(torch, "native_layer_norm", None)
-
-
-def normalize_with_rstd(
-    x: Tensor, normalized_shape: Sequence[int], eps: float
-) -> tuple[Tensor, Tensor] | None:
-    """(x̂, r) with x̂ = (x − μ) r, r = 1/√(σ² + ε) over the trailing ``normalized_shape``
-    dims (r keeps them as size-1 dims), from torch's fused layer-norm forward kernel
-    (``torch.native_layer_norm``, a forward op: one pass where the plain formulas take
-    six). It is called with γ = 1 and β = 0 (y = x̂ exactly), because its path without
-    parameters is slower (measured, float32 CPU). Fallback, for a torch without it: None,
-    and the caller computes x̂ and r by the plain formulas.
-    """
-    if _NATIVE_LAYER_NORM is None:
-        return None
-    ones, zeros = _unit_affine(tuple(normalized_shape), x.dtype, x.device)
-    xhat, _, rstd = _NATIVE_LAYER_NORM(x, list(normalized_shape), ones, zeros, eps)
-    return xhat, rstd
-
-
-@functools.lru_cache(maxsize=32)
-def _unit_affine(
-    shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
-) -> tuple[Tensor, Tensor]:
-    """γ = 1, β = 0 of ``shape``, made once per shape, dtype and device."""
-    with torch.inference_mode(False):  # usable outside inference mode once cached
-        return torch.ones(shape, dtype=dtype, device=device), torch.zeros(
-            shape, dtype=dtype, device=device
-        )

@@ -26,12 +26,14 @@ the ctx then keeps float32 x̂ and r, wrapped in a ``Float32Ctx``.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from handgrad._compat import normalize_with_rstd
 from handgrad.nn.functional._common import Ctx, half_in_float32, half_in_float32_backward
 
 
@@ -57,12 +59,44 @@ def layer_norm_forward(
 
     Keeps x̂ and r for the backward (the same size as what torch keeps: x, μ and r).
     x̂ and r come from torch's fused forward kernel where there is one
-    (:func:`handgrad._compat.normalize_with_rstd`, one pass), else from
+    (:func:`normalize_fused`, one pass), else from
     :func:`normalize_plain`, the formulas op by op (the two agree to rounding).
     """
-    fused = normalize_with_rstd(x, x.shape[x.dim() - normalized_ndim :], eps)
+    fused = normalize_fused(x, x.shape[x.dim() - normalized_ndim :], eps)
     xhat, rstd = normalize_plain(x, normalized_ndim, eps) if fused is None else fused
     return layer_norm_output(xhat, weight, bias), (xhat, rstd, weight, bias, normalized_ndim)
+
+
+_NATIVE_LAYER_NORM: Callable[..., Any] | None = getattr(torch, "native_layer_norm", None)
+"""torch's fused layer-norm forward kernel, which also returns its row statistics (public:
+in ``torch.__all__``, but not in torch's documentation, so looked up with a fallback)."""
+
+
+def normalize_fused(
+    x: Tensor, normalized_shape: Sequence[int], eps: float
+) -> tuple[Tensor, Tensor] | None:
+    """(x̂, r) with x̂ = (x − μ) r, r = 1/√(σ² + ε) over the trailing ``normalized_shape``
+    dims (r keeps them as size-1 dims), from ``torch.native_layer_norm`` (a forward op: one
+    pass where the plain formulas take six). It is called with γ = 1 and β = 0 (y = x̂
+    exactly), because its path without parameters is slower (measured, float32 CPU).
+    None for a torch without it: the caller then uses :func:`normalize_plain`.
+    """
+    if _NATIVE_LAYER_NORM is None:
+        return None
+    ones, zeros = _unit_affine(tuple(normalized_shape), x.dtype, x.device)
+    xhat, _, rstd = _NATIVE_LAYER_NORM(x, list(normalized_shape), ones, zeros, eps)
+    return xhat, rstd
+
+
+@functools.lru_cache(maxsize=32)
+def _unit_affine(
+    shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """γ = 1, β = 0 of ``shape``, made once per shape, dtype and device."""
+    with torch.inference_mode(False):  # usable outside inference mode once cached
+        return torch.ones(shape, dtype=dtype, device=device), torch.zeros(
+            shape, dtype=dtype, device=device
+        )
 
 
 def normalize_plain(x: Tensor, normalized_ndim: int, eps: float) -> tuple[Tensor, Tensor]:
