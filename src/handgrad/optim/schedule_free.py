@@ -11,6 +11,7 @@ from torch import Tensor
 
 from ._base import Lists
 from ._beyond import GroupStepped, check_finite_number
+from ._common import number_operand
 
 
 class _ScheduleFree(GroupStepped):
@@ -245,9 +246,9 @@ class AdamWScheduleFree(_ScheduleFree):
         k, _, _ = self.__dict__["_now"][id(group)]
         beta2 = group["betas"][1]
         exp_avg_sqs = state["exp_avg_sq"]
-        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_mul_(exp_avg_sqs, number_operand(beta2, params[0]))
         torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
-        denom = torch._foreach_div(exp_avg_sqs, 1 - beta2 ** (k + 1))
+        denom = torch._foreach_div(exp_avg_sqs, number_operand(1 - beta2 ** (k + 1), params[0]))
         torch._foreach_sqrt_(denom)
         torch._foreach_add_(denom, group["eps"])
         direction = torch._foreach_div(grads, denom)
