@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from handgrad import optim
-from handgrad.optim._common import number_operand
+from handgrad.optim._common import add_number_, number_operand
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
@@ -25,11 +25,18 @@ def test_mul_and_div_by_the_operand_equal_those_by_the_number(dtype: torch.dtype
             by_number, by_operand = op(tensors, value), op(tensors, operand)
             for a, b in zip(by_number, by_operand, strict=True):
                 assert torch.equal(a, b), (op.__name__, value)
+        added = [t.clone() for t in tensors]
+        add_number_(added, value)
+        for a, b in zip(torch._foreach_add(tensors, value), added, strict=True):
+            assert torch.equal(a, b), ("add", value)
 
 
 def test_other_dtypes_keep_the_number() -> None:
     assert number_operand(0.5, torch.zeros(2, dtype=torch.float16)) == 0.5
     assert number_operand(0.5, torch.zeros(2, dtype=torch.bfloat16)) == 0.5
+    halves = [torch.full((3,), 0.1, dtype=torch.float16)]
+    add_number_(halves, 1e-3)
+    assert torch.equal(halves[0], torch.full((3,), 0.1, dtype=torch.float16) + 1e-3)
 
 
 @pytest.mark.parametrize("decoupled", [False, True], ids=["L2", "decoupled"])

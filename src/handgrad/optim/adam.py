@@ -12,6 +12,7 @@ from torch import Tensor
 from ._base import Lists, Optimizer
 from ._common import (
     Scratch,
+    add_number_,
     as_float,
     check_at_least,
     check_betas,
@@ -377,7 +378,7 @@ def adam_multi_tensor(
     torch._foreach_div_(
         denom, divisors if isinstance(divisors, list) else number_operand(divisors, params[0])
     )
-    torch._foreach_add_(denom, eps)
+    add_number_(denom, eps)
     torch._foreach_addcdiv_(
         params, exp_avgs, denom, same_or_list([corrections[s][1] for s in values])
     )

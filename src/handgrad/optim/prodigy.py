@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from ._base import LARGE_TENSOR_ELEMENTS, Optimizer
-from ._common import group_by_device_and_dtype, number_operand
+from ._common import add_number_, group_by_device_and_dtype, number_operand
 
 
 class Prodigy(Optimizer):
@@ -289,7 +289,7 @@ class Prodigy(Optimizer):
               beta1: float, decouple: bool) -> None:  # fmt: skip
         """θ ← θ − ηλθ (decoupled); θ ← θ − η m / (√v + d ε), with ``denom`` = √v."""
         decay = group["weight_decay"]
-        torch._foreach_add_(denom, d * group["eps"])
+        add_number_(denom, d * group["eps"])
         if decay != 0 and decouple:
             torch._foreach_add_(params, params, alpha=-decay * dlr)
         if beta1 > 0:

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from ._base import Lists
 from ._beyond import GroupStepped, check_finite_number
-from ._common import number_operand
+from ._common import add_number_, number_operand
 
 
 class _ScheduleFree(GroupStepped):
@@ -250,7 +250,7 @@ class AdamWScheduleFree(_ScheduleFree):
         torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
         denom = torch._foreach_div(exp_avg_sqs, number_operand(1 - beta2 ** (k + 1), params[0]))
         torch._foreach_sqrt_(denom)
-        torch._foreach_add_(denom, group["eps"])
+        add_number_(denom, group["eps"])
         direction = torch._foreach_div(grads, denom)
         del denom
         decay = group["weight_decay"]
