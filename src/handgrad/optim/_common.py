@@ -310,7 +310,7 @@ def number_operand(value: float, like: Tensor) -> float | Tensor:
     return value
 
 
-def add_number_(tensors: Sequence[Tensor], value: float) -> None:
+def add_number_(tensors: list[Tensor] | tuple[Tensor, ...], value: float) -> None:
     """``torch._foreach_add_(tensors, value)``: the same bits, with one shared 0-d operand
     (:func:`number_operand`) in place of a new one per tensor where that applies."""
     operand = number_operand(value, tensors[0])
