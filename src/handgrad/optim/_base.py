@@ -159,7 +159,8 @@ class Optimizer(torch.optim.Optimizer):
         :meth:`kept_state`, ``state["step"]`` already counts this step. Update ``params`` and
         the state in place; never write into ``grads`` (they are the caller's ``.grad``).
         Read the lists and the dict, rebind names freely (``grads = torch._foreach_neg(grads)``),
-        but do not modify them: a flat group hands the same ones to every step.
+        but do not modify them: a flat group, and a group on its kept lists (``_kept.py``),
+        hands the same ones to every step.
         """
         raise NotImplementedError(f"{type(self).__name__} must define update()")
 
