@@ -133,7 +133,10 @@ class SGDScheduleFree(_ScheduleFree):
     for complex parameters (the rule is linear). ``foreach`` is accepted; the multi-tensor
     rule always runs (the reference's two bodies give the same bits on the CPU). The rule is
     element-wise: a flat network is updated as one tensor. The reference adds the weight
-    decay into ``p.grad`` in place; handgrad leaves ``p.grad`` as it was.
+    decay into ``p.grad`` in place; handgrad leaves ``p.grad`` as it was, so with weight decay
+    d is a new tensor per parameter: on many small tensors that allocation is the cost the
+    reference does not pay (bench_new_optim "200 params of 1,000", one thread, loaded
+    machine: about 1.0-1.2x the reference's step, the other layouts below 1.0).
 
     Refusals (the reference's): lr < 0 or weight_decay < 0, momentum outside (0, 1), as
     ValueError.
