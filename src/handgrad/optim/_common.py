@@ -344,3 +344,38 @@ def decayed_gradients(
         else:
             grads = list(torch._foreach_add(grads, params, alpha=weight_decay))
     return grads
+
+
+# Multi-tensor multiplications and divisions by a Python number wrap the number into a new
+# 0-d tensor for every tensor of the list on the CPU; by a 0-d tensor of the list's dtype they
+# do not (measured, one thread, float32: 4 tensors of the 1-100-1 network 11.0 µs a call,
+# 5.8 µs with the operand made for the call; 200 tensors of 1,000 elements 481 µs vs 139 µs).
+# A float64 operand on float32 tensors gains little (8.8 µs): it is cast at every call.
+# Additions of a number wrap it the same way (4 tensors 10.6 µs; a list of one shared 0-d
+# operand, :func:`add_number_`, 4.5 µs; 200 tensors 471 µs vs ~160 µs); additions of lists,
+# with or without ``alpha``, and ``lerp``/``addcmul`` by a number do not.
+_NUMBER_OPERAND_DTYPES = (torch.float32, torch.float64)
+
+
+def number_operand(value: float, like: Tensor) -> float | Tensor:
+    """``value`` as the operand of a multi-tensor ``mul``/``div`` on tensors like ``like``: a
+    0-d tensor of their dtype for float32/float64 CPU tensors (see above), else the number.
+
+    The same bits: the kernels compute in the tensors' dtype, to which a Python number is
+    rounded the way the 0-d tensor is made. (float16/bfloat16 kernels compute a Python number
+    in float32: those keep the number, as do other devices.)
+    """
+    dtype = like.dtype
+    if dtype in _NUMBER_OPERAND_DTYPES and like.is_cpu:
+        return torch.scalar_tensor(value, dtype=dtype)
+    return value
+
+
+def add_number_(tensors: list[Tensor] | tuple[Tensor, ...], value: float) -> None:
+    """``torch._foreach_add_(tensors, value)``: the same bits, with one shared 0-d operand
+    (:func:`number_operand`) in place of a new one per tensor where that applies."""
+    operand = number_operand(value, tensors[0])
+    if isinstance(operand, Tensor):
+        torch._foreach_add_(tensors, [operand] * len(tensors))
+    else:
+        torch._foreach_add_(tensors, value)
