@@ -5,18 +5,22 @@ Usage: ``python -m benchmarks.bench_privacy [--quick] [--device cpu|cuda] [--bat
 The network is a 784-512-512-10 ReLU MLP with a mean cross-entropy loss, float32.
 
 - **Per-sample gradients**: every parameter's (batch, *shape) gradients. handgrad:
-  forward + ``backward(..., per_sample=True)``, the ``grad_sample`` buffers kept between steps
-  and zeroed (``clear_grad_sample(set_to_none=False)``, as ``zero_grad`` keeps ``.grad``), and
-  a second row with fresh buffers every step (set_to_none=True); reference:
-  ``torch.func.vmap(torch.func.grad(loss))`` over the examples (fresh tensors, as it must).
+  ``clear_grad_sample(params)`` then forward + ``backward(..., per_sample=True)``, as a user
+  writes it (the default: the cleared storage is refilled, see
+  :mod:`handgrad.nn.per_sample`); a row with the buffers zeroed in place instead
+  (``set_to_none=False``) and one with the storage released every step
+  (``release_grad_sample_storage``: fresh memory each time, what the default did before);
+  reference: ``torch.func.vmap(torch.func.grad(loss))`` over the examples (fresh tensors).
 - **Per-sample norms only**: the examples' gradient norms. handgrad: ``per_sample="factored"``
   then :func:`handgrad.privacy.per_sample_norms` (‖g_i‖‖x_i‖ per layer, nothing of
   batch × parameters formed); reference: vmap(grad), then the norms.
 - **DP-SGD step**: zero_grad, forward, backward, clip, noise, SGD step. handgrad:
   :class:`handgrad.privacy.DPOptimizer` on ``per_sample="factored"`` (and on
-  ``per_sample=True``); reference: Opacus's ``GradSampleModule`` + ``DPOptimizer``.
-  Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` during the step; on CPU the
-  growth of the peak resident set over one step, each side measured in a fresh process.
+  ``per_sample=True``), ``zero_grad()`` with its defaults; reference: Opacus's
+  ``GradSampleModule`` + ``DPOptimizer``.
+  Memory, beyond the model and data: the step's peak (on CUDA
+  ``torch.cuda.max_memory_allocated``; on CPU the peak resident set, each side in a fresh
+  process), and what stays held after ``step()`` and after the next ``zero_grad()``.
 
 Times are medians of alternating rounds; ratios are the medians of the rounds' paired
 ratios, handgrad / reference (< 1: handgrad faster).
@@ -39,7 +43,7 @@ from typing import cast
 import torch
 
 import handgrad.nn as hnn
-from handgrad.nn.per_sample import PerSample, clear_grad_sample
+from handgrad.nn.per_sample import PerSample, clear_grad_sample, release_grad_sample_storage
 from handgrad.privacy import DPOptimizer, per_sample_norms
 
 WIDTHS = (784, 512, 512, 10)
@@ -66,14 +70,18 @@ def data(batch: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
     return x.to(device), y.to(device)
 
 
-def handgrad_per_sample(batch: int, device: str, keep_buffers: bool) -> Step:
+def handgrad_per_sample(batch: int, device: str, buffers: str) -> Step:
+    """``buffers``: "default" (clear_grad_sample()), "zeroed" (set_to_none=False) or
+    "released" (the kept storage freed every step: fresh memory each time)."""
     model = handgrad_mlp(device)
     loss_fn = hnn.CrossEntropyLoss()
     x, y = data(batch, device)
     params = list(model.parameters())
 
     def step() -> object:
-        clear_grad_sample(params, set_to_none=not keep_buffers)
+        clear_grad_sample(params, set_to_none=buffers != "zeroed")
+        if buffers == "released":
+            release_grad_sample_storage(params)
         for param in params:
             param.grad = None
         loss_fn(model(x), y)
@@ -126,24 +134,34 @@ def vmap_norms(batch: int, device: str) -> Step:
 
 
 def handgrad_dp_step(batch: int, device: str, per_sample: PerSample) -> Step:
-    """handgrad's DP-SGD step; with per_sample=True the grad_sample buffers are kept
-    (zero_grad(set_to_none=False)): fresh ones cost what Opacus's cost, mostly page faults."""
+    """handgrad's DP-SGD step as a user writes it: zero_grad() (its defaults; with
+    per_sample=True the cleared storage is refilled by the next backward), forward,
+    backward, step."""
+    return handgrad_dp_step_and_optimizer(batch, device, per_sample)[0]
+
+
+def handgrad_dp_step_and_optimizer(
+    batch: int, device: str, per_sample: PerSample
+) -> tuple[Step, torch.optim.Optimizer]:
     model = handgrad_mlp(device)
     loss_fn = hnn.CrossEntropyLoss()
     x, y = data(batch, device)
     optimizer = DPOptimizer(torch.optim.SGD(model.parameters(), lr=0.01), 1.0, 1.0, batch)
-    set_to_none = per_sample == "factored"
 
     def step() -> object:
-        optimizer.zero_grad(set_to_none)
+        optimizer.zero_grad()
         loss_fn(model(x), y)
         model.backward(loss_fn.backward(), input_grad=False, per_sample=per_sample)
         return optimizer.step()
 
-    return step
+    return step, optimizer
 
 
 def opacus_dp_step(batch: int, device: str) -> Step:
+    return opacus_dp_step_and_optimizer(batch, device)[0]
+
+
+def opacus_dp_step_and_optimizer(batch: int, device: str) -> tuple[Step, torch.optim.Optimizer]:
     import warnings
 
     from opacus import GradSampleModule
@@ -164,7 +182,7 @@ def opacus_dp_step(batch: int, device: str) -> Step:
         torch.nn.functional.cross_entropy(model(x), y).backward()
         return optimizer.step()
 
-    return step
+    return step, optimizer
 
 
 def _synchronised(step: Step, device: str) -> Step:
@@ -209,51 +227,73 @@ def compare(
     ]
 
 
-# ---------------------------------------------------------------------- peak memory
-def peak_memory(kind: str, batch: int, device: str, steps: int = 3) -> int:
-    """Bytes the DP-SGD step needs beyond the model and data (see the module docstring)."""
+# ---------------------------------------------------------------------- memory
+MEMORY_FIELDS = ("peak", "after_step", "after_zero_grad")
+
+
+def memory_of(kind: str, batch: int, device: str, steps: int = 3) -> dict[str, int]:
+    """Bytes beyond the model and data (see the module docstring): the peak over ``steps``
+    DP-SGD steps, what is held after the last ``step()`` and after the next ``zero_grad()``."""
     if device == "cuda":
-        step = _dp_step(kind, batch, device)
+        step, optimizer = _dp_step(kind, batch, device)
+        torch.cuda.synchronize()
+        baseline = torch.cuda.memory_allocated()
         step()
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-        baseline = torch.cuda.memory_allocated()
         for _ in range(steps):
             step()
         torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - baseline
+        peak, after_step = torch.cuda.max_memory_allocated(), torch.cuda.memory_allocated()
+        optimizer.zero_grad()
+        after_zero_grad = torch.cuda.memory_allocated()
+        return {
+            "peak": peak - baseline,
+            "after_step": after_step - baseline,
+            "after_zero_grad": after_zero_grad - baseline,
+        }
     # CPU: a fresh process per side, so that one side's peak cannot hide the other's.
     command = [
         sys.executable,
         "-m",
         "benchmarks.bench_privacy",
-        "--peak-of",
+        "--memory-of",
         kind,
         "--batch",
         str(batch),
     ]
     root = Path(__file__).resolve().parent.parent
     output = subprocess.run(command, capture_output=True, text=True, check=True, cwd=root)
-    return int(json.loads(output.stdout.strip().splitlines()[-1])["peak"])
+    measured = json.loads(output.stdout.strip().splitlines()[-1])
+    return {field: int(measured[field]) for field in MEMORY_FIELDS}
 
 
-def _dp_step(kind: str, batch: int, device: str) -> Step:
+def _dp_step(kind: str, batch: int, device: str) -> tuple[Step, torch.optim.Optimizer]:
     if kind == "opacus":
-        return opacus_dp_step(batch, device)
-    return handgrad_dp_step(batch, device, "factored" if kind == "factored" else True)
+        return opacus_dp_step_and_optimizer(batch, device)
+    per_sample: PerSample = "factored" if kind == "factored" else True
+    return handgrad_dp_step_and_optimizer(batch, device, per_sample)
 
 
-def _cpu_peak_of(kind: str, batch: int) -> int:
-    """In this (fresh) process: growth of the peak resident set over the steps.
+def _cpu_memory_of(kind: str, batch: int, steps: int = 3) -> dict[str, int]:
+    """In this (fresh) process: growth of the peak resident set over the steps, and of the
+    resident set after the last step() and after the next zero_grad().
 
     The peak is /proc's VmHWM (reset by exec, unlike getrusage's ru_maxrss, which a child
     inherits from the parent it was forked from)."""
-    step = _dp_step(kind, batch, "cpu")
+    step, optimizer = _dp_step(kind, batch, "cpu")
     gc.collect()
     baseline = _proc_status_bytes("VmRSS")
-    for _ in range(3):
+    for _ in range(steps):
         step()
-    return _proc_status_bytes("VmHWM") - baseline
+    after_step = _proc_status_bytes("VmRSS")
+    optimizer.zero_grad()
+    gc.collect()
+    return {
+        "peak": _proc_status_bytes("VmHWM") - baseline,
+        "after_step": after_step - baseline,
+        "after_zero_grad": _proc_status_bytes("VmRSS") - baseline,
+    }
 
 
 def _proc_status_bytes(field: str) -> int:
@@ -270,11 +310,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument(
-        "--peak-of", choices=["factored", "tensors", "opacus"], help=argparse.SUPPRESS
+        "--memory-of", choices=["factored", "tensors", "opacus"], help=argparse.SUPPRESS
     )
     args = parser.parse_args(argv)
-    if args.peak_of:  # the child process of peak_memory on CPU
-        print(json.dumps({"peak": _cpu_peak_of(args.peak_of, args.batch)}))
+    if args.memory_of:  # the child process of memory_of on CPU
+        print(json.dumps(_cpu_memory_of(args.memory_of, args.batch)))
         return 0
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device here")
@@ -290,8 +330,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     grads = vmap_grad(batch, device)
     timed = compare(
         [
-            handgrad_per_sample(batch, device, True),
-            handgrad_per_sample(batch, device, False),
+            handgrad_per_sample(batch, device, "default"),
+            handgrad_per_sample(batch, device, "zeroed"),
+            handgrad_per_sample(batch, device, "released"),
             grads,
         ],
         device,
@@ -299,9 +340,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         calls,
     )
     rows += [
-        ("per-sample gradients, buffers kept", "torch.func vmap(grad)", *timed[0]),
-        ("per-sample gradients, fresh buffers", "torch.func vmap(grad)", *timed[1]),
-    ]
+        ("per-sample gradients, clear_grad_sample() (default)", "torch.func vmap(grad)",
+         *timed[0]),
+        ("per-sample gradients, zeroed in place (set_to_none=False)", "torch.func vmap(grad)",
+         *timed[1]),
+        ("per-sample gradients, storage released every step", "torch.func vmap(grad)",
+         *timed[2]),
+    ]  # fmt: skip
     timed = compare(
         [handgrad_norms(batch, device), vmap_norms(batch, device)], device, rounds, calls
     )
@@ -323,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         rows += [
             ("DP-SGD step, per_sample='factored'", "Opacus", *timed[0]),
-            ("DP-SGD step, per_sample=True, buffers kept", "Opacus", *timed[1]),
+            ("DP-SGD step, per_sample=True", "Opacus", *timed[1]),
         ]
     print("| handgrad | reference | handgrad ms | ratio |\n|---|---|---:|---:|")
     for name, against, seconds, ratio in rows:
@@ -331,18 +376,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     if reference is None:
         print("\n_DP-SGD rows not run: Opacus is not installed (pip install 'handgrad[privacy]')_")
         return 0
-    peaks = {kind: peak_memory(kind, batch, device) for kind in ("factored", "tensors", "opacus")}
+    memory = {kind: memory_of(kind, batch, device) for kind in ("factored", "tensors", "opacus")}
     print(
-        "\nPeak memory of a DP-SGD step beyond the model and data "
-        f"({'CUDA allocator' if device == 'cuda' else 'resident set, fresh process each'}):\n"
+        "\nMemory of a DP-SGD step beyond the model and data, MiB "
+        f"({'CUDA allocator' if device == 'cuda' else 'resident set, fresh process each'}; "
+        "zero_grad() at the start of each step, its defaults):\n"
     )
-    print("| step | MiB | / Opacus |\n|---|---:|---:|")
+    print(
+        "| step | peak | peak / Opacus | held after step() | held after zero_grad() |\n"
+        "|---|---:|---:|---:|---:|"
+    )
     for kind, label in (
         ("factored", "handgrad, per_sample='factored'"),
-        ("tensors", "handgrad, per_sample=True, buffers kept"),
+        ("tensors", "handgrad, per_sample=True"),
         ("opacus", "Opacus"),
     ):
-        print(f"| {label} | {peaks[kind] / 2**20:.0f} | {peaks[kind] / peaks['opacus']:.2f} |")
+        used = {field: memory[kind][field] / 2**20 for field in MEMORY_FIELDS}
+        print(
+            f"| {label} | {used['peak']:.0f} | "
+            f"{memory[kind]['peak'] / memory['opacus']['peak']:.2f} | "
+            f"{used['after_step']:.0f} | {used['after_zero_grad']:.0f} |"
+        )
     return 0
 
 

@@ -178,20 +178,31 @@ def test_share_step_hooks_uses_the_optimizers_registries_and_falls_back() -> Non
     assert other._optimizer_step_pre_hooks is own
 
 
-def test_allow_negative_numbers_sets_argparses_matcher_and_falls_back() -> None:
-    import argparse
-    import re
+# --------------------------------------------------------------------------- sole_reference
 
-    pattern = re.compile(r"^-(\d|\.\d|inf|nan)", re.IGNORECASE)
-    parser = argparse.ArgumentParser()
-    assert isinstance(parser._negative_number_matcher, re.Pattern)  # the name still exists
-    compat.allow_negative_numbers(parser, pattern)
-    parser.add_argument("values", nargs="*", type=float)
-    assert parser.parse_args(["1", "-inf", "-6"]).values == [1.0, float("-inf"), -6.0]
 
-    class Bare:  # a parser without the private name: nothing is set
-        pass
-
-    bare = Bare()
-    compat.allow_negative_numbers(bare, pattern)
-    assert not hasattr(bare, "_negative_number_matcher")
+def test_sole_reference_sees_every_other_holder_and_falls_back(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    assert callable(getattr(torch.Tensor, "_use_count", None))  # the names still exist
+    assert callable(getattr(torch._C, "_storage_Use_Count", None))
+    tensor = torch.zeros(4, 3)
+    assert compat.sole_reference(tensor)
+    holders = {
+        "alias": lambda t: t,
+        "view": lambda t: t[1:],
+        "detach": lambda t: t.detach(),
+        "numpy": lambda t: t.numpy(),
+        "storage": lambda t: t.untyped_storage(),
+        "dlpack": lambda t: torch.utils.dlpack.to_dlpack(t),
+        "set_": lambda t: torch.empty(0).set_(t.untyped_storage()),
+        "container": lambda t: {"kept": t},
+    }
+    for name, hold in holders.items():
+        held = hold(tensor)
+        assert not compat.sole_reference(tensor), name
+        del held
+        assert compat.sole_reference(tensor), f"after letting go of the {name}"
+    # Fallback: a torch without the counts never calls a tensor unshared.
+    monkeypatch.setattr(compat, "_SOLE_HOLDERS", None)
+    assert not compat.sole_reference(tensor)
+    monkeypatch.setattr(compat, "_TENSOR_USE_COUNT", None)
+    assert compat._holders_of_a_lone_local() is None

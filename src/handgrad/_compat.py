@@ -25,12 +25,13 @@ The private names, one entry per thing read:
    :func:`step_wrapper_needed`;
 7. ``torch._C._get_privateuse1_backend_name`` (where ``capturable=True`` is allowed) —
    :func:`privateuse1_backend_name`;
-8. argparse's ``ArgumentParser._negative_number_matcher`` (Python's, not torch's) —
-   :func:`allow_negative_numbers`.
+8. ``Tensor._use_count`` and ``torch._C._storage_Use_Count`` (how many C++ references a
+   tensor and its memory have) — :func:`sole_reference`.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -186,13 +187,50 @@ def share_step_hooks(wrapper: torch.optim.Optimizer, optimizer: torch.optim.Opti
             setattr(wrapper, name, getattr(optimizer, name))
 
 
-def allow_negative_numbers(parser: Any, pattern: Any) -> None:
-    """Let ``parser`` take arguments matching ``pattern`` (``-6``, ``-inf``) as positional
-    values, not as options, by setting argparse's private ``_negative_number_matcher``.
+def sole_reference(tensor: torch.Tensor) -> bool:
+    """Whether the caller's one local variable is the only thing that reaches ``tensor``'s
+    memory: no other Python reference to the tensor, no other tensor on its storage (a view,
+    ``detach()``, ``set_``), no NumPy array or DLPack capsule on it, no Python storage
+    object held. Then writing into it can surprise nobody (handgrad reuses a cleared
+    ``grad_sample``'s storage only then: :mod:`handgrad.nn.per_sample`).
 
-    Fallback, for a Python without it: nothing changes; argparse then takes only what its
-    own matcher calls a negative number (``-6``, ``-1e-3``) as a value, and a negative
-    coefficient such as ``-inf`` needs ``--`` before the positional arguments.
+    The counts are Python's ``sys.getrefcount`` and torch's private ``Tensor._use_count``
+    and ``torch._C._storage_Use_Count``, compared with those of a fresh tensor held the same
+    way (measured once, so that the interpreter's own references cancel). Fallback, for a
+    torch without the names: False — never reused, always fresh memory.
     """
-    if isinstance(getattr(parser, "_negative_number_matcher", None), type(pattern)):
-        parser._negative_number_matcher = pattern
+    if _SOLE_HOLDERS is None:
+        return False
+    return _holders(tensor) == _SOLE_HOLDERS
+
+
+def _holders(tensor: torch.Tensor) -> tuple[int, int, int, int]:
+    """(Python references to the tensor, C++ references to it, C++ references to its
+    storage, Python references to its storage object)."""
+    assert _TENSOR_USE_COUNT is not None
+    assert _STORAGE_USE_COUNT is not None
+    storage = tensor.untyped_storage()
+    return (
+        sys.getrefcount(tensor),
+        int(_TENSOR_USE_COUNT(tensor)),
+        int(_STORAGE_USE_COUNT(storage._cdata)),
+        sys.getrefcount(storage),
+    )
+
+
+def _holders_of_a_lone_local() -> tuple[int, int, int, int] | None:
+    """:func:`_holders` of a fresh tensor that one local holds, reached through one call as
+    :func:`sole_reference` reaches its argument; None where torch lacks the names."""
+    if _TENSOR_USE_COUNT is None or _STORAGE_USE_COUNT is None:
+        return None
+    probe = torch.empty(1)
+    return _holders_through_one_call(probe)
+
+
+def _holders_through_one_call(tensor: torch.Tensor) -> tuple[int, int, int, int]:
+    return _holders(tensor)
+
+
+_TENSOR_USE_COUNT: Callable[[torch.Tensor], int] | None = getattr(torch.Tensor, "_use_count", None)
+_STORAGE_USE_COUNT: Callable[[int], int] | None = getattr(torch._C, "_storage_Use_Count", None)
+_SOLE_HOLDERS = _holders_of_a_lone_local()

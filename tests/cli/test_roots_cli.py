@@ -514,3 +514,28 @@ def test_progress_on_a_terminal_rewrites_one_line(monkeypatch: pytest.MonkeyPatc
     early = roots_cli.Progress(quiet=False, stream=quiet)
     early.update("solving", 1.0)
     assert quiet.getvalue() == ""
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["roots", "1", "-inf", "-1e-3"], ["roots", "1", " -inf", " -1e-3"]),
+        (["roots", "--x0", "-1+2j", "-.5"], ["roots", "--x0", " -1+2j", " -.5"]),
+        (["train", "--lr", "-1", "--csv", "-name"], ["train", "--lr", " -1", "--csv", "-name"]),
+    ],
+)
+def test_negative_numbers_are_marked_as_values_and_nothing_else(
+    argv: list[str], expected: list[str]
+) -> None:
+    from handgrad.cli import numbers_as_values
+
+    assert numbers_as_values(argv) == expected
+
+
+def test_an_option_value_may_be_a_negative_number_in_any_notation(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Before, argparse took "-1e-2" for an unknown option: "expected one argument"."""
+    status, _, err = run(capsys, "1", "-6", "4", "--lr", "-1e-2", "--x0", "-1e1", "1e1")
+    assert status == 2
+    assert "--lr must be a finite number > 0; got -0.01" in err

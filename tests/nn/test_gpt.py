@@ -108,6 +108,24 @@ def test_the_gelu_derivative_in_row_chunks_gives_the_same_bits(
         assert_matches(mine, theirs.grad, "chunked GELU gradient")
 
 
+def test_the_last_blocks_kept_activation_gives_the_recomputed_bits() -> None:
+    """The last block keeps GELU(h) (its backward runs at the memory peak); the others
+    recompute it: the same kernel on the same h, so every gradient has the same bits."""
+    tokens, _ = _batch(torch.Generator().manual_seed(5))
+    upstream = torch.randn(3, CONTEXT, VOCAB, dtype=DOUBLE)
+    grads = []
+    for keep in (True, False):
+        model = _model()
+        mlps = [block.mlp for block in model.blocks]
+        assert [mlp.keep_activation for mlp in mlps] == [False] * (len(mlps) - 1) + [True]
+        mlps[-1].keep_activation = keep
+        model.backward(upstream) if model(tokens) is not None else None
+        grads.append([p.grad for p in model.parameters()])
+    for kept, recomputed in zip(*grads, strict=True):
+        assert kept is not None
+        assert torch.equal(kept, recomputed)
+
+
 def test_the_tied_matrix_collects_both_gradients() -> None:
     """dE = (head's gᵀh) + (the lookup's scatter of the embedding gradient): their sum."""
     tied = _model()

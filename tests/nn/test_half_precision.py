@@ -604,6 +604,36 @@ def _in_float64(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
     return reference
 
 
+def module_errors(
+    what: str, ours: hn.Module, theirs: torch.nn.Module, reference: torch.nn.Module, x: Tensor,
+    g: Tensor, finite: Tensor, params_finite: Tensor,
+) -> list[Errors]:  # fmt: skip
+    """Forward, input gradient and each parameter's gradient of ``ours`` and of torch's module
+    in the half dtype, each measured against ``reference`` (the module in float64), for the
+    upstream gradient ``g``; ``finite`` marks the entries counted (``params_finite`` for the
+    parameters' gradients)."""
+    out, grad = run_ours(ours, (x,), g)
+    leaf = x.detach().clone().requires_grad_(True)
+    out_t = theirs(leaf)
+    grads_t = torch.autograd.grad(out_t, [leaf, *theirs.parameters()], g)
+    leaf64 = x.double().requires_grad_(True)
+    out64 = reference(leaf64)
+    grads64 = torch.autograd.grad(out64, [leaf64, *reference.parameters()], g.double())
+    results = [
+        Errors.measure(f"{what} forward", out, out_t.detach(), out64, finite),
+        Errors.measure(f"{what} backward", grad, grads_t[0], grads64[0], finite),
+    ]
+    params = dict(ours.named_parameters())
+    names = [name for name, _ in theirs.named_parameters()]
+    for name, got, exact in zip(names, grads_t[1:], grads64[1:], strict=True):
+        grad_param = params[name].grad
+        assert grad_param is not None
+        results.append(
+            Errors.measure(f"{what} backward (d{name})", grad_param, got, exact, params_finite)
+        )
+    return results
+
+
 def row_errors(case: RowCase, dtype: torch.dtype, device: torch.device = CPU) -> list[Errors]:
     """Forward, input gradient and parameter gradients (random upstream gradient), each
     row's entries counted as finite only where the whole row is."""
@@ -618,25 +648,9 @@ def row_errors(case: RowCase, dtype: torch.dtype, device: torch.device = CPU) ->
         reference = _in_float64(theirs, dtype)
         g = random_halves(dtype, tuple(x.shape), generator).to(device)
         finite = x.isfinite().all(-1, keepdim=True).expand(x.shape)
-        out, grad = run_ours(ours, (x,), g)
-        leaf = x.detach().clone().requires_grad_(True)
-        out_t = theirs(leaf)
-        grads_t = torch.autograd.grad(out_t, [leaf, *theirs.parameters()], g)
-        leaf64 = x.double().requires_grad_(True)
-        out64 = reference(leaf64)
-        grads64 = torch.autograd.grad(out64, [leaf64, *reference.parameters()], g.double())
         what = f"{case.name} {dtype} {tuple(x.shape)}"
-        results.append(Errors.measure(f"{what} forward", out, out_t.detach(), out64, finite))
-        results.append(Errors.measure(f"{what} backward", grad, grads_t[0], grads64[0], finite))
-        rows_finite = finite.all()  # a parameter's gradient sums over every row
-        params = dict(ours.named_parameters())
-        names = [name for name, _ in theirs.named_parameters()]
-        for name, got, exact in zip(names, grads_t[1:], grads64[1:], strict=True):
-            grad_param = params[name].grad
-            assert grad_param is not None
-            results.append(
-                Errors.measure(f"{what} backward (d{name})", grad_param, got, exact, rows_finite)
-            )
+        # a parameter's gradient sums over every row: finite only where all rows are
+        results += module_errors(what, ours, theirs, reference, x, g, finite, finite.all())
     return results
 
 
@@ -705,27 +719,9 @@ def channel_errors(
     x = _channel_input(dtype, case.shape).to(device)
     g = random_halves(dtype, tuple(x.shape), torch.Generator().manual_seed(14)).to(device)
     finite = torch.ones_like(x, dtype=torch.bool)
-    out, grad = run_ours(ours, (x,), g)
-    leaf = x.detach().clone().requires_grad_(True)
-    out_t = theirs(leaf)
-    grads_t = torch.autograd.grad(out_t, [leaf, *theirs.parameters()], g)
-    leaf64 = x.double().requires_grad_(True)
-    out64 = reference(leaf64)
-    grads64 = torch.autograd.grad(out64, [leaf64, *reference.parameters()], g.double())
     what = f"{case.name} {dtype}"
-    results = [
-        Errors.measure(f"{what} forward", out, out_t.detach(), out64, finite),
-        Errors.measure(f"{what} backward", grad, grads_t[0], grads64[0], finite),
-    ]
-    params = dict(ours.named_parameters())
-    names = [name for name, _ in theirs.named_parameters()]
     all_finite = torch.tensor(True, device=device)
-    for name, got, exact in zip(names, grads_t[1:], grads64[1:], strict=True):
-        grad_param = params[name].grad
-        assert grad_param is not None
-        results.append(
-            Errors.measure(f"{what} backward (d{name})", grad_param, got, exact, all_finite)
-        )
+    results = module_errors(what, ours, theirs, reference, x, g, finite, all_finite)
     buffers = dict(ours.named_buffers())
     for name, theirs_buffer in theirs.named_buffers():
         if theirs_buffer.is_floating_point():  # num_batches_tracked aside

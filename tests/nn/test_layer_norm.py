@@ -118,3 +118,25 @@ def test_backward_frees_what_forward_kept() -> None:
         norm.backward(torch.ones_like(out))
     with pytest.raises(ValueError, match="after backward"):
         norm.recompute_output()
+
+
+def test_the_fused_normalization_equals_the_plain_formulas_and_falls_back(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """x̂ and r from torch.native_layer_norm equal the plain formulas' to float64 round-off;
+    without the name the plain formulas run (normalize_fused gives None)."""
+    from handgrad.nn.functional import layer_norm as kernels
+
+    assert kernels._NATIVE_LAYER_NORM is torch.native_layer_norm
+    x = torch.randn(3, 4, 5, dtype=torch.float64) * 3 + 1
+    fused = kernels.normalize_fused(x, (4, 5), 1e-5)
+    assert fused is not None
+    plain = kernels.normalize_plain(x, 2, 1e-5)
+    for mine, reference in zip(fused, plain, strict=True):
+        assert mine.shape == reference.shape
+        torch.testing.assert_close(mine, reference, rtol=1e-13, atol=1e-13)
+    monkeypatch.setattr(kernels, "_NATIVE_LAYER_NORM", None)  # a torch without it
+    assert kernels.normalize_fused(x, (4, 5), 1e-5) is None
+    weight, bias = torch.rand(4, 5, dtype=torch.float64), torch.randn(4, 5, dtype=torch.float64)
+    out, ctx = kernels.layer_norm_forward(x, 2, weight, bias, 1e-5)
+    torch.testing.assert_close(out, torch.nn.functional.layer_norm(x, (4, 5), weight, bias))
+    assert torch.equal(ctx[0], plain[0])
+    assert torch.equal(ctx[1], plain[1])

@@ -4,7 +4,9 @@ vmap(grad) on the torch twin of the network, in float64."""
 from __future__ import annotations
 
 import itertools
+import weakref
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -13,7 +15,13 @@ from hypothesis import strategies as st
 from torch import Tensor
 
 import handgrad.nn as hn
-from handgrad.nn.per_sample import FactoredGradSample, per_sample_gradients
+from handgrad.nn.per_sample import (
+    FactoredGradSample,
+    clear_grad_sample,
+    held_grad_sample_storage,
+    per_sample_gradients,
+    release_grad_sample_storage,
+)
 from tests.nn.helpers import assert_matches
 
 ACTIVATIONS: list[Callable[[], hn.Module]] = [
@@ -296,3 +304,116 @@ def test_grad_sample_of_mixed_modes_adds_up() -> None:
             grad_sample = grad_sample.materialize()
         assert_matches(grad_sample, 2 * single)
         assert_matches(layer.bias.grad_sample, 2 * g)
+
+
+# --------------------------------------------------------------- storage kept between batches
+
+
+def _per_sample_step(model: hn.Module, x: Tensor, target: Tensor) -> Tensor:
+    """clear_grad_sample (set_to_none), then a per-sample backward; the first weight's."""
+    clear_grad_sample(model.parameters())
+    loss_fn = hn.CrossEntropyLoss()
+    loss_fn(model(x), target)
+    model.backward(loss_fn.backward(), input_grad=False, per_sample=True)
+    return model[0].weight.grad_sample
+
+
+def test_cleared_storage_is_reused_and_the_values_match_vmap() -> None:
+    """After clear_grad_sample(set_to_none=True) the next backward writes into the cleared
+    tensor (the same one: a weak reference to it still reaches it; no fresh pages), and the
+    values are vmap(grad)'s."""
+    torch.manual_seed(0)
+    model = network([4, 6, 3], hn.Tanh, residual=False)
+    x, target = torch.randn(5, 4, dtype=torch.float64), torch.randint(0, 3, (5,))
+    last = weakref.ref(_per_sample_step(model, x, target))
+    assert held_grad_sample_storage(model.parameters()) == 0  # in use, not spare
+    for _ in range(3):
+        x = torch.randn(5, 4, dtype=torch.float64)
+        expected = vmap_grad_samples(model, hn.CrossEntropyLoss(), x, target, 5)
+        clear_grad_sample(model.parameters())
+        assert held_grad_sample_storage(model.parameters()) == 5 * (6 * 4 + 3 * 6) * 8
+        assert _per_sample_step(model, x, target) is last()
+        for name, param in model.named_parameters():
+            assert_matches(param.grad_sample, expected[name], f"{name}.grad_sample")
+    clear_grad_sample(model.parameters())
+    release_grad_sample_storage(model.parameters())
+    assert held_grad_sample_storage(model.parameters()) == 0
+    _per_sample_step(model, x, target)
+    clear_grad_sample(model.parameters())
+    release_grad_sample_storage()  # every parameter's
+    assert held_grad_sample_storage() == 0
+
+
+def _on_storage(storage: torch.UntypedStorage) -> Tensor:
+    return torch.empty(0, dtype=torch.float64).set_(storage)
+
+
+KEEPERS: dict[str, tuple[Callable[[Tensor], Any], Callable[[Any], Tensor]]] = {
+    # what a user keeps of the old grad_sample, and how to read its values back
+    "reference": (lambda t: t, lambda kept: kept),
+    "slice": (lambda t: t[1:], lambda kept: kept),
+    "view": (lambda t: t.view(-1), lambda kept: kept),
+    "detach": (lambda t: t.detach(), lambda kept: kept),
+    "numpy": (lambda t: t.numpy(), torch.from_numpy),
+    "storage": (lambda t: t.untyped_storage(), _on_storage),
+    "list": (lambda t: [t], lambda kept: kept[0]),
+}
+
+
+@pytest.mark.parametrize("kind", list(KEEPERS))
+def test_a_kept_grad_sample_is_never_overwritten(kind: str) -> None:
+    """Whatever still reaches an old grad_sample's memory when the next backward runs — the
+    tensor itself, a view, a NumPy array, its storage — that memory is left alone and
+    fresh memory is used; once let go, the reuse resumes."""
+    keep, read = KEEPERS[kind]
+    torch.manual_seed(1)
+    model = network([4, 6, 3], hn.Tanh, residual=False)
+    x, target = torch.randn(5, 4, dtype=torch.float64), torch.randint(0, 3, (5,))
+    old = _per_sample_step(model, x, target)
+    address, last = old.data_ptr(), weakref.ref(old)
+    kept = keep(old)
+    before = read(kept).clone()
+    del old
+    new = _per_sample_step(model, 2 * x, target)
+    assert new.data_ptr() != address
+    assert torch.equal(read(kept), before)  # untouched
+    assert not torch.equal(new.reshape(-1)[: before.numel()], before.reshape(-1))
+    last = weakref.ref(new)
+    del kept, new
+    assert _per_sample_step(model, x, target) is last()  # let go of: refilled again
+
+
+def test_spare_storage_that_does_not_fit_is_dropped() -> None:
+    """Another batch size, or a factored backward: the spare is not used and not kept."""
+    torch.manual_seed(2)
+    model = network([4, 6, 3], hn.Tanh, residual=False)
+    x, target = torch.randn(5, 4, dtype=torch.float64), torch.randint(0, 3, (5,))
+    _per_sample_step(model, x, target)
+    expected = vmap_grad_samples(model, hn.CrossEntropyLoss(), x[:3], target[:3], 3)
+    _per_sample_step(model, x[:3], target[:3])
+    for name, param in model.named_parameters():
+        assert_matches(param.grad_sample, expected[name], f"{name}.grad_sample")
+    clear_grad_sample(model.parameters())
+    loss_fn = hn.CrossEntropyLoss()
+    loss_fn(model(x), target)
+    model.backward(loss_fn.backward(), input_grad=False, per_sample="factored")
+    assert held_grad_sample_storage(model.parameters()) == 0
+    clear_grad_sample(model.parameters())  # factored ones: nothing to keep
+    assert held_grad_sample_storage(model.parameters()) == 0
+
+
+def test_spare_from_inference_mode_or_made_a_leaf_is_not_refilled() -> None:
+    """A spare formed under torch.inference_mode (an inference tensor, read-only outside)
+    or one someone marked requires_grad would refuse an in-place write: fresh memory."""
+    torch.manual_seed(3)
+    model = network([4, 6, 3], hn.Tanh, residual=False)
+    x, target = torch.randn(5, 4, dtype=torch.float64), torch.randint(0, 3, (5,))
+    expected = vmap_grad_samples(model, hn.CrossEntropyLoss(), x, target, 5)
+    with torch.inference_mode():
+        assert _per_sample_step(model, x, target).is_inference()
+    assert not _per_sample_step(model, x, target).is_inference()
+    model[0].weight.grad_sample.requires_grad_()
+    _per_sample_step(model, x, target)
+    for name, param in model.named_parameters():
+        assert not param.grad_sample.requires_grad
+        assert_matches(param.grad_sample, expected[name], f"{name}.grad_sample")

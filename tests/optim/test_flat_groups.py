@@ -79,6 +79,21 @@ def steps_match(flat: Flat, reference: list[Tensor], ours: Any, theirs: Any, cou
         assert_same(flat.params, reference)
 
 
+def accumulated_steps_match(
+    params: list[Tensor], reference: list[Tensor], ours: Any, theirs: Any, count: int
+) -> None:
+    """``count`` steps with each gradient stored as a handgrad backward stores it
+    (accumulate_grad, after a zero_grad), the reference's set directly; equal at the end."""
+    for _ in range(count):
+        for p in params:
+            p.grad = None
+            hnn.accumulate_grad(p, torch.sin(3 * p) + 0.1 * p)
+        set_reference_grads(reference)
+        ours.step()
+        theirs.step()
+    assert_same(params, reference)
+
+
 def assert_state_dicts_equal(ours: dict[str, Any], theirs: dict[str, Any]) -> None:
     assert ours["state"].keys() == theirs["state"].keys()
     for index, state in theirs["state"].items():
@@ -239,14 +254,7 @@ def test_an_optimizer_built_before_flattening_is_correct_not_flat() -> None:
     ours = Adam(params, lr=0.01)  # before: the group is not a layout
     hnn.flatten_parameters(params)
     theirs = torch.optim.Adam(reference, lr=0.01)
-    for _ in range(3):
-        for p in params:
-            p.grad = None
-            hnn.accumulate_grad(p, torch.sin(3 * p) + 0.1 * p)
-        set_reference_grads(reference)
-        ours.step()
-        theirs.step()
-    assert_same(params, reference)
+    accumulated_steps_match(params, reference, ours, theirs, 3)
     assert flat_updates(ours) == 0
 
 
@@ -256,14 +264,7 @@ def test_mixed_dtypes_are_two_layouts_and_not_flat() -> None:
     assert [layout.data.dtype for layout in layouts] == [torch.float32, torch.float64]
     reference = [p.detach().clone() for p in params]
     ours, theirs = Adam(params, lr=0.01), torch.optim.Adam(reference, lr=0.01)
-    for _ in range(3):
-        for p in params:
-            p.grad = None
-            hnn.accumulate_grad(p, torch.sin(3 * p) + 0.1 * p)
-        set_reference_grads(reference)
-        ours.step()
-        theirs.step()
-    assert_same(params, reference)
+    accumulated_steps_match(params, reference, ours, theirs, 3)
     assert flat_updates(ours) == 0
 
 

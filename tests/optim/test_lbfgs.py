@@ -11,11 +11,12 @@ from torch import Tensor
 
 from handgrad.optim import LBFGS
 from handgrad.optim._line_search import cubic_minimizer, strong_wolfe
+from tests.optim._cases import COMMON_ERROR_CASES
 from tests.optim.harness import (
     Objective,
+    _closure,
     assert_matches_torch,
     assert_same_error,
-    common_error_cases,
     make_params,
     torch_inputs_params,
 )
@@ -111,15 +112,6 @@ def test_complex_params_match_torch(line_search_fn: str | None, device: torch.de
     )
 
 
-def _closure(params: list[Tensor], objective: Objective) -> Any:
-    def closure() -> Tensor:
-        for p, g in zip(params, objective.gradients(params), strict=True):
-            p.grad = g
-        return objective.loss(params)
-
-    return closure
-
-
 @pytest.mark.parametrize("direction", ["torch_to_ours", "ours_to_torch"])
 @pytest.mark.parametrize("line_search_fn", [None, "strong_wolfe"])
 def test_state_dict_handover(
@@ -146,10 +138,7 @@ def test_state_dict_handover(
             torch.testing.assert_close(p, q, rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize(
-    ("description", "params", "kwargs"),
-    [pytest.param(*case, id=case[0].replace(" ", "_")) for case in common_error_cases()],
-)
+@COMMON_ERROR_CASES
 def test_common_bad_inputs(description: str, params: Any, kwargs: dict[str, Any]) -> None:
     kind, _, _ = assert_same_error(LBFGS, torch.optim.LBFGS, kwargs, params=params)
     assert kind != "ok", description

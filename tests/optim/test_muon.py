@@ -20,11 +20,11 @@ from torch.optim._muon import _zeropower_via_newtonschulz as torch_newton_schulz
 from handgrad.optim import Muon
 from handgrad.optim.muon import newton_schulz
 from tests.conftest import DEVICES
+from tests.optim._cases import COMMON_ERROR_CASES
 from tests.optim.harness import (
     assert_matches_torch,
     assert_same_error,
     assert_state_dict_handover,
-    common_error_cases,
     torch_inputs_params,
 )
 
@@ -135,10 +135,7 @@ def test_state_dict_handover(direction: str, device: torch.device) -> None:
     )
 
 
-@pytest.mark.parametrize(
-    ("description", "params", "kwargs"),
-    [pytest.param(*case, id=case[0].replace(" ", "_")) for case in common_error_cases()],
-)
+@COMMON_ERROR_CASES
 def test_common_bad_inputs(description: str, params: Any, kwargs: dict[str, Any]) -> None:
     kind, _, _ = assert_same_error(Muon, torch.optim.Muon, kwargs, params=params)
     assert kind != "ok", description

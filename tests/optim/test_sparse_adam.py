@@ -15,11 +15,11 @@ import torch
 from torch import Tensor
 
 from handgrad.optim import SparseAdam
+from tests.optim._cases import COMMON_ERROR_CASES
 from tests.optim.harness import (
     TOLERANCES,
     Objective,
     assert_same_error,
-    common_error_cases,
     make_params,
     torch_inputs_params,
 )
@@ -139,10 +139,7 @@ def test_state_dict_handover(direction: str, device: torch.device) -> None:
             torch.testing.assert_close(p, q, rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize(
-    ("description", "params", "kwargs"),
-    [pytest.param(*case, id=case[0].replace(" ", "_")) for case in common_error_cases()],
-)
+@COMMON_ERROR_CASES
 def test_common_bad_inputs(description: str, params: Any, kwargs: dict[str, Any]) -> None:
     kind, _, _ = assert_same_error(SparseAdam, torch.optim.SparseAdam, kwargs, params=params)
     assert kind != "ok", description

@@ -16,7 +16,7 @@ pytest.importorskip("opacus", reason="the guide's accountant needs opacus")
 def test_the_guide_runs_as_written(capsys: pytest.CaptureFixture[str]) -> None:
     text = DOC.read_text(encoding="utf-8")
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)
-    assert len(blocks) == 4
+    assert len(blocks) == 5
     namespace: dict[str, object] = {"__name__": "privacy_guide"}
     for block in blocks:
         exec(compile(block, str(DOC), "exec"), namespace)

@@ -3,8 +3,11 @@ torch model, the same Poisson batches and the same noise generator, in float64."
 
 from __future__ import annotations
 
+import weakref
+
 import pytest
 import torch
+from torch import Tensor
 
 import handgrad.nn as hn
 from handgrad.optim import Adam
@@ -82,3 +85,47 @@ def test_training_matches_opacus(
         assert accountant.epsilon(1e-5) == pytest.approx(
             reference_accountant.get_epsilon(1e-5), rel=1e-12
         )
+
+
+def test_training_with_refilled_storage_matches_opacus() -> None:
+    """Fixed-size batches and per_sample=True: from the second step on, every backward
+    writes the weights' per-sample gradients into the tensors zero_grad() kept (the same
+    tensors: weak references to the last ones still reach them), and the run still equals
+    Opacus's parameter for parameter over 20 steps."""
+    n, batch, clip, noise = 48, 12, 0.5, 0.8
+    data = torch.randn(n, 6, dtype=torch.float64)
+    labels = torch.randint(0, 3, (n,))
+    order = torch.Generator().manual_seed(3)
+    batches = [torch.randperm(n, generator=order)[:batch] for _ in range(STEPS)]
+    reference = opacus.GradSampleModule(torch_model())
+    reference_optimizer = opacus.optimizers.DPOptimizer(
+        torch.optim.SGD(reference.parameters(), lr=0.1), noise_multiplier=noise,
+        max_grad_norm=clip, expected_batch_size=batch,
+        generator=torch.Generator().manual_seed(9),
+    )  # fmt: skip
+    model = hn.from_torch(torch_model())
+    optimizer = DPOptimizer(
+        torch.optim.SGD(model.parameters(), lr=0.1), noise_multiplier=noise,
+        max_grad_norm=clip, expected_batch_size=batch,
+        generator=torch.Generator().manual_seed(9),
+    )  # fmt: skip
+    loss_fn = hn.CrossEntropyLoss()
+    weights = [p for name, p in model.named_parameters() if name.endswith("weight")]
+    last: list[weakref.ref[Tensor]] = []
+    for step, index in enumerate(batches):
+        reference_optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(reference(data[index]), labels[index]).backward()
+        reference_optimizer.step()
+        optimizer.zero_grad()
+        loss_fn(model(data[index]), labels[index])
+        model.backward(loss_fn.backward(), input_grad=False, per_sample=True)
+        if step > 0:
+            assert all(
+                ref() is p.grad_sample for ref, p in zip(last, weights, strict=True)
+            ), f"fresh memory at step {step + 1}"
+        last = [weakref.ref(p.grad_sample) for p in weights]
+        optimizer.step()
+        for (name, got), expected in zip(
+            model.named_parameters(), reference.parameters(), strict=True
+        ):
+            assert_matches(got, expected.detach(), f"{name} after {optimizer.steps} steps")

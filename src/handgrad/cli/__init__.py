@@ -96,10 +96,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def numbers_as_values(argv: Sequence[str]) -> list[str]:
+    """``argv`` with every negative number in any notation Python reads (``-6``, ``-1e-3``,
+    ``-.5``, ``-inf``, ``-1+2j``) marked as a value: a leading space, which ``float``,
+    ``int`` and ``complex`` ignore and which stops argparse from taking it for an option.
+
+    argparse itself only recognises ``-6`` and ``-.5`` as numbers; ``handgrad roots 1 -1e-3
+    -inf`` needs the rest. None of handgrad's options looks like a number, so nothing is lost.
+    """
+    return [f" {arg}" if _is_negative_number(arg) else arg for arg in argv]
+
+
+def _is_negative_number(arg: str) -> bool:
+    if not arg.startswith("-") or arg.startswith("--"):
+        return False
+    for kind in (float, complex):
+        try:
+            kind(arg)
+        except ValueError:
+            continue
+        return True
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``handgrad`` command line; returns the process exit status."""
     parser = build_parser()
-    args = parser.parse_args(list(argv) if argv is not None else None)
+    args = parser.parse_args(numbers_as_values(sys.argv[1:] if argv is None else argv))
     if getattr(args, "func", None) is None:
         parser.print_help()
         return EXIT_USAGE

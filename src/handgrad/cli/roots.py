@@ -25,7 +25,6 @@ from typing import Any, TextIO
 
 import torch
 
-from handgrad import _compat
 from handgrad.cli import EXIT_IO, CLIError
 from handgrad.files import lock_file, make_folder, os_error_reason, write_atomically
 from handgrad.roots import (
@@ -44,9 +43,6 @@ from handgrad.tables import format_table
 CSV_COLUMNS = ("a", "b", "c", "kind", "x1", "x2", "iterations", "error")
 # --method choices: the methods, then "all".
 METHOD_CHOICES = ("gauss-newton", "gd", "newton", "closed", "all")
-# Positional coefficients may be negative ("1 -6 4", "-1e-3", "-inf"): argparse must not take
-# them for options. Our options all start with "--", so any "-<digit|.|inf|nan>" is a number.
-_NEGATIVE_NUMBER = re.compile(r"^-(\d|\.\d|inf|nan)", re.IGNORECASE)
 
 _LEGEND = (
     "gauss-newton: descent on f^2 with the step 1/(2 f'(x)^2), which is Newton's step f/f'\n"
@@ -69,7 +65,8 @@ def register(subparsers: Any) -> None:
             "not, 2 for a usage or file error."
         ),
     )
-    _compat.allow_negative_numbers(parser, _NEGATIVE_NUMBER)  # see above
+    # Negative coefficients ("1 -6 4", "-1e-3", "-inf") reach the parser marked as values
+    # (handgrad.cli.numbers_as_values).
     parser.add_argument("coefficients", nargs="*", type=float, metavar="A B C")
     parser.add_argument(
         "--method",

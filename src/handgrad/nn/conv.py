@@ -9,7 +9,7 @@ what the backward needs and hand the parameter gradients to ``accumulate_grad``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -218,9 +218,54 @@ class _ConvNd(Module):
         if bias is not None and grad_bias is not None:
             accumulate_grad(bias, grad_bias)
 
+    # ------------------------------------------------------------------ forward and backward
+
+    # The kernel's backward: (grad_x, grad_w, grad_b) from (grad_output, ctx, input_grad).
+    _kernel_backward: Callable[[Tensor, Any, bool], tuple[Any, ...]]
+
+    def _finish_forward(self, out: Tensor, ctx: Any, unbatched: bool) -> Tensor:
+        """Remember what backward needs; the output without its batch axis where the input
+        had none."""
+        if unbatched:
+            out = out.squeeze(0)
+        self._remember((ctx, (self.weight, self.bias), unbatched), out)
+        return out
+
+    def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
+        ctx, params, unbatched = self._recall(grad_output)
+        grad = grad_output.unsqueeze(0) if unbatched else grad_output
+        grads = self._kernel_backward(grad, ctx, input_grad)
+        self._accumulate(params, grads)
+        grad_x = grads[0]
+        return grad_x.squeeze(0) if unbatched and grad_x is not None else grad_x
+
 
 class _Conv(_ConvNd):
-    """y = conv(x, w) + b (see :mod:`handgrad.nn.functional.conv` for the gradients)."""
+    """y = conv(x, w) + b (see :mod:`handgrad.nn.functional.conv` for the gradients).
+
+    Conv1d and Conv2d share torch's constructor signature (no ``output_padding``).
+    """
+
+    _kernel_backward = staticmethod(F.conv_backward)
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int] = 1,
+        padding: str | int | Sequence[int] = 0,
+        dilation: int | Sequence[int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, 0, groups,
+            bias, padding_mode, device, dtype,
+        )  # fmt: skip
 
     def _check_size(self, x: Tensor) -> None:
         """RuntimeError when the padded input is smaller than the (dilated) kernel."""
@@ -248,18 +293,7 @@ class _Conv(_ConvNd):
             self.groups,
             self.padding_mode,
         )
-        if unbatched:
-            out = out.squeeze(0)
-        self._remember((ctx, (self.weight, self.bias), unbatched), out)
-        return out
-
-    def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
-        ctx, params, unbatched = self._recall(grad_output)
-        grad = grad_output.unsqueeze(0) if unbatched else grad_output
-        grads = F.conv_backward(grad, ctx, input_grad)
-        self._accumulate(params, grads)
-        grad_x = grads[0]
-        return grad_x.squeeze(0) if unbatched and grad_x is not None else grad_x
+        return self._finish_forward(out, ctx, unbatched)
 
     def per_sample_grads(self, grad_output: Tensor, ctx: Any) -> dict[str, GradSample]:
         """dW_i = Σ_l g_{i,l} u_{i,l}ᵀ over output positions l, u_{i,l} the input window
@@ -279,25 +313,6 @@ class Conv1d(_Conv):
 
     _spatial = 1
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int | Sequence[int],
-        stride: int | Sequence[int] = 1,
-        padding: str | int | Sequence[int] = 0,
-        dilation: int | Sequence[int] = 1,
-        groups: int = 1,
-        bias: bool = True,
-        padding_mode: str = "zeros",
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        super().__init__(
-            in_channels, out_channels, kernel_size, stride, padding, dilation, 0, groups,
-            bias, padding_mode, device, dtype,
-        )  # fmt: skip
-
 
 class Conv2d(_Conv):
     """2-D convolution over (N, C_in, H, W) or (C_in, H, W), as torch.nn.Conv2d:
@@ -305,25 +320,6 @@ class Conv2d(_Conv):
     (c over o's group). ``groups=in_channels`` is a depthwise convolution."""
 
     _spatial = 2
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int | Sequence[int],
-        stride: int | Sequence[int] = 1,
-        padding: str | int | Sequence[int] = 0,
-        dilation: int | Sequence[int] = 1,
-        groups: int = 1,
-        bias: bool = True,
-        padding_mode: str = "zeros",
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        super().__init__(
-            in_channels, out_channels, kernel_size, stride, padding, dilation, 0, groups,
-            bias, padding_mode, device, dtype,
-        )  # fmt: skip
 
 
 class ConvTranspose2d(_ConvNd):
@@ -334,6 +330,7 @@ class ConvTranspose2d(_ConvNd):
 
     _spatial = 2
     _transposed = True
+    _kernel_backward = staticmethod(F.conv_transpose_backward)
 
     def __init__(
         self,
@@ -399,18 +396,7 @@ class ConvTranspose2d(_ConvNd):
             self.groups,
             self.dilation,
         )
-        if unbatched:
-            out = out.squeeze(0)
-        self._remember((ctx, (self.weight, self.bias), unbatched), out)
-        return out
-
-    def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
-        ctx, params, unbatched = self._recall(grad_output)
-        grad = grad_output.unsqueeze(0) if unbatched else grad_output
-        grads = F.conv_transpose_backward(grad, ctx, input_grad)
-        self._accumulate(params, grads)
-        grad_x = grads[0]
-        return grad_x.squeeze(0) if unbatched and grad_x is not None else grad_x
+        return self._finish_forward(out, ctx, unbatched)
 
     def per_sample_grads(self, grad_output: Tensor, ctx: Any) -> dict[str, GradSample]:
         """The transposed convolution's weight gradient is the convolution's with input and

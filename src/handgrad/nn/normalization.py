@@ -9,6 +9,7 @@ The kernels and the derivation of the three-term input gradient are in
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -31,7 +32,42 @@ def _accumulate(weight: Tensor | None, bias: Tensor | None, grads: tuple[Any, ..
         accumulate_grad(bias, grad_bias)
 
 
-class _BatchNorm(Module):
+def _register_affine(
+    module: Module, size: int, affine: bool, bias: bool, factory: dict[str, Any]
+) -> None:
+    """``weight`` γ and ``bias`` β of ``size`` elements (uninitialised: reset_parameters sets
+    them) when ``affine``, β only with ``bias``; None entries otherwise, as torch registers
+    them."""
+    weight = torch.nn.Parameter(torch.empty(size, **factory), False) if affine else None
+    module.register_parameter("weight", weight)
+    bias_ = torch.nn.Parameter(torch.empty(size, **factory), False) if affine and bias else None
+    module.register_parameter("bias", bias_)
+
+
+def _reset_affine(weight: Tensor | None, bias: Tensor | None) -> None:
+    """γ = 1, β = 0 (those present)."""
+    with torch.no_grad():
+        if weight is not None:
+            weight.fill_(1)
+        if bias is not None:
+            bias.zero_()
+
+
+class _AffineNormalization(Module):
+    """A normalisation with optional γ and β: forward remembers (ctx, γ, β); backward is its
+    kernel's, the parameters' gradients accumulated."""
+
+    # The kernel's backward: (grad_x, grad_γ, grad_β) from (grad_output, ctx, input_grad).
+    _kernel_backward: Callable[[Tensor, Any, bool], tuple[Any, ...]]
+
+    def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
+        ctx, weight, bias = self._recall(grad_output)
+        grads = self._kernel_backward(grad_output, ctx, input_grad)
+        _accumulate(weight, bias, grads)
+        return grads[0]
+
+
+class _BatchNorm(_AffineNormalization):
     """y = γ (x − μ)/√(σ² + ε) + β per channel (axis 1), as torch.nn's batch norms.
 
     In training μ and σ² are the batch's (over every axis but the channels), and with
@@ -42,6 +78,7 @@ class _BatchNorm(Module):
     """
 
     _version = 2  # torch's: state_dicts of version < 2 lack num_batches_tracked
+    _kernel_backward = staticmethod(F.batch_norm_backward)
 
     def __init__(
         self,
@@ -69,15 +106,7 @@ class _BatchNorm(Module):
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.weight: torch.nn.Parameter | None
         self.bias: torch.nn.Parameter | None
-        if affine:
-            self.weight = torch.nn.Parameter(torch.empty(num_features, **factory), False)
-            if bias:
-                self.bias = torch.nn.Parameter(torch.empty(num_features, **factory), False)
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _register_affine(self, num_features, affine, bias, factory)
         self.running_mean: Tensor | None
         self.running_var: Tensor | None
         self.num_batches_tracked: Tensor | None
@@ -104,11 +133,7 @@ class _BatchNorm(Module):
     def reset_parameters(self) -> None:
         """The running statistics reset, γ = 1, β = 0 (nothing is drawn)."""
         self.reset_running_stats()
-        with torch.no_grad():
-            if self.weight is not None:
-                self.weight.fill_(1)
-            if self.bias is not None:
-                self.bias.zero_()
+        _reset_affine(self.weight, self.bias)
 
     def extra_repr(self) -> str:
         return (
@@ -189,12 +214,6 @@ class _BatchNorm(Module):
         self._remember((ctx, self.weight, self.bias), out)
         return out
 
-    def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
-        ctx, weight, bias = self._recall(grad_output)
-        grads = F.batch_norm_backward(grad_output, ctx, input_grad)
-        _accumulate(weight, bias, grads)
-        return grads[0]
-
     def per_sample_grads(self, grad_output: Tensor, ctx: Any) -> dict[str, GradSample]:
         """With the batch's statistics (training) there are none: μ and σ² mix the examples,
         so no example's gradient is its own (Opacus refuses BatchNorm too). With the running
@@ -223,10 +242,12 @@ class BatchNorm2d(_BatchNorm):
     _expected_dims = (4,)
 
 
-class GroupNorm(Module):
+class GroupNorm(_AffineNormalization):
     """Group normalisation, as torch.nn.GroupNorm: each sample's channels fall in
     ``num_groups`` consecutive groups, each normalised over its channels and every spatial
     position, then y = γ x̂ + β per channel. Same in training and eval (no running stats)."""
+
+    _kernel_backward = staticmethod(F.group_norm_backward)
 
     def __init__(
         self,
@@ -251,24 +272,12 @@ class GroupNorm(Module):
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.weight: torch.nn.Parameter | None
         self.bias: torch.nn.Parameter | None
-        if affine:
-            self.weight = torch.nn.Parameter(torch.empty(num_channels, **factory), False)
-            if bias:
-                self.bias = torch.nn.Parameter(torch.empty(num_channels, **factory), False)
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _register_affine(self, num_channels, affine, bias, factory)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """γ = 1, β = 0."""
-        with torch.no_grad():
-            if self.weight is not None:
-                self.weight.fill_(1)
-            if self.bias is not None:
-                self.bias.zero_()
+        _reset_affine(self.weight, self.bias)
 
     def extra_repr(self) -> str:
         return (
@@ -305,12 +314,6 @@ class GroupNorm(Module):
         out, ctx = F.group_norm_forward(x, self.num_groups, self.weight, self.bias, self.eps)
         self._remember((ctx, self.weight, self.bias), out)
         return out
-
-    def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
-        ctx, weight, bias = self._recall(grad_output)
-        grads = F.group_norm_backward(grad_output, ctx, input_grad)
-        _accumulate(weight, bias, grads)
-        return grads[0]
 
     def per_sample_grads(self, grad_output: Tensor, ctx: Any) -> dict[str, GradSample]:
         """Each example is normalised by its own statistics: dγ_i = Σ g_i ⊙ x̂_i and

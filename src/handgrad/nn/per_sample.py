@@ -28,17 +28,38 @@ do layers whose per-sample gradients are not defined (BatchNorm in training mixe
 examples through the batch statistics). A composite module whose parameters' per-sample
 gradients only exist inside its own backward (MultiheadAttention's in-projection) sets
 ``stores_own_per_sample = True`` and calls :func:`store_grad_samples` there instead.
+
+**Storage kept between batches.** A per-sample gradient is large (256 examples of a
+784-512-512-10 network: 685 MB), and memory that large is fresh from the operating system
+each time it is allocated (glibc maps it and unmaps it on free): its page faults cost several
+times the arithmetic that fills it. So :func:`clear_grad_sample` with ``set_to_none=True``
+(the default, and what ``DPOptimizer.zero_grad()`` does) sets ``p.grad_sample`` to None but
+keeps the tensor's memory for the parameter, as a *spare*; the next backward that forms a
+factored gradient of that shape for it (``per_sample=True`` on a fully connected or
+convolution layer) writes it into the spare instead of into fresh memory. A spare is used
+only if nothing outside handgrad reaches its memory at that moment
+(:func:`handgrad._compat.sole_reference`: no reference to the old ``grad_sample``, no view,
+NumPy array or storage of it), so a ``grad_sample`` someone kept is never overwritten; it
+is then dropped and fresh memory used. The cost: that memory stays held from one batch
+to the next, as ``zero_grad`` keeps ``.grad`` buffers (Opacus holds its ``grad_sample``
+from a step to the next ``zero_grad``; this holds it past that too);
+:func:`release_grad_sample_storage` frees it, :func:`held_grad_sample_storage` tells how
+much it is. ``per_sample="factored"`` keeps nothing: a factored ``grad_sample`` holds the
+layer's factors, not a (batch × parameters) tensor.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
+from torch.utils.weak import WeakIdKeyDictionary
 
+from handgrad import _compat
 from handgrad.nn.functional import per_sample as F
 
 PerSample = bool | Literal["factored"]
@@ -46,6 +67,14 @@ PerSample = bool | Literal["factored"]
 
 _mode: Literal["tensors", "factored"] | None = None
 """The per-sample mode of the backward running now (None: off). Read by Module._recall."""
+
+_spares: WeakIdKeyDictionary = WeakIdKeyDictionary()
+"""parameter → the memory of its last cleared ``grad_sample`` tensor, kept for the next
+backward (see "Storage kept between batches" above); an entry goes with its parameter."""
+
+_formed: WeakIdKeyDictionary = WeakIdKeyDictionary()
+"""parameter → a weak reference to the ``grad_sample`` handgrad formed from factors for it:
+only those are kept as spares (a layer's own tensors, a bias's, would never be filled)."""
 
 
 @contextmanager
@@ -136,15 +165,18 @@ class FactoredGradSample:
         return total.view(self.param_shape)
 
     def materialize(self, out: Tensor | None = None, accumulate: bool = False) -> Tensor:
-        """G as a (N, *param_shape) tensor, written into ``out`` (or added to it) when given."""
+        """G as a (N, *param_shape) tensor, written into ``out`` (or added to it) when given,
+        else into new memory; returns that tensor itself (not a view of it: its memory can
+        then be kept and reused whole, see :func:`clear_grad_sample`)."""
         left, right = self.pairs[0]
-        matrix_shape = (len(self), left.shape[-1], right.shape[-1])
-        target = None if out is None else out.view(matrix_shape)
+        if out is None:
+            dtype = torch.promote_types(left.dtype, right.dtype)
+            out, accumulate = left.new_empty(self.shape, dtype=dtype), False
+        target = out.view(len(self), left.shape[-1], right.shape[-1])
         for left, right in self.pairs:
-            target = F.linear_grad_sample(left, right, False, target, accumulate)[0]
+            F.linear_grad_sample(left, right, False, target, accumulate)
             accumulate = True
-        assert target is not None
-        return target.view(self.shape)
+        return out
 
 
 GradSample = Tensor | FactoredGradSample
@@ -222,7 +254,11 @@ def _accumulate(param: Tensor, new: GradSample) -> None:
         if isinstance(current, Tensor):  # formed straight into the kept tensor
             new.materialize(current, accumulate=True)
             return
-        new = new.materialize()
+        spare = _spare_for(param, new)
+        new = new.materialize(spare if current is None else None)
+        _formed[param] = weakref.ref(new)
+    else:
+        _spares.pop(param, None)  # not formed here: a spare would only double the memory
     if current is None:
         param.grad_sample = new  # type: ignore[attr-defined]
     elif isinstance(current, FactoredGradSample) and isinstance(new, FactoredGradSample):
@@ -255,15 +291,65 @@ def per_sample_paused() -> Iterator[None]:
         _mode = previous
 
 
+def _spare_for(param: Tensor, new: FactoredGradSample) -> Tensor | None:
+    """The parameter's spare memory, if it fits ``new`` and nothing outside reaches it
+    (then its values are overwritten); None otherwise. The spare leaves the store either way."""
+    spare = _spares.pop(param, None)
+    if spare is None:
+        return None
+    left, right = new.pairs[0]
+    fits = (
+        spare.shape == new.shape
+        and spare.dtype == torch.promote_types(left.dtype, right.dtype)
+        and spare.device == left.device
+        and spare.is_contiguous()
+        and not spare.requires_grad  # (someone made it a leaf: out= would refuse)
+        and (not spare.is_inference() or torch.is_inference_mode_enabled())
+    )
+    if fits and _compat.sole_reference(spare):
+        return spare
+    return None
+
+
 def clear_grad_sample(params: Iterable[Tensor], set_to_none: bool = True) -> None:
-    """Drop every ``p.grad_sample`` (or zero the tensors in place with ``set_to_none=False``,
-    keeping their memory for the next backward to add into, as ``zero_grad`` keeps ``.grad``)."""
+    """Set every ``p.grad_sample`` to None (or zero the tensors in place with
+    ``set_to_none=False``, for the next backward to add into, as ``zero_grad`` keeps ``.grad``).
+
+    With ``set_to_none=True`` a tensor's memory is kept as the parameter's spare, which the
+    next ``backward(..., per_sample=True)`` fills instead of allocating fresh memory — only
+    if no one else then holds the old ``grad_sample`` (or a view of it): a kept reference
+    is never overwritten. :func:`release_grad_sample_storage` frees the spares (see "Storage
+    kept between batches" in the module docstring).
+    """
     for param in params:
         current = getattr(param, "grad_sample", None)
         if set_to_none or not isinstance(current, Tensor):
             param.grad_sample = None  # type: ignore[attr-defined]
+            formed = _formed.pop(param, None)
+            if current is not None and formed is not None and formed() is current:
+                _spares[param] = current
+            elif current is not None:  # nothing handgrad formed: nothing it would refill
+                _spares.pop(param, None)
         else:
             current.zero_()
+
+
+def release_grad_sample_storage(params: Iterable[Tensor] | None = None) -> None:
+    """Free the memory :func:`clear_grad_sample` keeps for ``params``' next per-sample
+    backward (every parameter's with None): after training, or before a different
+    batch size or a ``per_sample="factored"`` phase, when that memory would sit idle."""
+    if params is None:
+        _spares.clear()
+        return
+    for param in params:
+        _spares.pop(param, None)
+
+
+def held_grad_sample_storage(params: Iterable[Tensor] | None = None) -> int:
+    """Bytes of memory :func:`clear_grad_sample` keeps for ``params``' next per-sample
+    backward (every parameter's with None)."""
+    spares = _spares.values() if params is None else (_spares.get(p) for p in params)
+    return sum(spare.numel() * spare.element_size() for spare in spares if spare is not None)
 
 
 def empty_grad_sample(params: Iterable[Tensor]) -> None:

@@ -31,7 +31,27 @@ def _pair(value: IntOrPair, name: str, owner: str) -> tuple[int, int]:
 
 
 class _Pool2d(Module):
-    """Shared by the 2-D pools: input checks and the unbatched case."""
+    """Shared by the 2-D pools: the window's settings, input checks and the unbatched case."""
+
+    def _window(
+        self, kernel_size: IntOrPair, stride: IntOrPair | None, padding: IntOrPair,
+        dilation: IntOrPair | None = None,
+    ) -> None:  # fmt: skip
+        """Keep the window's settings as given (an int stays an int), as torch keeps them:
+        extra_repr shows them so; stride defaults to kernel_size, dilation (max pooling's)
+        is kept when given. Each must be an int or 2 ints (ValueError naming it)."""
+        self.kernel_size = kernel_size
+        self.stride = stride if stride is not None else kernel_size
+        self.padding = padding
+        names = ["kernel_size", "stride", "padding"]
+        if dilation is not None:
+            self.dilation = dilation
+            names.append("dilation")
+        self._pairs(*names)
+
+    def _pairs(self, *names: str) -> list[tuple[int, int]]:
+        """The named window settings as (height, width) pairs."""
+        return [_pair(getattr(self, name), name, type(self).__name__) for name in names]
 
     def _planes(self, input: object) -> Tensor:
         """The input as (planes…, H, W), after checking it is 3-D or 4-D (RuntimeError, the
@@ -73,15 +93,9 @@ class MaxPool2d(_Pool2d):
         ceil_mode: bool = False,
     ) -> None:
         super().__init__()
-        # Kept as given (an int stays an int), as torch keeps them: extra_repr shows them so.
-        self.kernel_size = kernel_size
-        self.stride = stride if stride is not None else kernel_size
-        self.padding = padding
-        self.dilation = dilation
+        self._window(kernel_size, stride, padding, dilation)
         self.return_indices = return_indices
         self.ceil_mode = ceil_mode
-        for name in ("kernel_size", "stride", "padding", "dilation"):
-            _pair(getattr(self, name), name, "MaxPool2d")
 
     def extra_repr(self) -> str:
         return (
@@ -94,10 +108,7 @@ class MaxPool2d(_Pool2d):
         out, ctx = self._run(
             F.max_pool2d_forward,
             x,
-            _pair(self.kernel_size, "kernel_size", "MaxPool2d"),
-            _pair(self.stride, "stride", "MaxPool2d"),
-            _pair(self.padding, "padding", "MaxPool2d"),
-            _pair(self.dilation, "dilation", "MaxPool2d"),
+            *self._pairs("kernel_size", "stride", "padding", "dilation"),
             self.ceil_mode,
         )
         self._remember(ctx, out)
@@ -127,14 +138,10 @@ class AvgPool2d(_Pool2d):
         divisor_override: int | None = None,
     ) -> None:
         super().__init__()
-        self.kernel_size = kernel_size
-        self.stride = stride if stride is not None else kernel_size
-        self.padding = padding
+        self._window(kernel_size, stride, padding)
         self.ceil_mode = ceil_mode
         self.count_include_pad = count_include_pad
         self.divisor_override = divisor_override
-        for name in ("kernel_size", "stride", "padding"):
-            _pair(getattr(self, name), name, "AvgPool2d")
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
@@ -144,9 +151,7 @@ class AvgPool2d(_Pool2d):
         out, ctx = self._run(
             F.avg_pool2d_forward,
             x,
-            _pair(self.kernel_size, "kernel_size", "AvgPool2d"),
-            _pair(self.stride, "stride", "AvgPool2d"),
-            _pair(self.padding, "padding", "AvgPool2d"),
+            *self._pairs("kernel_size", "stride", "padding"),
             self.ceil_mode,
             self.count_include_pad,
             self.divisor_override,

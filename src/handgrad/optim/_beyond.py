@@ -52,6 +52,15 @@ def check_finite_number(name: str, value: Any, *, low: float = 0.0, low_open: bo
         raise ValueError(f"Invalid {name} value: {value} (expected a number in {interval})")
 
 
+def check_lr_and_betas(lr: float, betas: tuple[float, ...], *, high_open: bool = True) -> None:
+    """pytorch-optimizer's checks of ``lr`` (>= 0) and each beta (in [0, 1), or [0, 1] with
+    ``high_open=False``), a ValueError naming the value and the interval."""
+    check_finite_number("learning rate", lr)
+    for index, beta in enumerate(betas):
+        check_finite_number(f"beta parameter at index {index}", beta, high=1.0,
+                            high_open=high_open)  # fmt: skip
+
+
 def one_tensor_at_a_time(optimizer: Any, group: dict[str, Any], params: list[Tensor],
                          grads: list[Tensor], state: dict[str, list[Any]]) -> None:  # fmt: skip
     """``optimizer.update`` on one tensor at a time, so that each tensor's temporaries are
@@ -103,5 +112,5 @@ class GroupStepped(Optimizer):
             super()._recognise(group)
 
 
-__all__ = ["GroupStepped", "HyperparameterError", "check_finite_number", "one_tensor_at_a_time",
-           "require"]
+__all__ = ["GroupStepped", "HyperparameterError", "check_finite_number", "check_lr_and_betas",
+           "one_tensor_at_a_time", "require"]

@@ -96,28 +96,88 @@ class Adafactor(Optimizer):
         if any(p.is_complex() for p in params):
             raise RuntimeError("Adafactor does not support complex parameters")
 
-    def update(
-        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
-    ) -> None:
-        adafactor_multi_tensor(params, grads, *_state_lists(state), **_settings(group))
-
     def update_single(
         self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
     ) -> None:
-        adafactor_single_tensor(params, grads, *_state_lists(state), **_settings(group))
+        """Adafactor one tensor at a time (torch's order); ``step`` already counts this step.
+
+        A matrix (or stack of matrices) has ``row_var`` and ``col_var``, anything else
+        ``variance`` (None in the other lists)."""
+        lr, beta2_decay, eps1, eps2, d, decay, maximize = _hyperparameters(group)
+        steps, row_vars, col_vars, variances = _state_lists(state)
+        for i, (param, grad, step_t) in enumerate(zip(params, grads, steps, strict=True)):
+            if maximize:
+                grad = -grad
+            t = step_t.item()
+            weight = t**beta2_decay
+            alpha = max(eps2, _rms(param)) * min(lr, 1 / (t**0.5))
+            if decay != 0:
+                param.mul_(1 - lr * decay)
+            if grad.dim() > 1:
+                row_var, col_var = cast(Tensor, row_vars[i]), cast(Tensor, col_vars[i])
+                row_mean = torch.norm(grad, dim=-1, keepdim=True).square_().div_(grad.size(-1))
+                row_var.lerp_(row_mean, weight)
+                col_mean = torch.norm(grad, dim=-2, keepdim=True).square_().div_(grad.size(-2))
+                col_var.lerp_(col_mean, weight)
+                var_estimate = row_var @ col_var
+                var_estimate.div_(row_var.mean(dim=-2, keepdim=True).clamp_(min=eps1))
+            else:
+                variance = cast(Tensor, variances[i])
+                variance.lerp_(grad * grad, weight)
+                var_estimate = variance.clone()
+            update = var_estimate.clamp_(min=eps1 * eps1).rsqrt_().mul_(grad)
+            clip = max(1.0, _rms(update) / d)
+            param.add_(update, alpha=-alpha / clip)
+
+    def update(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
+    ) -> None:
+        """Adafactor on lists of tensors of one device and dtype (``torch._foreach_*``): the
+        factored ones apart from the others."""
+        lr, beta2_decay, eps1, eps2, d, decay, maximize = _hyperparameters(group)
+        steps, row_vars, col_vars, variances = _state_lists(state)
+        factored = [i for i, g in enumerate(grads) if g.dim() > 1]
+        unfactored = [i for i, g in enumerate(grads) if g.dim() <= 1]
+        for indices, moments in ((factored, (row_vars, col_vars)), (unfactored, (variances,))):
+            if not indices:
+                continue
+            p = [params[i] for i in indices]
+            g = [grads[i] for i in indices]
+            kept = [[cast(Tensor, moment[i]) for i in indices] for moment in moments]
+            if maximize:
+                g = list(torch._foreach_neg(g))
+            counts = [steps[i].item() for i in indices]
+            weights = [count**beta2_decay for count in counts]
+            alphas = [
+                max(eps2, _rms(param)) * min(lr, 1 / (count**0.5))
+                for param, count in zip(p, counts, strict=True)
+            ]
+            if decay != 0:
+                torch._foreach_mul_(p, 1 - lr * decay)
+            if len(kept) == 2:
+                var_estimates = _factored_estimates(g, kept[0], kept[1], weights, eps1)
+            else:
+                torch._foreach_lerp_(kept[0], torch._foreach_mul(g, g), weights)
+                var_estimates = [v.clone() for v in kept[0]]
+            torch._foreach_clamp_min_(var_estimates, eps1 * eps1)
+            torch._foreach_rsqrt_(var_estimates)
+            torch._foreach_mul_(var_estimates, g)
+            scales = [
+                -a / max(1.0, _rms(u) / d) for a, u in zip(alphas, var_estimates, strict=True)
+            ]
+            torch._foreach_mul_(var_estimates, scales)
+            torch._foreach_add_(p, var_estimates)
 
 
-def _settings(group: dict[str, Any]) -> dict[str, Any]:
+def _hyperparameters(group: dict[str, Any]) -> tuple[Any, ...]:
+    """γ (a 1-element tensor as 0-d), the β₂ decay, ε₁, ε₂, d, λ and maximize."""
     eps1, eps2 = group["eps"]
     if eps1 is None:
         # torch resolves ε₁ once per group, from the first parameter's dtype.
         first = next(p for p in group["params"] if p.grad is not None)
         eps1 = torch.finfo(first.dtype).eps
-    return {
-        "lr": squeeze_scalar(group["lr"]), "beta2_decay": group["beta2_decay"], "eps1": eps1,
-        "eps2": eps2, "d": group["d"], "weight_decay": group["weight_decay"],
-        "maximize": group["maximize"],
-    }  # fmt: skip
+    return (squeeze_scalar(group["lr"]), group["beta2_decay"], eps1, eps2, group["d"],
+            group["weight_decay"], group["maximize"])  # fmt: skip
 
 
 def _state_lists(state: Lists) -> tuple[list[Any], ...]:
@@ -127,100 +187,6 @@ def _state_lists(state: Lists) -> tuple[list[Any], ...]:
 def _rms(t: Tensor) -> float:
     """Root mean square ‖t‖₂/√n as a Python float."""
     return float(t.norm(2).item()) / (t.numel() ** 0.5)
-
-
-def adafactor_single_tensor(
-    params: list[Tensor],
-    grads: list[Tensor],
-    steps: list[Tensor],
-    row_vars: list[Tensor | None],
-    col_vars: list[Tensor | None],
-    variances: list[Tensor | None],
-    *,
-    lr: float | Tensor,
-    beta2_decay: float,
-    eps1: float,
-    eps2: float,
-    d: float,
-    weight_decay: float,
-    maximize: bool,
-) -> None:
-    """Adafactor one tensor at a time (torch's order); ``steps`` already count this step.
-
-    A matrix (or stack of matrices) has ``row_var`` and ``col_var``, anything else
-    ``variance`` (None in the other lists)."""
-    for i, (param, grad, step_t) in enumerate(zip(params, grads, steps, strict=True)):
-        if maximize:
-            grad = -grad
-        t = step_t.item()
-        weight = t**beta2_decay
-        alpha = max(eps2, _rms(param)) * min(lr, 1 / (t**0.5))
-        if weight_decay != 0:
-            param.mul_(1 - lr * weight_decay)
-        if grad.dim() > 1:
-            row_var, col_var = cast(Tensor, row_vars[i]), cast(Tensor, col_vars[i])
-            row_mean = torch.norm(grad, dim=-1, keepdim=True).square_().div_(grad.size(-1))
-            row_var.lerp_(row_mean, weight)
-            col_mean = torch.norm(grad, dim=-2, keepdim=True).square_().div_(grad.size(-2))
-            col_var.lerp_(col_mean, weight)
-            var_estimate = row_var @ col_var
-            var_estimate.div_(row_var.mean(dim=-2, keepdim=True).clamp_(min=eps1))
-        else:
-            variance = cast(Tensor, variances[i])
-            variance.lerp_(grad * grad, weight)
-            var_estimate = variance.clone()
-        update = var_estimate.clamp_(min=eps1 * eps1).rsqrt_().mul_(grad)
-        clip = max(1.0, _rms(update) / d)
-        param.add_(update, alpha=-alpha / clip)
-
-
-def adafactor_multi_tensor(
-    params: list[Tensor],
-    grads: list[Tensor],
-    steps: list[Tensor],
-    row_vars: list[Tensor | None],
-    col_vars: list[Tensor | None],
-    variances: list[Tensor | None],
-    *,
-    lr: float | Tensor,
-    beta2_decay: float,
-    eps1: float,
-    eps2: float,
-    d: float,
-    weight_decay: float,
-    maximize: bool,
-) -> None:
-    """Adafactor on lists of tensors of one device and dtype (``torch._foreach_*``): the
-    factored ones apart from the others."""
-    factored = [i for i, g in enumerate(grads) if g.dim() > 1]
-    unfactored = [i for i, g in enumerate(grads) if g.dim() <= 1]
-    for indices, moments in ((factored, (row_vars, col_vars)), (unfactored, (variances,))):
-        if not indices:
-            continue
-        p = [params[i] for i in indices]
-        g = [grads[i] for i in indices]
-        kept = [[cast(Tensor, moment[i]) for i in indices] for moment in moments]
-        if maximize:
-            g = list(torch._foreach_neg(g))
-        counts = [steps[i].item() for i in indices]
-        weights = [count**beta2_decay for count in counts]
-        alphas = [
-            max(eps2, _rms(param)) * min(lr, 1 / (count**0.5))
-            for param, count in zip(p, counts, strict=True)
-        ]
-        if weight_decay != 0:
-            torch._foreach_mul_(p, 1 - lr * weight_decay)
-        if len(kept) == 2:
-            var_estimates = _factored_estimates(g, kept[0], kept[1], weights, eps1)
-        else:
-            torch._foreach_lerp_(kept[0], torch._foreach_mul(g, g), weights)
-            var_estimates = [v.clone() for v in kept[0]]
-        torch._foreach_clamp_min_(var_estimates, eps1 * eps1)
-        torch._foreach_rsqrt_(var_estimates)
-        torch._foreach_mul_(var_estimates, g)
-        scales = [-a / max(1.0, _rms(u) / d) for a, u in zip(alphas, var_estimates, strict=True)]
-        torch._foreach_mul_(var_estimates, scales)
-        torch._foreach_add_(p, var_estimates)
 
 
 def _factored_estimates(

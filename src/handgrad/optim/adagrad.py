@@ -15,6 +15,8 @@ from handgrad.optim._common import (
     check_fused_flags,
     check_fused_param,
     check_lr,
+    decayed_gradient,
+    decayed_gradients,
     new_step,
     real_views,
     squeeze_scalar,
@@ -107,53 +109,51 @@ class Adagrad(Optimizer):
             if any(p.is_complex() or cast(Tensor, p.grad).is_sparse for p in params):
                 raise RuntimeError("`fused` does not support sparse grad or complex param")
 
-    def update(
-        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
-    ) -> None:
-        adagrad_multi_tensor(params, grads, state["sum"], state["step"], **_settings(group))
-
     def update_single(
         self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
     ) -> None:
-        adagrad_single_tensor(params, grads, state["sum"], state["step"], **_settings(group))
-
-
-def _settings(group: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "lr": squeeze_scalar(group["lr"]), "lr_decay": group["lr_decay"],
-        "weight_decay": group["weight_decay"], "eps": group["eps"], "maximize": group["maximize"],
-    }  # fmt: skip
-
-
-def adagrad_single_tensor(
-    params: list[Tensor],
-    grads: list[Tensor],
-    sums: list[Tensor],
-    steps: list[Tensor],
-    *,
-    lr: float | Tensor,
-    lr_decay: float,
-    weight_decay: float,
-    eps: float,
-    maximize: bool,
-) -> None:
-    """Adagrad one tensor at a time (dense and sparse gradients), torch's order."""
-    for param, grad, state_sum, step_t in zip(params, grads, sums, steps, strict=True):
-        step = step_t.item()
-        if maximize:
-            grad = -grad
-        if weight_decay != 0:
-            if grad.is_sparse:
+        """Adagrad one tensor at a time (dense and sparse gradients), torch's order."""
+        lr, lr_decay, decay, eps, maximize = _hyperparameters(group)
+        for param, grad, state_sum, step_t in zip(
+            params, grads, state["sum"], state["step"], strict=True
+        ):
+            if decay != 0 and grad.is_sparse:  # g + λθ would be dense
                 raise RuntimeError("weight_decay option is not compatible with sparse gradients")
-            grad = grad.add(param, alpha=weight_decay)
-        clr = lr / (1 + (step - 1) * lr_decay)
-        if grad.is_sparse:
-            _sparse_update(param, grad, state_sum, clr, eps)
-            continue
-        grad, state_sum, param = real_views([grad, state_sum, param])
-        state_sum.addcmul_(grad, grad, value=1)
-        std = state_sum.sqrt().add_(eps)
-        param.addcdiv_(grad, std, value=-clr)  # type: ignore[arg-type]
+            grad = decayed_gradient(param, grad, lr=lr, weight_decay=decay, decoupled=False,
+                                    maximize=maximize, scratch=None)  # fmt: skip
+            clr = lr / (1 + (step_t.item() - 1) * lr_decay)
+            if grad.is_sparse:
+                _sparse_update(param, grad, state_sum, clr, eps)
+                continue
+            grad, state_sum, param = real_views([grad, state_sum, param])
+            state_sum.addcmul_(grad, grad, value=1)
+            std = state_sum.sqrt().add_(eps)
+            param.addcdiv_(grad, std, value=-clr)
+
+    def update(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
+    ) -> None:
+        """Adagrad on lists of dense tensors of one device and dtype (``torch._foreach_*``)."""
+        lr, lr_decay, decay, eps, maximize = _hyperparameters(group)
+        sums = state["sum"]
+        decayed = decayed_gradients(params, grads, lr=lr, weight_decay=decay, decoupled=False,
+                                    maximize=maximize)  # fmt: skip
+        minus_clr = [-lr / (1 + (step.item() - 1) * lr_decay) for step in state["step"]]
+        torch._foreach_addcmul_(sums, decayed, decayed, value=1)
+        std = torch._foreach_sqrt(sums)
+        torch._foreach_add_(std, eps)
+        if decayed is not grads:  # our own temporaries: scaled in place
+            torch._foreach_mul_(decayed, minus_clr)
+            numerator = decayed
+        else:
+            numerator = list(torch._foreach_mul(grads, minus_clr))
+        torch._foreach_addcdiv_(params, numerator, std)
+
+
+def _hyperparameters(group: dict[str, Any]) -> tuple[Any, ...]:
+    """γ (a 1-element tensor as 0-d), its decay, λ, ε and maximize, read from the group."""
+    return (squeeze_scalar(group["lr"]), group["lr_decay"], group["weight_decay"], group["eps"],
+            group["maximize"])  # fmt: skip
 
 
 def _sparse_update(
@@ -166,36 +166,3 @@ def _sparse_update(
     add_sparse(state_sum, indices, values.pow(2))
     std_values = state_sum.sparse_mask(grad).values().sqrt_().add_(eps)
     add_sparse(param, indices, values / std_values, alpha=-clr)
-
-
-def adagrad_multi_tensor(
-    params: list[Tensor],
-    grads: list[Tensor],
-    sums: list[Tensor],
-    steps: list[Tensor],
-    *,
-    lr: float | Tensor,
-    lr_decay: float,
-    weight_decay: float,
-    eps: float,
-    maximize: bool,
-) -> None:
-    """Adagrad on lists of dense tensors of one device and dtype (``torch._foreach_*``)."""
-    if maximize:
-        grads = list(torch._foreach_neg(grads))
-    if weight_decay != 0:
-        # g is our own copy when maximize negated it; otherwise p.grad must stay untouched.
-        if maximize:
-            torch._foreach_add_(grads, params, alpha=weight_decay)
-        else:
-            grads = list(torch._foreach_add(grads, params, alpha=weight_decay))
-    minus_clr = [-lr / (1 + (step.item() - 1) * lr_decay) for step in steps]
-    torch._foreach_addcmul_(sums, grads, grads, value=1)
-    std = torch._foreach_sqrt(sums)
-    torch._foreach_add_(std, eps)
-    if weight_decay != 0 or maximize:
-        torch._foreach_mul_(grads, minus_clr)  # type: ignore[arg-type]
-        numerator = grads
-    else:
-        numerator = list(torch._foreach_mul(grads, minus_clr))  # type: ignore[arg-type]
-    torch._foreach_addcdiv_(params, numerator, std)

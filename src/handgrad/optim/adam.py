@@ -12,12 +12,14 @@ from torch import Tensor
 from ._base import Lists, Optimizer
 from ._common import (
     Scratch,
+    add_number_,
     as_float,
     check_at_least,
     check_betas,
     check_fused_flags,
     check_fused_param,
     check_lr,
+    number_operand,
     one_minus,
     out_like,
     same_or_list,
@@ -348,7 +350,7 @@ def adam_multi_tensor(
     """The same rule on whole lists of tensors (``torch._foreach_*``): one device and dtype,
     real tensors (complex ones as real views), ``steps`` already counting this step."""
     if weight_decay != 0 and decoupled_weight_decay:
-        torch._foreach_mul_(params, as_float(1 - lr * weight_decay))
+        torch._foreach_mul_(params, number_operand(as_float(1 - lr * weight_decay), params[0]))
     if maximize:
         grads = list(torch._foreach_neg(grads))
         if weight_decay != 0 and not decoupled_weight_decay:
@@ -356,7 +358,7 @@ def adam_multi_tensor(
     elif weight_decay != 0 and not decoupled_weight_decay:
         grads = list(torch._foreach_add(grads, params, alpha=weight_decay))
     torch._foreach_lerp_(exp_avgs, grads, one_minus(beta1, params[0].dtype))
-    torch._foreach_mul_(exp_avg_sqs, as_float(beta2))
+    torch._foreach_mul_(exp_avg_sqs, number_operand(as_float(beta2), params[0]))
     torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=as_float(1 - beta2))
     del grads
 
@@ -372,8 +374,11 @@ def adam_multi_tensor(
         denom = torch._foreach_sqrt(max_exp_avg_sqs)
     else:
         denom = torch._foreach_sqrt(exp_avg_sqs)
-    torch._foreach_div_(denom, same_or_list([corrections[s][0] for s in values]))
-    torch._foreach_add_(denom, eps)
+    divisors = same_or_list([corrections[s][0] for s in values])
+    torch._foreach_div_(
+        denom, divisors if isinstance(divisors, list) else number_operand(divisors, params[0])
+    )
+    add_number_(denom, eps)
     torch._foreach_addcdiv_(
         params, exp_avgs, denom, same_or_list([corrections[s][1] for s in values])
     )

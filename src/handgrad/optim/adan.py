@@ -10,7 +10,13 @@ import torch
 from torch import Tensor
 
 from ._base import Lists
-from ._beyond import GroupStepped, check_finite_number, one_tensor_at_a_time, require
+from ._beyond import (
+    GroupStepped,
+    check_finite_number,
+    check_lr_and_betas,
+    one_tensor_at_a_time,
+    require,
+)
 from ._common import step_values
 
 
@@ -60,9 +66,7 @@ class Adan(GroupStepped):
         restart_cond: Callable[[dict[str, Any]], bool] | None = None,
     ) -> None:
         require(len(betas) == 3, f"Invalid betas: {betas!r} (Adan takes three betas)")
-        check_finite_number("learning rate", lr)
-        for index, beta in enumerate(betas):
-            check_finite_number(f"beta parameter at index {index}", beta, high=1.0)
+        check_lr_and_betas(lr, betas, high_open=False)
         check_finite_number("eps", eps)
         check_finite_number("weight_decay", weight_decay)
         defaults = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay,

@@ -12,6 +12,8 @@ from handgrad.optim._base import Lists, Optimizer
 from handgrad.optim._common import (
     check_at_least,
     check_lr,
+    decayed_gradient,
+    decayed_gradients,
     scalar_dtype,
     squeeze_scalar,
 )
@@ -89,104 +91,64 @@ class ASGD(Optimizer):
             "ax": torch.zeros_like(p, memory_format=torch.preserve_format),
         }
 
-    def update(
-        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
-    ) -> None:
-        asgd_multi_tensor(params, grads, *_state_lists(state), **_settings(group))
-
     def update_single(
         self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
     ) -> None:
-        asgd_single_tensor(params, grads, *_state_lists(state), **_settings(group))
+        """ASGD one tensor at a time (torch's order); ``step`` already counts this step."""
+        lr, lambd, alpha, t0, decay, maximize = _hyperparameters(group)
+        for param, grad, ax, mu, eta, step_t in zip(
+            params, grads, *_state_lists(state), strict=True
+        ):
+            grad = decayed_gradient(param, grad, lr=lr, weight_decay=decay, decoupled=False,
+                                    maximize=maximize, scratch=None)  # fmt: skip
+            eta_value = eta.item()
+            param.mul_(1 - lambd * eta_value)
+            param.add_(grad, alpha=-eta_value)
+            if mu.item() != 1:
+                ax.add_(param.sub(ax).mul_(mu))
+            else:
+                ax.copy_(param)
+            step = step_t.item()
+            eta.copy_(torch.as_tensor(lr / ((1 + lambd * lr * step) ** alpha)))
+            mu.copy_(torch.as_tensor(1 / max(1, step - t0)))
+
+    def update(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
+    ) -> None:
+        """ASGD on lists of tensors of one device and dtype (``torch._foreach_*``).
+
+        Here the decay and the gradient step are one multiply-add, θ ← θ − η (g + λ θ), as in
+        torch's multi-tensor body (the same value up to rounding).
+        """
+        lr, lambd, alpha, t0, decay, maximize = _hyperparameters(group)
+        axs, mus, etas, steps = _state_lists(state)
+        device = params[0].device
+        direction = decayed_gradients(params, grads, lr=lr, weight_decay=decay, decoupled=False,
+                                      maximize=maximize)  # fmt: skip
+        if direction is not grads:  # our own temporaries
+            torch._foreach_add_(direction, params, alpha=lambd)
+        else:
+            direction = list(torch._foreach_add(grads, params, alpha=lambd))
+        torch._foreach_addcmul_(params, direction, etas, value=-1)
+        torch._foreach_addcmul_(axs, torch._foreach_sub(params, axs), mus)
+        # η from the step read as a Python float (double precision), as torch's single-tensor
+        # body does; torch's multi-tensor body does this arithmetic in the float32 step dtype,
+        # ~1e-8 relative away. We keep one answer for both of our bodies: the accurate one.
+        counts = [step.item() for step in steps]
+        new_etas = [
+            torch.as_tensor(lr / ((1 + lambd * lr * count) ** alpha), device=device)
+            for count in counts
+        ]
+        new_mus = [torch.as_tensor(1 / max(1, count - t0), device=device) for count in counts]
+        torch._foreach_copy_(etas, new_etas)
+        torch._foreach_copy_(mus, new_mus)
 
 
-def _settings(group: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "lr": squeeze_scalar(group["lr"]), "lambd": group["lambd"], "alpha": group["alpha"],
-        "t0": group["t0"], "weight_decay": group["weight_decay"], "maximize": group["maximize"],
-    }  # fmt: skip
+def _hyperparameters(group: dict[str, Any]) -> tuple[Any, ...]:
+    """γ (a 1-element tensor as 0-d), λ (lambd), α, t₀, the weight decay and maximize."""
+    return (squeeze_scalar(group["lr"]), group["lambd"], group["alpha"], group["t0"],
+            group["weight_decay"], group["maximize"])  # fmt: skip
 
 
 def _state_lists(state: Lists) -> tuple[list[Tensor], ...]:
     return state["ax"], state["mu"], state["eta"], state["step"]
-
-
-def asgd_single_tensor(
-    params: list[Tensor],
-    grads: list[Tensor],
-    axs: list[Tensor],
-    mus: list[Tensor],
-    etas: list[Tensor],
-    steps: list[Tensor],
-    *,
-    lr: float | Tensor,
-    lambd: float,
-    alpha: float,
-    t0: float,
-    weight_decay: float,
-    maximize: bool,
-) -> None:
-    """ASGD one tensor at a time (torch's order); ``steps`` already count this step."""
-    for param, grad, ax, mu, eta, step_t in zip(params, grads, axs, mus, etas, steps, strict=True):
-        if maximize:
-            grad = -grad
-        if weight_decay != 0:
-            grad = grad.add(param, alpha=weight_decay)
-        eta_value = eta.item()
-        param.mul_(1 - lambd * eta_value)
-        param.add_(grad, alpha=-eta_value)
-        if mu.item() != 1:
-            ax.add_(param.sub(ax).mul_(mu))
-        else:
-            ax.copy_(param)
-        step = step_t.item()
-        eta.copy_(torch.as_tensor(lr / ((1 + lambd * lr * step) ** alpha)))
-        mu.copy_(torch.as_tensor(1 / max(1, step - t0)))
-
-
-def asgd_multi_tensor(
-    params: list[Tensor],
-    grads: list[Tensor],
-    axs: list[Tensor],
-    mus: list[Tensor],
-    etas: list[Tensor],
-    steps: list[Tensor],
-    *,
-    lr: float | Tensor,
-    lambd: float,
-    alpha: float,
-    t0: float,
-    weight_decay: float,
-    maximize: bool,
-) -> None:
-    """ASGD on lists of tensors of one device and dtype (``torch._foreach_*``).
-
-    Here the decay and the gradient step are one multiply-add, θ ← θ − η (g + λ θ), as in
-    torch's multi-tensor body (the same value up to rounding).
-    """
-    device = params[0].device
-    if maximize:
-        grads = list(torch._foreach_neg(grads))
-    if weight_decay != 0:
-        # g is our own copy when maximize negated it; otherwise p.grad must stay untouched.
-        if maximize:
-            torch._foreach_add_(grads, params, alpha=weight_decay)
-            direction = grads
-        else:
-            direction = list(torch._foreach_add(grads, params, alpha=weight_decay))
-        torch._foreach_add_(direction, params, alpha=lambd)
-    else:
-        direction = list(torch._foreach_add(grads, params, alpha=lambd))
-    torch._foreach_addcmul_(params, direction, etas, value=-1)
-    torch._foreach_addcmul_(axs, torch._foreach_sub(params, axs), mus)
-    # η from the step read as a Python float (double precision), as torch's single-tensor
-    # body does; torch's multi-tensor body does this arithmetic in the float32 step dtype,
-    # ~1e-8 relative away. We keep one answer for both of our bodies: the accurate one.
-    counts = [step.item() for step in steps]
-    new_etas = [
-        torch.as_tensor(lr / ((1 + lambd * lr * count) ** alpha), device=device)
-        for count in counts
-    ]
-    new_mus = [torch.as_tensor(1 / max(1, count - t0), device=device) for count in counts]
-    torch._foreach_copy_(etas, new_etas)
-    torch._foreach_copy_(mus, new_mus)

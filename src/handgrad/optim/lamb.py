@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from ._base import Lists
-from ._beyond import GroupStepped, check_finite_number, one_tensor_at_a_time
+from ._beyond import GroupStepped, check_finite_number, check_lr_and_betas, one_tensor_at_a_time
 from .adopt import check_options
 
 # The reference's bound on a parameter's norm in the trust ratio (its class attribute).
@@ -95,10 +95,7 @@ class Lamb(GroupStepped):
         maximize: bool = False,
         **kwargs: Any,
     ) -> None:
-        check_finite_number("learning rate", lr)
-        for index, beta in enumerate(betas):
-            check_finite_number(f"beta parameter at index {index}", beta, high=1.0,
-                                high_open=True)  # fmt: skip
+        check_lr_and_betas(lr, betas)
         check_finite_number("weight_decay", weight_decay)
         check_finite_number("max_grad_norm", max_grad_norm)
         check_finite_number("eps", eps)

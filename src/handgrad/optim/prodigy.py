@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from ._base import LARGE_TENSOR_ELEMENTS, Optimizer
-from ._common import group_by_device_and_dtype
+from ._common import add_number_, group_by_device_and_dtype, number_operand
 
 
 class Prodigy(Optimizer):
@@ -245,14 +245,14 @@ class Prodigy(Optimizer):
                     )
                 if beta1 > 0:
                     exp_avgs = _reals([st["exp_avg"] for st in part_states])
-                    torch._foreach_mul_(exp_avgs, beta1)
+                    torch._foreach_mul_(exp_avgs, number_operand(beta1, exp_avgs[0]))
                     torch._foreach_add_(exp_avgs, real_grads, alpha=d * (1 - beta1))
                 exp_avg_sqs = _reals([st["exp_avg_sq"] for st in part_states])
-                torch._foreach_mul_(exp_avg_sqs, beta2)
+                torch._foreach_mul_(exp_avg_sqs, number_operand(beta2, exp_avg_sqs[0]))
                 torch._foreach_addcmul_(exp_avg_sqs, real_grads, real_grads,
                                         value=d * d * (1 - beta2))  # fmt: skip
                 ss = [st["s"] for st in part_states]
-                torch._foreach_mul_(ss, beta3)
+                torch._foreach_mul_(ss, number_operand(beta3, ss[0]))
                 torch._foreach_add_(ss, sliced, alpha=s_weight)
                 if large:
                     totals = torch.stack([torch.abs(x, out=self.scratch.like(x)).sum()
@@ -289,7 +289,7 @@ class Prodigy(Optimizer):
               beta1: float, decouple: bool) -> None:  # fmt: skip
         """θ ← θ − ηλθ (decoupled); θ ← θ − η m / (√v + d ε), with ``denom`` = √v."""
         decay = group["weight_decay"]
-        torch._foreach_add_(denom, d * group["eps"])
+        add_number_(denom, d * group["eps"])
         if decay != 0 and decouple:
             torch._foreach_add_(params, params, alpha=-decay * dlr)
         if beta1 > 0:

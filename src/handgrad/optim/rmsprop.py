@@ -9,7 +9,14 @@ import torch
 from torch import Tensor
 
 from ._base import Lists, Optimizer
-from ._common import Scratch, as_float, check_at_least, check_lr, out_like, squeeze_scalar
+from ._common import (
+    as_float,
+    check_at_least,
+    check_lr,
+    decayed_gradient,
+    decayed_gradients,
+    squeeze_scalar,
+)
 
 
 class RMSprop(Optimizer):
@@ -75,116 +82,77 @@ class RMSprop(Optimizer):
         optional = (("momentum_buffer", group["momentum"] > 0), ("grad_avg", group["centered"]))
         return ("step", "square_avg", *(key for key, kept in optional if kept))
 
-    def update(
-        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
-    ) -> None:
-        rmsprop_multi_tensor(params, grads, *_state_lists(state), **_settings(group))
-
     def update_single(
         self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
     ) -> None:
-        rmsprop_single_tensor(params, grads, *_state_lists(state), **_settings(group),
-                              scratch=self.scratch)  # fmt: skip
+        """The update rule one tensor at a time: the readable reference body (torch's order).
+
+        The temporaries (−g, g + λθ, the denominator) live in reused buffers (:attr:`scratch`).
+        """
+        lr, alpha, eps, decay, momentum, centered, maximize = _hyperparameters(group)
+        square_avgs, grad_avgs, momentum_buffers = _state_lists(state)
+        scratch = self.scratch
+        for i, param in enumerate(params):
+            grad = decayed_gradient(param, grads[i], lr=lr, weight_decay=decay, decoupled=False,
+                                    maximize=maximize, scratch=scratch)  # fmt: skip
+            square_avg = square_avgs[i]
+
+            square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)
+            if centered:
+                grad_avg = grad_avgs[i]
+                grad_avg.lerp_(grad, 1 - alpha)
+                avg = torch.addcmul(
+                    square_avg, grad_avg, grad_avg, value=-1, out=scratch.like(square_avg)
+                ).sqrt_()
+            else:
+                avg = torch.sqrt(square_avg, out=scratch.like(square_avg))
+            avg = avg.add_(eps)
+            if momentum > 0:
+                buffer = momentum_buffers[i]
+                buffer.mul_(momentum).addcdiv_(grad, avg)
+                param.add_(buffer, alpha=-as_float(lr))
+            else:
+                param.addcdiv_(grad, avg, value=-as_float(lr))
+
+    def update(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
+    ) -> None:
+        """The same rule on whole lists of tensors (``torch._foreach_*``), one device and dtype."""
+        lr, alpha, eps, decay, momentum, centered, maximize = _hyperparameters(group)
+        square_avgs, grad_avgs, momentum_buffers = _state_lists(state)
+        grads = decayed_gradients(params, grads, lr=lr, weight_decay=decay, decoupled=False,
+                                  maximize=maximize)  # fmt: skip
+
+        torch._foreach_mul_(square_avgs, alpha)
+        torch._foreach_addcmul_(square_avgs, grads, grads, value=1 - alpha)
+        if centered:
+            torch._foreach_lerp_(grad_avgs, grads, 1 - alpha)
+            avg = torch._foreach_addcmul(square_avgs, grad_avgs, grad_avgs, value=-1)
+            torch._foreach_sqrt_(avg)
+        else:
+            avg = torch._foreach_sqrt(square_avgs)
+        torch._foreach_add_(avg, eps)
+        if momentum > 0:
+            torch._foreach_mul_(momentum_buffers, momentum)
+            torch._foreach_addcdiv_(momentum_buffers, grads, avg)
+            torch._foreach_add_(params, momentum_buffers, alpha=-as_float(lr))
+        else:
+            torch._foreach_addcdiv_(params, grads, avg, value=-as_float(lr))
 
     # Fast paths, both the single-tensor body (the same bits as update; tests/optim), with
-    # bench_optim's figures (ratios to torch foreach, issue 12): tensors of at least
-    # LARGE_TENSOR_ELEMENTS elements ("4 params of 1M": 0.85, the plain body 0.99) and flat groups
-    # ("1-100-1 in one buffer": 0.29 of torch foreach, the plain body 0.34).
+    # bench_optim's figures, paired against the plain body (one thread, issue 12): tensors of
+    # at least LARGE_TENSOR_ELEMENTS elements ("4 params of 1M": 0.41 of its time; 0.48 of
+    # torch foreach, the plain body 0.97) and flat groups ("1-100-1 in one buffer": 0.62 of
+    # its time; 0.42 of torch foreach, the plain body 0.66).
     update_large = update_single
     update_flat = update_single
 
 
-def _settings(group: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "lr": squeeze_scalar(group["lr"]), "alpha": group["alpha"], "eps": group["eps"],
-        "weight_decay": group["weight_decay"], "momentum": group["momentum"],
-        "centered": group["centered"], "maximize": group["maximize"],
-    }  # fmt: skip
+def _hyperparameters(group: dict[str, Any]) -> tuple[Any, ...]:
+    """γ (a 1-element tensor as 0-d), α, ε, λ, μ, centered and maximize, read from the group."""
+    return (squeeze_scalar(group["lr"]), group["alpha"], group["eps"], group["weight_decay"],
+            group["momentum"], group["centered"], group["maximize"])  # fmt: skip
 
 
 def _state_lists(state: Lists) -> tuple[list[Tensor], ...]:
     return state["square_avg"], state.get("grad_avg", []), state.get("momentum_buffer", [])
-
-
-def rmsprop_single_tensor(
-    params: list[Tensor],
-    grads: list[Tensor],
-    square_avgs: list[Tensor],
-    grad_avgs: list[Tensor],
-    momentum_buffers: list[Tensor],
-    *,
-    lr: float | Tensor,
-    alpha: float,
-    eps: float,
-    weight_decay: float,
-    momentum: float,
-    centered: bool,
-    maximize: bool,
-    scratch: Scratch | None = None,
-) -> None:
-    """The update rule one tensor at a time: the readable reference body (torch's order).
-
-    With ``scratch`` the temporaries (−g, g + λθ, the denominator) live in reused buffers.
-    """
-    for i, param in enumerate(params):
-        grad = torch.neg(grads[i], out=out_like(scratch, grads[i], 1)) if maximize else grads[i]
-        if weight_decay != 0:
-            grad = torch.add(grad, param, alpha=weight_decay, out=out_like(scratch, grad, 1))
-        square_avg = square_avgs[i]
-
-        square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)
-        if centered:
-            grad_avg = grad_avgs[i]
-            grad_avg.lerp_(grad, 1 - alpha)
-            avg = torch.addcmul(
-                square_avg, grad_avg, grad_avg, value=-1, out=out_like(scratch, square_avg)
-            ).sqrt_()
-        else:
-            avg = torch.sqrt(square_avg, out=out_like(scratch, square_avg))
-        avg = avg.add_(eps)
-        if momentum > 0:
-            buffer = momentum_buffers[i]
-            buffer.mul_(momentum).addcdiv_(grad, avg)
-            param.add_(buffer, alpha=-as_float(lr))
-        else:
-            param.addcdiv_(grad, avg, value=-as_float(lr))
-
-
-def rmsprop_multi_tensor(
-    params: list[Tensor],
-    grads: list[Tensor],
-    square_avgs: list[Tensor],
-    grad_avgs: list[Tensor],
-    momentum_buffers: list[Tensor],
-    *,
-    lr: float | Tensor,
-    alpha: float,
-    eps: float,
-    weight_decay: float,
-    momentum: float,
-    centered: bool,
-    maximize: bool,
-) -> None:
-    """The same rule on whole lists of tensors (``torch._foreach_*``), one device and dtype."""
-    if maximize:
-        grads = list(torch._foreach_neg(grads))
-        if weight_decay != 0:
-            torch._foreach_add_(grads, params, alpha=weight_decay)
-    elif weight_decay != 0:
-        grads = list(torch._foreach_add(grads, params, alpha=weight_decay))
-
-    torch._foreach_mul_(square_avgs, alpha)
-    torch._foreach_addcmul_(square_avgs, grads, grads, value=1 - alpha)
-    if centered:
-        torch._foreach_lerp_(grad_avgs, grads, 1 - alpha)
-        avg = torch._foreach_addcmul(square_avgs, grad_avgs, grad_avgs, value=-1)
-        torch._foreach_sqrt_(avg)
-    else:
-        avg = torch._foreach_sqrt(square_avgs)
-    torch._foreach_add_(avg, eps)
-    if momentum > 0:
-        torch._foreach_mul_(momentum_buffers, momentum)
-        torch._foreach_addcdiv_(momentum_buffers, grads, avg)
-        torch._foreach_add_(params, momentum_buffers, alpha=-as_float(lr))
-    else:
-        torch._foreach_addcdiv_(params, grads, avg, value=-as_float(lr))

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from ._base import Lists
 from ._beyond import GroupStepped, check_finite_number
+from ._common import add_number_, number_operand
 
 
 class _ScheduleFree(GroupStepped):
@@ -132,7 +133,10 @@ class SGDScheduleFree(_ScheduleFree):
     for complex parameters (the rule is linear). ``foreach`` is accepted; the multi-tensor
     rule always runs (the reference's two bodies give the same bits on the CPU). The rule is
     element-wise: a flat network is updated as one tensor. The reference adds the weight
-    decay into ``p.grad`` in place; handgrad leaves ``p.grad`` as it was.
+    decay into ``p.grad`` in place; handgrad leaves ``p.grad`` as it was, so with weight decay
+    d is a new tensor per parameter: on many small tensors that allocation is the cost the
+    reference does not pay (bench_new_optim "200 params of 1,000", one thread, loaded
+    machine: about 1.0-1.2x the reference's step, the other layouts below 1.0).
 
     Refusals (the reference's): lr < 0 or weight_decay < 0, momentum outside (0, 1), as
     ValueError.
@@ -245,11 +249,11 @@ class AdamWScheduleFree(_ScheduleFree):
         k, _, _ = self.__dict__["_now"][id(group)]
         beta2 = group["betas"][1]
         exp_avg_sqs = state["exp_avg_sq"]
-        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_mul_(exp_avg_sqs, number_operand(beta2, params[0]))
         torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
-        denom = torch._foreach_div(exp_avg_sqs, 1 - beta2 ** (k + 1))
+        denom = torch._foreach_div(exp_avg_sqs, number_operand(1 - beta2 ** (k + 1), params[0]))
         torch._foreach_sqrt_(denom)
-        torch._foreach_add_(denom, group["eps"])
+        add_number_(denom, group["eps"])
         direction = torch._foreach_div(grads, denom)
         del denom
         decay = group["weight_decay"]

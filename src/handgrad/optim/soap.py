@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from ._base import Lists
-from ._beyond import GroupStepped, check_finite_number, one_tensor_at_a_time
+from ._beyond import GroupStepped, check_finite_number, check_lr_and_betas, one_tensor_at_a_time
 
 # One mode's basis: a square matrix, or [] for a mode left unrotated (too large, or a 1-d
 # tensor without precondition_1d), as the reference stores them.
@@ -106,10 +106,7 @@ class SOAP(GroupStepped):
         maximize: bool = False,
         **kwargs: Any,
     ) -> None:
-        check_finite_number("learning rate", lr)
-        for index, beta in enumerate(betas):
-            check_finite_number(f"beta parameter at index {index}", beta, high=1.0,
-                                high_open=True)  # fmt: skip
+        check_lr_and_betas(lr, betas)
         if shampoo_beta is not None:
             check_finite_number("shampoo_beta", shampoo_beta)
         check_finite_number("weight_decay", weight_decay)

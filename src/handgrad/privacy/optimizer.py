@@ -69,8 +69,11 @@ class DPOptimizer(torch.optim.Optimizer):
 
     ``param_groups``, ``state``, ``defaults``, ``state_dict`` and ``load_state_dict`` are the
     wrapped optimizer's, so learning-rate schedulers work. ``zero_grad`` also clears
-    ``p.grad_sample`` (set_to_none=False zeroes them in place instead, keeping their memory
-    for the next backward to add into, as it keeps ``.grad``). After a step,
+    ``p.grad_sample`` as Opacus's does — with :func:`handgrad.nn.per_sample.clear_grad_sample`,
+    which keeps a formed tensor's memory for the next ``per_sample=True`` backward to refill
+    (never one a caller still holds; ``release_grad_sample_storage`` frees it);
+    set_to_none=False zeroes them in place instead, for the next backward to add into, as
+    it keeps ``.grad``. After a step,
     ``last_norms`` holds the examples' gradient norms before clipping and ``steps`` counts
     the steps taken (for the accountant).
     """
