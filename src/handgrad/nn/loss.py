@@ -39,9 +39,12 @@ class _Loss(Module):
         """
         if grad is None:
             grad = 1.0
-        elif type(grad) is not float and isinstance(grad, int | float):
-            if not isinstance(grad, bool):
-                grad = float(grad)
+        elif (
+            type(grad) is not float
+            and isinstance(grad, int | float)
+            and not isinstance(grad, bool)  # True stays a TypeError
+        ):
+            grad = float(grad)
         # A number fits any loss: only the ctx is taken (the per-sample loop's case, without
         # _recall's checks for a tensor).
         ctx = self._take() if type(grad) is float else self._recall(grad)
