@@ -57,12 +57,16 @@ def test_dp_training_matches_opacus(reduction: str, per_sample: bool | str) -> N
     model.load_state_dict(torch_model.state_dict())
     assert model.head.weight is model.token_embedding.weight
     reference = opacus.GradSampleModule(torch_model, loss_reduction=reduction)
+    # Adam's eps at 1e-6, not 1e-8: the key bias's gradient is zero analytically (softmax
+    # ignores a shift of every score in a row), so both sides hand Adam rounding noise of
+    # ~1e-17 there, which m / (√v + eps) amplifies by 1/eps: at 1e-8 that alone moved the
+    # key bias by ~1e-10 over 17 steps, whichever side's rounding came out which way.
     reference_optimizer = opacus.optimizers.DPOptimizer(
-        torch.optim.Adam(reference.parameters(), lr=0.05), noise_multiplier=0.0,
+        torch.optim.Adam(reference.parameters(), lr=0.05, eps=1e-6), noise_multiplier=0.0,
         max_grad_norm=clip, expected_batch_size=expected_batch, loss_reduction=reduction,
     )  # fmt: skip
     optimizer = DPOptimizer(
-        Adam(model.parameters(), lr=0.05), noise_multiplier=0.0, max_grad_norm=clip,
+        Adam(model.parameters(), lr=0.05, eps=1e-6), noise_multiplier=0.0, max_grad_norm=clip,
         expected_batch_size=expected_batch, loss_reduction=reduction,
     )  # fmt: skip
     loss_fn = hn.CrossEntropyLoss(reduction=reduction)
