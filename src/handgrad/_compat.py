@@ -25,8 +25,8 @@ The private names, one entry per thing read:
    :func:`step_wrapper_needed`;
 7. ``torch._C._get_privateuse1_backend_name`` (where ``capturable=True`` is allowed) —
    :func:`privateuse1_backend_name`;
-8. ``Tensor._use_count`` and ``torch._C._storage_Use_Count`` (how many C++ references a
-   tensor and its memory have) — :func:`sole_reference`.
+8. ``Tensor._use_count`` and ``torch._C._storage_Use_Count`` of ``UntypedStorage._cdata``
+   (how many C++ references a tensor and its memory have) — :func:`sole_reference`.
 """
 
 from __future__ import annotations
@@ -195,8 +195,9 @@ def sole_reference(tensor: torch.Tensor) -> bool:
     ``grad_sample``'s storage only then: :mod:`handgrad.nn.per_sample`).
 
     The counts are Python's ``sys.getrefcount`` and torch's private ``Tensor._use_count``
-    and ``torch._C._storage_Use_Count``, compared with those of a fresh tensor held the same
-    way (measured once, so that the interpreter's own references cancel). Fallback, for a
+    and ``torch._C._storage_Use_Count`` (of the storage's ``_cdata`` handle), compared
+    with those of a fresh tensor held the same way (measured once, so that the
+    interpreter's own references cancel). Fallback, for a
     torch without the names: False — never reused, always fresh memory.
     """
     if _SOLE_HOLDERS is None:
