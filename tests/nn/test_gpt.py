@@ -108,17 +108,19 @@ def test_the_gelu_derivative_in_row_chunks_gives_the_same_bits(
         assert_matches(mine, theirs.grad, "chunked GELU gradient")
 
 
-def test_the_last_blocks_kept_activation_gives_the_recomputed_bits() -> None:
-    """The last block keeps GELU(h) (its backward runs at the memory peak); the others
-    recompute it: the same kernel on the same h, so every gradient has the same bits."""
+def test_kept_activations_give_the_recomputed_bits() -> None:
+    """Every block but the first keeps GELU(h); the first recomputes it: the same kernel on
+    the same h, so every gradient has the same bits as with every block recomputing it."""
     tokens, _ = _batch(torch.Generator().manual_seed(5))
     upstream = torch.randn(3, CONTEXT, VOCAB, dtype=DOUBLE)
     grads = []
     for keep in (True, False):
         model = _model()
         mlps = [block.mlp for block in model.blocks]
-        assert [mlp.keep_activation for mlp in mlps] == [False] * (len(mlps) - 1) + [True]
-        mlps[-1].keep_activation = keep
+        assert len(mlps) > 1
+        assert [mlp.keep_activation for mlp in mlps] == [False] + [True] * (len(mlps) - 1)
+        for mlp in mlps[1:]:
+            mlp.keep_activation = keep
         model.backward(upstream) if model(tokens) is not None else None
         grads.append([p.grad for p in model.parameters()])
     for kept, recomputed in zip(*grads, strict=True):
