@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import handgrad.nn as hn
+import handgrad.nn.gpt as gpt_module
 import handgrad.optim
 from handgrad.check import check_module
 from tests.nn.helpers import assert_matches
@@ -80,6 +81,52 @@ def test_every_gradient_matches_autograd() -> None:
     for (name, mine), theirs in zip(ours.named_parameters(), reference.parameters(), strict=True):
         assert theirs.grad is not None
         assert_matches(mine.grad, theirs.grad, name)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"bias": False}, {"tie_weights": False}], ids=["tied", "no-bias", "untied"]
+)
+def test_layer_norms_folded_into_the_next_linear_get_autograds_gradients(
+    kwargs: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every LayerNorm's γ and β move into the Linear after it (qkv, fc, head): with γ and β
+    drawn away from 1 and 0, every gradient is autograd's, and the unfolded backward's."""
+    grads = []
+    for folded in (True, False):
+        ours = _model(**kwargs)
+        generator = torch.Generator().manual_seed(7)
+        with torch.no_grad():
+            for module in ours.modules():
+                if isinstance(module, hn.LayerNorm):
+                    for param in module.parameters():
+                        param.normal_(generator=generator)
+        if not folded:
+            monkeypatch.setattr(gpt_module, "_folds", lambda norm, x: False)
+        assert gpt_module._folds(ours.ln_f, torch.zeros(1, dtype=DOUBLE)) == folded
+        reference = hn.to_torch(ours)
+        tokens, _ = _batch(torch.Generator().manual_seed(4))
+        expected = reference(tokens)
+        upstream = torch.randn(expected.shape, dtype=DOUBLE)
+        expected.backward(upstream)
+        out = ours(tokens)
+        ours.backward(upstream)
+        assert_matches(out, expected.detach(), "logits")
+        named = list(ours.named_parameters())
+        for (name, mine), theirs in zip(named, reference.parameters(), strict=True):
+            assert theirs.grad is not None
+            assert_matches(mine.grad, theirs.grad, name)
+        grads.append([p.grad for _, p in named])
+    for folded_grad, plain_grad in zip(*grads, strict=True):
+        assert_matches(folded_grad, plain_grad)
+
+
+def test_folding_is_left_to_float32_and_float64_outside_autocast() -> None:
+    norm = hn.LayerNorm(4, dtype=DOUBLE)
+    assert gpt_module._folds(norm, torch.zeros(2, 4, dtype=DOUBLE))
+    assert not gpt_module._folds(norm, torch.zeros(2, 4, dtype=torch.bfloat16))
+    assert not gpt_module._folds(hn.LayerNorm(4, elementwise_affine=False), torch.zeros(2, 4))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not gpt_module._folds(hn.LayerNorm(4), torch.zeros(2, 4))
 
 
 @pytest.mark.parametrize("chunk_elements", [32 * 5, 1])

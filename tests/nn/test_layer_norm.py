@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 import handgrad.nn as hn
 from handgrad.check import check_module
+from handgrad.nn.per_sample import per_sample_gradients
 from tests.nn.helpers import assert_matches, hand_grads, torch_grads
 
 DOUBLE = torch.float64
@@ -140,3 +141,33 @@ def test_the_fused_normalization_equals_the_plain_formulas_and_falls_back(monkey
     torch.testing.assert_close(out, torch.nn.functional.layer_norm(x, (4, 5), weight, bias))
     assert torch.equal(ctx[0], plain[0])
     assert torch.equal(ctx[1], plain[1])
+
+
+def test_normalize_and_its_backward_match_autograd_without_gamma_and_beta() -> None:
+    """normalize() gives x̂ = (x − μ)/√(σ² + ε) (γ, β left to the next layer) and
+    backward_normalized(dL/dx̂) autograd's dL/dx; forward and backward as usual still work."""
+    norm = hn.LayerNorm((3, 4), dtype=DOUBLE)
+    _randomise(norm)
+    x = torch.randn(2, 5, 3, 4, dtype=DOUBLE)
+    upstream = torch.randn(x.shape, dtype=DOUBLE)
+    leaf = x.clone().requires_grad_()
+    expected = torch.nn.functional.layer_norm(leaf, (3, 4), eps=norm.eps)
+    (expected_grad,) = torch.autograd.grad(expected, leaf, upstream)
+    xhat = norm.normalize(x)
+    assert_matches(xhat, expected.detach(), "x̂")
+    assert norm.normalized() is xhat
+    assert_matches(norm.recompute_output(), norm.weight * xhat + norm.bias, "y")
+    assert_matches(norm.backward_normalized(upstream.clone()), expected_grad, "dx")
+    assert norm.weight.grad is None  # γ's and β's gradients are the next layer's to give
+    with pytest.raises(ValueError, match="normalized"):
+        norm.normalized()
+
+
+def test_normalize_refuses_half_input_and_per_sample_backward() -> None:
+    with pytest.raises(TypeError, match="bfloat16"):
+        hn.LayerNorm(4, dtype=torch.bfloat16).normalize(torch.zeros(2, 4, dtype=torch.bfloat16))
+    norm = hn.LayerNorm(4, dtype=DOUBLE)
+    x = torch.randn(2, 3, 4, dtype=DOUBLE)
+    norm.normalize(x)
+    with per_sample_gradients(), pytest.raises(ValueError, match="per-sample"):
+        norm.backward_normalized(torch.ones_like(x))

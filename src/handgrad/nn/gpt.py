@@ -65,6 +65,77 @@ def _linear(layer: Linear, x: Tensor) -> Tensor:
     return torch.nn.functional.linear(x, layer.weight, layer.bias)
 
 
+def _folds(norm: LayerNorm, x: Tensor) -> bool:
+    """Whether the Linear after ``norm`` (input ``x``) takes the norm's γ and β into its own
+    weights (:func:`_folded_linear`): for float32/float64 parameters and input, outside
+    ``torch.autocast`` (whose product runs in bfloat16 on the norm's float32 output, as
+    autograd's does: it keeps that path)."""
+    weight = norm.weight
+    return (
+        weight is not None
+        and x.dtype in (torch.float32, torch.float64)
+        and weight.dtype == x.dtype
+        and not torch.is_autocast_enabled(x.device.type)
+    )
+
+
+def _folded_parameters(layer: Linear, norm: LayerNorm) -> tuple[Tensor, Tensor | None]:
+    """W′ = W diag γ and b′ = W β + b, so that layer(γ ⊙ x̂ + β) = x̂ W′ᵀ + b′."""
+    weight = layer.weight * cast(Tensor, norm.weight)
+    bias: Tensor | None = layer.bias
+    beta = norm.bias
+    if beta is not None and bias is not None:
+        bias = torch.addmv(bias, layer.weight, beta)
+    elif beta is not None:
+        bias = torch.mv(layer.weight, beta)
+    return weight, bias
+
+
+def _folded_linear(layer: Linear, norm: LayerNorm, xhat: Tensor) -> Tensor:
+    """``layer`` applied to ``norm``'s output γ ⊙ x̂ + β, computed from x̂ as x̂ W′ᵀ + b′
+    (:func:`_folded_parameters`): the norm's output is never formed, in forward or backward."""
+    return torch.nn.functional.linear(xhat, *_folded_parameters(layer, norm))
+
+
+def _folded_linear_backward(
+    layer: Linear, norm: LayerNorm, grad: Tensor, xhat: Tensor, input_grad: bool = True
+) -> Tensor | None:
+    """Backward of z = x̂ W′ᵀ + b′ (:func:`_folded_linear`): accumulates W's, b's, γ's and β's
+    gradients and returns dL/dx̂ (None without ``input_grad``).
+
+    The Linear's gradients in W′ and b′ are dW′ = gᵀx̂ and db′ = Σ g. As W′_ok = W_ok γ_k and
+    b′_o = Σ_k W_ok β_k + b_o, the chain rule gives entry by entry
+
+        dW = dW′ diag γ + db′ βᵀ,   db = db′,   dγ_k = Σ_o W_ok dW′_ok,   dβ = Wᵀ db′
+
+    (products of parameter size), and dx̂ = g W′ = (g W) ⊙ γ: the gradient at x̂ with γ
+    already applied, which :meth:`LayerNorm.backward_normalized` takes.
+    """
+    weight, bias = _folded_parameters(layer, norm)  # (recomputed: parameter-sized)
+    grad_xhat, grad_weight, grad_bias = F.linear_backward(grad, (xhat, weight, bias), input_grad)
+    gamma, beta = cast(Tensor, norm.weight), norm.bias
+    accumulate(gamma, (layer.weight * grad_weight).sum(0))
+    grad_weight.mul_(gamma)
+    if grad_bias is not None:
+        if beta is not None:
+            accumulate(beta, torch.mv(layer.weight.t(), grad_bias))
+            grad_weight.addr_(grad_bias, beta)
+        if layer.bias is not None:
+            accumulate(layer.bias, grad_bias)
+    accumulate(layer.weight, grad_weight)
+    return grad_xhat
+
+
+def _norm_output(norm: LayerNorm, folded: bool) -> Tensor:
+    """What the layer after ``norm`` read: x̂ where it took γ and β, else y = γ ⊙ x̂ + β."""
+    return norm.normalized() if folded else norm.recompute_output()
+
+
+def _norm_backward(norm: LayerNorm, grad: Tensor, folded: bool) -> Tensor:
+    """``norm``'s dL/dx from the next layer's input gradient: dL/dx̂ where it took γ and β."""
+    return norm.backward_normalized(grad) if folded else required(norm.backward(grad))
+
+
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _MINUS_HALF_LOG2_E = -0.5 / math.log(2.0)
 """−½ log₂ e: e^(−h²/2) = 2^(−h² log₂(e)/2)."""
@@ -155,11 +226,14 @@ class CausalSelfAttention(Module):
         self.proj = Linear(d_model, d_model, bias=bias, **factory)
         self.dropout = dropout  # on the attention weights and on the output
 
-    def forward(self, input: Tensor) -> Tensor:
+    def forward(self, input: Tensor, norm: LayerNorm | None = None) -> Tensor:
+        """``norm``: the LayerNorm whose x̂ ``input`` is, its γ and β taken into qkv's weights
+        (:func:`_folded_linear`); the backward is then given it too."""
         batch, length, width = input.shape
         heads = self.n_head
         head_dim = width // heads
-        qkv = _linear(self.qkv, input).view(batch, length, 3, heads, head_dim)
+        qkv = _linear(self.qkv, input) if norm is None else _folded_linear(self.qkv, norm, input)
+        qkv = qkv.view(batch, length, 3, heads, head_dim)
         # (B, T, 3, H, d) -> 3 × (B, H, T, d): one attention problem per (sequence, head)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).contiguous().unbind(0)
         del qkv
@@ -182,9 +256,14 @@ class CausalSelfAttention(Module):
         return out
 
     def backward(
-        self, grad_output: Tensor, input_grad: bool = True, input: Tensor | None = None
+        self,
+        grad_output: Tensor,
+        input_grad: bool = True,
+        input: Tensor | None = None,
+        norm: LayerNorm | None = None,
     ) -> Tensor | None:
-        """dL/d(input); the forward's input is given back as ``input`` when not kept."""
+        """dL/d(input); the forward's input is given back as ``input`` when not kept; with
+        ``norm`` (as in forward), dL/dx̂, γ's and β's gradients accumulated."""
         kept, attention, merged, dropped = self._recall(grad_output)
         input = _given_back(self, kept, input)
         batch, length, width = grad_output.shape
@@ -198,9 +277,10 @@ class CausalSelfAttention(Module):
         # back to qkv's layout (B, T, 3, H, d): the three gradients side by side
         grad_qkv = torch.stack([g.transpose(1, 2) for g in (grad_q, grad_k, grad_v)], dim=2)
         del grad_q, grad_k, grad_v
-        return _linear_backward(
-            self.qkv, grad_qkv.view(batch, length, 3 * width), input, input_grad
-        )
+        grad_qkv = grad_qkv.view(batch, length, 3 * width)
+        if norm is not None:
+            return _folded_linear_backward(self.qkv, norm, grad_qkv, input, input_grad)
+        return _linear_backward(self.qkv, grad_qkv, input, input_grad)
 
 
 class MLP(Module):
@@ -226,8 +306,9 @@ class MLP(Module):
         self.proj = Linear(hidden, d_model, bias=bias, **factory)
         self.dropout = dropout
 
-    def forward(self, input: Tensor) -> Tensor:
-        hidden = _linear(self.fc, input)
+    def forward(self, input: Tensor, norm: LayerNorm | None = None) -> Tensor:
+        """``norm``: as :meth:`CausalSelfAttention.forward`'s, for fc."""
+        hidden = _linear(self.fc, input) if norm is None else _folded_linear(self.fc, norm, input)
         activated = torch.nn.functional.gelu(hidden)
         out, dropped = F.dropout_forward(_linear(self.proj, activated), self.dropout, self.training)
         kept = activated if self.keep_activation else None
@@ -235,9 +316,14 @@ class MLP(Module):
         return out
 
     def backward(
-        self, grad_output: Tensor, input_grad: bool = True, input: Tensor | None = None
+        self,
+        grad_output: Tensor,
+        input_grad: bool = True,
+        input: Tensor | None = None,
+        norm: LayerNorm | None = None,
     ) -> Tensor | None:
-        """dL/d(input); the forward's input is given back as ``input`` when not kept."""
+        """dL/d(input); the forward's input is given back as ``input`` when not kept; with
+        ``norm`` (as in forward), dL/dx̂, γ's and β's gradients accumulated."""
         kept, hidden, activated, dropped = self._recall(grad_output)
         input = _given_back(self, kept, input)
         grad = F.dropout_backward(grad_output, dropped)
@@ -248,6 +334,8 @@ class MLP(Module):
             activated = activated.clone()
         grad_hidden = _times_gelu_derivative(grad_activated, hidden, activated)
         del activated, hidden, grad_activated
+        if norm is not None:
+            return _folded_linear_backward(self.fc, norm, grad_hidden, input, input_grad)
         return _linear_backward(self.fc, grad_hidden, input, input_grad)
 
 
@@ -256,8 +344,13 @@ class Block(Module):
 
     Memory: a LayerNorm keeps x̂ for its backward, and the layer after it would keep the
     LayerNorm's output y = γ ⊙ x̂ + β for its weight gradient: the same numbers twice. So
-    attn and mlp do not keep their inputs; the backward rebuilds each from its LayerNorm
-    (:meth:`LayerNorm.recompute_output`, one pass) and gives it back.
+    attn and mlp do not keep their inputs; the backward gives each its LayerNorm's x̂ back.
+
+    Each LayerNorm's γ and β move into the Linear after it (qkv, fc) where :func:`_folds`
+    allows: y Wᵀ + b = x̂ (W diag γ)ᵀ + (W β + b), so y is never formed and the norm's
+    backward starts from dL/dx̂ (γ's and β's gradients come from W′'s and b′'s:
+    :func:`_folded_linear_backward`). Otherwise, and for per-sample gradients (each layer's
+    own, from y), the backward rebuilds y (:meth:`LayerNorm.recompute_output`, one pass).
     """
 
     def __init__(
@@ -277,22 +370,35 @@ class Block(Module):
         self.attn.keep_input = self.mlp.keep_input = False  # rebuilt from ln_1, ln_2
 
     def forward(self, input: Tensor) -> Tensor:
-        attended = self.attn(self.ln_1(input))
-        x = input + attended
-        transformed = self.mlp(self.ln_2(x))
+        if _folds(self.ln_1, input):  # (the class docstring)
+            attended = self.attn(self.ln_1.normalize(input), norm=self.ln_1)
+            x = input + attended
+            transformed = self.mlp(self.ln_2.normalize(x), norm=self.ln_2)
+            folded = True
+        else:
+            attended = self.attn(self.ln_1(input))
+            x = input + attended
+            transformed = self.mlp(self.ln_2(x))
+            folded = False
         out = x + transformed
         # The branches' dtypes: under torch.autocast they compute in bfloat16 beside a float32
         # residual stream, and each receives its gradient in its own dtype.
-        self._remember((attended.dtype, transformed.dtype), out)
+        self._remember((attended.dtype, transformed.dtype, folded), out)
         return out
 
     def backward(self, grad_output: Tensor, input_grad: bool = True) -> Tensor | None:
-        attended_dtype, transformed_dtype = self._recall(grad_output)
+        attended_dtype, transformed_dtype, folded = self._recall(grad_output)
+        folded = folded and not per_sample_active()  # (per-sample: from y, class docstring)
+        ln_1, ln_2 = (self.ln_1, self.ln_2) if folded else (None, None)
         g = grad_output
-        through_mlp = self.mlp.backward(g.to(transformed_dtype), input=self.ln_2.recompute_output())
-        g = g + required(self.ln_2.backward(required(through_mlp)))
-        through_attn = self.attn.backward(g.to(attended_dtype), input=self.ln_1.recompute_output())
-        g = g + required(self.ln_1.backward(required(through_attn)))
+        through_mlp = self.mlp.backward(
+            g.to(transformed_dtype), input=_norm_output(self.ln_2, folded), norm=ln_2
+        )
+        g = g + _norm_backward(self.ln_2, required(through_mlp), folded)
+        through_attn = self.attn.backward(
+            g.to(attended_dtype), input=_norm_output(self.ln_1, folded), norm=ln_1
+        )
+        g = g + _norm_backward(self.ln_1, required(through_attn), folded)
         return g
 
 
@@ -410,8 +516,14 @@ class GPT(Module):
         )
         for block in self.blocks:
             x = block(x)
-        logits = _linear(self.head, self.ln_f(x))  # (ln_f's output is rebuilt in backward)
-        self._remember((dropped,), logits)
+        # ln_f's γ and β go into the head as a Block's into qkv (see Block); either way ln_f's
+        # output is not kept.
+        folded = _folds(self.ln_f, x)
+        if folded:
+            logits = _folded_linear(self.head, self.ln_f, self.ln_f.normalize(x))
+        else:
+            logits = _linear(self.head, self.ln_f(x))
+        self._remember((dropped, folded), logits)
         return logits
 
     def backward(
@@ -425,11 +537,16 @@ class GPT(Module):
         """
         if per_sample:
             return self._per_sample_backward(grad_output, input_grad, per_sample)
-        (dropped,) = self._recall(grad_output)
-        features = self.ln_f.recompute_output()
+        dropped, folded = self._recall(grad_output)
+        folded = folded and not per_sample_active()
         # head: dW += gᵀ features (with tied weights this is the first of the token
         # embedding's two gradient contributions; the lookup's comes last)
-        g = required(self.ln_f.backward(_linear_backward(self.head, grad_output, features)))
+        features = _norm_output(self.ln_f, folded)
+        if folded:
+            grad_features = _folded_linear_backward(self.head, self.ln_f, grad_output, features)
+        else:
+            grad_features = _linear_backward(self.head, grad_output, features)
+        g = _norm_backward(self.ln_f, required(grad_features), folded)
         for block in reversed(self.blocks):
             g = required(cast(Block, block).backward(g))
         g = F.dropout_backward(g, dropped)

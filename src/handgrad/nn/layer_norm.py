@@ -17,7 +17,7 @@ from handgrad.nn._saving import RELEASED, accumulate
 from handgrad.nn.convert import register_conversion
 from handgrad.nn.functional import per_sample as P
 from handgrad.nn.module import Module
-from handgrad.nn.per_sample import GradSample, PerSample
+from handgrad.nn.per_sample import GradSample, PerSample, per_sample_active
 
 
 def _as_shape(normalized_shape: int | tuple[int, ...] | list[int] | torch.Size) -> tuple[int, ...]:
@@ -126,6 +126,40 @@ class LayerNorm(_Norm):
         )
         self._remember(ctx, out)  # the next layer keeps out if it needs it
         return out
+
+    def normalize(self, input: Tensor) -> Tensor:
+        """x̂ = (x − μ)/√(σ² + ε): the forward without γ and β, for a following linear layer
+        that takes them into its weights (:mod:`handgrad.nn.functional.layer_norm`). γ and β
+        are still kept, so :meth:`recompute_output` and :meth:`backward` work as after
+        ``forward``; :meth:`backward_normalized` starts from dL/dx̂ instead. float32/float64."""
+        input = self._check_input(input)
+        xhat, ctx = F.layer_norm_normalize(
+            input, len(self.normalized_shape), self.weight, self.bias, self.eps
+        )
+        self._remember(ctx, xhat)
+        return xhat
+
+    def normalized(self) -> Tensor:
+        """The last forward's x̂, kept for the backward (after :meth:`normalize` or forward of
+        a float32/float64 input)."""
+        if self._saved is None or self._saved[0] is RELEASED:
+            raise ValueError(
+                f"{self._get_name()}.normalized() called before forward(), or after "
+                "backward() freed what forward kept"
+            )
+        ctx, _ = F.unwrap_float32_ctx(self._saved[0])
+        return cast(Tensor, ctx[0])
+
+    def backward_normalized(self, grad_normalized: Tensor) -> Tensor:
+        """dL/d(input) from dL/dx̂ (the layer that took γ and β has accumulated their
+        gradients); overwrites ``grad_normalized``. Not with per-sample gradients (the norm's
+        own would be taken from dL/dx̂): there, :meth:`backward` from dL/dy."""
+        if per_sample_active():
+            raise ValueError(
+                f"{self._get_name()}.backward_normalized(): per-sample gradients need "
+                "backward(grad_output) with dL/dy"
+            )
+        return F.layer_norm_backward_normalized(grad_normalized, self._recall(grad_normalized))
 
     def recompute_output(self) -> Tensor:
         """The last forward's output y = γ ⊙ x̂ + β, rebuilt from the x̂ it keeps (one pass):

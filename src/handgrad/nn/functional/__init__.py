@@ -68,7 +68,9 @@ from handgrad.nn.functional.embedding import (
 )
 from handgrad.nn.functional.layer_norm import (
     layer_norm_backward,
+    layer_norm_backward_normalized,
     layer_norm_forward,
+    layer_norm_normalize,
     layer_norm_output,
     rms_norm_backward,
     rms_norm_forward,
@@ -168,7 +170,9 @@ __all__ = [
     "l1_backward",
     "l1_forward",
     "layer_norm_backward",
+    "layer_norm_backward_normalized",
     "layer_norm_forward",
+    "layer_norm_normalize",
     "layer_norm_output",
     "leaky_relu_backward",
     "leaky_relu_forward",

@@ -19,6 +19,11 @@ because ∂r/∂x_j = −r³ (x_j − μ)/n = −r² x̂_j/n. Then dx_j = Σ_i h
 
 The parameter gradients sum over every row: dγ = Σ_rows g ⊙ x̂, dβ = Σ_rows g.
 
+When the layer after LayerNorm is linear, γ and β can be moved into it: z = (γ ⊙ x̂ + β) Wᵀ + b
+= x̂ (W diag γ)ᵀ + (W β + b). Then the norm's output is x̂ itself (:func:`layer_norm_normalize`)
+and its backward starts from h = dL/dx̂ directly (:func:`layer_norm_backward_normalized`);
+:class:`handgrad.nn.GPT` does this (see there for γ's and β's gradients).
+
 float16 and bfloat16 inputs (and parameters) compute in float32, rounding y, dx, dγ and dβ
 once, as torch's CPU kernels do (:func:`~handgrad.nn.functional.half_in_float32`):
 the ctx then keeps float32 x̂ and r, wrapped in a ``Float32Ctx``.
@@ -65,6 +70,24 @@ def layer_norm_forward(
     fused = normalize_fused(x, x.shape[x.dim() - normalized_ndim :], eps)
     xhat, rstd = normalize_plain(x, normalized_ndim, eps) if fused is None else fused
     return layer_norm_output(xhat, weight, bias), (xhat, rstd, weight, bias, normalized_ndim)
+
+
+def layer_norm_normalize(
+    x: Tensor,
+    normalized_ndim: int,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    eps: float,
+) -> tuple[Tensor, Ctx]:
+    """x̂ = (x − μ)/√(σ² + ε) over the last ``normalized_ndim`` dims: LayerNorm without γ and β
+    (for a following layer that holds them, module docstring), and the ctx
+    :func:`layer_norm_forward` gives (γ and β in it, so that y = γ ⊙ x̂ + β can be rebuilt).
+    float32 and float64 only (a half input's x̂ would be float32)."""
+    if x.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"layer_norm_normalize: expected float32 or float64, got {x.dtype}")
+    fused = normalize_fused(x, x.shape[x.dim() - normalized_ndim :], eps)
+    xhat, rstd = normalize_plain(x, normalized_ndim, eps) if fused is None else fused
+    return xhat, (xhat, rstd, weight, bias, normalized_ndim)
 
 
 _NATIVE_LAYER_NORM: Callable[..., Any] | None = getattr(torch, "native_layer_norm", None)
@@ -143,6 +166,19 @@ def layer_norm_backward(
     grad_x = h.sub_(sum_h, alpha=1 / width).addcmul_(xhat, sum_hx, value=-1 / width)
     grad_x.mul_(rstd.reshape(-1, 1))
     return grad_x.view(grad_out.shape), grad_weight, grad_bias
+
+
+def layer_norm_backward_normalized(grad_xhat: Tensor, ctx: Ctx) -> Tensor:
+    """dx = r (h − mean(h) − x̂ mean(h ⊙ x̂)) from h = dL/dx̂ itself (γ and β held by the next
+    layer: module docstring), for a ctx of :func:`layer_norm_normalize`. ``grad_xhat`` is
+    overwritten (it becomes dx)."""
+    xhat, rstd, _, _, normalized_ndim = ctx
+    width = math.prod(xhat.shape[xhat.dim() - normalized_ndim :])
+    h, xhat = grad_xhat.view(-1, width), xhat.reshape(-1, width)  # rows × n
+    mean_h = h.sum(1, keepdim=True).div_(width)
+    mean_hx = (h * xhat).sum(1, keepdim=True).div_(width)
+    grad_x = h.sub_(mean_h).addcmul_(xhat, mean_hx, value=-1).mul_(rstd.reshape(-1, 1))
+    return grad_x.view(grad_xhat.shape)
 
 
 @half_in_float32
