@@ -469,8 +469,8 @@ class GPT(Module):
         # memory peak, so keeping it costs no peak memory and saves the pass. Each other block
         # that keeps it adds one such tensor to the peak and saves a GELU pass (erf per element:
         # ~1 ms per block at the benchmark's size); the first block recomputes, which keeps the
-        # step's peak below eager autograd's (benchmarks/bench_gpt.py: 0.97 of it, against
-        # 1.02 with every block keeping GELU(h) and 0.87 with the last alone).
+        # step's peak clear of eager autograd's (benchmarks/bench_gpt.py: 0.94 of it, against
+        # 0.99 with every block keeping GELU(h) and 0.84 with the last alone).
         for block in list(self.blocks)[1:] or list(self.blocks):
             cast(Block, block).mlp.keep_activation = True
         self.reset_parameters()
@@ -546,6 +546,7 @@ class GPT(Module):
             grad_features = _folded_linear_backward(self.head, self.ln_f, grad_output, features)
         else:
             grad_features = _linear_backward(self.head, grad_output, features)
+        del features  # (ln_f lets go of its x̂ in its backward: nothing else holds it then)
         g = _norm_backward(self.ln_f, required(grad_features), folded)
         for block in reversed(self.blocks):
             g = required(cast(Block, block).backward(g))
