@@ -111,9 +111,11 @@ def _folded_linear_backward(
     (products of parameter size), and dx̂ = g W′ = (g W) ⊙ γ: the gradient at x̂ with γ
     already applied, which :meth:`LayerNorm.backward_normalized` takes.
     """
-    weight, bias = _folded_parameters(layer, norm)  # (recomputed: parameter-sized)
-    grad_xhat, grad_weight, grad_bias = F.linear_backward(grad, (xhat, weight, bias), input_grad)
     gamma, beta = cast(Tensor, norm.weight), norm.bias
+    weight = layer.weight * gamma  # W′, recomputed (parameter-sized)
+    # b′ itself is not needed, only whether there is one (then db′ = Σ g is taken)
+    bias = layer.bias if layer.bias is not None else beta
+    grad_xhat, grad_weight, grad_bias = F.linear_backward(grad, (xhat, weight, bias), input_grad)
     accumulate(gamma, (layer.weight * grad_weight).sum(0))
     grad_weight.mul_(gamma)
     if grad_bias is not None:
