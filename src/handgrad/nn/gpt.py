@@ -161,27 +161,34 @@ def _gelu_derivative(hidden: Tensor, activated: Tensor, scratch: Tensor) -> Tens
 
 
 _GELU_CHUNK_ELEMENTS = 1 << 17
-"""Elements per chunk of :func:`_times_gelu_derivative`: 512 KiB of float32 per operand."""
+"""Elements per chunk of :func:`_hidden_gradient`: 512 KiB of float32 per operand."""
 
 
-def _times_gelu_derivative(grad: Tensor, hidden: Tensor, activated: Tensor) -> Tensor:
-    """g ⊙ GELU′(h), in place in ``grad`` (``activated`` = GELU(h) is overwritten).
+def _hidden_gradient(grad: Tensor, weight: Tensor, hidden: Tensor, activated: Tensor) -> Tensor:
+    """dL/dh = (g W₂) ⊙ GELU′(h) for the MLP's h = W₁x + b₁, from the gradient g of its output
+    and W₂ = proj's weight, written into h's own buffer (``activated`` = GELU(h) is
+    overwritten too): no (B, T, 4C) tensor is allocated.
 
-    The derivative takes six element-wise passes; over whole (B, T, 4C) tensors each pass
-    streams them from memory again, so they run a block of rows at a time
-    (``_GELU_CHUNK_ELEMENTS``), whose operands stay in cache from one pass to the next.
-    Each element's arithmetic is the same as in one pass over the whole tensors (same bits).
+    A block of rows at a time (``_GELU_CHUNK_ELEMENTS``): GELU′ of the rows' h into their
+    GELU(h) (:func:`_gelu_derivative`, six element-wise passes), then d(GELU(h)) = g W₂ for
+    those rows into their h (read for the last time), times GELU′. The block's operands stay
+    in cache from one pass to the next, where passes over whole (B, T, 4C) tensors would
+    stream them from memory each time; and the memory peak holds h and GELU(h) alone, not a
+    third such tensor for d(GELU(h)). Each element's arithmetic is that of whole-tensor passes.
     """
     width = hidden.shape[-1]
-    grad, activated = grad.contiguous(), activated.contiguous()  # (no-ops: fresh products)
-    grad2, hidden2, activated2 = (t.view(-1, width) for t in (grad, hidden.contiguous(), activated))
+    hidden2 = hidden.view(-1, width)  # (fresh products, contiguous)
+    activated2 = activated.view(-1, width)
+    grad2 = grad.reshape(-1, grad.shape[-1]).to(hidden.dtype)
+    weight = weight.to(hidden.dtype)  # (under autocast: the product in h's bfloat16)
     rows = max(1, _GELU_CHUNK_ELEMENTS // max(1, width))
     scratch = hidden2.new_empty(min(rows, hidden2.shape[0]), width)
     for start in range(0, hidden2.shape[0], rows):
         chunk = slice(start, start + rows)
         h = hidden2[chunk]
-        grad2[chunk].mul_(_gelu_derivative(h, activated2[chunk], scratch[: h.shape[0]]))
-    return grad
+        derivative = _gelu_derivative(h, activated2[chunk], scratch[: h.shape[0]])
+        torch.mm(grad2[chunk], weight, out=h).mul_(derivative)
+    return hidden
 
 
 def _given_back(layer: Module, kept: Tensor | None, given: Tensor | None) -> Tensor:
@@ -289,15 +296,15 @@ class MLP(Module):
     """y = W₂ GELU(W₁ x + b₁) + b₂, hidden width ``4 · d_model`` by default.
 
     Backward: dW₂ += gᵀ GELU(h), d(GELU(h)) = g W₂, dh = d(GELU(h)) ⊙ GELU′(h), then
-    W₁'s like any Linear. Memory: the forward keeps x and h = W₁x + b₁ only; GELU(h) is
-    recomputed from h in backward — one element-wise pass instead of keeping a second
-    (B, T, 4C) tensor per block — and gives Φ(h) for GELU′ on the way. With
-    ``keep_input=False`` x is not kept either: the caller gives it back to ``backward``.
-    With ``keep_activation=True`` GELU(h) is kept instead of recomputed (a :class:`GPT`
-    sets it on every block but the first: see there).
+    W₁'s like any Linear; GELU(h) gives Φ(h) for GELU′ on the way, and dh is written into
+    h's buffer (:func:`_hidden_gradient`). Memory: the forward keeps x, h = W₁x + b₁ and
+    GELU(h) (the two (B, T, 4C) tensors torch's autograd keeps). With
+    ``keep_activation=False`` GELU(h) is recomputed from h in backward instead: one
+    element-wise pass (an erf per element) for one (B, T, 4C) tensor less per block. With
+    ``keep_input=False`` x is not kept: the caller gives it back to ``backward``.
     """
 
-    keep_activation = False
+    keep_activation = True
 
     def __init__(
         self, d_model: int, hidden: int, dropout: float = 0.0, bias: bool = True, **factory: Any
@@ -331,11 +338,11 @@ class MLP(Module):
         grad = F.dropout_backward(grad_output, dropped)
         if activated is None:
             activated = torch.nn.functional.gelu(hidden)  # recomputed (see the class docstring)
-        grad_activated = _linear_backward(self.proj, grad, activated)
+        _linear_backward(self.proj, grad, activated, input_grad=False)  # dW₂, db₂
         if per_sample_active():  # proj's factored per-sample gradient still reads activated
             activated = activated.clone()
-        grad_hidden = _times_gelu_derivative(grad_activated, hidden, activated)
-        del activated, hidden, grad_activated
+        grad_hidden = _hidden_gradient(grad, self.proj.weight, hidden, activated)
+        del activated, hidden
         if norm is not None:
             return _folded_linear_backward(self.fc, norm, grad_hidden, input, input_grad)
         return _linear_backward(self.fc, grad_hidden, input, input_grad)
@@ -465,16 +472,6 @@ class GPT(Module):
         self.head = Linear(d_model, vocab_size, bias=False, **factory)
         if tie_weights:
             self.head.weight = self.token_embedding.weight
-        # GELU(h): kept from the forward by every block but the first, recomputed by the first.
-        # The last block's backward runs first, while every block's activations are still
-        # kept: there a recomputed GELU(h) would be one more (B, T, 4C) tensor at the step's
-        # memory peak, so keeping it costs no peak memory and saves the pass. Each other block
-        # that keeps it adds one such tensor to the peak and saves a GELU pass (erf per element:
-        # ~1 ms per block at the benchmark's size); the first block recomputes, which keeps the
-        # step's peak clear of eager autograd's (benchmarks/bench_gpt.py: 0.94 of it, against
-        # 0.99 with every block keeping GELU(h) and 0.84 with the last alone).
-        for block in list(self.blocks)[1:] or list(self.blocks):
-            cast(Block, block).mlp.keep_activation = True
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
