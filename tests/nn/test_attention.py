@@ -127,6 +127,29 @@ def test_sdpa_in_many_chunks_equals_one_chunk(monkeypatch: pytest.MonkeyPatch) -
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("blocks", [1, 2, 3])
+@pytest.mark.parametrize("lengths", [(7, 7), (5, 9), (9, 4)], ids=["square", "wide", "tall"])
+def test_the_causal_backward_in_row_blocks_matches_autograd(
+    monkeypatch: pytest.MonkeyPatch, blocks: int, lengths: tuple[int, int]
+) -> None:
+    """The causal backward skips the blocks above the diagonal (query rows in ``blocks``
+    blocks, each against the keys it meets): autograd's gradients, for any number of
+    blocks and for more or fewer queries than keys."""
+    monkeypatch.setattr(attention_kernels, "_CAUSAL_BLOCKS", blocks)
+    monkeypatch.setattr(attention_kernels, "_CHUNK_ELEMENTS", 3 * 9 * 9)  # chunks of 3 pairs
+    target_len, source_len = lengths
+    q = torch.randn(2, 4, target_len, 5, dtype=DOUBLE)
+    k, v = (torch.randn(2, 4, source_len, 5, dtype=DOUBLE) for _ in range(2))
+    upstream = torch.randn(2, 4, target_len, 5, dtype=DOUBLE)
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    expected = torch.nn.functional.scaled_dot_product_attention(*leaves, is_causal=True)
+    expected_grads = torch.autograd.grad(expected, leaves, upstream)
+    _, ctx = F.scaled_dot_product_attention_forward(q, k, v, is_causal=True, save_weights=False)
+    grads = F.scaled_dot_product_attention_backward(upstream, ctx)
+    for name, got, want in zip(("d_query", "d_key", "d_value"), grads, expected_grads, strict=True):
+        assert_matches(got, want, name)
+
+
 def test_a_fully_masked_row_gets_zero_weights_and_no_gradient() -> None:
     q, k, v = (torch.randn(2, 3, 4, dtype=DOUBLE) for _ in range(3))
     allowed = torch.ones(3, 3, dtype=torch.bool)
