@@ -112,8 +112,11 @@ class _Problems(NamedTuple):
 
 def _as_matrices(query: Tensor, key: Tensor, value: Tensor, bias: Tensor | None) -> _Problems:
     """Broadcast the batch dimensions and flatten them into one (a view where possible)."""
-    batch = torch.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
-    if bias is not None:
+    # (torch.broadcast_shapes is written in Python: called only where shapes differ)
+    batch = query.shape[:-2]
+    if not batch == key.shape[:-2] == value.shape[:-2]:
+        batch = torch.broadcast_shapes(batch, key.shape[:-2], value.shape[:-2])
+    if bias is not None and bias.dim() > 2:
         batch = torch.broadcast_shapes(batch, bias.shape[:-2])
 
     def matrices(t: Tensor) -> Tensor:
