@@ -187,6 +187,7 @@ class FlatGroup:
             self.lists = ([view(layout.data)], [view(layout.grad)], state)
         return self.lists
 
+
 def _views_of(buffer: Tensor, params: tuple[Tensor, ...]) -> list[Tensor]:
     """``buffer`` cut into views shaped as ``params``, end to end."""
     views, offset = [], 0
