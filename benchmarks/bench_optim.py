@@ -186,6 +186,31 @@ def _round_step_times(
 ROUND_SECONDS = 0.005
 
 
+def bfloat16_matmul_slowdown(size: int = 512) -> float:
+    """How many times longer a bfloat16 matmul takes than a float32 one here (best of 5).
+
+    Muon's Newton–Schulz iteration runs in bfloat16 (torch's and ours). A CPU without native
+    bfloat16 arithmetic emulates it: on the 2-core AMD EPYC of RESULTS.md a 1000x1000 product
+    took 0.85 s against 0.047 s in float32, so one Muon step on "4 params of 1M" took ~52 s a
+    side and the row alone ~2 hours.
+    """
+    timings = []
+    for dtype in (torch.float32, torch.bfloat16):
+        a = torch.randn(size, size).to(dtype)
+        best = math.inf
+        for _ in range(5):
+            started = time.perf_counter()
+            a @ a
+            best = min(best, time.perf_counter() - started)
+        timings.append(best)
+    return timings[1] / timings[0]
+
+
+# Above this bfloat16/float32 matmul time ratio, Muon's "large" row is left out unless
+# ``--layouts`` names "large" explicitly.
+SLOW_BFLOAT16 = 4.0
+
+
 def time_optimizer(name: str, layout: str, rounds: int, calls: int) -> Timing | None:
     """One row: ours vs torch foreach (and fused) on one layout; None if ours is missing."""
     ours_cls = _load(name)
@@ -248,20 +273,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma-separated optimizer names")
     parser.add_argument(
         "--layouts",
-        default=",".join(DEFAULT_LAYOUTS),
+        default=None,
         help=f"comma-separated layouts from {list(LAYOUTS)} (default: {','.join(DEFAULT_LAYOUTS)})",
     )
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()] or _handgrad_names()
-    layouts = [n.strip() for n in args.layouts.split(",") if n.strip()]
+    chosen = args.layouts is not None
+    requested = args.layouts or ",".join(DEFAULT_LAYOUTS)
+    layouts = [n.strip() for n in requested.split(",") if n.strip()]
     unknown = sorted(set(layouts) - set(LAYOUTS))
     if unknown:
         parser.error(f"unknown layout(s) {unknown}; expected names from {list(LAYOUTS)}")
     rounds, calls = (3, 2) if args.quick else (15, 5)
     timings: list[Timing] = []
     missing: list[str] = []
+    skipped_muon = None
+    if "Muon" in names and "large" in layouts and not chosen:
+        slowdown = bfloat16_matmul_slowdown()
+        if slowdown > SLOW_BFLOAT16:
+            skipped_muon = slowdown
     for name in names:
         for layout in layouts:
+            if name == "Muon" and layout == "large" and skipped_muon is not None:
+                continue
             if name == "SparseAdam" and layout in FLAT_LAYOUTS:
                 # torch 2.13's dense.add_(sparse) applies a view's storage offset twice: the
                 # reference would write to the wrong elements, past the buffer (heap corruption).
@@ -280,6 +314,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(_format(timings))
     if missing:
         print(f"\n_not benchmarked (no handgrad class yet): {', '.join(missing)}_")
+    if skipped_muon is not None:
+        print(
+            f"\n_Muon is not run on {LAYOUTS['large'][0]}: a bfloat16 matmul takes "
+            f"{skipped_muon:.0f}x as long as a float32 one on this CPU (no native bfloat16), "
+            "and Newton–Schulz runs in bfloat16 on both sides, so the row would take hours. "
+            "`--only Muon --layouts large` runs it anyway._"
+        )
     if "SparseAdam" in names and FLAT_LAYOUTS & set(layouts):
         print(
             "\n_SparseAdam is not run on the flat layouts: torch 2.13's `dense.add_(sparse)` "
