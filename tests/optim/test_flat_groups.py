@@ -208,6 +208,28 @@ def test_a_gradient_of_its_own_is_gathered_and_the_step_stays_flat() -> None:
     assert flat_updates(ours) == 7
 
 
+def test_a_slot_handed_out_as_grad_and_moved_takes_the_per_parameter_path() -> None:
+    params = [torch.randn(3, 2, dtype=torch.float64), torch.randn(4, dtype=torch.float64)]
+    for p in params:
+        p.grad = torch.sin(3 * p) + 0.1 * p
+    (layout,) = hnn.flatten_parameters(params)  # the existing gradients move into the slots
+    assert all(p.grad is slot for p, slot in zip(params, layout.slots, strict=True))
+    reference = [p.detach().clone() for p in params]
+    set_reference_grads(reference)
+    ours, theirs = Adam(params, lr=0.01), torch.optim.Adam(reference, lr=0.01, foreach=True)
+    ours.step()
+    theirs.step()
+    assert flat_updates(ours) == 1
+    grad = params[0].grad
+    grad.set_(torch.sin(3 * params[0]) + 0.1 * params[0])  # the slot is now memory of its own
+    params[1].grad.copy_(torch.sin(3 * params[1]) + 0.1 * params[1])
+    set_reference_grads(reference)
+    ours.step()
+    theirs.step()
+    assert flat_updates(ours) == 1  # the layout's gradient buffer is stale: not flat
+    assert_same(params, reference)
+
+
 def test_a_parameter_without_gradient_is_skipped_like_torch() -> None:
     flat, reference, ours, theirs = _pair()
     steps_match(flat, reference, ours, theirs, 2)

@@ -220,16 +220,18 @@ class Scratch:
         # at every step, and slicing a fresh view costs more than the lookup.
         self._views: dict[tuple[torch.device, torch.dtype, int, torch.Size], Tensor] = {}
 
-    def like(self, t: Tensor, slot: int = 0) -> Tensor:
+    def like(self, t: Tensor, slot: int = 0, dtype: torch.dtype | None = None) -> Tensor:
+        """A buffer shaped as ``t``, of ``t``'s dtype or of ``dtype`` (e.g. a bool mask)."""
         shape = t.shape
-        view_key = (t.device, t.dtype, slot, shape)
+        dtype = t.dtype if dtype is None else dtype
+        view_key = (t.device, dtype, slot, shape)
         view = self._views.get(view_key)
         if view is not None:
             return view
-        key = (t.device, t.dtype, slot)
+        key = (t.device, dtype, slot)
         buffer = self._buffers.get(key)
         if buffer is None or buffer.numel() < t.numel():
-            buffer = torch.empty(t.numel(), dtype=t.dtype, device=t.device)
+            buffer = torch.empty(t.numel(), dtype=dtype, device=t.device)
             self._buffers[key] = buffer
             self._views = {k: v for k, v in self._views.items() if k[:3] != key}
         view = buffer[: t.numel()].view(shape)

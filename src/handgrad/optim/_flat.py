@@ -46,8 +46,12 @@ class FlatGroup:
     def __init__(self, group: dict[str, Any], layout: FlatLayout) -> None:
         self.group = group
         self.layout = layout
-        self.pointers = layout.pointers + tuple(map(_data_ptr, layout.slots))
-        self.slot_list = list(layout.slots)
+        self.param_pointers = layout.pointers
+        self.slot_pointers = tuple(map(_data_ptr, layout.slots))
+        # Where gradients are gathered: views of the layout's gradient buffer that, unlike
+        # the layout's slots (which flatten_parameters may hand out as .grad), nothing
+        # outside this object reaches, so they never move and need no check.
+        self.targets = _views_of(layout.grad, layout.params)
         # The flat state (adopt_state): the keys, one buffer per key, each parameter's state
         # dict and every view handed out (parameter by parameter, keys in order).
         self.keys: tuple[str, ...] | None = None
@@ -78,17 +82,22 @@ class FlatGroup:
         params = self.group["params"]
         if len(params) != len(expected) or not all(map(is_, params, expected)):
             return False
-        if tuple(map(_data_ptr, chain(expected, layout.slots))) != self.pointers:
+        if tuple(map(_data_ptr, expected)) != self.param_pointers:
             return False
         grads = list(map(_grad_of, expected))
-        if not all(map(is_, grads, layout.slots)):
+        if all(map(is_, grads, layout.slots)):
+            # Every gradient is its slot (flatten_parameters moved existing ones there): the
+            # buffer holds them unless a slot was given memory of its own (``set_``).
+            if tuple(map(_data_ptr, layout.slots)) != self.slot_pointers:
+                return False
+        else:
             # The gradients a backward stored (tensors of their own), gathered into the
             # layout's gradient buffer with one call. torch's .grad setter has given each
             # one its parameter's shape, dtype and device; a missing or sparse one leaves
             # the step to the per-parameter path.
             if not all(map(is_not, grads, repeat(None))) or any(map(_is_sparse, grads)):
                 return False
-            torch._foreach_copy_(self.slot_list, grads)
+            torch._foreach_copy_(self.targets, grads)
         if keys != self.keys or mapping is not self.mapping:
             return None
         if not keys:  # a rule without state (SGD without momentum)
@@ -177,6 +186,17 @@ class FlatGroup:
             }
             self.lists = ([view(layout.data)], [view(layout.grad)], state)
         return self.lists
+
+
+def _views_of(buffer: Tensor, params: tuple[Tensor, ...]) -> list[Tensor]:
+    """``buffer`` cut into views shaped as ``params``, end to end."""
+    views, offset = [], 0
+    with torch.inference_mode(False):  # normal tensors even if the group is added under it
+        for p in params:
+            views.append(buffer[offset : offset + p.numel()].view(p.shape))
+            offset += p.numel()
+    return views
+
 
 def _picker(keys: tuple[str, ...]) -> Any:
     """A function from a state dict to its entries for ``keys``, always as a tuple."""

@@ -149,6 +149,30 @@ class Adagrad(Optimizer):
             numerator = list(torch._foreach_mul(grads, minus_clr))
         torch._foreach_addcdiv_(params, numerator, std)
 
+    def update_large(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
+    ) -> None:
+        """:meth:`update` one large tensor at a time, its temporaries (√sum + ε, the scaled
+        gradient) in reused buffers: the multi-tensor body's operations in its order, so the
+        same bits (tests/optim). A fresh 4 MB temporary costs more in first-touch page faults
+        than the arithmetic done in it. 4 params of 1M, paired, one thread: 0.71 of the
+        multi-tensor body's time and 0.55 of torch foreach's; with weight decay 0.27 and 0.26
+        (bench_optim's row was 1.03 of torch foreach before)."""
+        lr, lr_decay, decay, eps, maximize = _hyperparameters(group)
+        for param, grad, state_sum, step_t in zip(
+            params, grads, state["sum"], state["step"], strict=True
+        ):
+            decayed = decayed_gradient(param, grad, lr=lr, weight_decay=decay, decoupled=False,
+                                       maximize=maximize, scratch=self.scratch)  # fmt: skip
+            minus_clr = -lr / (1 + (step_t.item() - 1) * lr_decay)
+            state_sum.addcmul_(decayed, decayed, value=1)
+            std = torch.sqrt(state_sum, out=self.scratch.like(state_sum)).add_(eps)
+            if decayed is grad:  # never write into the caller's .grad
+                numerator = torch.mul(grad, minus_clr, out=self.scratch.like(grad, slot=3))
+            else:
+                numerator = decayed.mul_(minus_clr)
+            param.addcdiv_(numerator, std)
+
 
 def _hyperparameters(group: dict[str, Any]) -> tuple[Any, ...]:
     """γ (a 1-element tensor as 0-d), its decay, λ, ε and maximize, read from the group."""
