@@ -175,6 +175,25 @@ def test_kept_activations_give_the_recomputed_bits() -> None:
         assert torch.equal(kept, recomputed)
 
 
+def test_eval_mode_keeps_no_activation_and_backward_still_gives_the_same_bits() -> None:
+    """In eval mode (evaluation's large forwards) GELU(h) is not kept; a backward there
+    recomputes it, so the gradients are those of a train-mode step (dropout 0) bit for bit."""
+    tokens, _ = _batch(torch.Generator().manual_seed(6))
+    upstream = torch.randn(3, CONTEXT, VOCAB, dtype=DOUBLE)
+    grads = []
+    for training in (True, False):
+        model = _model()
+        model.train(training)
+        model(tokens)
+        kept = [block.mlp._saved[0][2] for block in model.blocks]
+        assert all((k is not None) is training for k in kept)
+        model.backward(upstream)
+        grads.append([p.grad for p in model.parameters()])
+    for train_grad, eval_grad in zip(*grads, strict=True):
+        assert train_grad is not None
+        assert torch.equal(train_grad, eval_grad)
+
+
 def test_the_tied_matrix_collects_both_gradients() -> None:
     """dE = (head's gᵀh) + (the lookup's scatter of the embedding gradient): their sum."""
     tied = _model()

@@ -300,7 +300,9 @@ class MLP(Module):
     h's buffer (:func:`_hidden_gradient`). Memory: the forward keeps x, h = W₁x + b₁ and
     GELU(h) (the two (B, T, 4C) tensors torch's autograd keeps). With
     ``keep_activation=False`` GELU(h) is recomputed from h in backward instead: one
-    element-wise pass (an erf per element) for one (B, T, 4C) tensor less per block. With
+    element-wise pass (an erf per element) for one (B, T, 4C) tensor less per block; in eval
+    mode GELU(h) is never kept (a backward there recomputes it), because evaluation runs
+    forwards of large batches whose contexts stay until the next forward. With
     ``keep_input=False`` x is not kept: the caller gives it back to ``backward``.
     """
 
@@ -320,7 +322,7 @@ class MLP(Module):
         hidden = _linear(self.fc, input) if norm is None else _folded_linear(self.fc, norm, input)
         activated = torch.nn.functional.gelu(hidden)
         out, dropped = F.dropout_forward(_linear(self.proj, activated), self.dropout, self.training)
-        kept = activated if self.keep_activation else None
+        kept = activated if self.keep_activation and self.training else None
         self._remember((input if self.keep_input else None, hidden, kept, dropped), out)
         return out
 
