@@ -14,7 +14,7 @@ The parameters stay the same ``torch.nn.Parameter`` objects, so ``state_dict()``
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor
@@ -46,11 +46,7 @@ class FlatLayout:
         self.params: tuple[Tensor, ...] = tuple(params)
         self.data = data
         self.grad = grad
-        slots, offset = [], 0
-        for p in params:
-            slots.append(grad[offset : offset + p.numel()].view(p.shape))
-            offset += p.numel()
-        self.slots: tuple[Tensor, ...] = tuple(slots)
+        self.slots: tuple[Tensor, ...] = tuple(views_end_to_end(grad, params))
         self.pointers: tuple[int, ...] = tuple(p.data_ptr() for p in params)
 
     def holds(self) -> bool:
@@ -90,6 +86,16 @@ class FlatSlot:
             and param.dtype == self.grad.dtype
             and param.shape == self.grad.shape
         )
+
+
+def views_end_to_end(buffer: Tensor, tensors: Sequence[Tensor]) -> list[Tensor]:
+    """``buffer`` cut into consecutive views shaped as ``tensors``: the i-th is
+    ``buffer[o_i : o_i + n_i].view(tensors[i].shape)``, o_i = n_0 + … + n_(i−1)."""
+    views, offset = [], 0
+    for t in tensors:
+        views.append(buffer[offset : offset + t.numel()].view(t.shape))
+        offset += t.numel()
+    return views
 
 
 def layout_of(params: list[Tensor]) -> FlatLayout | None:
@@ -164,12 +170,9 @@ def _flatten_group(params: list[Tensor]) -> FlatLayout:
         data = torch.empty(total, dtype=first.dtype, device=first.device)
         grad = torch.zeros(total, dtype=first.dtype, device=first.device)
         old_grads = [p.grad for p in params]
-        offset = 0
-        for param in params:
-            view = data[offset : offset + param.numel()].view(param.shape)
+        for param, view in zip(params, views_end_to_end(data, params), strict=True):
             view.copy_(param)
             param.data = view
-            offset += param.numel()
         layout = FlatLayout(params, data, grad)
         for index, (param, old_grad) in enumerate(zip(params, old_grads, strict=True)):
             slot = layout.slots[index]

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from handgrad.nn.flat import FlatLayout
+from handgrad.nn.flat import FlatLayout, views_end_to_end
 from handgrad.optim._common import real_view
 
 if TYPE_CHECKING:
@@ -190,12 +190,8 @@ class FlatGroup:
 
 def _views_of(buffer: Tensor, params: tuple[Tensor, ...]) -> list[Tensor]:
     """``buffer`` cut into views shaped as ``params``, end to end."""
-    views, offset = [], 0
     with torch.inference_mode(False):  # normal tensors even if the group is added under it
-        for p in params:
-            views.append(buffer[offset : offset + p.numel()].view(p.shape))
-            offset += p.numel()
-    return views
+        return views_end_to_end(buffer, params)
 
 
 def _picker(keys: tuple[str, ...]) -> Any:
@@ -234,13 +230,9 @@ def _laid_flat(column: list[Tensor], counts: bool) -> tuple[Tensor, list[Tensor]
         return buffer, [buffer[i] for i in range(len(column))]
     with torch.inference_mode(False):
         buffer = torch.empty(sum(t.numel() for t in column), dtype=first.dtype, device=first.device)
-    views = []
-    offset = 0
-    for t in column:
-        view = buffer[offset : offset + t.numel()].view(t.shape)
+    views = views_end_to_end(buffer, column)
+    for view, t in zip(views, column, strict=True):
         view.copy_(t)
-        views.append(view)
-        offset += t.numel()
     return buffer, views
 
 
