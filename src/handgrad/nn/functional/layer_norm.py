@@ -67,8 +67,7 @@ def layer_norm_forward(
     (:func:`normalize_fused`, one pass), else from
     :func:`normalize_plain`, the formulas op by op (the two agree to rounding).
     """
-    fused = normalize_fused(x, x.shape[x.dim() - normalized_ndim :], eps)
-    xhat, rstd = normalize_plain(x, normalized_ndim, eps) if fused is None else fused
+    xhat, rstd = _normalize(x, normalized_ndim, eps)
     return layer_norm_output(xhat, weight, bias), (xhat, rstd, weight, bias, normalized_ndim)
 
 
@@ -85,9 +84,14 @@ def layer_norm_normalize(
     float32 and float64 only (a half input's x̂ would be float32)."""
     if x.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"layer_norm_normalize: expected float32 or float64, got {x.dtype}")
-    fused = normalize_fused(x, x.shape[x.dim() - normalized_ndim :], eps)
-    xhat, rstd = normalize_plain(x, normalized_ndim, eps) if fused is None else fused
+    xhat, rstd = _normalize(x, normalized_ndim, eps)
     return xhat, (xhat, rstd, weight, bias, normalized_ndim)
+
+
+def _normalize(x: Tensor, normalized_ndim: int, eps: float) -> tuple[Tensor, Tensor]:
+    """x̂ and r: from torch's fused kernel where there is one, else op by op."""
+    fused = normalize_fused(x, x.shape[x.dim() - normalized_ndim :], eps)
+    return normalize_plain(x, normalized_ndim, eps) if fused is None else fused
 
 
 _NATIVE_LAYER_NORM: Callable[..., Any] | None = getattr(torch, "native_layer_norm", None)
