@@ -150,6 +150,38 @@ def test_the_causal_backward_in_row_blocks_matches_autograd(
         assert_matches(got, want, name)
 
 
+@pytest.mark.parametrize("save_weights", [False, True])
+@pytest.mark.parametrize("mask", ["causal", "batched float"])
+def test_heads_side_by_side_in_one_buffer_are_read_and_written_in_place(
+    save_weights: bool, mask: str
+) -> None:
+    """Q, K, V as (B, H, T, d) views of one (B, T, 3, H, d) buffer (a qkv Linear's output),
+    whose (B, H) do not merge: the kernels work through them a head at a time without a copy,
+    and the backward writes dQ, dK, dV into views of one such buffer (``out``)."""
+    batch, length, heads, dim = 3, 6, 2, 4
+    qkv = torch.randn(batch, length, 3, heads, dim, dtype=DOUBLE)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    kwargs: dict[str, object] = {"is_causal": True}
+    if mask == "batched float":
+        kwargs = {"attn_mask": torch.randn(batch, heads, length, length, dtype=DOUBLE)}
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    expected = torch.nn.functional.scaled_dot_product_attention(*leaves, **kwargs)
+    upstream = torch.randn_like(expected).transpose(1, 2).contiguous().transpose(1, 2)
+    expected_grads = torch.autograd.grad(expected, leaves, upstream)
+    out, ctx = F.scaled_dot_product_attention_forward(
+        q, k, v, save_weights=save_weights, **kwargs
+    )
+    assert ctx.query.data_ptr() == qkv.data_ptr()  # kept as the view it is, not copied
+    grad_qkv = torch.full_like(qkv, math.nan)
+    views = tuple(grad_qkv.permute(2, 0, 3, 1, 4).unbind(0))
+    grads = F.scaled_dot_product_attention_backward(upstream, ctx, out=views)
+    assert_matches(out, expected.detach(), "output")
+    for got, view, want, name in zip(grads, views, expected_grads, "qkv", strict=True):
+        assert got.data_ptr() == view.data_ptr()
+        assert_matches(got, want, f"d{name}")
+    assert not grad_qkv.isnan().any()  # every entry of the buffer written
+
+
 def test_a_fully_masked_row_gets_zero_weights_and_no_gradient() -> None:
     q, k, v = (torch.randn(2, 3, 4, dtype=DOUBLE) for _ in range(3))
     allowed = torch.ones(3, 3, dtype=torch.bool)

@@ -443,7 +443,7 @@ class MultiheadAttention(Module):
                     "MultiheadAttention.backward: expected a gradient for attn_weights of shape "
                     f"{tuple(weights_shape)}, got {tuple(grad_weights.shape)}"
                 )
-            full_len = attention.key.shape[1]
+            full_len = attention.key.shape[-2]
             per_head = grad_weights.unsqueeze(0) if not batched else grad_weights
             if averaged:  # the mean over heads spreads g/H to each head
                 per_head = (per_head / heads).unsqueeze(1).expand(bsz, heads, tgt_len, full_len)

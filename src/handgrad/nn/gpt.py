@@ -191,6 +191,12 @@ def _hidden_gradient(grad: Tensor, weight: Tensor, hidden: Tensor, activated: Te
     return hidden
 
 
+def _heads(qkv: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Q, K and V as (B, H, T, d) views of qkv's (B, T, 3, H, d) buffer."""
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    return q, k, v
+
+
 def _given_back(layer: Module, kept: Tensor | None, given: Tensor | None) -> Tensor:
     """The forward's input for ``layer``'s backward: kept by the layer, or given back."""
     if kept is not None:
@@ -208,10 +214,10 @@ class CausalSelfAttention(Module):
 
     qkv = x W_qkvᵀ + b (one product gives Q, K and V), per head O_h = softmax(Q_h K_hᵀ/√d
     + causal mask) V_h, y = [O_1 … O_H] W_projᵀ + b. Backward: proj's, the attention
-    kernel's (dQ, dK, dV; :mod:`handgrad.nn.functional.attention`), then qkv's with the three
-    gradients side by side again as one (B, T, 3C) gradient.
+    kernel's (dQ, dK, dV; :mod:`handgrad.nn.functional.attention`, written side by side into
+    one (B, T, 3C) gradient), then qkv's.
 
-    Memory: kept are x, the heads' Q, K, V (one contiguous block) and the merged heads
+    Memory: kept are x, the heads' Q, K, V (views of the qkv product) and the merged heads
     [O_1 … O_H] (which proj's weight gradient needs and the attention backward reads as O);
     the backward recomputes the attention weights (B·H·T² numbers, more than all of those
     together) unless ``save_attention_weights`` is set, trading memory for one product and
@@ -242,9 +248,9 @@ class CausalSelfAttention(Module):
         heads = self.n_head
         head_dim = width // heads
         qkv = _linear(self.qkv, input) if norm is None else _folded_linear(self.qkv, norm, input)
-        qkv = qkv.view(batch, length, 3, heads, head_dim)
-        # (B, T, 3, H, d) -> 3 × (B, H, T, d): one attention problem per (sequence, head)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).contiguous().unbind(0)
+        # (B, T, 3, H, d) -> 3 × (B, H, T, d) views of qkv's buffer, one attention problem
+        # per (sequence, head): the attention kernels take the strides as they are (no copy)
+        q, k, v = _heads(qkv.view(batch, length, 3, heads, head_dim))
         del qkv
         attended, attention = F.scaled_dot_product_attention_forward(
             q,
@@ -281,11 +287,10 @@ class CausalSelfAttention(Module):
         grad_merged = _linear_backward(self.proj, grad, merged)
         del merged
         grad_heads = grad_merged.view(batch, length, heads, width // heads).transpose(1, 2)
-        grad_q, grad_k, grad_v = F.scaled_dot_product_attention_backward(grad_heads, attention)
+        # dQ, dK, dV written straight into qkv's layout (B, T, 3, H, d), side by side
+        grad_qkv = attention.query.new_empty(batch, length, 3, heads, width // heads)
+        F.scaled_dot_product_attention_backward(grad_heads, attention, out=_heads(grad_qkv))
         del attention, grad_heads, grad_merged
-        # back to qkv's layout (B, T, 3, H, d): the three gradients side by side
-        grad_qkv = torch.stack([g.transpose(1, 2) for g in (grad_q, grad_k, grad_v)], dim=2)
-        del grad_q, grad_k, grad_v
         grad_qkv = grad_qkv.view(batch, length, 3 * width)
         if norm is not None:
             return _folded_linear_backward(self.qkv, norm, grad_qkv, input, input_grad)

@@ -33,6 +33,10 @@ Q, K, V, O and — unless asked not to (``save_weights=False``) — the weights 
 the backward recomputes each chunk's P = softmax(s · Q Kᵀ + M), one more product and
 softmax, instead of keeping an L × S matrix per pair until the backward.
 A row whose every key is masked has weights 0 (output 0), as torch's attention gives.
+Q, K and V may be views with any strides — (B, H, T, d) heads side by side in the (B, T,
+3, H, d) output of one Linear, as a GPT's qkv product gives them: the kernels then take the
+problems a head at a time (:func:`_groups`) rather than copy them, and the backward can write
+dQ, dK and dV into views of one such buffer (its ``out``).
 
 Causal masks: query i meets keys j ≤ i only, and everywhere above the diagonal P = 0 and
 dS = 0 — those entries add exact zeros to every product. So the causal backward works
@@ -46,7 +50,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 from torch import Tensor
@@ -100,44 +104,58 @@ def _bias(attn_mask: Tensor | None, is_causal: bool, query: Tensor, key: Tensor)
 
 
 class _Problems(NamedTuple):
-    """The attention problems as a batch of matrices: (N, L, E), (N, S, E), (N, S, Ev),
-    the mask as (L, S) or (N, L | 1, S) (or None), and the batch shape to restore."""
+    """One group of attention problems as batches of matrices: Q (N, L, E), K (N, S, E),
+    V (N, S, Ev) and the mask as (L, S) (one for every problem) or (N, L | 1, S), or None."""
 
     query: Tensor
     key: Tensor
     value: Tensor
     bias: Tensor | None
-    batch: torch.Size
 
 
-def _as_matrices(query: Tensor, key: Tensor, value: Tensor, bias: Tensor | None) -> _Problems:
-    """Broadcast the batch dimensions and flatten them into one (a view where possible)."""
+def _batch_shape(query: Tensor, key: Tensor, value: Tensor, bias: Tensor | None) -> torch.Size:
+    """The batch dimensions of the problems: Q's, K's, V's (and a batched mask's) broadcast."""
     # (torch.broadcast_shapes is written in Python: called only where shapes differ)
     batch = query.shape[:-2]
     if not batch == key.shape[:-2] == value.shape[:-2]:
         batch = torch.broadcast_shapes(batch, key.shape[:-2], value.shape[:-2])
-    if bias is not None and bias.dim() > 2:
+    if bias is not None and bias.dim() > 2 and any(n != 1 for n in bias.shape[:-2]):
         batch = torch.broadcast_shapes(batch, bias.shape[:-2])
-
-    def matrices(t: Tensor) -> Tensor:
-        return t.expand(*batch, *t.shape[-2:]).reshape(-1, *t.shape[-2:])
-
-    bias3 = None
-    if bias is not None:
-        if all(n == 1 for n in bias.shape[:-2]):
-            bias3 = bias.reshape(bias.shape[-2:])  # one mask for every problem
-        else:
-            bias3 = matrices(bias)
-    return _Problems(matrices(query), matrices(key), matrices(value), bias3, batch)
+    return batch
 
 
-def _chunks(problems: _Problems, query_rows: int | None = None) -> list[slice]:
-    """Slices of the problem index, each holding about _CHUNK_ELEMENTS scores (of
-    ``query_rows`` rows per problem where the backward works through fewer than L at a time:
-    the causal blocks)."""
-    count, target_len = problems.query.shape[:2]
-    rows = target_len if query_rows is None else query_rows
-    per_chunk = max(1, _CHUNK_ELEMENTS // max(1, rows * problems.key.shape[1]))
+def _shared_bias(bias: Tensor | None) -> bool:
+    """Whether one (L, S) mask serves every problem (no batch dims, or only ones)."""
+    return bias is None or all(n == 1 for n in bias.shape[:-2])
+
+
+def _groups(batch: torch.Size, tensors: list[Tensor | None]) -> list[list[Tensor | None]]:
+    """Each tensor (batch dims ``batch``, broadcast to them, then two matrix dims) as 3-D
+    views (N, rows, cols), one list per group of problems (None stays None):
+
+    - one group where every tensor's batch dims flatten into one without a copy;
+    - one group per head where there are two batch dims (batch entry, head) that do not:
+      heads side by side in one buffer, as a Linear's (B, T, 3, H, d) output holds Q, K and V,
+      are (B, H, T, d) views whose (B, H) do not merge, but each head's t[:, h] is a 3-D view
+      (B, T, d) with a stride per dimension, which the batched products take as it is;
+    - otherwise one group of flattened copies (more than two batch dims that do not merge;
+      only inputs: the outputs the kernels write into are allocated so as to merge).
+    """
+    expanded = [None if t is None else t.expand(*batch, *t.shape[-2:]) for t in tensors]
+    try:
+        return [[None if t is None else t.view(-1, *t.shape[-2:]) for t in expanded]]
+    except RuntimeError:  # (some batch dims do not merge)
+        pass
+    if len(batch) == 2:
+        return [[None if t is None else t[:, j] for t in expanded] for j in range(batch[1])]
+    return [[None if t is None else t.reshape(-1, *t.shape[-2:]) for t in expanded]]
+
+
+def _chunks(count: int, query_rows: int, source_len: int) -> list[slice]:
+    """Slices of a group's ``count`` problems, each holding about _CHUNK_ELEMENTS scores of
+    ``query_rows`` × ``source_len`` per problem (fewer rows than L where the backward works
+    through the causal blocks)."""
+    per_chunk = max(1, _CHUNK_ELEMENTS // max(1, query_rows * source_len))
     return [slice(start, start + per_chunk) for start in range(0, count, per_chunk)]
 
 
@@ -163,16 +181,13 @@ def _weights(
 
 
 def _chunk_buffers(
-    problems: _Problems, chunks: list[slice], count: int, query_rows: int | None = None
+    like: Tensor, chunks: list[slice], count: int, query_rows: int, source_len: int
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Three (chunk, L, S) tensors (``query_rows`` rows for L where given) to reuse for every
-    chunk: a few fresh L × S matrices per chunk cost more (in page faults) than the products
-    that fill them."""
+    """Three (chunk, query_rows, S) tensors to reuse for every chunk: a few fresh L × S
+    matrices per chunk cost more (in page faults) than the products that fill them."""
     largest = min(chunks[0].stop, count) if chunks else 0
-    rows = problems.query.shape[1] if query_rows is None else query_rows
-    shape = (largest, rows, problems.key.shape[1])
-    new = problems.query.new_empty
-    return new(shape), new(shape), new(shape)
+    shape = (largest, query_rows, source_len)
+    return like.new_empty(shape), like.new_empty(shape), like.new_empty(shape)
 
 
 def _recording(*tensors: Tensor | None) -> bool:
@@ -258,66 +273,56 @@ def scaled_dot_product_attention_forward(
     if scale is None:
         scale = 1.0 / math.sqrt(query.shape[-1])
     bias = _bias(attn_mask, is_causal, query, key)
-    problems = _as_matrices(query, key, value, bias)
-    count, target_len = problems.query.shape[:2]
-    source_len = problems.key.shape[1]
+    batch = _batch_shape(query, key, value, bias)
+    target_len, source_len = query.shape[-2], key.shape[-2]
     shapes = (query.shape, key.shape, value.shape)
+    q3, k3, v3 = (t.expand(*batch, *t.shape[-2:]) for t in (query, key, value))
+    shared = _shared_bias(bias)
+    if shared and bias is not None:
+        bias = bias.reshape(bias.shape[-2:])  # one (L, S) mask for every problem
     if dropout_p == 0.0 and not save_weights:
         # Nothing to keep but O: torch's own forward op computes it (its fused kernel never
         # forms P); the backward is ours, from the recomputed P.
         out = torch.nn.functional.scaled_dot_product_attention(
             query, key, value, attn_mask, 0.0, is_causal, scale=scale
         )
-        return out, AttentionCtx(
-            *problems[:3], out, problems.bias, is_causal, shapes, scale, None, None, 0.0
-        )
-    out = problems.query.new_empty(count, target_len, problems.value.shape[-1])
-    weights = problems.query.new_empty(count, target_len, source_len) if save_weights else None
+        return out, AttentionCtx(q3, k3, v3, out, bias, is_causal, shapes, scale, None, None, 0.0)
+    new = query.new_empty
+    out = new(*batch, target_len, value.shape[-1])
+    weights = new(*batch, target_len, source_len) if save_weights else None
     keep = None
     if dropout_p > 0.0:
         # Drawn as torch's dropout draws it (bernoulli_ on a tensor like P); kept as booleans
         # (a quarter of the memory) and turned back into m/(1 − p) where needed.
-        keep = (
-            torch.empty(count, target_len, source_len, dtype=out.dtype, device=out.device)
-            .bernoulli_(1.0 - dropout_p, generator=generator)
-            .bool()
-        )
+        keep = new(*batch, target_len, source_len).bernoulli_(1.0 - dropout_p, generator=generator)
+        keep = keep.bool()
     fix_rows = _fully_masked_rows(bias, is_causal)
-    chunks = _chunks(problems)
     recording = _recording(query, key, value, bias)
-    buffers = None if recording else _chunk_buffers(problems, chunks, count)
-    for rows in chunks:
-        chunk_weights = _weights(
-            problems, rows, scale, None if buffers is None else (buffers[0], buffers[1])
-        )
-        if fix_rows:  # rows of −∞ only: weights 0, as torch's attention
-            chunk_weights = chunk_weights.nan_to_num(0.0)
-        if weights is not None:
-            weights[rows] = chunk_weights
-        attended = chunk_weights
-        if keep is not None:
-            attended = chunk_weights * _dropout_scale(keep[rows], dropout_p, out.dtype)
-        if recording:
-            out[rows] = torch.bmm(attended, problems.value[rows])
-        else:
-            torch.bmm(attended, problems.value[rows], out=out[rows])
-    batch = problems.batch
-    out = out.view(*batch, target_len, out.shape[-1])
-    ctx = AttentionCtx(
-        problems.query,
-        problems.key,
-        problems.value,
-        out,
-        problems.bias,
-        is_causal,
-        shapes,
-        scale,
-        weights,
-        keep,
-        dropout_p,
-    )
-    if weights is not None:
-        ctx = ctx._replace(weights=weights.view(*batch, target_len, source_len))
+    groups = _groups(batch, [q3, k3, v3, None if shared else bias, out, weights, keep])
+    count = cast(Tensor, groups[0][0]).shape[0] if groups else 0
+    chunks = _chunks(count, target_len, source_len)
+    buffers = None if recording else _chunk_buffers(out, chunks, count, target_len, source_len)
+    for group in groups:
+        q, k, v, group_out = cast(list[Tensor], [*group[:3], group[4]])
+        group_bias, group_weights, group_keep = group[3], group[5], group[6]
+        problems = _Problems(q, k, v, bias if shared else group_bias)
+        for rows in chunks:
+            chunk_weights = _weights(
+                problems, rows, scale, None if buffers is None else (buffers[0], buffers[1])
+            )
+            if fix_rows:  # rows of −∞ only: weights 0, as torch's attention
+                chunk_weights = chunk_weights.nan_to_num(0.0)
+            if group_weights is not None:
+                group_weights[rows] = chunk_weights
+            attended = chunk_weights
+            if group_keep is not None:
+                attended = chunk_weights * _dropout_scale(group_keep[rows], dropout_p, out.dtype)
+            chunk_out = group_out[rows]
+            if recording:
+                chunk_out.copy_(torch.bmm(attended, problems.value[rows]))
+            else:
+                torch.bmm(attended, problems.value[rows], out=chunk_out)
+    ctx = AttentionCtx(q3, k3, v3, out, bias, is_causal, shapes, scale, weights, keep, dropout_p)
     return out, ctx
 
 
@@ -393,73 +398,85 @@ def scaled_dot_product_attention_backward(
     grad_out: Tensor,
     ctx: AttentionCtx,
     grad_weights: Tensor | None = None,
+    *,
+    out: tuple[Tensor, Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(dQ, dK, dV) from G = dL/dO (derivation in the module docstring).
 
     ``grad_weights`` is an extra gradient on the weights P (before dropout), for callers that
-    returned P as an output; it adds to dP (and its share of the row sums).
+    returned P as an output; it adds to dP (and its share of the row sums). ``out``: three
+    tensors shaped as Q, K and V broadcast to the batch (views of one buffer, say) that dQ,
+    dK and dV are written into, instead of fresh ones.
     """
-    query, key, value, out, bias, causal, shapes, scale, weights, keep, dropout_p = ctx
-    problems = _Problems(query, key, value, bias, torch.Size())
-    count, target_len = query.shape[:2]
-    source_len = key.shape[1]
+    query, key, value, attended, bias, causal, shapes, scale, weights, keep, dropout_p = ctx
+    batch = attended.shape[:-2]
+    target_len, source_len = query.shape[-2], key.shape[-2]
     # rowsum(dP ⊙ P) = rowsum(G ⊙ O), over O's last dimension
-    row_dot = (grad_out * out).sum(-1, keepdim=True).reshape(count, target_len, 1)
-    grad3 = grad_out.reshape(count, target_len, -1)
-    weights3 = None if weights is None else weights.reshape(count, target_len, source_len)
-    extra3 = None
-    if grad_weights is not None:
-        extra3 = grad_weights.reshape(count, target_len, source_len)
-    grad_query, grad_key, grad_value = (torch.empty_like(t) for t in (query, key, value))
+    row_dot = (grad_out * attended).sum(-1, keepdim=True)
+    grads = out
+    if grads is None or len(batch) > 2:  # (more batch dims: _groups may copy; out copied to)
+        grads = tuple(query.new_empty(t.shape) for t in (query, key, value))  # type: ignore[assignment]
+    assert grads is not None
     fix_rows = weights is None and _fully_masked_rows(bias, causal)
     causal_blocks = None  # the causal mask's blocks of query rows (module docstring)
-    if causal and weights3 is None and keep is None and extra3 is None:
+    if causal and weights is None and keep is None and grad_weights is None:
         causal_blocks = _causal_row_blocks(target_len, source_len)
     # (a chunk holds as many scores whole or in blocks: with two, twice the problems)
     block_rows = max((stop - start for start, stop, _ in causal_blocks or []), default=None)
-    chunks = _chunks(problems, block_rows)
-    scores_buffer, weights_buffer, grad_p_buffer = _chunk_buffers(
-        problems, chunks, count, block_rows
-    )
-    for rows in chunks:
-        if causal_blocks:
-            _causal_backward_chunk(
-                problems,
-                rows,
-                causal_blocks,
-                scale,
-                (grad3, row_dot),
-                (grad_query, grad_key, grad_value),
-                (scores_buffer, weights_buffer, grad_p_buffer),
-            )
-            continue
-        if weights3 is not None:
-            chunk_weights = weights3[rows]
-        else:  # the forward's P, recomputed
-            chunk_weights = _weights(problems, rows, scale, (scores_buffer, weights_buffer))
-            if fix_rows:
-                chunk_weights.nan_to_num_(0.0)
-        chunk_grad = grad3[rows]
-        attended = chunk_weights
-        dropout_scale = None
-        if keep is not None:
-            dropout_scale = _dropout_scale(keep[rows], dropout_p, chunk_weights.dtype)
-            attended = chunk_weights * dropout_scale
-        torch.bmm(attended.transpose(1, 2), chunk_grad, out=grad_value[rows])  # dV = P̃ᵀ G
-        grad_p = grad_p_buffer[: chunk_weights.shape[0]]
-        torch.bmm(chunk_grad, value[rows].transpose(1, 2), out=grad_p)  # dP̃ = G Vᵀ
-        if dropout_scale is not None:
-            grad_p.mul_(dropout_scale)
-        chunk_row_dot = row_dot[rows]
-        if extra3 is not None:
-            chunk_row_dot = chunk_row_dot + (extra3[rows] * chunk_weights).sum(-1, keepdim=True)
-            grad_p.add_(extra3[rows])
-        grad_scores = grad_p.sub_(chunk_row_dot).mul_(chunk_weights)  # P ⊙ (dP − rowsum(dP ⊙ P))
-        torch.bmm(grad_scores, key[rows], out=grad_query[rows])
-        torch.bmm(grad_scores.transpose(1, 2), query[rows], out=grad_key[rows])
-    batch = out.shape[:-2]
-    grads = (grad_query.mul_(scale), grad_key.mul_(scale), grad_value)
+    shared = bias is None or bias.dim() == 2
+    inputs = [query, key, value, None if shared else bias, grad_out, row_dot]
+    groups = _groups(batch, [*inputs, weights, keep, grad_weights, *grads])
+    count = cast(Tensor, groups[0][0]).shape[0] if groups else 0
+    rows_per_problem = target_len if block_rows is None else block_rows
+    chunks = _chunks(count, rows_per_problem, source_len)
+    buffers = _chunk_buffers(query, chunks, count, rows_per_problem, source_len)
+    for group in groups:
+        q, k, v, group_bias, grad3, row_dot3 = cast(list[Tensor], group[:6])
+        weights3, keep3, extra3 = group[6:9]
+        grad_query, grad_key, grad_value = cast(list[Tensor], group[9:])
+        problems = _Problems(q, k, v, bias if shared else group_bias)
+        for rows in chunks:
+            if causal_blocks:
+                _causal_backward_chunk(
+                    problems,
+                    rows,
+                    causal_blocks,
+                    scale,
+                    (grad3, row_dot3),
+                    (grad_query, grad_key, grad_value),
+                    buffers,
+                )
+                continue
+            if weights3 is not None:
+                chunk_weights = weights3[rows]
+            else:  # the forward's P, recomputed
+                chunk_weights = _weights(problems, rows, scale, (buffers[0], buffers[1]))
+                if fix_rows:
+                    chunk_weights.nan_to_num_(0.0)
+            chunk_grad = grad3[rows]
+            p_tilde = chunk_weights
+            dropout_scale = None
+            if keep3 is not None:
+                dropout_scale = _dropout_scale(keep3[rows], dropout_p, chunk_weights.dtype)
+                p_tilde = chunk_weights * dropout_scale
+            torch.bmm(p_tilde.transpose(1, 2), chunk_grad, out=grad_value[rows])  # dV = P̃ᵀ G
+            grad_p = buffers[2][: chunk_weights.shape[0]]
+            torch.bmm(chunk_grad, v[rows].transpose(1, 2), out=grad_p)  # dP̃ = G Vᵀ
+            if dropout_scale is not None:
+                grad_p.mul_(dropout_scale)
+            chunk_row_dot = row_dot3[rows]
+            if extra3 is not None:
+                chunk_row_dot = chunk_row_dot + (extra3[rows] * chunk_weights).sum(-1, keepdim=True)
+                grad_p.add_(extra3[rows])
+            grad_scores = grad_p.sub_(chunk_row_dot).mul_(chunk_weights)  # P ⊙ (dP − rowsum)
+            torch.bmm(grad_scores, k[rows], out=grad_query[rows])
+            torch.bmm(grad_scores.transpose(1, 2), q[rows], out=grad_key[rows])
+    grads[0].mul_(scale)
+    grads[1].mul_(scale)
+    if out is not None and grads is not out:
+        for target, grad in zip(out, grads, strict=True):
+            target.copy_(grad)
+        grads = out
     return tuple(  # type: ignore[return-value]
-        _sum_to(grad.view(*batch, *grad.shape[1:]), shape)
-        for grad, shape in zip(grads, shapes, strict=True)
+        _sum_to(grad, shape) for grad, shape in zip(grads, shapes, strict=True)
     )
