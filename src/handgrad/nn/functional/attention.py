@@ -190,6 +190,15 @@ def _chunk_buffers(
     return like.new_empty(shape), like.new_empty(shape), like.new_empty(shape)
 
 
+def _causal_chunk_buffers(
+    like: Tensor, chunks: list[slice], count: int, query_rows: int, source_len: int
+) -> tuple[Tensor, Tensor]:
+    """The causal backward's two (chunk, query_rows, S) tensors (its softmax is in place)."""
+    largest = min(chunks[0].stop, count) if chunks else 0
+    shape = (largest, query_rows, source_len)
+    return like.new_empty(shape), like.new_empty(shape)
+
+
 def _recording(*tensors: Tensor | None) -> bool:
     """Whether autograd records these ops (handgrad.check differentiates a forward so):
     ``out=`` arguments, which autograd refuses, are then left out."""
@@ -344,11 +353,12 @@ def _causal_backward_chunk(
     scale: float,
     upstream: tuple[Tensor, Tensor],
     grads: tuple[Tensor, Tensor, Tensor],
-    buffers: tuple[Tensor, Tensor, Tensor],
+    buffers: tuple[Tensor, Tensor],
 ) -> None:
     """The backward of the problems ``rows`` under the causal mask, a block of query rows at a
-    time against the keys it meets (module docstring): into ``grads`` (dQ, dK, dV before the
-    scale s) from ``upstream`` (G and rowsum(G ⊙ O)), ``buffers`` holding the block's S, P, dP.
+    time against the keys it meets (module docstring): into ``grads`` (dQ, dK, dV) from
+    ``upstream`` (G and rowsum(G ⊙ O)), ``buffers`` holding the block's S (then P, in place)
+    and dP (then dS).
     """
     q, k, v = problems.query[rows], problems.key[rows], problems.value[rows]
     grad3, row_dot = upstream[0][rows], upstream[1][rows]
@@ -362,12 +372,12 @@ def _causal_backward_chunk(
         written = True
     for start, stop, keys in blocks:
         shape = (count, stop - start, keys)
-        scores, weights, grad_p = (b.view(-1)[: math.prod(shape)].view(shape) for b in buffers)
+        weights, grad_p = (b.view(-1)[: math.prod(shape)].view(shape) for b in buffers)
         query_block, grad_block = q[:, start:stop], grad3[:, start:stop]
         key_block, value_block = k[:, :keys], v[:, :keys]
         bias = problems.bias[start:stop, :keys]
-        torch.baddbmm(bias, query_block, key_block.transpose(1, 2), alpha=scale, out=scores)
-        torch.softmax(scores, -1, out=weights)  # P of the block
+        torch.baddbmm(bias, query_block, key_block.transpose(1, 2), alpha=scale, out=weights)
+        torch.softmax(weights, -1, out=weights)  # P of the block, over its scores
         weights_t = weights.transpose(1, 2)
         if written:  # dV += Pᵀ G
             grad_value[:, :keys].baddbmm_(weights_t, grad_block)
@@ -375,11 +385,12 @@ def _causal_backward_chunk(
             torch.bmm(weights_t, grad_block, out=grad_value)
         torch.bmm(grad_block, value_block.transpose(1, 2), out=grad_p)  # dP = G Vᵀ
         grad_scores = grad_p.sub_(row_dot[:, start:stop]).mul_(weights)  # P ⊙ (dP − rowsum)
-        torch.bmm(grad_scores, key_block, out=grad_query[:, start:stop])  # dQ = dS K
-        if written:  # dK += dSᵀ Q
-            grad_key[:, :keys].baddbmm_(grad_scores.transpose(1, 2), query_block)
-        else:
-            torch.bmm(grad_scores.transpose(1, 2), query_block, out=grad_key)
+        # dQ = s · dS K (beta=0: the block of dQ is written, not read)
+        grad_query[:, start:stop].baddbmm_(grad_scores, key_block, beta=0.0, alpha=scale)
+        # dK = s · dSᵀ Q, added from the second block on
+        grad_key[:, :keys].baddbmm_(
+            grad_scores.transpose(1, 2), query_block, beta=1.0 if written else 0.0, alpha=scale
+        )
         written = True
 
 
@@ -429,7 +440,10 @@ def scaled_dot_product_attention_backward(
     count = cast(Tensor, groups[0][0]).shape[0] if groups else 0
     rows_per_problem = target_len if block_rows is None else block_rows
     chunks = _chunks(count, rows_per_problem, source_len)
-    buffers = _chunk_buffers(query, chunks, count, rows_per_problem, source_len)
+    if causal_blocks:
+        causal_buffers = _causal_chunk_buffers(query, chunks, count, rows_per_problem, source_len)
+    else:
+        buffers = _chunk_buffers(query, chunks, count, rows_per_problem, source_len)
     for group in groups:
         q, k, v, group_bias, grad3, row_dot3 = cast(list[Tensor], group[:6])
         weights3, keep3, extra3 = group[6:9]
@@ -444,7 +458,7 @@ def scaled_dot_product_attention_backward(
                     scale,
                     (grad3, row_dot3),
                     (grad_query, grad_key, grad_value),
-                    buffers,
+                    causal_buffers,
                 )
                 continue
             if weights3 is not None:
@@ -471,8 +485,9 @@ def scaled_dot_product_attention_backward(
             grad_scores = grad_p.sub_(chunk_row_dot).mul_(chunk_weights)  # P ⊙ (dP − rowsum)
             torch.bmm(grad_scores, k[rows], out=grad_query[rows])
             torch.bmm(grad_scores.transpose(1, 2), q[rows], out=grad_key[rows])
-    grads[0].mul_(scale)
-    grads[1].mul_(scale)
+    if not causal_blocks:  # (the causal blocks' products take s themselves)
+        grads[0].mul_(scale)
+        grads[1].mul_(scale)
     if out is not None and grads is not out:
         for target, grad in zip(out, grads, strict=True):
             target.copy_(grad)
