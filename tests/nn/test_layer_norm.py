@@ -163,6 +163,28 @@ def test_normalize_and_its_backward_match_autograd_without_gamma_and_beta() -> N
         norm.normalized()
 
 
+def test_backward_normalized_from_centred_rows_and_with_a_residual_matches_autograd() -> None:
+    """centred=True: dL/dx̂ given with its row means removed (as a next layer with centred
+    weight rows gives it) yields autograd's dL/dx; residual=r returns r + dL/dx."""
+    norm = hn.LayerNorm((3, 4), dtype=DOUBLE)
+    x = torch.randn(2, 5, 3, 4, dtype=DOUBLE) * 3 + 1
+    upstream = torch.randn(x.shape, dtype=DOUBLE) + 2  # rows far from zero mean
+    residual = torch.randn(x.shape, dtype=DOUBLE)
+    leaf = x.clone().requires_grad_()
+    expected = torch.nn.functional.layer_norm(leaf, (3, 4), eps=norm.eps)
+    (expected_grad,) = torch.autograd.grad(expected, leaf, upstream)
+    centred = upstream - upstream.mean((-2, -1), keepdim=True)
+    norm.normalize(x)
+    got = norm.backward_normalized(centred.clone(), centred=True)
+    assert_matches(got, expected_grad, "dx from centred rows")
+    norm.normalize(x)
+    got = norm.backward_normalized(upstream.clone(), residual=residual)
+    assert_matches(got, residual + expected_grad, "residual + dx")
+    norm.normalize(x)
+    got = norm.backward_normalized(centred.clone(), centred=True, residual=residual)
+    assert_matches(got, residual + expected_grad, "residual + dx from centred rows")
+
+
 def test_normalize_refuses_half_input_and_per_sample_backward() -> None:
     with pytest.raises(TypeError, match="bfloat16"):
         hn.LayerNorm(4, dtype=torch.bfloat16).normalize(torch.zeros(2, 4, dtype=torch.bfloat16))

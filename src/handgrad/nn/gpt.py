@@ -108,14 +108,19 @@ def _folded_linear_backward(
 
         dW = dW′ diag γ + db′ βᵀ,   db = db′,   dγ_k = Σ_o W_ok dW′_ok,   dβ = Wᵀ db′
 
-    (products of parameter size), and dx̂ = g W′ = (g W) ⊙ γ: the gradient at x̂ with γ
-    already applied, which :meth:`LayerNorm.backward_normalized` takes.
+    (products of parameter size). The gradient at x̂ is h = g W′ = (g W) ⊙ γ; it is returned
+    with its row means removed, h − mean(h) = g W″, W″ = W′ with each row's mean subtracted
+    (one more parameter-sized pass): :meth:`LayerNorm.backward_normalized` takes it so
+    (``centred=True``) and skips a pass over the activations.
     """
     gamma, beta = cast(Tensor, norm.weight), norm.bias
     weight = layer.weight * gamma  # W′, recomputed (parameter-sized)
     # b′ itself is not needed, only whether there is one (then db′ = Σ g is taken)
     bias = layer.bias if layer.bias is not None else beta
-    grad_xhat, grad_weight, grad_bias = F.linear_backward(grad, (xhat, weight, bias), input_grad)
+    _, grad_weight, grad_bias = F.linear_backward(grad, (xhat, weight, bias), input_grad=False)
+    grad_xhat = None
+    if input_grad:  # g W″, W″ = W′ − mean over each row
+        grad_xhat = torch.matmul(grad, weight.sub_(weight.mean(1, keepdim=True)))
     accumulate(gamma, (layer.weight * grad_weight).sum(0))
     grad_weight.mul_(gamma)
     if grad_bias is not None:
@@ -133,9 +138,16 @@ def _norm_output(norm: LayerNorm, folded: bool) -> Tensor:
     return norm.normalized() if folded else norm.recompute_output()
 
 
-def _norm_backward(norm: LayerNorm, grad: Tensor, folded: bool) -> Tensor:
-    """``norm``'s dL/dx from the next layer's input gradient: dL/dx̂ where it took γ and β."""
-    return norm.backward_normalized(grad) if folded else required(norm.backward(grad))
+def _norm_backward(
+    norm: LayerNorm, grad: Tensor, folded: bool, residual: Tensor | None = None
+) -> Tensor:
+    """``norm``'s dL/dx from the next layer's input gradient (dL/dx̂ with its row means
+    removed where that layer took γ and β: :func:`_folded_linear_backward`), plus
+    ``residual`` where given."""
+    if folded:
+        return norm.backward_normalized(grad, centred=True, residual=residual)
+    grad_input = required(norm.backward(grad))
+    return grad_input if residual is None else residual + grad_input
 
 
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -410,12 +422,11 @@ class Block(Module):
         through_mlp = self.mlp.backward(
             g.to(transformed_dtype), input=_norm_output(self.ln_2, folded), norm=ln_2
         )
-        g = g + _norm_backward(self.ln_2, required(through_mlp), folded)
+        g = _norm_backward(self.ln_2, required(through_mlp), folded, residual=g)
         through_attn = self.attn.backward(
             g.to(attended_dtype), input=_norm_output(self.ln_1, folded), norm=ln_1
         )
-        g = g + _norm_backward(self.ln_1, required(through_attn), folded)
-        return g
+        return _norm_backward(self.ln_1, required(through_attn), folded, residual=g)
 
 
 class GPT(Module):

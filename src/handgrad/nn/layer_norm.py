@@ -150,16 +150,24 @@ class LayerNorm(_Norm):
         ctx, _ = F.unwrap_float32_ctx(self._saved[0])
         return cast(Tensor, ctx[0])
 
-    def backward_normalized(self, grad_normalized: Tensor) -> Tensor:
+    def backward_normalized(
+        self, grad_normalized: Tensor, *, centred: bool = False, residual: Tensor | None = None
+    ) -> Tensor:
         """dL/d(input) from dL/dx̂ (the layer that took γ and β has accumulated their
-        gradients); overwrites ``grad_normalized``. Not with per-sample gradients (the norm's
-        own would be taken from dL/dx̂): there, :meth:`backward` from dL/dy."""
+        gradients); overwrites ``grad_normalized``. ``centred``: dL/dx̂ comes with its row
+        means removed; ``residual``: returns residual + dL/d(input)
+        (:func:`~handgrad.nn.functional.layer_norm_backward_normalized`). Not with
+        per-sample gradients (the norm's own would be taken from dL/dx̂): there,
+        :meth:`backward` from dL/dy."""
         if per_sample_active():
             raise ValueError(
                 f"{self._get_name()}.backward_normalized(): per-sample gradients need "
                 "backward(grad_output) with dL/dy"
             )
-        return F.layer_norm_backward_normalized(grad_normalized, self._recall(grad_normalized))
+        ctx = self._recall(grad_normalized)
+        return F.layer_norm_backward_normalized(
+            grad_normalized, ctx, centred=centred, residual=residual
+        )
 
     def recompute_output(self) -> Tensor:
         """The last forward's output y = γ ⊙ x̂ + β, rebuilt from the x̂ it keeps (one pass):

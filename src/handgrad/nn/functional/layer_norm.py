@@ -172,17 +172,33 @@ def layer_norm_backward(
     return grad_x.view(grad_out.shape), grad_weight, grad_bias
 
 
-def layer_norm_backward_normalized(grad_xhat: Tensor, ctx: Ctx) -> Tensor:
+def layer_norm_backward_normalized(
+    grad_xhat: Tensor, ctx: Ctx, *, centred: bool = False, residual: Tensor | None = None
+) -> Tensor:
     """dx = r (h − mean(h) − x̂ mean(h ⊙ x̂)) from h = dL/dx̂ itself (γ and β held by the next
     layer: module docstring), for a ctx of :func:`layer_norm_normalize`. ``grad_xhat`` is
-    overwritten (it becomes dx)."""
+    overwritten.
+
+    ``centred``: h comes with its row means removed already, h − mean(h). A next layer
+    z = x̂ W′ᵀ + b′ gives that for the price of a parameter-sized pass: h = g W′, and
+    h − mean(h) = g W″ with W″ = W′(I − 11ᵀ/n), W′ with each row's mean subtracted. The
+    mean(h) pass is then skipped, and mean(h ⊙ x̂) is unchanged, since mean(x̂) = 0:
+    mean((h − mean(h)) ⊙ x̂) = mean(h ⊙ x̂) − mean(h) mean(x̂).
+
+    ``residual``: returns residual + dx (a residual stream's gradient, which the normalised
+    branch adds to) in the same pass as dx's last factor r.
+    """
     xhat, rstd, _, _, normalized_ndim = ctx
     width = math.prod(xhat.shape[xhat.dim() - normalized_ndim :])
     h, xhat = grad_xhat.view(-1, width), xhat.reshape(-1, width)  # rows × n
-    mean_h = h.sum(1, keepdim=True).div_(width)
     mean_hx = (h * xhat).sum(1, keepdim=True).div_(width)
-    grad_x = h.sub_(mean_h).addcmul_(xhat, mean_hx, value=-1).mul_(rstd.reshape(-1, 1))
-    return grad_x.view(grad_xhat.shape)
+    if not centred:
+        h.sub_(h.sum(1, keepdim=True).div_(width))
+    h.addcmul_(xhat, mean_hx, value=-1)  # h − mean(h) − x̂ mean(h ⊙ x̂)
+    rstd = rstd.reshape(-1, 1)
+    if residual is None:
+        return h.mul_(rstd).view(grad_xhat.shape)
+    return torch.addcmul(residual.view(-1, width), h, rstd).view(residual.shape)
 
 
 @half_in_float32
