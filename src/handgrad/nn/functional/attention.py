@@ -357,11 +357,11 @@ def _causal_backward_chunk(
 ) -> None:
     """The backward of the problems ``rows`` under the causal mask, a block of query rows at a
     time against the keys it meets (module docstring): into ``grads`` (dQ, dK, dV) from
-    ``upstream`` (G and rowsum(G ⊙ O)), ``buffers`` holding the block's S (then P, in place)
+    ``upstream`` (G and −rowsum(G ⊙ O)), ``buffers`` holding the block's S (then P, in place)
     and dP (then dS).
     """
     q, k, v = problems.query[rows], problems.key[rows], problems.value[rows]
-    grad3, row_dot = upstream[0][rows], upstream[1][rows]
+    grad3, minus_row_dots = upstream[0][rows], upstream[1][rows]
     grad_query, grad_key, grad_value = (g[rows] for g in grads)
     assert problems.bias is not None  # the causal mask, (L, S)
     count, source_len = q.shape[0], k.shape[1]
@@ -383,8 +383,10 @@ def _causal_backward_chunk(
             grad_value[:, :keys].baddbmm_(weights_t, grad_block)
         else:
             torch.bmm(weights_t, grad_block, out=grad_value)
-        torch.bmm(grad_block, value_block.transpose(1, 2), out=grad_p)  # dP = G Vᵀ
-        grad_scores = grad_p.sub_(row_dot[:, start:stop]).mul_(weights)  # P ⊙ (dP − rowsum)
+        # dP − rowsum(dP ⊙ P) = G Vᵀ − rowsum(G ⊙ O): the row sums start the product off
+        minus_row_dot = minus_row_dots[:, start:stop]
+        torch.baddbmm(minus_row_dot, grad_block, value_block.transpose(1, 2), out=grad_p)
+        grad_scores = grad_p.mul_(weights)  # dS = P ⊙ (dP − rowsum)
         # dQ = s · dS K (beta=0: the block of dQ is written, not read)
         grad_query[:, start:stop].baddbmm_(grad_scores, key_block, beta=0.0, alpha=scale)
         # dK = s · dSᵀ Q, added from the second block on
@@ -432,6 +434,8 @@ def scaled_dot_product_attention_backward(
     causal_blocks = None  # the causal mask's blocks of query rows (module docstring)
     if causal and weights is None and keep is None and grad_weights is None:
         causal_blocks = _causal_row_blocks(target_len, source_len)
+    if causal_blocks:
+        row_dot.neg_()  # (−rowsum(G ⊙ O): the causal blocks' products start from it)
     # (a chunk holds as many scores whole or in blocks: with two, twice the problems)
     block_rows = max((stop - start for start, stop, _ in causal_blocks or []), default=None)
     shared = bias is None or bias.dim() == 2
