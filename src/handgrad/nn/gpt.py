@@ -172,8 +172,10 @@ def _gelu_derivative(hidden: Tensor, activated: Tensor, scratch: Tensor) -> Tens
     return cdf.addcmul_(gauss, hidden, value=_INV_SQRT_2PI)  # Φ(h) + h φ(h)
 
 
-_GELU_CHUNK_ELEMENTS = 1 << 17
-"""Elements per chunk of :func:`_hidden_gradient`: 512 KiB of float32 per operand."""
+_GELU_CHUNK_ELEMENTS = 1 << 18
+"""Elements per chunk of :func:`_hidden_gradient`: 1 MiB of float32 per operand (at the GPT
+benchmark's shapes 0.96 of the time with 2¹⁷, measured paired, 1 thread; the step's memory
+peak, at the end of the forward, is unchanged)."""
 
 
 def _hidden_gradient(grad: Tensor, weight: Tensor, hidden: Tensor, activated: Tensor) -> Tensor:
