@@ -167,7 +167,9 @@ def _gelu_derivative(hidden: Tensor, activated: Tensor, scratch: Tensor) -> Tens
     the rounded constant costs a relative |h²/2|·ε in φ, a few ulps where φ is not ~0.
     """
     cdf = activated.div_(hidden).nan_to_num_(0.5)
-    gauss = torch.mul(hidden, hidden, out=scratch).mul_(_MINUS_HALF_LOG2_E)
+    # −h² log₂(e)/2 in one pass: addcmul's 0 + c·h·h
+    zero = scratch.new_zeros(())
+    gauss = torch.addcmul(zero, hidden, hidden, value=_MINUS_HALF_LOG2_E, out=scratch)
     torch.exp2(gauss, out=gauss)  # e^(−h²/2)
     return cdf.addcmul_(gauss, hidden, value=_INV_SQRT_2PI)  # Φ(h) + h φ(h)
 
@@ -184,7 +186,7 @@ def _hidden_gradient(grad: Tensor, weight: Tensor, hidden: Tensor, activated: Te
     overwritten too): no (B, T, 4C) tensor is allocated.
 
     A block of rows at a time (``_GELU_CHUNK_ELEMENTS``): GELU′ of the rows' h into their
-    GELU(h) (:func:`_gelu_derivative`, six element-wise passes), then d(GELU(h)) = g W₂ for
+    GELU(h) (:func:`_gelu_derivative`, five element-wise passes), then d(GELU(h)) = g W₂ for
     those rows into their h (read for the last time), times GELU′. The block's operands stay
     in cache from one pass to the next, where passes over whole (B, T, 4C) tensors would
     stream them from memory each time; and the memory peak holds h and GELU(h) alone, not a
