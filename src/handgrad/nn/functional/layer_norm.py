@@ -191,10 +191,10 @@ def layer_norm_backward_normalized(
     xhat, rstd, _, _, normalized_ndim = ctx
     width = math.prod(xhat.shape[xhat.dim() - normalized_ndim :])
     h, xhat = grad_xhat.view(-1, width), xhat.reshape(-1, width)  # rows × n
-    mean_hx = (h * xhat).sum(1, keepdim=True).div_(width)
+    sum_hx = (h * xhat).sum(1, keepdim=True)
     if not centred:
-        h.sub_(h.sum(1, keepdim=True).div_(width))
-    h.addcmul_(xhat, mean_hx, value=-1)  # h − mean(h) − x̂ mean(h ⊙ x̂)
+        h.sub_(h.sum(1, keepdim=True), alpha=1 / width)
+    h.addcmul_(xhat, sum_hx, value=-1 / width)  # h − mean(h) − x̂ mean(h ⊙ x̂)
     rstd = rstd.reshape(-1, 1)
     if residual is None:
         return h.mul_(rstd).view(grad_xhat.shape)
