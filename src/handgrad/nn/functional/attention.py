@@ -346,36 +346,57 @@ def _causal_row_blocks(target_len: int, source_len: int) -> list[tuple[int, int,
     return [(start, stop, min(stop, source_len)) for start, stop in reversed(blocks)]
 
 
+class _CausalBlock(NamedTuple):
+    """A block of query rows [start, stop) of the causal backward, meeting keys [0, keys),
+    with its share of the mask and of the chunk buffers (made once per backward)."""
+
+    start: int
+    stop: int
+    keys: int
+    bias: Tensor  # M[start:stop, :keys]
+    weights: Tensor  # (chunk, stop − start, keys): S, then P in place
+    grad_p: Tensor  # (chunk, stop − start, keys): dP − rowsum, then dS
+
+
+def _causal_blocks(
+    blocks: list[tuple[int, int, int]], bias: Tensor, buffers: tuple[Tensor, Tensor]
+) -> list[_CausalBlock]:
+    """Each block of :func:`_causal_row_blocks` with its mask and buffer views."""
+    chunk = buffers[0].shape[0]
+    out = []
+    for start, stop, keys in blocks:
+        shape = (chunk, stop - start, keys)
+        weights, grad_p = (b.view(-1)[: math.prod(shape)].view(shape) for b in buffers)
+        out.append(_CausalBlock(start, stop, keys, bias[start:stop, :keys], weights, grad_p))
+    return out
+
+
 def _causal_backward_chunk(
-    problems: _Problems,
-    rows: slice,
-    blocks: list[tuple[int, int, int]],
+    inputs: tuple[Tensor, Tensor, Tensor],
+    blocks: list[_CausalBlock],
     scale: float,
     upstream: tuple[Tensor, Tensor],
     grads: tuple[Tensor, Tensor, Tensor],
-    buffers: tuple[Tensor, Tensor],
 ) -> None:
-    """The backward of the problems ``rows`` under the causal mask, a block of query rows at a
-    time against the keys it meets (module docstring): into ``grads`` (dQ, dK, dV) from
-    ``upstream`` (G and −rowsum(G ⊙ O)), ``buffers`` holding the block's S (then P, in place)
-    and dP (then dS).
+    """The backward of a chunk of problems (``inputs``: Q, K, V) under the causal mask, a block
+    of query rows at a time against the keys it meets (module docstring): into ``grads``
+    (dQ, dK, dV) from ``upstream`` (G and −rowsum(G ⊙ O)); each block's buffers hold its S
+    (then P, in place) and dP (then dS).
     """
-    q, k, v = problems.query[rows], problems.key[rows], problems.value[rows]
-    grad3, minus_row_dots = upstream[0][rows], upstream[1][rows]
-    grad_query, grad_key, grad_value = (g[rows] for g in grads)
-    assert problems.bias is not None  # the causal mask, (L, S)
+    q, k, v = inputs
+    grad3, minus_row_dots = upstream
+    grad_query, grad_key, grad_value = grads
     count, source_len = q.shape[0], k.shape[1]
     written = False  # whether dK and dV hold a block's share yet
-    if blocks[0][2] < source_len:  # (fewer queries than keys: the last keys meet none)
+    if blocks[0].keys < source_len:  # (fewer queries than keys: the last keys meet none)
         grad_key.zero_()
         grad_value.zero_()
         written = True
-    for start, stop, keys in blocks:
-        shape = (count, stop - start, keys)
-        weights, grad_p = (b.view(-1)[: math.prod(shape)].view(shape) for b in buffers)
+    for start, stop, keys, bias, weights, grad_p in blocks:
+        if count < weights.shape[0]:  # (the last chunk may hold fewer problems)
+            weights, grad_p = weights[:count], grad_p[:count]
         query_block, grad_block = q[:, start:stop], grad3[:, start:stop]
         key_block, value_block = k[:, :keys], v[:, :keys]
-        bias = problems.bias[start:stop, :keys]
         torch.baddbmm(bias, query_block, key_block.transpose(1, 2), alpha=scale, out=weights)
         torch.softmax(weights, -1, out=weights)  # P of the block, over its scores
         weights_t = weights.transpose(1, 2)
@@ -445,7 +466,9 @@ def scaled_dot_product_attention_backward(
     rows_per_problem = target_len if block_rows is None else block_rows
     chunks = _chunks(count, rows_per_problem, source_len)
     if causal_blocks:
+        assert bias is not None  # the causal mask, (L, S)
         causal_buffers = _causal_chunk_buffers(query, chunks, count, rows_per_problem, source_len)
+        blocks = _causal_blocks(causal_blocks, bias, causal_buffers)
     else:
         buffers = _chunk_buffers(query, chunks, count, rows_per_problem, source_len)
     for group in groups:
@@ -455,14 +478,15 @@ def scaled_dot_product_attention_backward(
         problems = _Problems(q, k, v, bias if shared else group_bias)
         for rows in chunks:
             if causal_blocks:
+                whole = rows.start == 0 and rows.stop >= count  # (no slicing needed)
                 _causal_backward_chunk(
-                    problems,
-                    rows,
-                    causal_blocks,
+                    (q, k, v) if whole else (q[rows], k[rows], v[rows]),
+                    blocks,
                     scale,
-                    (grad3, row_dot3),
-                    (grad_query, grad_key, grad_value),
-                    causal_buffers,
+                    (grad3, row_dot3) if whole else (grad3[rows], row_dot3[rows]),
+                    (grad_query, grad_key, grad_value)
+                    if whole
+                    else (grad_query[rows], grad_key[rows], grad_value[rows]),
                 )
                 continue
             if weights3 is not None:
