@@ -141,14 +141,22 @@ def _groups(batch: torch.Size, tensors: list[Tensor | None]) -> list[list[Tensor
     - otherwise one group of flattened copies (more than two batch dims that do not merge;
       only inputs: the outputs the kernels write into are allocated so as to merge).
     """
-    expanded = [None if t is None else t.expand(*batch, *t.shape[-2:]) for t in tensors]
+    expanded = [
+        t if t is None or t.shape[:-2] == batch else t.expand(*batch, *t.shape[-2:])
+        for t in tensors
+    ]
+    if len(batch) == 2 and not all(t is None or _batch_dims_merge(t) for t in expanded):
+        return [[None if t is None else t.select(1, j) for t in expanded] for j in range(batch[1])]
     try:
         return [[None if t is None else t.view(-1, *t.shape[-2:]) for t in expanded]]
     except RuntimeError:  # (some batch dims do not merge)
-        pass
-    if len(batch) == 2:
-        return [[None if t is None else t[:, j] for t in expanded] for j in range(batch[1])]
-    return [[None if t is None else t.reshape(-1, *t.shape[-2:]) for t in expanded]]
+        return [[None if t is None else t.reshape(-1, *t.shape[-2:]) for t in expanded]]
+
+
+def _batch_dims_merge(t: Tensor) -> bool:
+    """Whether the two batch dims of ``t`` (B, H, rows, cols) merge into one without a copy
+    (B's stride is H's times H's size, or one of them has a single entry)."""
+    return t.shape[0] == 1 or t.shape[1] == 1 or t.stride(0) == t.stride(1) * t.shape[1]
 
 
 def _chunks(count: int, query_rows: int, source_len: int) -> list[slice]:
