@@ -24,7 +24,9 @@ from pathlib import Path
 
 import torch
 
-BENCHMARKS = ("train", "optim", "roots", "distributed", "conv", "gpt", "privacy", "new_optim")
+BENCHMARKS = (
+    "train", "optim", "roots", "distributed", "conv", "gpt", "privacy", "new_optim", "budgets",
+)
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
