@@ -189,22 +189,13 @@ def _weights(
 
 
 def _chunk_buffers(
-    like: Tensor, chunks: list[slice], count: int, query_rows: int, source_len: int
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Three (chunk, query_rows, S) tensors to reuse for every chunk: a few fresh L × S
+    like: Tensor, chunks: list[slice], count: int, query_rows: int, source_len: int, number: int
+) -> tuple[Tensor, ...]:
+    """``number`` (chunk, query_rows, S) tensors to reuse for every chunk: a few fresh L × S
     matrices per chunk cost more (in page faults) than the products that fill them."""
     largest = min(chunks[0].stop, count) if chunks else 0
     shape = (largest, query_rows, source_len)
-    return like.new_empty(shape), like.new_empty(shape), like.new_empty(shape)
-
-
-def _causal_chunk_buffers(
-    like: Tensor, chunks: list[slice], count: int, query_rows: int, source_len: int
-) -> tuple[Tensor, Tensor]:
-    """The causal backward's two (chunk, query_rows, S) tensors (its softmax is in place)."""
-    largest = min(chunks[0].stop, count) if chunks else 0
-    shape = (largest, query_rows, source_len)
-    return like.new_empty(shape), like.new_empty(shape)
+    return tuple(like.new_empty(shape) for _ in range(number))
 
 
 def _recording(*tensors: Tensor | None) -> bool:
@@ -318,7 +309,7 @@ def scaled_dot_product_attention_forward(
     groups = _groups(batch, [q3, k3, v3, None if shared else bias, out, weights, keep])
     count = cast(Tensor, groups[0][0]).shape[0] if groups else 0
     chunks = _chunks(count, target_len, source_len)
-    buffers = None if recording else _chunk_buffers(out, chunks, count, target_len, source_len)
+    buffers = None if recording else _chunk_buffers(out, chunks, count, target_len, source_len, 2)
     for group in groups:
         q, k, v, group_out = cast(list[Tensor], [*group[:3], group[4]])
         group_bias, group_weights, group_keep = group[3], group[5], group[6]
@@ -475,10 +466,11 @@ def scaled_dot_product_attention_backward(
     chunks = _chunks(count, rows_per_problem, source_len)
     if causal_blocks:
         assert bias is not None  # the causal mask, (L, S)
-        causal_buffers = _causal_chunk_buffers(query, chunks, count, rows_per_problem, source_len)
-        blocks = _causal_blocks(causal_blocks, bias, causal_buffers)
+        # two buffers per chunk (the causal blocks' softmax is in place), else three
+        buffers = _chunk_buffers(query, chunks, count, rows_per_problem, source_len, 2)
+        blocks = _causal_blocks(causal_blocks, bias, (buffers[0], buffers[1]))
     else:
-        buffers = _chunk_buffers(query, chunks, count, rows_per_problem, source_len)
+        buffers = _chunk_buffers(query, chunks, count, rows_per_problem, source_len, 3)
     for group in groups:
         q, k, v, group_bias, grad3, row_dot3 = cast(list[Tensor], group[:6])
         weights3, keep3, extra3 = group[6:9]
