@@ -159,6 +159,11 @@ def _batch_dims_merge(t: Tensor) -> bool:
     return t.shape[0] == 1 or t.shape[1] == 1 or t.stride(0) == t.stride(1) * t.shape[1]
 
 
+def _dense_matrices(t: Tensor) -> bool:
+    """Whether each matrix of ``t`` (N, rows, cols) is dense, row after row."""
+    return t.stride(-1) == 1 and (t.shape[-2] <= 1 or t.stride(-2) == t.shape[-1])
+
+
 def _chunks(count: int, query_rows: int, source_len: int) -> list[slice]:
     """Slices of a group's ``count`` problems, each holding about _CHUNK_ELEMENTS scores of
     ``query_rows`` × ``source_len`` per problem (fewer rows than L where the backward works
@@ -471,10 +476,21 @@ def scaled_dot_product_attention_backward(
         blocks = _causal_blocks(causal_blocks, bias, (buffers[0], buffers[1]))
     else:
         buffers = _chunk_buffers(query, chunks, count, rows_per_problem, source_len, 3)
+    # The products write dQ, dK, dV into buffers of dense matrices, copied into the targets
+    # where those are not (heads side by side in one buffer: each row of a head's matrix is
+    # a slice of a longer row). A batched product writing into such a view took 1.3x the
+    # time of a dense output at 1 thread and did not run faster at 2 (measured, float32, the
+    # GPT benchmark's shapes); the copies cost less than that.
+    staging = None
     for group in groups:
         q, k, v, group_bias, grad3, row_dot3 = cast(list[Tensor], group[:6])
         weights3, keep3, extra3 = group[6:9]
-        grad_query, grad_key, grad_value = cast(list[Tensor], group[9:])
+        targets = cast(list[Tensor], group[9:])
+        grad_query, grad_key, grad_value = targets
+        if not all(_dense_matrices(t) for t in targets):  # (staged: see above)
+            if staging is None:
+                staging = [t.new_empty(t.shape) for t in targets]
+            grad_query, grad_key, grad_value = staging
         problems = _Problems(q, k, v, bias if shared else group_bias)
         for rows in chunks:
             if causal_blocks:
@@ -513,6 +529,9 @@ def scaled_dot_product_attention_backward(
             grad_scores = grad_p.sub_(chunk_row_dot).mul_(chunk_weights)  # P ⊙ (dP − rowsum)
             torch.bmm(grad_scores, k[rows], out=grad_query[rows])
             torch.bmm(grad_scores.transpose(1, 2), q[rows], out=grad_key[rows])
+        if grad_query is not targets[0]:  # staged
+            for target, grad in zip(targets, (grad_query, grad_key, grad_value), strict=True):
+                target.copy_(grad)
     if not causal_blocks:  # (the causal blocks' products take s themselves)
         grads[0].mul_(scale)
         grads[1].mul_(scale)
