@@ -23,7 +23,7 @@ raises the layer's error).
 When it applies (:meth:`Chain.of`): every child is exactly a :class:`~handgrad.nn.Linear`,
 :class:`~handgrad.nn.Sigmoid`, :class:`~handgrad.nn.Tanh`, :class:`~handgrad.nn.ReLU` or
 :class:`~handgrad.nn.Identity` (not a subclass), none with hooks or a compiled call
-(:func:`handgrad._compat.forward_runs_alone`), and the input is a float32 or float64 tensor
+(:func:`handgrad._compat.forward_runs_alone_each`), and the input is a float32 or float64 tensor
 (the dtypes whose kernels run as they are; float16/bfloat16 inputs go through the modules,
 whose kernels compute them in float32). Anything else runs the per-module path.
 """
@@ -96,7 +96,7 @@ class Chain:
     def runs_alone(self) -> bool:
         """Whether calling each child would run its forward alone (no hooks, no compiled
         call, no trace): the condition under which skipping the modules changes nothing."""
-        return all(map(_compat.forward_runs_alone, self.modules))
+        return _compat.forward_runs_alone_each(self.modules)
 
     def forward(self, x: Tensor) -> Tensor:
         """The chain's output; each child keeps its kernel's ctx as its own forward would
