@@ -3,7 +3,8 @@
 Usage: ``python -m benchmarks [--quick] [--only optim,roots] [--no-write]``.
 
 Each benchmark module ``benchmarks/bench_<name>.py`` exposes ``main(argv) -> int`` and prints
-markdown (ratios against the torch/numpy reference measured in the same process). This runner
+markdown (ratios against the torch/numpy reference measured in the same process; ``budgets``:
+wall times against the issues' run-time budgets). This runner
 collects their output, each section under the date and the machine it ran on, into
 RESULTS.md: the sections it ran replace their old versions, the others and the hand-written
 summary at the top are kept.
@@ -24,7 +25,9 @@ from pathlib import Path
 
 import torch
 
-BENCHMARKS = ("train", "optim", "roots", "distributed", "conv", "gpt", "privacy", "new_optim")
+BENCHMARKS = (
+    "train", "optim", "roots", "distributed", "conv", "gpt", "privacy", "new_optim", "budgets",
+)
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 

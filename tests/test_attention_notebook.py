@@ -12,7 +12,7 @@ from tests.notebook_runner import execute_notebook
 def test_attention_notebook_executes_without_errors(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    code_cells, seconds = execute_notebook("attention.ipynb", tmp_path, monkeypatch)
+    code_cells = execute_notebook("attention.ipynb", tmp_path, monkeypatch)
     outputs = [out for cell in code_cells for out in cell.outputs]
     assert [out for out in outputs if out.output_type == "error"] == []
     printed = "".join(out.text for out in outputs if out.output_type == "stream")
@@ -22,4 +22,3 @@ def test_attention_notebook_executes_without_errors(
             assert float(line.rsplit("=", 1)[1]) < 1e-12, line
     images = [out for out in outputs if "image/png" in getattr(out, "data", {})]
     assert len(images) == 2  # the attention weights, the training curve
-    assert seconds < 90, f"the notebook took {seconds:.0f} s; keep it under a minute"

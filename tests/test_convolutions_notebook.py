@@ -1,4 +1,5 @@
-"""notebooks/convolutions.ipynb runs from top to bottom without an error, in well under a minute."""
+"""notebooks/convolutions.ipynb runs from top to bottom without an error (its run time is a
+budget of ``python -m benchmarks --only budgets``)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from tests.notebook_runner import execute_notebook
 def test_convolutions_notebook_executes_without_errors(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    code_cells, seconds = execute_notebook("convolutions.ipynb", tmp_path, monkeypatch)
+    code_cells = execute_notebook("convolutions.ipynb", tmp_path, monkeypatch)
     text = "".join(
         out.get("text", "") for cell in code_cells for out in cell.outputs
         if out.output_type == "stream"
@@ -28,4 +29,3 @@ def test_convolutions_notebook_executes_without_errors(
         if out.output_type in {"display_data", "execute_result"} and "image/png" in out.data
     ]
     assert len(images) == 2  # the loss curves and the digits
-    assert seconds < 60, f"the notebook took {seconds:.0f} s; keep it short"

@@ -21,10 +21,11 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "walkthrough.ipyn
 MAX_STORED_BYTES = 400_000  # the outputs are small pictures and short text
 
 
-def execute(notebook: Any, workdir: Path) -> float:
+def execute(notebook: Any, workdir: Path) -> None:
     """Run every cell of ``notebook`` (an nbformat object) in place, in a fresh kernel of
-    this interpreter with headless plots and files written under ``workdir``; returns the
-    seconds it took. Raises CellExecutionError naming the cell and the traceback."""
+    this interpreter with headless plots and files written under ``workdir``. Raises
+    CellExecutionError naming the cell and the traceback. (Its run time is measured against
+    its budget by ``python -m benchmarks --only budgets``, not by the tests.)"""
     import nbclient
 
     # jupyter_client replaces the kernel spec's "python" by this interpreter, so the kernel
@@ -34,9 +35,7 @@ def execute(notebook: Any, workdir: Path) -> float:
         notebook, kernel_name="python3", timeout=120,  # per cell
         resources={"metadata": {"path": str(workdir)}},
     )
-    start = time.perf_counter()
     client.execute()
-    return time.perf_counter() - start
 
 
 def _code_cells(notebook: Any) -> list[Any]:
@@ -62,14 +61,13 @@ def test_walkthrough_notebook_executes_without_errors(
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     for cell in _code_cells(notebook):  # run from nothing, not from the stored outputs
         cell.outputs, cell.execution_count = [], None
-    seconds = execute(notebook, tmp_path)
+    execute(notebook, tmp_path)
 
     code_cells = _code_cells(notebook)
     assert all(cell.execution_count is not None for cell in code_cells)
     errors = [out for cell in code_cells for out in cell.outputs if out.output_type == "error"]
     assert errors == []
     assert len(_images(notebook)) >= 4  # network fit, two trajectory maps, the descent plot
-    assert seconds < 90, f"the notebook took {seconds:.0f} s; keep it under a minute"
 
 
 def test_the_notebook_is_stored_executed_in_order_with_its_outputs() -> None:
@@ -98,8 +96,10 @@ def store() -> int:
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     for cell in _code_cells(notebook):
         cell.outputs, cell.execution_count = [], None
+    start = time.perf_counter()
     with tempfile.TemporaryDirectory() as workdir:
-        seconds = execute(notebook, Path(workdir))
+        execute(notebook, Path(workdir))
+    seconds = time.perf_counter() - start
     for cell in _code_cells(notebook):
         cell.metadata.pop("execution", None)  # timestamps: noise in every diff
     notebook.metadata.pop("widgets", None)

@@ -257,16 +257,15 @@ def test_resume_after_sigkill_mid_epoch_matches_an_uninterrupted_run_bit_for_bit
 
 
 @pytest.mark.slow
-def test_acceptance_cubic_adam_defaults_reach_mse_0_01_within_30_s(
+def test_acceptance_cubic_adam_defaults_reach_mse_0_01(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    start = time.perf_counter()
+    """Issue 5's run; its budget, under 30 s on 2 cores, is measured by
+    ``python -m benchmarks --only budgets``."""
     status, _, _ = train(capsys, "--task", "cubic", "--optimizers", "adam", "--out", str(tmp_path))
-    elapsed = time.perf_counter() - start
     assert status == 0
     (run,) = json.loads((tmp_path / "metrics.json").read_text())["runs"]
     assert run["test_loss"] <= 0.01
-    assert elapsed < 30
 
 
 @pytest.mark.slow

@@ -328,6 +328,26 @@ def test_schedule_free_eval_holds_the_average_of_the_iterates() -> None:
     torch.testing.assert_close(p, torch.stack(zs).mean(0), rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("name", ["SGDScheduleFree", "AdamWScheduleFree"])
+def test_schedule_free_leaves_the_direction_in_p_grad_like_the_reference(name: str) -> None:
+    """Both references write the step's direction d into ``p.grad`` in place (it saves one
+    tensor per parameter per step); handgrad does the same, with the same bits, on small
+    tensors and on the large-tensor body (≥ 65,536 elements)."""
+    row = BY_NAME[name]
+    kwargs = {"lr": 0.05, "warmup_steps": 3, "weight_decay": 0.01}
+    pair = Pair(row.ours, row.reference_class(), kwargs, shapes=[(), (3, 4), (260, 256)],
+                train_mode=True)  # fmt: skip
+    for step in range(1, 6):
+        pair.set_grads(step, None)
+        before = [p.grad.clone() for p in pair.ours_params]
+        pair.ours.step()
+        pair.theirs.step()
+        pair.compare_params(f"step {step}", exact=True, rtol=0.0)
+        for p, q, g in zip(pair.ours_params, pair.theirs_params, before, strict=True):
+            assert torch.equal(p.grad, q.grad), f"step {step} {tuple(p.shape)}"
+            assert not torch.equal(p.grad, g)  # d, not the gradient the step was given
+
+
 def test_adan_restart_condition_like_the_reference() -> None:
     def every_fourth(state: dict[str, Any]) -> bool:
         return int(state["step"]) % 4 == 3
@@ -351,7 +371,7 @@ def test_pickled_optimizers_go_on_with_the_same_bits(row: Row) -> None:
     for step in range(6, 11):
         pair.set_grads(step, None)
         for p, q in zip(params, pair.theirs_params, strict=True):
-            p.grad = q.grad
+            p.grad = q.grad.clone()  # the schedule-free steps write d into p.grad
         optimizer.step()
         pair.theirs.step()
     for p, q in zip(params, pair.theirs_params, strict=True):

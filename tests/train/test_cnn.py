@@ -4,7 +4,6 @@ does not fit, and trained to the issue's accuracy."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -51,15 +50,14 @@ def test_cnn_takes_two_widths(digits: Task) -> None:
 
 
 @pytest.mark.slow
-def test_acceptance_digits_cnn_reaches_accuracy_0_985_within_60_s(
+def test_acceptance_digits_cnn_reaches_accuracy_0_985(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    start = time.perf_counter()
+    """Issue 13's run; its budget, within 60 s on 2 cores, is measured by
+    ``python -m benchmarks --only budgets``."""
     status = main(["train", "--task", "digits", "--model", "cnn", "--out", str(tmp_path)])
-    elapsed = time.perf_counter() - start
     capsys.readouterr()
     assert status == 0
     runs = json.loads((tmp_path / "metrics.json").read_text())["runs"]
     assert [run["optimizer"] for run in runs] == ["sgd", "rmsprop", "adam"]
     assert min(run["test_accuracy"] for run in runs) >= 0.985
-    assert elapsed < 60

@@ -132,11 +132,13 @@ class SGDScheduleFree(_ScheduleFree):
     Equality with the reference: the same operations in the same order, the same bits, also
     for complex parameters (the rule is linear). ``foreach`` is accepted; the multi-tensor
     rule always runs (the reference's two bodies give the same bits on the CPU). The rule is
-    element-wise: a flat network is updated as one tensor. The reference adds the weight
-    decay into ``p.grad`` in place; handgrad leaves ``p.grad`` as it was, so with weight decay
-    d is a new tensor per parameter: on many small tensors that allocation is the cost the
-    reference does not pay (bench_new_optim "200 params of 1,000", one thread, loaded
-    machine: about 1.0-1.2x the reference's step, the other layouts below 1.0).
+    element-wise: a flat network is updated as one tensor.
+
+    ``p.grad`` holds d after the step, as in the reference, which adds the weight decay into
+    it in place (torch.optim's own optimizers leave ``.grad`` alone). A fresh d per parameter
+    would cost one allocation each, and on many small tensors that alone made the step
+    1.1-1.2x the reference's (bench_new_optim "200 params of 1,000", one thread); written
+    into ``p.grad``, 0.95x on a loaded machine.
 
     Refusals (the reference's): lr < 0 or weight_decay < 0, momentum outside (0, 1), as
     ValueError.
@@ -175,19 +177,20 @@ class SGDScheduleFree(_ScheduleFree):
         self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
     ) -> None:
         decay = group["weight_decay"]
-        direction = torch._foreach_add(grads, params, alpha=decay) if decay != 0 else grads
-        self._averaging_step(group, params, direction, state["z"])
+        if decay != 0:
+            torch._foreach_add_(grads, params, alpha=decay)  # d into p.grad, as the reference
+        self._averaging_step(group, params, grads, state["z"])
 
     def update_large(
         self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
     ) -> None:
-        """:meth:`update` one large tensor at a time, d in a reused buffer: the same bits
-        (bench_new_optim, "4 params of 1M": allocating d afresh each step was 1.09x the
-        reference's in-place foreach, one thread)."""
+        """:meth:`update` one large tensor at a time (d written into the gradient, as
+        :meth:`update` does): the same bits."""
         decay = group["weight_decay"]
         for p, g, z in zip(params, grads, state["z"], strict=True):
-            direction = torch.add(g, p, alpha=decay, out=self.scratch.like(g)) if decay else g
-            self._averaging_step_one(group, p, direction, z)
+            if decay != 0:
+                g.add_(p, alpha=decay)
+            self._averaging_step_one(group, p, g, z)
 
 
 class AdamWScheduleFree(_ScheduleFree):
@@ -202,8 +205,8 @@ class AdamWScheduleFree(_ScheduleFree):
         y ← (1 − cₖ) y + cₖ z + γₖ(β₁(1 − cₖ) − 1) d
         z ← z − γₖ d
 
-    ``train()``/``eval()`` as for SGDScheduleFree (``handgrad train`` calls them). The
-    reference normalises ``p.grad`` in place; handgrad leaves it as it was.
+    ``train()``/``eval()`` as for SGDScheduleFree (``handgrad train`` calls them). As in the
+    reference, which normalises ``p.grad`` in place, ``p.grad`` holds d after the step.
 
     Equality with the reference: the same operations in the same order, the same bits.
     Complex parameters are updated as (Re, Im) pairs (torch.optim's convention; equal to the
@@ -254,12 +257,12 @@ class AdamWScheduleFree(_ScheduleFree):
         denom = torch._foreach_div(exp_avg_sqs, number_operand(1 - beta2 ** (k + 1), params[0]))
         torch._foreach_sqrt_(denom)
         add_number_(denom, group["eps"])
-        direction = torch._foreach_div(grads, denom)
+        torch._foreach_div_(grads, denom)  # d into p.grad, as the reference
         del denom
         decay = group["weight_decay"]
         if decay != 0:
-            torch._foreach_add_(direction, params, alpha=decay)
-        self._averaging_step(group, params, direction, state["z"])
+            torch._foreach_add_(grads, params, alpha=decay)
+        self._averaging_step(group, params, grads, state["z"])
 
     def update_large(
         self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
@@ -272,13 +275,13 @@ class AdamWScheduleFree(_ScheduleFree):
         for p, g, v, z in zip(params, grads, state["exp_avg_sq"], state["z"], strict=True):
             v.mul_(beta2)
             v.addcmul_(g, g, value=1 - beta2)
-            direction = torch.div(v, correction, out=self.scratch.like(v))
-            direction.sqrt_()
-            direction.add_(eps)
-            torch.div(g, direction, out=direction)
+            denom = torch.div(v, correction, out=self.scratch.like(v))
+            denom.sqrt_()
+            denom.add_(eps)
+            g.div_(denom)
             if decay != 0:
-                direction.add_(p, alpha=decay)
-            self._averaging_step_one(group, p, direction, z)
+                g.add_(p, alpha=decay)
+            self._averaging_step_one(group, p, g, z)
 
 
 __all__ = ["AdamWScheduleFree", "SGDScheduleFree"]
