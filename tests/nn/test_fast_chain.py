@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import io
 from collections.abc import Iterator
 
 import pytest
@@ -191,3 +192,19 @@ def test_backward_twice_after_a_fast_forward_is_refused() -> None:
     net[7].backward(torch.ones_like(out))  # a child's own backward takes its ctx ...
     with pytest.raises(ValueError, match=r"Linear\.backward\(\) called twice"):
         net.backward(torch.ones_like(out))  # ... and the container's says so
+
+
+def test_a_network_after_a_fast_forward_copies_and_pickles() -> None:
+    net = _net(torch.float64)
+    x = torch.randn(2, 3, dtype=torch.float64)
+    expected = net(x)
+    buffer = io.BytesIO()
+    torch.save(net, buffer)
+    buffer.seek(0)
+    for other in (copy.deepcopy(net), torch.load(buffer, weights_only=False)):
+        assert _same(other(x), expected)
+        assert _ran_fast(other)
+        chain = other._saved[0][0]
+        assert all(a is b for a, b in zip(chain.modules, other, strict=True))  # its own layers
+        other[0].weight.data.zero_()
+        assert not _same(other(x), expected)

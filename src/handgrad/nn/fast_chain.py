@@ -88,6 +88,11 @@ class Chain:
                 steps.append((module, forward, backward, None))
         self.steps: tuple[tuple[Module, Any, Any, dict[str, Any] | None], ...] = tuple(steps)
 
+    def __reduce__(self) -> tuple[type[Chain], tuple[tuple[Any, ...]]]:
+        """Pickled as its modules (and made again from them): its kernels are found by the
+        modules' types, not pickled by name."""
+        return Chain, (self.modules,)
+
     @staticmethod
     def eligible(modules: tuple[object, ...]) -> bool:
         """Whether these children form a chain: plain Linear and activation layers only."""
