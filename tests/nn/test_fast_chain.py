@@ -154,10 +154,23 @@ def test_other_children_take_the_per_module_path(make) -> None:
     assert not _ran_fast(net)
 
 
-def test_half_inputs_and_bad_inputs_take_the_per_module_path() -> None:
-    net = _net(torch.float32).to(torch.bfloat16)
-    net(torch.randn(2, 3, dtype=torch.bfloat16))
-    assert not _ran_fast(net)  # the modules compute bfloat16 in float32
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_half_precision_gives_the_per_module_bits(dtype) -> None:
+    """The modules' own kernels, which compute a half input in float32 (half_in_float32)."""
+    fast, plain = _net(torch.float32).to(dtype), _net(torch.float32).to(dtype)
+    x = torch.randn(4, 3).to(dtype)
+    grad = torch.randn(4, 2).to(dtype)
+    out = fast(x)
+    assert _ran_fast(fast)
+    dx = fast.backward(grad)
+    with per_module_path():
+        assert _same(out, plain(x))
+        assert _same(dx, plain.backward(grad))
+    for (name, p), q in zip(fast.named_parameters(), plain.parameters(), strict=True):
+        assert _same(p.grad, q.grad), name
+
+
+def test_bad_inputs_raise_the_layers_errors() -> None:
     net = _net(torch.float32)
     with pytest.raises(ValueError, match=r"expected input of shape \(\.\.\., 3\)"):
         net(torch.randn(2, 4))  # the Linear's own error, not the kernel's

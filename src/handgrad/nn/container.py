@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterator
 
-import torch
 from torch import Tensor
 
 from handgrad.nn.fast_chain import Chain, chain_of
@@ -24,8 +23,8 @@ class Sequential(Module):
     and iterable, like torch.nn.Sequential.
 
     Forward calls each child; backward calls each child's backward, last to first. A chain
-    of plain ``Linear`` layers and element-wise activations without hooks, on a float32 or
-    float64 input, instead runs their kernels directly (the same operations, the same bits;
+    of plain ``Linear`` layers and element-wise activations without hooks instead runs
+    their kernels directly (the same operations, the same bits;
     :mod:`handgrad.nn.fast_chain`): this container's one fast path.
     """
 
@@ -68,7 +67,7 @@ class Sequential(Module):
         return [module for module in self._modules.values() if isinstance(module, Module)]
 
     def forward(self, input: Tensor) -> Tensor:
-        if isinstance(input, Tensor) and input.dtype in _CHAIN_DTYPES:
+        if isinstance(input, Tensor):
             chain = chain_of(tuple(self._modules.values()), self.__dict__.get("_chain"))
             if chain is not None:
                 self.__dict__["_chain"] = chain  # (not a submodule: kept past __setattr__)
@@ -115,9 +114,6 @@ class Sequential(Module):
         # Only the first layer may skip its input gradient: nothing before it needs one.
         first: Tensor | None = layers[0].backward(grads.pop(), input_grad=input_grad)
         return first
-
-
-_CHAIN_DTYPES = (torch.float32, torch.float64)
 
 
 class Residual(Module):

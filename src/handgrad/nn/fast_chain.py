@@ -7,7 +7,7 @@ kernel calls does not: each child's ``forward`` is its kernel (``F.linear_forwar
 check, keeping and checking a ctx per layer — is the same each time and costs more than the
 kernels on a small network (the 1-100-1 per-sample step: ~60 Python calls of which the kernels
 are ~20; issue 12). So when a ``Sequential`` is such a chain, its forward calls the kernels
-itself, keeps their ctx in its own, and its backward calls the kernels' backward in reverse:
+itself and its backward calls the kernels' backward in reverse:
 
     forward:  x_{i+1}, ctx_i = forward_i(x_i, θ_i)            for i = 0 … n−1
     backward: g_i, dθ_i = backward_i(g_{i+1}, ctx_i);  θ_i.grad += dθ_i   for i = n−1 … 0
@@ -18,14 +18,20 @@ Adam steps, float32 and float64). The contract to the outside is the per-module 
 output, ``.grad`` accumulated (not overwritten), the input gradient, per-sample gradients
 (``backward(..., per_sample=True)`` stores each layer's, as its ``_recall`` would), the
 errors of a bad input (a kernel that refuses an input hands it to the per-module path, which
-raises the layer's error).
+raises the layer's error), and each child keeping the ctx of its part of the forward with
+its output's shape, dtype and device (so ``net[i].backward`` works after ``net(x)`` and
+releases it, and a second backward is refused, as after a per-module forward).
 
-When it applies (:meth:`Chain.of`): every child is exactly a :class:`~handgrad.nn.Linear`,
+When it applies (:func:`chain_of`): every child is exactly a :class:`~handgrad.nn.Linear`,
 :class:`~handgrad.nn.Sigmoid`, :class:`~handgrad.nn.Tanh`, :class:`~handgrad.nn.ReLU` or
 :class:`~handgrad.nn.Identity` (not a subclass), none with hooks or a compiled call
-(:func:`handgrad._compat.forward_runs_alone_each`), and the input is a float32 or float64 tensor
-(the dtypes whose kernels run as they are; float16/bfloat16 inputs go through the modules,
-whose kernels compute them in float32). Anything else runs the per-module path.
+(:func:`handgrad._compat.forward_runs_alone_each`), and the input a tensor. Anything else
+runs the per-module path.
+
+Measured for issue 12 (benchmarks/bench_train.py, per-sample part: 1-100-1 sigmoid, batch 1,
+flat Adam; one thread, shared machine): −6% instructions per step (callgrind, 637k → 600k),
+speed-up over the classroom loop 2.7–2.8x → 2.9–3.0x (paired chunks, three runs each); the
+grid rows unchanged or faster.
 """
 
 from __future__ import annotations
@@ -51,18 +57,12 @@ def _identity_backward(grad_out: Tensor, ctx: F.Ctx) -> Tensor:
     return grad_out
 
 
-def _undecorated(kernel: Any) -> Any:
-    """The kernel inside :func:`handgrad.nn.functional._common.half_in_float32` (and its
-    backward twin): what the decorator calls for float32 and float64, which are all the chain
-    runs."""
-    return getattr(kernel, "__wrapped__", kernel)
-
-
-# A layer's kernels: (forward, backward); the activations' backward is (g, ctx) -> dx.
+# A layer's kernels, the very functions its module calls: (forward, backward); the
+# activations' backward is (g, ctx) -> dx.
 _ACTIVATIONS: dict[type, tuple[Any, Any]] = {
-    Sigmoid: (_undecorated(F.sigmoid_forward), _undecorated(F.sigmoid_backward)),
-    Tanh: (_undecorated(F.tanh_forward), _undecorated(F.tanh_backward)),
-    ReLU: (_undecorated(F.relu_forward), _undecorated(F.relu_backward)),
+    Sigmoid: (F.sigmoid_forward, F.sigmoid_backward),
+    Tanh: (F.tanh_forward, F.tanh_backward),
+    ReLU: (F.relu_forward, F.relu_backward),
     Identity: (_identity_forward, _identity_backward),
 }
 
