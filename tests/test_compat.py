@@ -48,6 +48,26 @@ def test_forward_runs_alone_sees_each_thing_torchs_call_does() -> None:
     assert not compat.forward_runs_alone(layer)
 
 
+def test_forward_runs_alone_each_is_forward_runs_alone_of_every_module() -> None:
+    from torch.nn.modules import module as torch_module
+
+    layers = [torch.nn.Linear(1, 1), torch.nn.ReLU(), torch.nn.Linear(1, 1)]
+    assert compat.forward_runs_alone_each(layers)
+    assert compat.forward_runs_alone_each([])
+    for register in ("register_forward_pre_hook", "register_forward_hook"):
+        handle = getattr(layers[2], register)(lambda *args: None)
+        assert not compat.forward_runs_alone_each(layers)
+        handle.remove()
+    assert compat.forward_runs_alone_each(layers)
+    handle = torch_module.register_module_forward_hook(lambda *args: None)
+    try:
+        assert not compat.forward_runs_alone_each(layers)
+    finally:
+        handle.remove()
+    layers[1]._compiled_call_impl = lambda *args: None  # what module.compile() sets
+    assert not compat.forward_runs_alone_each(layers)
+
+
 def test_without_torchs_private_names_every_call_goes_through_torch(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -60,6 +80,7 @@ def test_without_torchs_private_names_every_call_goes_through_torch(
     try:
         assert fallback._tracing_state is None
         assert not fallback.forward_runs_alone(torch.nn.Linear(1, 1))
+        assert not fallback.forward_runs_alone_each([torch.nn.Linear(1, 1)])
         seen: list[str] = []
         original = torch.nn.Module._call_impl
         monkeypatch.setattr(

@@ -12,9 +12,10 @@ The private names, one entry per thing read:
 
 1. torch's module hook registries: a module's own (``_forward_pre_hooks``,
    ``_forward_hooks``, ``_backward_pre_hooks``, ``_backward_hooks``) and the global ones
-   (``torch.nn.modules.module._global_*_hooks``) — :func:`forward_runs_alone`;
-2. ``Module._compiled_call_impl`` (set by ``module.compile()``) — :func:`forward_runs_alone`;
-3. ``torch._C._get_tracing_state`` (``torch.jit.trace`` recording) — :func:`forward_runs_alone`;
+   (``torch.nn.modules.module._global_*_hooks``) — :func:`forward_runs_alone` (and
+   :func:`forward_runs_alone_each`, the same for several modules);
+2. ``Module._compiled_call_impl`` (set by ``module.compile()``) — the same two;
+3. ``torch._C._get_tracing_state`` (``torch.jit.trace`` recording) — the same two;
 4. ``torch.distributed.distributed_c10d._get_default_store`` (the default process group's
    store) — :func:`default_process_group_store`;
 5. torch's optimizer step hook registries: the global ones
@@ -32,7 +33,7 @@ The private names, one entry per thing read:
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -95,9 +96,32 @@ if _GLOBAL_HOOKS is not None and _tracing_state is not None and _reads_module_st
             or _tracing()
         )
 
+    def forward_runs_alone_each(modules: Iterable[torch.nn.Module]) -> bool:
+        """:func:`forward_runs_alone` for every one of ``modules``, the global state read once
+        (what ``Sequential``'s fast path asks of its children before every forward).
+
+        Fallback: always False, as :func:`forward_runs_alone`.
+        """
+        if _forward_pre or _forward or _backward_pre or _backward or _tracing():
+            return False
+        for module in modules:
+            if (
+                module._compiled_call_impl is not None
+                or module._forward_pre_hooks
+                or module._forward_hooks
+                or module._backward_pre_hooks
+                or module._backward_hooks
+            ):
+                return False
+        return True
+
 else:  # pragma: no cover - exercised by tests/test_compat.py through a reload
 
     def forward_runs_alone(module: torch.nn.Module) -> bool:
+        """The fallback: torch's ``Module.__call__`` always runs."""
+        return False
+
+    def forward_runs_alone_each(modules: Iterable[torch.nn.Module]) -> bool:
         """The fallback: torch's ``Module.__call__`` always runs."""
         return False
 

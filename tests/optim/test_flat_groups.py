@@ -246,6 +246,20 @@ def test_a_parameter_without_gradient_is_skipped_like_torch() -> None:
     assert_state_dicts_equal(ours.state_dict(), theirs.state_dict())
 
 
+def test_a_sparse_gradient_on_a_flat_group_is_refused_like_torch() -> None:
+    """The gather refuses it (the per-parameter path then raises torch's error); the flat
+    path takes over again once the gradients are dense."""
+    flat, reference, ours, theirs = _pair()
+    steps_match(flat, reference, ours, theirs, 2)
+    flat.set_grads()
+    flat.params[1].grad = flat.params[1].grad.to_sparse()
+    with pytest.raises(RuntimeError, match="Adam does not support sparse gradients"):
+        ours.step()
+    flat.set_grads(fresh=True)
+    steps_match(flat, reference, ours, theirs, 2)
+    assert flat_updates(ours) == 4
+
+
 def test_moved_parameters_take_the_per_parameter_path() -> None:
     flat, reference, ours, theirs = _pair()
     steps_match(flat, reference, ours, theirs, 2)

@@ -1,4 +1,8 @@
-"""Sequential: modules in a chain; backward runs the chain in reverse."""
+"""Sequential: modules in a chain; backward runs the chain in reverse.
+
+A chain of plain Linear layers and element-wise activations runs by its kernels, without the
+children's module calls: Sequential's one fast path, :mod:`handgrad.nn.fast_chain`.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from collections.abc import Iterator
 
 from torch import Tensor
 
+from handgrad.nn.fast_chain import Chain, chain_of
 from handgrad.nn.module import Module
 from handgrad.nn.per_sample import PerSample
 
@@ -16,6 +21,11 @@ class Sequential(Module):
 
     Indexable (an int gives a module, a slice a new Sequential sharing the modules), sized
     and iterable, like torch.nn.Sequential.
+
+    Forward calls each child; backward calls each child's backward, last to first. A chain
+    of plain ``Linear`` layers and element-wise activations without hooks instead runs
+    their kernels directly (the same operations, the same bits;
+    :mod:`handgrad.nn.fast_chain`): this container's one fast path.
     """
 
     def __init__(self, *modules: Module | OrderedDict[str, Module]) -> None:
@@ -57,6 +67,16 @@ class Sequential(Module):
         return [module for module in self._modules.values() if isinstance(module, Module)]
 
     def forward(self, input: Tensor) -> Tensor:
+        if isinstance(input, Tensor):
+            chain = chain_of(tuple(self._modules.values()), self.__dict__.get("_chain"))
+            if chain is not None:
+                self.__dict__["_chain"] = chain  # (not a submodule: kept past __setattr__)
+                try:
+                    out = chain.forward(input)
+                except (RuntimeError, TypeError, ValueError, IndexError):
+                    pass  # a kernel refused the input: the layers below raise their error
+                else:
+                    return self._remember((chain,), out)
         layers = self._layers()
         for module in layers:
             input = module(input)
@@ -69,7 +89,10 @@ class Sequential(Module):
         parameter's per-sample gradients, ``p.grad_sample`` (:mod:`handgrad.nn.per_sample`)."""
         if per_sample:
             return self._per_sample_backward(grad_output, input_grad, per_sample)
-        (layers,) = self._recall(grad_output)
+        ctx = self._recall(grad_output)
+        if type(ctx[0]) is Chain:  # a forward by the fast path
+            return ctx[0].backward(grad_output, input_grad)
+        (layers,) = ctx
         if not layers:  # the identity
             return grad_output if input_grad else None
         # The gradient in flight is held by this list alone and handed to each layer by

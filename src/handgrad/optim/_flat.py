@@ -22,8 +22,8 @@ for that step.
 
 from __future__ import annotations
 
-from itertools import chain, repeat
-from operator import attrgetter, is_, is_not, itemgetter
+from itertools import chain
+from operator import attrgetter, is_, itemgetter
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 
 _data_ptr = Tensor.data_ptr
 _grad_of = attrgetter("grad")
-_is_sparse = attrgetter("is_sparse")
 
 
 class FlatGroup:
@@ -93,11 +92,13 @@ class FlatGroup:
         else:
             # The gradients a backward stored (tensors of their own), gathered into the
             # layout's gradient buffer with one call. torch's .grad setter has given each
-            # one its parameter's shape, dtype and device; a missing or sparse one leaves
-            # the step to the per-parameter path.
-            if not all(map(is_not, grads, repeat(None))) or any(map(_is_sparse, grads)):
+            # one its parameter's shape, dtype and device; the copy refuses a missing one
+            # (None: TypeError) or a sparse one (RuntimeError), which leaves the step to the
+            # per-parameter path (one call instead of two passes over the gradients first).
+            try:
+                torch._foreach_copy_(self.targets, grads)
+            except (TypeError, RuntimeError):
                 return False
-            torch._foreach_copy_(self.targets, grads)
         if keys != self.keys or mapping is not self.mapping:
             return None
         if not keys:  # a rule without state (SGD without momentum)
