@@ -59,6 +59,18 @@ def test_on_each_device_like_the_reference_there(row: Row, device: torch.device)
                train_mode=row.train_mode, device=device)  # fmt: skip
 
 
+LARGE_SHAPES = [(3, 4), (260, 256), (70_000,)]  # two of >= 65,536 elements: update_large
+
+
+@pytest.mark.parametrize(("row", "kwargs"), MATCHES)
+def test_large_tensors_same_bits_as_the_reference(row: Row, kwargs: dict[str, Any]) -> None:
+    """The large-tensor bodies (one tensor at a time, temporaries in reused buffers) over
+    every option of the reference, beside a small tensor that takes the multi-tensor body."""
+    run_beside(row.ours, row.reference_class(), kwargs, exact=True, steps=12,
+               shapes=LARGE_SHAPES, second_group=row.group(kwargs),
+               train_mode=row.train_mode)  # fmt: skip
+
+
 COMPLEX = [pytest.param(row, kwargs, id=f"{row.name}-{index}")
            for row in ROWS if row.complex
            for index, kwargs in enumerate(row.complex_configs)]  # fmt: skip

@@ -67,7 +67,8 @@ def one_tensor_at_a_time(optimizer: Any, group: dict[str, Any], params: list[Ten
     freed (and their memory reused) before the next: the same operations, the same bits.
     A class sets ``update_large = one_tensor_at_a_time`` where it measured faster
     (bench_new_optim, "4 params of 1M", one thread, paired against the multi-tensor body:
-    Lion 0.52x, Lamb 0.67x, Adan 0.67x, ADOPT 0.78x, SOAP 0.79x)."""
+    Lion 0.52x, Lamb 0.67x, Adan 0.67x; ADOPT and SOAP now keep their temporaries in reused
+    buffers instead, see theirs)."""
     for index, (p, g) in enumerate(zip(params, grads, strict=True)):
         optimizer.update(group, [p], [g], {key: [v[index]] for key, v in state.items()})
 

@@ -109,8 +109,44 @@ class ADOPT(GroupStepped):
     def begin_group(self, group: dict[str, Any]) -> None:
         group["step"] = group.get("step", 0) + 1
 
-    # A tensor of LARGE_TENSOR_ELEMENTS or more: on its own (the same bits, faster).
-    update_large = one_tensor_at_a_time
+    def update_large(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
+    ) -> None:
+        """:meth:`update` one large tensor at a time, its temporaries (−g or g + λθ, and
+        g / max(√v, ε) in the buffer of √v) in the optimizer's reused scratch buffers: the
+        same operations, the same bits. A fresh 4 MB temporary costs more in first-touch page
+        faults than the arithmetic done in it (bench_new_optim "4 params of 1M", run as
+        ``python -m benchmarks --only new_optim``: 1.28x the reference with fresh
+        temporaries per tensor, 0.54-0.57x with these). The whole-tensor options (cautious,
+        stable_adamw) take :meth:`update` per tensor."""
+        if group.get("cautious") or group.get("stable_adamw"):
+            one_tensor_at_a_time(self, group, params, grads, state)
+            return
+        beta1, beta2 = group["betas"]
+        lr, step, decay = group["lr"], group["step"], group["weight_decay"]
+        coupled = decay != 0.0 and not group["weight_decouple"]
+        bound = self.clip_lambda(step) if self.clip_lambda is not None and step > 1 else None
+        for p, g, m, v in zip(params, grads, state["exp_avg"], state["exp_avg_sq"], strict=True):
+            if self.maximize:
+                g = torch.neg(g, out=self.scratch.like(g, 1))
+            if coupled:
+                g = torch.add(g, p, alpha=decay, out=self.scratch.like(g, 1))
+            else:
+                decay_weights([p], [g], lr=lr, weight_decay=decay, decouple=True,
+                              fixed=group["fixed_decay"])  # fmt: skip
+            if step == 1:
+                v.addcmul_(g, g)
+                continue
+            normed = torch.sqrt(v, out=self.scratch.like(v))
+            normed.clamp_min_(group["eps"])
+            torch.div(g, normed, out=normed)  # g / max(√v, ε)
+            if bound is not None:
+                normed.clamp_min_(-bound)
+                normed.clamp_max_(bound)
+            m.lerp_(normed, 1.0 - beta1)
+            p.add_(m, alpha=-lr)
+            v.mul_(beta2)
+            v.addcmul_(g, g, value=1.0 - beta2)
 
     def update(
         self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
