@@ -248,20 +248,30 @@ class SOAP(GroupStepped):
 
     # -- the step ------------------------------------------------------------------------------
 
-    def update(
-        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
-    ) -> None:
+    def _start(self, group: dict[str, Any], params: list[Tensor],
+               grads: list[Tensor]) -> tuple[int, float, float, float] | None:  # fmt: skip
+        """State for new parameters; None at the first step (it only gathers statistics),
+        else (t, β₁, β₂, the step size with its bias correction)."""
         step = group["step"]  # this step's, already counted
         for p, grad in zip(params, grads, strict=True):
             if not self.state[p]:
                 self._init_state(p, grad, group, step - 1)
         if step == 1:
-            return
+            return None
         t = step - 1
         beta1, beta2 = group["betas"]
         step_size = group["lr"]
         if group["correct_bias"]:
             step_size *= math.sqrt(1.0 - math.pow(beta2, t)) / (1.0 - math.pow(beta1, t))
+        return t, beta1, beta2, step_size
+
+    def update(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], state: Lists
+    ) -> None:
+        started = self._start(group, params, grads)
+        if started is None:
+            return
+        t, beta1, beta2, step_size = started
         if self.maximize:
             grads = list(torch._foreach_neg(grads))
         tables = [self.state[p] for p in params]
@@ -304,17 +314,10 @@ class SOAP(GroupStepped):
         temporary costs more in first-touch page faults than the arithmetic done in it
         (bench_new_optim "4 params of 1M", run as ``python -m benchmarks --only new_optim``:
         1.16-1.21x the reference with fresh temporaries per tensor, 0.39x with these)."""
-        step = group["step"]
-        for p, grad in zip(params, grads, strict=True):
-            if not self.state[p]:
-                self._init_state(p, grad, group, step - 1)
-        if step == 1:
+        started = self._start(group, params, grads)
+        if started is None:
             return
-        t = step - 1
-        beta1, beta2 = group["betas"]
-        step_size = group["lr"]
-        if group["correct_bias"]:
-            step_size *= math.sqrt(1.0 - math.pow(beta2, t)) / (1.0 - math.pow(beta1, t))
+        t, beta1, beta2, step_size = started
         decay = group["weight_decay"]
         for p, grad in zip(params, grads, strict=True):
             table = self.state[p]
