@@ -280,9 +280,11 @@ def evaluate(
     return loss, accuracy
 
 
-EVAL_CHUNK = 1024
+EVAL_CHUNK = 256
 """Examples per forward pass of :func:`training_loss`: the whole training split of a text
-task (thousands of windows through a GPT) would not fit in memory at once."""
+task (thousands of windows through a GPT) would not fit in memory at once. With 1,024 the
+default text run peaked at 2.06 GB resident (each layer keeps its last forward's context),
+with 256 at 0.94 GB, and finished sooner (1 min 47 s against 1 min 58 s, 2 cores)."""
 
 
 def training_loss(
