@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -52,23 +53,32 @@ class Workload:
     run: Callable[[Path, bool], tuple[bool, str]]
 
 
-def execute_notebook(path: Path, workdir: Path, cells: int | None = None) -> int:
-    """Execute the notebook at ``path`` in a fresh kernel of this interpreter (headless plots,
-    files written under ``workdir``), its first ``cells`` code cells or all; returns how many
-    code cells ran. Raises nbclient's CellExecutionError, naming the cell, if one raises."""
+def execute(notebook: Any, workdir: Path) -> None:
+    """Execute ``notebook`` (an nbformat object, in place: its cells get their outputs) in a
+    fresh kernel of this interpreter, headless plots and files written under ``workdir``.
+    Raises nbclient's CellExecutionError, naming the cell, if one raises."""
     import nbclient
+
+    # jupyter_client replaces the kernel spec's "python" by this interpreter, so the kernel
+    # imports this venv's handgrad; the kernel inherits the environment.
+    os.environ["MPLBACKEND"] = "Agg"
+    client = nbclient.NotebookClient(
+        notebook, kernel_name="python3", timeout=120,  # per cell
+        resources={"metadata": {"path": str(workdir)}},
+    )  # fmt: skip
+    client.execute()
+
+
+def execute_notebook(path: Path, workdir: Path, cells: int | None = None) -> int:
+    """:func:`execute` the notebook at ``path``, its first ``cells`` code cells or all;
+    returns how many code cells ran."""
     import nbformat
 
     notebook = nbformat.read(path, as_version=4)
     if cells is not None:
         code = [i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"]
         notebook.cells = notebook.cells[: code[cells - 1] + 1]
-    os.environ["MPLBACKEND"] = "Agg"  # the kernel inherits it
-    client = nbclient.NotebookClient(
-        notebook, kernel_name="python3", timeout=120,  # per cell
-        resources={"metadata": {"path": str(workdir)}},
-    )  # fmt: skip
-    client.execute()
+    execute(notebook, workdir)
     return sum(cell.cell_type == "code" for cell in notebook.cells)
 
 

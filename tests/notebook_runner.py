@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 
+from benchmarks.bench_budgets import execute
+
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 
@@ -17,22 +19,14 @@ def execute_notebook(
     nbformat, ipykernel); its code cells, every one executed. A cell that raises fails the
     test with CellExecutionError naming the cell. (Its run time is measured against its
     budget by ``python -m benchmarks --only budgets``, not here.)"""
-    nbclient = pytest.importorskip(
-        "nbclient", reason="nbclient is not installed (pip install .[dev])"
-    )
+    pytest.importorskip("nbclient", reason="nbclient is not installed (pip install .[dev])")
     nbformat = pytest.importorskip(
         "nbformat", reason="nbformat is not installed (pip install .[dev])"
     )
     pytest.importorskip("ipykernel", reason="ipykernel is not installed (pip install .[dev])")
     monkeypatch.setenv("MPLBACKEND", "Agg")  # headless plots; the kernel inherits it
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
-    client = nbclient.NotebookClient(
-        notebook,
-        kernel_name="python3",
-        timeout=120,  # per cell
-        resources={"metadata": {"path": str(tmp_path)}},
-    )
-    client.execute()
+    execute(notebook, tmp_path)
     code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
     assert all(cell.execution_count is not None for cell in code_cells)
     return code_cells
