@@ -182,6 +182,25 @@ def test_heads_side_by_side_in_one_buffer_are_read_and_written_in_place(
     assert not grad_qkv.isnan().any()  # every entry of the buffer written
 
 
+def test_backward_into_out_of_the_wrong_shape_or_dtype_is_refused() -> None:
+    q, k, v = (torch.randn(2, 3, 4, dtype=DOUBLE) for _ in range(3))
+    out, ctx = F.scaled_dot_product_attention_forward(q, k, v)
+    upstream = torch.randn_like(out)
+    good = tuple(torch.empty_like(t) for t in (q, k, v))
+    with pytest.raises(ValueError, match=r"out's dK must have shape \(2, 3, 4\).*got \(2, 4, 3\)"):
+        F.scaled_dot_product_attention_backward(
+            upstream, ctx, out=(good[0], torch.empty(2, 4, 3, dtype=DOUBLE), good[2])
+        )
+    with pytest.raises(ValueError, match=r"out's dV must have .* torch.float64 .*float32"):
+        F.scaled_dot_product_attention_backward(
+            upstream, ctx, out=(good[0], good[1], torch.empty(2, 3, 4))
+        )
+    with pytest.raises(ValueError, match="three tensors"):
+        F.scaled_dot_product_attention_backward(upstream, ctx, out=good[:2])  # type: ignore[arg-type]
+    grads = F.scaled_dot_product_attention_backward(upstream, ctx, out=good)
+    assert all(g is t for g, t in zip(grads, good, strict=True))
+
+
 def test_a_fully_masked_row_gets_zero_weights_and_no_gradient() -> None:
     q, k, v = (torch.randn(2, 3, 4, dtype=DOUBLE) for _ in range(3))
     allowed = torch.ones(3, 3, dtype=torch.bool)

@@ -432,6 +432,23 @@ def _sum_to(grad: Tensor, shape: torch.Size) -> Tensor:
     return grad.sum(dims, keepdim=True) if dims else grad
 
 
+def _check_out(out: tuple[Tensor, Tensor, Tensor], like: tuple[Tensor, Tensor, Tensor]) -> None:
+    """ValueError unless ``out`` is three tensors shaped as Q, K and V (broadcast to the
+    batch), of their dtype and device: the backward writes dQ, dK and dV into them."""
+    if not isinstance(out, (tuple, list)) or len(out) != 3:
+        raise ValueError(f"scaled_dot_product_attention_backward: out must be three tensors "
+                         f"(dQ, dK, dV), got {type(out).__name__}")  # fmt: skip
+    for name, target, t in zip(("dQ", "dK", "dV"), out, like, strict=True):
+        if not (isinstance(target, Tensor) and target.shape == t.shape
+                and target.dtype == t.dtype and target.device == t.device):  # fmt: skip
+            got = (f"{tuple(target.shape)} {target.dtype} on {target.device}"
+                   if isinstance(target, Tensor) else type(target).__name__)  # fmt: skip
+            raise ValueError(
+                f"scaled_dot_product_attention_backward: out's {name} must have shape "
+                f"{tuple(t.shape)}, dtype {t.dtype} on {t.device}; got {got}"
+            )
+
+
 def scaled_dot_product_attention_backward(
     grad_out: Tensor,
     ctx: AttentionCtx,
@@ -447,6 +464,8 @@ def scaled_dot_product_attention_backward(
     dK and dV are written into, instead of fresh ones.
     """
     query, key, value, attended, bias, causal, shapes, scale, weights, keep, dropout_p = ctx
+    if out is not None:
+        _check_out(out, (query, key, value))
     batch = attended.shape[:-2]
     target_len, source_len = query.shape[-2], key.shape[-2]
     # rowsum(dP ⊙ P) = rowsum(G ⊙ O), over O's last dimension
