@@ -36,10 +36,23 @@ def test_benchmark_quick_run_prints_a_markdown_table(capsys: pytest.CaptureFixtu
     assert bench_train.main(["--quick", "--threads", "1", "--parts", "persample"]) == 0
     output = capsys.readouterr().out
     assert "### 1 torch thread(s)" in output
-    assert "| handgrad (hand-written backward, handgrad Adam) |" in output
+    assert "| handgrad's trainer (`train_epoch`: the fast epoch) |" in output
+    assert "| handgrad, a hand-written loop (the four public calls per step) |" in output
     assert "| handgrad, parameters not flattened |" in output
     assert "handgrad with flat parameters" in output
-    assert "Speed-up: **" in output
+    assert "handgrad's trainer over the classroom loop: **" in output
+
+
+def test_the_trainer_loop_trains_as_the_hand_written_loop() -> None:
+    """The per-sample part's two handgrad loops run the same steps: after the same samples
+    their networks hold the same bits (the trainer's fast epoch is an exact fast path)."""
+    x, y = bench_train.cubic_data(40)
+    samples = [(x[i : i + 1], y[i : i + 1]) for i in range(40)]
+    trainer_net, hand_net = bench_train.per_sample_net(), bench_train.per_sample_net()
+    bench_train.per_sample_loop_trainer(trainer_net)(samples)
+    bench_train.per_sample_loop_handgrad(net=hand_net)(samples)
+    for mine, theirs in zip(trainer_net.parameters(), hand_net.parameters(), strict=True):
+        assert torch.equal(mine, theirs)
 
 
 def test_benchmark_rejects_an_unknown_part() -> None:

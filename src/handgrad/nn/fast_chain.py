@@ -142,6 +142,60 @@ class Chain:
             grad = grad_x
         return grad
 
+    # -- for a loop that owns the network (handgrad.train.fast_epoch) -------------------------
+
+    def forward_kept(self, x: Tensor) -> tuple[Tensor, list[F.Ctx], list[Tensor]]:
+        """The chain's output, each kernel's ctx and each kernel's output, in order; nothing
+        kept by the children (see :meth:`keep_released`)."""
+        ctxs: list[F.Ctx] = []
+        outputs: list[Tensor] = []
+        for _, forward, _, parameters in self.steps:
+            if parameters is None:
+                x, ctx = forward(x)
+            else:
+                x, ctx = forward(x, parameters["weight"], parameters["bias"])
+            ctxs.append(ctx)
+            outputs.append(x)
+        return x, ctxs, outputs
+
+    def parameter_gradients(self, grad: Tensor, ctxs: list[F.Ctx]) -> list[Tensor]:
+        """dL/dθ of every parameter from dL/d(output) and :meth:`forward_kept`'s ctxs, in
+        parameter order (each Linear's weight, then its bias): the kernels :meth:`backward`
+        runs with ``input_grad=False``, returning the gradients instead of accumulating
+        them."""
+        grads: list[Tensor] = []
+        for position in range(len(self.steps) - 1, -1, -1):
+            _, _, backward, parameters = self.steps[position]
+            if parameters is None:
+                if position == 0:
+                    break
+                grad = backward(grad, ctxs[position])
+                continue
+            grad_x, grad_weight, grad_bias = backward(grad, ctxs[position], position > 0)
+            if grad_bias is not None:
+                grads.append(grad_bias)
+            grads.append(grad_weight)
+            grad = grad_x
+        grads.reverse()
+        return grads
+
+    def parameters(self) -> list[Tensor]:
+        """The chain's parameters in :meth:`parameter_gradients`' order."""
+        return [
+            tensor
+            for _, _, _, parameters in self.steps
+            if parameters is not None
+            for tensor in (parameters["weight"], parameters["bias"])
+            if tensor is not None
+        ]
+
+    def keep_released(self, outputs: list[Tensor]) -> None:
+        """Leave each child as a forward and backward of its own leave it: its ctx released,
+        the shape, dtype and device of its output (``outputs``, as :meth:`forward_kept`
+        returned them) kept, so that its next ``backward`` is refused until a forward."""
+        for module, output in zip(self.modules, outputs, strict=True):
+            module.__dict__["_saved"] = (RELEASED, (output.shape, output.dtype, output.device))
+
 
 def chain_of(modules: tuple[object, ...], cached: Chain | None) -> Chain | None:
     """The chain for these children (``cached`` if it was made for the very same ones), or

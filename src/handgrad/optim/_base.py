@@ -69,6 +69,7 @@ behave as torch's otherwise (see :mod:`handgrad._compat`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
@@ -415,6 +416,12 @@ class Optimizer(torch.optim.Optimizer):
             return False
         if type(self).check is not Optimizer.check:
             self.check(group, list(flat.layout.params))
+        self._flat_update(flat)
+        return True
+
+    def _flat_update(self, flat: FlatGroup) -> None:
+        """A flat group's update once :meth:`_flat_step` has found it ready: the step count,
+        then the rule on the group as one tensor."""
         steps = flat.steps
         if steps is not None:  # step += 1 for every parameter of the group: one call
             steps.add_(_ONE if steps.is_cpu else 1)
@@ -424,9 +431,67 @@ class Optimizer(torch.optim.Optimizer):
             large = self.update_large
             if large is not None and flat.layout.data.numel() >= LARGE_TENSOR_ELEMENTS:
                 body = large
-        body(group, *flat.arguments(self.complex_as_real))
+        body(flat.group, *flat.arguments(self.complex_as_real))
         self.__dict__["_handgrad_flat_updates"] = self.__dict__.get("_handgrad_flat_updates", 0) + 1
-        return True
+
+    def flat_stepper(self) -> FlatStepper | None:
+        """The next steps of this optimizer's one flat group, for a loop that owns the
+        parameters, their gradients and this optimizer from now until its last step
+        (:mod:`handgrad.train.fast_epoch`); None where there is none to hand out.
+
+        ``step()`` checks before every flat step that the layout and the flat state still
+        hold (:meth:`FlatGroup.ready`), because between two steps anyone may have moved a
+        parameter, replaced a state entry or registered a hook. A loop that runs nothing of
+        anyone else's between its steps can check once: this method runs that check now
+        (after a step that took the flat path, it passes) and returns what the following
+        steps need, the gradient buffers to fill and the update, with nothing re-checked.
+
+        None unless: ``step`` is this base's (not overridden, no step hook on the optimizer
+        or registered globally, no profiler recording), the optimizer has one parameter
+        group, that group is flat and takes the fast path, and its layout and state are
+        ready for a flat step now.
+        """
+        if type(self)._step is not Optimizer._step:  # more runs in a step than the update
+            return None
+        return self._flat_stepper()
+
+    def _flat_stepper(self) -> FlatStepper | None:
+        """:meth:`flat_stepper`'s checks but the first (a subclass that runs more in a step
+        adds it to the stepper's update)."""
+        if (
+            type(self).step is not Optimizer.step
+            or "_handgrad_hooked" in self.__dict__
+            or _compat.step_wrapper_needed()
+            or len(self.param_groups) != 1
+        ):
+            return None
+        group = self.param_groups[0]
+        flat = (self.__dict__.get("_handgrad_flat") or {}).get(id(group))
+        if flat is None or flat.group is not group or not fast_path(group):
+            return None
+        if group.get("capturable") or flat.ready(self.state, self.kept_state(group)) is not True:
+            return None
+        if type(self).check is not Optimizer.check:
+            self.check(group, list(flat.layout.params))
+        return FlatStepper(self, flat)
+
+
+class FlatStepper:
+    """The steps of one flat group in a loop that owns it (:meth:`Optimizer.flat_stepper`).
+
+    Each step: write the step's gradients into :attr:`gradients` (views of the layout's
+    gradient buffer shaped as :attr:`params`, in the layout's order), then call
+    :attr:`update` with gradient recording off (``torch.no_grad()``, as ``step()`` runs it).
+    The update is the one ``step()`` runs on the group (:meth:`Optimizer._flat_update`), so
+    the bits are those of ``optimizer.step()`` after storing the same ``.grad``.
+    """
+
+    __slots__ = ("gradients", "params", "update")
+
+    def __init__(self, optimizer: Optimizer, flat: FlatGroup) -> None:
+        self.params: tuple[Tensor, ...] = flat.layout.params
+        self.gradients: list[Tensor] = flat.targets
+        self.update: Callable[[], None] = functools.partial(optimizer._flat_update, flat)
 
 
 def _real(tensors: Iterable[Any]) -> list[Any]:

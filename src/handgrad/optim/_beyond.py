@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._base import Optimizer
+from ._base import FlatStepper, Optimizer
 
 
 class HyperparameterError(ValueError, AssertionError):
@@ -103,6 +103,26 @@ class GroupStepped(Optimizer):
             self.begin_group(group)
         super()._step(None)
         return loss
+
+    def flat_stepper(self) -> FlatStepper | None:
+        """The base's (:meth:`Optimizer.flat_stepper`), each update preceded by what
+        :meth:`_step` runs before it: ``check_step``, ``begin_step`` and ``begin_group``."""
+        if type(self)._step is not GroupStepped._step:
+            return None
+        stepper = self._flat_stepper()
+        if stepper is None:
+            return None
+        group = self.param_groups[0]
+        flat_update = stepper.update
+
+        def update() -> None:
+            self.check_step()
+            self.begin_step()
+            self.begin_group(group)
+            flat_update()
+
+        stepper.update = update
+        return stepper
 
     # The base binds its hook wrapper to its own _step; ours must run there too.
     # (typed for torch.optim.Optimizer methods; a subclass method is one)

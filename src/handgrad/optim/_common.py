@@ -230,11 +230,14 @@ class Scratch:
             return view
         key = (t.device, dtype, slot)
         buffer = self._buffers.get(key)
-        if buffer is None or buffer.numel() < t.numel():
-            buffer = torch.empty(t.numel(), dtype=dtype, device=t.device)
-            self._buffers[key] = buffer
-            self._views = {k: v for k, v in self._views.items() if k[:3] != key}
-        view = buffer[: t.numel()].view(shape)
+        # Made as normal tensors even in a step under torch.inference_mode (the trainer's
+        # fast epoch): kept across steps, they are written in place outside it too.
+        with torch.inference_mode(False):
+            if buffer is None or buffer.numel() < t.numel():
+                buffer = torch.empty(t.numel(), dtype=dtype, device=t.device)
+                self._buffers[key] = buffer
+                self._views = {k: v for k, v in self._views.items() if k[:3] != key}
+            view = buffer[: t.numel()].view(shape)
         self._views[view_key] = view
         return view
 

@@ -257,7 +257,8 @@ class FlatAdam:
         self.correction2_operand = _kept(1.0, dtype) if on_cpu else None
         weight_decay = settings["weight_decay"]
         self.decay = as_float(1 - lr * weight_decay) if weight_decay != 0 else None
-        self.denom = torch.empty_like(param)
+        with torch.inference_mode(False):  # kept across steps, some outside inference mode
+            self.denom = torch.empty_like(param)
 
     @classmethod
     def for_group(

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from handgrad.nn.per_sample import empty_grad_sample, per_sample_gradients
+from handgrad.train.fast_epoch import FastEpoch
 from handgrad.train.sampler import EpochSampler
 from handgrad.train.tasks import Kind, Task
 
@@ -243,6 +244,9 @@ def train_epoch(
     model.train()
     set_optimizer_mode(optimizer, training=True)
     by_autograd = uses_autograd(model)
+    # After one ordinary step, the rest of the epoch may run with its checks made once
+    # (handgrad.train.fast_epoch): the same kernels, the same bits.
+    fast = None if by_autograd or replicas is not None else FastEpoch.of(model, loss_fn, optimizer)
     total = 0.0
     count = 0
     for step, batch in enumerate(batches, start=1):
@@ -253,13 +257,31 @@ def train_epoch(
                 replicas=replicas, global_count=len(batch),
             )
         except TrainingDiverged as error:
-            raise TrainingDiverged(
-                f"{label} diverged at epoch {epoch}, step {step}: {error}; "
-                "try a smaller learning rate", loss=error.loss, epoch=epoch, step=step,
-            ) from None
+            raise _diverged(error.loss, label, epoch, step) from None
         total += loss * len(batch)
         count += len(batch)
+        if fast is not None:
+            rest = batches[step:]
+            losses = fast.run(x, y, rest)
+            fast = None
+            if losses is not None:
+                # (fewer losses than batches where a step diverged)
+                steps_run = zip(losses, rest, strict=False)
+                for later, (loss, batch) in enumerate(steps_run, start=step + 1):
+                    if not math.isfinite(loss):
+                        raise _diverged(loss, label, epoch, later)
+                    total += loss * len(batch)
+                    count += len(batch)
+                break
     return total / count if count else 0.0  # (Poisson batches may all be empty)
+
+
+def _diverged(loss: float, label: str, epoch: int, step: int) -> TrainingDiverged:
+    """The error of a training loss that is not finite at ``step`` of ``epoch``."""
+    return TrainingDiverged(
+        f"{label} diverged at epoch {epoch}, step {step}: the training loss is {loss}; "
+        "try a smaller learning rate", loss=loss, epoch=epoch, step=step,
+    )  # fmt: skip
 
 
 def evaluate(
