@@ -523,9 +523,10 @@ def scaled_dot_product_attention_backward(
         buffers = _chunk_buffers(query, chunks, count, rows_per_problem, source_len, 3)
     # The products write dQ, dK, dV into buffers of dense matrices, copied into the targets
     # where those are not (heads side by side in one buffer: each row of a head's matrix is
-    # a slice of a longer row). A batched product writing into such a view took 1.3x the
-    # time of a dense output at 1 thread and did not run faster at 2 (measured, float32, the
-    # GPT benchmark's shapes); the copies cost less than that.
+    # a slice of a longer row). torch's CPU batched product into an output that is not
+    # contiguous runs one matrix at a time on one thread: it took 1.3x the time of a dense
+    # output at 1 thread and did not run faster at 2 (measured, float32, the GPT benchmark's
+    # shapes); the copies cost less than that. (The causal blocks' slices: _product_into.)
     staging = None
     for group in groups:
         q, k, v, group_bias, grad3, row_dot3 = cast(list[Tensor], group[:6])
