@@ -139,6 +139,30 @@ def test_every_flat_optimizer_same_bits_as_the_step_by_step_loop(
     assert all(math.isfinite(loss) for loss in fast.losses)
 
 
+@pytest.mark.parametrize("name", ["Adam", "Adagrad", "Rprop", "ADOPT", "Lion"])
+def test_a_large_flat_layout_same_bits(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A layout of 65,536 elements or more takes the large-tensor body, whose temporaries
+    live in the optimizer's kept scratch buffers: made in the fast epoch's inference mode,
+    they would break the ordinary step that follows (Run makes one)."""
+    cls, options = OPTIMIZERS[name]
+
+    def wide(dtype: torch.dtype, outputs: int) -> hnn.Sequential:
+        torch.manual_seed(0)
+        net = hnn.Sequential(hnn.Linear(3, 256), hnn.Tanh(), hnn.Linear(256, 256), hnn.Tanh(),
+                             hnn.Linear(256, outputs)).to(dtype)  # fmt: skip
+        hnn.flatten_parameters(net)
+        return net
+
+    monkeypatch.setattr(__name__ + "._network", wide)
+    assert sum(p.numel() for p in wide(torch.float32, 1).parameters()) >= 65_536
+    runs = [
+        Run(fast, monkeypatch, torch.float32, "regression", lambda p: cls(p, **options), 10, 2)
+        for fast in (True, False)
+    ]
+    runs[0].same_as(runs[1])
+    assert runs[0].fast_epochs >= 1
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("task", ["regression", "classification"])
 @pytest.mark.parametrize("batch", [1, 3, 7])  # 7: a last batch of 5
