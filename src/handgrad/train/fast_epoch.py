@@ -36,7 +36,7 @@ else, or a first step that did not take the flat path, trains step by step.
 Measured for issue 12 (benchmarks/bench_train.py, per-sample part: 1-100-1 sigmoid, batch
 1, flat Adam, 2-core AMD EPYC): the trainer's epoch is 4.9x (1 thread) and 4.8x (2 threads)
 the classroom autograd loop's steps per second, where the same steps by the four public
-calls (``zero_grad``, forward and loss, ``backward``, ``step``) are 2.9x: ~105 against
+calls (``zero_grad``, forward and loss, ``backward``, ``step``) are 2.9–3.0x: ~105 against
 ~175 µs per step. Of the difference, ~50 µs are the per-step checks and module bookkeeping
 and ~20 µs the autograd dispatch that inference mode skips.
 """
