@@ -265,13 +265,17 @@ def test_a_hook_keeps_every_step_ordinary(monkeypatch: pytest.MonkeyPatch) -> No
 
 @pytest.mark.parametrize(
     "setup",
-    ["not flat", "two groups", "weighted loss", "step hook", "torch network", "probabilities"],
+    [
+        "not flat", "two groups", "weighted loss", "step hook", "torch network", "probabilities",
+        "no reduction",
+    ],
 )
 def test_where_it_does_not_apply_the_epoch_is_ordinary(
     setup: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = _steps_run(monkeypatch)
     torch.manual_seed(0)
+    batch = 4
     net: Any = hnn.Sequential(hnn.Linear(3, 8), hnn.Tanh(), hnn.Linear(8, 4)).double()
     loss_fn: Any = hnn.CrossEntropyLoss()
     x, y = _data(torch.float64, "classification")
@@ -291,10 +295,13 @@ def test_where_it_does_not_apply_the_epoch_is_ordinary(
         net = net.double()
         loss_fn = torch.nn.CrossEntropyLoss()
         optimizer = hoptim.Adam(net.parameters())
+    if setup == "no reduction":  # (batches of one: a loss of one element per step)
+        loss_fn = hnn.CrossEntropyLoss(reduction="none")
+        batch = 1
     if setup == "probabilities":
         y = torch.softmax(torch.randn(N, 4, dtype=torch.float64), dim=1)
     before = [p.detach().clone() for p in net.parameters()]
-    loss = trainer.train_epoch(net, loss_fn, optimizer, x, y, _batches(4, 1), epoch=1)
+    loss = trainer.train_epoch(net, loss_fn, optimizer, x, y, _batches(batch, 1), epoch=1)
     assert not calls
     assert math.isfinite(loss)
     assert any(not torch.equal(b, p) for b, p in zip(before, net.parameters(), strict=True))

@@ -27,11 +27,12 @@ nothing else runs until the epoch ends. The loop runs under ``torch.inference_mo
 When it applies (:meth:`FastEpoch.of`, then :meth:`FastEpoch.run` after the first step): the
 model is a handgrad ``Sequential`` that runs as a chain (:mod:`handgrad.nn.fast_chain`:
 plain ``Linear`` layers and element-wise activations, no hooks), the loss is ``MSELoss``
-or ``CrossEntropyLoss`` with class-index targets (no weight, no label smoothing) and no
-hooks, no per-sample gradients are being stored, and the optimizer hands out its flat group
-(:meth:`handgrad.optim.Optimizer.flat_stepper`: one group over the network's flattened
-parameters, its ``step`` unchanged and without hooks, the layout and state ready). Anything
-else, or a first step that did not take the flat path, trains step by step.
+or ``CrossEntropyLoss`` with class-index targets (no weight, no label smoothing), reduced by
+mean or sum, and without hooks, no per-sample gradients are being stored, and the optimizer
+hands out its flat group (:meth:`handgrad.optim.Optimizer.flat_stepper`: one group over the
+network's flattened parameters, its ``step`` unchanged and without hooks, the layout and
+state ready). Anything else, or a first step that did not take the flat path, trains step
+by step.
 
 Measured for issue 12 (benchmarks/bench_train.py, per-sample part: 1-100-1 sigmoid, batch
 1, flat Adam, 2-core AMD EPYC): the trainer's epoch is 4.9x (1 thread) and 4.8x (2 threads)
@@ -177,6 +178,8 @@ class FastEpoch:
         ``forward`` would choose for each batch, decided once for all of ``y``."""
         loss_fn = self.loss_fn
         reduction = loss_fn.reduction
+        if reduction not in ("mean", "sum"):  # (a loss per example: the ordinary steps)
+            return None
         if type(loss_fn) is MSELoss:
             return functools.partial(F.mse_forward, reduction=reduction), F.mse_backward
         # CrossEntropyLoss: its common case only, where every target of y is a class.
