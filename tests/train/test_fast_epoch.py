@@ -305,3 +305,20 @@ def test_where_it_does_not_apply_the_epoch_is_ordinary(
     assert not calls
     assert math.isfinite(loss)
     assert any(not torch.equal(b, p) for b, p in zip(before, net.parameters(), strict=True))
+
+
+def test_a_target_out_of_range_in_a_later_batch_is_refused_as_step_by_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Class-index targets are checked once for all of y: one out of range, past the first
+    (checked) batch, keeps the epoch ordinary, and its step refuses it with the loss's own
+    ValueError."""
+    calls = _steps_run(monkeypatch)
+    net = _network(torch.float64, 4)
+    x, y = _data(torch.float64, "classification")
+    batches = _batches(4, 1)
+    y[batches[3][0]] = 7  # 4 classes
+    optimizer = hoptim.Adam(net.parameters())
+    with pytest.raises(ValueError, match="target 7 is out of range for 4 classes"):
+        trainer.train_epoch(net, hnn.CrossEntropyLoss(), optimizer, x, y, batches, epoch=1)
+    assert not calls

@@ -14,7 +14,8 @@ from handgrad.nn import functional as F
 from handgrad.nn.functional import Ctx
 from handgrad.nn.module import Module
 
-_INDEX_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+CLASS_INDEX_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+"""The dtypes cross-entropy takes class-index targets in."""
 
 
 class _Loss(Module):
@@ -212,7 +213,7 @@ class CrossEntropyLoss(_Loss):
                 raise ValueError(f"{name}: ignore_index is not supported for probability targets")
             self._check_like(target, logits, "target", "prediction")
         else:
-            if target.dtype not in _INDEX_DTYPES:
+            if target.dtype not in CLASS_INDEX_DTYPES:
                 raise ValueError(
                     f"{name}: target must hold class indices (an integer tensor) or "
                     f"probabilities (a floating tensor), got dtype {target.dtype}"

@@ -59,11 +59,9 @@ from handgrad.nn import functional as F
 from handgrad.nn import per_sample as _per_sample
 from handgrad.nn.container import Sequential
 from handgrad.nn.fast_chain import Chain, chain_of
-from handgrad.nn.loss import CrossEntropyLoss, MSELoss
+from handgrad.nn.loss import CLASS_INDEX_DTYPES, CrossEntropyLoss, MSELoss
 from handgrad.nn.module import RELEASED
 from handgrad.optim._base import FlatStepper, Optimizer
-
-_INDEX_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
 LossKernels = tuple[Callable[[Tensor, Tensor], tuple[Tensor, F.Ctx]], Callable[..., Tensor]]
 
@@ -190,14 +188,10 @@ class FastEpoch:
         if (
             loss_fn.weight is not None
             or loss_fn.label_smoothing != 0.0
-            or y.dtype not in _INDEX_DTYPES
+            or y.dtype not in CLASS_INDEX_DTYPES
             or y.dim() != 1
-            or y.numel() == 0
-            or 0 <= loss_fn.ignore_index < n_classes
+            or not loss_fn._every_target_a_class(y, n_classes)  # (forward's own test)
         ):
-            return None
-        low, high = torch.aminmax(y)
-        if low.item() < 0 or high.item() >= n_classes:
             return None
         forward = functools.partial(F.cross_entropy_of_labels_forward, reduction=reduction)
         return forward, F.cross_entropy_backward
