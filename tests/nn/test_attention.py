@@ -8,6 +8,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from torch import Tensor
 
 import handgrad.nn as hn
 from handgrad.check import check_module
@@ -180,6 +181,64 @@ def test_heads_side_by_side_in_one_buffer_are_read_and_written_in_place(
         assert got.data_ptr() == view.data_ptr()
         assert_matches(got, want, f"d{name}")
     assert not grad_qkv.isnan().any()  # every entry of the buffer written
+
+
+def _side_by_side_causal(
+    batch: int, heads: int, target_len: int, source_len: int, dim: int
+) -> tuple[tuple[Tensor, Tensor, Tensor], Tensor]:
+    """Q (B, H, L, d), K and V (B, H, S, d) as views of (B, ·, 3, H, d) buffers whose (B, H) do
+    not merge (a qkv Linear's output), and an upstream gradient G of the output's shape."""
+    queries = torch.randn(batch, target_len, 3, heads, dim, dtype=DOUBLE)
+    keys = torch.randn(batch, source_len, 3, heads, dim, dtype=DOUBLE)
+    q = queries.permute(2, 0, 3, 1, 4)[0]
+    k, v = keys.permute(2, 0, 3, 1, 4)[1:].unbind(0)
+    upstream = torch.randn(batch, target_len, heads, dim, dtype=DOUBLE).transpose(1, 2)
+    return (q, k, v), upstream
+
+
+@pytest.mark.parametrize("blocks", [1, 2, 3])
+@pytest.mark.parametrize("lengths", [(7, 7), (9, 4), (5, 9)], ids=["square", "tall", "wide"])
+def test_the_causal_backward_of_heads_side_by_side_matches_autograd(
+    monkeypatch: pytest.MonkeyPatch, blocks: int, lengths: tuple[int, int]
+) -> None:
+    """Heads side by side take the block-major loop (_causal_backward_heads) where the last
+    block meets every key (not "wide": more keys than queries): autograd's gradients, every
+    entry of ``out`` written."""
+    monkeypatch.setattr(attention_kernels, "_CAUSAL_BLOCKS", blocks)
+    calls = []
+    heads_path = attention_kernels._causal_backward_heads
+    monkeypatch.setattr(
+        attention_kernels,
+        "_causal_backward_heads",
+        lambda *args: calls.append(1) or heads_path(*args),
+    )
+    (q, k, v), upstream = _side_by_side_causal(3, 2, *lengths, 4)
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    expected = torch.nn.functional.scaled_dot_product_attention(*leaves, is_causal=True)
+    expected_grads = torch.autograd.grad(expected, leaves, upstream)
+    _, ctx = F.scaled_dot_product_attention_forward(q, k, v, is_causal=True, save_weights=False)
+    out = tuple(torch.full_like(t, math.nan) for t in (q, k, v))
+    grads = F.scaled_dot_product_attention_backward(upstream, ctx, out=out)
+    assert len(calls) == (0 if lengths == (5, 9) else 1)
+    for name, got, want in zip(("d_query", "d_key", "d_value"), grads, expected_grads, strict=True):
+        assert_matches(got, want, name)
+
+
+def test_the_causal_backward_of_heads_side_by_side_has_the_bits_of_a_head_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The block-major loop runs the same products, in the same order for each entry, as the
+    general loop, which takes a head at a time (chosen here by chunks of fewer problems)."""
+    (q, k, v), upstream = _side_by_side_causal(4, 3, 8, 8, 5)
+    _, ctx = F.scaled_dot_product_attention_forward(q, k, v, is_causal=True, save_weights=False)
+    block_major = F.scaled_dot_product_attention_backward(upstream, ctx)
+    monkeypatch.setattr(attention_kernels, "_CHUNK_ELEMENTS", 2 * 4 * 8)  # 2 problems a chunk
+    monkeypatch.setattr(
+        attention_kernels, "_causal_backward_heads", lambda *args: pytest.fail("not chunked")
+    )
+    head_at_a_time = F.scaled_dot_product_attention_backward(upstream, ctx)
+    for a, b in zip(block_major, head_at_a_time, strict=True):
+        assert torch.equal(a, b)
 
 
 def test_backward_into_out_of_the_wrong_shape_or_dtype_is_refused() -> None:

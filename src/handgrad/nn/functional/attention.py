@@ -423,6 +423,73 @@ def _causal_backward_chunk(
         written = True
 
 
+def _causal_backward_heads(
+    inputs: tuple[Tensor, Tensor, Tensor],
+    upstream: tuple[Tensor, Tensor],
+    bias: Tensor,
+    scale: float,
+    blocks: list[tuple[int, int, int]],
+    grads: tuple[Tensor, Tensor, Tensor],
+) -> None:
+    """The causal backward (:func:`_causal_backward_chunk`'s formulas) of heads side by side:
+    ``inputs`` Q, K, V and ``upstream`` G, −rowsum(G ⊙ O) as (B, H, T, ·) views whose (B, H)
+    do not merge (a qkv Linear's output), into ``grads`` dQ, dK, dV of the same shapes.
+
+    The same products on the same blocks, in the same order for each entry (the same bits
+    as a head at a time), issued with fewer calls: the blocks are the outer loop and the
+    heads the inner one, so each block's views of Q, K, V, G are taken once for all heads
+    (a slice and an ``unbind``). Each product writes a dense buffer — dQ's block rows
+    (H, B, rows, d), dK and dV (H, B, S, ·), the later blocks' shares of dK and dV beside
+    them and added in once per block — and one copy per block (dQ) or per tensor (dK, dV)
+    puts them into ``grads``. A head at a time (the general loop below) issues about four
+    times the calls, and twelve small copies per layer where this makes four, each over all
+    heads. Measured at the GPT benchmark's shapes (the step against torch eager's, paired
+    rounds in one process): 1.02–1.03 → 1.00 at 2 threads, no change at 1 (within ±1%).
+    Needs the last block (listed first) to meet every key.
+    """
+    query, key, value = inputs
+    grad_out, minus_row_dots = upstream
+    grad_query, grad_key, grad_value = grads
+    batch, heads = query.shape[:2]
+    source_len = key.shape[2]
+    new = query.new_empty
+    largest = max(batch * (stop - start) * keys for start, stop, keys in blocks)
+    scores_buffer, grad_p_buffer = new(largest), new(largest)  # reused by every head
+    key_sum = new(heads, batch, source_len, key.shape[3])
+    value_sum = new(heads, batch, source_len, value.shape[3])
+    for number, (start, stop, keys) in enumerate(blocks):
+        shape = (batch, stop - start, keys)
+        size = math.prod(shape)
+        weights = scores_buffer[:size].view(shape)  # S, then P in place
+        grad_p = grad_p_buffer[:size].view(shape)  # dP − rowsum, then dS
+        mask = bias[start:stop, :keys]
+        qs = query[:, :, start:stop].unbind(1)
+        gs = grad_out[:, :, start:stop].unbind(1)
+        row_dots = minus_row_dots[:, :, start:stop].unbind(1)
+        ks = key[:, :, :keys].unbind(1)
+        vs = value[:, :, :keys].unbind(1)
+        block_query = new(heads, batch, stop - start, query.shape[3])
+        # the first block meets every key: it writes dK and dV; the others' shares beside
+        key_part = key_sum if number == 0 else new(heads, batch, keys, key.shape[3])
+        value_part = value_sum if number == 0 else new(heads, batch, keys, value.shape[3])
+        for h in range(heads):
+            torch.baddbmm(mask, qs[h], ks[h].transpose(1, 2), alpha=scale, out=weights)
+            torch.softmax(weights, -1, out=weights)
+            torch.bmm(weights.transpose(1, 2), gs[h], out=value_part[h])  # Pᵀ G
+            torch.baddbmm(row_dots[h], gs[h], vs[h].transpose(1, 2), out=grad_p)
+            grad_p.mul_(weights)  # dS = P ⊙ (dP − rowsum)
+            target = block_query[h]  # s · dS K
+            torch.baddbmm(target, grad_p, ks[h], beta=0.0, alpha=scale, out=target)
+            target = key_part[h]  # s · dSᵀ Q
+            torch.baddbmm(target, grad_p.transpose(1, 2), qs[h], beta=0.0, alpha=scale, out=target)
+        grad_query[:, :, start:stop].copy_(block_query.transpose(0, 1))
+        if number:
+            key_sum[:, :, :keys].add_(key_part)
+            value_sum[:, :, :keys].add_(value_part)
+    grad_key.copy_(key_sum.transpose(0, 1))
+    grad_value.copy_(value_sum.transpose(0, 1))
+
+
 def _product_into(
     target: Tensor, batch1: Tensor, batch2: Tensor, add: bool, alpha: float, staging: Tensor
 ) -> None:
@@ -527,6 +594,16 @@ def scaled_dot_product_attention_backward(
     # contiguous runs one matrix at a time on one thread: it took 1.3x the time of a dense
     # output at 1 thread and did not run faster at 2 (measured, float32, the GPT benchmark's
     # shapes); the copies cost less than that. (The causal blocks' slices: _product_into.)
+    if (
+        causal_blocks
+        and len(groups) > 1  # (heads side by side, a group each)
+        and len(chunks) == 1
+        and causal_blocks[0][2] == source_len
+    ):
+        assert bias is not None  # the causal mask, (L, S)
+        upstream = (grad_out.expand(*batch, *grad_out.shape[-2:]), row_dot)
+        _causal_backward_heads((query, key, value), upstream, bias, scale, causal_blocks, grads)
+        groups = []  # (done)
     staging = None
     for group in groups:
         q, k, v, group_bias, grad3, row_dot3 = cast(list[Tensor], group[:6])
