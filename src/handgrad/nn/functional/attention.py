@@ -432,56 +432,58 @@ def _causal_backward_heads(
     grads: tuple[Tensor, Tensor, Tensor],
 ) -> None:
     """The causal backward (:func:`_causal_backward_chunk`'s formulas) of heads side by side:
-    ``inputs`` Q, K, V and ``upstream`` G, −rowsum(G ⊙ O) as (B, H, T, ·) views whose (B, H)
+    ``inputs`` Q, K, V and ``upstream`` G, rowsum(G ⊙ O) as (B, H, T, ·) views whose (B, H)
     do not merge (a qkv Linear's output), into ``grads`` dQ, dK, dV of the same shapes.
 
     The same products on the same blocks, in the same order for each entry (the same bits
     as a head at a time), issued with fewer calls: the blocks are the outer loop and the
-    heads the inner one, so each block's views of Q, K, V, G are taken once for all heads
-    (a slice and an ``unbind``). Each product writes a dense buffer — dQ's block rows
-    (H, B, rows, d), dK and dV (H, B, S, ·), the later blocks' shares of dK and dV beside
-    them and added in once per block — and one copy per block (dQ) or per tensor (dK, dV)
-    puts them into ``grads``. A head at a time (the general loop below) issues about four
-    times the calls, and twelve small copies per layer where this makes four, each over all
-    heads. Measured at the GPT benchmark's shapes (the step against torch eager's, paired
-    rounds in one process): 1.02–1.03 → 1.00 at 2 threads, no change at 1 (within ±1%).
-    Needs the last block (listed first) to meet every key.
+    heads the inner one, so each block's views of Q, K, V, G (and of the buffers) are taken
+    once for all heads (a slice, a transpose and an ``unbind``). Each product writes a dense
+    buffer — dQ's block rows (H, B, rows, d), dK and dV (H, B, S, ·), the later blocks'
+    shares of dK and dV beside them and added in once per block — and one copy per block
+    (dQ) or per tensor (dK, dV) puts them into ``grads``. A head at a time (the general loop
+    below) issues about four times the calls, and twelve small copies per layer where this
+    makes four, each over all heads. Measured at the GPT benchmark's shapes (the step
+    against torch eager's, paired rounds in one process): 1.02–1.03 → 1.00 at 2 threads, no
+    change at 1 (within ±1%). Needs the last block (listed first) to meet every key.
     """
     query, key, value = inputs
-    grad_out, minus_row_dots = upstream
+    grad_out, row_dots = upstream
     grad_query, grad_key, grad_value = grads
     batch, heads = query.shape[:2]
-    source_len = key.shape[2]
+    query_dim, value_dim = query.shape[3], value.shape[3]
     new = query.new_empty
     largest = max(batch * (stop - start) * keys for start, stop, keys in blocks)
     scores_buffer, grad_p_buffer = new(largest), new(largest)  # reused by every head
-    key_sum = new(heads, batch, source_len, key.shape[3])
-    value_sum = new(heads, batch, source_len, value.shape[3])
+    key_sum = new(heads, batch, key.shape[2], query_dim)
+    value_sum = new(heads, batch, key.shape[2], value_dim)
     for number, (start, stop, keys) in enumerate(blocks):
         shape = (batch, stop - start, keys)
         size = math.prod(shape)
         weights = scores_buffer[:size].view(shape)  # S, then P in place
         grad_p = grad_p_buffer[:size].view(shape)  # dP − rowsum, then dS
+        weights_t, grad_p_t = weights.transpose(1, 2), grad_p.transpose(1, 2)
         mask = bias[start:stop, :keys]
         qs = query[:, :, start:stop].unbind(1)
         gs = grad_out[:, :, start:stop].unbind(1)
-        row_dots = minus_row_dots[:, :, start:stop].unbind(1)
+        row_dot = row_dots[:, :, start:stop].unbind(1)
         ks = key[:, :, :keys].unbind(1)
-        vs = value[:, :, :keys].unbind(1)
-        block_query = new(heads, batch, stop - start, query.shape[3])
+        kts = key[:, :, :keys].transpose(2, 3).unbind(1)
+        vts = value[:, :, :keys].transpose(2, 3).unbind(1)
+        block_query = new(heads, batch, stop - start, query_dim)
         # the first block meets every key: it writes dK and dV; the others' shares beside
-        key_part = key_sum if number == 0 else new(heads, batch, keys, key.shape[3])
-        value_part = value_sum if number == 0 else new(heads, batch, keys, value.shape[3])
+        key_part = key_sum if number == 0 else new(heads, batch, keys, query_dim)
+        value_part = value_sum if number == 0 else new(heads, batch, keys, value_dim)
+        dqs, dks, dvs = block_query.unbind(0), key_part.unbind(0), value_part.unbind(0)
         for h in range(heads):
-            torch.baddbmm(mask, qs[h], ks[h].transpose(1, 2), alpha=scale, out=weights)
+            torch.baddbmm(mask, qs[h], kts[h], alpha=scale, out=weights)
             torch.softmax(weights, -1, out=weights)
-            torch.bmm(weights.transpose(1, 2), gs[h], out=value_part[h])  # Pᵀ G
-            torch.baddbmm(row_dots[h], gs[h], vs[h].transpose(1, 2), out=grad_p)
+            torch.bmm(weights_t, gs[h], out=dvs[h])  # Pᵀ G
+            # dP − rowsum(dP ⊙ P) = G Vᵀ − rowsum(G ⊙ O)
+            torch.baddbmm(row_dot[h], gs[h], vts[h], beta=-1.0, out=grad_p)
             grad_p.mul_(weights)  # dS = P ⊙ (dP − rowsum)
-            target = block_query[h]  # s · dS K
-            torch.baddbmm(target, grad_p, ks[h], beta=0.0, alpha=scale, out=target)
-            target = key_part[h]  # s · dSᵀ Q
-            torch.baddbmm(target, grad_p.transpose(1, 2), qs[h], beta=0.0, alpha=scale, out=target)
+            torch.baddbmm(dqs[h], grad_p, ks[h], beta=0.0, alpha=scale, out=dqs[h])  # s dS K
+            torch.baddbmm(dks[h], grad_p_t, qs[h], beta=0.0, alpha=scale, out=dks[h])  # s dSᵀ Q
         grad_query[:, :, start:stop].copy_(block_query.transpose(0, 1))
         if number:
             key_sum[:, :, :keys].add_(key_part)
@@ -571,10 +573,21 @@ def scaled_dot_product_attention_backward(
     causal_blocks = None  # the causal mask's blocks of query rows (module docstring)
     if causal and weights is None and keep is None and grad_weights is None:
         causal_blocks = _causal_row_blocks(target_len, source_len)
-    if causal_blocks:
-        row_dot.neg_()  # (−rowsum(G ⊙ O): the causal blocks' products start from it)
     # (a chunk holds as many scores whole or in blocks: with two, twice the problems)
     block_rows = max((stop - start for start, stop, _ in causal_blocks or []), default=None)
+    if (
+        causal_blocks
+        and causal_blocks[0][2] == source_len  # (the last block meets every key)
+        and _heads_in_one_chunk(
+            batch, (query, key, value, grad_out, *grads), cast(int, block_rows), source_len
+        )
+    ):
+        assert bias is not None  # the causal mask, (L, S)
+        upstream = (grad_out.expand(*batch, *grad_out.shape[-2:]), row_dot)
+        _causal_backward_heads((query, key, value), upstream, bias, scale, causal_blocks, grads)
+        return _given_out(grads, out, shapes)
+    if causal_blocks:
+        row_dot.neg_()  # (−rowsum(G ⊙ O): the causal blocks' products start from it)
     shared = bias is None or bias.dim() == 2
     inputs = [query, key, value, None if shared else bias, grad_out, row_dot]
     groups = _groups(batch, [*inputs, weights, keep, grad_weights, *grads])
@@ -594,16 +607,6 @@ def scaled_dot_product_attention_backward(
     # contiguous runs one matrix at a time on one thread: it took 1.3x the time of a dense
     # output at 1 thread and did not run faster at 2 (measured, float32, the GPT benchmark's
     # shapes); the copies cost less than that. (The causal blocks' slices: _product_into.)
-    if (
-        causal_blocks
-        and len(groups) > 1  # (heads side by side, a group each)
-        and len(chunks) == 1
-        and causal_blocks[0][2] == source_len
-    ):
-        assert bias is not None  # the causal mask, (L, S)
-        upstream = (grad_out.expand(*batch, *grad_out.shape[-2:]), row_dot)
-        _causal_backward_heads((query, key, value), upstream, bias, scale, causal_blocks, grads)
-        groups = []  # (done)
     staging = None
     for group in groups:
         q, k, v, group_bias, grad3, row_dot3 = cast(list[Tensor], group[:6])
@@ -658,6 +661,16 @@ def scaled_dot_product_attention_backward(
     if not causal_blocks:  # (the causal blocks' products take s themselves)
         grads[0].mul_(scale)
         grads[1].mul_(scale)
+    return _given_out(grads, out, shapes)
+
+
+def _given_out(
+    grads: tuple[Tensor, Tensor, Tensor],
+    out: tuple[Tensor, Tensor, Tensor] | None,
+    shapes: tuple[torch.Size, torch.Size, torch.Size],
+) -> tuple[Tensor, Tensor, Tensor]:
+    """dQ, dK, dV in ``out`` where given (copied there if computed elsewhere), each summed
+    over the dimensions its input was broadcast along."""
     if out is not None and grads is not out:
         for target, grad in zip(out, grads, strict=True):
             target.copy_(grad)
@@ -665,3 +678,14 @@ def scaled_dot_product_attention_backward(
     return tuple(  # type: ignore[return-value]
         _sum_to(grad, shape) for grad, shape in zip(grads, shapes, strict=True)
     )
+
+
+def _heads_in_one_chunk(
+    batch: torch.Size, tensors: tuple[Tensor, ...], block_rows: int, source_len: int
+) -> bool:
+    """Whether the problems are heads side by side — (B, H) batch dims that some of
+    ``tensors`` cannot merge (:func:`_groups` would take a head at a time) — and each head's
+    B problems fit in one chunk of the causal backward."""
+    if len(batch) != 2 or all(_batch_dims_merge(t) for t in tensors):
+        return False
+    return batch[0] <= max(1, _CHUNK_ELEMENTS // max(1, block_rows * source_len))
