@@ -33,7 +33,6 @@ def accumulate(param: Tensor, grad: Tensor) -> None:
 
     Under ``torch.autocast`` a layer computes in bfloat16 from float32 (master) weights; its
     weight gradient comes out in bfloat16 and lands on the float32 weight in float32, as
-    autograd's backward of the cast does. (``.to`` returns ``grad`` itself when the dtypes
-    already agree.)
+    autograd's backward of the cast does.
     """
-    accumulate_grad(param, grad.to(param.dtype))
+    accumulate_grad(param, grad if grad.dtype == param.dtype else grad.to(param.dtype))

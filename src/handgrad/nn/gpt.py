@@ -50,14 +50,16 @@ def _linear_backward(layer: Linear, grad: Tensor, x: Tensor, input_grad: bool = 
     returned, and dW, db accumulated, in the dtypes of x, W and b (as autograd's backward
     of autocast's casts gives them).
     """
-    ctx = (x, layer.weight, layer.bias)
+    weight, bias = layer.weight, layer.bias
     if per_sample_active():  # the layer's own _recall does not run: store them here
-        store_grad_samples(layer, layer.per_sample_grads(grad, ctx))
-    grad_x, grad_weight, grad_bias = F.linear_backward(grad, ctx, input_grad)
-    accumulate(layer.weight, grad_weight)
-    if layer.bias is not None and grad_bias is not None:
-        accumulate(layer.bias, grad_bias)
-    return None if grad_x is None else grad_x.to(x.dtype)
+        store_grad_samples(layer, layer.per_sample_grads(grad, (x, weight, bias)))
+    grad_x, grad_weight, grad_bias = F.linear_backward(grad, (x, weight, bias), input_grad)
+    accumulate(weight, grad_weight)
+    if bias is not None and grad_bias is not None:
+        accumulate(bias, grad_bias)
+    if grad_x is None or grad_x.dtype == x.dtype:
+        return grad_x
+    return grad_x.to(x.dtype)
 
 
 def _linear(layer: Linear, x: Tensor) -> Tensor:
@@ -114,22 +116,24 @@ def _folded_linear_backward(
     (``centred=True``) and skips a pass over the activations.
     """
     gamma, beta = cast(Tensor, norm.weight), norm.bias
-    weight = layer.weight * gamma  # W′, recomputed (parameter-sized)
-    # b′ itself is not needed, only whether there is one (then db′ = Σ g is taken)
-    bias = layer.bias if layer.bias is not None else beta
-    _, grad_weight, grad_bias = F.linear_backward(grad, (xhat, weight, bias), input_grad=False)
+    weight, bias = layer.weight, layer.bias
+    grad2 = grad.reshape(-1, weight.shape[0])
+    grad_weight = torch.mm(grad2.t(), xhat.reshape(-1, weight.shape[1]))  # dW′ = gᵀx̂
     grad_xhat = None
-    if input_grad:  # g W″, W″ = W′ − mean over each row
-        grad_xhat = torch.matmul(grad, weight.sub_(weight.mean(1, keepdim=True)))
-    accumulate(gamma, (layer.weight * grad_weight).sum(0))
+    if input_grad:  # g W″, W″ = W′ − mean over each row (W′ = W diag γ, recomputed)
+        folded = weight * gamma
+        folded = folded.sub_(folded.mean(1, keepdim=True))
+        grad_xhat = torch.mm(grad2, folded).view(*grad.shape[:-1], weight.shape[1])
+    accumulate(gamma, (weight * grad_weight).sum(0))
     grad_weight.mul_(gamma)
-    if grad_bias is not None:
+    if bias is not None or beta is not None:  # (b′ exists: db′ = Σ g)
+        grad_bias = grad2.sum(0)
         if beta is not None:
-            accumulate(beta, torch.mv(layer.weight.t(), grad_bias))
+            accumulate(beta, torch.mv(weight.t(), grad_bias))
             grad_weight.addr_(grad_bias, beta)
-        if layer.bias is not None:
-            accumulate(layer.bias, grad_bias)
-    accumulate(layer.weight, grad_weight)
+        if bias is not None:
+            accumulate(bias, grad_bias)
+    accumulate(weight, grad_weight)
     return grad_xhat
 
 
