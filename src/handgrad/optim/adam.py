@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from operator import is_
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import Tensor
@@ -312,10 +312,12 @@ class FlatAdam:
         denom = torch.sqrt(second_moment, out=self.denom)
         divisor = self.correction2_operand
         if divisor is None:
-            denom.div_(bias_correction2_sqrt)
+            denom.div_(bias_correction2_sqrt).add_(self.eps_operand)
         else:
-            denom.div_(divisor.fill_(bias_correction2_sqrt))
-        denom.add_(self.eps_operand)
+            # √v / c + ε in one pass instead of div_ then add_: addcdiv computes ε + (1 · √v) / c,
+            # rounding the quotient and then the sum, as the two passes do (the same bits)
+            divisor.fill_(bias_correction2_sqrt)
+            torch.addcdiv(cast(Tensor, self.eps_operand), denom, divisor, out=denom)
         param.addcdiv_(exp_avg, denom, value=-step_size)
 
 
