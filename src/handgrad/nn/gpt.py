@@ -159,9 +159,10 @@ _MINUS_HALF_LOG2_E = -0.5 / math.log(2.0)
 """−½ log₂ e: e^(−h²/2) = 2^(−h² log₂(e)/2)."""
 
 
-def _gelu_derivative(hidden: Tensor, activated: Tensor, scratch: Tensor) -> Tensor:
+def _gelu_derivative(hidden: Tensor, activated: Tensor, scratch: Tensor, zero: Tensor) -> Tensor:
     """GELU′(h) = Φ(h) + h φ(h) for GELU(h) = h Φ(h), written into ``activated`` = GELU(h)'s
-    buffer (``scratch``, of the same shape, holds φ on the way).
+    buffer (``scratch``, of the same shape, holds φ on the way; ``zero``: a 0-d 0 of h's
+    dtype, made once per call of :func:`_hidden_gradient`).
 
     Φ(h) = GELU(h)/h is read off GELU's value (torch's erf-based kernel, a few ulps) instead
     of a second erf, which costs more than the division; at h = 0 (0/0) Φ = ½. (For
@@ -172,7 +173,6 @@ def _gelu_derivative(hidden: Tensor, activated: Tensor, scratch: Tensor) -> Tens
     """
     cdf = activated.div_(hidden).nan_to_num_(0.5)
     # −h² log₂(e)/2 in one pass: addcmul's 0 + c·h·h
-    zero = scratch.new_zeros(())
     gauss = torch.addcmul(zero, hidden, hidden, value=_MINUS_HALF_LOG2_E, out=scratch)
     torch.exp2(gauss, out=gauss)  # e^(−h²/2)
     return cdf.addcmul_(gauss, hidden, value=_INV_SQRT_2PI)  # Φ(h) + h φ(h)
@@ -199,14 +199,16 @@ def _hidden_gradient(grad: Tensor, weight: Tensor, hidden: Tensor, activated: Te
     width = hidden.shape[-1]
     hidden2 = hidden.view(-1, width)  # (fresh products, contiguous)
     activated2 = activated.view(-1, width)
-    grad2 = grad.reshape(-1, grad.shape[-1]).to(hidden.dtype)
-    weight = weight.to(hidden.dtype)  # (under autocast: the product in h's bfloat16)
+    grad2 = grad.reshape(-1, grad.shape[-1])
+    if grad2.dtype != hidden.dtype or weight.dtype != hidden.dtype:  # (autocast: bfloat16 h)
+        grad2, weight = grad2.to(hidden.dtype), weight.to(hidden.dtype)
     rows = max(1, _GELU_CHUNK_ELEMENTS // max(1, width))
     scratch = hidden2.new_empty(min(rows, hidden2.shape[0]), width)
+    zero = scratch.new_zeros(())
     for start in range(0, hidden2.shape[0], rows):
         chunk = slice(start, start + rows)
         h = hidden2[chunk]
-        derivative = _gelu_derivative(h, activated2[chunk], scratch[: h.shape[0]])
+        derivative = _gelu_derivative(h, activated2[chunk], scratch[: h.shape[0]], zero)
         torch.mm(grad2[chunk], weight, out=h).mul_(derivative)
     return hidden
 
