@@ -36,7 +36,9 @@ A row whose every key is masked has weights 0 (output 0), as torch's attention g
 Q, K and V may be views with any strides — (B, H, T, d) heads side by side in the (B, T,
 3, H, d) output of one Linear, as a GPT's qkv product gives them: the kernels then take the
 problems a head at a time (:func:`_groups`) rather than copy them, and the backward can write
-dQ, dK and dV into views of one such buffer (its ``out``).
+dQ, dK and dV into views of one such buffer (its ``out``). The causal backward of such heads
+runs block by block over all heads at once (:func:`_causal_backward_heads`): the same
+products, a quarter of the calls.
 
 Causal masks: query i meets keys j ≤ i only, and everywhere above the diagonal P = 0 and
 dS = 0 — those entries add exact zeros to every product. So the causal backward works
