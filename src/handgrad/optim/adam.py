@@ -220,7 +220,9 @@ class FlatAdam:
     The same operations, in the same order and with the same scalars, as
     :func:`adam_single_tensor` (and :func:`adam_multi_tensor`, the plain body of a flat
     group) on the group's one tensor, so the same bits (tests/optim: bitwise against the
-    plain body and torch.optim). What it saves is per-step Python: settings unpacked once,
+    plain body and torch.optim); on the CPU the denominator's division and ε's addition
+    are one ``addcdiv`` pass with the same two roundings. What it saves is per-step Python
+    and that pass: settings unpacked once,
     and ``1 − β₁``, ``β₂``, ``ε`` and the step's √(1 − β₂ᵗ) kept as 0-d tensors on the CPU
     (a Python number becomes a new tensor per kernel call; the kept one, in the
     parameters' dtype, gives the same bits), instead of a multi-tensor call per operation on
