@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from operator import is_
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -220,9 +220,7 @@ class FlatAdam:
     The same operations, in the same order and with the same scalars, as
     :func:`adam_single_tensor` (and :func:`adam_multi_tensor`, the plain body of a flat
     group) on the group's one tensor, so the same bits (tests/optim: bitwise against the
-    plain body and torch.optim); on the CPU the denominator's division and ε's addition
-    are one ``addcdiv`` pass with the same two roundings. What it saves is per-step Python
-    and that pass: settings unpacked once,
+    plain body and torch.optim). What it saves is per-step Python: settings unpacked once,
     and ``1 − β₁``, ``β₂``, ``ε`` and the step's √(1 − β₂ᵗ) kept as 0-d tensors on the CPU
     (a Python number becomes a new tensor per kernel call; the kept one, in the
     parameters' dtype, gives the same bits), instead of a multi-tensor call per operation on
@@ -314,12 +312,10 @@ class FlatAdam:
         denom = torch.sqrt(second_moment, out=self.denom)
         divisor = self.correction2_operand
         if divisor is None:
-            denom.div_(bias_correction2_sqrt).add_(self.eps_operand)
+            denom.div_(bias_correction2_sqrt)
         else:
-            # √v / c + ε in one pass instead of div_ then add_: addcdiv computes ε + (1 · √v) / c,
-            # rounding the quotient and then the sum, as the two passes do (the same bits)
-            divisor.fill_(bias_correction2_sqrt)
-            torch.addcdiv(cast(Tensor, self.eps_operand), denom, divisor, out=denom)
+            denom.div_(divisor.fill_(bias_correction2_sqrt))
+        denom.add_(self.eps_operand)
         param.addcdiv_(exp_avg, denom, value=-step_size)
 
 
