@@ -231,7 +231,15 @@ def test_the_causal_backward_of_heads_side_by_side_has_the_bits_of_a_head_at_a_t
     general loop, which takes a head at a time (chosen here by chunks of fewer problems)."""
     (q, k, v), upstream = _side_by_side_causal(4, 3, 8, 8, 5)
     _, ctx = F.scaled_dot_product_attention_forward(q, k, v, is_causal=True, save_weights=False)
+    calls = []
+    heads_path = attention_kernels._causal_backward_heads
+    monkeypatch.setattr(
+        attention_kernels,
+        "_causal_backward_heads",
+        lambda *args: calls.append(1) or heads_path(*args),
+    )
     block_major = F.scaled_dot_product_attention_backward(upstream, ctx)
+    assert calls == [1]  # the block-major loop ran
     monkeypatch.setattr(attention_kernels, "_CHUNK_ELEMENTS", 2 * 4 * 8)  # 2 problems a chunk
     monkeypatch.setattr(
         attention_kernels, "_causal_backward_heads", lambda *args: pytest.fail("not chunked")
