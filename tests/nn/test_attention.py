@@ -196,6 +196,18 @@ def _side_by_side_causal(
     return (q, k, v), upstream
 
 
+def _count_heads_path_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A list that gains an entry each time the block-major loop (_causal_backward_heads) runs."""
+    calls: list[int] = []
+    heads_path = attention_kernels._causal_backward_heads
+    monkeypatch.setattr(
+        attention_kernels,
+        "_causal_backward_heads",
+        lambda *args: calls.append(1) or heads_path(*args),
+    )
+    return calls
+
+
 @pytest.mark.parametrize("blocks", [1, 2, 3])
 @pytest.mark.parametrize("lengths", [(7, 7), (9, 4), (5, 9)], ids=["square", "tall", "wide"])
 def test_the_causal_backward_of_heads_side_by_side_matches_autograd(
@@ -205,13 +217,7 @@ def test_the_causal_backward_of_heads_side_by_side_matches_autograd(
     block meets every key (not "wide": more keys than queries): autograd's gradients, every
     entry of ``out`` written."""
     monkeypatch.setattr(attention_kernels, "_CAUSAL_BLOCKS", blocks)
-    calls = []
-    heads_path = attention_kernels._causal_backward_heads
-    monkeypatch.setattr(
-        attention_kernels,
-        "_causal_backward_heads",
-        lambda *args: calls.append(1) or heads_path(*args),
-    )
+    calls = _count_heads_path_calls(monkeypatch)
     (q, k, v), upstream = _side_by_side_causal(3, 2, *lengths, 4)
     leaves = [t.clone().requires_grad_() for t in (q, k, v)]
     expected = torch.nn.functional.scaled_dot_product_attention(*leaves, is_causal=True)
@@ -231,13 +237,7 @@ def test_the_causal_backward_of_heads_side_by_side_has_the_bits_of_a_head_at_a_t
     general loop, which takes a head at a time (chosen here by chunks of fewer problems)."""
     (q, k, v), upstream = _side_by_side_causal(4, 3, 8, 8, 5)
     _, ctx = F.scaled_dot_product_attention_forward(q, k, v, is_causal=True, save_weights=False)
-    calls = []
-    heads_path = attention_kernels._causal_backward_heads
-    monkeypatch.setattr(
-        attention_kernels,
-        "_causal_backward_heads",
-        lambda *args: calls.append(1) or heads_path(*args),
-    )
+    calls = _count_heads_path_calls(monkeypatch)
     block_major = F.scaled_dot_product_attention_backward(upstream, ctx)
     assert calls == [1]  # the block-major loop ran
     monkeypatch.setattr(attention_kernels, "_CHUNK_ELEMENTS", 2 * 4 * 8)  # 2 problems a chunk
