@@ -227,3 +227,23 @@ def test_sole_reference_sees_every_other_holder_and_falls_back(monkeypatch) -> N
     assert not compat.sole_reference(tensor)
     monkeypatch.setattr(compat, "_TENSOR_USE_COUNT", None)
     assert compat._holders_of_a_lone_local() is None
+
+
+# --------------------------------------------------------------------------- attention
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_attention_with_logsumexp_is_torchs_forward_and_falls_back(monkeypatch, dtype) -> None:  # type: ignore[no-untyped-def]
+    assert compat._FLASH_ATTENTION_CPU is not None  # the name still exists
+    qkv = torch.randn(2, 5, 3, 3, 4, dtype=dtype)  # (B, T, 3, H, d): heads side by side
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    fused = compat.attention_with_logsumexp(q, k, v, True, 0.3)
+    assert fused is not None
+    out, logsumexp = fused
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.3)
+    assert torch.equal(out, expected)  # the public function's kernel: the same bits
+    causal = torch.ones(5, 5, dtype=torch.bool).tril()
+    scores = (0.3 * q @ k.transpose(-2, -1)).masked_fill(~causal, -torch.inf)
+    torch.testing.assert_close(logsumexp, torch.logsumexp(scores, -1))
+    monkeypatch.setattr(compat, "_FLASH_ATTENTION_CPU", None)
+    assert compat.attention_with_logsumexp(q, k, v, True, 0.3) is None

@@ -27,7 +27,10 @@ The private names, one entry per thing read:
 7. ``torch._C._get_privateuse1_backend_name`` (where ``capturable=True`` is allowed) —
    :func:`privateuse1_backend_name`;
 8. ``Tensor._use_count`` and ``torch._C._storage_Use_Count`` of ``UntypedStorage._cdata``
-   (how many C++ references a tensor and its memory have) — :func:`sole_reference`.
+   (how many C++ references a tensor and its memory have) — :func:`sole_reference`;
+9. ``torch.ops.aten._scaled_dot_product_flash_attention_for_cpu`` (the CPU attention forward
+   that ``scaled_dot_product_attention`` runs, which also returns each row's log-sum-exp) —
+   :func:`attention_with_logsumexp`.
 """
 
 from __future__ import annotations
@@ -259,3 +262,26 @@ def _holders_through_one_call(tensor: torch.Tensor) -> tuple[int, int, int, int]
 _TENSOR_USE_COUNT: Callable[[torch.Tensor], int] | None = getattr(torch.Tensor, "_use_count", None)
 _STORAGE_USE_COUNT: Callable[[int], int] | None = getattr(torch._C, "_storage_Use_Count", None)
 _SOLE_HOLDERS = _holders_of_a_lone_local()
+
+
+# --------------------------------------------------------------- 9: attention's log-sum-exp
+
+
+def attention_with_logsumexp(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, is_causal: bool, scale: float
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(O, L): scaled dot-product attention's output and each row's log-sum-exp of the scores,
+    L_i = log Σ_j e^(S_ij), from the fused CPU kernel that ``F.scaled_dot_product_attention``
+    runs on (B, H, T, d) CPU tensors (its public call returns O alone and drops L). The
+    caller checks that the kernel takes its inputs (:mod:`handgrad.nn.functional.attention`).
+    Fallback: None, and the caller runs the public function.
+    """
+    if _FLASH_ATTENTION_CPU is None:
+        return None
+    out, logsumexp = _FLASH_ATTENTION_CPU(query, key, value, 0.0, is_causal, scale=scale)
+    return out, logsumexp
+
+
+_FLASH_ATTENTION_CPU: Callable[..., Any] | None = getattr(
+    torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None
+)

@@ -111,21 +111,32 @@ def test_sdpa_broadcasts_batch_dims_and_sums_their_gradients() -> None:
 
 
 def test_sdpa_in_many_chunks_equals_one_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The (batch, head) pairs are worked through in chunks; the chunk size changes nothing."""
+    """The (batch, head) pairs are worked through in chunks; the chunk size changes nothing
+    where P is a softmax (by rows). From the forward's log-sum-exp, P = 2^(S₂ − L₂) is one
+    element-wise exp2 over a chunk's blocks, whose vectorized kernel and scalar tail may
+    round differently: the chunk size can move an entry by its last bit, no more."""
     q, k, v = (torch.randn(3, 4, 7, 5, dtype=DOUBLE) for _ in range(3))
     upstream = torch.randn(3, 4, 7, 5, dtype=DOUBLE)
     whole_out, ctx = F.scaled_dot_product_attention_forward(
         q, k, v, is_causal=True, save_weights=False
     )
     whole = F.scaled_dot_product_attention_backward(upstream, ctx)
+    whole_by_softmax = F.scaled_dot_product_attention_backward(
+        upstream, ctx._replace(logsumexp=None)
+    )
     monkeypatch.setattr(attention_kernels, "_CHUNK_ELEMENTS", 2 * 7 * 7 + 1)  # 2 pairs a chunk
     chunked_out, ctx = F.scaled_dot_product_attention_forward(
         q, k, v, is_causal=True, save_weights=False
     )
     chunked = F.scaled_dot_product_attention_backward(upstream, ctx)
+    chunked_by_softmax = F.scaled_dot_product_attention_backward(
+        upstream, ctx._replace(logsumexp=None)
+    )
     assert torch.equal(chunked_out, whole_out)
-    for a, b in zip(chunked, whole, strict=True):
+    for a, b in zip(chunked_by_softmax, whole_by_softmax, strict=True):
         assert torch.equal(a, b)
+    for a, b in zip(chunked, whole, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-14, atol=1e-14)
 
 
 @pytest.mark.parametrize("blocks", [1, 2, 3])
@@ -247,6 +258,122 @@ def test_the_causal_backward_of_heads_side_by_side_has_the_bits_of_a_head_at_a_t
     head_at_a_time = F.scaled_dot_product_attention_backward(upstream, ctx)
     for a, b in zip(block_major, head_at_a_time, strict=True):
         assert torch.equal(a, b)
+
+
+def _count_probabilities_from_sums(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """A list that gains an entry for each block's P the causal backward recomputes: whether
+    from the forward's log-sum-exp (True) or by softmax (False)."""
+    seen: list[bool] = []
+    probabilities = attention_kernels._probabilities_
+    monkeypatch.setattr(
+        attention_kernels,
+        "_probabilities_",
+        lambda scores, sums: seen.append(sums is not None) or probabilities(scores, sums),
+    )
+    return seen
+
+
+def _causal_scores(q: Tensor, k: Tensor) -> Tensor:
+    """S = Q Kᵀ/√d with −∞ above the diagonal (square)."""
+    allowed = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool).tril()
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    return scores.masked_fill(~allowed, -math.inf)
+
+
+@pytest.mark.parametrize("blocks", [1, 2, 3])
+@pytest.mark.parametrize("layout", ["side by side", "contiguous"])
+def test_the_causal_backward_from_the_forwards_log_sum_exp_matches_autograd(
+    monkeypatch: pytest.MonkeyPatch, layout: str, blocks: int
+) -> None:
+    """Causal (B, H, T, d) heads on the CPU: the forward keeps each row's log-sum-exp (the
+    scores', to round-off) beside torch's O, and the backward's P = 2^(S₂ − L₂) from it —
+    the block-major loop for heads side by side, the general loop for contiguous ones —
+    gives autograd's gradients, as the softmax does without it."""
+    monkeypatch.setattr(attention_kernels, "_CAUSAL_BLOCKS", blocks)
+    seen = _count_probabilities_from_sums(monkeypatch)
+    if layout == "side by side":
+        (q, k, v), upstream = _side_by_side_causal(3, 2, 7, 7, 4)
+    else:
+        q, k, v, upstream = (torch.randn(3, 2, 7, 4, dtype=DOUBLE) for _ in range(4))
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    expected = torch.nn.functional.scaled_dot_product_attention(*leaves, is_causal=True)
+    expected_grads = torch.autograd.grad(expected, leaves, upstream)
+    out, ctx = F.scaled_dot_product_attention_forward(q, k, v, is_causal=True, save_weights=False)
+    assert torch.equal(out, expected.detach())  # torch's own fused kernel
+    assert ctx.logsumexp is not None
+    assert_matches(ctx.logsumexp, torch.logsumexp(_causal_scores(q, k), -1), "logsumexp")
+    from_sums = F.scaled_dot_product_attention_backward(upstream, ctx)
+    # a block of each head (2) at a time side by side; of all problems at once contiguous
+    assert len(seen) == blocks * (2 if layout == "side by side" else 1)
+    assert all(seen)
+    seen.clear()
+    by_softmax = F.scaled_dot_product_attention_backward(upstream, ctx._replace(logsumexp=None))
+    assert seen
+    assert not any(seen)
+    names = ("d_query", "d_key", "d_value")
+    for name, got, again, want in zip(names, from_sums, by_softmax, expected_grads, strict=True):
+        assert_matches(got, want, name)
+        assert_matches(again, want, name)
+
+
+_NO_LOG_SUM_EXP = {
+    "3-D": ((2, 7, 4), (2, 7, 4), {"is_causal": True}),
+    "more keys": ((2, 2, 5, 4), (2, 2, 9, 4), {"is_causal": True}),
+    "mask": ((2, 2, 7, 4), (2, 2, 7, 4), {"attn_mask": torch.ones(7, 7, dtype=torch.bool).tril()}),
+    "not causal": ((2, 2, 7, 4), (2, 2, 7, 4), {}),
+    "weights kept": ((2, 2, 7, 4), (2, 2, 7, 4), {"is_causal": True, "save_weights": True}),
+    "columns": ((2, 2, 7, 4), (2, 2, 7, 4), {"is_causal": True, "columns": True}),
+}
+
+
+@pytest.mark.parametrize("case", list(_NO_LOG_SUM_EXP), ids=list(_NO_LOG_SUM_EXP))
+def test_the_forward_keeps_no_log_sum_exp_where_the_fused_kernel_does_not_run(
+    case: str,
+) -> None:
+    """Anything but causal (B, H, T, d) heads with unit feature strides (or a forward that
+    keeps P itself): no log-sum-exp, the backward by softmax, still autograd's gradients."""
+    query_shape, key_shape, kwargs = _NO_LOG_SUM_EXP[case]
+    kwargs = dict(kwargs)
+    q = torch.randn(query_shape, dtype=DOUBLE)
+    k, v = (torch.randn(key_shape, dtype=DOUBLE) for _ in range(2))
+    if kwargs.pop("columns", False):  # each row of features strided: (.., d, T) transposed
+        q, k, v = (t.transpose(-2, -1).contiguous().transpose(-2, -1) for t in (q, k, v))
+    save_weights = bool(kwargs.pop("save_weights", False))
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    expected = torch.nn.functional.scaled_dot_product_attention(*leaves, **kwargs)
+    upstream = torch.randn_like(expected)
+    expected_grads = torch.autograd.grad(expected, leaves, upstream)
+    out, ctx = F.scaled_dot_product_attention_forward(
+        q, k, v, save_weights=save_weights, **kwargs
+    )
+    assert ctx.logsumexp is None
+    assert_matches(out, expected.detach(), "output")
+    grads = F.scaled_dot_product_attention_backward(upstream, ctx)
+    for name, got, want in zip(("d_query", "d_key", "d_value"), grads, expected_grads, strict=True):
+        assert_matches(got, want, name)
+
+
+def test_without_the_fused_kernels_log_sum_exp_the_causal_backward_takes_the_softmax(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A torch without the kernel's private name (handgrad._compat's fallback): O from the
+    public function, P by softmax, autograd's gradients."""
+    import handgrad._compat as compat
+
+    monkeypatch.setattr(compat, "_FLASH_ATTENTION_CPU", None)
+    seen = _count_probabilities_from_sums(monkeypatch)
+    (q, k, v), upstream = _side_by_side_causal(3, 2, 7, 7, 4)
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    expected = torch.nn.functional.scaled_dot_product_attention(*leaves, is_causal=True)
+    expected_grads = torch.autograd.grad(expected, leaves, upstream)
+    out, ctx = F.scaled_dot_product_attention_forward(q, k, v, is_causal=True, save_weights=False)
+    assert ctx.logsumexp is None
+    assert torch.equal(out, expected.detach())
+    grads = F.scaled_dot_product_attention_backward(upstream, ctx)
+    assert seen
+    assert not any(seen)
+    for name, got, want in zip(("d_query", "d_key", "d_value"), grads, expected_grads, strict=True):
+        assert_matches(got, want, name)
 
 
 def test_backward_into_out_of_the_wrong_shape_or_dtype_is_refused() -> None:
