@@ -16,9 +16,12 @@ the CPU, tied head. One step is ``zero_grad``, forward, cross-entropy, backward,
 - **torch compiled**: the torch model through ``torch.compile`` (forward and the backward
   AOTAutograd derives from it); compilation is not timed.
 
-Time: the steps run alternately in rounds (handgrad, eager, compiled, ...); the ratio is the
-median over rounds of handgrad's step time over eager's in the same round, so a slow spell of
-the machine falls on both. Peak memory: each side runs in a fresh process with torch's
+Time: the steps run alternately in rounds, in a new shuffled order each round (seeded), so
+that no step always follows the same one; the ratio is the median over rounds of handgrad's
+step time over eager's in the same round, so a slow spell of the machine falls on both, and
+the table gives the middle half of those per-round ratios (their quartiles) beside it. Sixty
+rounds: on the shared 2-core host of benchmarks/RESULTS.md, a median of 15 moved by ±1.5%
+from run to run with the same code. Peak memory: each side runs in a fresh process with torch's
 profiler recording every CPU allocation from the start (``profile_memory=True``); the
 profiler reports, with each allocation and free, the total bytes the process's tensors hold.
 The figure is the largest total during the measured (third) step — parameters, gradients,
@@ -31,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -120,19 +124,27 @@ def timing(rounds: int, compiled: bool) -> str:
         step()
         step()
     seconds: dict[str, list[float]] = {name: [] for name in steps}
+    order = list(steps.items())
+    shuffler = random.Random(0)
     for _ in range(rounds):
-        for name, step in steps.items():
+        shuffler.shuffle(order)
+        for name, step in order:
             started = time.perf_counter()
             step()
             seconds[name].append(time.perf_counter() - started)
     eager = seconds["torch eager autograd"]
     lines = [
-        "| step | median ms | ratio to eager (median of rounds) |",
-        "|---|---|---|",
+        "| step | median ms | ratio to eager (median of rounds) | middle half of rounds |",
+        "|---|---|---|---|",
     ]
     for name, times in seconds.items():
-        ratio = statistics.median(a / b for a, b in zip(times, eager, strict=True))
-        lines.append(f"| {name} | {statistics.median(times) * 1e3:.1f} | {ratio:.2f} |")
+        ratios = [a / b for a, b in zip(times, eager, strict=True)]
+        ratio = statistics.median(ratios)
+        low, _, high = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+        lines.append(
+            f"| {name} | {statistics.median(times) * 1e3:.1f} | {ratio:.3f} | "
+            f"{low:.3f}–{high:.3f} |"
+        )
     return "\n".join(lines + [""] + [f"_{note}_" for note in notes])
 
 
@@ -229,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"GPT ({model}, context {CONTEXT}, batch {BATCH}, vocabulary {VOCAB}), float32, CPU. "
         "Ratio = handgrad / torch eager (< 1: handgrad faster).\n"
     )
-    rounds = 3 if args.quick else 15
+    rounds = 3 if args.quick else 60
     try:
         for count in threads:
             torch.set_num_threads(count or default_threads)
