@@ -16,17 +16,21 @@ the CPU, tied head. One step is ``zero_grad``, forward, cross-entropy, backward,
 - **torch compiled**: the torch model through ``torch.compile`` (forward and the backward
   AOTAutograd derives from it); compilation is not timed.
 
-Time: the steps run alternately in rounds, in a new shuffled order each round (seeded), so
-that no step always follows the same one; the ratio is the median over rounds of handgrad's
-step time over eager's in the same round, so a slow spell of the machine falls on both, and
-the table gives the middle half of those per-round ratios (their quartiles) beside it. Sixty
-rounds: on the shared 2-core host of benchmarks/RESULTS.md, a median of 15 moved by ±1.5%
-from run to run with the same code. Peak memory: each side runs in a fresh process with torch's
-profiler recording every CPU allocation from the start (``profile_memory=True``); the
-profiler reports, with each allocation and free, the total bytes the process's tensors hold.
-The figure is the largest total during the measured (third) step — parameters, gradients,
-optimizer state, activations kept for the backward and the backward's temporaries, everything
-alive at once.
+Time: in each round every side runs a block of ``BLOCK`` consecutive steps, the sides in a
+new shuffled order each round (seeded). A training loop runs one model's steps back to back,
+so the figure is the steady state: the block's later steps, averaged; the ratio is the median
+over rounds of handgrad's over eager's in the same round (a slow spell of the machine falls on
+both), with the middle half of the per-round ratios (their quartiles) beside it. The block's
+first step, right after another model's steps, is reported apart: it finds the allocator and
+the caches as the other model left them, which a training loop never does. (On the shared
+2-core host of benchmarks/RESULTS.md the two differ by less than a run's spread, about ±1.5%
+around each median, and so did steps interleaved one by one, the method before.)
+
+Peak memory: each side runs in a fresh process with torch's profiler recording every CPU
+allocation from the start (``profile_memory=True``); the profiler reports, with each
+allocation and free, the total bytes the process's tensors hold. The figure is the largest
+total during the measured (third) step — parameters, gradients, optimizer state, activations
+kept for the backward and the backward's temporaries, everything alive at once.
 """
 
 from __future__ import annotations
@@ -100,8 +104,14 @@ def torch_step(model: torch.nn.Module) -> Callable[[], float]:
     return step
 
 
-def timing(rounds: int, compiled: bool) -> str:
-    """Paired rounds of handgrad, eager (and compiled) steps: a markdown table."""
+BLOCK = 5
+"""Consecutive steps of one side in a round: the first after another model's, then four."""
+
+
+def timing(rounds: int, compiled: bool, block: int = BLOCK) -> str:
+    """Paired rounds of blocks of handgrad, eager (and compiled) steps: a markdown table."""
+    if block < 2:
+        raise ValueError(f"timing: block must be at least 2 steps (one untimed), got {block}")
     ours, reference = _models()
     plain, _ = _models(flat=False)
     steps: dict[str, Callable[[], float]] = {
@@ -123,27 +133,36 @@ def timing(rounds: int, compiled: bool) -> str:
     for step in steps.values():  # warm up (allocator, lazy initialisation)
         step()
         step()
-    seconds: dict[str, list[float]] = {name: [] for name in steps}
+    seconds: dict[str, list[float]] = {name: [] for name in steps}  # steady state
+    first: dict[str, list[float]] = {name: [] for name in steps}  # after another model's
     order = list(steps.items())
     shuffler = random.Random(0)
     for _ in range(rounds):
         shuffler.shuffle(order)
         for name, step in order:
-            started = time.perf_counter()
-            step()
-            seconds[name].append(time.perf_counter() - started)
-    eager = seconds["torch eager autograd"]
+            times = []
+            for _ in range(block):
+                started = time.perf_counter()
+                step()
+                times.append(time.perf_counter() - started)
+            first[name].append(times[0])
+            seconds[name].append(statistics.mean(times[1:]))
+    eager, eager_first = seconds["torch eager autograd"], first["torch eager autograd"]
     lines = [
-        "| step | median ms | ratio to eager (median of rounds) | middle half of rounds |",
-        "|---|---|---|---|",
+        "| step | median ms | ratio to eager (median of rounds) | middle half of rounds "
+        "| first step of a block: ratio |",
+        "|---|---|---|---|---|",
     ]
     for name, times in seconds.items():
         ratios = [a / b for a, b in zip(times, eager, strict=True)]
         ratio = statistics.median(ratios)
         low, _, high = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+        after_switch = statistics.median(
+            a / b for a, b in zip(first[name], eager_first, strict=True)
+        )
         lines.append(
             f"| {name} | {statistics.median(times) * 1e3:.1f} | {ratio:.3f} | "
-            f"{low:.3f}–{high:.3f} |"
+            f"{low:.3f}–{high:.3f} | {after_switch:.3f} |"
         )
     return "\n".join(lines + [""] + [f"_{note}_" for note in notes])
 
@@ -241,13 +260,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"GPT ({model}, context {CONTEXT}, batch {BATCH}, vocabulary {VOCAB}), float32, CPU. "
         "Ratio = handgrad / torch eager (< 1: handgrad faster).\n"
     )
-    rounds = 3 if args.quick else 60
+    rounds = 3 if args.quick else 15
     try:
         for count in threads:
             torch.set_num_threads(count or default_threads)
             print(f"### {torch.get_num_threads()} torch thread(s)\n")
             compiled = not (args.quick or args.no_compile)
-            print(f"#### time\n\n{timing(rounds, compiled)}\n", flush=True)
+            block = 2 if args.quick else BLOCK
+            print(f"#### time\n\n{timing(rounds, compiled, block)}\n", flush=True)
             print(f"#### peak memory\n\n{memory()}\n", flush=True)
     finally:
         torch.set_num_threads(default_threads)
