@@ -386,6 +386,12 @@ _LOG2_E = 1.0 / math.log(2.0)
 """log₂ e: e^x = 2^(x log₂ e)."""
 
 
+def _scores_scale(scale: float, log2_sums: Tensor | None) -> float:
+    """The factor of Q Kᵀ in the scores that :func:`_probabilities_` takes: s, or, with the
+    rows' log-sum-exp in base 2, s log₂ e (scores S₂ = S log₂ e)."""
+    return scale if log2_sums is None else scale * _LOG2_E
+
+
 def _probabilities_(scores: Tensor, log2_sums: Tensor | None) -> Tensor:
     """P from a block's scores, in place: softmax by row; or, given the rows' log-sum-exp
     in base 2 (L₂ = L log₂ e, rows × 1) and scores S₂ = S log₂ e (computed so, the mask's
@@ -453,7 +459,7 @@ def _causal_backward_chunk(
     """
     q, k, v = inputs
     grad3, minus_row_dots, log2_sums = upstream
-    alpha = scale if log2_sums is None else scale * _LOG2_E  # (S, or S₂ = S log₂ e)
+    alpha = _scores_scale(scale, log2_sums)
     grad_query, grad_key, grad_value = grads
     count, source_len = q.shape[0], k.shape[1]
     # (for the blocks' products into slices: see _product_into)
@@ -516,7 +522,7 @@ def _causal_backward_heads(
     """
     query, key, value = inputs
     grad_out, row_dots, log2_sums = upstream
-    alpha = scale if log2_sums is None else scale * _LOG2_E  # (S, or S₂ = S log₂ e)
+    alpha = _scores_scale(scale, log2_sums)
     grad_query, grad_key, grad_value = grads
     batch, heads = query.shape[:2]
     query_dim, value_dim = query.shape[3], value.shape[3]
