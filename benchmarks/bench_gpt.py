@@ -1,6 +1,6 @@
 """A GPT training step: handgrad's hand-written backward against torch + autograd, same process.
 
-Usage: ``python -m benchmarks.bench_gpt [--quick] [--threads 1,0] [--no-compile]``
+Usage: ``python -m benchmarks.bench_gpt [--quick] [--threads 1,0] [--rounds N] [--no-compile]``
 (``--threads 0``: torch's default thread count).
 
 The model: 4 blocks, d_model 128, 4 heads, context 128, batch 16, vocabulary 96, float32 on
@@ -20,11 +20,15 @@ Time: in each round every side runs a block of ``BLOCK`` consecutive steps, the 
 new shuffled order each round (seeded). A training loop runs one model's steps back to back,
 so the figure is the steady state: the block's later steps, averaged; the ratio is the median
 over rounds of handgrad's over eager's in the same round (a slow spell of the machine falls on
-both), with the middle half of the per-round ratios (their quartiles) beside it. The block's
+both). Beside it: the 95% confidence interval of that median (:func:`median_interval`, from
+the order statistics, assuming nothing of the ratios' distribution but independent rounds)
+and the middle half of the per-round ratios (their quartiles). The block's
 first step, right after another model's steps, is reported apart: it finds the allocator and
 the caches as the other model left them, which a training loop never does. (On the shared
-2-core host of benchmarks/RESULTS.md the two differ by less than a run's spread, about ±1.5%
-around each median, and so did steps interleaved one by one, the method before.)
+2-core host of benchmarks/RESULTS.md the two differ by less than a run's spread, and so did
+steps interleaved one by one, the method before.) There the per-round ratios spread about
+±1.5% around their median, and a median of 15 rounds moved as much from run to run: hence
+``ROUNDS`` = 60, and the median's interval beside it.
 
 Peak memory: each side runs in a fresh process with torch's profiler recording every CPU
 allocation from the start (``profile_memory=True``); the profiler reports, with each
@@ -37,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import statistics
@@ -107,6 +112,27 @@ def torch_step(model: torch.nn.Module) -> Callable[[], float]:
 BLOCK = 5
 """Consecutive steps of one side in a round: the first after another model's, then four."""
 
+ROUNDS = 60
+"""Rounds of a full run (each side's block once per round, in a shuffled order)."""
+
+
+def median_interval(values: Sequence[float], z: float = 1.96) -> tuple[float, float]:
+    """A confidence interval for the median of independent ``values`` (z = 1.96: 95%).
+
+    The number of values below the true median is Binomial(n, ½), about normal with mean
+    n/2 and standard deviation √n/2; so the order statistics x₍ⱼ₎ and x₍ₖ₎ (1-based) with
+    j = ⌊n/2 − z√n/2⌋ and k = ⌈1 + n/2 + z√n/2⌉ bracket it with that confidence, whatever
+    the values' distribution (clipped to the sample for small n).
+    """
+    if not values:
+        raise ValueError("median_interval: needs at least one value")
+    ordered = sorted(values)
+    n = len(ordered)
+    spread = z * math.sqrt(n) / 2
+    low = max(1, math.floor(n / 2 - spread))
+    high = min(n, math.ceil(1 + n / 2 + spread))
+    return ordered[low - 1], ordered[high - 1]
+
 
 def timing(rounds: int, compiled: bool, block: int = BLOCK) -> str:
     """Paired rounds of blocks of handgrad, eager (and compiled) steps: a markdown table."""
@@ -149,20 +175,21 @@ def timing(rounds: int, compiled: bool, block: int = BLOCK) -> str:
             seconds[name].append(statistics.mean(times[1:]))
     eager, eager_first = seconds["torch eager autograd"], first["torch eager autograd"]
     lines = [
-        "| step | median ms | ratio to eager (median of rounds) | middle half of rounds "
-        "| first step of a block: ratio |",
-        "|---|---|---|---|---|",
+        "| step | median ms | ratio to eager (median of rounds) | its 95% interval "
+        "| middle half of rounds | first step of a block: ratio |",
+        "|---|---|---|---|---|---|",
     ]
     for name, times in seconds.items():
         ratios = [a / b for a, b in zip(times, eager, strict=True)]
         ratio = statistics.median(ratios)
+        sure_low, sure_high = median_interval(ratios)
         low, _, high = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
         after_switch = statistics.median(
             a / b for a, b in zip(first[name], eager_first, strict=True)
         )
         lines.append(
             f"| {name} | {statistics.median(times) * 1e3:.1f} | {ratio:.3f} | "
-            f"{low:.3f}–{high:.3f} | {after_switch:.3f} |"
+            f"{sure_low:.3f}–{sure_high:.3f} | {low:.3f}–{high:.3f} | {after_switch:.3f} |"
         )
     return "\n".join(lines + [""] + [f"_{note}_" for note in notes])
 
@@ -242,6 +269,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--threads", default="1,0", help="comma-separated thread counts; 0 = default"
     )
+    parser.add_argument(
+        "--rounds", type=int, default=None, help=f"rounds of blocks (default {ROUNDS}; --quick: 3)"
+    )
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile row")
     parser.add_argument(
         "--memory-child", choices=["handgrad", "handgrad-plain", "torch"], help=argparse.SUPPRESS
@@ -260,7 +290,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"GPT ({model}, context {CONTEXT}, batch {BATCH}, vocabulary {VOCAB}), float32, CPU. "
         "Ratio = handgrad / torch eager (< 1: handgrad faster).\n"
     )
-    rounds = 3 if args.quick else 15
+    rounds = args.rounds if args.rounds is not None else 3 if args.quick else ROUNDS
+    if rounds < 1:
+        parser.error(f"--rounds must be a positive integer, got {rounds}")
     try:
         for count in threads:
             torch.set_num_threads(count or default_threads)

@@ -1,0 +1,59 @@
+"""bench_gpt's statistics and table, on a tiny GPT (nothing here times the real one)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from benchmarks import bench_gpt
+
+
+def test_median_interval_takes_the_binomial_order_statistics() -> None:
+    values = [float(i) for i in range(1, 41)]  # x₍ᵢ₎ = i
+    random.Random(0).shuffle(values)
+    # n = 40: j = ⌊20 − 1.96·√40/2⌋ = 13, k = ⌈21 + 6.198⌉ = 28
+    assert bench_gpt.median_interval(values) == (13.0, 28.0)
+    # a wider confidence, a wider interval: z = 2.576 (99%) gives j = 11, k = 30
+    assert bench_gpt.median_interval(values, z=2.576) == (11.0, 30.0)
+
+
+def test_median_interval_covers_the_sample_when_it_is_small() -> None:
+    assert bench_gpt.median_interval([3.0, 1.0, 2.0]) == (1.0, 3.0)
+    assert bench_gpt.median_interval([5.0]) == (5.0, 5.0)
+    with pytest.raises(ValueError, match="at least one value"):
+        bench_gpt.median_interval([])
+
+
+def test_median_interval_covers_the_median_as_often_as_it_says() -> None:
+    """Coverage over many samples of 60 from a skewed distribution (the true median of an
+    exponential with mean 1 is ln 2): about 95%, not far above or below."""
+    rng = random.Random(1)
+    trials = 2000
+    hits = 0
+    for _ in range(trials):
+        low, high = bench_gpt.median_interval([rng.expovariate(1.0) for _ in range(60)])
+        hits += low <= 0.6931471805599453 <= high
+    assert 0.93 <= hits / trials <= 0.98
+
+
+def test_main_prints_the_interval_beside_the_median(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(bench_gpt, "CONTEXT", 4)
+    monkeypatch.setattr(bench_gpt, "BATCH", 2)
+    monkeypatch.setattr(bench_gpt, "CONFIG", {"n_layer": 1, "n_head": 2, "d_model": 8})
+    monkeypatch.setattr(bench_gpt, "memory", lambda: "(memory not measured)")
+    assert bench_gpt.main(["--quick", "--threads", "1", "--rounds", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "| ratio to eager (median of rounds) | its 95% interval |" in out
+    eager = next(line for line in out.splitlines() if line.startswith("| torch eager autograd"))
+    cells = [cell.strip() for cell in eager.strip("|").split("|")]
+    assert cells[2:5] == ["1.000", "1.000–1.000", "1.000–1.000"]  # eager against itself
+
+
+def test_main_refuses_a_round_count_below_one(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as raised:
+        bench_gpt.main(["--rounds", "0"])
+    assert raised.value.code == 2
+    assert "--rounds must be a positive integer, got 0" in capsys.readouterr().err
