@@ -185,6 +185,22 @@ def test_backward_normalized_from_centred_rows_and_with_a_residual_matches_autog
     assert_matches(got, residual + expected_grad, "residual + dx from centred rows")
 
 
+@pytest.mark.parametrize(
+    ("shape", "dtype"), [((2, 5, 4, 3), DOUBLE), ((10, 12), DOUBLE), ((2, 5, 3, 4), torch.float32)]
+)
+def test_backward_normalized_names_a_residual_that_does_not_fit(
+    shape: tuple[int, ...], dtype: torch.dtype
+) -> None:
+    """A residual of another shape (even with as many elements) or dtype is refused, naming
+    both, instead of being viewed into dL/dx's shape or promoted."""
+    norm = hn.LayerNorm((3, 4), dtype=DOUBLE)
+    x = torch.randn(2, 5, 3, 4, dtype=DOUBLE)
+    norm.normalize(x)
+    residual = torch.zeros(shape, dtype=dtype)
+    with pytest.raises(ValueError, match=r"residual must have .*\(2, 5, 3, 4\) torch.float64"):
+        norm.backward_normalized(torch.ones_like(x), residual=residual)
+
+
 def test_normalize_refuses_half_input_and_per_sample_backward() -> None:
     with pytest.raises(TypeError, match="bfloat16"):
         hn.LayerNorm(4, dtype=torch.bfloat16).normalize(torch.zeros(2, 4, dtype=torch.bfloat16))

@@ -186,8 +186,19 @@ def layer_norm_backward_normalized(
     mean((h − mean(h)) ⊙ x̂) = mean(h ⊙ x̂) − mean(h) mean(x̂).
 
     ``residual``: returns residual + dx (a residual stream's gradient, which the normalised
-    branch adds to) in the same pass as dx's last factor r.
+    branch adds to) in the same pass as dx's last factor r; ValueError unless it has
+    ``grad_xhat``'s shape, dtype and device.
     """
+    if residual is not None and (
+        residual.shape != grad_xhat.shape
+        or residual.dtype != grad_xhat.dtype
+        or residual.device != grad_xhat.device
+    ):
+        raise ValueError(
+            "layer_norm_backward_normalized: residual must have dL/dx̂'s shape, dtype and "
+            f"device {tuple(grad_xhat.shape)} {grad_xhat.dtype} {grad_xhat.device}, got "
+            f"{tuple(residual.shape)} {residual.dtype} {residual.device}"
+        )
     xhat, rstd, _, _, normalized_ndim = ctx
     width = math.prod(xhat.shape[xhat.dim() - normalized_ndim :])
     h, xhat = grad_xhat.view(-1, width), xhat.reshape(-1, width)  # rows × n
