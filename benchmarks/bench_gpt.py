@@ -29,8 +29,8 @@ the caches as the other model left them, which a training loop never does. (On t
 steps interleaved one by one, the method before.) There the per-round ratios spread about
 ±1.5% around their median, and a median of 15 rounds moved as much from run to run: hence
 ``ROUNDS`` = 60, and the median's interval beside it. That interval is the run's own; the
-host's speed also drifts over minutes, and 60-round medians of runs minutes apart have
-differed by up to ±1% (handgrad against eager at 1 thread, 2026-12-07: 0.987 to 1.009).
+host's speed also drifts over minutes, and medians of 30 to 60 rounds in runs minutes apart
+ranged from 0.987 to 1.014 (handgrad against eager at 1 thread, 2026-12-07).
 
 Peak memory: each side runs in a fresh process with torch's profiler recording every CPU
 allocation from the start (``profile_memory=True``); the profiler reports, with each
