@@ -16,21 +16,27 @@ the CPU, tied head. One step is ``zero_grad``, forward, cross-entropy, backward,
 - **torch compiled**: the torch model through ``torch.compile`` (forward and the backward
   AOTAutograd derives from it); compilation is not timed.
 
-Time: in each round every side runs a block of ``BLOCK`` consecutive steps, the sides in a
-new shuffled order each round (seeded). A training loop runs one model's steps back to back,
-so the figure is the steady state: the block's later steps, averaged; the ratio is the median
-over rounds of handgrad's over eager's in the same round (a slow spell of the machine falls on
-both). Beside it: the 95% confidence interval of that median (:func:`median_interval`, from
-the order statistics, assuming nothing of the ratios' distribution but independent rounds)
-and the middle half of the per-round ratios (their quartiles). The block's
-first step, right after another model's steps, is reported apart: it finds the allocator and
-the caches as the other model left them, which a training loop never does. (On the shared
-2-core host of benchmarks/RESULTS.md the two differ by less than a run's spread, and so did
-steps interleaved one by one, the method before.) There the per-round ratios spread about
-±1.5% around their median, and a median of 15 rounds moved as much from run to run: hence
-``ROUNDS`` = 60, and the median's interval beside it. That interval is the run's own; the
-host's speed also drifts over minutes, and medians of 30 to 60 rounds in runs minutes apart
-ranged from 0.987 to 1.014 (handgrad against eager at 1 thread, 2026-12-07).
+Time: each side is paired with eager in a loop of its own: in each round the two run a
+block of ``BLOCK`` consecutive steps each, in a shuffled order (seeded). A training loop runs
+one model's steps back to back, so the figure is the steady state: the block's later steps,
+averaged; the ratio is the median over rounds of the side's over eager's in the same round (a
+slow spell of the machine falls on both). Beside it: the 95% confidence interval of that
+median (:func:`median_interval`, from the order statistics, assuming nothing of the ratios'
+distribution but independent rounds) and the middle half of the per-round ratios (their
+quartiles). The block's first step, right after the other model's steps, is reported apart:
+it finds the allocator and the caches as the other model left them, which a training loop
+never does. Eager's own row gives its times in handgrad's loop.
+
+Why a loop per pair: a third model's steps between a pair's blocks moved the pair's ratio.
+With the compiled model's blocks in the same loop, handgrad against eager read 1.002–1.004 at
+1 thread, against 0.992–0.997 without (30 rounds, four processes each, alternating; on the
+shared 2-core host of benchmarks/RESULTS.md, 2026-12-07); a compiled model that was built
+but not stepped changed nothing (0.996–1.003 against 0.997–1.006). The three benchmark runs
+that night with all four sides in one loop read 1.009–1.014.
+
+``ROUNDS`` = 40 per pair: there the per-round ratios spread about ±1.5% around their median,
+so the median's interval is about ±1% wide; it is the run's own, and the host's speed also
+drifts over minutes (runs minutes apart have differed by about as much).
 
 Peak memory: each side runs in a fresh process with torch's profiler recording every CPU
 allocation from the start (``profile_memory=True``); the profiler reports, with each
@@ -114,8 +120,8 @@ def torch_step(model: torch.nn.Module) -> Callable[[], float]:
 BLOCK = 5
 """Consecutive steps of one side in a round: the first after another model's, then four."""
 
-ROUNDS = 60
-"""Rounds of a full run (each side's block once per round, in a shuffled order)."""
+ROUNDS = 40
+"""Rounds of each pair's loop (the side's block and eager's, in a shuffled order)."""
 
 
 def median_interval(values: Sequence[float], z: float = 1.96) -> tuple[float, float]:
@@ -136,35 +142,18 @@ def median_interval(values: Sequence[float], z: float = 1.96) -> tuple[float, fl
     return ordered[low - 1], ordered[high - 1]
 
 
-def timing(rounds: int, compiled: bool, block: int = BLOCK) -> str:
-    """Paired rounds of blocks of handgrad, eager (and compiled) steps: a markdown table."""
-    if block < 2:
-        raise ValueError(f"timing: block must be at least 2 steps (one untimed), got {block}")
-    ours, reference = _models()
-    plain, _ = _models(flat=False)
-    steps: dict[str, Callable[[], float]] = {
-        "handgrad": handgrad_step(ours),
-        "handgrad, plain": handgrad_step(plain),
-        "torch eager autograd": torch_step(reference),
-    }
-    notes = []
-    if compiled:
-        twin = hnn.to_torch(ours)
-        started = time.perf_counter()
-        try:
-            steps["torch.compile autograd"] = torch_step(cast(torch.nn.Module, torch.compile(twin)))
-            steps["torch.compile autograd"]()  # compiles
-            notes.append(f"compilation took {time.perf_counter() - started:.0f} s (not timed)")
-        except Exception as error:  # no C++ compiler, ...: report, keep the rest
-            steps.pop("torch.compile autograd", None)
-            notes.append(f"torch.compile unavailable: {type(error).__name__}: {error}")
-    for step in steps.values():  # warm up (allocator, lazy initialisation)
-        step()
-        step()
-    seconds: dict[str, list[float]] = {name: [] for name in steps}  # steady state
-    first: dict[str, list[float]] = {name: [] for name in steps}  # after another model's
+EAGER = "torch eager autograd"
+
+
+def _blocks(
+    steps: dict[str, Callable[[], float]], rounds: int, block: int, shuffler: random.Random
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """``rounds`` rounds in which each of ``steps`` runs ``block`` consecutive steps, in a
+    new shuffled order each round: per side, each round's steady state (the block's later
+    steps, averaged) and its first step, in seconds."""
+    seconds: dict[str, list[float]] = {name: [] for name in steps}
+    first: dict[str, list[float]] = {name: [] for name in steps}
     order = list(steps.items())
-    shuffler = random.Random(0)
     for _ in range(rounds):
         shuffler.shuffle(order)
         for name, step in order:
@@ -175,24 +164,63 @@ def timing(rounds: int, compiled: bool, block: int = BLOCK) -> str:
                 times.append(time.perf_counter() - started)
             first[name].append(times[0])
             seconds[name].append(statistics.mean(times[1:]))
-    eager, eager_first = seconds["torch eager autograd"], first["torch eager autograd"]
+    return seconds, first
+
+
+def _row(
+    name: str, times: list[float], eager: list[float], first: list[float], eager_first: list[float]
+) -> str:
+    """A table row: the side's median, its per-round ratios to eager's summarised."""
+    ratios = [a / b for a, b in zip(times, eager, strict=True)]
+    sure_low, sure_high = median_interval(ratios)
+    low, _, high = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+    after_switch = statistics.median(a / b for a, b in zip(first, eager_first, strict=True))
+    return (
+        f"| {name} | {statistics.median(times) * 1e3:.1f} | {statistics.median(ratios):.3f} | "
+        f"{sure_low:.3f}–{sure_high:.3f} | {low:.3f}–{high:.3f} | {after_switch:.3f} |"
+    )
+
+
+def timing(rounds: int, compiled: bool, block: int = BLOCK) -> str:
+    """handgrad's, plain handgrad's (and compiled) steps, each paired with eager's in its own
+    loop of ``rounds`` rounds of blocks (:func:`_blocks`): a markdown table."""
+    if block < 2:
+        raise ValueError(f"timing: block must be at least 2 steps (one untimed), got {block}")
+    ours, reference = _models()
+    plain, _ = _models(flat=False)
+    sides: dict[str, Callable[[], float]] = {
+        "handgrad": handgrad_step(ours),
+        "handgrad, plain": handgrad_step(plain),
+    }
+    eager = torch_step(reference)
+    notes = []
+    if compiled:
+        twin = hnn.to_torch(ours)
+        started = time.perf_counter()
+        try:
+            sides["torch.compile autograd"] = torch_step(cast(torch.nn.Module, torch.compile(twin)))
+            sides["torch.compile autograd"]()  # compiles
+            notes.append(f"compilation took {time.perf_counter() - started:.0f} s (not timed)")
+        except Exception as error:  # no C++ compiler, ...: report, keep the rest
+            sides.pop("torch.compile autograd", None)
+            notes.append(f"torch.compile unavailable: {type(error).__name__}: {error}")
+    for step in (*sides.values(), eager):  # warm up (allocator, lazy initialisation)
+        step()
+        step()
+    shuffler = random.Random(0)
+    rows: dict[str, str] = {}
+    for name, step in sides.items():  # (the module docstring: one pair per loop)
+        seconds, first = _blocks({name: step, EAGER: eager}, rounds, block, shuffler)
+        rows[name] = _row(name, seconds[name], seconds[EAGER], first[name], first[EAGER])
+        if EAGER not in rows:  # eager's own row: its times in handgrad's loop
+            rows[EAGER] = _row(EAGER, seconds[EAGER], seconds[EAGER], first[EAGER], first[EAGER])
     lines = [
         "| step | median ms | ratio to eager (median of rounds) | its 95% interval "
         "| middle half of rounds | first step of a block: ratio |",
         "|---|---|---|---|---|---|",
+        *(rows[name] for name in ("handgrad", "handgrad, plain", EAGER) if name in rows),
+        *(row for name, row in rows.items() if name.startswith("torch.compile")),
     ]
-    for name, times in seconds.items():
-        ratios = [a / b for a, b in zip(times, eager, strict=True)]
-        ratio = statistics.median(ratios)
-        sure_low, sure_high = median_interval(ratios)
-        low, _, high = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
-        after_switch = statistics.median(
-            a / b for a, b in zip(first[name], eager_first, strict=True)
-        )
-        lines.append(
-            f"| {name} | {statistics.median(times) * 1e3:.1f} | {ratio:.3f} | "
-            f"{sure_low:.3f}–{sure_high:.3f} | {low:.3f}–{high:.3f} | {after_switch:.3f} |"
-        )
     return "\n".join(lines + [""] + [f"_{note}_" for note in notes])
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
@@ -57,3 +58,33 @@ def test_main_refuses_a_round_count_below_one(capsys: pytest.CaptureFixture[str]
         bench_gpt.main(["--rounds", "0"])
     assert raised.value.code == 2
     assert "--rounds must be a positive integer, got 0" in capsys.readouterr().err
+
+
+def test_each_side_is_timed_in_a_loop_of_its_own_with_eager(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A third model's steps between a pair's blocks moved the pair's ratio (the module
+    docstring): every loop holds one side and eager, and eager's row comes from handgrad's."""
+    monkeypatch.setattr(bench_gpt, "CONTEXT", 4)
+    monkeypatch.setattr(bench_gpt, "BATCH", 2)
+    monkeypatch.setattr(bench_gpt, "CONFIG", {"n_layer": 1, "n_head": 2, "d_model": 8})
+    loops: list[list[str]] = []
+    real_blocks = bench_gpt._blocks
+
+    def recording(steps: Any, rounds: int, block: int, shuffler: Any) -> Any:
+        loops.append(sorted(steps))
+        seconds, first = real_blocks(steps, rounds, block, shuffler)
+        if steps.keys() != {"handgrad", bench_gpt.EAGER}:  # eager elsewhere: 10x slower
+            seconds[bench_gpt.EAGER] = [10.0 * t for t in seconds[bench_gpt.EAGER]]
+        return seconds, first
+
+    monkeypatch.setattr(bench_gpt, "_blocks", recording)
+    table = bench_gpt.timing(rounds=2, compiled=False, block=2)
+    eager = bench_gpt.EAGER
+    assert loops == [sorted(["handgrad", eager]), sorted(["handgrad, plain", eager])]
+    lines = [line for line in table.splitlines() if line.startswith("| ")]
+    ratios = {line.split("|")[1].strip(): line.split("|")[3].strip() for line in lines}
+    assert ratios[eager] == "1.000"
+    # each ratio is to the eager times of its own loop (made 10x slower in plain's)
+    assert float(ratios["handgrad, plain"]) < 0.5
+    assert float(ratios["handgrad"]) > 0.5
