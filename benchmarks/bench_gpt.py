@@ -35,8 +35,8 @@ but not stepped changed nothing (0.996–1.003 against 0.997–1.006). The three
 that night with all four sides in one loop read 1.009–1.014.
 
 ``ROUNDS`` = 40 per pair: there the per-round ratios spread about ±1.5% around their median,
-so the median's interval is about ±1% wide; it is the run's own, and the host's speed also
-drifts over minutes (runs minutes apart have differed by about as much).
+and the median's interval came out 2–4% wide; it is the run's own, and the host's speed
+also drifts over minutes (runs minutes apart have differed by up to 1%).
 
 Peak memory: each side runs in a fresh process with torch's profiler recording every CPU
 allocation from the start (``profile_memory=True``); the profiler reports, with each
