@@ -38,12 +38,18 @@ def test_median_interval_covers_the_median_as_often_as_it_says() -> None:
     assert 0.93 <= hits / trials <= 0.98
 
 
-def test_main_prints_the_interval_beside_the_median(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+@pytest.fixture
+def tiny_gpt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The benchmark's model shrunk to one block of 8 features over 4 positions, batch 2."""
     monkeypatch.setattr(bench_gpt, "CONTEXT", 4)
     monkeypatch.setattr(bench_gpt, "BATCH", 2)
     monkeypatch.setattr(bench_gpt, "CONFIG", {"n_layer": 1, "n_head": 2, "d_model": 8})
+
+
+@pytest.mark.usefixtures("tiny_gpt")
+def test_main_prints_the_interval_beside_the_median(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr(bench_gpt, "memory", lambda: "(memory not measured)")
     assert bench_gpt.main(["--quick", "--threads", "1", "--rounds", "4"]) == 0
     out = capsys.readouterr().out
@@ -60,14 +66,12 @@ def test_main_refuses_a_round_count_below_one(capsys: pytest.CaptureFixture[str]
     assert "--rounds must be a positive integer, got 0" in capsys.readouterr().err
 
 
+@pytest.mark.usefixtures("tiny_gpt")
 def test_each_side_is_timed_in_a_loop_of_its_own_with_eager(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A third model's steps between a pair's blocks moved the pair's ratio (the module
     docstring): every loop holds one side and eager, and eager's row comes from handgrad's."""
-    monkeypatch.setattr(bench_gpt, "CONTEXT", 4)
-    monkeypatch.setattr(bench_gpt, "BATCH", 2)
-    monkeypatch.setattr(bench_gpt, "CONFIG", {"n_layer": 1, "n_head": 2, "d_model": 8})
     loops: list[list[str]] = []
     real_blocks = bench_gpt._blocks
 
