@@ -92,3 +92,9 @@ def test_each_side_is_timed_in_a_loop_of_its_own_with_eager(
     # each ratio is to the eager times of its own loop (made 10x slower in plain's)
     assert float(ratios["handgrad, plain"]) < 0.5
     assert float(ratios["handgrad"]) > 0.5
+
+
+def test_timing_refuses_a_block_without_a_timed_step() -> None:
+    """A block's first step is reported apart, so a block of one step has nothing to time."""
+    with pytest.raises(ValueError, match=r"block must be at least 2 steps .* got 1"):
+        bench_gpt.timing(rounds=1, compiled=False, block=1)
