@@ -36,7 +36,9 @@ that night with all four sides in one loop read 1.009–1.014.
 
 ``ROUNDS`` = 40 per pair: there the per-round ratios spread about ±1.5% around their median,
 and the median's interval came out 2–4% wide; it is the run's own, and the host's speed
-also drifts over minutes (runs minutes apart have differed by up to 1%).
+also drifts over minutes (runs minutes apart have differed by up to 1%). On a noisier host
+of the same kind (2026-12-07, 5 a.m.: a matrix product's rate moving ±10% from second to
+second) the intervals came out 6–8% wide: read the interval before the median.
 
 Peak memory: each side runs in a fresh process with torch's profiler recording every CPU
 allocation from the start (``profile_memory=True``); the profiler reports, with each
